@@ -1,0 +1,176 @@
+"""inspect-data rules about sizes, shapes and distributions: (measurements, settings) -> Verdict."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from nnrecipe.probes.data_groups import DataMeasurements
+from nnrecipe.probes.data_scan import STAT_NAMES
+from nnrecipe.spec_stages import InspectDataSpec
+from nnrecipe.verdict import Status, Verdict
+
+STAGE = "inspect-data"
+GROSS_Z = 50.0  # an example this far out is a bug (wrong scale, corrupted file), whatever the fraction
+
+
+def chi_square_p(observed: np.ndarray, expected: np.ndarray) -> float:
+    """Pearson's goodness-of-fit p-value, P(chi2_{k-1} > X^2) = Q((k-1)/2, X^2/2).
+
+    torch.special.gammaincc is the regularized upper incomplete gamma: no SciPy import.
+    """
+    import torch
+
+    x2 = float(((observed - expected) ** 2 / expected).sum())
+    dof = len(observed) - 1
+    return float(torch.special.gammaincc(torch.tensor(dof / 2, dtype=torch.float64), torch.tensor(x2 / 2, dtype=torch.float64)))
+
+
+def split_sizes(m: DataMeasurements, cfg: InspectDataSpec) -> Verdict:
+    """How many examples each split has, and how precisely val can measure anything."""
+    sizes = {name: s.n for name, s in m.scan.splits.items()}
+    n_val = sizes["val"]
+    # 95% CI half-width of an accuracy near 0.5 measured on n_val examples: 1.96 * sqrt(0.25 / n).
+    ci = 1.96 * math.sqrt(0.25 / max(n_val, 1))
+    observed = dict(sizes, val_accuracy_ci95=round(ci, 4))
+    expected = f"val >= {cfg.min_val_size}"
+    if n_val < cfg.min_val_size:
+        return Verdict(STAGE, "split-sizes", Status.WARN, observed=observed, expected=expected,
+                       message=f"val has {n_val} examples: accuracies on it carry ±{ci:.1%} (95% CI); "
+                               "real improvements will hide in that noise",
+                       hint="raise data.val_fraction or add held-out data")
+    return Verdict(STAGE, "split-sizes", Status.PASS, observed=observed, expected=expected,
+                   message=", ".join(f"{k} {v}" for k, v in sizes.items()) + f"; val accuracy ±{ci:.1%} (95% CI)")
+
+
+def shapes_dtypes(m: DataMeasurements, cfg: InspectDataSpec) -> Verdict:
+    """One input shape for every example of every split; float inputs; targets that fit the task."""
+    splits = m.scan.splits
+    shapes = {name: sorted(s.shapes) for name, s in splits.items()}
+    all_shapes = {shape for s in splits.values() for shape in s.shapes}
+    t = m.scan.train.targets
+    observed = {
+        "input_shape": [list(sh) for sh in sorted(all_shapes)] if len(all_shapes) > 1 else list(next(iter(all_shapes))),
+        "input_dtype": m.scan.train.x_dtype,
+        "target_dtype": m.scan.train.y_dtype,
+        "target_range": [float(np.nanmin(t)), float(np.nanmax(t))] if len(t) else None,
+    }
+    if len(all_shapes) > 1:
+        per_split = "; ".join(f"{k}: {', '.join(str(tuple(x)) for x in v)}" for k, v in shapes.items())
+        return Verdict(STAGE, "shapes-dtypes", Status.FAIL, observed=observed, expected="one input shape",
+                       message=f"inputs come in {len(all_shapes)} shapes ({per_split})",
+                       hint="resize or crop to one shape (data.args.image_size for image folders)")
+    dtypes = {s.x_dtype for s in splits.values()}
+    if not all(d.startswith(("float", "bfloat")) for d in dtypes):
+        return Verdict(STAGE, "shapes-dtypes", Status.FAIL, observed=observed, expected="floating-point inputs",
+                       message=f"inputs are {', '.join(sorted(dtypes))}; models take floats",
+                       hint="convert to float32 and scale (e.g. pixels / 255) in the data source")
+    if m.scan.task == "regression" and not m.scan.train.y_dtype.startswith(("float", "bfloat")):
+        return Verdict(STAGE, "shapes-dtypes", Status.WARN, observed=observed, expected="float targets",
+                       message=f"regression targets are {m.scan.train.y_dtype}", hint="is this a classification task?")
+    return Verdict(STAGE, "shapes-dtypes", Status.PASS, observed=observed, expected="one shape, float inputs",
+                   message=f"every input is {tuple(next(iter(all_shapes)))} {m.scan.train.x_dtype}")
+
+
+def class_balance(m: DataMeasurements, cfg: InspectDataSpec) -> Verdict:
+    """Imbalance of train classes, the log-priors, and whether val/test priors differ beyond chance."""
+    scan = m.scan
+    if scan.task != "classification" or not scan.num_classes:
+        return Verdict(STAGE, "class-balance", Status.SKIP, message="regression task" if scan.task != "classification" else "unknown number of classes")
+    C = scan.num_classes
+
+    def counts(s):
+        y = s.targets[np.isfinite(s.targets)]
+        y = y[(y >= 0) & (y < C) & (y == np.round(y))].astype(np.int64)
+        return np.bincount(y, minlength=C)[:C]
+
+    train = counts(scan.train)
+    priors = train / max(train.sum(), 1)
+    ratio = float(train.max() / train.min()) if train.min() > 0 else math.inf
+    observed = {
+        "train_counts": train.tolist(),
+        "imbalance_ratio": round(ratio, 3) if math.isfinite(ratio) else "inf",
+        "log_priors": [round(float(np.log(p)), 4) if p > 0 else "-inf" for p in priors],
+    }
+    problems = []
+    if ratio > cfg.imbalance_warn_ratio:
+        problems.append(f"the largest train class has {ratio:.1f}x the examples of the smallest")
+    # Chi-square goodness of fit of each held-out split against the train priors.
+    for name, s in scan.splits.items():
+        if name == "train":
+            continue
+        c = counts(s)
+        keep = priors > 0
+        expected_counts = priors[keep] * c.sum()
+        if c.sum() == 0 or expected_counts.min() < 1 or keep.sum() < 2:
+            continue
+        scaled = c[keep] * expected_counts.sum() / max(c[keep].sum(), 1)  # equal totals, as chisquare requires
+        p = chi_square_p(scaled, expected_counts)
+        observed[f"{name}_counts"] = c.tolist()
+        observed[f"{name}_prior_shift_p"] = float(f"{p:.3g}")
+        if p < cfg.prior_shift_p or (c[~keep].sum() > 0):
+            problems.append(f"{name} class frequencies differ from train's beyond chance (chi-square p={p:.2g})")
+    expected = f"ratio <= {cfg.imbalance_warn_ratio}; held-out priors as train (p >= {cfg.prior_shift_p:g})"
+    if problems:
+        return Verdict(STAGE, "class-balance", Status.WARN, observed=observed, expected=expected, message="; ".join(problems),
+                       hint="initialise the final bias to the log-priors (baseline does) and report per-class metrics; "
+                            "stratify the split when priors differ")
+    return Verdict(STAGE, "class-balance", Status.PASS, observed=observed, expected=expected,
+                   message=f"train imbalance ratio {ratio:.2f}; held-out priors match train's")
+
+
+def input_scale(m: DataMeasurements, cfg: InspectDataSpec) -> Verdict:
+    """Per channel (images, signals) or feature (tables): standardized inputs train best."""
+    s = m.scan.train
+    mean, std = s.channel_mean, s.channel_std
+    unit = "feature" if m.scan.kind == "tabular" else "channel"
+    observed = {
+        f"{unit}s": len(mean),
+        "mean": [round(float(v), 4) for v in mean[:16]],
+        "std": [round(float(v), 4) for v in std[:16]],
+    }
+    expected = f"|mean| <= {cfg.scale_max_abs_mean:g}, {cfg.scale_min_std:g} <= std <= {cfg.scale_max_std:g}"
+    off_mean = np.nonzero(np.abs(mean) > cfg.scale_max_abs_mean)[0]
+    big = np.nonzero(std > cfg.scale_max_std)[0]
+    flat = np.nonzero(std < cfg.scale_min_std)[0]
+    problems = []
+    if len(off_mean) or len(big):
+        worst = int(np.argmax(np.maximum(np.abs(mean), std)))
+        problems.append(f"{len(set(off_mean) | set(big))} {unit}(s) far from standardized, worst {unit} {worst}: "
+                        f"mean {mean[worst]:.3g}, std {std[worst]:.3g}")
+    if len(flat):
+        problems.append(f"{len(flat)} {unit}(s) nearly constant (std < {cfg.scale_min_std:g}): {flat[:10].tolist()}")
+    if problems:
+        observed["worst"] = {"index": int(np.argmax(np.maximum(np.abs(mean), std))), "flat": flat[:16].tolist()}
+        return Verdict(STAGE, "input-scale", Status.WARN, observed=observed, expected=expected, message="; ".join(problems),
+                       hint="standardize with train statistics (data.args.standardize for csv/npz, scale: standardize for digits)")
+    return Verdict(STAGE, "input-scale", Status.PASS, observed=observed, expected=expected,
+                   message=f"{len(mean)} {unit}(s): mean in [{mean.min():.3g}, {mean.max():.3g}], std in [{std.min():.3g}, {std.max():.3g}]")
+
+
+def outliers(m: DataMeasurements, cfg: InspectDataSpec) -> Verdict:
+    """Examples far from the bulk on a per-example statistic (robust z against train)."""
+    n = m.scan.train.n
+    per_axis = {}
+    flagged = np.zeros(n, dtype=bool)
+    worst = (0.0, "", -1)
+    for stat in STAT_NAMES:
+        z = np.abs(m.z["train"][stat])
+        z = np.where(np.isfinite(z), z, 0.0)  # non-finite examples are non-finite's business
+        per_axis[stat] = {"beyond": int((z > cfg.outlier_z).sum()), "max_z": round(float(z.max()), 2) if n else 0.0}
+        flagged |= z > cfg.outlier_z
+        if n and z.max() > worst[0]:
+            worst = (float(z.max()), stat, int(z.argmax()))
+    frac = flagged.sum() / max(n, 1)
+    observed = {"flagged": int(flagged.sum()), "fraction": round(float(frac), 6), "per_axis": per_axis}
+    if worst[2] >= 0:
+        observed["most_extreme"] = f"train[{worst[2]}] ({worst[1]}, z={worst[0]:.1f})"
+    expected = f"fraction beyond z={cfg.outlier_z:g} <= {cfg.outlier_max_fraction:g}, none beyond z={GROSS_Z:g}"
+    if frac > cfg.outlier_max_fraction or worst[0] > GROSS_Z:
+        return Verdict(STAGE, "outliers", Status.WARN, observed=observed, expected=expected,
+                       message=f"{int(flagged.sum())} train examples lie beyond {cfg.outlier_z:g} robust std of the bulk; "
+                               f"most extreme train[{worst[2]}] on {worst[1]} (z={worst[0]:.1f})",
+                       hint="look at outliers.png: wrong scale, a corrupted file, or an empty example?")
+    return Verdict(STAGE, "outliers", Status.PASS, observed=observed, expected=expected,
+                   message=f"{int(flagged.sum())} examples beyond z={cfg.outlier_z:g}; the most extreme are in outliers.png")

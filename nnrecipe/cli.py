@@ -1,0 +1,214 @@
+"""The command line: Typer only. Parse, call the library, map typed errors to exit codes.
+
+Exit codes: 0 no fail · 1 at least one fail (--strict: a warn too) · 2 the spec, the data
+or the command line is wrong (one line, no traceback unless NNRECIPE_DEBUG=1) ·
+3 an internal error of nnrecipe itself · 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from nnrecipe.errors import NNRecipeError, SpecError
+
+app = typer.Typer(
+    name="nnrecipe",
+    help="Karpathy's recipe for training neural networks, as experiments that say pass / warn / fail.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="Experiment spec (YAML). Default: the embedded digits spec.", show_default=False)]
+OverridesArg = Annotated[Optional[list[str]], typer.Argument(help="key=value overrides of the spec, e.g. optim.lr=1e-3", show_default=False)]
+DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto | cpu | cuda | cuda:N (overrides the spec)", show_default=False)]
+OutputOpt = Annotated[Optional[Path], typer.Option("--output-dir", help="Parent of the run directory (overrides the spec)", show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the verdicts as JSON on stdout (tables go to stderr)")]
+StrictOpt = Annotated[bool, typer.Option("--strict", help="Exit 1 on a warn too, not only on a fail")]
+
+
+def _debug() -> bool:
+    return os.environ.get("NNRECIPE_DEBUG", "") not in ("", "0")
+
+
+@contextlib.contextmanager
+def _exit_codes() -> Iterator[None]:
+    """The one place where errors become exit codes and one-line messages."""
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except NNRecipeError as exc:
+        if _debug():
+            raise
+        err.out(f"error: {exc}")
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        err.out("interrupted")
+        raise typer.Exit(130) from None
+    except Exception as exc:  # a bug in nnrecipe: say so in one line, keep the traceback for NNRECIPE_DEBUG=1
+        if _debug():
+            raise
+        err.out(f"internal error: {exc.__class__.__name__}: {' '.join(str(exc).split())} (set NNRECIPE_DEBUG=1 for the traceback)")
+        raise typer.Exit(3) from None
+
+
+def _console(json_out: bool) -> Console:
+    # With --json, stdout carries only the JSON; everything for humans goes to stderr.
+    return Console(stderr=json_out, highlight=False)
+
+
+def _run(stages: list[str], *, config, overrides, device, output_dir, json_out, strict, options=None,
+         stop_on_fail=True) -> tuple[int, list]:
+    from nnrecipe.recipe import prepare_spec, run_stages
+    from nnrecipe.verdict import exit_code, verdicts_json
+
+    spec, base = prepare_spec(config=config, overrides=overrides or [], device=device, output_dir=output_dir)
+    console = _console(json_out)
+    results = run_stages(spec=spec, base=base, spec_path=config, stages=stages, console=console, options=options,
+                         stop_on_fail=stop_on_fail)
+    verdicts = [v for r in results for v in r.verdicts]
+    if json_out:
+        sys.stdout.write(verdicts_json(verdicts) + "\n")
+        sys.stdout.flush()
+    return exit_code(verdicts, strict=strict), results
+
+
+@app.command("inspect-data")
+def inspect_data(
+    overrides: OverridesArg = None,
+    config: ConfigOpt = None,
+    device: DeviceOpt = None,
+    output_dir: OutputOpt = None,
+    json_out: JsonOpt = False,
+    strict: StrictOpt = False,
+    sort_by: Annotated[Optional[str], typer.Option("--sort-by", help="Show examples sorted by this column of examples.csv (z_* by distance from the bulk), largest first")] = None,
+    class_filter: Annotated[Optional[str], typer.Option("--class", help="Show only examples of this class (index or name)")] = None,
+    split: Annotated[Optional[str], typer.Option("--split", help="Show only examples of this split")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Rows to show (default 20 when a filter or sort is given)")] = None,
+    ascending: Annotated[bool, typer.Option("--ascending", help="Sort smallest first")] = False,
+) -> None:
+    """Stage 1 — become one with the data: splits, labels, duplicates, leakage, balance, scale, outliers."""
+    with _exit_codes():
+        if sort_by is not None:  # check the column before any work
+            from nnrecipe.stages.inspect_data import COLUMNS
+
+            if sort_by not in COLUMNS:
+                raise NNRecipeError(f"--sort-by: unknown column {sort_by!r}; one of {', '.join(COLUMNS)}")
+        code, results = _run(["inspect-data"], config=config, overrides=overrides, device=device,
+                             output_dir=output_dir, json_out=json_out, strict=strict)
+        if any(x is not None for x in (sort_by, class_filter, limit, split)):
+            from nnrecipe.recipe import prepare_spec
+            from nnrecipe.stages.inspect_data import CSV_NAME, examples_table
+
+            spec, _ = prepare_spec(config=config, overrides=overrides or [], device=device, output_dir=output_dir)
+            path = Path(spec.output_dir) / spec.name / "inspect-data" / CSV_NAME
+            cols, rows = examples_table(path, sort_by=sort_by, class_filter=class_filter, limit=limit or 20,
+                                        ascending=ascending, split=split)
+            table = Table(title=f"examples ({path})")
+            for c in cols:
+                table.add_column(c, no_wrap=True)
+            for r in rows:
+                table.add_row(*r)
+            _console(json_out).print(table)
+        raise typer.Exit(code)
+
+
+def _stage_command(name: str, doc: str):
+    def command(
+        overrides: OverridesArg = None,
+        config: ConfigOpt = None,
+        device: DeviceOpt = None,
+        output_dir: OutputOpt = None,
+        json_out: JsonOpt = False,
+        strict: StrictOpt = False,
+    ) -> None:
+        with _exit_codes():
+            code, _ = _run([name], config=config, overrides=overrides, device=device, output_dir=output_dir,
+                           json_out=json_out, strict=strict)
+            raise typer.Exit(code)
+
+    command.__doc__ = doc
+    return command
+
+
+for _name, _doc in (
+    ("baseline", "Stage 2 — end-to-end skeleton + dumb baselines."),
+    ("overfit", "Stage 3 — a model large enough to fit the training set."),
+    ("regularize", "Stage 4 — give up some training loss for validation loss, one knob at a time."),
+    ("tune", "Stage 5 — random search over hyperparameters (Optuna)."),
+    ("squeeze", "Stage 6 — ensembles, distillation, leave it training."),
+):
+    app.command(_name)(_stage_command(_name, _doc))
+
+
+@app.command("run")
+def run_all(
+    overrides: OverridesArg = None,
+    config: ConfigOpt = None,
+    device: DeviceOpt = None,
+    output_dir: OutputOpt = None,
+    json_out: JsonOpt = False,
+    strict: StrictOpt = False,
+    keep_going: Annotated[bool, typer.Option("--keep-going", help="Run later stages after a stage with a fail")] = False,
+) -> None:
+    """The whole recipe: every available stage in order, stopping at the first stage with a fail."""
+    from nnrecipe.stages import STAGES
+
+    with _exit_codes():
+        available = [s.name for s in STAGES if s.module is not None]
+        missing = [s.name for s in STAGES if s.module is None]
+        code, _ = _run(available, config=config, overrides=overrides, device=device, output_dir=output_dir,
+                       json_out=json_out, strict=strict, stop_on_fail=not keep_going)
+        if missing:
+            Console(stderr=True).print(f"[yellow]not yet available[/] (not run, no verdicts): {', '.join(missing)}")
+        raise typer.Exit(code)
+
+
+@app.command("validate")
+def validate(
+    overrides: OverridesArg = None,
+    config: ConfigOpt = None,
+    device: DeviceOpt = None,
+    output_dir: OutputOpt = None,
+) -> None:
+    """Print the resolved spec, or every error in it (exit 2)."""
+    with _exit_codes():
+        from nnrecipe.recipe import prepare_spec
+
+        try:
+            spec, base = prepare_spec(config=config, overrides=overrides or [], device=device, output_dir=output_dir)
+        except SpecError as exc:
+            err = Console(stderr=True, highlight=False)
+            where = str(config) if config else "spec"
+            for line in exc.errors:
+                err.out(f"{where}: {line}" if not line.startswith(where) else line)
+            raise typer.Exit(2) from None
+        from nnrecipe.validation import check_references
+
+        problems = check_references(spec, base)  # plugin functions and data files exist
+        if problems:
+            err = Console(stderr=True, highlight=False)
+            for line in problems:
+                err.out(f"error: {line}")
+            raise typer.Exit(2)
+        sys.stdout.write(spec.to_yaml())
+        raise typer.Exit(0)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

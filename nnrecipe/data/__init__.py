@@ -1,0 +1,32 @@
+"""Data sources: a registry from `data.source` to the function that loads it.
+
+Each loader takes the validated spec and the spec's folder (relative paths resolve
+against it) and returns a DataBundle. Loaders are imported on use: scikit-learn and
+torchvision cost seconds to import and most runs need one source.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from nnrecipe.data.bundle import DataBundle, LazySplit, Split, TensorSplit
+
+SOURCES: dict[str, str] = {
+    "digits": "nnrecipe.data.digits:load",
+    "mnist1d": "nnrecipe.data.mnist1d:load",
+    "synthetic": "nnrecipe.data.synthetic:load",
+    "csv": "nnrecipe.data.tabular:load_csv",
+    "npz": "nnrecipe.data.tabular:load_npz",
+    "image-folder": "nnrecipe.data.images:load_image_folder",
+    "torchvision": "nnrecipe.data.images:load_torchvision",
+    "python": "nnrecipe.data.plugin:load",
+}
+
+
+def build_data(spec, *, base: Path) -> DataBundle:
+    module, _, func = SOURCES[spec.data.source].partition(":")
+    return getattr(importlib.import_module(module), func)(spec, base)
+
+
+__all__ = ["DataBundle", "LazySplit", "Split", "TensorSplit", "build_data", "SOURCES"]

@@ -1,0 +1,174 @@
+"""What every data source returns: splits of (x, y) examples plus what the task needs to know.
+
+Two kinds of split share one small interface (`len`, `iterate`, `example`):
+
+- `TensorSplit`: the whole split as two tensors; batched by indexing, and moved to the
+  training device once, so a training step does no host-to-device copy.
+- `LazySplit`: a map-style Dataset decoded on the fly (image folders, user datasets),
+  batched by a DataLoader with worker processes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterator, Optional, Union
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from nnrecipe.errors import DataError, NNRecipeError, PluginError
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class TensorSplit:
+    lazy = False
+
+    def __init__(self, name: str, x: torch.Tensor, y: torch.Tensor):
+        if len(x) != len(y):
+            raise DataError(f"data: the {name} split has {len(x)} inputs but {len(y)} targets")
+        self.name, self.x, self.y = name, x, y
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    @property
+    def device(self) -> torch.device:
+        return self.x.device
+
+    def to(self, device: torch.device | str) -> "TensorSplit":
+        if torch.device(device) == self.x.device:
+            return self
+        non_blocking = torch.device(device).type == "cuda"
+        return TensorSplit(self.name, self.x.to(device, non_blocking=non_blocking), self.y.to(device, non_blocking=non_blocking))
+
+    def subset(self, index: torch.Tensor) -> "TensorSplit":
+        index = index.to(self.x.device)
+        return TensorSplit(self.name, self.x[index], self.y[index])
+
+    def iterate(self, batch_size: int, *, shuffle: bool = False, generator: Optional[torch.Generator] = None) -> Iterator[Batch]:
+        """One pass over the split. Shuffling draws a permutation on the data's own device."""
+        n = len(self)
+        if shuffle:
+            order = torch.randperm(n, generator=generator, device=self.x.device)
+            for start in range(0, n, batch_size):
+                idx = order[start : start + batch_size]
+                yield self.x[idx], self.y[idx]
+        else:
+            for start in range(0, n, batch_size):  # slices are views: no copy
+                yield self.x[start : start + batch_size], self.y[start : start + batch_size]
+
+    def example(self, i: int) -> Batch:
+        return self.x[i], self.y[i]
+
+
+class LazySplit:
+    lazy = True
+
+    def __init__(self, name: str, dataset: Dataset, *, num_workers: int = 0, owner: str = "data"):
+        self.name, self.dataset, self.num_workers = name, dataset, num_workers
+        self.owner = owner  # "data" for built-in sources, "data.factory" for user datasets
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    def _error(self, exc: BaseException) -> NNRecipeError:
+        if isinstance(exc, NNRecipeError):
+            return exc
+        # DataLoader workers re-raise with the worker's traceback in the message; keep its last line.
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        text = lines[-1] if lines else exc.__class__.__name__
+        if "stack expects each tensor to be equal size" in str(exc):
+            text = "examples differ in shape; give data.args.image_size or make the dataset return one shape"
+        cls = PluginError if self.owner == "data.factory" else DataError
+        return cls(f"{self.owner}: reading the {self.name} split failed: {text}")
+
+    def iterate(self, batch_size: int, *, shuffle: bool = False, generator: Optional[torch.Generator] = None,
+                pin_memory: bool = False) -> Iterator[Batch]:
+        loader = DataLoader(
+            self.dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            generator=generator,
+            num_workers=self.num_workers,
+            pin_memory=pin_memory,
+            persistent_workers=False,
+        )
+        it = iter(loader)
+        while True:
+            try:
+                batch = next(it)
+            except StopIteration:
+                return
+            except Exception as exc:  # a worker or the collate failed: name the split, keep one line
+                raise self._error(exc) from exc
+            yield _as_pair(batch, self)
+
+    def example(self, i: int) -> Batch:
+        try:
+            item = self.dataset[i]
+        except Exception as exc:
+            raise self._error(exc) from exc
+        x, y = _as_pair(item, self)
+        return torch.as_tensor(x), torch.as_tensor(y)
+
+    def materialize(self, batch_size: int = 256) -> TensorSplit:
+        xs, ys = zip(*self.iterate(batch_size)) if len(self) else ((), ())
+        return TensorSplit(self.name, torch.cat(xs), torch.cat(ys))
+
+
+Split = Union[TensorSplit, LazySplit]
+
+
+def _as_pair(item, split: LazySplit) -> Batch:
+    if not isinstance(item, (tuple, list)) or len(item) != 2:
+        raise split._error(TypeError(f"each example must be a pair (x, y), got {type(item).__name__}"))
+    return item[0], item[1]
+
+
+@dataclasses.dataclass
+class DataBundle:
+    """The data of one experiment, as the model sees it."""
+
+    task: str  # classification | regression
+    source: str
+    train: Split
+    val: Split
+    test: Optional[Split] = None
+    num_classes: Optional[int] = None  # classification: C (declared, or inferred)
+    class_names: Optional[list[str]] = None
+    target_dim: int = 1  # regression: outputs per example
+    description: str = ""
+
+    def splits(self) -> dict[str, Split]:
+        out = {"train": self.train, "val": self.val}
+        if self.test is not None:
+            out["test"] = self.test
+        return out
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.train.example(0)[0].shape)
+
+    @property
+    def num_outputs(self) -> int:
+        return int(self.num_classes or 0) if self.task == "classification" else self.target_dim
+
+    @property
+    def kind(self) -> str:
+        """How examples are drawn: (C, H, W) images, (C, L) signals, or (D,) feature vectors."""
+        return {3: "image", 2: "signal"}.get(len(self.input_shape), "tabular")
+
+    def class_name(self, label: int) -> str:
+        if self.class_names and 0 <= label < len(self.class_names):
+            return self.class_names[label]
+        return str(label)
+
+    def to(self, device: torch.device | str) -> "DataBundle":
+        """Move in-memory splits to the device once; lazy splits stay on the host."""
+        moved = {k: (s.to(device) if isinstance(s, TensorSplit) else s) for k, s in self.splits().items()}
+        return dataclasses.replace(self, train=moved["train"], val=moved["val"], test=moved.get("test"))

@@ -1,0 +1,127 @@
+"""Helpers shared by the data sources: paths, held-out splits, standardization, bundling."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from nnrecipe.data.bundle import DataBundle, Split, TensorSplit
+from nnrecipe.errors import DataError
+
+
+def resolve_path(path: str, base: Path, *, field: str, must_exist: bool = True) -> Path:
+    """Relative paths resolve against the spec's folder, like plugin files."""
+    p = Path(path).expanduser()
+    p = p if p.is_absolute() else (base / p)
+    if must_exist and not p.exists():
+        raise DataError(f"{field}: {p} does not exist")
+    return p
+
+
+def held_out_indices(y: torch.Tensor, *, fraction: float, seed: int, stratify: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split indices into (kept, held out). Stratified by class so val priors match train's."""
+    n = len(y)
+    g = torch.Generator().manual_seed(seed)
+    if not stratify or y.dtype.is_floating_point or y.ndim != 1:
+        order = torch.randperm(n, generator=g)
+        k = int(round(fraction * n))
+        return order[k:].sort().values, order[:k].sort().values
+    held = []
+    for c in torch.unique(y):
+        idx = torch.nonzero(y == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        held.append(idx[: int(round(fraction * len(idx)))])
+    held_idx = torch.cat(held).sort().values
+    mask = torch.ones(n, dtype=torch.bool)
+    mask[held_idx] = False
+    return torch.nonzero(mask).flatten(), held_idx
+
+
+def carve_splits(
+    x: torch.Tensor, y: torch.Tensor, *, task: str, val_fraction: float, test_fraction: float, seed: int,
+    val: Optional[tuple[torch.Tensor, torch.Tensor]] = None, test: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Train/val/test from one pool; only the splits the source lacks are carved out."""
+    stratify = task == "classification"
+    out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    if test is None and test_fraction > 0:
+        keep, held = held_out_indices(y, fraction=test_fraction, seed=seed + 1, stratify=stratify)
+        test = (x[held], y[held])
+        x, y = x[keep], y[keep]
+    if val is None:
+        keep, held = held_out_indices(y, fraction=val_fraction, seed=seed, stratify=stratify)
+        val = (x[held], y[held])
+        x, y = x[keep], y[keep]
+    out["train"] = (x, y)
+    out["val"] = val
+    if test is not None:
+        out["test"] = test
+    return out
+
+
+def standardize(splits: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Per feature/channel mean 0, std 1, fitted on train only (fitting on val would leak)."""
+    x = splits["train"][0].double()
+    dims = [0] + list(range(2, x.ndim))  # all but the channel/feature axis
+    mean = x.mean(dim=dims, keepdim=True)
+    std = x.std(dim=dims, keepdim=True).clamp_min(1e-8)  # constant features stay 0, not NaN
+    return {k: (((xs.double() - mean) / std).float(), ys) for k, (xs, ys) in splits.items()}
+
+
+def infer_num_classes(declared: Optional[int], class_names: Optional[list[str]], ys: list[torch.Tensor]) -> Optional[int]:
+    """Declared C wins; else the class names; else max integer label + 1. None for float labels."""
+    if declared is not None:
+        return declared
+    if class_names:
+        return len(class_names)
+    if ys and all(not y.dtype.is_floating_point and not y.dtype == torch.bool for y in ys):
+        top = max(int(y.max()) for y in ys if len(y))
+        return max(top + 1, 2)
+    return None
+
+
+def tensor_bundle(
+    splits: dict[str, tuple[torch.Tensor, torch.Tensor]], *, task: str, source: str, declared_classes: Optional[int],
+    class_names: Optional[list[str]] = None, description: str = "",
+) -> DataBundle:
+    """Bundle in-memory splits: float32 inputs, (N, k) float regression targets."""
+    for name in ("train", "val"):
+        if name not in splits or len(splits[name][0]) == 0:
+            raise DataError(f"data: the {name} split is empty")
+    made: dict[str, Split] = {}
+    for name, (x, y) in splits.items():
+        x = torch.as_tensor(x)
+        y = torch.as_tensor(y)
+        if x.dtype == torch.float64:
+            x = x.float()
+        if task == "regression":
+            y = y.float().reshape(len(y), -1)
+        made[name] = TensorSplit(name, x, y)
+    ys = [s.y for s in made.values()]
+    return DataBundle(
+        task=task,
+        source=source,
+        train=made["train"],
+        val=made["val"],
+        test=made.get("test"),
+        num_classes=infer_num_classes(declared_classes, class_names, ys) if task == "classification" else None,
+        class_names=class_names,
+        target_dim=made["train"].y.shape[1] if task == "regression" else 1,
+        description=description,
+    )
+
+
+def integral_labels(values: np.ndarray) -> tuple[torch.Tensor, Optional[list[str]]]:
+    """Class labels from a column: integers stay; strings map to sorted names."""
+    if values.dtype.kind in "iub":
+        return torch.as_tensor(values.astype(np.int64)), None
+    if values.dtype.kind == "f":
+        if np.all(np.isfinite(values)) and np.all(values == np.round(values)):
+            return torch.as_tensor(values.astype(np.int64)), None
+        return torch.as_tensor(values), None  # float labels: label-range will say so
+    names = sorted({str(v) for v in values})
+    lookup = {n: i for i, n in enumerate(names)}
+    return torch.as_tensor(np.array([lookup[str(v)] for v in values], dtype=np.int64)), names

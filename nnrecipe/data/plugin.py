@@ -1,0 +1,64 @@
+"""`data.source: python`: the user's function returns the splits (see DESIGN.md, plugin contract).
+
+`function(**data.args)` returns a mapping with `train` and `val` (optionally `test`), each a
+Dataset yielding (x, y) or a pair of tensors (X, Y), and optionally `classes` (names).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, TensorDataset
+
+from nnrecipe.data.bundle import DataBundle, LazySplit, Split, TensorSplit
+from nnrecipe.data.common import infer_num_classes, tensor_bundle
+from nnrecipe.errors import PluginError
+from nnrecipe.plugins import call_factory, load_factory
+
+FIELD = "data.factory"
+
+
+def _as_split(name: str, value: Any, spec, ref: str) -> Split | tuple[torch.Tensor, torch.Tensor]:
+    if isinstance(value, TensorDataset) and len(value.tensors) == 2:
+        return value.tensors[0], value.tensors[1]
+    if isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, (torch.Tensor, np.ndarray)) for v in value):
+        return torch.as_tensor(value[0]), torch.as_tensor(value[1])
+    if isinstance(value, Dataset) and hasattr(value, "__len__"):
+        split = LazySplit(name, value, num_workers=spec.data.num_workers, owner=FIELD)
+        return split.materialize() if spec.data.in_memory == "always" else split
+    raise PluginError(
+        f"{FIELD}: {ref} returned {type(value).__name__} for {name!r}; expected a Dataset or a pair of tensors (X, Y)"
+    )
+
+
+def load(spec, base: Path) -> DataBundle:
+    ref = spec.data.factory
+    fn = load_factory(ref, base=base, field=FIELD)
+    out = call_factory(fn, field=FIELD, ref=ref, **spec.data.args)
+    if not isinstance(out, Mapping):
+        raise PluginError(f"{FIELD}: {ref} returned {type(out).__name__}; expected a mapping with 'train' and 'val'")
+    missing = [k for k in ("train", "val") if k not in out]
+    unknown = sorted(set(out) - {"train", "val", "test", "classes"})
+    if missing or unknown:
+        what = f"missing {', '.join(missing)}" if missing else f"unknown keys {', '.join(map(str, unknown))}"
+        raise PluginError(f"{FIELD}: {ref} returned a mapping with {what}; expected train, val, test?, classes?")
+    classes = [str(c) for c in out["classes"]] if out.get("classes") is not None else None
+    parts = {k: _as_split(k, out[k], spec, ref) for k in ("train", "val", "test") if out.get(k) is not None}
+    if all(isinstance(p, tuple) for p in parts.values()):
+        return tensor_bundle(parts, task=spec.task, source="python", declared_classes=spec.data.num_classes,
+                             class_names=classes, description=f"your data: {ref}")
+    # At least one lazy split: wrap the tensor pairs too, and read labels once when C is not given.
+    splits = {k: (TensorSplit(k, *p) if isinstance(p, tuple) else p) for k, p in parts.items()}
+    for k, s in splits.items():
+        if len(s) == 0:
+            raise PluginError(f"{FIELD}: {ref} returned an empty {k!r} split")
+    num_classes = None
+    if spec.task == "classification":
+        ys = [] if (spec.data.num_classes or classes) else [torch.cat([y.reshape(-1) for _, y in s.iterate(256)]) for s in splits.values()]
+        num_classes = infer_num_classes(spec.data.num_classes, classes, ys)
+    return DataBundle(task=spec.task, source="python", train=splits["train"], val=splits["val"], test=splits.get("test"),
+                      num_classes=num_classes, class_names=classes, description=f"your data: {ref}")

@@ -1,0 +1,146 @@
+"""Tabular files: CSV with a header row and a named target column, and NumPy .npz archives."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from nnrecipe.data.bundle import DataBundle
+from nnrecipe.data.common import carve_splits, integral_labels, resolve_path, standardize, tensor_bundle
+from nnrecipe.errors import DataError
+
+
+def _read_csv(path: Path, *, target: str, features: Optional[list[str]], delimiter: str, field: str):
+    try:
+        with path.open(newline="") as f:
+            reader = csv.reader(f, delimiter=delimiter)
+            header = next(reader, None)
+            rows = [r for r in reader if r]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{field}: cannot read {path}: {exc}") from None
+    if not header:
+        raise DataError(f"{field}: {path} is empty; expected a header row")
+    header = [h.strip() for h in header]
+    if target not in header:
+        raise DataError(f"data.args.target: column {target!r} not in {path} (columns: {', '.join(header)})")
+    columns = features if features is not None else [h for h in header if h != target]
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise DataError(f"data.args.features: {', '.join(map(repr, missing))} not in {path}")
+    if not columns:
+        raise DataError(f"data.args.features: {path} has no feature columns besides {target!r}")
+    for i, r in enumerate(rows):
+        if len(r) != len(header):
+            raise DataError(f"{field}: {path} line {i + 2} has {len(r)} fields, the header has {len(header)}")
+    index = {h: i for i, h in enumerate(header)}
+    x = np.empty((len(rows), len(columns)), dtype=np.float32)
+    for j, c in enumerate(columns):
+        col = [r[index[c]].strip() for r in rows]
+        try:
+            x[:, j] = np.array(col, dtype=np.float64)
+        except ValueError:
+            bad = next(i for i, v in enumerate(col) if not _is_number(v))
+            raise DataError(
+                f"{field}: {path} column {c!r} is not numeric (line {bad + 2}: {col[bad]!r})"
+            ) from None
+    y_raw = np.array([r[index[target]].strip() for r in rows])
+    return x, y_raw
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _targets(y_raw: np.ndarray, task: str, *, names: Optional[list[str]], field: str, path: Path):
+    if task == "classification":
+        # Integer-looking labels stay integers; anything else is a class name.
+        try:
+            as_float = y_raw.astype(np.float64)
+            if names is None:
+                return integral_labels(as_float)
+        except ValueError:
+            pass
+        if names is not None:  # val/test files use the class names found in train
+            unknown = sorted(set(y_raw.tolist()) - set(names))
+            if unknown:
+                raise DataError(f"{field}: {path} has classes not seen in train: {', '.join(unknown[:5])}")
+            lookup = {n: i for i, n in enumerate(names)}
+            return torch.as_tensor(np.array([lookup[v] for v in y_raw], dtype=np.int64)), names
+        return integral_labels(y_raw.astype(str))
+    try:
+        return torch.as_tensor(y_raw.astype(np.float32)), None
+    except ValueError:
+        raise DataError(f"data.args.target: {path} target column is not numeric; regression needs numbers") from None
+
+
+def load_csv(spec, base: Path) -> DataBundle:
+    a = spec.data.args
+    read = {}
+    for key in ("path", "val_path", "test_path"):
+        value = getattr(a, key)
+        if value is not None:
+            p = resolve_path(value, base, field=f"data.args.{key}")
+            read[key] = (p, *_read_csv(p, target=a.target, features=a.features, delimiter=a.delimiter, field=f"data.args.{key}"))
+    p, x, y_raw = read["path"]
+    y, names = _targets(y_raw, spec.task, names=None, field="data.args.path", path=p)
+    extra = {}
+    for key, split in (("val_path", "val"), ("test_path", "test")):
+        if key in read:
+            p2, x2, y2_raw = read[key]
+            y2, _ = _targets(y2_raw, spec.task, names=names, field=f"data.args.{key}", path=p2)
+            extra[split] = (torch.as_tensor(x2), y2)
+    splits = carve_splits(
+        torch.as_tensor(x), y, task=spec.task, val_fraction=spec.data.val_fraction,
+        test_fraction=spec.data.test_fraction, seed=spec.data.split_seed, **extra,
+    )
+    if a.standardize:
+        splits = standardize(splits)
+    return tensor_bundle(splits, task=spec.task, source="csv", declared_classes=spec.data.num_classes,
+                         class_names=names, description=f"CSV {read['path'][0].name}: {x.shape[1]} features")
+
+
+def load_npz(spec, base: Path) -> DataBundle:
+    a = spec.data.args
+    path = resolve_path(a.path, base, field="data.args.path")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(f"data.args.path: {path} is not a readable .npz archive ({exc})") from None
+    for key_field in ("x_key", "y_key"):
+        key = getattr(a, key_field)
+        if key not in arrays:
+            raise DataError(f"data.args.{key_field}: array {key!r} not in {path} (arrays: {', '.join(arrays) or 'none'})")
+
+    def pair(xk: str, yk: str):
+        if xk in arrays and yk in arrays:
+            return torch.as_tensor(arrays[xk]), _npz_targets(arrays[yk], spec.task)
+        if xk in arrays or yk in arrays:
+            raise DataError(f"data.args: {path} has only one of {xk!r} and {yk!r}")
+        return None
+
+    splits = carve_splits(
+        torch.as_tensor(arrays[a.x_key]), _npz_targets(arrays[a.y_key], spec.task), task=spec.task,
+        val_fraction=spec.data.val_fraction, test_fraction=spec.data.test_fraction, seed=spec.data.split_seed,
+        val=pair(a.x_val_key, a.y_val_key), test=pair(a.x_test_key, a.y_test_key),
+    )
+    if a.standardize:
+        splits = standardize(splits)
+    return tensor_bundle(splits, task=spec.task, source="npz", declared_classes=spec.data.num_classes,
+                         description=f"npz {path.name}: inputs {tuple(arrays[a.x_key].shape[1:])}")
+
+
+def _npz_targets(y: np.ndarray, task: str) -> torch.Tensor:
+    if y.dtype.kind in "USO":
+        raise DataError("data.args.y_key: npz class labels must be numbers (use a CSV for named classes)")
+    if task == "classification":
+        return integral_labels(y)[0]
+    return torch.as_tensor(y.astype(np.float32))

@@ -1,0 +1,211 @@
+"""The one training and evaluation engine that every stage uses.
+
+Speed rules, each measured in bench/ against a hand-written loop:
+- in-memory data lives on the device and is batched by indexing a device permutation;
+- the hot loop never syncs host and device: per-step losses stay in a device buffer and
+  are read only every `log_every` steps (and at evaluations);
+- evaluation runs under `torch.inference_mode`, over the entire split;
+- bf16 autocast on CUDA.
+The engine measures; it never judges. Stages turn its History into verdicts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+import torch
+from torch import nn
+
+from nnrecipe import atomic
+from nnrecipe.data.bundle import Batch, Split, TensorSplit
+from nnrecipe.runtime import autocast_dtype
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalResult:
+    loss: float  # mean loss per example over the whole split
+    metric: float  # accuracy (classification) or R^2 (regression)
+    metric_name: str
+    n: int
+
+
+@dataclasses.dataclass
+class History:
+    losses: torch.Tensor  # per-step training loss, on the host, length = steps run
+    lrs: list[float]  # the LR the optimizer actually applied at each step
+    evals: list[tuple[int, EvalResult]]  # (step, val result)
+    steps_run: int
+    nonfinite_step: Optional[int] = None  # first logged step whose loss was NaN/Inf
+
+    @property
+    def diverged(self) -> bool:
+        return self.nonfinite_step is not None
+
+
+class Engine:
+    def __init__(self, *, device: torch.device, task: str, precision: str = "auto", log_every: int = 50,
+                 writer=None, progress=None, log_histograms: bool = False):
+        self.device = device
+        self.task = task
+        self.amp_dtype = autocast_dtype(precision, device)
+        self.log_every = log_every
+        self.writer = writer  # a torch.utils.tensorboard.SummaryWriter, or None
+        self.progress = progress  # a rich Progress, or None
+        self.log_histograms = log_histograms
+
+    # ------------------------------------------------------------------ helpers
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def _to_device(self, batch: Batch) -> Batch:
+        x, y = batch
+        nb = self.device.type == "cuda"  # pinned host memory + non_blocking overlaps the copy
+        return x.to(self.device, non_blocking=nb), y.to(self.device, non_blocking=nb)
+
+    def _batches(self, split: Split, batch_size: int, generator: torch.Generator) -> Iterator[Batch]:
+        """Endless shuffled batches, epoch after epoch; the last short batch of an epoch is dropped
+        when the split holds more than one batch (it would weigh a few examples heavily)."""
+        n = len(split)
+        drop = n > batch_size
+        while True:
+            if isinstance(split, TensorSplit):
+                it = split.iterate(batch_size, shuffle=True, generator=generator)
+            else:
+                it = split.iterate(batch_size, shuffle=True, generator=generator, pin_memory=self.device.type == "cuda")
+            for x, y in it:
+                if drop and len(x) < batch_size:
+                    continue
+                yield x, y
+
+    # ------------------------------------------------------------------ evaluation
+
+    @torch.inference_mode()
+    def evaluate(self, model: nn.Module, split: Split, loss_fn: Callable, *, batch_size: int = 1024) -> EvalResult:
+        """Mean loss and metric over the entire split, accumulated on the device (one sync at the end)."""
+        was_training = model.training
+        model.eval()
+        zero = lambda: torch.zeros((), device=self.device, dtype=torch.float64)  # noqa: E731
+        loss_sum, hits, sse = zero(), zero(), zero()
+        y_sum = y_sq = None  # regression: per-output sums, for SST
+        n = 0
+        for batch in split.iterate(batch_size):
+            x, y = self._to_device(batch)
+            with self._autocast():
+                out = model(x)
+            loss_sum += loss_fn(out, y).double() * len(x)  # losses are batch means
+            if self.task == "classification":
+                hits += (out.argmax(dim=1) == y).sum()
+            else:
+                yd, od = y.double().reshape(len(y), -1), out.double().reshape(len(y), -1)
+                if y_sum is None:
+                    y_sum, y_sq = yd.sum(dim=0), (yd**2).sum(dim=0)
+                else:
+                    y_sum, y_sq = y_sum + yd.sum(dim=0), y_sq + (yd**2).sum(dim=0)
+                sse += ((od - yd) ** 2).sum()
+            n += len(x)
+        model.train(was_training)
+        mean_loss = (loss_sum / n).item()
+        if self.task == "classification":
+            return EvalResult(loss=mean_loss, metric=(hits / n).item(), metric_name="accuracy", n=n)
+        # R^2 = 1 - SSE/SST: 0 for the mean predictor, 1 for a perfect one.
+        sst = (y_sq - y_sum**2 / n).sum().clamp_min(1e-12)
+        return EvalResult(loss=mean_loss, metric=1.0 - (sse / sst).item(), metric_name="r2", n=n)
+
+    # ------------------------------------------------------------------ training
+
+    def train(
+        self,
+        *,
+        model: nn.Module,
+        train: Split,
+        val: Optional[Split],
+        loss_fn: Callable,
+        optimizer: torch.optim.Optimizer,
+        scheduler=None,
+        steps: int,
+        batch_size: int,
+        seed: int,
+        eval_every: int = 0,
+        grad_clip: Optional[float] = None,
+        checkpoint_path: Optional[Path] = None,
+        tag: str = "train",
+    ) -> History:
+        model.to(self.device)
+        model.train()
+        data_device = train.device if isinstance(train, TensorSplit) else torch.device("cpu")
+        generator = torch.Generator(device=data_device).manual_seed(seed)
+        batches = self._batches(train, batch_size, generator)
+        loss_buf = torch.zeros(steps, device=self.device)  # stays on the device until a log step
+        lrs: list[float] = []
+        evals: list[tuple[int, EvalResult]] = []
+        nonfinite_step = None
+        task = self.progress.add_task(f"{tag}", total=steps) if self.progress is not None else None
+        step = 0
+        for step in range(1, steps + 1):
+            x, y = self._to_device(next(batches))
+            with self._autocast():
+                out = model(x)
+            loss = loss_fn(out, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if grad_clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            lrs.append(optimizer.param_groups[0]["lr"])  # a Python float: no device sync
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            loss_buf[step - 1] = loss.detach()
+
+            last = step == steps
+            if step % self.log_every == 0 or last:
+                window = loss_buf[max(0, step - self.log_every) : step]
+                mean = window.mean().item()  # the one sync per log interval
+                if not math.isfinite(mean):
+                    nonfinite_step = step
+                if self.writer is not None:
+                    self.writer.add_scalar(f"{tag}/loss", mean, step)
+                    for i in range(max(0, step - self.log_every), step):
+                        self.writer.add_scalar(f"{tag}/lr", lrs[i], i + 1)
+                if task is not None:
+                    self.progress.update(task, completed=step, description=f"{tag} loss {mean:.4g}")
+                if nonfinite_step is not None:
+                    break  # the weights are NaN from here on; stop and let the stage say so
+            if val is not None and eval_every and (step % eval_every == 0 or last):
+                result = self.evaluate(model, val, loss_fn, batch_size=max(batch_size, 512))
+                evals.append((step, result))
+                if self.writer is not None:
+                    self.writer.add_scalar(f"{tag}/val_loss", result.loss, step)
+                    self.writer.add_scalar(f"{tag}/val_{result.metric_name}", result.metric, step)
+                    if self.log_histograms:
+                        for name, p in model.named_parameters():
+                            self.writer.add_histogram(f"{tag}/params/{name}", p.detach().float().cpu(), step)
+                            if p.grad is not None:
+                                self.writer.add_histogram(f"{tag}/grads/{name}", p.grad.detach().float().cpu(), step)
+                if checkpoint_path is not None:
+                    save_checkpoint(checkpoint_path, model=model, optimizer=optimizer, scheduler=scheduler, step=step)
+        if task is not None:
+            self.progress.update(task, completed=steps)
+        return History(losses=loss_buf[:step].float().cpu(), lrs=lrs, evals=evals, steps_run=step,
+                       nonfinite_step=nonfinite_step)
+
+
+def save_checkpoint(path: Path, *, model: nn.Module, optimizer=None, scheduler=None, step: int = 0) -> None:
+    """Atomically: a kill during the write leaves the previous checkpoint loadable."""
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "step": step,
+    }
+    atomic.torch_save(path, state)
+
+
+def load_checkpoint(path: Path, *, map_location="cpu") -> dict:
+    return torch.load(path, map_location=map_location, weights_only=True)

@@ -1,0 +1,65 @@
+"""Loss functions by name (`loss: auto | cross_entropy | nll | bce | mse | huber`) or the user's factory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from nnrecipe.errors import PluginError
+from nnrecipe.plugins import call_factory, load_factory
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _cross_entropy(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(out.float(), y.long())
+
+
+def _nll(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.nll_loss(out.float(), y.long())  # expects log-probabilities
+
+
+def _bce(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    # One sigmoid per class on one-hot targets; mean over outputs, so a zero-logit start is log 2.
+    target = F.one_hot(y.long(), out.shape[1]).float()
+    return F.binary_cross_entropy_with_logits(out.float(), target)
+
+
+def _mse(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.mse_loss(out.float(), y.float())
+
+
+def _huber(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.huber_loss(out.float(), y.float())
+
+
+BUILTIN: dict[str, LossFn] = {
+    "cross_entropy": _cross_entropy,
+    "nll": _nll,
+    "bce": _bce,
+    "mse": _mse,
+    "huber": _huber,
+}
+
+
+def loss_name(spec) -> str:
+    """The built-in loss the spec resolves to ('auto' by task), or 'custom'."""
+    if spec.loss.factory is not None:
+        return "custom"
+    if spec.loss.name == "auto":
+        return "cross_entropy" if spec.task == "classification" else "mse"
+    return spec.loss.name
+
+
+def make_loss(spec, *, base: Path) -> LossFn:
+    name = loss_name(spec)
+    if name != "custom":
+        return BUILTIN[name]
+    fn = load_factory(spec.loss.factory, base=base, field="loss.factory")
+    loss = call_factory(fn, field="loss.factory", ref=spec.loss.factory, **spec.loss.args)
+    if not callable(loss):
+        raise PluginError(f"loss.factory: {spec.loss.factory} returned {type(loss).__name__}; expected a callable(outputs, targets)")
+    return loss

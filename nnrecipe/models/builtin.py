@@ -1,0 +1,128 @@
+"""Built-in models. Plain and small: the recipe says start simple ("don't be a hero").
+
+Every constructor takes (input_shape, num_outputs, args) and returns a module whose
+forward maps a batch (N, *input_shape) to logits or predictions (N, num_outputs).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from nnrecipe.errors import SpecError
+
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
+
+
+def linear(input_shape: Sequence[int], num_outputs: int, args) -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), num_outputs, bias=args.bias))
+
+
+def mlp(input_shape: Sequence[int], num_outputs: int, args) -> nn.Module:
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = math.prod(input_shape)
+    for h in args.hidden:
+        layers += [nn.Linear(width, h), ACTIVATIONS[args.activation]()]
+        if args.dropout > 0:
+            layers.append(nn.Dropout(args.dropout))
+        width = h
+    layers.append(nn.Linear(width, num_outputs))
+    return nn.Sequential(*layers)
+
+
+def _need_rank(input_shape: Sequence[int], ranks: tuple[int, ...], arch: str, what: str) -> None:
+    if len(input_shape) not in ranks:
+        raise SpecError(f"model.arch: {arch} needs inputs of shape {what}; the data gives {tuple(input_shape)}")
+
+
+class _AddChannel(nn.Module):
+    """(N, L) -> (N, 1, L), so a 1-D CNN also takes plain sequences."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unsqueeze(1)
+
+
+def cnn1d(input_shape: Sequence[int], num_outputs: int, args) -> nn.Module:
+    _need_rank(input_shape, (1, 2), "cnn1d", "(C, L) or (L,)")
+    layers: list[nn.Module] = [] if len(input_shape) == 2 else [_AddChannel()]
+    c_in = input_shape[0] if len(input_shape) == 2 else 1
+    for c in args.channels:
+        layers += [nn.Conv1d(c_in, c, args.kernel_size, stride=args.stride, padding=args.kernel_size // 2), nn.ReLU()]
+        c_in = c
+    layers += [nn.AdaptiveAvgPool1d(1), nn.Flatten()]
+    if args.dropout > 0:
+        layers.append(nn.Dropout(args.dropout))
+    layers.append(nn.Linear(c_in, num_outputs))
+    return nn.Sequential(*layers)
+
+
+def cnn2d(input_shape: Sequence[int], num_outputs: int, args) -> nn.Module:
+    _need_rank(input_shape, (3,), "cnn2d", "(C, H, W)")
+    c_in, h, w = input_shape
+    layers: list[nn.Module] = []
+    for c in args.channels:
+        layers.append(nn.Conv2d(c_in, c, args.kernel_size, padding=args.kernel_size // 2, bias=not args.batch_norm))
+        if args.batch_norm:
+            layers.append(nn.BatchNorm2d(c))
+        layers.append(nn.ReLU())
+        if min(h, w) >= 2:  # halve the resolution while there is any left (8x8 digits allow 3 halvings)
+            layers.append(nn.MaxPool2d(2))
+            h, w = h // 2, w // 2
+        c_in = c
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    if args.dropout > 0:
+        layers.append(nn.Dropout(args.dropout))
+    layers.append(nn.Linear(c_in, num_outputs))
+    return nn.Sequential(*layers)
+
+
+def _resnet(depth: int, input_shape: Sequence[int], num_outputs: int, args, base) -> nn.Module:
+    import torchvision
+
+    _need_rank(input_shape, (3,), f"resnet{depth}", "(C, H, W)")
+    c_in, h, w = input_shape
+    model = getattr(torchvision.models, f"resnet{depth}")(weights=None, num_classes=num_outputs)
+    small = args.small_input if args.small_input is not None else max(h, w) <= 64
+    if small or c_in != 3:
+        # CIFAR-style stem for small images: a 7x7/2 conv and a max-pool would leave 32x32 inputs 8x8.
+        k, s, p = (3, 1, 1) if small else (7, 2, 3)
+        model.conv1 = nn.Conv2d(c_in, 64, k, stride=s, padding=p, bias=False)
+    if small:
+        model.maxpool = nn.Identity()
+    if args.dropout > 0:
+        model.fc = nn.Sequential(nn.Dropout(args.dropout), model.fc)
+    if args.weights_path:
+        _load_local_weights(model, args.weights_path, base)
+    return model
+
+
+def _load_local_weights(model: nn.Module, path: str, base) -> None:
+    from pathlib import Path
+
+    from nnrecipe.errors import DataError
+
+    p = Path(path).expanduser()
+    p = p if p.is_absolute() else Path(base) / p
+    if not p.is_file():
+        raise DataError(f"model.args.weights_path: {p} not found")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)  # never unpickle arbitrary objects
+    except Exception as exc:
+        raise DataError(f"model.args.weights_path: {p} is not a loadable state dict ({exc.__class__.__name__})") from None
+    own = model.state_dict()
+    # Keep the layers whose shapes match (the head and a resized stem usually do not).
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not usable:
+        raise DataError(f"model.args.weights_path: no tensor in {p} matches this model's layers")
+    model.load_state_dict(usable, strict=False)
+
+
+def resnet18(input_shape, num_outputs, args, base=None) -> nn.Module:
+    return _resnet(18, input_shape, num_outputs, args, base)
+
+
+def resnet50(input_shape, num_outputs, args, base=None) -> nn.Module:
+    return _resnet(50, input_shape, num_outputs, args, base)

@@ -1,0 +1,51 @@
+"""Optimizers and learning-rate schedules from `optim` in the spec.
+
+Schedules are stepped once per optimizer step (never per epoch): `total_steps` is in
+optimizer steps, which is what makes a per-epoch default such as StepLR(30) visible.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler
+
+from nnrecipe.errors import PluginError
+from nnrecipe.plugins import call_factory, load_factory
+
+
+def make_optimizer(optim_spec, params) -> torch.optim.Optimizer:
+    o = optim_spec
+    if o.name == "adam":
+        return torch.optim.Adam(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+    if o.name == "adamw":
+        return torch.optim.AdamW(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+    return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, schedule_spec, *, total_steps: int, base: Path) -> Optional[LRScheduler]:
+    s = schedule_spec
+    if s.factory is not None:
+        fn = load_factory(s.factory, base=base, field="optim.schedule.factory")
+        sched = call_factory(fn, optimizer, total_steps, field="optim.schedule.factory", ref=s.factory, **s.args)
+        if not isinstance(sched, LRScheduler):
+            raise PluginError(f"optim.schedule.factory: {s.factory} returned {type(sched).__name__}; expected an LRScheduler")
+        return sched
+    if s.name == "constant":
+        return None  # the recipe's default: a constant LR until the end
+    if s.name == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=s.step_size or max(1, total_steps // 3), gamma=s.gamma)
+    if s.name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    warmup = s.warmup_steps
+
+    def warmup_cosine(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return LambdaLR(optimizer, warmup_cosine)

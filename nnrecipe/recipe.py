@@ -1,0 +1,75 @@
+"""The library behind the CLI: load a spec, prepare the run directory, run stages in order.
+
+Keyword-only functions; errors are typed (nnrecipe.errors) and mapped to exit codes by
+the CLI, never here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from nnrecipe.spec import Spec, load_spec
+from nnrecipe.stages import STAGE_NAMES, get_stage, load_runner
+from nnrecipe.stages.base import StageContext, StageResult
+from nnrecipe.verdict import print_verdicts
+
+
+def prepare_spec(*, config: Optional[Path], overrides: Sequence[str] = (), device: Optional[str] = None,
+                 output_dir: Optional[Path] = None) -> tuple[Spec, Path]:
+    """The spec as it will run: file, then key=value overrides, then --device/--output-dir."""
+    extra = list(overrides)
+    if device is not None:
+        extra.append(f"device={device}")
+    if output_dir is not None:
+        extra.append(f"output_dir={output_dir}")
+    return load_spec(config, extra)
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=console, transient=True)
+
+
+def run_stages(*, spec: Spec, base: Path, spec_path: Optional[Path], stages: Sequence[str], console: Console,
+               options: Optional[dict[str, Any]] = None, stop_on_fail: bool = True,
+               show_tables: bool = True) -> list[StageResult]:
+    """Run the named stages in order; stop after a stage with a fail unless told to keep going."""
+    from nnrecipe.rundir import RunDir
+    from nnrecipe.runtime import device_description, resolve_device, seed_everything
+    from nnrecipe.verdict import Status
+
+    runners = [(name, load_runner(get_stage(name))) for name in stages]  # unimplemented: fail before any work
+    device = resolve_device(spec.device)
+    run = RunDir.create(spec.output_dir, spec.name, stage_order=STAGE_NAMES)
+    run.write_spec(spec.to_yaml())
+    run.write_env(device=device_description(device), seed=spec.seed, spec_path=spec_path)
+    console.print(f"[bold]nnrecipe[/] {spec.name}: run directory [cyan]{run.root}[/], device {device_description(device)}")
+
+    ctx = StageContext(spec=spec, base=base, run=run, device=device, console=console, options=dict(options or {}))
+    results: list[StageResult] = []
+    try:
+        for name, runner in runners:
+            seed_everything(spec.seed, deterministic=spec.train.deterministic)  # each stage starts from the seed
+            run.reset_stage(name)
+            progress = _progress(console)
+            ctx.progress = progress
+            with progress if console.is_terminal else contextlib.nullcontext():
+                result = runner(spec, ctx)
+            ctx.progress = None
+            run.record(name, result.verdicts, result.summary)
+            ctx.writer(name).add_text("verdicts", run.render_report(result.verdicts))
+            results.append(result)
+            if show_tables:
+                print_verdicts(console, result.verdicts, title=f"{name} — {get_stage(name).recipe}")
+            if stop_on_fail and any(v.status is Status.FAIL for v in result.verdicts) and name != stages[-1]:
+                console.print(f"[bold red]stopping after {name}[/]: it has a fail (use --keep-going to continue)")
+                break
+    finally:
+        ctx.close()
+    console.print(f"report: {run.root / 'report.md'} · TensorBoard: tensorboard --logdir {run.root / 'tb'}")
+    return results

@@ -1,0 +1,165 @@
+"""The run directory: <output_dir>/<name>/ with the spec, environment, verdicts and report.
+
+    spec.yaml        resolved spec, as run
+    env.json         versions, device, seed, git commit when in a repo
+    verdicts.json    every verdict so far, all stages (merged: re-running a stage replaces its own)
+    report.md        human summary with links to the pictures
+    <stage>/         verdicts.json, summary.json, *.png, per-example CSVs, checkpoints/
+    tb/<stage>/      TensorBoard event files
+
+Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from nnrecipe import __version__, atomic
+from nnrecipe.errors import RunDirError
+from nnrecipe.verdict import Status, Verdict, jsonable, short
+
+STATUS_MARK = {Status.PASS: "✅ pass", Status.WARN: "⚠️ warn", Status.FAIL: "❌ fail", Status.SKIP: "⏭️ skip"}
+
+
+class RunDir:
+    def __init__(self, root: Path, *, stage_order: Sequence[str] = ()):
+        self.root = Path(root)
+        self.stage_order = list(stage_order)
+
+    @classmethod
+    def create(cls, output_dir: str, name: str, *, stage_order: Sequence[str] = ()) -> "RunDir":
+        out = Path(output_dir).expanduser()
+        root = out / name
+        # The schema restricts `name` to one safe path component; check the result anyway.
+        if root.resolve().parent != out.resolve():
+            raise RunDirError(f"name: {name!r} would place the run outside output_dir {out}")
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            probe = root / f".write-test-{os.getpid()}"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as exc:
+            raise RunDirError(f"output_dir: cannot write the run directory {root} ({exc.strerror or exc})") from None
+        return cls(root, stage_order=stage_order)
+
+    # ------------------------------------------------------------------ layout
+
+    def stage_dir(self, stage: str) -> Path:
+        return self.root / stage
+
+    def tb_dir(self, stage: str) -> Path:
+        return self.root / "tb" / stage
+
+    def reset_stage(self, stage: str) -> Path:
+        """A re-run replaces the stage's files (and its TensorBoard curves) instead of mixing them."""
+        for d in (self.stage_dir(stage), self.tb_dir(stage)):
+            if d.exists():
+                shutil.rmtree(d)
+        self.stage_dir(stage).mkdir(parents=True)
+        return self.stage_dir(stage)
+
+    def rel(self, path: Path) -> str:
+        return str(Path(path).resolve().relative_to(self.root.resolve()))
+
+    # ------------------------------------------------------------------ writing
+
+    def write_spec(self, spec_yaml: str) -> None:
+        atomic.write_text(self.root / "spec.yaml", spec_yaml)
+
+    def write_env(self, *, device: str, seed: int, spec_path: Optional[Path]) -> None:
+        import torch
+
+        env = {
+            "nnrecipe": __version__,
+            "python": sys.version.split()[0],
+            "torch": torch.__version__,
+            "torchvision": _version("torchvision"),
+            "numpy": _version("numpy"),
+            "platform": platform.platform(),
+            "hostname": platform.node(),
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+            "device": device,
+            "seed": seed,
+            "spec_path": str(spec_path) if spec_path else None,
+            "git_commit": _git_commit(Path(spec_path).parent if spec_path else Path.cwd()),
+            "argv": sys.argv,
+            "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        atomic.write_json(self.root / "env.json", env)
+
+    def record(self, stage: str, verdicts: Sequence[Verdict], summary: dict[str, Any]) -> None:
+        """The stage's verdicts and summary, then the merged verdicts and the report."""
+        atomic.write_json(self.stage_dir(stage) / "verdicts.json", [v.to_dict() for v in verdicts])
+        atomic.write_json(self.stage_dir(stage) / "summary.json", jsonable(summary))
+        merged = [v for v in self.read_verdicts() if v.stage != stage] + list(verdicts)
+        order = {s: i for i, s in enumerate(self.stage_order)}
+        merged.sort(key=lambda v: order.get(v.stage, len(order)))  # stable: checks keep their order
+        atomic.write_json(self.root / "verdicts.json", [v.to_dict() for v in merged])
+        atomic.write_text(self.root / "report.md", self.render_report(merged))
+
+    # ------------------------------------------------------------------ reading
+
+    def read_verdicts(self) -> list[Verdict]:
+        path = self.root / "verdicts.json"
+        if not path.exists():
+            return []
+        try:
+            return [Verdict.from_dict(d) for d in json.loads(path.read_text())]
+        except (json.JSONDecodeError, KeyError, ValueError, TypeError):
+            raise RunDirError(f"{path}: not a verdicts file written by nnrecipe; move it away or use another output_dir") from None
+
+    def read_summary(self, stage: str) -> Optional[dict[str, Any]]:
+        path = self.stage_dir(stage) / "summary.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    # ------------------------------------------------------------------ report
+
+    def render_report(self, verdicts: Sequence[Verdict]) -> str:
+        name = self.root.name
+        lines = [f"# nnrecipe report: {name}", ""]
+        counts = {s: sum(v.status is s for v in verdicts) for s in Status}
+        lines.append(" · ".join(f"{counts[s]} {s.value}" for s in Status))
+        lines += ["", "Spec: [spec.yaml](spec.yaml) · environment: [env.json](env.json) · "
+                  f"TensorBoard: `tensorboard --logdir {self.root / 'tb'}`", ""]
+        stages = [s for s in self.stage_order if any(v.stage == s for v in verdicts)]
+        for stage in stages:
+            lines += [f"## {stage}", "", "| check | status | observed | expected | message |", "|---|---|---|---|---|"]
+            for v in (v for v in verdicts if v.stage == stage):
+                msg = v.message + (f" — *{v.hint}*" if v.hint and v.status in (Status.WARN, Status.FAIL) else "")
+                cells = [v.check, STATUS_MARK[v.status], short(v.observed, 80), short(v.expected, 50), msg]
+                lines.append("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
+            pngs = sorted(self.stage_dir(stage).glob("*.png"))
+            if pngs:
+                lines.append("")
+                for png in pngs:
+                    lines += [f"### {png.stem.replace('_', ' ')}", "", f"![{png.stem}]({self.rel(png)})", ""]
+            lines.append("")
+        return "\n".join(lines)
+
+
+def _version(package: str) -> Optional[str]:
+    # From the installed metadata: importing torchvision just for its version costs seconds.
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _git_commit(folder: Path) -> Optional[str]:
+    try:
+        out = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None

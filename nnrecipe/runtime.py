@@ -1,0 +1,61 @@
+"""Seeding, device and precision: the process-wide settings, each chosen in one place."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+from nnrecipe.errors import DeviceError
+
+
+def seed_everything(seed: int, *, deterministic: bool = False) -> None:
+    """The one seeding function: Python, NumPy and torch (all devices).
+
+    CPU runs are bit-reproducible with this alone (for a fixed thread count). On CUDA,
+    `deterministic` also asks cuDNN/cuBLAS for deterministic kernels, at some speed cost.
+    """
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # seeds CUDA generators too
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    elif torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = True  # fastest conv algorithms for fixed shapes
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device: {name!r} requested but CUDA is not available here (use device: cpu or auto)")
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise DeviceError(f"device: {name!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise DeviceError("device: 'mps' requested but MPS is not available here")
+    return torch.device(name)
+
+
+def autocast_dtype(precision: str, device: torch.device):
+    """bf16 autocast on CUDA by default; fp32 elsewhere (CPU autocast is slower for small models)."""
+    if precision == "fp32":
+        return None
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    if precision == "bf16":
+        return torch.bfloat16 if device.type == "cpu" else None
+    return None
+
+
+def device_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)

@@ -1,0 +1,193 @@
+"""The experiment spec: one pydantic schema, YAML loading, and `key=value` overrides.
+
+The schema's defaults *are* the embedded default experiment (`configs/digits.yaml`):
+`nnrecipe run` with no `--config` runs `Spec()`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from nnrecipe.errors import SpecError
+from nnrecipe.spec_sections import (
+    DATA_SOURCES,
+    MODEL_ARCHS,
+    DataSpec,
+    DigitsData,
+    LossSpec,
+    ModelSpec,
+    MlpModel,
+    OptimSpec,
+    Section,
+    TrainSpec,
+)
+from nnrecipe.spec_stages import StagesSpec
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"  # one path component: a run name cannot escape output_dir
+DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:\d+)?)$"
+CLASSIFICATION_ONLY_SOURCES = ("digits", "mnist1d", "image-folder", "torchvision")
+
+
+class Spec(Section):
+    name: Annotated[str, Field(pattern=NAME_PATTERN, max_length=100)] = "digits-mlp"
+    seed: int = 0
+    device: Annotated[str, Field(pattern=DEVICE_PATTERN)] = "auto"
+    output_dir: str = "runs"  # the run directory is <output_dir>/<name>, relative to the working directory
+    task: Literal["classification", "regression"] = "classification"
+    data: DataSpec = DigitsData()
+    model: ModelSpec = MlpModel()
+    loss: LossSpec = LossSpec()
+    optim: OptimSpec = OptimSpec()
+    train: TrainSpec = TrainSpec()
+    stages: StagesSpec = StagesSpec()
+
+    @model_validator(mode="after")
+    def _task_fits(self):
+        if self.task == "regression" and self.data.source in CLASSIFICATION_ONLY_SOURCES:
+            raise ValueError(f"task: regression does not fit data.source: {self.data.source}, which has class labels")
+        if self.task == "regression" and self.loss.name in ("cross_entropy", "nll", "bce"):
+            raise ValueError(f"loss: {self.loss.name} is a classification loss; task is regression")
+        if self.task == "classification" and self.loss.name in ("mse", "huber"):
+            raise ValueError(f"loss: {self.loss.name} is a regression loss; task is classification")
+        return self
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.dump(), sort_keys=False)
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML silently keeps the last of two equal keys; a spec must not."""
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise SpecError(f"{path}: spec file not found") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{path}: cannot read the spec ({exc.__class__.__name__})") from None
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError(f"{where}: malformed YAML: {problem}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: the spec must be a YAML mapping, got {type(raw).__name__}")
+    return raw
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`optim.lr=1e-3` -> (["optim", "lr"], 0.001). The value is parsed as YAML."""
+    key, sep, value = text.partition("=")
+    parts = key.strip().split(".")
+    if not sep or not key.strip() or any(not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", p) for p in parts):
+        raise SpecError(f"override {text!r}: expected key=value with a dotted key, e.g. optim.lr=1e-3")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value  # not YAML (e.g. "a: b: c"): keep the raw string; the schema decides
+    return parts, parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = raw
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None or isinstance(child, str) and part in ("loss", "schedule"):
+                # a shorthand like `loss: mse` becomes a mapping so `loss.args.x=1` can extend it
+                child = {} if child is None else {"name": child}
+                node[part] = child
+            if not isinstance(child, dict):
+                raise SpecError(f"override {text!r}: {'.'.join(parts[: i + 1])} is not a mapping")
+            node = child
+        node[parts[-1]] = value
+    return raw
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    # Tagged unions insert the tag into the path (data.csv.args.path); users wrote data.args.path.
+    parts = [str(p) for p in loc]
+    if len(parts) > 1 and parts[0] in ("data", "model") and parts[1] in DATA_SOURCES + MODEL_ARCHS:
+        del parts[1]
+    return ".".join(parts) or "spec"
+
+
+def format_validation_error(exc: ValidationError) -> list[str]:
+    lines = []
+    for err in exc.errors(include_url=False):
+        loc = _format_loc(tuple(err["loc"]))
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "union_tag_invalid":
+            field = "source" if loc.startswith("data") else "arch"
+            loc = f"{loc}.{field}"
+            msg = f"must be one of {', '.join(err['ctx']['expected_tags'].replace(chr(39), '').split(', '))}; got {err['ctx']['tag']!r}"
+        elif err["type"] == "union_tag_not_found":
+            continue  # the default source/arch applies when the key is absent; not reached in practice
+        lines.append(f"{loc}: {msg}")
+    return lines
+
+
+def build_spec(raw: dict[str, Any], *, where: str = "spec") -> Spec:
+    try:
+        return Spec.model_validate(raw)
+    except ValidationError as exc:
+        lines = format_validation_error(exc)
+        first = lines[0] if lines else str(exc)
+        more = f" (and {len(lines) - 1} more; run `nnrecipe validate`)" if len(lines) > 1 else ""
+        raise SpecError(f"{where}: {first}{more}", errors=lines) from None
+
+
+def load_spec(path: Optional[Path], overrides: list[str] = ()) -> tuple[Spec, Path]:
+    """Load, override and validate a spec; return it with the folder plugin paths resolve against."""
+    if path is None:
+        raw: dict[str, Any] = {}
+        base = Path.cwd()
+        where = "default spec"
+    else:
+        path = Path(path)
+        raw = read_yaml(path)
+        base = path.resolve().parent
+        where = str(path)
+        if "name" not in raw:
+            # A spec without a name is named after its file: exp.yaml runs in runs/exp.
+            raw["name"] = re.sub(r"[^A-Za-z0-9._-]", "-", path.stem).lstrip("._-") or "experiment"
+    raw = apply_overrides(raw, list(overrides))
+    # The tagged unions need their tag; when a section omits it, the schema's default applies.
+    for section, tag in (("data", "source"), ("model", "arch")):
+        if isinstance(raw.get(section), dict) and tag not in raw[section]:
+            raw[section][tag] = getattr(Spec.model_fields[section].default, tag)
+    return build_spec(raw, where=where), base

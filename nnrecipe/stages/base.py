@@ -1,0 +1,64 @@
+"""What a stage receives (StageContext) and returns (StageResult)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from rich.console import Console
+
+from nnrecipe.rundir import RunDir
+from nnrecipe.verdict import Verdict
+
+
+@dataclasses.dataclass(frozen=True)
+class StageResult:
+    stage: str
+    verdicts: list[Verdict]
+    summary: dict[str, Any]
+
+
+@dataclasses.dataclass
+class StageContext:
+    spec: Any  # nnrecipe.spec.Spec
+    base: Path  # the spec's folder: relative plugin and data paths resolve against it
+    run: RunDir
+    device: torch.device
+    console: Console
+    progress: Any = None  # a rich Progress, or None
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)  # stage options from the command line
+    _data: Any = None
+    _writers: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def data(self):
+        """The experiment's data, loaded once per process and shared by the stages."""
+        if self._data is None:
+            from nnrecipe.data import build_data
+
+            self._data = build_data(self.spec, base=self.base)
+        return self._data
+
+    def writer(self, stage: str):
+        """A TensorBoard writer for tb/<stage>/ (imported on first use: TensorBoard is slow to import)."""
+        if stage not in self._writers:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writers[stage] = SummaryWriter(log_dir=str(self.run.tb_dir(stage)))
+        return self._writers[stage]
+
+    def close(self) -> None:
+        for w in self._writers.values():
+            w.close()
+        self._writers.clear()
+
+    def artifact(self, stage: str, name: str) -> Path:
+        return self.run.stage_dir(stage) / name
+
+    def rel(self, path: Path) -> str:
+        return self.run.rel(path)
+
+
+def with_artifacts(verdict: Verdict, *paths: Optional[str]) -> Verdict:
+    return dataclasses.replace(verdict, artifacts=tuple(verdict.artifacts) + tuple(p for p in paths if p))

@@ -1,0 +1,59 @@
+"""Shared fixtures. Tests run on one thread (tiny models are fastest so; see the Makefile)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+torch.set_num_threads(1)
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+PLANTED = REPO / "tests" / "planted"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _cache_dir(tmp_path_factory):
+    # Generated datasets (mnist1d) are cached per test session, never in the user's home.
+    os.environ["NNRECIPE_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch) -> Path:
+    """Run in an empty folder: the default output_dir `runs` lands there."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def cli(in_tmp):
+    from typer.testing import CliRunner
+
+    from nnrecipe.cli import app
+
+    runner = CliRunner()
+
+    def invoke(*args: str, env: dict | None = None):
+        return runner.invoke(app, [str(a) for a in args], env=env)
+
+    return invoke
+
+
+def write_spec(folder: Path, spec: dict, name: str = "exp.yaml") -> Path:
+    path = folder / name
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def planted_spec(folder: Path, factory: str, *, args: dict | None = None, **extra) -> Path:
+    """A spec whose data comes from tests/planted/data_bugs.py:<factory>."""
+    spec = {"name": factory.replace("_", "-"), "data": {"source": "python", "factory": f"{PLANTED}/data_bugs.py:{factory}",
+                                                         "args": args or {}}}
+    for key, value in extra.items():
+        spec[key] = value
+    return write_spec(folder, spec, name=f"{factory}.yaml")

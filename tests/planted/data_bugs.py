@@ -1,0 +1,162 @@
+"""Planted-bug data factories for the plugin contract (data.source: python).
+
+Each returns clean, class-dependent 1x8x8 images in [0, 1] with exactly one problem of the
+kind an inspect-data check exists to catch. `clean` has none: every check must pass on it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import Dataset
+
+
+def _images(n: int, num_classes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class c lights up a 2x2 block at position c of a 4x4 layout, over uniform noise."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % num_classes
+    y = y[torch.randperm(n, generator=g)]
+    x = 0.3 * torch.rand(n, 1, 8, 8, generator=g)
+    for c in range(num_classes):
+        r, k = divmod(c, 4)
+        x[y == c, :, 2 * r : 2 * r + 2, 2 * k : 2 * k + 2] += 0.7
+    return x, y
+
+
+def clean(n_train: int = 800, n_val: int = 200, num_classes: int = 4, seed: int = 0):
+    x, y = _images(n_train + n_val, num_classes, seed)
+    return {"train": (x[:n_train], y[:n_train]), "val": (x[n_train:], y[n_train:])}
+
+
+def nan_inputs(count: int = 3, **kw):
+    d = clean(**kw)
+    x, y = d["train"]
+    x = x.clone()
+    x[:count, 0, 0, 0] = float("nan")
+    return {"train": (x, y), "val": d["val"]}
+
+
+def labels_out_of_range(**kw):
+    """1-based labels 1..C with C declared: label C does not index any output."""
+    d = clean(**kw)
+    return {k: (x, y + 1) for k, (x, y) in d.items()} | {"classes": ["a", "b", "c", "d"]}
+
+
+def one_based_labels(**kw):
+    """1-based labels 1..C without declaring C: inferred C+1 classes, class 0 empty."""
+    d = clean(**kw)
+    return {k: (x, y + 1) for k, (x, y) in d.items()}
+
+
+def float_labels(**kw):
+    d = clean(**kw)
+    return {k: (x, y.float() + 0.5) for k, (x, y) in d.items()}
+
+
+def leakage(count: int = 20, **kw):
+    """val contains copies of train examples (e.g. augmenting before splitting)."""
+    d = clean(**kw)
+    (xt, yt), (xv, yv) = d["train"], d["val"]
+    xv, yv = xv.clone(), yv.clone()
+    xv[:count], yv[:count] = xt[:count], yt[:count]
+    return {"train": (xt, yt), "val": (xv, yv)}
+
+
+def duplicates(count: int = 40, **kw):
+    d = clean(**kw)
+    x, y = d["train"]
+    x, y = x.clone(), y.clone()
+    x[-count:], y[-count:] = x[:count], y[:count]
+    return {"train": (x, y), "val": d["val"]}
+
+
+def conflicting_labels(count: int = 4, **kw):
+    """A few identical inputs with a different label (annotator disagreement)."""
+    d = clean(**kw)
+    x, y = d["train"]
+    x, y = x.clone(), y.clone()
+    x[-count:] = x[:count]
+    y[-count:] = (y[:count] + 1) % 4
+    return {"train": (x, y), "val": d["val"]}
+
+
+def imbalance(ratio: int = 100, **kw):
+    """Class 0 keeps every example; the others keep 1/ratio of theirs."""
+    d = clean(n_train=4000, n_val=1000, **kw)
+    out = {}
+    for k, (x, y) in d.items():
+        keep = (y == 0) | (torch.arange(len(y)) % ratio == 0)
+        out[k] = (x[keep], y[keep])
+    return out
+
+
+def pixels_255(**kw):
+    """Images left in [0, 255]: the /255 was forgotten."""
+    d = clean(**kw)
+    return {k: (x * 255.0, y) for k, (x, y) in d.items()}
+
+
+def outliers(count: int = 3, **kw):
+    """A few examples at the wrong scale and one blank: e.g. a decoding bug for one file type."""
+    d = clean(**kw)
+    x, y = d["train"]
+    x = x.clone()
+    x[:count] *= 255.0
+    x[count] = 0.0
+    return {"train": (x, y), "val": d["val"]}
+
+
+def uint8_inputs(**kw):
+    d = clean(**kw)
+    return {k: ((x * 255).to(torch.uint8), y) for k, (x, y) in d.items()}
+
+
+def prior_shift(**kw):
+    """val drawn from a different class mix than train (an unstratified, sorted split)."""
+    d = clean(n_train=2000, n_val=1000, **kw)
+    xv, yv = d["val"]
+    keep = (yv == 0) | (torch.arange(len(yv)) % 4 == 0)
+    return {"train": d["train"], "val": (xv[keep], yv[keep])}
+
+
+class _Lazy(Dataset):
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i], int(self.y[i])
+
+
+def lazy_clean(**kw):
+    """The clean data as map-style Datasets (decoded per item, through a DataLoader)."""
+    d = clean(**kw)
+    return {k: _Lazy(*v) for k, v in d.items()}
+
+
+def lazy_mixed_shapes(**kw):
+    d = clean(**kw)
+    x, y = d["train"]
+    items = [(x[i] if i % 7 else x[i, :, :6, :6], int(y[i])) for i in range(len(x))]
+
+    class Mixed(Dataset):
+        def __len__(self):
+            return len(items)
+
+        def __getitem__(self, i):
+            return items[i]
+
+    return {"train": Mixed(), "val": _Lazy(*d["val"])}
+
+
+def raises(**kw):
+    raise RuntimeError("cannot open /data/missing.h5")
+
+
+def returns_list(**kw):
+    return [1, 2, 3]
+
+
+def missing_val(**kw):
+    return {"train": clean()["train"]}

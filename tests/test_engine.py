@@ -1,0 +1,106 @@
+"""The training engine on tiny models: it learns, it is bit-reproducible, it evaluates whole splits."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from nnrecipe.data import build_data
+from nnrecipe.data.bundle import LazySplit, TensorSplit
+from nnrecipe.engine import Engine, load_checkpoint
+from nnrecipe.losses import make_loss
+from nnrecipe.models import build_model
+from nnrecipe.optim import make_optimizer, make_scheduler
+from nnrecipe.runtime import seed_everything
+from nnrecipe.spec import load_spec
+
+CPU = torch.device("cpu")
+
+
+def _train(overrides, *, steps=300, checkpoint=None, lazy=False):
+    """Everything built afresh from the spec, as a new process would."""
+    spec, base = load_spec(None, ["data.source=synthetic", "data.args.class_sep=4", "model.args.hidden=[32]", "optim.lr=3e-3", *overrides])
+    seed_everything(spec.seed)
+    data = build_data(spec, base=base)
+    train = LazySplit("train", torch.utils.data.TensorDataset(data.train.x, data.train.y), num_workers=0) if lazy else data.train
+    model = build_model(spec, input_shape=data.input_shape, num_outputs=data.num_outputs, base=base)
+    engine = Engine(device=CPU, task=spec.task, log_every=25)
+    opt = make_optimizer(spec.optim, model.parameters())
+    sched = make_scheduler(opt, spec.optim.schedule, total_steps=steps, base=base)
+    history = engine.train(model=model, train=train, val=data.val, loss_fn=make_loss(spec, base=base), optimizer=opt,
+                           scheduler=sched, steps=steps, batch_size=spec.data.batch_size, seed=spec.seed,
+                           eval_every=100, checkpoint_path=checkpoint)
+    return history, model, data, engine, spec
+
+
+def test_loss_goes_down_and_val_accuracy_rises():
+    h, *_ = _train([])
+    first, last = h.losses[:25].mean().item(), h.losses[-25:].mean().item()
+    assert last < 0.5 * first, (first, last)
+    assert h.evals[-1][1].metric > 0.8 and h.evals[-1][1].n == 500  # the entire val split
+    assert len(h.losses) == 300 and len(h.lrs) == 300 and [s for s, _ in h.evals] == [100, 200, 300]
+
+
+def test_two_runs_with_one_seed_are_bitwise_equal_on_cpu():
+    h1, m1, *_ = _train([])
+    h2, m2, *_ = _train([])
+    assert torch.equal(h1.losses, h2.losses)
+    assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
+
+
+def test_another_seed_gives_another_run():
+    h1, *_ = _train([])
+    h2, *_ = _train(["seed=1"])
+    assert not torch.equal(h1.losses, h2.losses)
+
+
+def test_lazy_split_trains_through_a_dataloader_reproducibly():
+    h1, *_ = _train([], steps=100, lazy=True)
+    h2, *_ = _train([], steps=100, lazy=True)
+    assert torch.equal(h1.losses, h2.losses) and h1.losses[-20:].mean() < h1.losses[:20].mean()
+
+
+def test_regression_r2_is_zero_for_the_mean_and_high_when_trained():
+    h, model, data, engine, spec = _train(["task=regression"])
+    assert h.evals[-1][1].metric_name == "r2" and h.evals[-1][1].metric > 0.9
+
+    class Mean(nn.Module):
+        def __init__(self, value):
+            super().__init__()
+            self.value = value
+
+        def forward(self, x):
+            return self.value.expand(len(x), 1)
+
+    mean_model = Mean(data.val.y.float().mean().reshape(1, 1))
+    r = engine.evaluate(mean_model, data.val, make_loss(spec, base=Path(".")))
+    assert abs(r.metric) < 1e-6
+    assert r.loss == pytest.approx(data.val.y.var(unbiased=False).item(), rel=1e-5)  # MSE of the mean = Var(y)
+
+
+def test_lr_is_recorded_per_step_from_the_schedule():
+    h, *_ = _train(["optim.schedule=cosine"], steps=100)
+    assert h.lrs[0] == pytest.approx(3e-3) and h.lrs[-1] < 3e-3 * 0.01
+    assert all(a >= b for a, b in zip(h.lrs, h.lrs[1:]))
+
+
+def test_checkpoint_is_written_and_loads_with_weights_only(tmp_path):
+    path = tmp_path / "ckpt" / "last.pt"
+    h, model, *_ = _train([], steps=100, checkpoint=path)
+    state = load_checkpoint(path)
+    assert state["step"] == 100
+    assert all(torch.equal(state["model"][k], v) for k, v in model.state_dict().items())
+    assert [p.name for p in path.parent.iterdir()] == ["last.pt"]
+
+
+def test_non_finite_loss_stops_training_and_is_reported():
+    h, *_ = _train(["optim.lr=1e6", "optim.name=sgd", "optim.momentum=0.0"], steps=200)
+    assert h.diverged and h.steps_run < 200 and h.steps_run % 25 == 0
+
+
+def test_in_memory_batches_come_from_a_device_permutation():
+    split = TensorSplit("train", torch.arange(10).float()[:, None], torch.arange(10))
+    g = torch.Generator().manual_seed(0)
+    seen = torch.cat([y for _, y in split.iterate(3, shuffle=True, generator=g)])
+    assert sorted(seen.tolist()) == list(range(10)) and seen.tolist() != list(range(10))
