@@ -69,6 +69,41 @@ def _hash_rows(x: torch.Tensor) -> list[bytes]:
     return [hashlib.blake2b(r.data, digest_size=16).digest() for r in view]
 
 
+def _batch_stats(x: torch.Tensor):
+    """Per-example mean/std/l2 and non-finite counts, per-channel sums: few passes, float32 math.
+
+    A non-finite value makes its example's float32 sum non-finite, so the exact (slower)
+    isfinite pass runs only on the rare batch that needs it. Sums are carried in float64
+    across batches.
+    """
+    n = len(x)
+    xf = x.reshape(n, -1)
+    if not xf.is_floating_point():
+        xf = xf.float()
+    xc = xf.reshape(n, x.shape[1] if x.ndim > 1 else 1, -1)  # (N, C, rest): channels, or features of a vector
+    row_sum = xf.sum(dim=1)
+    if bool(torch.isfinite(row_sum).all()):
+        nonfinite = np.zeros(n, dtype=np.int64)
+        mean = (row_sum / xf.shape[1]).double().numpy()
+        std = xf.std(dim=1, correction=0).double().numpy()  # two-pass: no cancellation
+        l2 = torch.linalg.vector_norm(xf, dim=1).double().numpy()
+        ch_s = xc.sum(dim=2).double().sum(dim=0).numpy()
+        ch_q = xc.square().sum(dim=2).double().sum(dim=0).numpy()
+        ch_c = np.full(xc.shape[1], float(n * xc.shape[2]))
+        return mean, std, l2, nonfinite, (ch_s, ch_q, ch_c)
+    # Slow path: some values are NaN/Inf. Their examples get NaN statistics; channel sums skip them.
+    finite = torch.isfinite(xf)
+    nonfinite = (~finite).sum(dim=1).numpy()
+    xd = xf.double()
+    mean = xd.mean(dim=1).numpy()
+    std = xd.std(dim=1, correction=0).numpy()
+    l2 = xd.norm(dim=1).numpy()
+    fc = finite.reshape(xc.shape)
+    xz = torch.where(fc, xd.reshape(xc.shape), torch.zeros((), dtype=torch.float64))
+    return mean, std, l2, nonfinite, (xz.sum(dim=(0, 2)).numpy(), (xz**2).sum(dim=(0, 2)).numpy(),
+                                      fc.sum(dim=(0, 2)).double().numpy())
+
+
 def scan_split(split: Split, *, batch_size: int = 1024, progress=None, task_id=None) -> SplitScan:
     stats = {k: [] for k in STAT_NAMES}
     targets, x_nonfinite, y_nonfinite, hashes = [], [], [], []
@@ -82,20 +117,14 @@ def scan_split(split: Split, *, batch_size: int = 1024, progress=None, task_id=N
         x_dtype, y_dtype, y_shape = str(x.dtype).removeprefix("torch."), str(y.dtype).removeprefix("torch."), tuple(y.shape[1:])
         shapes[tuple(x.shape[1:])] += len(x)
         hashes += _hash_rows(x)
-        xf = x.reshape(len(x), -1).double()
-        finite = torch.isfinite(xf)
-        x_nonfinite.append((~finite).sum(dim=1).numpy())
+        mean, std, l2, nonfinite, (s, q, c) = _batch_stats(x)
+        stats["mean"].append(mean)
+        stats["std"].append(std)
+        stats["l2"].append(l2)
+        x_nonfinite.append(nonfinite)
         yd = y.double().reshape(len(y), -1) if y.numel() else torch.zeros(len(y), 1, dtype=torch.float64)
         y_nonfinite.append((~torch.isfinite(yd)).any(dim=1).numpy())
         targets.append(y.double().numpy())
-        stats["mean"].append(xf.mean(dim=1).numpy())
-        stats["std"].append(xf.std(dim=1, correction=0).numpy())
-        stats["l2"].append(xf.norm(dim=1).numpy())
-        # Per channel (dim 1) for images/signals, per feature for vectors; finite values only.
-        xc = x.double().reshape(len(x), x.shape[1] if x.ndim > 1 else 1, -1)
-        fc = torch.isfinite(xc)
-        xz = torch.where(fc, xc, torch.zeros((), dtype=xc.dtype))
-        s, q, c = xz.sum(dim=(0, 2)).numpy(), (xz**2).sum(dim=(0, 2)).numpy(), fc.sum(dim=(0, 2)).numpy()
         ch_sum, ch_sq, ch_count = (s, q, c) if ch_sum is None else (ch_sum + s, ch_sq + q, ch_count + c)
         if progress is not None:
             progress.advance(task_id, len(x))
