@@ -118,6 +118,19 @@ class Engine:
         sst = (y_sq - y_sum**2 / n).sum().clamp_min(1e-12)
         return EvalResult(loss=mean_loss, metric=1.0 - (sse / sst).item(), metric_name="r2", n=n)
 
+    @torch.inference_mode()
+    def predict(self, model: nn.Module, split: Split, *, batch_size: int = 1024) -> torch.Tensor:
+        """Model outputs for a whole split, in eval mode, as float32 on the host."""
+        was_training = model.training
+        model.eval()
+        outs = []
+        for batch in split.iterate(batch_size):
+            x, _ = self._to_device(batch)
+            with self._autocast():
+                outs.append(model(x).float().cpu())
+        model.train(was_training)
+        return torch.cat(outs)
+
     # ------------------------------------------------------------------ training
 
     def train(
@@ -136,7 +149,12 @@ class Engine:
         grad_clip: Optional[float] = None,
         checkpoint_path: Optional[Path] = None,
         tag: str = "train",
+        label: Optional[str] = None,
+        on_eval: Optional[Callable[[int, nn.Module], None]] = None,
     ) -> History:
+        """Train for `steps` optimizer steps. `tag` prefixes TensorBoard scalars (keep it equal
+        across experiments written to sibling run folders so their curves overlay); `label`
+        names the progress bar."""
         model.to(self.device)
         model.train()
         data_device = train.device if isinstance(train, TensorSplit) else torch.device("cpu")
@@ -146,7 +164,8 @@ class Engine:
         lrs: list[float] = []
         evals: list[tuple[int, EvalResult]] = []
         nonfinite_step = None
-        task = self.progress.add_task(f"{tag}", total=steps) if self.progress is not None else None
+        label = label or tag
+        task = self.progress.add_task(label, total=steps) if self.progress is not None else None
         step = 0
         for step in range(1, steps + 1):
             x, y = self._to_device(next(batches))
@@ -174,7 +193,7 @@ class Engine:
                     for i in range(max(0, step - self.log_every), step):
                         self.writer.add_scalar(f"{tag}/lr", lrs[i], i + 1)
                 if task is not None:
-                    self.progress.update(task, completed=step, description=f"{tag} loss {mean:.4g}")
+                    self.progress.update(task, completed=step, description=f"{label} loss {mean:.4g}")
                 if nonfinite_step is not None:
                     break  # the weights are NaN from here on; stop and let the stage say so
             if val is not None and eval_every and (step % eval_every == 0 or last):
@@ -188,6 +207,8 @@ class Engine:
                             self.writer.add_histogram(f"{tag}/params/{name}", p.detach().float().cpu(), step)
                             if p.grad is not None:
                                 self.writer.add_histogram(f"{tag}/grads/{name}", p.grad.detach().float().cpu(), step)
+                if on_eval is not None:
+                    on_eval(step, model)  # e.g. prediction dynamics on a fixed val batch
                 if checkpoint_path is not None:
                     save_checkpoint(checkpoint_path, model=model, optimizer=optimizer, scheduler=scheduler, step=step)
         if task is not None:

@@ -63,3 +63,21 @@ def make_loss(spec, *, base: Path) -> LossFn:
     if not callable(loss):
         raise PluginError(f"loss.factory: {spec.loss.factory} returned {type(loss).__name__}; expected a callable(outputs, targets)")
     return loss
+
+
+def per_example_loss(name: str, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The built-in loss of each example (N,), averaged over outputs where the loss is."""
+    out = out.float()
+    if name == "cross_entropy":
+        return F.cross_entropy(out, y.long(), reduction="none")
+    if name == "nll":
+        return F.nll_loss(out, y.long(), reduction="none")
+    if name == "bce":
+        target = F.one_hot(y.long(), out.shape[1]).float()
+        return F.binary_cross_entropy_with_logits(out, target, reduction="none").mean(dim=1)
+    y = y.float().reshape(out.shape)
+    if name == "mse":
+        return F.mse_loss(out, y, reduction="none").reshape(len(out), -1).mean(dim=1)
+    if name == "huber":
+        return F.huber_loss(out, y, reduction="none").reshape(len(out), -1).mean(dim=1)
+    raise ValueError(f"no per-example form for loss {name!r}")

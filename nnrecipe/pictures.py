@@ -158,3 +158,83 @@ def bar_counts(counts: dict[str, Sequence[int]], labels: Sequence[str], *, title
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7)
     return fig
+
+
+def curves(series: dict[str, tuple[np.ndarray, np.ndarray]], *, title: str, ylabel: str, logy: bool = True):
+    """Several (steps, values) curves on one axes, lightly smoothed (window of ~2% of the run)."""
+    fig = new_figure(6.5, 3.4)
+    ax = fig.subplots()
+    for label, (x, y) in series.items():
+        y = np.asarray(y, dtype=np.float64)
+        k = max(1, len(y) // 50)
+        smooth = np.convolve(y, np.ones(k) / k, mode="valid") if len(y) >= k else y
+        ax.plot(np.asarray(x)[k - 1 :] if len(y) >= k else x, smooth, label=label, linewidth=1.2)
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel("step", fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    ax.tick_params(labelsize=7)
+    return fig
+
+
+def hbars(values: dict[str, float], *, title: str, xlabel: str, logx: bool = True, highlight: Sequence[str] = ()):
+    """Horizontal bars, one per named value (e.g. gradient norm per parameter)."""
+    names = list(values)
+    fig = new_figure(6.5, 0.9 + 0.22 * len(names))
+    ax = fig.subplots()
+    v = np.array([values[n] if values[n] is not None else 0.0 for n in names], dtype=np.float64)
+    colors = ["tab:red" if n in highlight or not np.isfinite(x) or x == 0 else "tab:blue" for n, x in zip(names, v)]
+    shown = np.where(np.isfinite(v) & (v > 0), v, np.nan) if logx else v
+    ax.barh(np.arange(len(names)), np.nan_to_num(shown, nan=0.0), color=colors)
+    ax.set_yticks(np.arange(len(names)), names, fontsize=6)
+    ax.invert_yaxis()
+    if logx and np.nanmax(np.where(np.isfinite(shown), shown, np.nan), initial=0) > 0:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_title(title, fontsize=9)
+    return fig
+
+
+def prediction_strip(steps: Sequence[int], predictions: Sequence[np.ndarray], truth: np.ndarray, *, task: str,
+                     labels: Optional[Sequence[str]] = None):
+    """Predictions on a fixed val batch over training.
+
+    Classification: one heatmap per evaluation (examples x classes, predicted probability),
+    the true class outlined. Regression: each example's prediction over steps vs its target.
+    """
+    if task == "classification":
+        cols = len(steps)
+        fig = new_figure(min(16, 1.0 + 1.1 * cols), 3.6)
+        axes = fig.subplots(1, cols, squeeze=False)[0]
+        for ax, step, probs in zip(axes, steps, predictions):
+            ax.imshow(probs, cmap="viridis", vmin=0, vmax=1, aspect="auto", interpolation="nearest")
+            ax.scatter(truth, np.arange(len(truth)), marker="s", s=14, facecolors="none", edgecolors="red", linewidths=0.8)
+            ax.set_title(f"step {step}", fontsize=7)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[0].set_ylabel("val examples (red: true class)", fontsize=7)
+        fig.suptitle("prediction dynamics: predicted class probabilities on a fixed val batch", fontsize=9)
+        return fig
+    fig = new_figure(6.5, 3.4)
+    ax = fig.subplots()
+    p = np.stack([np.asarray(q).reshape(len(q), -1)[:, 0] for q in predictions], axis=1)  # (examples, evals)
+    t = np.asarray(truth).reshape(len(truth), -1)[:, 0]
+    for i in range(len(p)):
+        line, = ax.plot(steps, p[i], linewidth=1.0)
+        ax.axhline(t[i], color=line.get_color(), linestyle=":", linewidth=0.8)
+    ax.set_xlabel("step", fontsize=8)
+    ax.set_title("prediction dynamics: predictions on a fixed val batch (dotted: targets)", fontsize=9)
+    return fig
+
+
+def matrix_image(matrix: np.ndarray, marks: Optional[np.ndarray] = None, scale: int = 8) -> np.ndarray:
+    """A (rows, cols) matrix in [0, 1] as a (1, H, W) grayscale image for TensorBoard, cheaply
+    (no matplotlib); `marks` (one column index per row) appends a one-hot column block."""
+    m = np.clip(np.asarray(matrix, dtype=np.float32), 0, 1)
+    if marks is not None:
+        onehot = np.zeros_like(m)
+        onehot[np.arange(len(m)), np.clip(marks, 0, m.shape[1] - 1)] = 1.0
+        m = np.concatenate([m, np.full((len(m), 1), 0.5, dtype=np.float32), onehot], axis=1)
+    return np.kron(m, np.ones((scale, scale), dtype=np.float32))[None]

@@ -63,6 +63,7 @@ class CsvArgs(Section):
     test_path: Optional[str] = None
     delimiter: str = ","
     standardize: bool = False  # fit mean/std on train, apply to every split
+    standardize_targets: bool = False  # regression: the same for the target columns
 
 
 class NpzArgs(Section):
@@ -75,6 +76,7 @@ class NpzArgs(Section):
     x_test_key: str = "x_test"
     y_test_key: str = "y_test"
     standardize: bool = False
+    standardize_targets: bool = False
 
 
 class ImageFolderArgs(Section):
@@ -213,6 +215,10 @@ class ResnetArgs(Section):
 class ModelBase(Section):
     arch: str  # the tag: each subclass narrows it to one literal
     factory: Optional[Factory] = None
+    # "Init well": built-in models start with the final bias at the class log-priors (or the
+    # target mean), so the first steps do not spend themselves learning the bias (the hockey
+    # stick). User models are measured and advised, never modified.
+    init_final_bias: bool = True
 
     @model_validator(mode="after")
     def _factory_only_for_python(self):

@@ -6,7 +6,7 @@ setting for it is never silently ignored.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, Optional
 
 from pydantic import Field, model_validator
 
@@ -51,13 +51,51 @@ class InspectDataSpec(Section):
         return self
 
 
+class BaselineSpec(Section):
+    # Each training experiment of the stage (the model, zero inputs, a larger model, the linear
+    # baseline) runs this many optimizer steps with the spec's optimizer and batch size.
+    steps: Annotated[int, Field(ge=10)] = 500
+    eval_every: Annotated[int, Field(ge=1)] = 100
+    # reproducible: two short runs from scratch; bitwise on CPU, this relative tolerance on CUDA.
+    reproducible_steps: Annotated[int, Field(ge=1)] = 20
+    cuda_rtol: Positive = 1e-4
+    # Paired comparisons on the val set (McNemar for accuracy, a paired z for squared error):
+    # a difference counts when it is this many standard errors from zero.
+    significance_z: Positive = 3.0
+    # loss-at-init: |observed - expected| <= significance_z * SE + init_allowance * expected.
+    # The allowance covers the spread of randomly initialised outputs around the bias: logits
+    # of std s raise a cross-entropy by about s^2/2, so 0.25 * log(10) allows s ~ 1.
+    init_allowance: Annotated[float, Field(ge=0.0)] = 0.25
+    # init-well: KL(train priors || mean predicted distribution at init), in nats; regression:
+    # |mean prediction - target mean| in target stds.
+    init_kl_warn: Positive = 0.1
+    init_kl_fail: Positive = 1.0
+    init_mean_warn: Positive = 0.5
+    # overfit-one-batch: a few examples, a higher LR, until the loss (eval mode) is this low;
+    # regression: relative to the batch's target variance.
+    overfit_examples: Annotated[int, Field(ge=2, le=256)] = 8
+    overfit_steps: Annotated[int, Field(ge=10)] = 500
+    overfit_lr: Positive = 1e-3
+    overfit_target: Positive = 0.05
+    # loss-decreases: user models are made larger by merging these into model.args
+    # (built-ins double their widths); None skips the larger-model comparison for user models.
+    larger_model_args: Optional[dict[str, Any]] = None
+    # gradients-flow
+    ignore_params: list[str] = []  # parameter-name prefixes that may legitimately get no gradient
+    vanish_ratio: Positive = 1e-3  # RMS grad of the first weight / RMS grad of the last weight
+    explode_norm: Positive = 1e4  # global gradient norm after one batch
+    dead_unit_warn: Fraction01 = 0.5  # fraction of ReLU units never positive over a val batch
+    # human-baseline: compared when given (classification accuracy in [0, 1]).
+    human_accuracy: Optional[Fraction01] = None
+
+
 class NotYetImplemented(Section):
     """Settings of a stage this version does not implement: none are accepted yet."""
 
 
 class StagesSpec(Section):
     inspect_data: InspectDataSpec = InspectDataSpec()
-    baseline: NotYetImplemented = NotYetImplemented()
+    baseline: BaselineSpec = BaselineSpec()
     overfit: NotYetImplemented = NotYetImplemented()
     regularize: NotYetImplemented = NotYetImplemented()
     tune: NotYetImplemented = NotYetImplemented()

@@ -39,7 +39,7 @@ def test_a_fail_exits_1_and_a_warn_exits_1_only_with_strict(cli, in_tmp):
     assert cli("inspect-data", "--config", planted_spec(in_tmp, "duplicates"), "--strict").exit_code == 1
 
 
-@pytest.mark.parametrize("stage", ["baseline", "overfit", "regularize", "tune", "squeeze"])
+@pytest.mark.parametrize("stage", ["overfit", "regularize", "tune", "squeeze"])
 def test_stages_not_implemented_exit_2_and_never_pass(cli, in_tmp, stage):
     result = cli(stage)
     assert result.exit_code == 2
@@ -48,14 +48,19 @@ def test_stages_not_implemented_exit_2_and_never_pass(cli, in_tmp, stage):
 
 
 def test_run_runs_the_available_stages_and_lists_the_others(cli, in_tmp):
-    result = cli("run", "--json")
+    result = cli("run", "--json", "data.source=synthetic", "stages.baseline.steps=100")
     assert result.exit_code == 0, result.stderr
+    assert [v["stage"] for v in json.loads(result.stdout)] == ["inspect-data"] * 10 + ["baseline"] * 12
+    assert "not yet available (not run, no verdicts): overfit, regularize, tune, squeeze" in " ".join(result.stderr.split())
+    merged = json.loads((in_tmp / "runs" / "digits-mlp" / "verdicts.json").read_text())
+    assert {v["stage"] for v in merged} == {"inspect-data", "baseline"}
+
+
+def test_run_stops_at_the_first_stage_with_a_fail(cli, in_tmp):
+    result = cli("run", "--config", planted_spec(in_tmp, "nan_inputs"), "--json")
+    assert result.exit_code == 1
     assert {v["stage"] for v in json.loads(result.stdout)} == {"inspect-data"}
-    assert "not yet available (not run, no verdicts): baseline, overfit, regularize, tune, squeeze" in " ".join(result.stderr.split())
-
-
-def test_run_exit_code_follows_the_verdicts(cli, in_tmp):
-    assert cli("run", "--config", planted_spec(in_tmp, "nan_inputs")).exit_code == 1
+    assert "stopping after inspect-data" in result.stdout + result.stderr
 
 
 def test_output_dir_and_overrides(cli, in_tmp):

@@ -121,7 +121,11 @@ def class_balance(m: DataMeasurements, cfg: InspectDataSpec) -> Verdict:
 
 
 def input_scale(m: DataMeasurements, cfg: InspectDataSpec) -> Verdict:
-    """Per channel (images, signals) or feature (tables): standardized inputs train best."""
+    """Per channel (images, signals) or feature (tables): standardized inputs train best.
+
+    For regression the targets are held to the same standard: an MSE on targets in the
+    hundreds makes the loss, the LR and the init all hard to read.
+    """
     s = m.scan.train
     mean, std = s.channel_mean, s.channel_std
     unit = "feature" if m.scan.kind == "tabular" else "channel"
@@ -141,10 +145,17 @@ def input_scale(m: DataMeasurements, cfg: InspectDataSpec) -> Verdict:
                         f"mean {mean[worst]:.3g}, std {std[worst]:.3g}")
     if len(flat):
         problems.append(f"{len(flat)} {unit}(s) nearly constant (std < {cfg.scale_min_std:g}): {flat[:10].tolist()}")
+    if m.scan.task == "regression" and s.n > 1:
+        t = s.targets.reshape(s.n, -1)
+        t_mean, t_std = np.nanmean(t, axis=0), np.nanstd(t, axis=0)
+        observed["target_mean"], observed["target_std"] = [round(float(v), 4) for v in t_mean[:8]], [round(float(v), 4) for v in t_std[:8]]
+        if np.any(np.abs(t_mean) > cfg.scale_max_abs_mean) or np.any(t_std > cfg.scale_max_std):
+            problems.append(f"regression targets far from standardized: mean {t_mean[0]:.3g}, std {t_std[0]:.3g}")
     if problems:
         observed["worst"] = {"index": int(np.argmax(np.maximum(np.abs(mean), std))), "flat": flat[:16].tolist()}
         return Verdict(STAGE, "input-scale", Status.WARN, observed=observed, expected=expected, message="; ".join(problems),
-                       hint="standardize with train statistics (data.args.standardize for csv/npz, scale: standardize for digits)")
+                       hint="standardize with train statistics (data.args.standardize / standardize_targets for csv/npz, "
+                            "scale: standardize for digits)")
     return Verdict(STAGE, "input-scale", Status.PASS, observed=observed, expected=expected,
                    message=f"{len(mean)} {unit}(s): mean in [{mean.min():.3g}, {mean.max():.3g}], std in [{std.min():.3g}, {std.max():.3g}]")
 

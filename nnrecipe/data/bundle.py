@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Iterator, Optional, Union
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -143,6 +144,7 @@ class DataBundle:
     class_names: Optional[list[str]] = None
     target_dim: int = 1  # regression: outputs per example
     description: str = ""
+    _targets: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     def splits(self) -> dict[str, Split]:
         out = {"train": self.train, "val": self.val}
@@ -168,7 +170,26 @@ class DataBundle:
             return self.class_names[label]
         return str(label)
 
+    def targets(self, name: str = "train") -> torch.Tensor:
+        """All targets of a split, on the host (read once for lazy splits)."""
+        if name not in self._targets:
+            split = self.splits()[name]
+            y = split.y if isinstance(split, TensorSplit) else torch.cat([y for _, y in split.iterate(512)])
+            self._targets[name] = y.detach().cpu()
+        return self._targets[name]
+
+    def priors(self, name: str = "train") -> np.ndarray:
+        """Class frequencies of a split (classification), over valid labels in [0, C)."""
+        y = self.targets(name).long()
+        y = y[(y >= 0) & (y < self.num_outputs)]
+        counts = torch.bincount(y, minlength=self.num_outputs)[: self.num_outputs].double()
+        return (counts / counts.sum().clamp_min(1)).numpy()
+
+    def target_mean(self, name: str = "train") -> np.ndarray:
+        return self.targets(name).double().reshape(len(self.targets(name)), -1).mean(dim=0).numpy()
+
     def to(self, device: torch.device | str) -> "DataBundle":
         """Move in-memory splits to the device once; lazy splits stay on the host."""
         moved = {k: (s.to(device) if isinstance(s, TensorSplit) else s) for k, s in self.splits().items()}
-        return dataclasses.replace(self, train=moved["train"], val=moved["val"], test=moved.get("test"))
+        return dataclasses.replace(self, train=moved["train"], val=moved["val"], test=moved.get("test"),
+                                   _targets=self._targets)

@@ -71,6 +71,14 @@ def standardize(splits: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[st
     return {k: (((xs.double() - mean) / std).float(), ys) for k, (xs, ys) in splits.items()}
 
 
+def standardize_targets(splits: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Regression targets to mean 0, std 1 per column, fitted on train: losses then read in
+    units of the target's spread, and an MSE of 1 is the mean predictor's."""
+    y = splits["train"][1].double().reshape(len(splits["train"][1]), -1)
+    mean, std = y.mean(dim=0), y.std(dim=0).clamp_min(1e-8)
+    return {k: (xs, ((ys.double().reshape(len(ys), -1) - mean) / std).float().reshape(ys.shape)) for k, (xs, ys) in splits.items()}
+
+
 def infer_num_classes(declared: Optional[int], class_names: Optional[list[str]], ys: list[torch.Tensor]) -> Optional[int]:
     """Declared C wins; else the class names; else max integer label + 1. None for float labels."""
     if declared is not None:

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from nnrecipe.data.bundle import DataBundle
-from nnrecipe.data.common import carve_splits, integral_labels, resolve_path, standardize, tensor_bundle
+from nnrecipe.data.common import (carve_splits, integral_labels, resolve_path, standardize, standardize_targets,
+                                  tensor_bundle)
 from nnrecipe.errors import DataError
 
 
@@ -103,6 +104,10 @@ def load_csv(spec, base: Path) -> DataBundle:
     )
     if a.standardize:
         splits = standardize(splits)
+    if a.standardize_targets:
+        if spec.task != "regression":
+            raise DataError("data.args.standardize_targets: only for task: regression")
+        splits = standardize_targets(splits)
     return tensor_bundle(splits, task=spec.task, source="csv", declared_classes=spec.data.num_classes,
                          class_names=names, description=f"CSV {read['path'][0].name}: {x.shape[1]} features")
 
@@ -134,6 +139,10 @@ def load_npz(spec, base: Path) -> DataBundle:
     )
     if a.standardize:
         splits = standardize(splits)
+    if a.standardize_targets:
+        if spec.task != "regression":
+            raise DataError("data.args.standardize_targets: only for task: regression")
+        splits = standardize_targets(splits)
     return tensor_bundle(splits, task=spec.task, source="npz", declared_classes=spec.data.num_classes,
                          description=f"npz {path.name}: inputs {tuple(arrays[a.x_key].shape[1:])}")
 

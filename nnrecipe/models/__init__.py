@@ -48,3 +48,42 @@ def check_output_shape(model: nn.Module, x: torch.Tensor, num_outputs: int, *, f
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (len(x), num_outputs):
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise PluginError(f"{field}: the model returns {got} for a batch of {len(x)}; expected ({len(x)}, {num_outputs})")
+
+
+BUILTIN_ARCHS = ("linear", "mlp", "cnn1d", "cnn2d", "resnet18", "resnet50")
+
+
+def prepare_model(spec, data, *, base: Path, model_spec=None) -> nn.Module:
+    """Build the model for the data, check its output shape, and (built-ins) init the final bias."""
+    from nnrecipe.losses import loss_name
+    from nnrecipe.models.init import center_regression_output, ideal_bias, set_final_bias
+
+    if model_spec is not None:
+        spec = spec.model_copy(update={"model": model_spec})
+    model = build_model(spec, input_shape=data.input_shape, num_outputs=data.num_outputs, base=base)
+    field = "model.factory" if spec.model.arch == "python" else "model"
+    x = torch.stack([data.train.example(i)[0] for i in range(min(2, len(data.train)))]).cpu()
+    check_output_shape(model, x, data.num_outputs, field=field)
+    if spec.model.arch in BUILTIN_ARCHS and spec.model.init_final_bias:
+        bias = ideal_bias(task=data.task, loss=loss_name(spec),
+                          priors=data.priors() if data.task == "classification" else None,
+                          target_mean=data.target_mean() if data.task == "regression" else None)
+        if bias is not None:
+            set_final_bias(model, bias, data.num_outputs)
+            if data.task == "regression":
+                xs = torch.stack([data.train.example(i)[0] for i in range(min(1024, len(data.train)))]).cpu()
+                center_regression_output(model, xs.float() if not xs.is_floating_point() else xs, bias, data.num_outputs)
+    return model
+
+
+def larger_model_spec(spec):
+    """A slightly larger version of the spec's model: built-ins twice as wide; user models get
+    stages.baseline.larger_model_args merged into model.args. None when there is no such model."""
+    m = spec.model
+    if m.arch == "mlp":
+        return m.model_copy(update={"args": m.args.model_copy(update={"hidden": [2 * h for h in m.args.hidden]})})
+    if m.arch in ("cnn1d", "cnn2d"):
+        return m.model_copy(update={"args": m.args.model_copy(update={"channels": [2 * c for c in m.args.channels]})})
+    if m.arch == "python" and spec.stages.baseline.larger_model_args is not None:
+        return m.model_copy(update={"args": {**m.args, **spec.stages.baseline.larger_model_args}})
+    return None

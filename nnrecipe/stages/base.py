@@ -30,6 +30,7 @@ class StageContext:
     progress: Any = None  # a rich Progress, or None
     options: dict[str, Any] = dataclasses.field(default_factory=dict)  # stage options from the command line
     _data: Any = None
+    _device_data: Any = None
     _writers: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def data(self):
@@ -40,13 +41,22 @@ class StageContext:
             self._data = build_data(self.spec, base=self.base)
         return self._data
 
-    def writer(self, stage: str):
-        """A TensorBoard writer for tb/<stage>/ (imported on first use: TensorBoard is slow to import)."""
-        if stage not in self._writers:
+    def device_data(self):
+        """The data with in-memory splits moved to the training device (once)."""
+        if self._device_data is None:
+            self._device_data = self.data().to(self.device)
+        return self._device_data
+
+    def writer(self, stage: str, run: Optional[str] = None):
+        """A TensorBoard writer for tb/<stage>/ or, per experiment, tb/<stage>/<run>/: sibling
+        runs with equal tags overlay in TensorBoard. Imported on first use (slow to import)."""
+        key = f"{stage}/{run}" if run else stage
+        if key not in self._writers:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writers[stage] = SummaryWriter(log_dir=str(self.run.tb_dir(stage)))
-        return self._writers[stage]
+            folder = self.run.tb_dir(stage) / run if run else self.run.tb_dir(stage)
+            self._writers[key] = SummaryWriter(log_dir=str(folder))
+        return self._writers[key]
 
     def close(self) -> None:
         for w in self._writers.values():

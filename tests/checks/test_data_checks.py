@@ -215,3 +215,12 @@ def test_regression_skips_label_checks():
     for check in (integ.label_range, integ.conflicting_labels, dist.class_balance):
         v = check(m, CFG)
         assert v.status is Status.SKIP and v.message
+
+
+def test_unstandardized_regression_targets_warn():
+    x = torch.randn(400, 4)
+    t = 150 + 75 * torch.randn(400, 1)  # e.g. diabetes progression, 25..346
+    v = dist.input_scale(meas((x, t), (x[:200], t[:200]), task="regression", num_classes=None, kind="tabular"), CFG)
+    assert v.status is Status.WARN and "targets far from standardized" in v.message
+    ok = dist.input_scale(meas((x, (t - 150) / 75), (x[:200], t[:200]), task="regression", num_classes=None, kind="tabular"), CFG)
+    assert ok.status is Status.PASS

@@ -160,3 +160,32 @@ def returns_list(**kw):
 
 def missing_val(**kw):
     return {"train": clean()["train"]}
+
+
+def shuffled_labels(**kw):
+    """x and y shuffled independently (two separate permutations): train labels no longer
+    belong to their inputs; val is untouched."""
+    d = clean(**kw)
+    x, y = d["train"]
+    g = torch.Generator().manual_seed(1)
+    return {"train": (x[torch.randperm(len(x), generator=g)], y[torch.randperm(len(y), generator=g)]), "val": d["val"]}
+
+
+def unseeded(**kw):
+    """Noise drawn from a fresh, unseeded generator each time the data is built."""
+    import numpy as np
+
+    d = clean(**kw)
+    rng = np.random.default_rng()  # planted: not seeded by the experiment
+    x, y = d["train"]
+    return {"train": (x + torch.as_tensor(rng.normal(0, 0.01, x.shape), dtype=x.dtype), y), "val": d["val"]}
+
+
+def imbalanced_binary(n_train: int = 2000, n_val: int = 1000, seed: int = 0):
+    """10% of class 1: a zero final bias predicts 50/50 at init (the hockey stick)."""
+    g = torch.Generator().manual_seed(seed)
+    n = n_train + n_val
+    y = (torch.rand(n, generator=g) < 0.1).long()
+    x = 0.3 * torch.rand(n, 1, 8, 8, generator=g)
+    x[:, :, 3:5, 3:5] += 0.7 * y[:, None, None, None]  # class 1 lights the centre
+    return {"train": (x[:n_train], y[:n_train]), "val": (x[n_train:], y[n_train:])}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import nn
 
 
@@ -21,3 +22,137 @@ def not_a_module(input_shape, num_outputs):
 
 def raises(input_shape, num_outputs):
     raise ValueError("unsupported input shape")
+
+
+# ----------------------------------------------------------------------------- planted bugs for the baseline stage
+
+
+class _MLP(nn.Module):
+    """A plain MLP the planted bugs below vary by one line each."""
+
+    def __init__(self, input_shape, num_outputs, width=64):
+        super().__init__()
+        self.fc1 = nn.Linear(math.prod(input_shape), width)
+        self.fc2 = nn.Linear(width, width)
+        self.head = nn.Linear(width, num_outputs)
+
+    def features(self, x):
+        h = torch.relu(self.fc1(x.flatten(1)))
+        return torch.relu(self.fc2(h))
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def mlp(input_shape, num_outputs, width: int = 64):
+    return _MLP(input_shape, num_outputs, width)
+
+
+class _Softmax(_MLP):
+    def forward(self, x):
+        return torch.softmax(self.head(self.features(x)), dim=1)  # planted: CE will apply log_softmax again
+
+
+class _LogSoftmax(_MLP):
+    def forward(self, x):
+        return torch.log_softmax(self.head(self.features(x)), dim=1)
+
+
+class _BatchMixing(_MLP):
+    def forward(self, x):
+        h = torch.relu(self.fc1(x.flatten(1)))  # (N, W)
+        h = h.view(h.shape[1], h.shape[0]).t()  # planted: view where a transpose was meant; mixes examples
+        return self.head(torch.relu(self.fc2(h.contiguous())))
+
+
+class _Unused(_MLP):
+    def __init__(self, input_shape, num_outputs, width=64):
+        super().__init__(input_shape, num_outputs, width)
+        self.extra = nn.Linear(width, width)  # planted: defined, never used in forward
+
+
+class _Detached(_MLP):
+    def forward(self, x):
+        h = torch.relu(self.fc1(x.flatten(1))).detach()  # planted: fc1 never learns
+        return self.head(torch.relu(self.fc2(h)))
+
+
+class _IgnoresInput(_MLP):
+    def forward(self, x):
+        return self.head(self.features(torch.zeros_like(x)))  # planted: the input is overwritten
+
+
+class _DropoutInEval(_MLP):
+    def forward(self, x):
+        h = torch.nn.functional.dropout(self.features(x), p=0.5, training=True)  # planted: always on
+        return self.head(h)
+
+
+def softmax_output(input_shape, num_outputs):
+    return _Softmax(input_shape, num_outputs)
+
+
+def log_softmax_output(input_shape, num_outputs):
+    return _LogSoftmax(input_shape, num_outputs)
+
+
+def batch_mixing(input_shape, num_outputs):
+    return _BatchMixing(input_shape, num_outputs)
+
+
+def unused_layer(input_shape, num_outputs):
+    return _Unused(input_shape, num_outputs)
+
+
+def detached_layer(input_shape, num_outputs):
+    return _Detached(input_shape, num_outputs)
+
+
+def ignores_input(input_shape, num_outputs):
+    return _IgnoresInput(input_shape, num_outputs)
+
+
+def dropout_in_eval(input_shape, num_outputs):
+    return _DropoutInEval(input_shape, num_outputs)
+
+
+def huge_final_init(input_shape, num_outputs):
+    model = _MLP(input_shape, num_outputs)
+    with torch.no_grad():
+        model.head.weight.mul_(100.0)  # planted: confidently wrong at init
+    return model
+
+
+def dead_relus(input_shape, num_outputs):
+    model = _MLP(input_shape, num_outputs)
+    with torch.no_grad():
+        model.fc2.bias.fill_(-100.0)  # planted: every fc2 unit is negative, its ReLU never passes a gradient
+    return model
+
+
+class _ReluModules(_MLP):
+    """The MLP with nn.ReLU modules, so dead units can be counted by hooks."""
+
+    def __init__(self, input_shape, num_outputs, width=64):
+        super().__init__(input_shape, num_outputs, width)
+        self.act1, self.act2 = nn.ReLU(), nn.ReLU()
+
+    def features(self, x):
+        return self.act2(self.fc2(self.act1(self.fc1(x.flatten(1)))))
+
+
+def dead_relu_modules(input_shape, num_outputs):
+    model = _ReluModules(input_shape, num_outputs)
+    with torch.no_grad():
+        model.fc2.bias.fill_(-100.0)
+    return model
+
+
+def unseeded_init(input_shape, num_outputs):
+    import numpy as np
+
+    model = _MLP(input_shape, num_outputs)
+    rng = np.random.default_rng()  # planted: fresh OS entropy, not the experiment's seed
+    with torch.no_grad():
+        model.head.weight.copy_(torch.as_tensor(rng.normal(0, 0.05, model.head.weight.shape)))
+    return model

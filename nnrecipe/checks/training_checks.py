@@ -1,0 +1,143 @@
+"""baseline rules about short training runs: (measurements, settings) -> Verdict.
+
+Comparisons between two models are paired on the same val examples (McNemar's z for
+accuracy, a paired z for squared error) and count only beyond `significance_z`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from nnrecipe.probes.measurements import BaselineMeasurements
+from nnrecipe.spec_stages import BaselineSpec
+from nnrecipe.stats import accuracy_ci95, mcnemar_z, paired_z
+from nnrecipe.verdict import Status, Verdict
+
+STAGE = "baseline"
+
+
+def better_z(task: str, a_scores: np.ndarray, b_scores: np.ndarray) -> float:
+    """z for "A beats B on val": per-example correctness (classification) or squared error."""
+    if task == "classification":
+        return mcnemar_z(a_scores > 0.5, b_scores > 0.5)[0]
+    return paired_z(a_scores, b_scores)
+
+
+def dumb_baselines(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
+    """The model against the majority class / mean predictor and a linear model."""
+    task, z = m.task, cfg.significance_z
+    name = "accuracy" if task == "classification" else "mse"
+    model, linear = m.model, m.linear
+    observed = {
+        f"model_val_{name}": round(float(np.mean(model.val_scores)), 5),
+        f"{m.dumb_name}_val_{name}": round(float(np.mean(m.dumb_scores)), 5),
+        f"linear_val_{name}": round(float(np.mean(linear.val_scores)), 5) if linear else None,
+    }
+    z_dumb = better_z(task, model.val_scores, m.dumb_scores)
+    z_linear = better_z(task, linear.val_scores, model.val_scores) if linear else -math.inf
+    observed["z_model_vs_" + m.dumb_name] = round(z_dumb, 2)
+    if linear:
+        observed["z_linear_vs_model"] = round(z_linear, 2)
+    expected = f"model beats the {m.dumb_name} by z >= {z:g}; linear not better by z >= {z:g}"
+    if z_dumb <= -z:
+        return Verdict(STAGE, "dumb-baselines", Status.FAIL, observed=observed, expected=expected,
+                       message=f"the model is worse than the {m.dumb_name} predictor (z = {z_dumb:.1f})",
+                       hint="the training loop or the data pipeline is broken: see the other baseline checks")
+    if z_dumb < z:
+        return Verdict(STAGE, "dumb-baselines", Status.WARN, observed=observed, expected=expected,
+                       message=f"the model is not clearly better than the {m.dumb_name} predictor (z = {z_dumb:.1f})",
+                       hint="too few steps for this model (stages.baseline.steps), too low an LR, or no signal reaches the model")
+    if z_linear >= z:
+        return Verdict(STAGE, "dumb-baselines", Status.WARN, observed=observed, expected=expected,
+                       message=f"a linear model beats yours on val (z = {z_linear:.1f})",
+                       hint="for this budget the model underperforms a linear one: undertrained, badly initialised, or a bug")
+    return Verdict(STAGE, "dumb-baselines", Status.PASS, observed=observed, expected=expected,
+                   message=f"the model beats the {m.dumb_name} predictor (z = {z_dumb:.1f})"
+                           + (f" and is not beaten by a linear model (z = {z_linear:.1f})" if linear else ""))
+
+
+def input_independent(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
+    """The model must do clearly better with its inputs than with zeros in their place."""
+    task, z = m.task, cfg.significance_z
+    zval = better_z(task, m.model.val_scores, m.zero_input.val_scores)
+    name = m.model.val_eval.metric_name
+    observed = {f"val_{name}_real": round(m.model.val_eval.metric, 5), f"val_{name}_zeroed": round(m.zero_input.val_eval.metric, 5),
+                "val_loss_real": round(m.model.val_eval.loss, 5), "val_loss_zeroed": round(m.zero_input.val_eval.loss, 5),
+                "z": round(zval, 2)}
+    expected = f"z >= {z:g} in favour of real inputs"
+    if zval < z:
+        return Verdict(STAGE, "input-independent", Status.FAIL, observed=observed, expected=expected,
+                       message=f"trained on zeroed inputs the model does as well on val (z = {zval:.1f}): "
+                               "it extracts nothing from the input",
+                       hint="is x disconnected from the output (overwritten, detached), or were x and y shuffled separately?")
+    return Verdict(STAGE, "input-independent", Status.PASS, observed=observed, expected=expected,
+                   message=f"real inputs beat zeroed inputs on val (z = {zval:.1f})")
+
+
+def overfit_one_batch(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
+    """A few examples can be memorised: the loss on them reaches ~zero."""
+    o = m.overfit
+    observed = {"final_loss": round(o.final_loss, 6), "steps": o.steps_run, "examples": len(o.outputs),
+                "curve": [(s, round(v, 5)) for s, v in o.losses[:: max(1, len(o.losses) // 6)]]}
+    expected = f"loss <= {o.target_loss:.3g} within {cfg.overfit_steps} steps (lr {cfg.overfit_lr:g})"
+    if not (o.final_loss <= o.target_loss):
+        return Verdict(STAGE, "overfit-one-batch", Status.FAIL, observed=observed, expected=expected,
+                       message=f"{len(o.outputs)} examples could not be memorised: loss {o.final_loss:.3g} after {o.steps_run} steps",
+                       hint="a model that cannot fit 8 examples has a bug: inputs not reaching the output, a wrong loss, "
+                            "frozen or detached layers, labels not matching the inputs")
+    return Verdict(STAGE, "overfit-one-batch", Status.PASS, observed=observed, expected=expected,
+                   message=f"{len(o.outputs)} examples memorised: loss {o.final_loss:.3g} after {o.steps_run} steps")
+
+
+def loss_decreases(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
+    """The training loss goes down over the run, and a slightly larger model goes lower."""
+    h = m.model.history
+    losses = h.losses.numpy().astype(np.float64)
+    if h.diverged or not np.isfinite(losses).all():
+        return Verdict(STAGE, "loss-decreases", Status.FAIL, observed={"non_finite_at_step": h.nonfinite_step}, expected="finite losses",
+                       message=f"the loss became NaN/Inf at step {h.nonfinite_step}", hint="lower the LR, clip gradients, check the inputs")
+    w = max(5, len(losses) // 10)
+    first, last = losses[:w], losses[-w:]
+    se = math.sqrt(first.var(ddof=1) / w + last.var(ddof=1) / w)
+    z = (first.mean() - last.mean()) / se if se > 0 else (math.inf if first.mean() > last.mean() else 0.0)
+    observed = {"first_window": round(float(first.mean()), 5), "last_window": round(float(last.mean()), 5), "window": w,
+                "z": round(float(z), 2), "train_loss_end": round(m.model.train_eval.loss, 5)}
+    expected = {"z_min": cfg.significance_z, "larger_model": "lower train loss"}
+    if z < cfg.significance_z:
+        return Verdict(STAGE, "loss-decreases", Status.FAIL, observed=observed, expected=expected,
+                       message=f"the training loss does not go down: {first.mean():.4g} over the first {w} steps, "
+                               f"{last.mean():.4g} over the last (z = {z:.1f})",
+                       hint="the LR is too low or zero (check the schedule), gradients do not flow, or the loss ignores the model")
+    if m.larger is None:
+        return Verdict(STAGE, "loss-decreases", Status.PASS, observed=observed, expected=expected,
+                       message=f"the training loss falls from {first.mean():.4g} to {last.mean():.4g} (z = {z:.1f}); "
+                               f"no larger-model comparison ({m.larger_skip})")
+    base_loss, big_loss = m.model.train_eval.loss, m.larger.train_eval.loss
+    observed["larger_train_loss_end"] = round(big_loss, 5)
+    if not big_loss < base_loss:
+        return Verdict(STAGE, "loss-decreases", Status.WARN, observed=observed, expected=expected,
+                       message=f"the training loss falls, but a larger model ends higher on train ({big_loss:.4g} vs {base_loss:.4g})",
+                       hint="capacity does not help: an optimisation problem (LR, init) or a bottleneck the width does not touch")
+    return Verdict(STAGE, "loss-decreases", Status.PASS, observed=observed, expected=expected,
+                   message=f"the training loss falls from {first.mean():.4g} to {last.mean():.4g} (z = {z:.1f}); "
+                           f"a larger model goes lower ({big_loss:.4g} < {base_loss:.4g})")
+
+
+def human_baseline(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
+    """The model's val accuracy against the human accuracy the spec gives."""
+    if cfg.human_accuracy is None:
+        return Verdict(STAGE, "human-baseline", Status.SKIP, message="no stages.baseline.human_accuracy in the spec")
+    if m.task != "classification":
+        return Verdict(STAGE, "human-baseline", Status.SKIP, message="human accuracy applies to classification")
+    acc, n = m.model.val_eval.metric, m.model.val_eval.n
+    ci = accuracy_ci95(acc, n)
+    observed = {"model_val_accuracy": round(acc, 5), "ci95": round(ci, 4), "gap": round(cfg.human_accuracy - acc, 5)}
+    expected = {"human_accuracy": cfg.human_accuracy}
+    if acc + ci < cfg.human_accuracy:
+        return Verdict(STAGE, "human-baseline", Status.WARN, observed=observed, expected=expected,
+                       message=f"val accuracy {acc:.3f} (±{ci:.3f}) is below human accuracy {cfg.human_accuracy:.3f}",
+                       hint="expected this early: the gap is what the overfit, regularize and tune stages are for")
+    return Verdict(STAGE, "human-baseline", Status.PASS, observed=observed, expected=expected,
+                   message=f"val accuracy {acc:.3f} (±{ci:.3f}) reaches human accuracy {cfg.human_accuracy:.3f}")

@@ -1,0 +1,73 @@
+"""Initialise well: the final layer's bias at the class log-priors or the target mean.
+
+"If you have an imbalanced dataset of a ratio 1:10 of positives:negatives, set the bias on
+your logits such that your network predicts probability of 0.1 at initialization."
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def final_linear(model: nn.Module, num_outputs: int) -> Optional[nn.Linear]:
+    """The last nn.Linear (in registration order) that produces the model's outputs."""
+    found = None
+    for m in model.modules():
+        if isinstance(m, nn.Linear) and m.out_features == num_outputs:
+            found = m
+    return found
+
+
+def ideal_bias(*, task: str, loss: str, priors: Optional[np.ndarray] = None,
+               target_mean: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
+    """The bias that makes a model with zero weights predict the training distribution.
+
+    cross_entropy / nll: log p_c (softmax is shift-invariant, so any constant may be added);
+    bce (one sigmoid per class): log(p_c / (1 - p_c)); mse / huber: the target mean.
+    """
+    if task == "classification":
+        if priors is None:
+            return None
+        p = np.clip(np.asarray(priors, dtype=np.float64), 1e-6, 1.0)
+        if loss == "bce":
+            p = np.clip(p, 1e-6, 1 - 1e-6)
+            return np.log(p / (1 - p))
+        if loss in ("cross_entropy", "nll"):
+            return np.log(p)
+        return None
+    if loss in ("mse", "huber") and target_mean is not None:
+        return np.asarray(target_mean, dtype=np.float64)
+    return None
+
+
+@torch.no_grad()
+def set_final_bias(model: nn.Module, bias: np.ndarray, num_outputs: int) -> bool:
+    layer = final_linear(model, num_outputs)
+    if layer is None or layer.bias is None or layer.bias.numel() != len(bias):
+        return False
+    layer.bias.copy_(torch.as_tensor(bias, dtype=layer.bias.dtype))
+    return True
+
+
+@torch.no_grad()
+def center_regression_output(model: nn.Module, x: torch.Tensor, target_mean: np.ndarray, num_outputs: int) -> bool:
+    """Shift the final bias so the mean prediction on `x` (train examples) is the target mean.
+
+    With the bias alone at the mean, random final weights times non-zero-mean hidden
+    activations (ReLU outputs are positive) still offset every prediction by a constant.
+    """
+    layer = final_linear(model, num_outputs)
+    if layer is None or layer.bias is None:
+        return False
+    was_training = model.training
+    model.eval()
+    offset = model(x).float().reshape(len(x), -1).mean(dim=0) - torch.as_tensor(target_mean, dtype=torch.float32)
+    model.train(was_training)
+    if offset.numel() != layer.bias.numel():
+        return False
+    layer.bias.sub_(offset.to(layer.bias.device, layer.bias.dtype))
+    return True

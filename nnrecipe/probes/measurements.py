@@ -1,0 +1,36 @@
+"""What the baseline stage's experiments measured: the one input of its rules.
+
+Every field is optional: a rule reads only its own, and unit tests fill only that.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import numpy as np
+
+from nnrecipe.probes.model_probes import GradStep, InitMeasure, OverfitResult
+from nnrecipe.probes.training import Experiment
+
+
+@dataclasses.dataclass
+class BaselineMeasurements:
+    task: str
+    device_type: str = "cpu"
+    reproducible: Optional[tuple[np.ndarray, np.ndarray]] = None  # per-step losses of two runs from scratch
+    init: Optional[InitMeasure] = None
+    dependency: Optional[np.ndarray] = None  # (rows, N): gradient of out[row] on each input
+    dependency_rows: list[int] = dataclasses.field(default_factory=list)
+    dependency_skip: str = ""  # why batch-independence could not run
+    eval_diff: Optional[float] = None
+    eval_scale: float = 1.0  # typical output magnitude, for the CUDA tolerance
+    grad: Optional[GradStep] = None
+    model: Optional[Experiment] = None
+    zero_input: Optional[Experiment] = None
+    linear: Optional[Experiment] = None
+    larger: Optional[Experiment] = None
+    larger_skip: str = ""  # why there is no larger model
+    dumb_scores: Optional[np.ndarray] = None  # majority class correct (0/1) or mean predictor squared error, per val example
+    dumb_name: str = ""
+    overfit: Optional[OverfitResult] = None

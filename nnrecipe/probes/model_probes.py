@@ -1,0 +1,250 @@
+"""Experiments on a model that measure; the rules in checks/ judge their results.
+
+Each probe returns plain numbers and arrays (no verdicts), so rules are unit-tested on
+synthetic measurements and probes are tested on tiny models.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nnrecipe.losses import per_example_loss
+from nnrecipe.models.init import final_linear, ideal_bias
+
+
+# ----------------------------------------------------------------------------- at initialisation
+
+
+@dataclasses.dataclass
+class InitMeasure:
+    task: str
+    loss_name: str  # cross_entropy | nll | bce | mse | huber | custom
+    val_losses: Optional[np.ndarray]  # per val example; None for a custom loss
+    n_val: int
+    num_outputs: int
+    builtin_bias_init: bool  # nnrecipe set the final bias (built-in model, spec switch on)
+    train_priors: Optional[np.ndarray] = None  # classification
+    val_priors: Optional[np.ndarray] = None
+    mean_predicted: Optional[np.ndarray] = None  # classification: mean predicted distribution on val
+    target_mean: Optional[np.ndarray] = None  # regression (train)
+    target_std: Optional[np.ndarray] = None
+    mean_output: Optional[np.ndarray] = None  # regression: mean prediction on val
+    # The loss that constant outputs would give on val: "uniform" (zero logits, or uniform
+    # log-probabilities for nll; zero output for regression) and "prior" (the ideal bias:
+    # log-priors, or the train target mean). These are the values the loss implies at init.
+    reference: dict[str, float] = dataclasses.field(default_factory=dict)
+    final_bias: Optional[np.ndarray] = None  # the final linear layer's bias, when one is found
+    # output form, over the val outputs
+    in_unit_interval: bool = False  # every output in [0, 1]
+    rows_sum_to_one: bool = False  # ... and every row sums to 1 (probabilities)
+    rows_logsumexp_zero: bool = False  # every row's logsumexp is 0 (log-probabilities)
+
+
+def measure_init(model: nn.Module, data, *, loss_name: str, builtin_bias_init: bool, predict: Callable) -> InitMeasure:
+    out = predict(model, data.val)  # (N, C) float32 on the host, eval mode
+    y = data.targets("val")
+    losses = per_example_loss(loss_name, out, y).double().numpy() if loss_name != "custom" else None
+    layer = final_linear(model, data.num_outputs)
+    m = InitMeasure(
+        task=data.task, loss_name=loss_name, val_losses=losses, n_val=len(out), num_outputs=data.num_outputs,
+        builtin_bias_init=builtin_bias_init,
+        final_bias=layer.bias.detach().double().cpu().numpy() if layer is not None and layer.bias is not None else None,
+        in_unit_interval=bool(((out >= 0) & (out <= 1)).all()),
+        rows_sum_to_one=bool(((out.sum(dim=1) - 1).abs() < 1e-3).all()),
+        rows_logsumexp_zero=bool((torch.logsumexp(out, dim=1).abs() < 1e-3).all()),
+    )
+    if data.task == "classification":
+        m.train_priors, m.val_priors = data.priors("train"), data.priors("val")
+        probs = torch.sigmoid(out) if loss_name == "bce" else F.softmax(out, dim=1)
+        m.mean_predicted = probs.double().mean(dim=0).numpy()
+    else:
+        ytr = data.targets("train").double().reshape(len(data.targets("train")), -1)
+        m.target_mean, m.target_std = ytr.mean(dim=0).numpy(), ytr.std(dim=0).numpy()
+        m.mean_output = out.double().mean(dim=0).numpy()
+    if loss_name != "custom":
+        bias = ideal_bias(task=data.task, loss=loss_name, priors=m.train_priors, target_mean=m.target_mean)
+        uniform = torch.full_like(out, -float(np.log(out.shape[1]))) if loss_name == "nll" else torch.zeros_like(out)
+        m.reference["uniform"] = float(per_example_loss(loss_name, uniform, y).double().mean())
+        if bias is not None:
+            prior = torch.as_tensor(bias, dtype=torch.float32).expand_as(out)
+            m.reference["prior"] = float(per_example_loss(loss_name, prior, y).double().mean())
+    return m
+
+
+# ----------------------------------------------------------------------------- one batch
+
+
+def batch_dependency(model: nn.Module, x: torch.Tensor, rows: list[int]) -> Optional[np.ndarray]:
+    """|d sum(out[i]) / d x[j]| maximised over x[j]'s elements: a (len(rows), N) matrix.
+
+    In eval mode (BatchNorm then uses running statistics, so it cannot mix examples).
+    None when the inputs are not floating point (nothing to differentiate).
+    """
+    if not x.is_floating_point():
+        return None
+    was_training = model.training
+    model.eval()
+    try:
+        x = x.detach().clone().requires_grad_(True)
+        out = model(x)
+        dep = np.zeros((len(rows), len(x)))
+        for k, i in enumerate(rows):
+            (g,) = torch.autograd.grad(out[i].float().sum(), x, retain_graph=True, allow_unused=True)
+            if g is not None:
+                dep[k] = g.detach().abs().reshape(len(x), -1).amax(dim=1).double().cpu().numpy()
+    finally:
+        model.train(was_training)
+    return dep
+
+
+@torch.no_grad()
+def eval_twice(model: nn.Module, x: torch.Tensor) -> tuple[float, float]:
+    """Largest absolute difference between two eval-mode passes over the same batch, and the
+    mean absolute output (the scale a tolerance is relative to)."""
+    was_training = model.training
+    model.eval()
+    a, b = model(x).float(), model(x).float()
+    model.train(was_training)
+    if not a.numel():
+        return 0.0, 1.0
+    return float((a - b).abs().max()), float(a.abs().mean())
+
+
+@dataclasses.dataclass
+class GradStep:
+    names: list[str]
+    numel: list[int]
+    grad_norm: list[Optional[float]]  # None: the parameter got no gradient at all
+    grad_finite: list[bool]
+    changed: list[bool]  # the optimizer step moved it
+    total_norm: float
+    dead: dict[str, float]  # ReLU module (and call) -> fraction of units never positive on a val batch
+    weight_rms: dict[str, float]  # RMS gradient of each >=2-D weight, in forward order
+
+
+def gradient_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable, optimizer) -> GradStep:
+    """Forward, backward and one optimizer step on one batch, in train mode."""
+    model.train()
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    before = [p.detach().clone() for _, p in params]
+    optimizer.zero_grad(set_to_none=True)
+    loss_fn(model(x), y).backward()
+    norms, finite = [], []
+    for _, p in params:
+        if p.grad is None:
+            norms.append(None)
+            finite.append(True)
+        else:
+            g = p.grad.detach().float()
+            finite.append(bool(torch.isfinite(g).all()))
+            norms.append(float(g.norm()))
+    total = float(np.sqrt(sum(n**2 for n in norms if n is not None and np.isfinite(n))))
+    rms = {n: float(p.grad.detach().float().pow(2).mean().sqrt()) for n, p in params if p.grad is not None and p.ndim >= 2}
+    optimizer.step()
+    changed = [not torch.equal(b, p.detach()) for b, (_, p) in zip(before, params)]
+    return GradStep(names=[n for n, _ in params], numel=[p.numel() for _, p in params], grad_norm=norms,
+                    grad_finite=finite, changed=changed, total_norm=total, dead={}, weight_rms=rms)
+
+
+@torch.no_grad()
+def dead_units(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
+    """Fraction of units of each ReLU module that are never positive over the batch.
+
+    A unit is a feature of a (N, D) output or a channel of a (N, C, ...) output. Modules used
+    several times (torchvision's shared `relu`) are reported per call.
+    """
+    results: dict[str, float] = {}
+    hooks = []
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.ReLU, nn.ReLU6)):
+            calls = {"n": 0}
+
+            def hook(mod, inputs, output, name=name, calls=calls):
+                calls["n"] += 1
+                o = output.detach()
+                alive = (o > 0).reshape(o.shape[0], o.shape[1], -1).any(dim=2).any(dim=0) if o.ndim > 1 else (o > 0).any().reshape(1)
+                key = name if calls["n"] == 1 else f"{name}#{calls['n']}"
+                results[key] = float(1.0 - alive.float().mean())
+
+            hooks.append(module.register_forward_hook(hook))
+    was_training = model.training
+    model.eval()
+    try:
+        model(x)
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    return results
+
+
+# ----------------------------------------------------------------------------- overfit one batch
+
+
+@dataclasses.dataclass
+class OverfitResult:
+    losses: list[tuple[int, float]]  # (step, eval-mode loss on the batch)
+    final_loss: float
+    steps_run: int
+    outputs: torch.Tensor  # final eval-mode outputs on the batch
+    target_loss: float
+
+
+def overfit_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable, *, steps: int, lr: float,
+                  target: float, check_every: int = 25) -> OverfitResult:
+    """Adam on one fixed batch until the eval-mode loss reaches `target` (checked every few steps)."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    losses: list[tuple[int, float]] = []
+    step = 0
+    final = float("inf")
+    for step in range(1, steps + 1):
+        model.train()
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn(model(x), y).backward()
+        optimizer.step()
+        if step % check_every == 0 or step == steps:
+            with torch.no_grad():
+                model.eval()
+                final = float(loss_fn(model(x), y))
+            losses.append((step, final))
+            if final <= target or not np.isfinite(final):
+                break
+    with torch.no_grad():
+        model.eval()
+        outputs = model(x).float().cpu()
+    model.train()
+    return OverfitResult(losses=losses, final_loss=final, steps_run=step, outputs=outputs, target_loss=target)
+
+
+# ----------------------------------------------------------------------------- what enters the model
+
+
+class InputCapture:
+    """Records the first batch that enters model(x) (a forward pre-hook) and its targets
+    (through the loss), exactly as the training loop produced them."""
+
+    def __init__(self, model: nn.Module, loss_fn: Callable, keep: int = 64):
+        self.x: Optional[torch.Tensor] = None
+        self.y: Optional[torch.Tensor] = None
+        self.keep = keep
+        self._loss_fn = loss_fn
+        self._hook = model.register_forward_pre_hook(self._pre)
+
+    def _pre(self, module, args):
+        if self.x is None and args and isinstance(args[0], torch.Tensor):
+            self.x = args[0].detach()[: self.keep].float().cpu()
+        return None
+
+    def loss_fn(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.y is None:
+            self.y = y.detach()[: self.keep].cpu()
+        return self._loss_fn(out, y)
+
+    def remove(self) -> None:
+        self._hook.remove()

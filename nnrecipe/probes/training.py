@@ -1,0 +1,80 @@
+"""Training experiments: one model, trained with the engine, scored on train and val.
+
+An Experiment keeps what later rules need: the loss history, whole-split results, and
+per-example val scores for paired comparisons between experiments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from nnrecipe.engine import Engine, EvalResult, History
+from nnrecipe.optim import make_optimizer, make_scheduler
+
+
+@dataclasses.dataclass
+class Experiment:
+    name: str
+    history: History
+    train_eval: EvalResult
+    val_eval: EvalResult
+    val_scores: np.ndarray  # per val example: 1/0 correct (classification) or squared error (regression)
+    model: Optional[nn.Module] = None
+
+    def summary(self) -> dict:
+        return {
+            "val_loss": self.val_eval.loss,
+            f"val_{self.val_eval.metric_name}": self.val_eval.metric,
+            "train_loss": self.train_eval.loss,
+            f"train_{self.train_eval.metric_name}": self.train_eval.metric,
+            "steps": self.history.steps_run,
+            "diverged": self.history.diverged,
+        }
+
+
+class ZeroInput(nn.Module):
+    """The same model fed zeros: what it can learn without looking at the data (the priors)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(torch.zeros_like(x))
+
+
+def val_scores(outputs: torch.Tensor, targets: torch.Tensor, task: str) -> np.ndarray:
+    if task == "classification":
+        return (outputs.argmax(dim=1) == targets.to(outputs.device).long()).numpy().astype(np.float64)
+    y = targets.float().reshape(outputs.shape)
+    return ((outputs - y) ** 2).reshape(len(outputs), -1).mean(dim=1).double().numpy()
+
+
+def train_experiment(
+    name: str, *, spec, data, model: nn.Module, loss_fn: Callable, device: torch.device, steps: int, base: Path,
+    writer=None, progress=None, on_eval=None, eval_every: int = 0, keep_model: bool = False,
+) -> Experiment:
+    """Train with the spec's optimizer, schedule and batch size; score on whole splits."""
+    engine = Engine(device=device, task=data.task, precision=spec.train.precision, log_every=min(spec.train.log_every, steps),
+                    writer=writer, progress=progress, log_histograms=False)
+    model.to(device)
+    optimizer = make_optimizer(spec.optim, model.parameters())
+    scheduler = make_scheduler(optimizer, spec.optim.schedule, total_steps=steps, base=base)
+    history = engine.train(model=model, train=data.train, val=data.val, loss_fn=loss_fn, optimizer=optimizer,
+                           scheduler=scheduler, steps=steps, batch_size=spec.data.batch_size, seed=spec.seed,
+                           eval_every=eval_every, grad_clip=spec.optim.grad_clip, tag="train", label=name,
+                           on_eval=on_eval)
+    train_eval = engine.evaluate(model, data.train, loss_fn)
+    val_eval = engine.evaluate(model, data.val, loss_fn)
+    scores = val_scores(engine.predict(model, data.val), data.targets("val"), data.task)
+    if writer is not None:
+        writer.add_scalar("final/train_loss", train_eval.loss, history.steps_run)
+        writer.add_scalar("final/val_loss", val_eval.loss, history.steps_run)
+        writer.add_scalar(f"final/val_{val_eval.metric_name}", val_eval.metric, history.steps_run)
+    return Experiment(name, history, train_eval, val_eval, scores, model if keep_model else None)

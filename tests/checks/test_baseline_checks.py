@@ -1,0 +1,241 @@
+"""Each baseline rule on synthetic measurements: it passes when it should and catches its bug."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from nnrecipe.checks import model_checks as mc
+from nnrecipe.checks import training_checks as tc
+from nnrecipe.engine import EvalResult, History
+from nnrecipe.probes.measurements import BaselineMeasurements
+from nnrecipe.probes.model_probes import GradStep, InitMeasure, OverfitResult
+from nnrecipe.probes.training import Experiment
+from nnrecipe.spec_stages import BaselineSpec
+from nnrecipe.verdict import Status
+
+CFG = BaselineSpec()
+RNG = np.random.default_rng(0)
+
+
+def _exp(name, scores, *, losses=None, train_loss=0.5, metric="accuracy"):
+    losses = torch.linspace(2.0, 0.5, 200) + 0.01 * torch.randn(200, generator=torch.Generator().manual_seed(0)) if losses is None else losses
+    ev = EvalResult(loss=float(train_loss), metric=float(np.mean(scores)), metric_name=metric, n=len(scores))
+    return Experiment(name, History(losses=losses, lrs=[1e-3] * len(losses), evals=[], steps_run=len(losses)), ev, ev, np.asarray(scores, dtype=float))
+
+
+def _correct(p, n=500, seed=0):
+    return (np.random.default_rng(seed).random(n) < p).astype(float)
+
+
+# ---------------------------------------------------------------- reproducible
+
+def test_reproducible_bitwise_on_cpu():
+    a = RNG.random(20)
+    assert mc.reproducible(BaselineMeasurements("classification", reproducible=(a, a.copy())), CFG).status is Status.PASS
+    b = a.copy()
+    b[5] += 1e-7
+    v = mc.reproducible(BaselineMeasurements("classification", reproducible=(a, b)), CFG)
+    assert v.status is Status.FAIL and v.observed["first_different_step"] == 6
+
+
+def test_reproducible_tolerance_on_cuda():
+    a = RNG.random(20) + 1
+    b = a * (1 + 1e-6)
+    m = BaselineMeasurements("classification", device_type="cuda", reproducible=(a, b))
+    assert mc.reproducible(m, CFG).status is Status.PASS
+    m.reproducible = (a, a * 1.01)
+    assert mc.reproducible(m, CFG).status is Status.FAIL
+
+
+# ---------------------------------------------------------------- loss at init
+
+def _init(loss_name="cross_entropy", losses=None, builtin=True, reference=None, **kw):
+    C = 10
+    ref = reference or {"uniform": math.log(C), "prior": math.log(C)}
+    losses = np.full(1000, math.log(C)) + RNG.normal(0, 0.05, 1000) if losses is None else losses
+    return InitMeasure(task="classification", loss_name=loss_name, val_losses=losses, n_val=len(losses), num_outputs=C,
+                       builtin_bias_init=builtin, reference=ref, **kw)
+
+
+def test_loss_at_init_pass_fail_warn_and_skip():
+    assert mc.loss_at_init(BaselineMeasurements("classification", init=_init()), CFG).status is Status.PASS
+    high = _init(losses=np.full(1000, 9.0) + RNG.normal(0, 1, 1000))
+    v = mc.loss_at_init(BaselineMeasurements("classification", init=high), CFG)
+    assert v.status is Status.FAIL and "huge final-layer init" in v.hint
+    low = _init(losses=np.full(1000, 0.2))
+    assert mc.loss_at_init(BaselineMeasurements("classification", init=low), CFG).status is Status.WARN
+    custom = _init(loss_name="custom", losses=None)
+    custom.val_losses = None
+    assert mc.loss_at_init(BaselineMeasurements("classification", init=custom), CFG).status is Status.SKIP
+
+
+def test_loss_at_init_tolerance_grows_with_noise_and_shrinks_with_n():
+    noisy = _init(losses=np.full(50, math.log(10) * 1.4) + RNG.normal(0, 3.0, 50))
+    assert mc.loss_at_init(BaselineMeasurements("classification", init=noisy), CFG).status is Status.PASS
+    precise = _init(losses=np.full(5000, math.log(10) * 1.4) + RNG.normal(0, 0.01, 5000))
+    assert mc.loss_at_init(BaselineMeasurements("classification", init=precise), CFG).status is Status.FAIL
+
+
+def test_user_model_may_start_uniform_or_at_the_priors():
+    ref = {"uniform": math.log(10), "prior": 1.0}  # imbalanced priors: entropy 1.0
+    at_prior = _init(builtin=False, reference=ref, losses=np.full(500, 1.0))
+    at_uniform = _init(builtin=False, reference=ref, losses=np.full(500, math.log(10)))
+    for init in (at_prior, at_uniform):
+        assert mc.loss_at_init(BaselineMeasurements("classification", init=init), CFG).status is Status.PASS
+    builtin_uniform = _init(builtin=True, reference=ref, losses=np.full(500, math.log(10)))
+    assert mc.loss_at_init(BaselineMeasurements("classification", init=builtin_uniform), CFG).status is Status.FAIL
+
+
+# ---------------------------------------------------------------- init well
+
+def test_init_well_classification():
+    p = np.array([0.9, 0.1])
+    good = _init(train_priors=p, mean_predicted=np.array([0.88, 0.12]))
+    assert mc.init_well(BaselineMeasurements("classification", init=good), CFG).status is Status.PASS
+    flat = _init(builtin=False, train_priors=p, mean_predicted=np.array([0.5, 0.5]))
+    v = mc.init_well(BaselineMeasurements("classification", init=flat), CFG)
+    assert v.status is Status.WARN and "hockey stick" in v.message and "[-0.1054, -2.3026]" in v.hint  # log-priors
+    confident = _init(train_priors=p, mean_predicted=np.array([0.001, 0.999]))
+    assert mc.init_well(BaselineMeasurements("classification", init=confident), CFG).status is Status.FAIL
+
+
+def test_init_well_regression():
+    base = dict(task="regression", loss_name="mse", val_losses=np.ones(10), n_val=10, num_outputs=1, builtin_bias_init=False,
+                target_mean=np.array([50.0]), target_std=np.array([10.0]))
+    ok = InitMeasure(mean_output=np.array([51.0]), **base)
+    assert mc.init_well(BaselineMeasurements("regression", init=ok), CFG).status is Status.PASS
+    off = InitMeasure(mean_output=np.array([0.0]), **base)
+    v = mc.init_well(BaselineMeasurements("regression", init=off), CFG)
+    assert v.status is Status.WARN and "[50.0]" in v.hint
+
+
+# ---------------------------------------------------------------- output form
+
+@pytest.mark.parametrize("loss, unit, sum1, lse0, status", [
+    ("cross_entropy", False, False, False, Status.PASS),
+    ("cross_entropy", True, True, False, Status.FAIL),  # softmax twice
+    ("cross_entropy", False, False, True, Status.WARN),  # log-softmax: redundant
+    ("nll", False, False, True, Status.PASS),
+    ("nll", False, False, False, Status.FAIL),  # raw logits to nll
+    ("nll", True, True, False, Status.FAIL),  # probabilities to nll
+    ("bce", False, False, False, Status.PASS),
+    ("bce", True, False, False, Status.FAIL),  # sigmoid before bce-with-logits
+    ("mse", False, False, False, Status.SKIP),
+])
+def test_output_form(loss, unit, sum1, lse0, status):
+    init = _init(loss_name=loss, in_unit_interval=unit, rows_sum_to_one=sum1, rows_logsumexp_zero=lse0)
+    assert mc.output_form(BaselineMeasurements("classification", init=init), CFG).status is status
+
+
+# ---------------------------------------------------------------- one batch
+
+def test_batch_independence():
+    dep = np.eye(8)[[0, 4, 7]]
+    m = BaselineMeasurements("classification", dependency=dep, dependency_rows=[0, 4, 7])
+    assert mc.batch_independence(m, CFG).status is Status.PASS
+    dep[1, 5] = 1e-9
+    v = mc.batch_independence(m, CFG)
+    assert v.status is Status.FAIL and "out[4] <- x[5]" in v.observed["examples"]
+    m.dependency = np.zeros((3, 8))
+    assert mc.batch_independence(m, CFG).status is Status.WARN
+    assert mc.batch_independence(BaselineMeasurements("classification", dependency_skip="int inputs"), CFG).status is Status.SKIP
+
+
+def test_eval_deterministic():
+    assert mc.eval_deterministic(BaselineMeasurements("classification", eval_diff=0.0), CFG).status is Status.PASS
+    assert mc.eval_deterministic(BaselineMeasurements("classification", eval_diff=1e-7), CFG).status is Status.FAIL
+    cuda = BaselineMeasurements("classification", device_type="cuda", eval_diff=1e-7, eval_scale=1.0)
+    assert mc.eval_deterministic(cuda, CFG).status is Status.PASS
+
+
+def _grad(**kw):
+    base = dict(names=["fc1.weight", "fc1.bias", "head.weight", "head.bias"], numel=[8, 2, 4, 2],
+                grad_norm=[0.1, 0.05, 0.2, 0.1], grad_finite=[True] * 4, changed=[True] * 4, total_norm=0.25,
+                dead={"act1": 0.1}, weight_rms={"fc1.weight": 0.01, "head.weight": 0.02})
+    base.update(kw)
+    return GradStep(**base)
+
+
+@pytest.mark.parametrize("kw, status, words", [
+    ({}, Status.PASS, "all 4"),
+    ({"grad_norm": [None, 0.05, 0.2, 0.1]}, Status.FAIL, "no gradient"),
+    ({"grad_norm": [0.0, 0.05, 0.2, 0.1]}, Status.FAIL, "no gradient"),
+    ({"grad_finite": [False, True, True, True]}, Status.FAIL, "non-finite"),
+    ({"changed": [False, True, True, True]}, Status.FAIL, "did not change"),
+    ({"dead": {"act1": 1.0}}, Status.FAIL, "dead"),
+    ({"dead": {"act1": 0.7}}, Status.WARN, "dead"),
+    ({"weight_rms": {"fc1.weight": 1e-7, "head.weight": 0.02}}, Status.WARN, "vanishing"),
+    ({"total_norm": 1e6}, Status.WARN, "exploding"),
+])
+def test_gradients_flow(kw, status, words):
+    v = mc.gradients_flow(BaselineMeasurements("classification", grad=_grad(**kw)), CFG)
+    assert v.status is status and words in v.message
+
+
+def test_gradients_flow_ignore_params():
+    m = BaselineMeasurements("classification", grad=_grad(grad_norm=[None, None, 0.2, 0.1]))
+    assert mc.gradients_flow(m, BaselineSpec(ignore_params=["fc1."])).status is Status.PASS
+
+
+# ---------------------------------------------------------------- training experiments
+
+def test_input_independent_uses_a_paired_test():
+    real, zero = _correct(0.9), _correct(0.25, seed=1)
+    m = BaselineMeasurements("classification", model=_exp("model", real), zero_input=_exp("zero", zero))
+    assert tc.input_independent(m, CFG).status is Status.PASS
+    m.zero_input = _exp("zero", real.copy())  # identical predictions: nothing learned from the input
+    v = tc.input_independent(m, CFG)
+    assert v.status is Status.FAIL and v.observed["z"] == 0
+
+
+def test_input_independent_regression():
+    err = RNG.random(300)
+    m = BaselineMeasurements("regression", model=_exp("m", err * 0.1, metric="r2"), zero_input=_exp("z", err, metric="r2"))
+    assert tc.input_independent(m, CFG).status is Status.PASS
+    m.model = _exp("m", np.random.default_rng(7).random(300), metric="r2")  # as good as zeros, up to noise
+    assert tc.input_independent(m, CFG).status is Status.FAIL
+
+
+def test_dumb_baselines():
+    maj = _correct(0.3, seed=2)
+    m = BaselineMeasurements("classification", model=_exp("model", _correct(0.9)), linear=_exp("linear", _correct(0.7, seed=3)),
+                             dumb_scores=maj, dumb_name="majority-class")
+    assert tc.dumb_baselines(m, CFG).status is Status.PASS
+    m.linear = _exp("linear", np.ones(500))
+    assert tc.dumb_baselines(m, CFG).status is Status.WARN  # a linear model beats it
+    m.model = _exp("model", maj.copy())
+    assert tc.dumb_baselines(m, CFG).status is Status.WARN  # not better than the majority class
+    m.model = _exp("model", np.zeros(500))
+    assert tc.dumb_baselines(m, CFG).status is Status.FAIL  # worse than the majority class
+
+
+def test_overfit_one_batch():
+    ok = OverfitResult(losses=[(25, 0.5), (50, 0.01)], final_loss=0.01, steps_run=50, outputs=torch.zeros(8, 2), target_loss=0.05)
+    assert tc.overfit_one_batch(BaselineMeasurements("classification", overfit=ok), CFG).status is Status.PASS
+    stuck = OverfitResult(losses=[(500, 1.38)], final_loss=1.38, steps_run=500, outputs=torch.zeros(8, 2), target_loss=0.05)
+    assert tc.overfit_one_batch(BaselineMeasurements("classification", overfit=stuck), CFG).status is Status.FAIL
+    nan = OverfitResult(losses=[(25, math.nan)], final_loss=math.nan, steps_run=25, outputs=torch.zeros(8, 2), target_loss=0.05)
+    assert tc.overfit_one_batch(BaselineMeasurements("classification", overfit=nan), CFG).status is Status.FAIL
+
+
+def test_loss_decreases():
+    m = BaselineMeasurements("classification", model=_exp("model", _correct(0.9), train_loss=0.5),
+                             larger=_exp("larger", _correct(0.9), train_loss=0.4))
+    assert tc.loss_decreases(m, CFG).status is Status.PASS
+    m.larger = _exp("larger", _correct(0.9), train_loss=0.6)
+    assert tc.loss_decreases(m, CFG).status is Status.WARN
+    flat = torch.full((200,), 1.0) + 0.05 * torch.randn(200, generator=torch.Generator().manual_seed(1))
+    m.model = _exp("model", _correct(0.9), losses=flat)
+    assert tc.loss_decreases(m, CFG).status is Status.FAIL
+    m.model = _exp("model", _correct(0.9), losses=torch.tensor([1.0, float("nan")] * 100))
+    m.model.history.nonfinite_step = 2
+    assert tc.loss_decreases(m, CFG).status is Status.FAIL
+
+
+def test_human_baseline():
+    m = BaselineMeasurements("classification", model=_exp("model", _correct(0.9)))
+    assert tc.human_baseline(m, CFG).status is Status.SKIP
+    assert tc.human_baseline(m, BaselineSpec(human_accuracy=0.9)).status is Status.PASS
+    assert tc.human_baseline(m, BaselineSpec(human_accuracy=0.99)).status is Status.WARN
