@@ -24,5 +24,9 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+bench: $(STAMP)  # benchmarks are run by hand, never as tests
+	$(PY) bench/engine_overhead.py
+	$(PY) bench/data_scan.py
+
 clean:
 	rm -rf runs .pytest_cache build *.egg-info

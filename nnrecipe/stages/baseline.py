@@ -56,13 +56,13 @@ def run(spec, ctx: StageContext) -> StageResult:
     model = fresh_model()
     builtin_init = spec.model.arch in BUILTIN_ARCHS and spec.model.init_final_bias
     m.init = measure_init(model, data, loss_name=lname, builtin_bias_init=builtin_init, predict=engine.predict)
-    xv, yv = _first(data.val, 512)
+    xv, yv = (t.to(device) for t in _first(data.val, 512))  # lazy splits live on the host
     small = xv[: min(8, len(xv))]
     m.dependency_rows = sorted({0, len(small) // 2, len(small) - 1})
     m.dependency = batch_dependency(model, small, m.dependency_rows)
     m.dependency_skip = "" if m.dependency is not None else f"inputs are {str(xv.dtype).removeprefix('torch.')}, not differentiable"
     m.eval_diff, m.eval_scale = eval_twice(model, xv[:64])
-    xt, yt = _first(data.train, spec.data.batch_size)
+    xt, yt = (t.to(device) for t in _first(data.train, spec.data.batch_size))
     probe = copy.deepcopy(model)
     m.grad = gradient_step(probe, xt, yt, loss_fn, make_optimizer(spec.optim, probe.parameters()))
     m.grad.dead = dead_units(model, xv)
@@ -104,49 +104,54 @@ def run(spec, ctx: StageContext) -> StageResult:
     m.dumb_name, m.dumb_scores = _dumb_predictor(data)
 
     # 4. overfit one batch: a few examples covering as many classes as possible.
-    xo, yo = _overfit_batch(data, cfg.overfit_examples)
+    xo, yo = (t.to(device) for t in _overfit_batch(data, cfg.overfit_examples))
     target = cfg.overfit_target * (float(yo.float().var(dim=0, unbiased=False).mean()) if data.task == "regression" else 1.0)
     m.overfit = overfit_batch(fresh_model(), xo, yo, loss_fn, steps=cfg.overfit_steps, lr=cfg.overfit_lr, target=target)
 
     verdicts = {v.check: v for v in (check(m, cfg) for check in CHECKS)}
 
     # 5. pictures and the summary that later stages read.
-    out = ctx.run.stage_dir(STAGE)
-    tb = ctx.writer(STAGE)
-    kind = data.kind
-    rel = ctx.rel
+    arts = _pictures(ctx, data, m, capture, dynamics, dyn_y, xo, yo, lname)
+    final = [with_artifacts(v, *arts.get(v.check, [])) for v in verdicts.values()]
+    return StageResult(STAGE, final, _summary(spec, data, m, lname))
+
+
+def _pictures(ctx: StageContext, data, m: BaselineMeasurements, capture, dynamics, dyn_y, xo, yo, lname) -> dict[str, list[str]]:
+    """Draw every picture (PNG + TensorBoard image); return the artifacts of each check."""
+    out, tb, kind = ctx.run.stage_dir(STAGE), ctx.writer(STAGE), data.kind
     arts: dict[str, list[str]] = {}
+
+    def save(fig, name: str, *checks: str) -> None:
+        path = pictures.save_figure(fig, out / f"{name}.png", writer=tb, tag=name)
+        for check in checks:
+            arts.setdefault(check, []).append(ctx.rel(path))
+
     if capture.x is not None:
-        caption = lambda i: f"y={_label(data, capture.y[i])}"  # noqa: E731
-        rows = [(f"batch[{r * 8}:]", [(capture.x[i], caption(i)) for i in range(r * 8, min(len(capture.x), r * 8 + 8))])
-                for r in range((min(len(capture.x), 32) + 7) // 8)]
-        scale = (data.train.x.float().mean(0).flatten().cpu().numpy(), data.train.x.float().std(0).flatten().cpu().numpy()) \
-            if kind == "tabular" and hasattr(data.train, "x") else None
-        p = pictures.save_figure(pictures.example_grid(rows, kind, title="the exact tensor entering model(x) in the first training step",
-                                                       scale=scale), out / "model_input.png", writer=tb, tag="model_input")
-        arts["dumb-baselines"] = arts["input-independent"] = [rel(p)]
-    p = pictures.save_figure(pictures.prediction_strip([s for s, _ in dynamics], [q for _, q in dynamics], dyn_y.cpu().numpy(),
-                                                       task=data.task), out / "prediction_dynamics.png", writer=tb, tag="prediction_dynamics_strip")
-    arts.setdefault("loss-decreases", []).append(rel(p))
+        shown = min(len(capture.x), 32)
+        rows = [(f"batch[{r}:]", [(capture.x[i], f"y={_label(data, capture.y[i])}") for i in range(r, min(shown, r + 8))])
+                for r in range(0, shown, 8)]
+        scale = None
+        if kind == "tabular" and hasattr(data.train, "x"):
+            x = data.train.x.float()
+            scale = (x.mean(0).flatten().cpu().numpy(), x.std(0).flatten().cpu().numpy())
+        save(pictures.example_grid(rows, kind, title="the exact tensor entering model(x) in the first training step", scale=scale),
+             "model_input", "dumb-baselines", "input-independent")
+    save(pictures.prediction_strip([s for s, _ in dynamics], [q for _, q in dynamics], dyn_y.cpu().numpy(), task=data.task),
+         "prediction_dynamics", "loss-decreases")
     series = {e.name: (np.arange(1, len(e.history.losses) + 1), e.history.losses.numpy())
               for e in (m.model, m.zero_input, m.larger, m.linear) if e is not None}
-    p = pictures.save_figure(pictures.curves(series, title="training loss of each baseline experiment", ylabel="loss",
-                                             logy=bool(all((v[1] > 0).all() for v in series.values()))),
-                             out / "curves.png", writer=tb, tag="curves")
-    for check in ("loss-decreases", "input-independent", "dumb-baselines"):
-        arts.setdefault(check, []).append(rel(p))
-    norms = {n: v for n, v in zip(m.grad.names, m.grad.grad_norm)}
-    p = pictures.save_figure(pictures.hbars(norms, title="gradient norm per parameter after one batch (red: none or zero)",
-                                            xlabel="gradient L2 norm"), out / "gradient_norms.png", writer=tb, tag="gradient_norms")
-    arts["gradients-flow"] = [rel(p)]
+    positive = all((v[1] > 0).all() for v in series.values())
+    save(pictures.curves(series, title="training loss of each baseline experiment", ylabel="loss", logy=bool(positive)),
+         "curves", "loss-decreases", "input-independent", "dumb-baselines")
+    save(pictures.hbars(dict(zip(m.grad.names, m.grad.grad_norm)), xlabel="gradient L2 norm",
+                        title="gradient norm per parameter after one batch (red: none or zero)"),
+         "gradient_norms", "gradients-flow")
     o = m.overfit
     o_rows = [("batch", [(xo[i].cpu(), f"y={_label(data, yo[i])} ŷ={_prediction_text(data, o.outputs[i], lname)}")
                          for i in range(len(xo))])]
-    p = pictures.save_figure(pictures.example_grid(o_rows, kind, title=f"overfit one batch: labels vs predictions after {o.steps_run} steps"),
-                             out / "overfit_one_batch.png", writer=tb, tag="overfit_one_batch")
-    arts["overfit-one-batch"] = [rel(p)]
-    final = [with_artifacts(v, *arts.get(v.check, [])) for v in verdicts.values()]
-    return StageResult(STAGE, final, _summary(spec, data, m, lname))
+    save(pictures.example_grid(o_rows, kind, title=f"overfit one batch: labels vs predictions after {o.steps_run} steps"),
+         "overfit_one_batch", "overfit-one-batch")
+    return arts
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -192,8 +197,7 @@ def _overfit_batch(data, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     else:
         idx = list(range(min(k, len(y))))
     pairs = [data.train.example(i) for i in idx]
-    device = data.train.device
-    return torch.stack([p[0] for p in pairs]).to(device), torch.stack([torch.as_tensor(p[1]) for p in pairs]).to(device)
+    return torch.stack([p[0] for p in pairs]), torch.stack([torch.as_tensor(p[1]) for p in pairs])
 
 
 def _dumb_predictor(data) -> tuple[str, np.ndarray]:

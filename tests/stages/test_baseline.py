@@ -112,3 +112,9 @@ def test_regression_baseline(cli, in_tmp):
     v = {x["check"]: x for x in json.loads(result.stdout)}
     assert v["output-form"]["status"] == "skip" and v["dumb-baselines"]["status"] == "pass"
     assert "mean" in json.loads((in_tmp / "runs" / "reg" / "baseline" / "summary.json").read_text())["baselines"]
+
+
+def test_lazy_data_through_a_dataloader(cli, in_tmp):
+    code, v = _run(cli, _spec(in_tmp, name="lazy", data="lazy_clean"), "data.num_workers=0")
+    bad = {k: (x["status"], x["message"]) for k, x in v.items() if x["status"] not in ("pass", "skip")}
+    assert code == 0 and not bad, bad
