@@ -142,9 +142,25 @@ def _stage_command(name: str, doc: str):
     return command
 
 
+@app.command("overfit")
+def overfit(
+    overrides: OverridesArg = None,
+    config: ConfigOpt = None,
+    device: DeviceOpt = None,
+    output_dir: OutputOpt = None,
+    json_out: JsonOpt = False,
+    strict: StrictOpt = False,
+    lr_range: Annotated[bool, typer.Option("--lr-range", help="Also run an LR range test and suggest an LR")] = False,
+) -> None:
+    """Stage 3 — a model large enough to fit the training set; the LR actually applied, audited."""
+    with _exit_codes():
+        code, _ = _run(["overfit"], config=config, overrides=overrides, device=device, output_dir=output_dir,
+                       json_out=json_out, strict=strict, options={"lr_range": lr_range})
+        raise typer.Exit(code)
+
+
 for _name, _doc in (
     ("baseline", "Stage 2 — end-to-end skeleton + dumb baselines."),
-    ("overfit", "Stage 3 — a model large enough to fit the training set."),
     ("regularize", "Stage 4 — give up some training loss for validation loss, one knob at a time."),
     ("tune", "Stage 5 — random search over hyperparameters (Optuna)."),
     ("squeeze", "Stage 6 — ensembles, distillation, leave it training."),

@@ -40,6 +40,8 @@ class History:
     evals: list[tuple[int, EvalResult]]  # (step, val result)
     steps_run: int
     nonfinite_step: Optional[int] = None  # first logged step whose loss was NaN/Inf
+    best_step: Optional[int] = None  # the evaluation with the lowest val loss
+    best_val_loss: Optional[float] = None
 
     @property
     def diverged(self) -> bool:
@@ -148,6 +150,7 @@ class Engine:
         eval_every: int = 0,
         grad_clip: Optional[float] = None,
         checkpoint_path: Optional[Path] = None,
+        best_checkpoint_path: Optional[Path] = None,
         tag: str = "train",
         label: Optional[str] = None,
         on_eval: Optional[Callable[[int, nn.Module], None]] = None,
@@ -164,6 +167,7 @@ class Engine:
         lrs: list[float] = []
         evals: list[tuple[int, EvalResult]] = []
         nonfinite_step = None
+        best_step, best_val = None, math.inf
         label = label or tag
         task = self.progress.add_task(label, total=steps) if self.progress is not None else None
         step = 0
@@ -186,8 +190,9 @@ class Engine:
             if step % self.log_every == 0 or last:
                 window = loss_buf[max(0, step - self.log_every) : step]
                 mean = window.mean().item()  # the one sync per log interval
-                if not math.isfinite(mean):
-                    nonfinite_step = step
+                if not math.isfinite(mean):  # name the exact step: the window is still on the device
+                    first_bad = int(torch.nonzero(~torch.isfinite(window))[0])
+                    nonfinite_step = max(0, step - self.log_every) + first_bad + 1
                 if self.writer is not None:
                     self.writer.add_scalar(f"{tag}/loss", mean, step)
                     for i in range(max(0, step - self.log_every), step):
@@ -207,6 +212,10 @@ class Engine:
                             self.writer.add_histogram(f"{tag}/params/{name}", p.detach().float().cpu(), step)
                             if p.grad is not None:
                                 self.writer.add_histogram(f"{tag}/grads/{name}", p.grad.detach().float().cpu(), step)
+                if math.isfinite(result.loss) and result.loss < best_val:
+                    best_step, best_val = step, result.loss
+                    if best_checkpoint_path is not None:
+                        save_checkpoint(best_checkpoint_path, model=model, step=step)
                 if on_eval is not None:
                     on_eval(step, model)  # e.g. prediction dynamics on a fixed val batch
                 if checkpoint_path is not None:
@@ -214,7 +223,8 @@ class Engine:
         if task is not None:
             self.progress.update(task, completed=steps)
         return History(losses=loss_buf[:step].float().cpu(), lrs=lrs, evals=evals, steps_run=step,
-                       nonfinite_step=nonfinite_step)
+                       nonfinite_step=nonfinite_step, best_step=best_step,
+                       best_val_loss=best_val if best_step is not None else None)
 
 
 def save_checkpoint(path: Path, *, model: nn.Module, optimizer=None, scheduler=None, step: int = 0) -> None:

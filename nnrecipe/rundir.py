@@ -107,7 +107,28 @@ class RunDir:
         atomic.write_json(self.root / "verdicts.json", [v.to_dict() for v in merged])
         atomic.write_text(self.root / "report.md", self.render_report(merged))
 
+    def write_arrays(self, stage: str, name: str, arrays: dict[str, Any]) -> Path:
+        """NumPy arrays for later stages (e.g. per-example val scores), atomically."""
+        import io
+
+        import numpy as np
+
+        buf = io.BytesIO()
+        np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+        path = self.stage_dir(stage) / name
+        atomic.write_bytes(path, buf.getvalue())
+        return path
+
     # ------------------------------------------------------------------ reading
+
+    def read_arrays(self, stage: str, name: str) -> Optional[dict[str, Any]]:
+        import numpy as np
+
+        path = self.stage_dir(stage) / name
+        if not path.exists():
+            return None
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
 
     def read_verdicts(self) -> list[Verdict]:
         path = self.root / "verdicts.json"

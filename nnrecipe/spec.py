@@ -139,9 +139,9 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 def _format_loc(loc: tuple[Any, ...]) -> str:
     # Tagged unions insert the tag into the path (data.csv.args.path); users wrote data.args.path.
     parts = [str(p) for p in loc]
-    if len(parts) > 1 and parts[0] in ("data", "model") and parts[1] in DATA_SOURCES + MODEL_ARCHS:
-        del parts[1]
-    return ".".join(parts) or "spec"
+    kept = [p for i, p in enumerate(parts)
+            if not (i > 0 and p in DATA_SOURCES + MODEL_ARCHS and (parts[i - 1] in ("data", "model") or parts[i - 1].isdigit()))]
+    return ".".join(kept) or "spec"
 
 
 def format_validation_error(exc: ValidationError) -> list[str]:
@@ -152,7 +152,7 @@ def format_validation_error(exc: ValidationError) -> list[str]:
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         elif err["type"] == "union_tag_invalid":
-            field = "source" if loc.startswith("data") else "arch"
+            field = "source" if loc.split(".")[-1] == "data" else "arch"
             loc = f"{loc}.{field}"
             msg = f"must be one of {', '.join(err['ctx']['expected_tags'].replace(chr(39), '').split(', '))}; got {err['ctx']['tag']!r}"
         elif err["type"] == "union_tag_not_found":

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Optional
 
 from pydantic import Field, model_validator
 
-from nnrecipe.spec_sections import Section
+from nnrecipe.spec_sections import ModelSpec, Section
 
 Positive = Annotated[float, Field(gt=0.0)]
 Fraction01 = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -89,6 +89,44 @@ class BaselineSpec(Section):
     human_accuracy: Optional[Fraction01] = None
 
 
+class LRRangeSpec(Section):
+    # An exponential sweep from min_lr to max_lr over `steps` optimizer steps on a fresh model;
+    # it stops early once the smoothed loss passes `diverge_factor` x its best (or is NaN).
+    enabled: bool = False  # also: nnrecipe overfit --lr-range
+    steps: Annotated[int, Field(ge=20)] = 300
+    min_lr: Positive = 1e-7
+    max_lr: Positive = 10.0
+    diverge_factor: Annotated[float, Field(gt=1.0)] = 4.0
+    smoothing: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9  # exponential moving average of the loss
+
+    @model_validator(mode="after")
+    def _range(self):
+        if self.min_lr >= self.max_lr:
+            raise ValueError("min_lr must be below max_lr")
+        return self
+
+
+class OverfitSpec(Section):
+    # The stage's own model (e.g. larger than the spec's); None: the spec's model.
+    model: Optional[ModelSpec] = None
+    steps: Optional[Annotated[int, Field(ge=1)]] = None  # None: train.steps
+    eval_every: Optional[Annotated[int, Field(ge=1)]] = None  # None: train.eval_every
+    # fits-train, on the whole train split in eval mode at the end of training.
+    target_train_accuracy: Fraction01 = 0.99  # classification
+    target_train_r2: Fraction01 = 0.95  # regression: 1 - MSE / Var(y) on train
+    # beats-baselines: paired comparison on val against baseline/val_scores.npz.
+    significance_z: Positive = 3.0
+    # lr-schedule: fail when the applied LR falls below `lr_min_fraction` of its start before
+    # `lr_min_progress` of the steps are done; a decaying schedule at all is a warn here.
+    lr_min_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.1
+    lr_min_progress: Annotated[float, Field(gt=0.0, le=1.0)] = 0.75  # a full cosine reaches 10% at 80%: a warn, not a fail
+    lr_range: LRRangeSpec = LRRangeSpec()
+    # "Complexify only one at a time": model variants trained in order, each with the same
+    # budget; each must end with a lower training loss than the rung before.
+    ladder: list[ModelSpec] = []
+    ladder_steps: Optional[Annotated[int, Field(ge=1)]] = None  # None: the stage's steps
+
+
 class NotYetImplemented(Section):
     """Settings of a stage this version does not implement: none are accepted yet."""
 
@@ -96,7 +134,7 @@ class NotYetImplemented(Section):
 class StagesSpec(Section):
     inspect_data: InspectDataSpec = InspectDataSpec()
     baseline: BaselineSpec = BaselineSpec()
-    overfit: NotYetImplemented = NotYetImplemented()
+    overfit: OverfitSpec = OverfitSpec()
     regularize: NotYetImplemented = NotYetImplemented()
     tune: NotYetImplemented = NotYetImplemented()
     squeeze: NotYetImplemented = NotYetImplemented()

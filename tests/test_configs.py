@@ -34,10 +34,11 @@ def test_every_available_stage_has_no_false_alarm_on_shipped_config(path, cli):
     alarms = [(v["stage"], v["check"], v["status"], v["message"]) for v in verdicts if v["status"] not in ("pass", "skip")]
     assert result.exit_code == 0 and not alarms, (alarms, result.stderr[-2000:])
     stages = {v["stage"] for v in verdicts}
-    assert stages == {"inspect-data", "baseline"}
+    assert stages == {"inspect-data", "baseline", "overfit"}
     checks = {v["check"] for v in verdicts}
     assert {"split-sizes", "non-finite", "split-leakage", "input-scale", "outliers", "reproducible", "loss-at-init",
-            "input-independent", "overfit-one-batch", "gradients-flow", "batch-independence"} <= checks
+            "input-independent", "overfit-one-batch", "gradients-flow", "batch-independence", "fits-train",
+            "beats-baselines", "lr-schedule"} <= checks
 
 
 def test_config_needing_user_data_says_which_field(cli, tmp_path):

@@ -96,7 +96,8 @@ def test_checkpoint_is_written_and_loads_with_weights_only(tmp_path):
 
 def test_non_finite_loss_stops_training_and_is_reported():
     h, *_ = _train(["optim.lr=1e6", "optim.name=sgd", "optim.momentum=0.0"], steps=200)
-    assert h.diverged and h.steps_run < 200 and h.steps_run % 25 == 0
+    assert h.diverged and h.steps_run < 200 and h.steps_run % 25 == 0 and h.steps_run - 25 < h.nonfinite_step <= h.steps_run
+    assert torch.isfinite(h.losses[: h.nonfinite_step - 1]).all() and not torch.isfinite(h.losses[h.nonfinite_step - 1])
 
 
 def test_in_memory_batches_come_from_a_device_permutation():

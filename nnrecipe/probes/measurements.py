@@ -34,3 +34,26 @@ class BaselineMeasurements:
     dumb_scores: Optional[np.ndarray] = None  # majority class correct (0/1) or mean predictor squared error, per val example
     dumb_name: str = ""
     overfit: Optional[OverfitResult] = None
+
+
+@dataclasses.dataclass
+class LRRangeResult:
+    lrs: np.ndarray  # the LR of each sweep step
+    losses: np.ndarray  # raw batch loss at each step (NaN where it diverged)
+    smoothed: np.ndarray  # bias-corrected EMA of the loss
+    suggested_lr: Optional[float]  # steepest descent of the smoothed loss, before its minimum
+    min_loss_lr: Optional[float]  # the LR at the smoothed loss's minimum
+    diverge_lr: Optional[float]  # the first LR where the loss passed diverge_factor x its best, or NaN
+
+
+@dataclasses.dataclass
+class OverfitMeasurements:
+    task: str
+    model: Optional[Experiment] = None  # the stage's model, trained for the stage's steps
+    lr0: float = 0.0  # the spec's starting LR
+    schedule: str = "constant"  # the schedule's name, or "custom" for a factory
+    baseline_scores: Optional[dict[str, np.ndarray]] = None  # per-example val scores from the baseline stage
+    baseline_skip: str = ""  # why there is nothing to compare against
+    lr_range: Optional[LRRangeResult] = None
+    ladder: list[Experiment] = dataclasses.field(default_factory=list)
+    ladder_names: list[str] = dataclasses.field(default_factory=list)

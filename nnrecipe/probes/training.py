@@ -38,6 +38,18 @@ class Experiment:
         }
 
 
+def data_fingerprint(data) -> str:
+    """Identifies the train/val split a stage ran on, so a later stage compares per-example
+    val scores only with scores from the same val examples (same spec, same split_seed)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    h.update(f"{data.task}|{data.num_outputs}|{len(data.train)}|{len(data.val)}|{tuple(data.input_shape)}".encode())
+    for name in ("train", "val"):
+        h.update(data.targets(name).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 class ZeroInput(nn.Module):
     """The same model fed zeros: what it can learn without looking at the data (the priors)."""
 

@@ -25,7 +25,7 @@ from nnrecipe.optim import make_optimizer
 from nnrecipe.probes.measurements import BaselineMeasurements
 from nnrecipe.probes.model_probes import (InputCapture, batch_dependency, dead_units, eval_twice, gradient_step,
                                           measure_init, overfit_batch)
-from nnrecipe.probes.training import ZeroInput, train_experiment
+from nnrecipe.probes.training import ZeroInput, data_fingerprint, train_experiment
 from nnrecipe.runtime import seed_everything
 from nnrecipe.spec_sections import LinearModel
 from nnrecipe.stages.base import StageContext, StageResult, with_artifacts
@@ -34,6 +34,7 @@ STAGE = "baseline"
 CHECKS = (reproducible, loss_at_init, init_well, output_form, dumb_baselines, input_independent, overfit_one_batch,
           loss_decreases, gradients_flow, batch_independence, eval_deterministic, human_baseline)
 DYNAMICS_EXAMPLES = 16  # fixed val examples whose predictions are drawn over training
+VAL_SCORES = "val_scores.npz"  # per-example val scores of every baseline experiment
 
 
 def run(spec, ctx: StageContext) -> StageResult:
@@ -113,6 +114,9 @@ def run(spec, ctx: StageContext) -> StageResult:
     # 5. pictures and the summary that later stages read.
     arts = _pictures(ctx, data, m, capture, dynamics, dyn_y, xo, yo, lname)
     final = [with_artifacts(v, *arts.get(v.check, [])) for v in verdicts.values()]
+    # Per-example val scores, so later stages compare with the baselines pairwise (same examples).
+    scores = {e.name: e.val_scores for e in (m.model, m.zero_input, m.linear, m.larger) if e is not None}
+    ctx.run.write_arrays(STAGE, VAL_SCORES, {**scores, m.dumb_name: m.dumb_scores})
     return StageResult(STAGE, final, _summary(spec, data, m, lname))
 
 
@@ -245,6 +249,8 @@ def _summary(spec, data, m: BaselineMeasurements, lname: str) -> dict:
         dumb_metric = dumb_value
     return {
         "task": data.task,
+        "data_fingerprint": data_fingerprint(data),
+        "val_scores": VAL_SCORES,
         "loss": lname,
         "metric": metric,
         "steps": spec.stages.baseline.steps,

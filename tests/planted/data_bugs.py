@@ -189,3 +189,10 @@ def imbalanced_binary(n_train: int = 2000, n_val: int = 1000, seed: int = 0):
     x = 0.3 * torch.rand(n, 1, 8, 8, generator=g)
     x[:, :, 3:5, 3:5] += 0.7 * y[:, None, None, None]  # class 1 lights the centre
     return {"train": (x[:n_train], y[:n_train]), "val": (x[n_train:], y[n_train:])}
+
+
+def val_labels_shifted(**kw):
+    """The val file encodes classes differently (label c means c+1): fits train, fails val."""
+    d = clean(**kw)
+    xv, yv = d["val"]
+    return {"train": d["train"], "val": (xv, (yv + 1) % 4)}
