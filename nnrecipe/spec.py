@@ -52,6 +52,8 @@ class Spec(Section):
             raise ValueError(f"task: regression does not fit data.source: {self.data.source}, which has class labels")
         if self.task == "regression" and self.loss.name in ("cross_entropy", "nll", "bce"):
             raise ValueError(f"loss: {self.loss.name} is a classification loss; task is regression")
+        if self.task == "classification" and getattr(self.data.args, "standardize_targets", False):
+            raise ValueError("data.args.standardize_targets is for regression targets; task is classification")
         if self.task == "classification" and self.loss.name in ("mse", "huber"):
             raise ValueError(f"loss: {self.loss.name} is a regression loss; task is classification")
         return self
@@ -157,7 +159,7 @@ def format_validation_error(exc: ValidationError) -> list[str]:
             msg = f"must be one of {', '.join(err['ctx']['expected_tags'].replace(chr(39), '').split(', '))}; got {err['ctx']['tag']!r}"
         elif err["type"] == "union_tag_not_found":
             continue  # the default source/arch applies when the key is absent; not reached in practice
-        lines.append(f"{loc}: {msg}")
+        lines.append(f"{loc}: {msg}" if err["loc"] else msg)  # a cross-field rule names its fields itself
     return lines
 
 

@@ -102,12 +102,7 @@ def load_csv(spec, base: Path) -> DataBundle:
         torch.as_tensor(x), y, task=spec.task, val_fraction=spec.data.val_fraction,
         test_fraction=spec.data.test_fraction, seed=spec.data.split_seed, **extra,
     )
-    if a.standardize:
-        splits = standardize(splits)
-    if a.standardize_targets:
-        if spec.task != "regression":
-            raise DataError("data.args.standardize_targets: only for task: regression")
-        splits = standardize_targets(splits)
+    splits = _rescale(splits, a)
     return tensor_bundle(splits, task=spec.task, source="csv", declared_classes=spec.data.num_classes,
                          class_names=names, description=f"CSV {read['path'][0].name}: {x.shape[1]} features")
 
@@ -137,14 +132,19 @@ def load_npz(spec, base: Path) -> DataBundle:
         val_fraction=spec.data.val_fraction, test_fraction=spec.data.test_fraction, seed=spec.data.split_seed,
         val=pair(a.x_val_key, a.y_val_key), test=pair(a.x_test_key, a.y_test_key),
     )
-    if a.standardize:
-        splits = standardize(splits)
-    if a.standardize_targets:
-        if spec.task != "regression":
-            raise DataError("data.args.standardize_targets: only for task: regression")
-        splits = standardize_targets(splits)
+    splits = _rescale(splits, a)
     return tensor_bundle(splits, task=spec.task, source="npz", declared_classes=spec.data.num_classes,
                          description=f"npz {path.name}: inputs {tuple(arrays[a.x_key].shape[1:])}")
+
+
+def _rescale(splits, args):
+    """The optional standardization of csv/npz data, fitted on train (the schema allows
+    standardize_targets only for regression)."""
+    if args.standardize:
+        splits = standardize(splits)
+    if args.standardize_targets:
+        splits = standardize_targets(splits)
+    return splits
 
 
 def _npz_targets(y: np.ndarray, task: str) -> torch.Tensor:
