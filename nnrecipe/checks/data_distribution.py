@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from nnrecipe.probes.data_groups import DataMeasurements
-from nnrecipe.probes.data_scan import STAT_NAMES
+from nnrecipe.probes.data_scan import STAT_NAMES, class_counts
 from nnrecipe.spec_stages import InspectDataSpec
 from nnrecipe.verdict import Status, Verdict
 
@@ -81,9 +81,7 @@ def class_balance(m: DataMeasurements, cfg: InspectDataSpec) -> Verdict:
     C = scan.num_classes
 
     def counts(s):
-        y = s.targets[np.isfinite(s.targets)]
-        y = y[(y >= 0) & (y < C) & (y == np.round(y))].astype(np.int64)
-        return np.bincount(y, minlength=C)[:C]
+        return class_counts(s.targets, C)
 
     train = counts(scan.train)
     priors = train / max(train.sum(), 1)

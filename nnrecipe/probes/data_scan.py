@@ -63,6 +63,13 @@ class DataScan:
         return self.splits["train"]
 
 
+def class_counts(targets: np.ndarray, num_classes: int) -> np.ndarray:
+    """Examples per class among the valid labels (finite integers in [0, C))."""
+    y = targets[np.isfinite(targets)]
+    y = y[(y >= 0) & (y < num_classes) & (y == np.round(y))].astype(np.int64)
+    return np.bincount(y, minlength=num_classes)[:num_classes]
+
+
 def _hash_rows(x: torch.Tensor) -> list[bytes]:
     rows = x.reshape(len(x), -1).contiguous().numpy()
     view = rows.view(np.uint8).reshape(len(rows), -1)  # the raw bytes of each example

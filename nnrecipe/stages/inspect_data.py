@@ -18,7 +18,7 @@ from nnrecipe.checks.data_distribution import class_balance, input_scale, outlie
 from nnrecipe.checks.data_integrity import conflicting_labels, duplicates, label_range, non_finite, split_leakage
 from nnrecipe.errors import NNRecipeError
 from nnrecipe.probes.data_groups import DataMeasurements, measure
-from nnrecipe.probes.data_scan import STAT_NAMES, scan_bundle
+from nnrecipe.probes.data_scan import STAT_NAMES, class_counts, scan_bundle
 from nnrecipe.stages.base import StageContext, StageResult, with_artifacts
 
 STAGE = "inspect-data"
@@ -50,7 +50,7 @@ def run(spec, ctx: StageContext) -> StageResult:
         out / "outliers.png", writer=writer, tag="data/outliers")
     balance = None
     if data.task == "classification" and data.num_classes:
-        counts = {name: _class_counts(s.targets, data.num_classes) for name, s in scan.splits.items()}
+        counts = {name: class_counts(s.targets, data.num_classes) for name, s in scan.splits.items()}
         balance = pictures.save_figure(
             pictures.bar_counts(counts, [data.class_name(c) for c in range(data.num_classes)], title="class frequencies by split"),
             out / "class_balance.png", writer=writer, tag="data/class_balance")
@@ -80,18 +80,12 @@ def run(spec, ctx: StageContext) -> StageResult:
         "splits": {name: s.n for name, s in scan.splits.items()},
         "channel_mean": scan.train.channel_mean.tolist(),
         "channel_std": scan.train.channel_std.tolist(),
-        "train_priors": (_class_counts(scan.train.targets, data.num_classes) / scan.train.n).tolist()
+        "train_priors": (class_counts(scan.train.targets, data.num_classes) / scan.train.n).tolist()
         if data.task == "classification" and data.num_classes else None,
         "target_mean": np.nanmean(scan.train.targets.reshape(scan.train.n, -1), axis=0).tolist() if data.task == "regression" else None,
         "target_var": np.nanvar(scan.train.targets.reshape(scan.train.n, -1), axis=0).tolist() if data.task == "regression" else None,
     }
     return StageResult(STAGE, final, summary)
-
-
-def _class_counts(targets: np.ndarray, C: int) -> np.ndarray:
-    y = targets[np.isfinite(targets)]
-    y = y[(y >= 0) & (y < C) & (y == np.round(y))].astype(np.int64)
-    return np.bincount(y, minlength=C)[:C]
 
 
 def _grid_rows(data, m: DataMeasurements, cfg, rng: np.random.Generator):
