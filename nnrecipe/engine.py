@@ -31,6 +31,7 @@ class EvalResult:
     metric: float  # accuracy (classification) or R^2 (regression)
     metric_name: str
     n: int
+    outputs: Optional[torch.Tensor] = dataclasses.field(default=None, repr=False, compare=False)  # keep_outputs=True
 
 
 @dataclasses.dataclass
@@ -89,18 +90,23 @@ class Engine:
     # ------------------------------------------------------------------ evaluation
 
     @torch.inference_mode()
-    def evaluate(self, model: nn.Module, split: Split, loss_fn: Callable, *, batch_size: int = 1024) -> EvalResult:
-        """Mean loss and metric over the entire split, accumulated on the device (one sync at the end)."""
+    def evaluate(self, model: nn.Module, split: Split, loss_fn: Callable, *, batch_size: int = 1024,
+                 keep_outputs: bool = False) -> EvalResult:
+        """Mean loss and metric over the entire split, accumulated on the device (one sync at the end).
+        keep_outputs also returns the outputs (float32, host), so per-example scores need no second pass."""
         was_training = model.training
         model.eval()
         zero = lambda: torch.zeros((), device=self.device, dtype=torch.float64)  # noqa: E731
         loss_sum, hits, sse = zero(), zero(), zero()
         y_sum = y_sq = None  # regression: per-output sums, for SST
         n = 0
+        kept = []
         for batch in split.iterate(batch_size):
             x, y = self._to_device(batch)
             with self._autocast():
                 out = model(x)
+            if keep_outputs:
+                kept.append(out.float().cpu())
             loss_sum += loss_fn(out, y).double() * len(x)  # losses are batch means
             if self.task == "classification":
                 hits += (out.argmax(dim=1) == y).sum()
@@ -114,11 +120,12 @@ class Engine:
             n += len(x)
         model.train(was_training)
         mean_loss = (loss_sum / n).item()
+        outputs = torch.cat(kept) if keep_outputs else None
         if self.task == "classification":
-            return EvalResult(loss=mean_loss, metric=(hits / n).item(), metric_name="accuracy", n=n)
+            return EvalResult(loss=mean_loss, metric=(hits / n).item(), metric_name="accuracy", n=n, outputs=outputs)
         # R^2 = 1 - SSE/SST: 0 for the mean predictor, 1 for a perfect one.
         sst = (y_sq - y_sum**2 / n).sum().clamp_min(1e-12)
-        return EvalResult(loss=mean_loss, metric=1.0 - (sse / sst).item(), metric_name="r2", n=n)
+        return EvalResult(loss=mean_loss, metric=1.0 - (sse / sst).item(), metric_name="r2", n=n, outputs=outputs)
 
     @torch.inference_mode()
     def predict(self, model: nn.Module, split: Split, *, batch_size: int = 1024) -> torch.Tensor:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nnrecipe.engine import Engine, EvalResult, History
+from nnrecipe.engine import Engine, EvalResult, History, load_checkpoint
 from nnrecipe.optim import make_optimizer, make_scheduler
 
 
@@ -71,22 +71,34 @@ def val_scores(outputs: torch.Tensor, targets: torch.Tensor, task: str) -> np.nd
 def train_experiment(
     name: str, *, spec, data, model: nn.Module, loss_fn: Callable, device: torch.device, steps: int, base: Path,
     writer=None, progress=None, on_eval=None, eval_every: int = 0, keep_model: bool = False,
+    last_checkpoint: Optional[Path] = None, best_checkpoint: Optional[Path] = None, histograms: bool = False,
 ) -> Experiment:
-    """Train with the spec's optimizer, schedule and batch size; score on whole splits."""
+    """Train with the spec's optimizer, schedule and batch size; score on whole splits.
+
+    With `best_checkpoint`, val is judged at that checkpoint (the lowest val loss seen), not at
+    the last step; the model itself is left at its last step.
+    """
     engine = Engine(device=device, task=data.task, precision=spec.train.precision, log_every=min(spec.train.log_every, steps),
-                    writer=writer, progress=progress, log_histograms=False)
+                    writer=writer, progress=progress, log_histograms=histograms)
     model.to(device)
     optimizer = make_optimizer(spec.optim, model.parameters())
     scheduler = make_scheduler(optimizer, spec.optim.schedule, total_steps=steps, base=base)
     history = engine.train(model=model, train=data.train, val=data.val, loss_fn=loss_fn, optimizer=optimizer,
                            scheduler=scheduler, steps=steps, batch_size=spec.data.batch_size, seed=spec.seed,
                            eval_every=eval_every, grad_clip=spec.optim.grad_clip, tag="train", label=name,
-                           on_eval=on_eval)
+                           on_eval=on_eval, checkpoint_path=last_checkpoint, best_checkpoint_path=best_checkpoint)
     train_eval = engine.evaluate(model, data.train, loss_fn)
-    val_eval = engine.evaluate(model, data.val, loss_fn)
-    scores = val_scores(engine.predict(model, data.val), data.targets("val"), data.task)
+    if best_checkpoint is not None and best_checkpoint.exists() and not history.diverged:
+        final_state = {k: v.clone() for k, v in model.state_dict().items()}
+        model.load_state_dict(load_checkpoint(best_checkpoint, map_location=device)["model"])
+        val_eval = engine.evaluate(model, data.val, loss_fn, keep_outputs=True)
+        model.load_state_dict(final_state)
+    else:
+        val_eval = engine.evaluate(model, data.val, loss_fn, keep_outputs=True)
+    scores = val_scores(val_eval.outputs, data.targets("val"), data.task)
     if writer is not None:
         writer.add_scalar("final/train_loss", train_eval.loss, history.steps_run)
+        writer.add_scalar(f"final/train_{train_eval.metric_name}", train_eval.metric, history.steps_run)
         writer.add_scalar("final/val_loss", val_eval.loss, history.steps_run)
         writer.add_scalar(f"final/val_{val_eval.metric_name}", val_eval.metric, history.steps_run)
     return Experiment(name, history, train_eval, val_eval, scores, model if keep_model else None)

@@ -11,13 +11,12 @@ import numpy as np
 
 from nnrecipe import pictures
 from nnrecipe.checks.overfit_checks import beats_baselines, fits_train, ladder, lr_range, lr_schedule
-from nnrecipe.engine import Engine, load_checkpoint
 from nnrecipe.losses import loss_name, make_loss
 from nnrecipe.models import prepare_model
-from nnrecipe.optim import make_optimizer, make_scheduler
+from nnrecipe.optim import make_optimizer
 from nnrecipe.probes.lr_range import lr_range_test
 from nnrecipe.probes.measurements import OverfitMeasurements
-from nnrecipe.probes.training import Experiment, data_fingerprint, val_scores
+from nnrecipe.probes.training import Experiment, data_fingerprint, train_experiment
 from nnrecipe.runtime import seed_everything
 from nnrecipe.stages.base import StageContext, StageResult, with_artifacts
 
@@ -93,30 +92,11 @@ def run(spec, ctx: StageContext) -> StageResult:
 
 def _train(spec, ctx, data, model, loss_fn, *, steps: int, every: int, name: str, last=None, best=None,
            histograms: bool = False) -> Experiment:
-    writer = ctx.writer(STAGE, name)
-    engine = Engine(device=ctx.device, task=data.task, precision=spec.train.precision, log_every=min(spec.train.log_every, steps),
-                    writer=writer, progress=ctx.progress, log_histograms=histograms)
-    optimizer = make_optimizer(spec.optim, model.parameters())
-    scheduler = make_scheduler(optimizer, spec.optim.schedule, total_steps=steps, base=ctx.base)
-    history = engine.train(model=model, train=data.train, val=data.val, loss_fn=loss_fn, optimizer=optimizer,
-                           scheduler=scheduler, steps=steps, batch_size=spec.data.batch_size, seed=spec.seed,
-                           eval_every=every, grad_clip=spec.optim.grad_clip, checkpoint_path=last,
-                           best_checkpoint_path=best, tag="train", label=name)
-    train_eval = engine.evaluate(model, data.train, loss_fn)
-    val_eval = engine.evaluate(model, data.val, loss_fn)
-    writer.add_scalar("final/train_loss", train_eval.loss, history.steps_run)
-    writer.add_scalar(f"final/train_{train_eval.metric_name}", train_eval.metric, history.steps_run)
-    if best is not None and best.exists() and not history.diverged:
-        # Val is judged at the best checkpoint: this stage drives train loss down and may pass
-        # val's optimum on the way; regularize starts from that checkpoint too.
-        final_state = {k: v.clone() for k, v in model.state_dict().items()}
-        model.load_state_dict(load_checkpoint(best, map_location=ctx.device)["model"])
-        val_eval = engine.evaluate(model, data.val, loss_fn)
-        scores = val_scores(engine.predict(model, data.val), data.targets("val"), data.task)
-        model.load_state_dict(final_state)
-    else:
-        scores = val_scores(engine.predict(model, data.val), data.targets("val"), data.task)
-    return Experiment(name, history, train_eval, val_eval, scores)
+    # Val is judged at the best checkpoint: this stage drives train loss down and may pass
+    # val's optimum on the way; regularize starts from that checkpoint too.
+    return train_experiment(name, spec=spec, data=data, model=model, loss_fn=loss_fn, device=ctx.device, steps=steps,
+                            base=ctx.base, writer=ctx.writer(STAGE, name), progress=ctx.progress, eval_every=every,
+                            last_checkpoint=last, best_checkpoint=best, histograms=histograms)
 
 
 def _baseline_scores(ctx: StageContext, fingerprint: str):
