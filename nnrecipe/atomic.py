@@ -12,11 +12,28 @@ from pathlib import Path
 from typing import Any, Callable, IO
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows (os.umask sets it, and a
+    TensorBoard writer thread may be creating files at that moment)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _atomic(path: Path, write: Callable[[IO], None], mode: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp creates 0600; give the file the mode open() would (0666 minus the umask), so a
+        # TensorBoard server or a colleague can read the run directory like any other file.
+        os.chmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()

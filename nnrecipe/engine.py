@@ -43,10 +43,45 @@ class History:
     nonfinite_step: Optional[int] = None  # first logged step whose loss was NaN/Inf
     best_step: Optional[int] = None  # the evaluation with the lowest val loss
     best_val_loss: Optional[float] = None
+    stopped_early: bool = False  # early stopping's patience ran out before `steps`
 
     @property
     def diverged(self) -> bool:
         return self.nonfinite_step is not None
+
+
+class EarlyStopping:
+    """Patience on the val loss: keeps a copy of the weights of the best evaluation until
+    `patience` evaluations in a row bring no lower val loss, then says stop.
+
+    The engine stops there when asked (train.early_stopping); the regularize stage instead
+    trains on and compares this snapshot with the end of training ("what did training past
+    the best cost?").
+    """
+
+    def __init__(self, patience: int):
+        self.patience = patience
+        self.best_step: Optional[int] = None
+        self.best_loss = math.inf
+        self.stop_step: Optional[int] = None  # the evaluation at which patience ran out
+        self.state: Optional[dict[str, torch.Tensor]] = None  # weights at best_step (host copies)
+        self._since = 0
+
+    @property
+    def stopped(self) -> bool:
+        return self.stop_step is not None
+
+    def update(self, step: int, model: nn.Module, val_loss: float) -> bool:
+        if self.stopped:
+            return True
+        if math.isfinite(val_loss) and val_loss < self.best_loss:
+            self.best_step, self.best_loss, self._since = step, val_loss, 0
+            self.state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        else:
+            self._since += 1
+            if self._since >= self.patience:
+                self.stop_step = step
+        return self.stopped
 
 
 class Engine:
@@ -161,10 +196,15 @@ class Engine:
         tag: str = "train",
         label: Optional[str] = None,
         on_eval: Optional[Callable[[int, nn.Module], None]] = None,
+        augment: Optional[Callable] = None,
+        early_stopping: Optional[EarlyStopping] = None,
+        stop_early: bool = True,
     ) -> History:
         """Train for `steps` optimizer steps. `tag` prefixes TensorBoard scalars (keep it equal
         across experiments written to sibling run folders so their curves overlay); `label`
-        names the progress bar."""
+        names the progress bar. `augment(x, y) -> (x, y)` transforms each training batch on
+        the device (never the evaluations). `early_stopping` watches each evaluation; with
+        `stop_early` training ends when its patience runs out (the caller restores its state)."""
         model.to(self.device)
         model.train()
         data_device = train.device if isinstance(train, TensorSplit) else torch.device("cpu")
@@ -180,6 +220,9 @@ class Engine:
         step = 0
         for step in range(1, steps + 1):
             x, y = self._to_device(next(batches))
+            if augment is not None:
+                with torch.no_grad():
+                    x, y = augment(x, y)
             with self._autocast():
                 out = model(x)
             loss = loss_fn(out, y)
@@ -227,11 +270,14 @@ class Engine:
                     on_eval(step, model)  # e.g. prediction dynamics on a fixed val batch
                 if checkpoint_path is not None:
                     save_checkpoint(checkpoint_path, model=model, optimizer=optimizer, scheduler=scheduler, step=step)
+                if early_stopping is not None and early_stopping.update(step, model, result.loss) and stop_early:
+                    break
         if task is not None:
             self.progress.update(task, completed=steps)
         return History(losses=loss_buf[:step].float().cpu(), lrs=lrs, evals=evals, steps_run=step,
                        nonfinite_step=nonfinite_step, best_step=best_step,
-                       best_val_loss=best_val if best_step is not None else None)
+                       best_val_loss=best_val if best_step is not None else None,
+                       stopped_early=bool(early_stopping is not None and early_stopping.stopped and stop_early and step < steps))
 
 
 def save_checkpoint(path: Path, *, model: nn.Module, optimizer=None, scheduler=None, step: int = 0) -> None:

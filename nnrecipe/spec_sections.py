@@ -98,8 +98,13 @@ class TorchvisionArgs(Section):
     std: Optional[list[float]] = None
 
 
+AUGMENT_NAMES = ("hflip", "vflip", "crop", "shift", "rotate", "translate", "noise", "scale", "cutout")
+
+
 class AugmentSpec(Section):
-    name: Optional[str] = None
+    # A built-in (nnrecipe/augment.py: its arguments are the make_<name> keyword arguments)
+    # or your factory: function(**args) -> callable(x, y) -> (x, y) on a training batch.
+    name: Optional[Literal[AUGMENT_NAMES]] = None
     factory: Optional[Factory] = None
     args: dict[str, Any] = {}
 
@@ -120,7 +125,11 @@ class DataBase(Section):
     num_classes: Optional[Annotated[int, Field(ge=2)]] = None  # declare C; else the source's or max label + 1
     in_memory: Literal["auto", "always", "never"] = "auto"  # auto: built-in lazy sources under 2 GiB
     num_workers: Annotated[int, Field(ge=0)] = 2  # DataLoader workers for lazy data
-    augment: list[AugmentSpec] = []  # used by the regularize stage only
+    # Applied to training batches from the regularize stage on (an experiment there, then
+    # in tune/squeeze when it helped); baseline and overfit never augment.
+    augment: list[AugmentSpec] = []
+    # Smaller input: average-pool images (H and W) and signals (L) by this factor; 1 = as is.
+    downsample: PositiveInt = 1
 
     @model_validator(mode="after")
     def _factory_only_for_python(self):
@@ -219,6 +228,9 @@ class ModelBase(Section):
     # target mean), so the first steps do not spend themselves learning the bias (the hockey
     # stick). User models are measured and advised, never modified.
     init_final_bias: bool = True
+    # A local state dict (torch.save of model.state_dict()) loaded into the layers whose names
+    # and shapes match, before training; nnrecipe never downloads weights.
+    pretrained: Optional[str] = None
 
     @model_validator(mode="after")
     def _factory_only_for_python(self):
@@ -321,3 +333,7 @@ class TrainSpec(Section):
     compile: bool = False  # torch.compile the model (CUDA only)
     deterministic: bool = False  # torch.use_deterministic_algorithms on CUDA too (slower)
     log_histograms: bool = True  # parameter and gradient histograms at each evaluation
+    # Stop after this many evaluations without a lower val loss and keep the best checkpoint;
+    # None trains the full budget. Honoured by regularize, tune and squeeze (overfit and
+    # baseline train their full budget: fitting the training set is their point).
+    early_stopping: Optional[PositiveInt] = None

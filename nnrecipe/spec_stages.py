@@ -127,6 +127,52 @@ class OverfitSpec(Section):
     ladder_steps: Optional[Annotated[int, Field(ge=1)]] = None  # None: the stage's steps
 
 
+class KnobsSpec(Section):
+    """The regularize stage's experiments: each knob that is set is one training run against the
+    reference (the overfit stage's model), with the same seed and budget; null turns it off."""
+
+    augment: bool = True  # train with data.augment (skipped, saying so, when the list is empty)
+    dropout: Optional[Annotated[float, Field(gt=0.0, lt=1.0)]] = 0.2  # built-ins' args.dropout; user factories that take `dropout`
+    weight_decay: Optional[Positive] = 1e-3  # optim.weight_decay (L2 added to the gradient for adam/sgd, decoupled for adamw)
+    batch_size: Optional[Annotated[int, Field(ge=1)]] = None  # a smaller batch: noisier gradients
+    downsample: Optional[Annotated[int, Field(ge=2)]] = None  # smaller input: data.downsample (images, signals)
+    smaller_model: Optional[Annotated[float, Field(gt=0.0, lt=1.0)]] = None  # built-ins: widths x this
+    larger_model: Optional[Annotated[float, Field(gt=1.0)]] = None  # built-ins: widths x this, with early stopping
+    smaller_model_args: Optional[dict[str, Any]] = None  # user models: merged into model.args instead
+    larger_model_args: Optional[dict[str, Any]] = None
+    pretrained: Optional[str] = None  # a local state dict: model.pretrained
+    early_stopping: bool = True  # patience on val loss (free: read off the reference run)
+
+
+class RegularizeSpec(Section):
+    knobs: KnobsSpec = KnobsSpec()
+    steps: Optional[Annotated[int, Field(ge=1)]] = None  # None: the overfit stage's budget
+    eval_every: Optional[Annotated[int, Field(ge=1)]] = None  # None: the overfit stage's
+    # early stopping: evaluations in a row without a lower val loss before stopping.
+    patience: Annotated[int, Field(ge=1)] = 3
+    # A knob's difference from the reference counts when it is this many standard errors from
+    # zero (paired over val examples: McNemar for accuracy, paired z for squared error).
+    significance_z: Positive = 3.0
+    # When the first seed's difference is within noise, the reference and the knob are both
+    # re-trained with further seeds, up to this many in all, and compared on their
+    # seed-averaged per-example scores (less seed noise, same val examples).
+    seeds: Annotated[int, Field(ge=1, le=10)] = 3
+    # generalization-gap: train minus val metric (accuracy or R^2) above this, beyond noise, warns
+    # unless the best configuration closed it significantly.
+    max_gap: Fraction01 = 0.1
+    # augment-preserves-labels: the reference model's above-chance accuracy on augmented val as
+    # a fraction of that on clean val; below `augment_fail_retention` fails, below `_warn_` warns.
+    augment_fail_retention: Fraction01 = 0.5
+    augment_warn_retention: Fraction01 = 0.8
+    verify_combined: bool = True  # train the combination of the knobs that helped once more
+
+    @model_validator(mode="after")
+    def _retention_order(self):
+        if self.augment_fail_retention > self.augment_warn_retention:
+            raise ValueError("augment_fail_retention must not exceed augment_warn_retention")
+        return self
+
+
 class NotYetImplemented(Section):
     """Settings of a stage this version does not implement: none are accepted yet."""
 
@@ -135,6 +181,6 @@ class StagesSpec(Section):
     inspect_data: InspectDataSpec = InspectDataSpec()
     baseline: BaselineSpec = BaselineSpec()
     overfit: OverfitSpec = OverfitSpec()
-    regularize: NotYetImplemented = NotYetImplemented()
+    regularize: RegularizeSpec = RegularizeSpec()
     tune: NotYetImplemented = NotYetImplemented()
     squeeze: NotYetImplemented = NotYetImplemented()

@@ -28,17 +28,23 @@ def test_config_validates_and_opens_with_its_command(path, cli):
 
 @pytest.mark.parametrize("path", [p for p in ALL if p.name not in NEEDS_USER_DATA], ids=lambda p: p.name)
 def test_every_available_stage_has_no_false_alarm_on_shipped_config(path, cli):
-    """`nnrecipe run --strict` on each shipped config: no fail and no warn, in any stage."""
-    result = cli("run", "--config", path, "--json", "--strict")
+    """`nnrecipe run --strict` on each shipped config: no fail and no warn, in any stage.
+
+    regularize runs with one seed here to keep the suite short: more seeds only re-test the
+    knobs that were within noise (they can turn "no effect" into "helped" or "hurt"). The full
+    default (3 seeds) was run by hand on every config; its results are in issue 5's closing note.
+    """
+    result = cli("run", "--config", path, "--json", "--strict", "stages.regularize.seeds=1")
     verdicts = json.loads(result.stdout) if result.stdout.strip() else []
     alarms = [(v["stage"], v["check"], v["status"], v["message"]) for v in verdicts if v["status"] not in ("pass", "skip")]
     assert result.exit_code == 0 and not alarms, (alarms, result.stderr[-2000:])
     stages = {v["stage"] for v in verdicts}
-    assert stages == {"inspect-data", "baseline", "overfit"}
+    assert stages == {"inspect-data", "baseline", "overfit", "regularize"}
     checks = {v["check"] for v in verdicts}
     assert {"split-sizes", "non-finite", "split-leakage", "input-scale", "outliers", "reproducible", "loss-at-init",
             "input-independent", "overfit-one-batch", "gradients-flow", "batch-independence", "fits-train",
-            "beats-baselines", "lr-schedule"} <= checks
+            "beats-baselines", "lr-schedule", "dropout", "early-stopping", "generalization-gap", "first-layer-filters",
+            "combined"} <= checks
 
 
 def test_config_needing_user_data_says_which_field(cli, tmp_path):

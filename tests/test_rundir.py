@@ -73,3 +73,15 @@ def test_atomic_write_leaves_old_file_when_the_writer_fails(tmp_path):
         atomic._atomic(path, explode, "w")
     assert json.loads(path.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["f.json"]  # no temporary left behind
+
+
+def test_atomic_files_get_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    from nnrecipe import atomic
+
+    atomic.write_text(tmp_path / "a.txt", "x")
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o666 & ~mask  # not mkstemp's 0600

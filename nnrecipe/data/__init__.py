@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from nnrecipe.data.bundle import DataBundle, LazySplit, Split, TensorSplit
+from nnrecipe.data.bundle import DataBundle, LazySplit, Split, TensorSplit, downsample
 
 SOURCES: dict[str, str] = {
     "digits": "nnrecipe.data.digits:load",
@@ -26,7 +26,10 @@ SOURCES: dict[str, str] = {
 
 def build_data(spec, *, base: Path) -> DataBundle:
     module, _, func = SOURCES[spec.data.source].partition(":")
-    return getattr(importlib.import_module(module), func)(spec, base)
+    data = getattr(importlib.import_module(module), func)(spec, base)
+    if spec.data.downsample > 1:
+        data = downsample(data, spec.data.downsample)
+    return data
 
 
 __all__ = ["DataBundle", "LazySplit", "Split", "TensorSplit", "build_data", "SOURCES"]

@@ -193,3 +193,43 @@ class DataBundle:
         moved = {k: (s.to(device) if isinstance(s, TensorSplit) else s) for k, s in self.splits().items()}
         return dataclasses.replace(self, train=moved["train"], val=moved["val"], test=moved.get("test"),
                                    _targets=self._targets)
+
+
+class _Pooled(Dataset):
+    """A lazy dataset whose inputs are average-pooled on read."""
+
+    def __init__(self, split: "LazySplit", pool):
+        self.split, self.pool = split, pool
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int):
+        x, y = self.split.example(i)
+        return self.pool(x.float().unsqueeze(0)).squeeze(0), y
+
+
+def downsample(data: DataBundle, factor: int) -> DataBundle:
+    """Smaller input: average-pool images over H and W and signals over L by `factor`
+    (the `data.downsample` field). Tabular features have no resolution to reduce."""
+    import torch.nn.functional as F
+
+    kind, shape = data.kind, data.input_shape
+    if kind == "image":
+        if min(shape[-2:]) < 2 * factor:
+            raise DataError(f"data.downsample: {factor} leaves nothing of {shape[-2]}x{shape[-1]} images")
+        pool = lambda x: F.avg_pool2d(x, factor)  # noqa: E731
+    elif kind == "signal":
+        if shape[-1] < 2 * factor:
+            raise DataError(f"data.downsample: {factor} leaves nothing of signals of length {shape[-1]}")
+        pool = lambda x: F.avg_pool1d(x, factor)  # noqa: E731
+    else:
+        raise DataError(f"data.downsample: needs images (C, H, W) or signals; these inputs are {tuple(shape)}")
+
+    def apply(split):
+        if isinstance(split, TensorSplit):
+            return TensorSplit(split.name, pool(split.x.float()), split.y)
+        return LazySplit(split.name, _Pooled(split, pool), num_workers=split.num_workers, owner=split.owner)
+
+    moved = {k: apply(s) for k, s in data.splits().items()}
+    return dataclasses.replace(data, train=moved["train"], val=moved["val"], test=moved.get("test"), _targets=data._targets)

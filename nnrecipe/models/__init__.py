@@ -56,7 +56,7 @@ BUILTIN_ARCHS = ("linear", "mlp", "cnn1d", "cnn2d", "resnet18", "resnet50")
 def prepare_model(spec, data, *, base: Path, model_spec=None) -> nn.Module:
     """Build the model for the data, check its output shape, and (built-ins) init the final bias."""
     from nnrecipe.losses import loss_name
-    from nnrecipe.models.init import center_regression_output, ideal_bias, set_final_bias
+    from nnrecipe.models.init import center_regression_output, ideal_bias, load_matching_weights, set_final_bias
 
     if model_spec is not None:
         spec = spec.model_copy(update={"model": model_spec})
@@ -73,6 +73,8 @@ def prepare_model(spec, data, *, base: Path, model_spec=None) -> nn.Module:
             if data.task == "regression":
                 xs = torch.stack([data.train.example(i)[0] for i in range(min(1024, len(data.train)))]).cpu()
                 center_regression_output(model, xs.float() if not xs.is_floating_point() else xs, bias, data.num_outputs)
+    if spec.model.pretrained:  # after the bias init: a pretrained head keeps its own bias
+        load_matching_weights(model, spec.model.pretrained, base=base, field="model.pretrained")
     return model
 
 

@@ -100,24 +100,9 @@ def _resnet(depth: int, input_shape: Sequence[int], num_outputs: int, args, base
 
 
 def _load_local_weights(model: nn.Module, path: str, base) -> None:
-    from pathlib import Path
+    from nnrecipe.models.init import load_matching_weights
 
-    from nnrecipe.errors import DataError
-
-    p = Path(path).expanduser()
-    p = p if p.is_absolute() else Path(base) / p
-    if not p.is_file():
-        raise DataError(f"model.args.weights_path: {p} not found")
-    try:
-        state = torch.load(p, map_location="cpu", weights_only=True)  # never unpickle arbitrary objects
-    except Exception as exc:
-        raise DataError(f"model.args.weights_path: {p} is not a loadable state dict ({exc.__class__.__name__})") from None
-    own = model.state_dict()
-    # Keep the layers whose shapes match (the head and a resized stem usually do not).
-    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    if not usable:
-        raise DataError(f"model.args.weights_path: no tensor in {p} matches this model's layers")
-    model.load_state_dict(usable, strict=False)
+    load_matching_weights(model, path, base=base, field="model.args.weights_path")
 
 
 def resnet18(input_shape, num_outputs, args, base=None) -> nn.Module:

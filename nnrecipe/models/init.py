@@ -71,3 +71,30 @@ def center_regression_output(model: nn.Module, x: torch.Tensor, target_mean: np.
         return False
     layer.bias.sub_(offset.to(layer.bias.device, layer.bias.dtype))
     return True
+
+
+def load_matching_weights(model: nn.Module, path: str, *, base, field: str) -> int:
+    """Load a local state dict into the layers whose names and shapes match (a new head or a
+    resized stem usually does not); returns how many tensors were loaded."""
+    from pathlib import Path
+
+    from nnrecipe.errors import DataError
+
+    p = Path(path).expanduser()
+    p = p if p.is_absolute() else Path(base) / p
+    if not p.is_file():
+        raise DataError(f"{field}: {p} not found")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)  # never unpickle arbitrary objects
+    except Exception as exc:
+        raise DataError(f"{field}: {p} is not a loadable state dict ({exc.__class__.__name__})") from None
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]  # an nnrecipe checkpoint: {"model": state_dict, "optimizer": ...}
+    if not isinstance(state, dict):
+        raise DataError(f"{field}: {p} holds a {type(state).__name__}, not a state dict")
+    own = model.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and isinstance(v, torch.Tensor) and own[k].shape == v.shape}
+    if not usable:
+        raise DataError(f"{field}: no tensor in {p} matches this model's layers (names and shapes)")
+    model.load_state_dict(usable, strict=False)
+    return len(usable)

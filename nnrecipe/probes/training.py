@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nnrecipe.engine import Engine, EvalResult, History, load_checkpoint
+from nnrecipe.engine import EarlyStopping, Engine, EvalResult, History, load_checkpoint
 from nnrecipe.optim import make_optimizer, make_scheduler
 
 
@@ -72,11 +72,14 @@ def train_experiment(
     name: str, *, spec, data, model: nn.Module, loss_fn: Callable, device: torch.device, steps: int, base: Path,
     writer=None, progress=None, on_eval=None, eval_every: int = 0, keep_model: bool = False,
     last_checkpoint: Optional[Path] = None, best_checkpoint: Optional[Path] = None, histograms: bool = False,
+    augment: Optional[Callable] = None, early_stopping: Optional[EarlyStopping] = None, stop_early: bool = True,
 ) -> Experiment:
     """Train with the spec's optimizer, schedule and batch size; score on whole splits.
 
     With `best_checkpoint`, val is judged at that checkpoint (the lowest val loss seen), not at
-    the last step; the model itself is left at its last step.
+    the last step; the model itself is left at its last step. With `early_stopping` and
+    `stop_early`, training ends when its patience runs out and the model is restored to the
+    best evaluation's weights, where both splits are then scored (train.early_stopping).
     """
     engine = Engine(device=device, task=data.task, precision=spec.train.precision, log_every=min(spec.train.log_every, steps),
                     writer=writer, progress=progress, log_histograms=histograms)
@@ -86,7 +89,10 @@ def train_experiment(
     history = engine.train(model=model, train=data.train, val=data.val, loss_fn=loss_fn, optimizer=optimizer,
                            scheduler=scheduler, steps=steps, batch_size=spec.data.batch_size, seed=spec.seed,
                            eval_every=eval_every, grad_clip=spec.optim.grad_clip, tag="train", label=name,
-                           on_eval=on_eval, checkpoint_path=last_checkpoint, best_checkpoint_path=best_checkpoint)
+                           on_eval=on_eval, checkpoint_path=last_checkpoint, best_checkpoint_path=best_checkpoint,
+                           augment=augment, early_stopping=early_stopping, stop_early=stop_early)
+    if early_stopping is not None and stop_early and early_stopping.state is not None and not history.diverged:
+        model.load_state_dict(early_stopping.state)
     train_eval = engine.evaluate(model, data.train, loss_fn)
     if best_checkpoint is not None and best_checkpoint.exists() and not history.diverged:
         final_state = {k: v.clone() for k, v in model.state_dict().items()}

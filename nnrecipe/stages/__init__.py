@@ -23,7 +23,7 @@ STAGES: tuple[StageInfo, ...] = (
     StageInfo("inspect-data", "inspect_data", "nnrecipe.stages.inspect_data", "Become one with the data"),
     StageInfo("baseline", "baseline", "nnrecipe.stages.baseline", "Set up the end-to-end training/evaluation skeleton + get dumb baselines"),
     StageInfo("overfit", "overfit", "nnrecipe.stages.overfit", "Overfit: a model large enough to fit the training set"),
-    StageInfo("regularize", "regularize", None, "Regularize: give up some training loss for validation loss"),
+    StageInfo("regularize", "regularize", "nnrecipe.stages.regularize", "Regularize: give up some training loss for validation loss"),
     StageInfo("tune", "tune", None, "Tune: random search over hyperparameters"),
     StageInfo("squeeze", "squeeze", None, "Squeeze out the juice: ensembles, distillation, leave it training"),
 )

@@ -1,0 +1,268 @@
+"""regularize rules: (measurements, settings) -> Verdict.
+
+A knob "helped" when its val metric beats the reference's beyond noise: a paired test over
+the val examples (McNemar's z on one seed's 0/1 correctness, a paired z on per-example error
+otherwise), on scores averaged over the seeds both were trained with. Within noise is
+"no effect", never a gain.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Optional
+
+import numpy as np
+
+from nnrecipe.probes.filters import FilterMeasure
+from nnrecipe.probes.regularize import KnobResult
+from nnrecipe.spec_stages import RegularizeSpec
+from nnrecipe.stats import mcnemar_z, paired_z
+from nnrecipe.verdict import Status, Verdict
+
+STAGE = "regularize"
+HELPED, NO_EFFECT, HURT = "helped", "no effect", "hurt"
+FILTERS_MIN_SIZE = 16  # positions per filter below which smoothness says nothing (3x3 or 5-tap edge detectors are rough)
+
+
+@dataclasses.dataclass
+class RegularizeMeasurements:
+    task: str
+    n_val: int
+    chance: float = 0.0  # classification: the majority class's share of val; regression: 0 (R^2 of the mean)
+    val_target_var: float = 1.0  # regression: Var(y) on val, to turn squared error into R^2
+    reference: Optional[KnobResult] = None  # the overfit stage's model, retrained with the stage's budget
+    early: Optional[KnobResult] = None  # the reference runs' early-stopping points
+    patience: int = 3
+    knobs: list[KnobResult] = dataclasses.field(default_factory=list)
+    combined: Optional[KnobResult] = None  # the knobs that helped, together (when more than one)
+    best: Optional[KnobResult] = None  # what best.yaml holds
+    augment_clean: Optional[np.ndarray] = None  # the reference model on clean val (per-example scores)
+    augment_reference: Optional[np.ndarray] = None  # ... the reference model on augmented val
+    augment_trained: Optional[np.ndarray] = None  # the model trained with the augmentation, on augmented val
+    augment_skip: str = ""
+    filters: Optional[FilterMeasure] = None
+
+
+def _errors(task: str, scores: np.ndarray) -> np.ndarray:
+    """Lower is better: 1 - correctness, or squared error."""
+    return 1.0 - scores if task == "classification" else scores
+
+
+def compare(task: str, ref: KnobResult, other: KnobResult) -> tuple[float, int]:
+    """z for "other beats ref" on val, over the seeds both have, and that number of seeds."""
+    seeds = min(len(ref.runs), len(other.runs))
+    a, b = ref.scores(seeds), other.scores(seeds)
+    if task == "classification" and seeds == 1:
+        return mcnemar_z(b > 0.5, a > 0.5)[0], seeds
+    return paired_z(_errors(task, b), _errors(task, a)), seeds
+
+
+def effect(z: float, cfg: RegularizeSpec) -> str:
+    return HELPED if z >= cfg.significance_z else (HURT if z <= -cfg.significance_z else NO_EFFECT)
+
+
+def _mean(runs, attr: str, seeds: int) -> float:
+    return float(np.mean([getattr(r, attr) for r in runs[:seeds]]))
+
+
+def _versus(m: RegularizeMeasurements, other: KnobResult, cfg: RegularizeSpec) -> tuple[dict, str, float]:
+    ref = m.reference
+    z, seeds = compare(m.task, ref, other)
+    metric = "accuracy" if m.task == "classification" else "r2"
+    deltas = [round(o.val_metric - r.val_metric, 5) for r, o in zip(ref.runs[:seeds], other.runs[:seeds])]
+    observed = {
+        f"reference_val_{metric}": round(_mean(ref.runs, "val_metric", seeds), 5),
+        f"val_{metric}": round(_mean(other.runs, "val_metric", seeds), 5),
+        "delta_per_seed": deltas,
+        "z": round(z, 2) if math.isfinite(z) else z,
+        "seeds": seeds,
+        "reference_val_loss": round(_mean(ref.runs, "val_loss", seeds), 5),
+        "val_loss": round(_mean(other.runs, "val_loss", seeds), 5),
+        f"train_{metric}": round(_mean(other.runs, "train_metric", seeds), 5),
+        "effect": effect(z, cfg),
+    }
+    return observed, effect(z, cfg), z
+
+
+def knob(m: RegularizeMeasurements, result: KnobResult, cfg: RegularizeSpec) -> Verdict:
+    """One knob against the reference: helped (pass), no effect (pass), hurt (warn), diverged (fail)."""
+    check = result.name
+    expected = f"val better than the reference by z >= {cfg.significance_z:g} to count as a gain"
+    if result.skip:
+        return Verdict(STAGE, check, Status.SKIP, message=f"{result.description}: {result.skip}")
+    if any(r.diverged for r in result.runs):
+        return Verdict(STAGE, check, Status.FAIL, observed={"diverged_seeds": [r.seed for r in result.runs if r.diverged]},
+                       expected="finite losses", message=f"{result.description}: training diverged (NaN/Inf loss)",
+                       hint="this setting breaks training: lower it, or look for a bug in your augmentation/model code")
+    observed, eff, z = _versus(m, result, cfg)
+    metric = "accuracy" if m.task == "classification" else "R^2"
+    change = f"val {metric} {observed[list(observed)[0]]:.4f} -> {observed[list(observed)[1]]:.4f}"
+    seeds = f" over {observed['seeds']} seeds" if observed["seeds"] > 1 else ""
+    if eff == HURT:
+        return Verdict(STAGE, check, Status.WARN, observed=observed, expected=expected,
+                       message=f"{result.description} hurt: {change} (z = {z:.1f}{seeds})",
+                       hint="too strong for this model and data: weaken it; best.yaml leaves it out")
+    word = "helped" if eff == HELPED else "no effect beyond noise"
+    return Verdict(STAGE, check, Status.PASS, observed=observed, expected=expected,
+                   message=f"{result.description}: {word}, {change} (z = {z:.1f}{seeds})")
+
+
+def early_stopping(m: RegularizeMeasurements, cfg: RegularizeSpec) -> Verdict:
+    """What training past the best val loss cost: the weights early stopping keeps vs the end."""
+    if m.early is None or not m.early.runs:
+        return Verdict(STAGE, "early-stopping", Status.SKIP,
+                       message=m.early.skip if m.early is not None else "stages.regularize.knobs.early_stopping is off")
+    observed, eff, z = _versus(m, m.early, cfg)
+    first, ref = m.early.runs[0], m.reference.runs[0]
+    observed.update({"kept_step": first.stopped_at, "steps": ref.steps, "patience": m.patience,
+                     "val_loss_at_kept": round(first.val_loss, 5), "val_loss_at_end": round(ref.val_loss, 5)})
+    expected = f"patience {m.patience} evaluations on val loss; a gain counts at z >= {cfg.significance_z:g}"
+    cost = f"val loss {first.val_loss:.4g} at step {first.stopped_at} vs {ref.val_loss:.4g} at step {ref.steps}"
+    if first.stopped_at == ref.steps and eff != HURT:
+        return Verdict(STAGE, "early-stopping", Status.PASS, observed=observed, expected=expected,
+                       message=f"the val loss was lowest at the last evaluation (step {ref.steps}): nothing to stop; "
+                               "a longer budget may still help")
+    if eff == HURT:
+        return Verdict(STAGE, "early-stopping", Status.WARN, observed=observed, expected=expected,
+                       message=f"stopping early hurt the val metric (z = {z:.1f}); {cost}",
+                       hint="val loss and the metric disagree here: raise stages.regularize.patience, or stop on the metric")
+    if eff == HELPED:
+        return Verdict(STAGE, "early-stopping", Status.PASS, observed=observed, expected=expected,
+                       message=f"training past step {first.stopped_at} cost val metric (z = {z:.1f}): early stopping helped; {cost}")
+    return Verdict(STAGE, "early-stopping", Status.PASS, observed=observed, expected=expected,
+                   message=f"training past the best val loss cost nothing beyond noise (z = {z:.1f}); {cost}")
+
+
+def _se_metric(m: RegularizeMeasurements, scores: np.ndarray, metric: float) -> float:
+    n = max(m.n_val, 1)
+    if m.task == "classification":
+        return math.sqrt(max(metric * (1 - metric), 1.0 / n) / n)
+    return float(np.std(scores, ddof=1) / math.sqrt(n) / max(m.val_target_var, 1e-12))
+
+
+def generalization_gap(m: RegularizeMeasurements, cfg: RegularizeSpec) -> Verdict:
+    """Train minus val metric, for the reference and for best.yaml's configuration."""
+    if m.reference is None or not m.reference.runs or m.reference.runs[0].diverged:
+        return Verdict(STAGE, "generalization-gap", Status.SKIP, message="the reference did not train")
+    ref = m.reference.runs[0]
+    best = m.best.runs[0] if (m.best is not None and m.best.runs) else ref
+    z = cfg.significance_z
+    gap_b, gap_a = ref.train_metric - ref.val_metric, best.train_metric - best.val_metric
+    se_b, se_a = _se_metric(m, ref.val_scores, ref.val_metric), _se_metric(m, best.val_scores, best.val_metric)
+    metric = "accuracy" if m.task == "classification" else "R^2"
+    observed = {"gap_before": round(gap_b, 5), "gap_after": round(gap_a, 5), "se_before": round(se_b, 5),
+                "se_after": round(se_a, 5), "best": m.best.description if m.best is not None else "reference"}
+    expected = f"train - val {metric} <= {cfg.max_gap:g} (beyond {z:g} SE), or narrowed significantly"
+    if gap_b - cfg.max_gap <= z * se_b:
+        return Verdict(STAGE, "generalization-gap", Status.PASS, observed=observed, expected=expected,
+                       message=f"train - val {metric} gap {gap_b:.3f} is not beyond {cfg.max_gap:g} (± noise): little "
+                               f"overfitting to fight" + (f"; {gap_a:.3f} with {observed['best']}" if m.best is not None else ""))
+    narrowed = gap_b - gap_a > z * math.hypot(se_b, se_a)
+    if gap_a - cfg.max_gap <= z * se_a or narrowed:
+        return Verdict(STAGE, "generalization-gap", Status.PASS, observed=observed, expected=expected,
+                       message=f"the gap went from {gap_b:.3f} to {gap_a:.3f} with {observed['best']}")
+    return Verdict(STAGE, "generalization-gap", Status.WARN, observed=observed, expected=expected,
+                   message=f"the model still overfits: train - val {metric} gap {gap_b:.3f} -> {gap_a:.3f} ({observed['best']})",
+                   hint="more data is the best regularizer; then stronger augmentation, dropout, weight decay or a smaller model")
+
+
+def _retention(m: RegularizeMeasurements, clean: np.ndarray, aug: np.ndarray) -> tuple[float, float, float]:
+    """(clean metric, augmented metric, retention of the above-chance part)."""
+    if m.task == "classification":
+        c, a = float(clean.mean()), float(aug.mean())
+        return c, a, (a - m.chance) / (c - m.chance) if c > m.chance else math.nan
+    c, a = 1 - float(clean.mean()) / m.val_target_var, 1 - float(aug.mean()) / m.val_target_var
+    return c, a, a / c if c > 0 else math.nan
+
+
+def augment_preserves_labels(m: RegularizeMeasurements, cfg: RegularizeSpec) -> Verdict:
+    """Do labels survive the augmentation? The reference model (never trained on augmented
+    data) on augmented vs clean val says how much the augmentation moves the inputs; but a
+    model that is merely not invariant (an MLP and a 1-pixel shift) also drops there. So the
+    judgement uses the model trained WITH the augmentation, on augmented val, against the
+    reference on clean val: when even that model cannot recover the accuracy, the augmented
+    inputs no longer determine their labels (a flip of left/right images)."""
+    if m.augment_reference is None:
+        return Verdict(STAGE, "augment-preserves-labels", Status.SKIP, message=m.augment_skip or "no augmentation")
+    metric = "accuracy" if m.task == "classification" else "R^2"
+    clean = m.augment_clean
+    c, a_ref, r_ref = _retention(m, clean, m.augment_reference)
+    observed = {f"clean_val_{metric}": round(c, 5), f"reference_on_augmented_{metric}": round(a_ref, 5),
+                "reference_retention": round(r_ref, 4) if math.isfinite(r_ref) else None, "chance": round(m.chance, 4)}
+    if not math.isfinite(r_ref):
+        return Verdict(STAGE, "augment-preserves-labels", Status.SKIP, observed=observed,
+                       message="the reference model is at chance on clean val: nothing to retain")
+    judged = m.augment_trained if m.augment_trained is not None else m.augment_reference
+    _, a, r = _retention(m, clean, judged)
+    z = paired_z(_errors(m.task, clean), _errors(m.task, judged))  # z for "clean beats augmented"
+    who = "model trained with it" if m.augment_trained is not None else "reference model"
+    if m.augment_trained is not None:
+        observed.update({f"augmented_model_on_augmented_{metric}": round(a, 5), "retention": round(r, 4)})
+    observed["z_drop"] = round(z, 2)
+    expected = (f"retention of the above-chance {metric} >= {cfg.augment_warn_retention:g} "
+                f"(fail below {cfg.augment_fail_retention:g}) when the drop is beyond z {cfg.significance_z:g}")
+    significant = z >= cfg.significance_z
+    if significant and r < cfg.augment_fail_retention and m.augment_trained is not None:
+        return Verdict(STAGE, "augment-preserves-labels", Status.FAIL, observed=observed, expected=expected,
+                       message=f"even a model trained with the augmentation reaches only {a:.3f} on augmented val "
+                               f"(clean {c:.3f}, {r:.0%} retained): augmented inputs no longer determine their labels",
+                       hint="e.g. a flip of images whose label depends on direction (digits, text, left/right): drop it "
+                            "or transform the label with it (see augment.png)")
+    if significant and r < cfg.augment_warn_retention:
+        return Verdict(STAGE, "augment-preserves-labels", Status.WARN, observed=observed, expected=expected,
+                       message=f"the {who} keeps {r:.0%} of its above-chance {metric} on augmented val "
+                               f"({a:.3f} vs clean {c:.3f}): a strong augmentation, or one that blurs some labels",
+                       hint="look at augment.png: can you still tell every label? if so weaken it; if not drop it")
+    return Verdict(STAGE, "augment-preserves-labels", Status.PASS, observed=observed, expected=expected,
+                   message=f"labels survive: the {who} keeps {r:.0%} on augmented val ({a:.3f} vs clean {c:.3f}; "
+                           f"the reference alone keeps {r_ref:.0%})")
+
+
+def first_layer_filters(m: RegularizeMeasurements, cfg: RegularizeSpec) -> Verdict:
+    """Neighbour correlation of the trained first layer vs its own random-init distribution."""
+    f = m.filters
+    if f is None or f.skip:
+        return Verdict(STAGE, "first-layer-filters", Status.SKIP, message=f.skip if f is not None else "not measured")
+    z = (f.trained_corr - f.null_mean) / f.null_std if f.null_std > 0 else math.nan
+    observed = {"layer": f.layer, "trained_corr": round(f.trained_corr, 4), "init_corr": round(f.init_corr, 4),
+                "init_null_mean": round(f.null_mean, 4), "init_null_std": round(f.null_std, 4),
+                "z": round(z, 2) if math.isfinite(z) else None, "filter_size": f.filter_size}
+    expected = f"neighbouring weights more correlated than at random init, by z >= {cfg.significance_z:g}"
+    if f.filter_size < FILTERS_MIN_SIZE:
+        return Verdict(STAGE, "first-layer-filters", Status.SKIP, observed=observed,
+                       message=f"{f.layer}: filters of {f.filter_size} positions are too small to judge by smoothness "
+                               "(small edge detectors are rough by design); see filters.png")
+    if not math.isfinite(z) or z < cfg.significance_z:
+        return Verdict(STAGE, "first-layer-filters", Status.WARN, observed=observed, expected=expected,
+                       message=f"{f.layer}: trained filters are no smoother than random init "
+                               f"(neighbour correlation {f.trained_corr:.3f} vs {f.null_mean:.3f} ± {f.null_std:.3f})",
+                       hint="the inputs may be scrambled on the way in (a view/reshape where a permute was meant, a "
+                            "wrong channel order) or the layer barely trains; see filters.png")
+    return Verdict(STAGE, "first-layer-filters", Status.PASS, observed=observed, expected=expected,
+                   message=f"{f.layer}: trained filters are smooth (neighbour correlation {f.trained_corr:.3f} "
+                           f"vs {f.null_mean:.3f} ± {f.null_std:.3f} at init, z = {z:.0f})")
+
+
+def combined(m: RegularizeMeasurements, cfg: RegularizeSpec, helped: list[str]) -> Verdict:
+    """The knobs that helped, trained together once more: does the combination hold up?"""
+    if not helped:
+        return Verdict(STAGE, "combined", Status.SKIP, message="no knob helped beyond noise: best.yaml is the reference")
+    if len(helped) == 1 or m.combined is None:
+        return Verdict(STAGE, "combined", Status.PASS, observed={"knobs": helped},
+                       message=f"one knob helped ({helped[0]}); its run is the verification of best.yaml")
+    if any(r.diverged for r in m.combined.runs):
+        return Verdict(STAGE, "combined", Status.FAIL, observed={"knobs": helped}, expected="finite losses",
+                       message="the knobs that helped one at a time diverge together",
+                       hint="best.yaml keeps the best single knob; combine the others one at a time")
+    observed, eff, z = _versus(m, m.combined, cfg)
+    observed["knobs"] = helped
+    if eff == HELPED:
+        return Verdict(STAGE, "combined", Status.PASS, observed=observed,
+                       expected=f"better than the reference by z >= {cfg.significance_z:g}",
+                       message=f"{len(helped)} knobs together beat the reference (z = {z:.1f}): best.yaml combines them")
+    return Verdict(STAGE, "combined", Status.WARN, observed=observed,
+                   expected=f"better than the reference by z >= {cfg.significance_z:g}",
+                   message=f"{', '.join(helped)} together are not better than the reference (z = {z:.1f}); "
+                           "best.yaml keeps the best single knob",
+                   hint="regularizers overlap: combine them one at a time, weakening each")

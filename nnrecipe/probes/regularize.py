@@ -1,0 +1,267 @@
+"""The regularize stage's experiments: each knob is one change to the reference spec.
+
+A knob is a plain edit of the spec (dropout in model.args, optim.weight_decay, data.augment,
+...), so the knobs that helped combine into a full spec (best.yaml) by applying their edits
+in turn. Every experiment trains with the same seed(s) and budget as the reference.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from nnrecipe.engine import EarlyStopping, Engine
+from nnrecipe.probes.training import Experiment, train_experiment, val_scores
+
+Edit = Callable[[object], object]  # Spec -> Spec
+
+
+@dataclasses.dataclass
+class Knob:
+    name: str  # the check id, e.g. "dropout"
+    description: str  # what changed, e.g. "dropout 0.2"
+    edit: Optional[Edit] = None  # None: not applicable here (see skip)
+    skip: str = ""
+
+
+@dataclasses.dataclass
+class Run:
+    """One trained experiment at one seed, as the rules need it."""
+
+    seed: int
+    val_scores: np.ndarray  # per val example: 1/0 correct or squared error
+    val_loss: float
+    val_metric: float
+    train_loss: float
+    train_metric: float
+    steps: int
+    diverged: bool
+    evals: list[tuple[int, float, float]]  # (step, val loss, val metric) along training
+    stopped_at: Optional[int] = None  # early stopping: the step whose weights were kept
+
+
+@dataclasses.dataclass
+class KnobResult:
+    name: str
+    description: str
+    runs: list[Run] = dataclasses.field(default_factory=list)
+    skip: str = ""
+
+    def scores(self, seeds: int) -> np.ndarray:
+        """Per-example val scores averaged over the first `seeds` runs."""
+        return np.mean([r.val_scores for r in self.runs[:seeds]], axis=0)
+
+
+def _set_args(model_spec, **changes):
+    args = model_spec.args
+    new_args = {**args, **changes} if isinstance(args, dict) else args.model_copy(update=changes)
+    return model_spec.model_copy(update={"args": new_args})
+
+
+def _scale_widths(model_spec, factor: float):
+    """Built-in widths x factor (at least 1 unit); None for architectures without widths."""
+    if model_spec.arch == "mlp":
+        return _set_args(model_spec, hidden=[max(1, round(h * factor)) for h in model_spec.args.hidden])
+    if model_spec.arch in ("cnn1d", "cnn2d"):
+        return _set_args(model_spec, channels=[max(1, round(c * factor)) for c in model_spec.args.channels])
+    return None
+
+
+def _accepts(factory_fn, name: str) -> bool:
+    try:
+        return name in inspect.signature(factory_fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _edit(section: str, **changes) -> Edit:
+    def apply(spec):
+        part = getattr(spec, section)
+        return spec.model_copy(update={section: part.model_copy(update=changes)})
+
+    return apply
+
+
+def _model_edit(new_model) -> Edit:
+    return lambda spec: spec.model_copy(update={"model": new_model(spec.model)})
+
+
+def build_knobs(spec, *, original_augment, data_kind: str, base: Path) -> list[Knob]:
+    """The knobs set in stages.regularize.knobs, each an edit of `spec` (the reference), or a
+    skip saying why it cannot apply to this model or data. Early stopping is measured on the
+    reference run itself and is not in this list."""
+    cfg = spec.stages.regularize.knobs
+    m = spec.model
+    knobs: list[Knob] = []
+
+    if cfg.augment:
+        if original_augment:
+            names = ", ".join(a.name or a.factory for a in original_augment)
+            knobs.append(Knob("augmentation", f"augment: {names}", _edit("data", augment=list(original_augment))))
+        else:
+            knobs.append(Knob("augmentation", "augmentation", skip="data.augment is empty: list built-ins (e.g. {name: crop, "
+                                                                   "args: {padding: 1}}) or your factory to measure it"))
+    if cfg.dropout is not None:
+        p = cfg.dropout
+        if m.arch == "python":
+            from nnrecipe.plugins import load_factory
+
+            fn = load_factory(m.factory, base=base, field="model.factory")
+            if _accepts(fn, "dropout"):
+                knobs.append(Knob("dropout", f"dropout {p:g}", _model_edit(lambda ms: _set_args(ms, dropout=p))))
+            else:
+                knobs.append(Knob("dropout", f"dropout {p:g}", skip=f"{m.factory} takes no `dropout` argument"))
+        elif hasattr(m.args, "dropout"):
+            if m.args.dropout >= p:
+                knobs.append(Knob("dropout", f"dropout {p:g}", skip=f"the model already has dropout {m.args.dropout:g}"))
+            else:
+                knobs.append(Knob("dropout", f"dropout {p:g}", _model_edit(lambda ms: _set_args(ms, dropout=p))))
+        else:
+            knobs.append(Knob("dropout", f"dropout {p:g}", skip=f"the built-in {m.arch} model has no dropout"))
+    if cfg.weight_decay is not None:
+        wd = cfg.weight_decay
+        if spec.optim.weight_decay >= wd:
+            knobs.append(Knob("weight-decay", f"weight decay {wd:g}", skip=f"optim.weight_decay is already {spec.optim.weight_decay:g}"))
+        else:
+            knobs.append(Knob("weight-decay", f"weight decay {wd:g}", _edit("optim", weight_decay=wd)))
+    if cfg.batch_size is not None:
+        b = cfg.batch_size
+        if b >= spec.data.batch_size:
+            knobs.append(Knob("smaller-batch", f"batch size {b}", skip=f"not smaller than data.batch_size {spec.data.batch_size}"))
+        else:
+            knobs.append(Knob("smaller-batch", f"batch size {b}", _edit("data", batch_size=b)))
+    if cfg.downsample is not None:
+        f = cfg.downsample
+        if data_kind == "tabular":
+            knobs.append(Knob("smaller-input", f"downsample x{f}", skip="tabular features have no resolution to reduce"))
+        else:
+            knobs.append(Knob("smaller-input", f"downsample x{f}", _edit("data", downsample=spec.data.downsample * f)))
+    for name, factor, extra, early in (("smaller-model", cfg.smaller_model, cfg.smaller_model_args, False),
+                                       ("larger-model", cfg.larger_model, cfg.larger_model_args, True)):
+        if factor is None and extra is None:
+            continue
+        if m.arch == "python":
+            if extra is None:
+                knobs.append(Knob(name, name, skip=f"user models need stages.regularize.knobs.{name.replace('-', '_')}_args"))
+                continue
+            new = lambda ms, extra=extra: ms.model_copy(update={"args": {**ms.args, **extra}})  # noqa: E731
+            what = ", ".join(f"{k}={v}" for k, v in extra.items())
+        else:
+            if factor is None or _scale_widths(m, factor) is None:
+                knobs.append(Knob(name, name, skip=f"the built-in {m.arch} model has no widths to scale"))
+                continue
+            new = lambda ms, factor=factor: _scale_widths(ms, factor)  # noqa: E731
+            what = f"widths x{factor:g}"
+        edit = _model_edit(new)
+        if early:  # a larger model only pays with early stopping (the recipe's "larger model + early stopping")
+            patience = spec.stages.regularize.patience
+            edit = (lambda e: lambda s: _edit("train", early_stopping=patience)(e(s)))(edit)
+            what += f" + early stopping (patience {patience})"
+        knobs.append(Knob(name, what, edit))
+    if cfg.pretrained is not None:
+        knobs.append(Knob("pretrained", f"pretrained weights {Path(cfg.pretrained).name}",
+                          _model_edit(lambda ms: ms.model_copy(update={"pretrained": cfg.pretrained}))))
+    return knobs
+
+
+def combine(spec, knobs: list[Knob]):
+    for k in knobs:
+        spec = k.edit(spec)
+    return spec
+
+
+@dataclasses.dataclass
+class Trained:
+    run: Run
+    model: torch.nn.Module
+    early: Optional[Run] = None  # the reference's early-stopping point, scored
+    experiment: Optional[Experiment] = None
+
+
+def train_one(spec, *, data, base: Path, device, seed: int, steps: int, every: int, writer=None, progress=None,
+              label: str = "", watch_patience: Optional[int] = None, histograms: bool = False) -> Trained:
+    """Train the spec's model on `data` (already edited for the spec: downsampled, on the device)
+    with the spec's augmentation, optimizer, batch size and early stopping, at `seed`.
+
+    `watch_patience` watches the val loss with that patience without stopping, and scores the
+    weights early stopping would have kept (the reference run's early-stopping measurement).
+    """
+    from nnrecipe.augment import build_augment
+    from nnrecipe.losses import make_loss
+    from nnrecipe.models import prepare_model
+    from nnrecipe.runtime import seed_everything
+
+    spec = spec.model_copy(update={"seed": seed})
+    seed_everything(seed, deterministic=spec.train.deterministic)
+    model = prepare_model(spec, data, base=base).to(device)
+    loss_fn = make_loss(spec, base=base)
+    augment = build_augment(spec.data.augment, kind=data.kind, base=base)
+    if spec.train.early_stopping:
+        watch, stop = EarlyStopping(spec.train.early_stopping), True
+    elif watch_patience:
+        watch, stop = EarlyStopping(watch_patience), False
+    else:
+        watch, stop = None, True
+    exp = train_experiment(label, spec=spec, data=data, model=model, loss_fn=loss_fn, device=device, steps=steps, base=base,
+                           writer=writer, progress=progress, eval_every=every, augment=augment, early_stopping=watch,
+                           stop_early=stop, histograms=histograms)
+    run = _as_run(exp, seed, stopped_at=watch.best_step if (watch is not None and stop and watch.state is not None) else None)
+    early = None
+    if watch is not None and not stop and watch.state is not None and not exp.history.diverged:
+        early = _score_state(model, watch, data=data, loss_fn=loss_fn, device=device, spec=spec, seed=seed, exp=exp)
+    return Trained(run, model, early, exp)
+
+
+def _as_run(exp: Experiment, seed: int, *, stopped_at: Optional[int]) -> Run:
+    h = exp.history
+    return Run(seed=seed, val_scores=exp.val_scores, val_loss=exp.val_eval.loss, val_metric=exp.val_eval.metric,
+               train_loss=exp.train_eval.loss, train_metric=exp.train_eval.metric, steps=h.steps_run, diverged=h.diverged,
+               evals=[(s, r.loss, r.metric) for s, r in h.evals], stopped_at=stopped_at)
+
+
+def _score_state(model, watch: EarlyStopping, *, data, loss_fn, device, spec, seed, exp: Experiment) -> Run:
+    """Score the weights early stopping would have kept; the model is put back as it was."""
+    engine = Engine(device=device, task=data.task, precision=spec.train.precision)
+    final = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(watch.state)
+    val = engine.evaluate(model, data.val, loss_fn, keep_outputs=True)
+    train = engine.evaluate(model, data.train, loss_fn)
+    model.load_state_dict(final)
+    return Run(seed=seed, val_scores=val_scores(val.outputs, data.targets("val"), data.task), val_loss=val.loss,
+               val_metric=val.metric, train_loss=train.loss, train_metric=train.metric, steps=exp.history.steps_run,
+               diverged=False, evals=[(s, r.loss, r.metric) for s, r in exp.history.evals], stopped_at=watch.best_step)
+
+
+@torch.inference_mode()
+def augmented_scores(model, *, data, spec, base: Path, device, seed: int, passes: int = 1):
+    """The model (trained without augmentation) on clean val and on val passed through
+    data.augment: per-example correctness / squared error for each, and one augmented batch."""
+    from nnrecipe.augment import build_augment
+    from nnrecipe.runtime import seed_everything
+
+    augment = build_augment(spec.data.augment, kind=data.kind, base=base)
+    engine = Engine(device=device, task=data.task, precision=spec.train.precision)
+    clean_out = engine.predict(model, data.val)
+    seed_everything(seed)
+    was = model.training
+    model.eval()
+    clean = val_scores(clean_out, data.targets("val"), data.task)
+    augmented, shown, preds = [], None, None
+    for _ in range(passes):
+        outs, ys = [], []
+        for x, y in data.val.iterate(512):
+            xa, ya = augment(x.to(device), y.to(device))  # a user augmentation may change labels too
+            out = model(xa).float().cpu()
+            if shown is None:
+                shown = (x[:16].cpu(), xa[:16].cpu(), ya[:16].cpu())
+                preds = out[:16].argmax(dim=1) if data.task == "classification" else out[:16]
+            outs.append(out)
+            ys.append(ya.cpu())
+        augmented.append(val_scores(torch.cat(outs), torch.cat(ys), data.task))
+    model.train(was)
+    return clean, np.mean(augmented, axis=0), shown, preds

@@ -1,0 +1,218 @@
+"""Stage 4, "regularize": give up some training loss for validation loss, one knob at a time.
+
+The reference is the overfit stage's model, re-trained here with the stage's budget and
+seed and scored at its last step. Each knob set in `stages.regularize.knobs` is one change
+to the reference spec, trained with the same seed and budget; a knob whose difference is
+within noise on the first seed gets more seeds (the reference too), up to `seeds`. The knobs
+that helped are combined into regularize/best.yaml, checked by one more run when there are
+several, and the tune stage starts from that file.
+"""
+
+from __future__ import annotations
+
+import math
+
+from rich.table import Table
+
+from nnrecipe.atomic import write_text
+from nnrecipe.checks import regularize_checks as rules
+from nnrecipe.checks.regularize_checks import HELPED, NO_EFFECT, RegularizeMeasurements, compare, effect
+from nnrecipe.probes.filters import measure_filters
+from nnrecipe.probes.regularize import Knob, KnobResult, _edit, augmented_scores, build_knobs, combine, train_one
+from nnrecipe.stages.base import StageContext, StageResult, with_artifacts
+from nnrecipe.stages.regularize_pictures import draw
+
+STAGE = "regularize"
+BEST = "best.yaml"
+
+
+def reference_spec(spec, *, steps: int, every: int):
+    """The overfit stage's model and training, as one full spec, without any regularizer:
+    no augmentation, no early stopping, the stage's budget."""
+    model = spec.stages.overfit.model or spec.model
+    stages = spec.stages.model_copy(update={"overfit": spec.stages.overfit.model_copy(update={"model": None})})
+    return spec.model_copy(update={
+        "model": model,
+        "data": spec.data.model_copy(update={"augment": []}),
+        "train": spec.train.model_copy(update={"steps": steps, "eval_every": every, "early_stopping": None}),
+        "stages": stages,
+    })
+
+
+class _Trainer:
+    """Trains spec variants with the stage's budget; data is rebuilt only when a knob changes it."""
+
+    def __init__(self, ctx: StageContext, *, steps: int, every: int):
+        self.ctx, self.steps, self.every = ctx, steps, every
+        self._data = {ctx.spec.data.downsample: ctx.device_data()}
+        self.models = {}  # label -> trained model, kept for the reference's first seed
+
+    def data(self, spec):
+        key = spec.data.downsample
+        if key not in self._data:
+            from nnrecipe.data import build_data
+
+            self._data[key] = build_data(spec, base=self.ctx.base).to(self.ctx.device)
+        return self._data[key]
+
+    def train(self, spec, *, seed: int, label: str, watch_patience=None):
+        ctx = self.ctx
+        return train_one(spec, data=self.data(spec), base=ctx.base, device=ctx.device, seed=seed, steps=self.steps,
+                         every=self.every, writer=ctx.writer(STAGE, label), progress=ctx.progress, label=label,
+                         watch_patience=watch_patience)
+
+
+def run(spec, ctx: StageContext) -> StageResult:
+    cfg = spec.stages.regularize
+    o = spec.stages.overfit
+    steps = cfg.steps or o.steps or spec.train.steps
+    every = min(cfg.eval_every or o.eval_every or spec.train.eval_every, steps)
+    ref_spec = reference_spec(spec, steps=steps, every=every)
+    data = ctx.device_data()
+    trainer = _Trainer(ctx, steps=steps, every=every)
+    seeds = [spec.seed + i for i in range(cfg.seeds)]
+    watch = cfg.patience if cfg.knobs.early_stopping else None
+
+    m = RegularizeMeasurements(task=data.task, n_val=len(data.val), patience=cfg.patience)
+    if data.task == "classification":
+        m.chance = float(data.priors("val").max())
+    else:
+        m.val_target_var = float(data.targets("val").double().reshape(len(data.val), -1).var(dim=0).mean())
+
+    # 1. the reference, watched by early stopping (which costs no extra training).
+    m.reference = KnobResult("reference", "reference (the overfit stage's model)")
+    m.early = KnobResult("early-stopping", f"early stopping (patience {cfg.patience})") if watch else None
+    first = None
+
+    def train_reference(seed: int):
+        nonlocal first
+        t = trainer.train(ref_spec, seed=seed, label="reference" if seed == seeds[0] else f"reference-seed{seed}",
+                          watch_patience=watch)
+        m.reference.runs.append(t.run)
+        if m.early is not None:
+            if t.early is not None:
+                m.early.runs.append(t.early)
+            elif not m.early.skip:
+                m.early.skip = "no evaluation improved the val loss (diverged?)"
+        first = first or t
+
+    train_reference(seeds[0])
+
+    # 2. one experiment per knob, first seed.
+    knobs = build_knobs(ref_spec, original_augment=spec.data.augment, data_kind=data.kind, base=ctx.base)
+    edits: dict[str, Knob] = {k.name: k for k in knobs}
+    if m.early is not None:
+        edits["early-stopping"] = Knob("early-stopping", m.early.description, _edit("train", early_stopping=cfg.patience))
+    augmented_model = None
+    for k in knobs:
+        result = KnobResult(k.name, k.description, skip=k.skip)
+        if not k.skip:
+            t = trainer.train(k.edit(ref_spec), seed=seeds[0], label=k.name)
+            result.runs.append(t.run)
+            if k.name == "augmentation" and not t.run.diverged:
+                augmented_model = t.model  # for augment-preserves-labels
+        m.knobs.append(result)
+
+    # 3. more seeds while a difference is within noise (the reference gets them too).
+    for i, seed in enumerate(seeds[1:], start=1):
+        pending = [r for r in m.knobs + ([m.early] if m.early is not None else [])
+                   if not r.skip and r.runs and not any(x.diverged for x in r.runs) and len(r.runs) == i
+                   and effect(compare(m.task, m.reference, r)[0], cfg) == NO_EFFECT]
+        if not pending or m.reference.runs[0].diverged:
+            break
+        train_reference(seed)
+        for r in pending:
+            if r is not m.early:
+                r.runs.append(trainer.train(edits[r.name].edit(ref_spec), seed=seed, label=f"{r.name}-seed{seed}").run)
+
+    # 4. the knobs that helped, together; best.yaml.
+    candidates = m.knobs + ([m.early] if m.early is not None and m.early.runs else [])
+    scored = [(compare(m.task, m.reference, r)[0], r) for r in candidates if not r.skip and r.runs
+              and not any(x.diverged for x in r.runs)]
+    helped = [(z, r) for z, r in scored if effect(z, cfg) == HELPED]
+    helped.sort(key=lambda t: -t[0])
+    best_spec, m.best = ref_spec, None
+    if helped:
+        best_spec, m.best = edits[helped[0][1].name].edit(ref_spec), helped[0][1]
+    if len(helped) > 1 and cfg.verify_combined:
+        comb_spec = combine(ref_spec, [edits[r.name] for _, r in helped])
+        names = " + ".join(r.name for _, r in helped)
+        m.combined = KnobResult("combined", names)
+        for seed in seeds[: max(len(r.runs) for _, r in helped)]:
+            if len(m.reference.runs) < seeds.index(seed) + 1:
+                train_reference(seed)
+            m.combined.runs.append(trainer.train(comb_spec, seed=seed, label="combined" if seed == seeds[0] else f"combined-seed{seed}").run)
+        if not any(r.diverged for r in m.combined.runs) and effect(compare(m.task, m.reference, m.combined)[0], cfg) == HELPED:
+            best_spec, m.best = comb_spec, m.combined
+
+    # 5. augmentation: the reference model (never augmented) and the model trained with it, on
+    # augmented val; first-layer filters of the reference model.
+    if spec.data.augment and first is not None and not first.run.diverged:
+        m.augment_clean, m.augment_reference, shown, preds = augmented_scores(
+            first.model, data=data, spec=spec, base=ctx.base, device=ctx.device, seed=spec.seed)
+        if augmented_model is not None:
+            _, m.augment_trained, shown, preds = augmented_scores(
+                augmented_model, data=data, spec=spec, base=ctx.base, device=ctx.device, seed=spec.seed)
+    else:
+        shown = preds = None
+        m.augment_skip = "data.augment is empty" if not spec.data.augment else "the reference did not train"
+    if first is not None:
+        from nnrecipe.models import prepare_model
+        from nnrecipe.runtime import seed_everything
+
+        seed_everything(seeds[0])
+        init = prepare_model(ref_spec.model_copy(update={"seed": seeds[0]}), data, base=ctx.base)
+        m.filters = measure_filters(first.model, init, data.input_shape, seed=spec.seed)
+
+    verdicts = [rules.knob(m, r, cfg) for r in m.knobs]
+    verdicts += [rules.early_stopping(m, cfg), rules.generalization_gap(m, cfg), rules.augment_preserves_labels(m, cfg),
+                 rules.first_layer_filters(m, cfg), rules.combined(m, cfg, [r.name for _, r in helped])]
+
+    out = ctx.run.stage_dir(STAGE)
+    write_text(out / BEST, f"# nnrecipe run --config {ctx.rel(out / BEST)}\n"
+                           f"# regularize's best configuration: {m.best.description if m.best else 'the reference (no knob helped)'}\n"
+                           + best_spec.to_yaml())
+    arts = draw(ctx, m, data=data, shown=shown, preds=preds, stage=STAGE)
+    verdicts = [with_artifacts(v, *arts.get(v.check, [])) for v in verdicts]
+    rows = _rows(m, cfg)
+    ctx.console.print(_table(rows, m.task))
+    summary = {
+        "task": data.task, "steps": steps, "eval_every": every, "seeds": cfg.seeds,
+        "experiments": rows,
+        "helped": [r.name for _, r in helped],
+        "best": {"name": m.best.name if m.best else "reference", "description": m.best.description if m.best else "reference",
+                 "spec": ctx.rel(out / BEST)},
+    }
+    return StageResult(STAGE, verdicts, summary)
+
+
+def _rows(m: RegularizeMeasurements, cfg) -> list[dict]:
+    rows = []
+    for r in [m.reference] + m.knobs + ([m.early] if m.early is not None else []) + ([m.combined] if m.combined else []):
+        if r.skip or not r.runs:
+            rows.append({"name": r.name, "description": r.description, "effect": "skipped", "reason": r.skip})
+            continue
+        z, seeds = compare(m.task, m.reference, r) if r is not m.reference else (0.0, len(r.runs))
+        mean = lambda a: float(sum(getattr(x, a) for x in r.runs[:seeds]) / seeds)  # noqa: E731
+        rows.append({"name": r.name, "description": r.description, "seeds": seeds,
+                     "effect": "reference" if r is m.reference else effect(z, cfg),
+                     "z": round(z, 2) if math.isfinite(z) else None,
+                     "val_metric": round(mean("val_metric"), 5), "val_loss": round(mean("val_loss"), 5),
+                     "train_metric": round(mean("train_metric"), 5), "diverged": any(x.diverged for x in r.runs)})
+    return rows
+
+
+def _table(rows: list[dict], task: str) -> Table:
+    metric = "acc" if task == "classification" else "R²"
+    t = Table(title="regularize: one knob at a time (vs the reference, paired on val)", title_justify="left")
+    for col in ("experiment", f"val {metric}", "val loss", f"train {metric}", "z", "seeds", "effect"):
+        t.add_column(col, justify="left" if col in ("experiment", "effect") else "right")
+    for r in rows:
+        if "val_metric" not in r:
+            t.add_row(r["description"], "", "", "", "", "", f"skipped: {r['reason']}")
+            continue
+        colour = {"helped": "green", "hurt": "yellow"}.get(r["effect"], "")
+        t.add_row(r["description"], f"{r['val_metric']:.4f}", f"{r['val_loss']:.4g}", f"{r['train_metric']:.4f}",
+                  "" if r["effect"] == "reference" else f"{r['z']:.1f}", str(r["seeds"]),
+                  f"[{colour}]{r['effect']}[/]" if colour else r["effect"])
+    return t

@@ -1,0 +1,131 @@
+"""The regularize rules on synthetic measurements, both ways."""
+
+import numpy as np
+import pytest
+
+from nnrecipe.checks import regularize_checks as rc
+from nnrecipe.probes.filters import FilterMeasure
+from nnrecipe.probes.regularize import KnobResult, Run
+from nnrecipe.spec_stages import RegularizeSpec
+from nnrecipe.verdict import Status
+
+CFG = RegularizeSpec()
+N = 1000
+
+
+def _scores(p, seed, n=N):
+    return (np.random.default_rng(seed).random(n) < p).astype(float)
+
+
+def _run(scores, *, seed=0, train=1.0, diverged=False, stopped_at=None, evals=()):
+    return Run(seed=seed, val_scores=scores, val_loss=1 - scores.mean(), val_metric=float(scores.mean()), train_loss=0.01,
+               train_metric=train, steps=1000, diverged=diverged, evals=list(evals), stopped_at=stopped_at)
+
+
+def _result(name, *ps, base_seed=0, **kw):
+    return KnobResult(name, name, runs=[_run(_scores(p, base_seed + i), seed=i, **kw) for i, p in enumerate(ps)])
+
+
+def _m(reference, **kw):
+    return rc.RegularizeMeasurements("classification", n_val=N, chance=0.1, reference=reference, **kw)
+
+
+def test_a_clear_gain_helps_and_a_clear_loss_hurts():
+    ref = _result("reference", 0.80)
+    m = _m(ref)
+    better = KnobResult("dropout", "dropout 0.2", runs=[_run(np.maximum(ref.runs[0].val_scores, _scores(0.5, 9)))])
+    v = rc.knob(m, better, CFG)
+    assert v.status is Status.PASS and v.observed["effect"] == "helped" and v.observed["z"] >= 3
+    worse = KnobResult("weight-decay", "weight decay 0.1", runs=[_run(ref.runs[0].val_scores * _scores(0.8, 9))])
+    v = rc.knob(m, worse, CFG)
+    assert v.status is Status.WARN and v.observed["effect"] == "hurt" and "hurt" in v.message
+
+
+def test_noise_level_differences_are_no_effect():
+    """Two independently trained models of the same quality: their difference is noise, never a gain."""
+    gains = 0
+    for seed in range(40):
+        ref = _result("reference", 0.8, base_seed=100 + seed)
+        same = _result("dropout", 0.8, base_seed=500 + seed)
+        v = rc.knob(_m(ref), same, CFG)
+        assert v.status is Status.PASS
+        gains += v.observed["effect"] != "no effect"
+    assert gains <= 1  # at z >= 3 a false gain has probability ~0.001 per comparison
+
+
+def test_seed_averaged_comparison_uses_the_seeds_both_have():
+    ref = _result("reference", 0.8, 0.8, 0.8)
+    knob = _result("dropout", 0.8, base_seed=50)
+    z, seeds = rc.compare("classification", ref, knob)
+    assert seeds == 1
+    knob3 = _result("dropout", 0.8, 0.8, 0.8, base_seed=50)
+    assert rc.compare("classification", ref, knob3)[1] == 3
+
+
+def test_diverged_knob_fails_and_skipped_knob_skips():
+    ref = _result("reference", 0.8)
+    bad = _result("weight-decay", 0.1, diverged=True)
+    assert rc.knob(_m(ref), bad, CFG).status is Status.FAIL
+    assert rc.knob(_m(ref), KnobResult("dropout", "dropout 0.2", skip="no dropout"), CFG).status is Status.SKIP
+
+
+def test_early_stopping_reports_what_training_past_the_best_cost():
+    ref = _result("reference", 0.7)
+    kept = KnobResult("early-stopping", "early stopping", runs=[_run(np.maximum(ref.runs[0].val_scores, _scores(0.4, 3)), stopped_at=400)])
+    v = rc.early_stopping(_m(ref, early=kept), CFG)
+    assert v.status is Status.PASS and v.observed["effect"] == "helped" and v.observed["kept_step"] == 400
+    same = KnobResult("early-stopping", "early stopping", runs=[_run(ref.runs[0].val_scores.copy(), stopped_at=1000)])
+    v = rc.early_stopping(_m(ref, early=same), CFG)
+    assert v.status is Status.PASS and v.observed["effect"] == "no effect"
+    assert rc.early_stopping(_m(ref), CFG).status is Status.SKIP
+
+
+def test_generalization_gap():
+    small = _result("reference", 0.97, train=1.0)
+    assert rc.generalization_gap(_m(small), CFG).status is Status.PASS
+    big = _result("reference", 0.70, train=1.0)
+    v = rc.generalization_gap(_m(big), CFG)
+    assert v.status is Status.WARN and v.observed["gap_before"] == pytest.approx(0.3, abs=0.03)
+    closed = _result("combined", 0.85, train=0.9)
+    v = rc.generalization_gap(_m(big, best=closed), CFG)
+    assert v.status is Status.PASS and v.observed["gap_after"] < 0.1
+
+
+def test_augment_preserves_labels():
+    clean = _scores(0.95, 1)
+    m = _m(_result("reference", 0.95), augment_clean=clean, augment_reference=clean * _scores(0.97, 2))
+    assert rc.augment_preserves_labels(m, CFG).status is Status.PASS
+    m.augment_reference = clean * _scores(0.75, 2)  # keeps ~70% of the above-chance accuracy
+    assert rc.augment_preserves_labels(m, CFG).status is Status.WARN
+    m.augment_reference = _scores(0.5, 2)  # about half survive; without a model trained with it, only a warn
+    assert rc.augment_preserves_labels(m, CFG).status is Status.WARN
+    m.augment_trained = clean * _scores(0.98, 3)  # a model trained with it recovers: a 1-pixel shift, not a label change
+    v = rc.augment_preserves_labels(m, CFG)
+    assert v.status is Status.PASS and v.observed["reference_retention"] < 0.5 and v.observed["retention"] > 0.9
+    m.augment_trained = _scores(0.5, 4)  # even trained with it: the labels are gone (a flip of left/right)
+    v = rc.augment_preserves_labels(m, CFG)
+    assert v.status is Status.FAIL and v.observed["retention"] < 0.5
+    assert rc.augment_preserves_labels(_m(_result("reference", 0.9), augment_skip="data.augment is empty"), CFG).status is Status.SKIP
+
+
+def _filters(trained, null_mean=-0.02, null_std=0.01, size=64):
+    return FilterMeasure("1.weight", trained, -0.02, null_mean, null_std, 1000, size)
+
+
+def test_first_layer_filters():
+    assert rc.first_layer_filters(_m(None, filters=_filters(0.2)), CFG).status is Status.PASS
+    v = rc.first_layer_filters(_m(None, filters=_filters(-0.015)), CFG)
+    assert v.status is Status.WARN and "no smoother than random init" in v.message
+    assert rc.first_layer_filters(_m(None, filters=_filters(0.2, size=5)), CFG).status is Status.SKIP
+    skip = FilterMeasure("", np.nan, np.nan, np.nan, np.nan, 0, 0, skip="feature vectors")
+    assert rc.first_layer_filters(_m(None, filters=skip), CFG).status is Status.SKIP
+
+
+def test_combined():
+    ref = _result("reference", 0.8)
+    assert rc.combined(_m(ref), CFG, []).status is Status.SKIP
+    assert rc.combined(_m(ref), CFG, ["dropout"]).status is Status.PASS
+    good = KnobResult("combined", "dropout + weight-decay", runs=[_run(np.maximum(ref.runs[0].val_scores, _scores(0.5, 4)))])
+    assert rc.combined(_m(ref, combined=good), CFG, ["dropout", "weight-decay"]).status is Status.PASS
+    flat = KnobResult("combined", "dropout + weight-decay", runs=[_run(ref.runs[0].val_scores.copy())])
+    assert rc.combined(_m(ref, combined=flat), CFG, ["dropout", "weight-decay"]).status is Status.WARN
