@@ -181,6 +181,7 @@ class Trained:
     model: torch.nn.Module
     early: Optional[Run] = None  # the reference's early-stopping point, scored
     experiment: Optional[Experiment] = None
+    early_state: Optional[dict] = None  # the weights early stopping kept (host copies)
 
 
 def train_one(spec, *, data, base: Path, device, seed: int, steps: int, every: int, writer=None, progress=None,
@@ -214,7 +215,7 @@ def train_one(spec, *, data, base: Path, device, seed: int, steps: int, every: i
     early = None
     if watch is not None and not stop and watch.state is not None and not exp.history.diverged:
         early = _score_state(model, watch, data=data, loss_fn=loss_fn, device=device, spec=spec, seed=seed, exp=exp)
-    return Trained(run, model, early, exp)
+    return Trained(run, model, early, exp, early_state=watch.state if watch is not None and not stop else None)
 
 
 def _as_run(exp: Experiment, seed: int, *, stopped_at: Optional[int]) -> Run:

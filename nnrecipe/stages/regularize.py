@@ -45,7 +45,7 @@ class _Trainer:
     def __init__(self, ctx: StageContext, *, steps: int, every: int):
         self.ctx, self.steps, self.every = ctx, steps, every
         self._data = {ctx.spec.data.downsample: ctx.device_data()}
-        self.models = {}  # label -> trained model, kept for the reference's first seed
+        self.first_seed = {}  # experiment name -> its first seed's Trained (model and weights), for best.pt
 
     def data(self, spec):
         key = spec.data.downsample
@@ -57,9 +57,18 @@ class _Trainer:
 
     def train(self, spec, *, seed: int, label: str, watch_patience=None):
         ctx = self.ctx
-        return train_one(spec, data=self.data(spec), base=ctx.base, device=ctx.device, seed=seed, steps=self.steps,
-                         every=self.every, writer=ctx.writer(STAGE, label), progress=ctx.progress, label=label,
-                         watch_patience=watch_patience)
+        t = train_one(spec, data=self.data(spec), base=ctx.base, device=ctx.device, seed=seed, steps=self.steps,
+                      every=self.every, writer=ctx.writer(STAGE, label), progress=ctx.progress, label=label,
+                      watch_patience=watch_patience)
+        self.first_seed.setdefault(label, t)
+        return t
+
+    def best_state(self, name: str):
+        """The weights best.yaml's configuration trained to at the first seed."""
+        if name == "early-stopping":
+            return self.first_seed["reference"].early_state
+        t = self.first_seed.get(name)
+        return t.model.state_dict() if t is not None else None
 
 
 def run(spec, ctx: StageContext) -> StageResult:
@@ -172,6 +181,13 @@ def run(spec, ctx: StageContext) -> StageResult:
     write_text(out / BEST, f"# nnrecipe run --config {ctx.rel(out / BEST)}\n"
                            f"# regularize's best configuration: {m.best.description if m.best else 'the reference (no knob helped)'}\n"
                            + best_spec.to_yaml())
+    best_ckpt = None
+    state = trainer.best_state(m.best.name if m.best else "reference")
+    if state is not None:  # the first seed's weights of best.yaml's configuration (early stopping: the kept ones)
+        from nnrecipe.atomic import torch_save
+
+        best_ckpt = out / "checkpoints" / "best.pt"
+        torch_save(best_ckpt, {"model": {k: v.detach().cpu() for k, v in state.items()}, "spec": BEST})
     arts = draw(ctx, m, data=data, shown=shown, preds=preds, stage=STAGE)
     verdicts = [with_artifacts(v, *arts.get(v.check, [])) for v in verdicts]
     rows = _rows(m, cfg)
@@ -181,7 +197,7 @@ def run(spec, ctx: StageContext) -> StageResult:
         "experiments": rows,
         "helped": [r.name for _, r in helped],
         "best": {"name": m.best.name if m.best else "reference", "description": m.best.description if m.best else "reference",
-                 "spec": ctx.rel(out / BEST)},
+                 "spec": ctx.rel(out / BEST), "checkpoint": ctx.rel(best_ckpt) if best_ckpt else None},
     }
     return StageResult(STAGE, verdicts, summary)
 

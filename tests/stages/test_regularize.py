@@ -65,6 +65,10 @@ def test_early_stopping_helps_on_noisy_labels_and_best_yaml_runs(cli, in_tmp):
     best, _ = load_spec(run / "best.yaml")
     assert best.train.early_stopping == 3 and best.train.steps == 1500
     assert cli("validate", "--config", run / "best.yaml").exit_code == 0
+    import torch
+
+    kept = torch.load(run / "checkpoints" / "best.pt", weights_only=True)  # the weights early stopping kept
+    assert summary["best"]["checkpoint"].endswith("regularize/checkpoints/best.pt") and "model" in kept
     for png in ("experiments.png", "val_curves.png"):
         assert (run / png).stat().st_size > 1000
 
