@@ -163,9 +163,25 @@ for _name, _doc in (
     ("baseline", "Stage 2 — end-to-end skeleton + dumb baselines."),
     ("regularize", "Stage 4 — give up some training loss for validation loss, one knob at a time."),
     ("tune", "Stage 5 — random search over hyperparameters (Optuna)."),
-    ("squeeze", "Stage 6 — ensembles, distillation, leave it training."),
 ):
     app.command(_name)(_stage_command(_name, _doc))
+
+
+@app.command("squeeze")
+def squeeze(
+    overrides: OverridesArg = None,
+    config: ConfigOpt = None,
+    device: DeviceOpt = None,
+    output_dir: OutputOpt = None,
+    json_out: JsonOpt = False,
+    strict: StrictOpt = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Keep the members an interrupted squeeze finished; train only the rest")] = False,
+) -> None:
+    """Stage 6 — ensembles, distillation, leave it training."""
+    with _exit_codes():
+        code, _ = _run(["squeeze"], config=config, overrides=overrides, device=device, output_dir=output_dir,
+                       json_out=json_out, strict=strict, options={"resume": resume})
+        raise typer.Exit(code)
 
 
 @app.command("run")

@@ -40,12 +40,29 @@ def run_stages(*, spec: Spec, base: Path, spec_path: Optional[Path], stages: Seq
                show_tables: bool = True) -> list[StageResult]:
     """Run the named stages in order; stop after a stage with a fail unless told to keep going."""
     from nnrecipe.rundir import RunDir
-    from nnrecipe.runtime import device_description, resolve_device, seed_everything
-    from nnrecipe.verdict import Status
+    from nnrecipe.runtime import resolve_device
 
     runners = [(name, load_runner(get_stage(name))) for name in stages]  # unimplemented: fail before any work
     device = resolve_device(spec.device)
     run = RunDir.create(spec.output_dir, spec.name, stage_order=STAGE_NAMES)
+    run.lock()
+    try:
+        return _run_locked(run, spec=spec, base=base, spec_path=spec_path, runners=runners, device=device,
+                           console=console, options=options, stop_on_fail=stop_on_fail, show_tables=show_tables)
+    finally:
+        run.unlock()
+
+
+def _run_locked(run, *, spec, base, spec_path, runners, device, console, options, stop_on_fail, show_tables):
+    import time
+
+    import torch
+
+    from nnrecipe.errors import DeviceError
+    from nnrecipe.runtime import device_description, seed_everything
+    from nnrecipe.verdict import Status, Verdict
+
+    stages = [name for name, _ in runners]
     run.write_spec(spec.to_yaml())
     run.write_env(device=device_description(device), seed=spec.seed, spec_path=spec_path)
     console.print(f"[bold]nnrecipe[/] {spec.name}: run directory [cyan]{run.root}[/], device {device_description(device)}")
@@ -55,11 +72,26 @@ def run_stages(*, spec: Spec, base: Path, spec_path: Optional[Path], stages: Seq
     try:
         for name, runner in runners:
             seed_everything(spec.seed, deterministic=spec.train.deterministic)  # each stage starts from the seed
-            run.reset_stage(name)
+            # --resume keeps what an interrupted run of the stage finished (squeeze: its members)
+            run.reset_stage(name, keep=("members",) if ctx.options.get("resume") else ())
+            run.stage_dir(name).mkdir(parents=True, exist_ok=True)
             progress = _progress(console)
             ctx.progress = progress
-            with progress if console.is_terminal else contextlib.nullcontext():
-                result = runner(spec, ctx)
+            started = time.monotonic()
+            try:
+                with progress if console.is_terminal else contextlib.nullcontext():
+                    result = runner(spec, ctx)
+            except KeyboardInterrupt:
+                # Leave a valid record that says what happened, then stop (exit 130).
+                took = time.monotonic() - started
+                run.record(name, [Verdict(name, "interrupted", Status.SKIP, observed={"after_seconds": round(took, 1)},
+                                          message=f"interrupted (Ctrl-C) after {took:.0f} s: no verdicts for this stage",
+                                          hint="run the stage again" + (" with --resume" if name == "squeeze" else ""))],
+                           {"interrupted": True, "after_seconds": round(took, 1)})
+                raise
+            except torch.OutOfMemoryError:
+                raise DeviceError(f"out of memory on {device_description(device)} in the {name} stage: lower "
+                                  f"data.batch_size (now {spec.data.batch_size}) or the model's size") from None
             ctx.progress = None
             run.record(name, result.verdicts, result.summary)
             ctx.writer(name).add_text("verdicts", run.render_report(result.verdicts))

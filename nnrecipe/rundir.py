@@ -33,6 +33,33 @@ class RunDir:
     def __init__(self, root: Path, *, stage_order: Sequence[str] = ()):
         self.root = Path(root)
         self.stage_order = list(stage_order)
+        self._lock_fd: Optional[int] = None
+
+    def lock(self) -> None:
+        """One nnrecipe process per run directory: two would interleave checkpoints and verdicts.
+        An advisory flock on <run>/.lock, released when the process ends (even by SIGKILL)."""
+        import fcntl
+
+        path = self.root / ".lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise RunDirError(f"output_dir: the run directory {self.root} is in use by nnrecipe ({holder}); wait for it "
+                              "to finish, or give another name= or --output-dir") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()}".encode())
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            import fcntl
+
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     @classmethod
     def create(cls, output_dir: str, name: str, *, stage_order: Sequence[str] = ()) -> "RunDir":
@@ -58,13 +85,20 @@ class RunDir:
     def tb_dir(self, stage: str) -> Path:
         return self.root / "tb" / stage
 
-    def reset_stage(self, stage: str) -> Path:
-        """A re-run replaces the stage's files (and its TensorBoard curves) instead of mixing them."""
-        for d in (self.stage_dir(stage), self.tb_dir(stage)):
+    def reset_stage(self, stage: str, *, keep: Sequence[str] = ()) -> Path:
+        """A re-run replaces the stage's files (and its TensorBoard curves) instead of mixing them;
+        `keep` names entries of the stage folder a resumed run reuses (e.g. "members")."""
+        folder = self.stage_dir(stage)
+        if keep and folder.exists():
+            for entry in folder.iterdir():
+                if entry.name not in keep:
+                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            return folder
+        for d in (folder, self.tb_dir(stage)):
             if d.exists():
                 shutil.rmtree(d)
-        self.stage_dir(stage).mkdir(parents=True)
-        return self.stage_dir(stage)
+        folder.mkdir(parents=True)
+        return folder
 
     def rel(self, path: Path) -> str:
         return str(Path(path).resolve().relative_to(self.root.resolve()))

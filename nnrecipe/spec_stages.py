@@ -6,7 +6,7 @@ setting for it is never silently ignored.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Literal, Optional
 
 from pydantic import Field, model_validator
 
@@ -173,6 +173,36 @@ class RegularizeSpec(Section):
         return self
 
 
+class DistillSpec(Section):
+    enabled: bool = True
+    model: Optional[ModelSpec] = None  # the student; None: the members' architecture
+    # Hinton et al. 2015: soft targets softmax(log p_ensemble / T); the soft loss is scaled by T^2
+    # so its gradients keep their size as T changes.
+    temperature: Positive = 4.0
+    alpha: Fraction01 = 0.9  # weight of the soft-target loss; 1 - alpha goes to the hard labels
+    steps: Optional[Annotated[int, Field(ge=1)]] = None  # None: the members' budget
+
+
+class LongerSpec(Section):
+    enabled: bool = True
+    extra_steps: Optional[Annotated[int, Field(ge=1)]] = None  # None: as many again as the members trained
+    # The reloaded checkpoint must reproduce the val loss recorded when it was saved, within
+    # this relative tolerance (CPU runs reproduce bit for bit; CUDA kernels may not).
+    reload_rtol: Annotated[float, Field(ge=0.0)] = 1e-5
+
+
+class SqueezeSpec(Section):
+    # Where to start: "auto" takes tune/best.yaml from the run directory when it exists, else
+    # regularize/best.yaml, else this spec; "spec" always this spec.
+    start: Literal["auto", "spec"] = "auto"
+    members: Annotated[int, Field(ge=2, le=50)] = 5  # ensemble size: seeds seed, seed+1, ...
+    steps: Optional[Annotated[int, Field(ge=1)]] = None  # None: the starting spec's train.steps
+    eval_every: Optional[Annotated[int, Field(ge=1)]] = None  # None: the starting spec's
+    significance_z: Positive = 3.0  # paired over val examples, as everywhere
+    distill: DistillSpec = DistillSpec()
+    longer: LongerSpec = LongerSpec()
+
+
 class NotYetImplemented(Section):
     """Settings of a stage this version does not implement: none are accepted yet."""
 
@@ -183,4 +213,4 @@ class StagesSpec(Section):
     overfit: OverfitSpec = OverfitSpec()
     regularize: RegularizeSpec = RegularizeSpec()
     tune: NotYetImplemented = NotYetImplemented()
-    squeeze: NotYetImplemented = NotYetImplemented()
+    squeeze: SqueezeSpec = SqueezeSpec()

@@ -85,3 +85,15 @@ def test_atomic_files_get_the_usual_permissions(tmp_path):
     mask = os.umask(0o022)
     os.umask(mask)
     assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o666 & ~mask  # not mkstemp's 0600
+
+
+def test_reset_stage_can_keep_what_a_resumed_stage_reuses(tmp_path):
+    run = RunDir.create(str(tmp_path), "r", stage_order=["squeeze"])
+    folder = run.stage_dir("squeeze")
+    (folder / "members").mkdir(parents=True)
+    (folder / "members" / "member-0.json").write_text("{}")
+    (folder / "summary.json").write_text("{}")
+    run.reset_stage("squeeze", keep=("members",))
+    assert (folder / "members" / "member-0.json").exists() and not (folder / "summary.json").exists()
+    run.reset_stage("squeeze")
+    assert not (folder / "members").exists()

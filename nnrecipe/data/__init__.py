@@ -27,9 +27,26 @@ SOURCES: dict[str, str] = {
 def build_data(spec, *, base: Path) -> DataBundle:
     module, _, func = SOURCES[spec.data.source].partition(":")
     data = getattr(importlib.import_module(module), func)(spec, base)
+    _check_usable(data, spec)
     if spec.data.downsample > 1:
         data = downsample(data, spec.data.downsample)
     return data
+
+
+def _check_usable(data: DataBundle, spec) -> None:
+    """Data that no stage can use: an empty split, or a classification task with one class."""
+    from nnrecipe.errors import DataError
+
+    where = f"data ({spec.data.source})"
+    for name, split in data.splits().items():
+        if len(split) == 0:
+            raise DataError(f"{where}: the {name} split is empty")
+    if data.task == "classification":
+        labels = data.targets("train")
+        distinct = labels.unique()
+        if len(distinct) < 2:
+            shown = distinct.tolist()[0] if len(distinct) else "none"
+            raise DataError(f"{where}: every train label is {shown}: classification needs at least two classes")
 
 
 __all__ = ["DataBundle", "LazySplit", "Split", "TensorSplit", "build_data", "SOURCES"]

@@ -79,7 +79,13 @@ class LazySplit:
 
     def _error(self, exc: BaseException) -> NNRecipeError:
         if isinstance(exc, NNRecipeError):
-            return exc
+            text = str(exc)
+            if "Original Traceback" not in text:
+                return exc
+            # Re-raised by a DataLoader worker with the worker's traceback in the message: keep the
+            # message proper, from the traceback's last line ("nnrecipe.errors.DataError: ...").
+            at = text.rfind("nnrecipe.errors.")
+            return type(exc)(text[at:].split(": ", 1)[1].strip() if at >= 0 else text.split("Original Traceback")[0].strip())
         # DataLoader workers re-raise with the worker's traceback in the message; keep its last line.
         lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
         text = lines[-1] if lines else exc.__class__.__name__

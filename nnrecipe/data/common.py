@@ -45,6 +45,10 @@ def carve_splits(
     val: Optional[tuple[torch.Tensor, torch.Tensor]] = None, test: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Train/val/test from one pool; only the splits the source lacks are carved out."""
+    from nnrecipe.errors import DataError
+
+    if len(x) == 0:
+        raise DataError("data: the train split is empty (no examples to carve train/val from)")
     stratify = task == "classification"
     out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     if test is None and test_fraction > 0:

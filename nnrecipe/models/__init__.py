@@ -40,6 +40,8 @@ def check_output_shape(model: nn.Module, x: torch.Tensor, num_outputs: int, *, f
     try:
         with torch.no_grad():
             out = model(x)
+    except torch.OutOfMemoryError:
+        raise  # the stage runner turns it into advice about the batch size
     except Exception as exc:
         cls = PluginError if field == "model.factory" else SpecError
         raise cls(f"{field}: forward on a batch of shape {tuple(x.shape)} raised {exc.__class__.__name__}: {exc}") from exc

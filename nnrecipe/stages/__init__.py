@@ -25,7 +25,7 @@ STAGES: tuple[StageInfo, ...] = (
     StageInfo("overfit", "overfit", "nnrecipe.stages.overfit", "Overfit: a model large enough to fit the training set"),
     StageInfo("regularize", "regularize", "nnrecipe.stages.regularize", "Regularize: give up some training loss for validation loss"),
     StageInfo("tune", "tune", None, "Tune: random search over hyperparameters"),
-    StageInfo("squeeze", "squeeze", None, "Squeeze out the juice: ensembles, distillation, leave it training"),
+    StageInfo("squeeze", "squeeze", "nnrecipe.stages.squeeze", "Squeeze out the juice: ensembles, distillation, leave it training"),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
 

@@ -18,8 +18,9 @@ from nnrecipe.atomic import write_text
 from nnrecipe.checks import regularize_checks as rules
 from nnrecipe.checks.regularize_checks import HELPED, NO_EFFECT, RegularizeMeasurements, compare, effect
 from nnrecipe.probes.filters import measure_filters
-from nnrecipe.probes.regularize import Knob, KnobResult, _edit, augmented_scores, build_knobs, combine, train_one
+from nnrecipe.probes.regularize import Knob, KnobResult, _edit, augmented_scores, build_knobs, combine
 from nnrecipe.stages.base import StageContext, StageResult, with_artifacts
+from nnrecipe.stages.trainer import Trainer
 from nnrecipe.stages.regularize_pictures import draw
 
 STAGE = "regularize"
@@ -39,38 +40,6 @@ def reference_spec(spec, *, steps: int, every: int):
     })
 
 
-class _Trainer:
-    """Trains spec variants with the stage's budget; data is rebuilt only when a knob changes it."""
-
-    def __init__(self, ctx: StageContext, *, steps: int, every: int):
-        self.ctx, self.steps, self.every = ctx, steps, every
-        self._data = {ctx.spec.data.downsample: ctx.device_data()}
-        self.first_seed = {}  # experiment name -> its first seed's Trained (model and weights), for best.pt
-
-    def data(self, spec):
-        key = spec.data.downsample
-        if key not in self._data:
-            from nnrecipe.data import build_data
-
-            self._data[key] = build_data(spec, base=self.ctx.base).to(self.ctx.device)
-        return self._data[key]
-
-    def train(self, spec, *, seed: int, label: str, watch_patience=None):
-        ctx = self.ctx
-        t = train_one(spec, data=self.data(spec), base=ctx.base, device=ctx.device, seed=seed, steps=self.steps,
-                      every=self.every, writer=ctx.writer(STAGE, label), progress=ctx.progress, label=label,
-                      watch_patience=watch_patience)
-        self.first_seed.setdefault(label, t)
-        return t
-
-    def best_state(self, name: str):
-        """The weights best.yaml's configuration trained to at the first seed."""
-        if name == "early-stopping":
-            return self.first_seed["reference"].early_state
-        t = self.first_seed.get(name)
-        return t.model.state_dict() if t is not None else None
-
-
 def run(spec, ctx: StageContext) -> StageResult:
     cfg = spec.stages.regularize
     o = spec.stages.overfit
@@ -78,7 +47,7 @@ def run(spec, ctx: StageContext) -> StageResult:
     every = min(cfg.eval_every or o.eval_every or spec.train.eval_every, steps)
     ref_spec = reference_spec(spec, steps=steps, every=every)
     data = ctx.device_data()
-    trainer = _Trainer(ctx, steps=steps, every=every)
+    trainer = Trainer(ctx, stage=STAGE, steps=steps, every=every)
     seeds = [spec.seed + i for i in range(cfg.seeds)]
     watch = cfg.patience if cfg.knobs.early_stopping else None
 
@@ -182,7 +151,7 @@ def run(spec, ctx: StageContext) -> StageResult:
                            f"# regularize's best configuration: {m.best.description if m.best else 'the reference (no knob helped)'}\n"
                            + best_spec.to_yaml())
     best_ckpt = None
-    state = trainer.best_state(m.best.name if m.best else "reference")
+    state = _best_state(trainer, m.best.name if m.best else "reference")
     if state is not None:  # the first seed's weights of best.yaml's configuration (early stopping: the kept ones)
         from nnrecipe.atomic import torch_save
 
@@ -200,6 +169,14 @@ def run(spec, ctx: StageContext) -> StageResult:
                  "spec": ctx.rel(out / BEST), "checkpoint": ctx.rel(best_ckpt) if best_ckpt else None},
     }
     return StageResult(STAGE, verdicts, summary)
+
+
+def _best_state(trainer: Trainer, name: str):
+    """The weights best.yaml's configuration trained to at the first seed."""
+    if name == "early-stopping":
+        return trainer.first_seed["reference"].early_state
+    t = trainer.first_seed.get(name)
+    return t.model.state_dict() if t is not None else None
 
 
 def _rows(m: RegularizeMeasurements, cfg) -> list[dict]:

@@ -156,3 +156,42 @@ def unseeded_init(input_shape, num_outputs):
     with torch.no_grad():
         model.head.weight.copy_(torch.as_tensor(rng.normal(0, 0.05, model.head.weight.shape)))
     return model
+
+
+# ----------------------------------------------------------------------------- planted bugs for the squeeze stage
+
+
+def fixed_seed(input_shape, num_outputs):
+    """Reseeds torch inside the factory: every "independent" member starts from the same weights."""
+    torch.manual_seed(0)
+    return _MLP(input_shape, num_outputs)
+
+
+class _UnregisteredState(_MLP):
+    """Keeps a running input mean in a plain tensor attribute (not a registered buffer):
+    state_dict() does not carry it, so a reloaded checkpoint is not the model that was saved."""
+
+    def __init__(self, input_shape, num_outputs, width=64):
+        super().__init__(input_shape, num_outputs, width)
+        self.running_mean = torch.zeros(math.prod(input_shape))
+
+    def forward(self, x):
+        flat = x.flatten(1)
+        if self.training:
+            self.running_mean = 0.9 * self.running_mean.to(flat.device) + 0.1 * flat.mean(dim=0).detach()
+        return self.head(self.features(flat - self.running_mean.to(flat.device) + 1.0))
+
+
+def unregistered_state(input_shape, num_outputs):
+    return _UnregisteredState(input_shape, num_outputs)
+
+
+class _OutOfMemory(_MLP):
+    def forward(self, x):
+        if self.training and len(x) >= 32:  # "the GPU" cannot hold a training batch of 32
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return super().forward(x)
+
+
+def out_of_memory(input_shape, num_outputs):
+    return _OutOfMemory(input_shape, num_outputs)

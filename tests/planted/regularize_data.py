@@ -52,3 +52,11 @@ def flip_labels(p: float = 0.5):
 def crop_to_half():
     """A broken augmentation: it changes the input shape the model was built for."""
     return lambda x, y: (x[..., : x.shape[-1] // 2], y)
+
+
+def single_class(n: int = 200):
+    """Every label is 0: nothing to classify."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(n, 1, 8, 8, generator=g)
+    y = torch.zeros(n, dtype=torch.int64)
+    return {"train": (x[:150], y[:150]), "val": (x[150:], y[150:])}

@@ -1,0 +1,165 @@
+"""The squeeze stage's experiments: ensembles of seeds, distillation, training on.
+
+Ensembles average predicted probabilities (classification) or outputs (regression).
+Distillation trains a student on the ensemble's soft targets: the train split's targets
+become rows [softmax(log p / T), hard label], so the one engine trains it unchanged.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nnrecipe.data.bundle import TensorSplit
+from nnrecipe.engine import Engine, load_checkpoint
+from nnrecipe.probes.regularize import Run
+from nnrecipe.probes.training import val_scores
+
+
+def as_probabilities(outputs: torch.Tensor, loss: str) -> torch.Tensor:
+    """What a classifier's outputs mean as class probabilities, by its loss."""
+    if loss == "nll":  # the model returns log-probabilities
+        return outputs.exp() / outputs.exp().sum(dim=1, keepdim=True)
+    if loss == "bce":  # one sigmoid per class
+        p = torch.sigmoid(outputs)
+        return p / p.sum(dim=1, keepdim=True).clamp_min(1e-12)
+    return torch.softmax(outputs.float(), dim=1)  # logits (cross_entropy and user losses)
+
+
+def combine_outputs(outputs: list[torch.Tensor], task: str, loss: str) -> torch.Tensor:
+    """The ensemble's prediction: mean probabilities, or mean outputs for regression."""
+    if task == "classification":
+        return torch.stack([as_probabilities(o, loss) for o in outputs]).mean(dim=0)
+    return torch.stack(outputs).mean(dim=0)
+
+
+def scores(pred: torch.Tensor, targets: torch.Tensor, task: str) -> np.ndarray:
+    """Per-example correctness or squared error of a prediction (probabilities or outputs)."""
+    return val_scores(pred, targets, task)
+
+
+def size_curve(outputs: list[torch.Tensor], targets: torch.Tensor, task: str, loss: str) -> list[float]:
+    """The metric of the ensemble of the first k members, k = 1..K (accuracy, or MSE for regression)."""
+    return [float(scores(combine_outputs(outputs[:k], task, loss), targets, task).mean()) for k in range(1, len(outputs) + 1)]
+
+
+def disagreement(outputs: list[torch.Tensor]) -> float:
+    """Mean fraction of examples on which two members predict different classes."""
+    preds = [o.argmax(dim=1) for o in outputs]
+    pairs = [(preds[i] != preds[j]).float().mean().item() for i in range(len(preds)) for j in range(i + 1, len(preds))]
+    return float(np.mean(pairs)) if pairs else 0.0
+
+
+def output_spread(outputs: list[torch.Tensor]) -> float:
+    """How far the members' raw outputs on val are apart: max |o_k - o_0| / mean |o_0|."""
+    scale = outputs[0].abs().mean().clamp_min(1e-12)
+    return max(float((o - outputs[0]).abs().max() / scale) for o in outputs[1:]) if len(outputs) > 1 else 0.0
+
+
+def soft_targets(teacher_probs: torch.Tensor, hard: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Rows [softmax(log p / T) (C columns), hard label (1 column)], float."""
+    soft = torch.softmax(torch.log(teacher_probs.clamp_min(1e-12)) / temperature, dim=1)
+    return torch.cat([soft, hard.float().reshape(-1, 1).to(soft.device)], dim=1)
+
+
+def distill_loss(temperature: float, alpha: float):
+    """Soft-target loss for training rows (N, C + 1); plain cross-entropy on hard labels (val)."""
+    t2 = temperature * temperature
+
+    def loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        out = out.float()
+        if y.dim() == 2:
+            soft, hard = y[:, :-1], y[:, -1].long()
+            log_q = F.log_softmax(out / temperature, dim=1)
+            kl = (soft * (torch.log(soft.clamp_min(1e-12)) - log_q)).sum(dim=1).mean()
+            return alpha * t2 * kl + (1 - alpha) * F.cross_entropy(out, hard)
+        return F.cross_entropy(out, y.long())
+
+    return loss
+
+
+def regression_distill_loss(alpha: float):
+    """Regression: MSE to the ensemble's mean output (weight alpha) and to the target."""
+
+    def loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        out = out.float()
+        if y.dim() == 2 and y.shape[1] == 2 * out.shape[1]:
+            k = out.shape[1]
+            return alpha * F.mse_loss(out, y[:, :k]) + (1 - alpha) * F.mse_loss(out, y[:, k:])
+        return F.mse_loss(out, y.float().reshape(out.shape))
+
+    return loss
+
+
+def train_student(spec, *, model, data, teacher_train: torch.Tensor, device, steps: int, every: int, seed: int, base: Path,
+                  augment=None, writer=None, progress=None) -> tuple[Run, torch.nn.Module]:
+    """Train `model` on the ensemble's soft targets over the train split (in memory), then
+    score it on the real train and val splits like any other experiment."""
+    from nnrecipe.optim import make_optimizer, make_scheduler
+
+    cfg = spec.stages.squeeze.distill
+    train = data.train if isinstance(data.train, TensorSplit) else data.train.materialize()
+    y = train.y.to(device)
+    if data.task == "classification":
+        targets = soft_targets(teacher_train.to(device), y, cfg.temperature)
+        loss_fn = distill_loss(cfg.temperature, cfg.alpha)
+    else:
+        targets = torch.cat([teacher_train.to(device).reshape(len(y), -1), y.float().reshape(len(y), -1)], dim=1)
+        loss_fn = regression_distill_loss(cfg.alpha)
+    soft = TensorSplit("train", train.x.to(device), targets)
+    engine = Engine(device=device, task=data.task, precision=spec.train.precision, log_every=min(spec.train.log_every, steps),
+                    writer=writer, progress=progress)
+    optimizer = make_optimizer(spec.optim, model.parameters())
+    scheduler = make_scheduler(optimizer, spec.optim.schedule, total_steps=steps, base=base)
+    h = engine.train(model=model, train=soft, val=data.val, loss_fn=loss_fn, optimizer=optimizer, scheduler=scheduler,
+                     steps=steps, batch_size=spec.data.batch_size, seed=seed, eval_every=every,
+                     grad_clip=spec.optim.grad_clip, label="student (soft targets)", augment=augment)
+    plain = distill_loss(1.0, 0.0) if data.task == "classification" else regression_distill_loss(0.0)
+    run = _scored(engine, model, data, plain, seed=seed, steps=h.steps_run, diverged=h.diverged,
+                  evals=[(s, r.loss, r.metric) for s, r in h.evals])
+    return run, model
+
+
+def _scored(engine, model, data, loss_fn, *, seed: int, steps: int, diverged: bool = False, evals=()) -> Run:
+    tr = engine.evaluate(model, data.train, loss_fn)
+    va = engine.evaluate(model, data.val, loss_fn, keep_outputs=True)
+    return Run(seed=seed, val_scores=val_scores(va.outputs, data.targets("val"), data.task), val_loss=va.loss,
+               val_metric=va.metric, train_loss=tr.loss, train_metric=tr.metric, steps=steps, diverged=diverged,
+               evals=list(evals))
+
+
+def continue_training(spec, *, model, checkpoint: Path, data, loss_fn, device, steps: int, every: int, seed: int,
+                      writer=None, progress=None) -> tuple[Run, Run]:
+    """Reload a member's last checkpoint (weights and optimizer state, so Adam's moments and the
+    LR the schedule had reached carry on) and train `steps` more at that LR. Returns the
+    reloaded model's scores (steps = the checkpoint's step) and the scores at the end."""
+    from nnrecipe.optim import make_optimizer
+
+    state = load_checkpoint(checkpoint, map_location=device)
+    model.load_state_dict(state["model"])
+    optimizer = make_optimizer(spec.optim, model.parameters())
+    if state.get("optimizer") is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    engine = Engine(device=device, task=data.task, precision=spec.train.precision, log_every=min(spec.train.log_every, steps),
+                    writer=writer, progress=progress)
+    before = _scored(engine, model, data, loss_fn, seed=seed, steps=int(state.get("step", 0)))
+    h = engine.train(model=model, train=data.train, val=data.val, loss_fn=loss_fn, optimizer=optimizer, steps=steps,
+                     batch_size=spec.data.batch_size, seed=seed, eval_every=every, grad_clip=spec.optim.grad_clip,
+                     label="longer training")
+    after = _scored(engine, model, data, loss_fn, seed=seed, steps=h.steps_run, diverged=h.diverged,
+                    evals=[(s, r.loss, r.metric) for s, r in h.evals])
+    return before, after
+
+
+def checkpoint_val_loss(member_evals: list, step: int) -> Optional[float]:
+    """The val loss recorded at the evaluation where the last checkpoint was written."""
+    for s, loss, _ in member_evals:
+        if s == step:
+            return loss
+    return None
+
+

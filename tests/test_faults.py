@@ -1,0 +1,76 @@
+"""Faults and interruptions: nothing lost, nothing half-written, a clear answer."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+
+from nnrecipe.rundir import RunDir
+
+from conftest import PLANTED, write_spec
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def _wait_for(path, proc, timeout=120.0):
+    deadline = time.time() + timeout
+    while not path.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert path.exists(), f"{path} never appeared"
+
+
+def test_sigint_leaves_valid_verdicts_and_marks_the_stage_interrupted(in_tmp):
+    path = write_spec(in_tmp, {"name": "int", "data": {"source": "synthetic"}, "train": {"steps": 100000, "eval_every": 50}})
+    proc = subprocess.Popen([sys.executable, "-m", "nnrecipe.cli", "overfit", "--config", str(path)], cwd=in_tmp, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(in_tmp / "runs" / "int" / "overfit" / "checkpoints" / "last.pt", proc)  # training is under way
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err.strip().splitlines()[-1] == "interrupted"
+    verdicts = json.loads((in_tmp / "runs" / "int" / "verdicts.json").read_text())
+    assert [(v["stage"], v["check"], v["status"]) for v in verdicts] == [("overfit", "interrupted", "skip")]
+    summary = json.loads((in_tmp / "runs" / "int" / "overfit" / "summary.json").read_text())
+    assert summary["interrupted"] is True
+    last = torch.load(in_tmp / "runs" / "int" / "overfit" / "checkpoints" / "last.pt", weights_only=True)
+    assert last["step"] % 50 == 0 and "model" in last
+
+
+def test_sigkill_during_checkpoint_writes_leaves_the_previous_one_loadable(tmp_path):
+    target = tmp_path / "ckpt.pt"
+    writer = ("import sys, torch\nfrom nnrecipe import atomic\nt = torch.randn(4_000_000)\ni = 0\n"
+              "while True:\n    i += 1\n    atomic.torch_save(sys.argv[1], {'step': i, 'w': t})\n")
+    for delay in (0.05, 0.2, 0.4):
+        proc = subprocess.Popen([sys.executable, "-c", writer, str(target)], env=ENV)
+        _wait_for(target, proc)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        state = torch.load(target, weights_only=True)  # never a half-written file
+        assert state["step"] >= 1 and state["w"].shape == (4_000_000,)
+
+
+def test_a_second_process_on_the_same_run_directory_is_refused(cli, in_tmp):
+    held = RunDir.create("runs", "digits-mlp")
+    held.lock()
+    try:
+        result = cli("inspect-data")
+        assert result.exit_code == 2
+        line = result.stderr.strip().splitlines()[-1]
+        assert line.startswith("error: output_dir: the run directory runs/digits-mlp is in use by nnrecipe (pid ")
+    finally:
+        held.unlock()
+    assert cli("inspect-data").exit_code == 0  # free again
+
+
+def test_out_of_memory_is_advice_about_the_batch_size(cli, in_tmp):
+    path = write_spec(in_tmp, {"name": "oom", "model": {"arch": "python", "factory": f"{PLANTED}/models.py:out_of_memory"}})
+    result = cli("baseline", "--config", path)
+    assert result.exit_code == 2
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: out of memory on cpu in the baseline stage: lower data.batch_size (now 64)")
