@@ -34,6 +34,7 @@ DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto | cpu |
 OutputOpt = Annotated[Optional[Path], typer.Option("--output-dir", help="Parent of the run directory (overrides the spec)", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the verdicts as JSON on stdout (tables go to stderr)")]
 StrictOpt = Annotated[bool, typer.Option("--strict", help="Exit 1 on a warn too, not only on a fail")]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its checkpoints (overfit's model, squeeze's members)")]
 
 
 def _debug() -> bool:
@@ -151,11 +152,12 @@ def overfit(
     json_out: JsonOpt = False,
     strict: StrictOpt = False,
     lr_range: Annotated[bool, typer.Option("--lr-range", help="Also run an LR range test and suggest an LR")] = False,
+    resume: ResumeOpt = False,
 ) -> None:
     """Stage 3 — a model large enough to fit the training set; the LR actually applied, audited."""
     with _exit_codes():
         code, _ = _run(["overfit"], config=config, overrides=overrides, device=device, output_dir=output_dir,
-                       json_out=json_out, strict=strict, options={"lr_range": lr_range})
+                       json_out=json_out, strict=strict, options={"lr_range": lr_range, "resume": resume})
         raise typer.Exit(code)
 
 
@@ -175,7 +177,7 @@ def squeeze(
     output_dir: OutputOpt = None,
     json_out: JsonOpt = False,
     strict: StrictOpt = False,
-    resume: Annotated[bool, typer.Option("--resume", help="Keep the members an interrupted squeeze finished; train only the rest")] = False,
+    resume: ResumeOpt = False,
 ) -> None:
     """Stage 6 — ensembles, distillation, leave it training."""
     with _exit_codes():
@@ -193,6 +195,7 @@ def run_all(
     json_out: JsonOpt = False,
     strict: StrictOpt = False,
     keep_going: Annotated[bool, typer.Option("--keep-going", help="Run later stages after a stage with a fail")] = False,
+    resume: ResumeOpt = False,
 ) -> None:
     """The whole recipe: every available stage in order, stopping at the first stage with a fail."""
     from nnrecipe.stages import STAGES
@@ -201,7 +204,7 @@ def run_all(
         available = [s.name for s in STAGES if s.module is not None]
         missing = [s.name for s in STAGES if s.module is None]
         code, _ = _run(available, config=config, overrides=overrides, device=device, output_dir=output_dir,
-                       json_out=json_out, strict=strict, stop_on_fail=not keep_going)
+                       json_out=json_out, strict=strict, stop_on_fail=not keep_going, options={"resume": resume})
         if missing:
             Console(stderr=True).print(f"[yellow]not yet available[/] (not run, no verdicts): {', '.join(missing)}")
         raise typer.Exit(code)

@@ -50,6 +50,53 @@ class History:
         return self.nonfinite_step is not None
 
 
+class BatchStream:
+    """Endless shuffled batches, epoch after epoch; the last short batch of an epoch is dropped
+    when the split holds more than one batch (it would weigh a few examples heavily).
+
+    It can say where it is (the shuffling generator's state at the start of the epoch and the
+    batches taken since) and resume exactly there: a resumed run sees the same batches as an
+    uninterrupted one."""
+
+    def __init__(self, split: Split, batch_size: int, generator: torch.Generator, *, pin_memory: bool = False):
+        self.split, self.batch_size, self.generator, self.pin_memory = split, batch_size, generator, pin_memory
+        self.drop = len(split) > batch_size
+        self._epoch_state: Optional[torch.Tensor] = None
+        self._taken = 0
+        self._it: Optional[Iterator[Batch]] = None
+
+    def _new_epoch(self) -> None:
+        self._epoch_state = self.generator.get_state()  # before the epoch's permutation is drawn
+        self._taken = 0
+        if isinstance(self.split, TensorSplit):
+            it = self.split.iterate(self.batch_size, shuffle=True, generator=self.generator)
+        else:
+            it = self.split.iterate(self.batch_size, shuffle=True, generator=self.generator, pin_memory=self.pin_memory)
+        self._it = (b for b in it if not (self.drop and len(b[0]) < self.batch_size))
+
+    def __next__(self) -> Batch:
+        if self._it is None:
+            self._new_epoch()
+        while True:
+            try:
+                batch = next(self._it)
+            except StopIteration:
+                self._new_epoch()
+                continue
+            self._taken += 1
+            return batch
+
+    def state(self) -> dict:
+        return {"epoch_generator": self._epoch_state, "taken": self._taken}
+
+    def restore(self, state: dict) -> None:
+        self.generator.set_state(state["epoch_generator"])
+        self._new_epoch()
+        for _ in range(state["taken"]):
+            next(self._it)
+        self._taken = state["taken"]
+
+
 class EarlyStopping:
     """Patience on the val loss: keeps a copy of the weights of the best evaluation until
     `patience` evaluations in a row bring no lower val loss, then says stop.
@@ -70,6 +117,14 @@ class EarlyStopping:
     @property
     def stopped(self) -> bool:
         return self.stop_step is not None
+
+    def state_dict(self) -> dict:
+        return {"best_step": self.best_step, "best_loss": self.best_loss, "stop_step": self.stop_step,
+                "since": self._since, "state": self.state}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.best_step, self.best_loss, self.stop_step = d["best_step"], d["best_loss"], d["stop_step"]
+        self._since, self.state = d["since"], d["state"]
 
     def update(self, step: int, model: nn.Module, val_loss: float) -> bool:
         if self.stopped:
@@ -106,21 +161,6 @@ class Engine:
         x, y = batch
         nb = self.device.type == "cuda"  # pinned host memory + non_blocking overlaps the copy
         return x.to(self.device, non_blocking=nb), y.to(self.device, non_blocking=nb)
-
-    def _batches(self, split: Split, batch_size: int, generator: torch.Generator) -> Iterator[Batch]:
-        """Endless shuffled batches, epoch after epoch; the last short batch of an epoch is dropped
-        when the split holds more than one batch (it would weigh a few examples heavily)."""
-        n = len(split)
-        drop = n > batch_size
-        while True:
-            if isinstance(split, TensorSplit):
-                it = split.iterate(batch_size, shuffle=True, generator=generator)
-            else:
-                it = split.iterate(batch_size, shuffle=True, generator=generator, pin_memory=self.device.type == "cuda")
-            for x, y in it:
-                if drop and len(x) < batch_size:
-                    continue
-                yield x, y
 
     # ------------------------------------------------------------------ evaluation
 
@@ -196,29 +236,60 @@ class Engine:
         tag: str = "train",
         label: Optional[str] = None,
         on_eval: Optional[Callable[[int, nn.Module], None]] = None,
+        checkpoint_key: str = "",
         augment: Optional[Callable] = None,
         early_stopping: Optional[EarlyStopping] = None,
         stop_early: bool = True,
+        resume: Optional[dict] = None,
     ) -> History:
         """Train for `steps` optimizer steps. `tag` prefixes TensorBoard scalars (keep it equal
         across experiments written to sibling run folders so their curves overlay); `label`
         names the progress bar. `augment(x, y) -> (x, y)` transforms each training batch on
         the device (never the evaluations). `early_stopping` watches each evaluation; with
-        `stop_early` training ends when its patience runs out (the caller restores its state)."""
+        `stop_early` training ends when its patience runs out (the caller restores its state).
+        `resume` (a checkpoint written by this loop, see `save_checkpoint`) continues training
+        from its step exactly as if it had never stopped: weights, optimizer, schedule, the
+        batch order, the RNG streams (dropout, augmentation) and the history so far."""
         model.to(self.device)
         model.train()
         data_device = train.device if isinstance(train, TensorSplit) else torch.device("cpu")
         generator = torch.Generator(device=data_device).manual_seed(seed)
-        batches = self._batches(train, batch_size, generator)
+        batches = BatchStream(train, batch_size, generator, pin_memory=self.device.type == "cuda")
         loss_buf = torch.zeros(steps, device=self.device)  # stays on the device until a log step
         lrs: list[float] = []
         evals: list[tuple[int, EvalResult]] = []
         nonfinite_step = None
         best_step, best_val = None, math.inf
+        start = 0
+        if resume is not None:
+            r = resume["resume"]
+            model.load_state_dict(resume["model"])
+            optimizer.load_state_dict(resume["optimizer"])
+            if scheduler is not None and resume.get("scheduler") is not None:
+                scheduler.load_state_dict(resume["scheduler"])
+            start = int(resume["step"])
+            loss_buf[:start] = r["losses"].to(self.device)
+            lrs = list(r["lrs"])
+            evals = [(s_, EvalResult(loss=l_, metric=m_, metric_name=n_, n=k_)) for s_, l_, m_, n_, k_ in r["evals"]]
+            best_step, best_val = r["best_step"], r["best_val"]
+            batches.restore(r["batches"])
+            torch.set_rng_state(r["rng"])
+            if r.get("cuda_rng") is not None and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(r["cuda_rng"])
+            if early_stopping is not None and r.get("early_stopping") is not None:
+                early_stopping.load_state_dict(r["early_stopping"])
         label = label or tag
-        task = self.progress.add_task(label, total=steps) if self.progress is not None else None
-        step = 0
-        for step in range(1, steps + 1):
+        task = self.progress.add_task(label, total=steps, completed=start) if self.progress is not None else None
+        step = start
+
+        def resume_state(step: int) -> dict:
+            return {"losses": loss_buf[:step].detach().cpu(), "lrs": list(lrs), "batches": batches.state(),
+                    "evals": [(s_, e.loss, e.metric, e.metric_name, e.n) for s_, e in evals],
+                    "best_step": best_step, "best_val": best_val, "rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
+                    "early_stopping": early_stopping.state_dict() if early_stopping is not None else None}
+
+        for step in range(start + 1, steps + 1):
             x, y = self._to_device(next(batches))
             if augment is not None:
                 with torch.no_grad():
@@ -268,9 +339,11 @@ class Engine:
                         save_checkpoint(best_checkpoint_path, model=model, step=step)
                 if on_eval is not None:
                     on_eval(step, model)  # e.g. prediction dynamics on a fixed val batch
+                stop = early_stopping is not None and early_stopping.update(step, model, result.loss) and stop_early
                 if checkpoint_path is not None:
-                    save_checkpoint(checkpoint_path, model=model, optimizer=optimizer, scheduler=scheduler, step=step)
-                if early_stopping is not None and early_stopping.update(step, model, result.loss) and stop_early:
+                    save_checkpoint(checkpoint_path, model=model, optimizer=optimizer, scheduler=scheduler, step=step,
+                                    resume=resume_state(step), key=checkpoint_key)
+                if stop:
                     break
         if task is not None:
             self.progress.update(task, completed=steps)
@@ -280,13 +353,18 @@ class Engine:
                        stopped_early=bool(early_stopping is not None and early_stopping.stopped and stop_early and step < steps))
 
 
-def save_checkpoint(path: Path, *, model: nn.Module, optimizer=None, scheduler=None, step: int = 0) -> None:
-    """Atomically: a kill during the write leaves the previous checkpoint loadable."""
+def save_checkpoint(path: Path, *, model: nn.Module, optimizer=None, scheduler=None, step: int = 0,
+                    resume: Optional[dict] = None, key: str = "") -> None:
+    """Atomically: a kill during the write leaves the previous checkpoint loadable. `resume`
+    holds what Engine.train needs to continue exactly (history, batch order, RNG states);
+    `key` identifies the experiment, so a resumed run never continues someone else's."""
     state = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "step": step,
+        "key": key,
+        "resume": resume,
     }
     atomic.torch_save(path, state)
 

@@ -74,3 +74,33 @@ def test_out_of_memory_is_advice_about_the_batch_size(cli, in_tmp):
     assert result.exit_code == 2
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith("error: out of memory on cpu in the baseline stage: lower data.batch_size (now 64)")
+
+
+def test_overfit_resume_after_sigkill_continues_from_the_checkpoint_and_matches(cli, in_tmp):
+    spec = {"name": "long", "data": {"source": "synthetic", "args": {"num_train": 2000}},
+            "model": {"arch": "mlp", "args": {"hidden": [64, 64], "dropout": 0.1}},  # dropout: the RNG stream must resume too
+            "train": {"steps": 1500, "eval_every": 100}}
+    path = write_spec(in_tmp, spec)
+    proc = subprocess.Popen([sys.executable, "-m", "nnrecipe.cli", "overfit", "--config", str(path)], cwd=in_tmp, env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = in_tmp / "runs" / "long" / "overfit" / "checkpoints" / "last.pt"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if last.exists() and torch.load(last, weights_only=True)["step"] >= 300:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = torch.load(last, weights_only=True)["step"]
+    assert 300 <= killed_at < 1500
+    resumed = cli("overfit", "--config", path, "--resume", "--json")
+    fresh = cli("overfit", "--config", path, "--json", "--output-dir", "fresh")
+    assert resumed.exit_code == fresh.exit_code and resumed.exit_code in (0, 1), resumed.stderr
+    assert json.loads(resumed.stdout) == json.loads(fresh.stdout)  # the same verdicts, observed numbers included
+    a = json.loads((in_tmp / "runs" / "long" / "overfit" / "summary.json").read_text())
+    b = json.loads((in_tmp / "fresh" / "long" / "overfit" / "summary.json").read_text())
+    assert a["resumed_from_step"] >= killed_at and b["resumed_from_step"] is None
+    assert a["final"] == b["final"] and a["evals"] == b["evals"] and a["best_step"] == b["best_step"]
+    wa = torch.load(last, weights_only=True)["model"]
+    wb = torch.load(in_tmp / "fresh" / "long" / "overfit" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)

@@ -57,3 +57,4 @@ class OverfitMeasurements:
     lr_range: Optional[LRRangeResult] = None
     ladder: list[Experiment] = dataclasses.field(default_factory=list)
     ladder_names: list[str] = dataclasses.field(default_factory=list)
+    resumed_from: Optional[int] = None  # --resume: the step the model's training continued from

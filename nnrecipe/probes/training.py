@@ -38,6 +38,23 @@ class Experiment:
         }
 
 
+def experiment_key(spec, *, steps: int, every: int, extra: str = "") -> str:
+    """Identifies one training experiment (resolved spec minus stage settings and names, budget,
+    seed): a checkpoint with another key is never resumed."""
+    import hashlib
+
+    text = spec.model_copy(update={"stages": None, "name": "", "output_dir": "", "device": ""}).model_dump_json()
+    return hashlib.sha256(f"{text}|{steps}|{every}|{extra}".encode()).hexdigest()[:16]
+
+
+def resumable(path: Optional[Path], key: str, device) -> Optional[dict]:
+    """The checkpoint at `path` when it can continue this experiment, else None."""
+    if path is None or not Path(path).exists() or not key:
+        return None
+    state = load_checkpoint(path, map_location=device)
+    return state if state.get("key") == key and state.get("resume") is not None else None
+
+
 def data_fingerprint(data) -> str:
     """Identifies the train/val split a stage ran on, so a later stage compares per-example
     val scores only with scores from the same val examples (same spec, same split_seed)."""
@@ -73,6 +90,7 @@ def train_experiment(
     writer=None, progress=None, on_eval=None, eval_every: int = 0, keep_model: bool = False,
     last_checkpoint: Optional[Path] = None, best_checkpoint: Optional[Path] = None, histograms: bool = False,
     augment: Optional[Callable] = None, early_stopping: Optional[EarlyStopping] = None, stop_early: bool = True,
+    resume_from: Optional[Path] = None, checkpoint_key: str = "",
 ) -> Experiment:
     """Train with the spec's optimizer, schedule and batch size; score on whole splits.
 
@@ -86,11 +104,13 @@ def train_experiment(
     model.to(device)
     optimizer = make_optimizer(spec.optim, model.parameters())
     scheduler = make_scheduler(optimizer, spec.optim.schedule, total_steps=steps, base=base)
+    resume = resumable(resume_from, checkpoint_key, device)
     history = engine.train(model=model, train=data.train, val=data.val, loss_fn=loss_fn, optimizer=optimizer,
                            scheduler=scheduler, steps=steps, batch_size=spec.data.batch_size, seed=spec.seed,
                            eval_every=eval_every, grad_clip=spec.optim.grad_clip, tag="train", label=name,
                            on_eval=on_eval, checkpoint_path=last_checkpoint, best_checkpoint_path=best_checkpoint,
-                           augment=augment, early_stopping=early_stopping, stop_early=stop_early)
+                           augment=augment, early_stopping=early_stopping, stop_early=stop_early, resume=resume,
+                           checkpoint_key=checkpoint_key)
     if early_stopping is not None and stop_early and early_stopping.state is not None and not history.diverged:
         model.load_state_dict(early_stopping.state)
     train_eval = engine.evaluate(model, data.train, loss_fn)

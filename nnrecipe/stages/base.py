@@ -47,15 +47,16 @@ class StageContext:
             self._device_data = self.data().to(self.device)
         return self._device_data
 
-    def writer(self, stage: str, run: Optional[str] = None):
+    def writer(self, stage: str, run: Optional[str] = None, *, purge_step: Optional[int] = None):
         """A TensorBoard writer for tb/<stage>/ or, per experiment, tb/<stage>/<run>/: sibling
-        runs with equal tags overlay in TensorBoard. Imported on first use (slow to import)."""
+        runs with equal tags overlay in TensorBoard. Imported on first use (slow to import).
+        `purge_step` (a resumed run) hides the interrupted run's events from that step on."""
         key = f"{stage}/{run}" if run else stage
         if key not in self._writers:
             from torch.utils.tensorboard import SummaryWriter
 
             folder = self.run.tb_dir(stage) / run if run else self.run.tb_dir(stage)
-            self._writers[key] = SummaryWriter(log_dir=str(folder))
+            self._writers[key] = SummaryWriter(log_dir=str(folder), purge_step=purge_step)
         return self._writers[key]
 
     def close(self) -> None:

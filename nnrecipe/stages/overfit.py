@@ -16,7 +16,7 @@ from nnrecipe.models import prepare_model
 from nnrecipe.optim import make_optimizer
 from nnrecipe.probes.lr_range import lr_range_test
 from nnrecipe.probes.measurements import OverfitMeasurements
-from nnrecipe.probes.training import Experiment, data_fingerprint, train_experiment
+from nnrecipe.probes.training import Experiment, data_fingerprint, experiment_key, resumable, train_experiment
 from nnrecipe.runtime import seed_everything
 from nnrecipe.stages.base import StageContext, StageResult, with_artifacts
 
@@ -50,9 +50,14 @@ def run(spec, ctx: StageContext) -> StageResult:
                                    max_lr=r.max_lr, smoothing=r.smoothing, diverge_factor=r.diverge_factor)
 
     # 2. the stage's model, trained to fit, with best/last checkpoints.
+    # --resume continues an interrupted run of this same experiment from checkpoints/last.pt.
     checkpoints = ctx.run.stage_dir(STAGE) / "checkpoints"
+    key = experiment_key(spec.model_copy(update={"model": model_spec}), steps=steps, every=every, extra=STAGE)
+    resume = resumable(checkpoints / "last.pt", key, device) if ctx.options.get("resume") else None
+    m.resumed_from = int(resume["step"]) if resume else None
     m.model = _train(spec, ctx, data, fresh_model(model_spec), loss_fn, steps=steps, every=every, name="model",
-                     last=checkpoints / "last.pt", best=checkpoints / "best.pt", histograms=spec.train.log_histograms)
+                     last=checkpoints / "last.pt", best=checkpoints / "best.pt", histograms=spec.train.log_histograms,
+                     key=key, resume=resume is not None, purge_step=(m.resumed_from + 1) if resume else None)
 
     # 3. the baselines' per-example val scores, when the baseline stage ran on this same split.
     m.baseline_scores, m.baseline_skip = _baseline_scores(ctx, fingerprint)
@@ -75,6 +80,7 @@ def run(spec, ctx: StageContext) -> StageResult:
         "loss": loss_name(spec),
         "model": model_spec.model_dump(mode="json"),
         "steps": h.steps_run,
+        "resumed_from_step": m.resumed_from,
         "diverged": h.diverged,
         "final": m.model.summary(),
         "best_step": h.best_step,
@@ -91,12 +97,13 @@ def run(spec, ctx: StageContext) -> StageResult:
 
 
 def _train(spec, ctx, data, model, loss_fn, *, steps: int, every: int, name: str, last=None, best=None,
-           histograms: bool = False) -> Experiment:
+           histograms: bool = False, key: str = "", resume: bool = False, purge_step=None) -> Experiment:
     # Val is judged at the best checkpoint: this stage drives train loss down and may pass
     # val's optimum on the way; regularize starts from that checkpoint too.
     return train_experiment(name, spec=spec, data=data, model=model, loss_fn=loss_fn, device=ctx.device, steps=steps,
-                            base=ctx.base, writer=ctx.writer(STAGE, name), progress=ctx.progress, eval_every=every,
-                            last_checkpoint=last, best_checkpoint=best, histograms=histograms)
+                            base=ctx.base, writer=ctx.writer(STAGE, name, purge_step=purge_step), progress=ctx.progress,
+                            eval_every=every, last_checkpoint=last, best_checkpoint=best, histograms=histograms,
+                            checkpoint_key=key, resume_from=last if resume else None)
 
 
 def _baseline_scores(ctx: StageContext, fingerprint: str):

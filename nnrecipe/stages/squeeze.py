@@ -1,9 +1,10 @@
 """Stage 6, "squeeze out the juice": an ensemble of seeds, distillation, and training on.
 
 Starts from tune/best.yaml when it exists, else regularize/best.yaml, else the spec.
-Members are saved as they finish (squeeze/members/): `nnrecipe squeeze --resume` after an
-interruption loads the finished members and trains only the missing ones; training is
-deterministic per seed on the CPU, so the result equals an uninterrupted run.
+Members are saved as they finish (squeeze/members/), and checkpointed at each evaluation
+while they train: `nnrecipe squeeze --resume` after an interruption loads the finished
+members, continues the interrupted one from its last checkpoint (batch order and RNG
+included) and trains the rest; on the CPU the result equals an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from nnrecipe.losses import loss_name, make_loss
 from nnrecipe.models import prepare_model
 from nnrecipe.probes import squeeze as sq
 from nnrecipe.probes.regularize import Run
+from nnrecipe.probes.training import resumable
 from nnrecipe.runtime import seed_everything
 from nnrecipe.stages.base import StageContext, StageResult, with_artifacts
 from nnrecipe.stages.squeeze_pictures import draw
@@ -86,7 +88,7 @@ def run(spec, ctx: StageContext) -> StageResult:
                 shutil.rmtree(entry)
 
     # 1. the members, one seed each, saved as they finish.
-    models, val_out, test_out, resumed = [], [], [], []
+    models, val_out, test_out, resumed, continued = [], [], [], [], []
     for i in range(cfg.members):
         seed, label = spec.seed + i, f"member-{i}"
         meta_path, weights = members_dir / f"{label}.json", members_dir / f"{label}.pt"
@@ -96,8 +98,16 @@ def run(spec, ctx: StageContext) -> StageResult:
             model.load_state_dict(load_checkpoint(weights, map_location=ctx.device)["model"])
             resumed.append(i)
         else:
-            shutil.rmtree(ctx.run.tb_dir(STAGE) / label, ignore_errors=True)  # a killed attempt's curves
-            t = trainer.train(start, seed=seed, label=label, last_checkpoint=members_dir / f"{label}-last.pt")
+            # A member killed half-way continues from its last checkpoint, exactly where it stopped.
+            last, member_key = members_dir / f"{label}-last.pt", f"{key}-{seed}"
+            partial = resumable(last, member_key, ctx.device) if resume else None
+            if partial is None:
+                shutil.rmtree(ctx.run.tb_dir(STAGE) / label, ignore_errors=True)  # a killed attempt's curves
+            else:
+                continued.append((i, int(partial["step"])))
+            t = trainer.train(start, seed=seed, label=label, last_checkpoint=last, checkpoint_key=member_key,
+                              resume_from=last if partial is not None else None,
+                              purge_step=int(partial["step"]) + 1 if partial is not None else None)
             model = t.model
             atomic.torch_save(weights, {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "seed": seed})
             run_fields = {k: v for k, v in dataclasses.asdict(t.run).items() if k != "val_scores"}
@@ -170,6 +180,7 @@ def run(spec, ctx: StageContext) -> StageResult:
     # 5. the final single network: the best on val of best member / trained on / student.
     final = _final(m, best, start, student_spec, models, longer_model, student_model, steps, cfg)
     summary = {"start": source, "start_note": note, "steps": steps, "members": cfg.members, "resumed_members": resumed,
+               "continued_members": [{"member": i, "from_step": s} for i, s in continued],
                "member_val": [round(float(r.val_scores.mean()), 5) for r in m.members],
                "ensemble_val": round(float(m.ensemble_scores.mean()), 5), "size_curve_val": m.size_curve,
                "size_curve_test": test_curve, "test": m.test}

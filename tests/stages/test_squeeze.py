@@ -115,15 +115,15 @@ def test_resume_after_a_kill_mid_member_skips_finished_members_and_matches(cli, 
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     members = in_tmp / "runs" / "resume" / "squeeze" / "members"
     deadline = time.time() + 120
-    while not (members / "member-0.json").exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    time.sleep(0.3)  # member 1 is training now
-    proc.send_signal(signal.SIGKILL)
+    while not (members / "member-1-last.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)  # member 0 is finished, member 1 has a checkpoint and is training on
     proc.wait()
-    assert (members / "member-0.json").exists() and not (members / "member-2.json").exists()
+    assert (members / "member-0.json").exists() and not (members / "member-1.json").exists()
     code, resumed = _squeeze(cli, path, "--resume")
     summary = json.loads((in_tmp / "runs" / "resume" / "squeeze" / "summary.json").read_text())
-    assert 0 in summary["resumed_members"] and 2 not in summary["resumed_members"]
+    assert summary["resumed_members"] == [0]
+    assert [c["member"] for c in summary["continued_members"]] == [1] and summary["continued_members"][0]["from_step"] >= 500
     code, fresh = _squeeze(cli, path, "--output-dir", "fresh")
     assert resumed["ensemble-gain"]["observed"] == fresh["ensemble-gain"]["observed"]
     a = torch.load(in_tmp / "runs" / "resume" / "squeeze" / "final.pt", weights_only=True)
