@@ -28,7 +28,7 @@ from nnrecipe.probes.model_probes import (InputCapture, batch_dependency, dead_u
 from nnrecipe.probes.training import ZeroInput, data_fingerprint, train_experiment
 from nnrecipe.runtime import seed_everything
 from nnrecipe.spec_sections import LinearModel
-from nnrecipe.stages.base import StageContext, StageResult, with_artifacts
+from nnrecipe.stages.base import FigureSaver, StageContext, StageResult, with_artifacts
 
 STAGE = "baseline"
 CHECKS = (reproducible, loss_at_init, init_well, output_form, dumb_baselines, input_independent, overfit_one_batch,
@@ -122,13 +122,8 @@ def run(spec, ctx: StageContext) -> StageResult:
 
 def _pictures(ctx: StageContext, data, m: BaselineMeasurements, capture, dynamics, dyn_y, xo, yo, lname) -> dict[str, list[str]]:
     """Draw every picture (PNG + TensorBoard image); return the artifacts of each check."""
-    out, tb, kind = ctx.run.stage_dir(STAGE), ctx.writer(STAGE), data.kind
-    arts: dict[str, list[str]] = {}
-
-    def save(fig, name: str, *checks: str) -> None:
-        path = pictures.save_figure(fig, out / f"{name}.png", writer=tb, tag=name)
-        for check in checks:
-            arts.setdefault(check, []).append(ctx.rel(path))
+    kind = data.kind
+    save = FigureSaver(ctx, STAGE)
 
     if capture.x is not None:
         shown = min(len(capture.x), 32)
@@ -155,7 +150,7 @@ def _pictures(ctx: StageContext, data, m: BaselineMeasurements, capture, dynamic
                          for i in range(len(xo))])]
     save(pictures.example_grid(o_rows, kind, title=f"overfit one batch: labels vs predictions after {o.steps_run} steps"),
          "overfit_one_batch", "overfit-one-batch")
-    return arts
+    return save.arts
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -18,7 +18,7 @@ from nnrecipe.probes.lr_range import lr_range_test
 from nnrecipe.probes.measurements import OverfitMeasurements
 from nnrecipe.probes.training import Experiment, data_fingerprint, experiment_key, resumable, train_experiment
 from nnrecipe.runtime import seed_everything
-from nnrecipe.stages.base import StageContext, StageResult, with_artifacts
+from nnrecipe.stages.base import FigureSaver, StageContext, StageResult, with_artifacts
 
 STAGE = "overfit"
 CHECKS = (fits_train, beats_baselines, lr_schedule, lr_range)
@@ -126,13 +126,7 @@ def _describe(model_spec) -> str:
 
 
 def _pictures(ctx: StageContext, m: OverfitMeasurements) -> dict[str, list[str]]:
-    out, tb = ctx.run.stage_dir(STAGE), ctx.writer(STAGE)
-    arts: dict[str, list[str]] = {}
-
-    def save(fig, name: str, *checks: str) -> None:
-        path = pictures.save_figure(fig, out / f"{name}.png", writer=tb, tag=name)
-        for check in checks:
-            arts.setdefault(check, []).append(ctx.rel(path))
+    save = FigureSaver(ctx, STAGE)
 
     h = m.model.history
     losses = h.losses.numpy()
@@ -164,4 +158,4 @@ def _pictures(ctx: StageContext, m: OverfitMeasurements) -> dict[str, list[str]]
         fig = pictures.curves(series, title="the ladder: one change at a time (training loss)", ylabel="loss",
                               logy=all((v[1] > 0).all() for v in series.values()))
         save(fig, "ladder", *[f"ladder-{i}" for i in range(len(m.ladder))])
-    return arts
+    return save.arts

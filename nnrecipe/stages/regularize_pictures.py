@@ -9,16 +9,11 @@ import numpy as np
 
 from nnrecipe import pictures
 from nnrecipe.probes.filters import filter_mosaic
+from nnrecipe.stages.base import FigureSaver
 
 
 def draw(ctx, m, *, data, shown, preds, stage: str) -> dict[str, list[str]]:
-    out, tb = ctx.run.stage_dir(stage), ctx.writer(stage)
-    arts: dict[str, list[str]] = {}
-
-    def save(fig, name: str, *checks: str) -> None:
-        path = pictures.save_figure(fig, out / f"{name}.png", writer=tb, tag=name)
-        for check in checks:
-            arts.setdefault(check, []).append(ctx.rel(path))
+    save = FigureSaver(ctx, stage)
 
     results = [r for r in [m.reference] + m.knobs + ([m.early] if m.early is not None else []) + ([m.combined] if m.combined else [])
                if r is not None and r.runs and not r.skip]
@@ -49,7 +44,7 @@ def draw(ctx, m, *, data, shown, preds, stage: str) -> dict[str, list[str]]:
     f = m.filters
     if f is not None and f.trained is not None:
         save(_filters(f), "filters", "first-layer-filters")
-    return arts
+    return save.arts
 
 
 def _compare(m, results):

@@ -6,17 +6,12 @@ from __future__ import annotations
 import numpy as np
 
 from nnrecipe import pictures
+from nnrecipe.stages.base import FigureSaver
 
 
 def draw(ctx, m, *, test_curve, stage: str) -> dict[str, list[str]]:
-    out, tb = ctx.run.stage_dir(stage), ctx.writer(stage)
-    arts: dict[str, list[str]] = {}
+    save = FigureSaver(ctx, stage)
     metric = "accuracy" if m.task == "classification" else "MSE"
-
-    def save(fig, name: str, *checks: str) -> None:
-        path = pictures.save_figure(fig, out / f"{name}.png", writer=tb, tag=name)
-        for check in checks:
-            arts.setdefault(check, []).append(ctx.rel(path))
 
     if m.size_curve:
         k = np.arange(1, len(m.size_curve) + 1)
@@ -52,4 +47,4 @@ def draw(ctx, m, *, test_curve, stage: str) -> dict[str, list[str]]:
         fig = pictures.curves(series, title="leave it training: val loss of the best member, then trained on",
                               ylabel="val loss", logy=bool(np.isfinite(vals).all() and (vals > 0).all()))
         save(fig, "longer_training", "longer-training")
-    return arts
+    return save.arts

@@ -1,6 +1,5 @@
 """The first-layer filter measure: smooth filters score high, random ones like their init."""
 
-import math
 
 import numpy as np
 import torch

@@ -11,7 +11,7 @@ from nnrecipe.probes.regularize import build_knobs, combine
 from nnrecipe.spec import load_spec
 from nnrecipe.stages.regularize import reference_spec
 
-from conftest import PLANTED, write_spec
+from conftest import write_spec
 
 
 def _spec(tmp_path, overrides=()):

@@ -11,7 +11,7 @@ import torch
 
 from nnrecipe.spec import load_spec
 
-from conftest import PLANTED, REPO, write_spec
+from conftest import PLANTED, write_spec
 
 QUICK = {"members": 3, "longer": {"enabled": False}, "distill": {"enabled": False}}
 
