@@ -109,3 +109,25 @@ def test_ladder_one_change_at_a_time(cli, in_tmp):
     worse = [{"arch": "mlp", "args": {"hidden": [128]}}, {"arch": "linear"}]
     _, v = _overfit(cli, _spec(in_tmp, "ladder-worse", data="shuffled_labels", overfit={"ladder": worse}))
     assert v["ladder-1"]["status"] == "fail"
+
+
+def test_confusion_per_class_metrics_and_worst_examples(cli, in_tmp):
+    """Val labels encoded as c+1 (a planted label mix-up): the confusion matrix puts each true
+    class c+1 at predicted c, and the worst examples are confident, wrong and sorted by loss."""
+    path = _spec(in_tmp, "mixup", data="val_labels_shifted")
+    _overfit(cli, path)
+    run = in_tmp / "runs" / "mixup" / "overfit"
+    summary = json.loads((run / "summary.json").read_text())
+    conf = summary["confusion"]
+    n = sum(map(sum, conf))
+    assert n == sum(r["support"] for r in summary["per_class"])
+    assert abs(sum(conf[i][i] for i in range(len(conf))) / n - summary["final"]["val_accuracy"]) < 1e-9
+    assert all(max(range(4), key=lambda j: conf[(c + 1) % 4][j]) == c for c in range(4))
+    import csv
+
+    rows = list(csv.DictReader((run / "mispredictions.csv").open()))
+    assert rows and all(r["true"] != r["predicted"] for r in rows)
+    losses = [float(r["loss"]) for r in rows]
+    assert losses == sorted(losses, reverse=True)
+    for png in ("confusion.png", "mispredictions.png"):
+        assert (run / png).stat().st_size > 1000

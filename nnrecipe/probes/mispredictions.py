@@ -1,0 +1,51 @@
+"""What the trained model gets wrong on val: a confusion matrix, per-class precision / recall /
+F1, and the examples with the highest loss (the most confidently wrong). Regression: the
+largest residuals. Computed from the val outputs the stage already has (no extra pass)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+@dataclasses.dataclass
+class Mispredictions:
+    task: str
+    confusion: np.ndarray | None = None  # (C, C): rows true class, columns predicted
+    per_class: list[dict] = dataclasses.field(default_factory=list)  # class, support, precision, recall, f1
+    top: list[dict] = dataclasses.field(default_factory=list)  # the highest-loss val examples, worst first
+
+
+def measure(outputs: torch.Tensor, targets: torch.Tensor, *, task: str, num_classes: int, loss: str, k: int = 24,
+            class_name=str) -> Mispredictions:
+    out = outputs.float().cpu()
+    y = targets.cpu()
+    if task != "classification":
+        res = (out.reshape(len(out), -1) - y.float().reshape(len(y), -1)).pow(2).mean(dim=1)
+        order = torch.argsort(res, descending=True)[:k]
+        top = [{"index": int(i), "target": float(y[i].reshape(-1)[0]), "prediction": float(out[i].reshape(-1)[0]),
+                "squared_error": float(res[i])} for i in order]
+        return Mispredictions(task, top=top)
+    y = y.long()
+    logp = out if loss == "nll" else F.log_softmax(out, dim=1)  # nll models return log-probabilities
+    per_example = -logp.gather(1, y.reshape(-1, 1)).squeeze(1)
+    pred = out.argmax(dim=1)
+    conf = torch.bincount(y * num_classes + pred, minlength=num_classes * num_classes).reshape(num_classes, num_classes).numpy()
+    per_class = []
+    for c in range(num_classes):
+        tp, support, predicted = conf[c, c], conf[c].sum(), conf[:, c].sum()
+        precision = tp / predicted if predicted else float("nan")
+        recall = tp / support if support else float("nan")
+        f1 = 2 * precision * recall / (precision + recall) if predicted and support and (precision + recall) > 0 else float("nan")
+        per_class.append({"class": class_name(c), "support": int(support), "precision": round(float(precision), 4),
+                          "recall": round(float(recall), 4), "f1": round(float(f1), 4)})
+    wrong = torch.nonzero(pred != y).flatten()
+    order = wrong[torch.argsort(per_example[wrong], descending=True)][:k]
+    probs = logp.exp()
+    top = [{"index": int(i), "true": class_name(int(y[i])), "predicted": class_name(int(pred[i])),
+            "p_predicted": round(float(probs[i, pred[i]]), 4), "p_true": round(float(probs[i, y[i]]), 4),
+            "loss": round(float(per_example[i]), 4)} for i in order]
+    return Mispredictions(task, confusion=conf, per_class=per_class, top=top)
