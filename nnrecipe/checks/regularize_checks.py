@@ -97,7 +97,8 @@ def knob(m: RegularizeMeasurements, result: KnobResult, cfg: RegularizeSpec) -> 
                        hint="this setting breaks training: lower it, or look for a bug in your augmentation/model code")
     observed, eff, z = _versus(m, result, cfg)
     metric = "accuracy" if m.task == "classification" else "R^2"
-    change = f"val {metric} {observed[list(observed)[0]]:.4f} -> {observed[list(observed)[1]]:.4f}"
+    key = "accuracy" if m.task == "classification" else "r2"
+    change = f"val {metric} {observed[f'reference_val_{key}']:.4f} -> {observed[f'val_{key}']:.4f}"
     seeds = f" over {observed['seeds']} seeds" if observed["seeds"] > 1 else ""
     if eff == HURT:
         return Verdict(STAGE, check, Status.WARN, observed=observed, expected=expected,

@@ -10,7 +10,8 @@ import numpy as np
 
 from nnrecipe.probes.regularize import Run
 from nnrecipe.spec_stages import SqueezeSpec
-from nnrecipe.stats import mcnemar_z, paired_z
+from nnrecipe.checks.training_checks import better_z
+from nnrecipe.stats import paired_z
 from nnrecipe.verdict import Status, Verdict
 
 STAGE = "squeeze"
@@ -45,13 +46,6 @@ class SqueezeMeasurements:
 
 def _metric(task: str, scores: np.ndarray) -> float:
     return float(scores.mean())
-
-
-def better_z(task: str, a: np.ndarray, b: np.ndarray) -> float:
-    """z for "A beats B" on the same val examples."""
-    if task == "classification":
-        return mcnemar_z(a > 0.5, b > 0.5)[0]
-    return paired_z(a, b)
 
 
 def _name(task: str) -> str:

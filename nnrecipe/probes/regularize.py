@@ -242,18 +242,16 @@ def _score_state(model, watch: EarlyStopping, *, data, loss_fn, device, spec, se
 
 @torch.inference_mode()
 def augmented_scores(model, *, data, spec, base: Path, device, seed: int, passes: int = 1):
-    """The model (trained without augmentation) on clean val and on val passed through
-    data.augment: per-example correctness / squared error for each, and one augmented batch."""
+    """The model on val passed through data.augment: per-example correctness / squared error
+    (against the labels the augmentation returns), and one batch, clean and augmented, with
+    the model's predictions. Its clean-val scores are the experiment's own val_scores."""
     from nnrecipe.augment import build_augment
     from nnrecipe.runtime import seed_everything
 
     augment = build_augment(spec.data.augment, kind=data.kind, base=base)
-    engine = Engine(device=device, task=data.task, precision=spec.train.precision)
-    clean_out = engine.predict(model, data.val)
     seed_everything(seed)
     was = model.training
     model.eval()
-    clean = val_scores(clean_out, data.targets("val"), data.task)
     augmented, shown, preds = [], None, None
     for _ in range(passes):
         outs, ys = [], []
@@ -267,4 +265,4 @@ def augmented_scores(model, *, data, spec, base: Path, device, seed: int, passes
             ys.append(ya.cpu())
         augmented.append(val_scores(torch.cat(outs), torch.cat(ys), data.task))
     model.train(was)
-    return clean, np.mean(augmented, axis=0), shown, preds
+    return np.mean(augmented, axis=0), shown, preds

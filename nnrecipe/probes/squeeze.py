@@ -37,14 +37,9 @@ def combine_outputs(outputs: list[torch.Tensor], task: str, loss: str) -> torch.
     return torch.stack(outputs).mean(dim=0)
 
 
-def scores(pred: torch.Tensor, targets: torch.Tensor, task: str) -> np.ndarray:
-    """Per-example correctness or squared error of a prediction (probabilities or outputs)."""
-    return val_scores(pred, targets, task)
-
-
 def size_curve(outputs: list[torch.Tensor], targets: torch.Tensor, task: str, loss: str) -> list[float]:
     """The metric of the ensemble of the first k members, k = 1..K (accuracy, or MSE for regression)."""
-    return [float(scores(combine_outputs(outputs[:k], task, loss), targets, task).mean()) for k in range(1, len(outputs) + 1)]
+    return [float(val_scores(combine_outputs(outputs[:k], task, loss), targets, task).mean()) for k in range(1, len(outputs) + 1)]
 
 
 def disagreement(outputs: list[torch.Tensor]) -> float:

@@ -126,10 +126,11 @@ def run(spec, ctx: StageContext) -> StageResult:
     # 5. augmentation: the reference model (never augmented) and the model trained with it, on
     # augmented val; first-layer filters of the reference model.
     if spec.data.augment and first is not None and not first.run.diverged:
-        m.augment_clean, m.augment_reference, shown, preds = augmented_scores(
+        m.augment_clean = first.run.val_scores  # the reference at its last step: the model scored below
+        m.augment_reference, shown, preds = augmented_scores(
             first.model, data=data, spec=spec, base=ctx.base, device=ctx.device, seed=spec.seed)
         if augmented_model is not None:
-            _, m.augment_trained, shown, preds = augmented_scores(
+            m.augment_trained, shown, preds = augmented_scores(
                 augmented_model, data=data, spec=spec, base=ctx.base, device=ctx.device, seed=spec.seed)
     else:
         shown = preds = None

@@ -22,7 +22,7 @@ from nnrecipe.losses import loss_name, make_loss
 from nnrecipe.models import prepare_model
 from nnrecipe.probes import squeeze as sq
 from nnrecipe.probes.regularize import Run
-from nnrecipe.probes.training import resumable
+from nnrecipe.probes.training import resumable, val_scores
 from nnrecipe.runtime import seed_everything
 from nnrecipe.stages.base import StageContext, StageResult, with_artifacts
 from nnrecipe.stages.squeeze_pictures import draw
@@ -118,12 +118,12 @@ def run(spec, ctx: StageContext) -> StageResult:
         val_out.append(val)
         if data.test is not None:
             test_out.append(engine.predict(model, data.test))
-        m.members.append(Run(val_scores=sq.scores(val, data.targets("val"), task), **_run_fields(meta["run"])))
+        m.members.append(Run(val_scores=val_scores(val, data.targets("val"), task), **_run_fields(meta["run"])))
 
     # 2. the ensemble on val (and test).
     y_val = data.targets("val")
     ensemble_val = sq.combine_outputs(val_out, task, loss)
-    m.ensemble_scores = sq.scores(ensemble_val, y_val, task)
+    m.ensemble_scores = val_scores(ensemble_val, y_val, task)
     m.size_curve = sq.size_curve(val_out, y_val, task, loss)
     m.disagreement = sq.disagreement(val_out) if task == "classification" else None
     m.output_spread = sq.output_spread(val_out)
@@ -131,9 +131,9 @@ def run(spec, ctx: StageContext) -> StageResult:
     test_curve = []
     if data.test is not None and best is not None:
         y_test = data.targets("test")
-        m.test["best_member"] = round(float(sq.scores(test_out[best], y_test, task).mean()), 5)
-        m.test["average_member"] = round(float(sum(sq.scores(o, y_test, task).mean() for o in test_out) / len(test_out)), 5)
-        m.test["ensemble"] = round(float(sq.scores(sq.combine_outputs(test_out, task, loss), y_test, task).mean()), 5)
+        m.test["best_member"] = round(float(val_scores(test_out[best], y_test, task).mean()), 5)
+        m.test["average_member"] = round(float(sum(val_scores(o, y_test, task).mean() for o in test_out) / len(test_out)), 5)
+        m.test["ensemble"] = round(float(val_scores(sq.combine_outputs(test_out, task, loss), y_test, task).mean()), 5)
         test_curve = sq.size_curve(test_out, y_test, task, loss)
 
     # 3. distillation: the ensemble's soft targets on train -> one student.
@@ -151,8 +151,8 @@ def run(spec, ctx: StageContext) -> StageResult:
                                                     progress=ctx.progress)
         if data.test is not None:
             y_test = data.targets("test")
-            m.test["student"] = round(float(sq.scores(engine.predict(student_model, data.test), y_test, task).mean()), 5)
-            m.test["hard_label"] = round(float(sq.scores(engine.predict(hard.model, data.test), y_test, task).mean()), 5)
+            m.test["student"] = round(float(val_scores(engine.predict(student_model, data.test), y_test, task).mean()), 5)
+            m.test["hard_label"] = round(float(val_scores(engine.predict(hard.model, data.test), y_test, task).mean()), 5)
     elif not cfg.distill.enabled:
         m.distill_skip = "stages.squeeze.distill.enabled is off"
 
@@ -171,7 +171,7 @@ def run(spec, ctx: StageContext) -> StageResult:
             m.reloaded_val_loss = before.val_loss
             m.recorded_val_loss = sq.checkpoint_val_loss(m.members[best].evals, before.steps)
             if data.test is not None:
-                m.test["longer"] = round(float(sq.scores(engine.predict(longer_model, data.test), data.targets("test"), task).mean()), 5)
+                m.test["longer"] = round(float(val_scores(engine.predict(longer_model, data.test), data.targets("test"), task).mean()), 5)
         else:
             m.longer_skip = f"{ctx.rel(last)} is missing"
 
