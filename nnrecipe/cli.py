@@ -8,6 +8,7 @@ or the command line is wrong (one line, no traceback unless NNRECIPE_DEBUG=1) ·
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 from pathlib import Path
@@ -164,9 +165,31 @@ def overfit(
 for _name, _doc in (
     ("baseline", "Stage 2 — end-to-end skeleton + dumb baselines."),
     ("regularize", "Stage 4 — give up some training loss for validation loss, one knob at a time."),
-    ("tune", "Stage 5 — random search over hyperparameters (Optuna)."),
 ):
     app.command(_name)(_stage_command(_name, _doc))
+
+
+@app.command("tune")
+def tune(
+    overrides: OverridesArg = None,
+    config: ConfigOpt = None,
+    device: DeviceOpt = None,
+    output_dir: OutputOpt = None,
+    json_out: JsonOpt = False,
+    strict: StrictOpt = False,
+    workers: Annotated[Optional[int], typer.Option("--workers", min=1, max=64, help="Local processes on one study (stages.tune.workers)", show_default=False)] = None,
+    storage: Annotated[Optional[str], typer.Option("--storage", envvar="NNRECIPE_TUNE_STORAGE", help="Study storage shared by machines, e.g. postgresql://user@host/db (stages.tune.storage); default: a journal in the run directory", show_default=False)] = None,
+    study: Annotated[Optional[str], typer.Option("--study", help="Study name; machines running the same one share it (stages.tune.study; default: the spec's name)", show_default=False)] = None,
+) -> None:
+    """Stage 5 — random search over hyperparameters (Optuna), on one machine or many."""
+    with _exit_codes():
+        extra = list(overrides or [])
+        for key, value in (("workers", workers), ("storage", storage), ("study", study)):
+            if value is not None:
+                extra.append(f"stages.tune.{key}={json.dumps(value)}")  # JSON is YAML: the value stays a string
+        code, _ = _run(["tune"], config=config, overrides=extra, device=device, output_dir=output_dir,
+                       json_out=json_out, strict=strict)
+        raise typer.Exit(code)
 
 
 @app.command("squeeze")

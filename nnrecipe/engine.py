@@ -235,7 +235,7 @@ class Engine:
         best_checkpoint_path: Optional[Path] = None,
         tag: str = "train",
         label: Optional[str] = None,
-        on_eval: Optional[Callable[[int, nn.Module], None]] = None,
+        on_eval: Optional[Callable[[int, nn.Module, EvalResult], None]] = None,
         checkpoint_key: str = "",
         augment: Optional[Callable] = None,
         early_stopping: Optional[EarlyStopping] = None,
@@ -338,7 +338,7 @@ class Engine:
                     if best_checkpoint_path is not None:
                         save_checkpoint(best_checkpoint_path, model=model, step=step)
                 if on_eval is not None:
-                    on_eval(step, model)  # e.g. prediction dynamics on a fixed val batch
+                    on_eval(step, model, result)  # prediction dynamics; tune reports to its pruner (may raise)
                 stop = early_stopping is not None and early_stopping.update(step, model, result.loss) and stop_early
                 if checkpoint_path is not None:
                     save_checkpoint(checkpoint_path, model=model, optimizer=optimizer, scheduler=scheduler, step=step,

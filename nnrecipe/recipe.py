@@ -73,7 +73,8 @@ def _run_locked(run, *, spec, base, spec_path, runners, device, console, options
         for name, runner in runners:
             seed_everything(spec.seed, deterministic=spec.train.deterministic)  # each stage starts from the seed
             # --resume keeps what an interrupted run of the stage finished (checkpoints, squeeze's members)
-            run.reset_stage(name, keep=("members", "checkpoints") if ctx.options.get("resume") else ())
+            keep = get_stage(name).keep + (("members", "checkpoints") if ctx.options.get("resume") else ())
+            run.reset_stage(name, keep=keep)
             run.stage_dir(name).mkdir(parents=True, exist_ok=True)
             progress = _progress(console)
             ctx.progress = progress

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, model_validator
 
 from nnrecipe.errors import SpecError
 from nnrecipe.spec_sections import (
@@ -56,6 +56,17 @@ class Spec(Section):
             raise ValueError("data.args.standardize_targets is for regression targets; task is classification")
         if self.task == "classification" and self.loss.name in ("mse", "huber"):
             raise ValueError(f"loss: {self.loss.name} is a regression loss; task is classification")
+        return self
+
+    @model_validator(mode="after")
+    def _tune_space_fits(self, info: ValidationInfo):
+        # Every path of stages.tune.space must name a field that accepts each of its values.
+        if not (info.context or {}).get("skip_space_check"):
+            from nnrecipe.probes.tune_space import check_space
+
+            problems = check_space(self)
+            if problems:
+                raise ValueError("; ".join(problems))
         return self
 
     def dump(self) -> dict[str, Any]:

@@ -1,12 +1,8 @@
-"""Per-stage settings of the spec (`stages.<name>`): thresholds and options, with their defaults.
-
-A stage that this version does not implement yet accepts only an empty mapping, so a
-setting for it is never silently ignored.
-"""
+"""Per-stage settings of the spec (`stages.<name>`): thresholds and options, with their defaults."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import Field, model_validator
 
@@ -202,9 +198,88 @@ class SqueezeSpec(Section):
     distill: DistillSpec = DistillSpec()
     longer: LongerSpec = LongerSpec()
 
+Scalar = Union[bool, int, float, str, None]
+# Module-level: inside SpaceDim the field named `int` hides the builtin.
+FloatPair = tuple[float, float]
+PositivePair = tuple[Positive, Positive]
+IntPair = tuple[int, int]
+PositiveIntPair = tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]]
 
-class NotYetImplemented(Section):
-    """Settings of a stage this version does not implement: none are accepted yet."""
+
+class SpaceDim(Section):
+    """One dimension of the tune stage's search space: exactly one of these keys."""
+
+    uniform: Optional[FloatPair] = None  # [low, high], sampled uniformly
+    log_uniform: Optional[PositivePair] = None  # [low, high], uniform in log space (LRs, weight decay)
+    int: Optional[IntPair] = None  # [low, high], integers, both ends included
+    log_int: Optional[PositiveIntPair] = None  # integers, log-uniform
+    choice: Optional[list[Scalar]] = None  # one of these values (numbers, strings, booleans)
+
+    @model_validator(mode="after")
+    def _one_kind(self):
+        given = [k for k in ("uniform", "log_uniform", "int", "log_int", "choice") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of uniform, log_uniform, int, log_int, choice"
+                             + (f" (got {', '.join(given)})" if given else ""))
+        kind = given[0]
+        if kind == "choice":
+            if not self.choice:
+                raise ValueError("choice: an empty list; give at least one value")
+            if len(set(map(repr, self.choice))) != len(self.choice):
+                raise ValueError("choice: a value is listed twice")
+        else:
+            low, high = getattr(self, kind)
+            if not low < high:
+                raise ValueError(f"{kind}: low {low:g} must be below high {high:g}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in ("uniform", "log_uniform", "int", "log_int", "choice") if getattr(self, k) is not None)
+
+
+class TuneSpec(Section):
+    # Random search (Bergstra & Bengio 2012) over any spec fields, by dotted path, e.g.
+    # {optim.lr: {log_uniform: [1e-4, 1e-2]}, data.batch_size: {choice: [32, 64, 128]}}.
+    # Trial 0 is always the starting point (regularize/best.yaml, else the spec) where its
+    # values lie inside the space, so the search is measured against where it started.
+    space: dict[str, SpaceDim] = {"optim.lr": SpaceDim(log_uniform=(1e-4, 1e-2))}
+    trials: Annotated[int, Field(ge=2, le=10000)] = 20  # finished trials (complete + pruned), across all workers
+    sampler: Literal["random", "tpe"] = "random"  # tpe: Optuna's TPE after its random start-up trials
+    steps: Optional[Annotated[int, Field(ge=1)]] = None  # per trial; None: the starting spec's train.steps
+    eval_every: Optional[Annotated[int, Field(ge=1)]] = None  # None: the starting spec's
+    # Pruning stops a trial whose intermediate val metric is worse than the median of earlier
+    # trials at the same step (median), or by successive halving (halving); none: every trial runs its budget.
+    pruner: Literal["median", "halving", "none"] = "median"
+    prune_warmup: Fraction01 = 0.25  # share of a trial's steps before it can be pruned (median)
+    start: Literal["auto", "spec"] = "auto"  # auto: regularize/best.yaml when it exists
+    # Where the study lives: null is a journal file in the run directory (tune/study.journal,
+    # safe for --workers on one machine); a database URL (postgresql://user@host/db) shares
+    # one study between machines; a path is a journal file elsewhere (e.g. on a shared disk).
+    storage: Optional[str] = None
+    study: Optional[Annotated[str, Field(min_length=1, max_length=200)]] = None  # null: the spec's name
+    workers: Annotated[int, Field(ge=1, le=64)] = 1  # local processes on one study (--workers)
+    # RDB storages: a worker's trial whose heartbeat stops for `grace_period` seconds is failed
+    # and run again by another worker (a killed machine loses no trial).
+    heartbeat_interval: Annotated[int, Field(ge=1)] = 10
+    grace_period: Annotated[int, Field(ge=2)] = 60
+    # tune-improves: the best trial and the starting point, re-trained with a fresh seed (the
+    # best of N on one seed is flattered by that seed), paired over val examples.
+    significance_z: Positive = 3.0
+    # sensitivity: each parameter's leave-one-out R^2 of the val metric against its
+    # distribution with the metric shuffled across trials; a parameter matters at
+    # p <= sensitivity_p (family-wise: the null is the maximum over parameters).
+    permutations: Annotated[int, Field(ge=19, le=9999)] = 999
+    sensitivity_p: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.05
+    # search-coverage: the largest stretch of a dimension without a usable trial, against the
+    # largest gap random sampling leaves with probability coverage_p.
+    coverage_p: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.01
+
+    @model_validator(mode="after")
+    def _space(self):
+        if not self.space:
+            raise ValueError("space: empty; give at least one dimension, e.g. {optim.lr: {log_uniform: [1e-4, 1e-2]}}")
+        return self
 
 
 class StagesSpec(Section):
@@ -212,5 +287,5 @@ class StagesSpec(Section):
     baseline: BaselineSpec = BaselineSpec()
     overfit: OverfitSpec = OverfitSpec()
     regularize: RegularizeSpec = RegularizeSpec()
-    tune: NotYetImplemented = NotYetImplemented()
+    tune: TuneSpec = TuneSpec()
     squeeze: SqueezeSpec = SqueezeSpec()

@@ -39,23 +39,25 @@ def test_a_fail_exits_1_and_a_warn_exits_1_only_with_strict(cli, in_tmp):
     assert cli("inspect-data", "--config", planted_spec(in_tmp, "duplicates"), "--strict").exit_code == 1
 
 
-@pytest.mark.parametrize("stage", ["tune"])
-def test_stages_not_implemented_exit_2_and_never_pass(cli, in_tmp, stage):
-    result = cli(stage)
-    assert result.exit_code == 2
-    assert _one_clean_line(result) == f"error: stage {stage}: not implemented yet in this version of nnrecipe (no verdicts, no pass)"
-    assert not (in_tmp / "runs").exists()
+def test_a_stage_without_a_module_is_refused_before_any_work():
+    from nnrecipe.errors import StageNotImplemented
+    from nnrecipe.stages import StageInfo, load_runner
+
+    with pytest.raises(StageNotImplemented, match="not implemented yet .* no pass"):
+        load_runner(StageInfo("later", "later", None, "a stage still being written"))
 
 
 def test_run_runs_the_available_stages_and_lists_the_others(cli, in_tmp):
     result = cli("run", "--json", "data.source=synthetic", "data.args.class_sep=8", "stages.baseline.steps=100",
-                 "train.steps=300", "optim.lr=1e-3", "stages.regularize.seeds=1", "stages.squeeze.members=2")
+                 "train.steps=300", "optim.lr=1e-3", "stages.regularize.seeds=1", "stages.squeeze.members=2",
+                 "stages.tune.trials=3", "stages.tune.steps=100")
     assert result.exit_code == 0, result.stderr
     assert [v["stage"] for v in json.loads(result.stdout)] == (["inspect-data"] * 10 + ["baseline"] * 12 + ["overfit"] * 4
-                                                               + ["regularize"] * 8 + ["squeeze"] * 3)
-    assert "not yet available (not run, no verdicts): tune" in " ".join(result.stderr.split())
+                                                               + ["regularize"] * 8 + ["tune"] * 3 + ["squeeze"] * 3)
     merged = json.loads((in_tmp / "runs" / "digits-mlp" / "verdicts.json").read_text())
-    assert {v["stage"] for v in merged} == {"inspect-data", "baseline", "overfit", "regularize", "squeeze"}
+    assert {v["stage"] for v in merged} == {"inspect-data", "baseline", "overfit", "regularize", "tune", "squeeze"}
+    summary = json.loads((in_tmp / "runs" / "digits-mlp" / "squeeze" / "summary.json").read_text())
+    assert summary["start"] == "tune/best.yaml"  # squeeze starts where tune ended
 
 
 def test_run_stops_at_the_first_stage_with_a_fail(cli, in_tmp):

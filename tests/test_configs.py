@@ -10,7 +10,8 @@ from conftest import CONFIGS
 
 ALL = sorted(CONFIGS.glob("*.yaml"))
 NEEDS_USER_DATA = {"torchvision-cifar10.yaml"}  # needs CIFAR-10 on disk (or a download)
-LIGHT = ("stages.regularize.seeds=1", "stages.squeeze.members=2", "stages.squeeze.steps=300",
+LIGHT = ("stages.regularize.seeds=1", "stages.tune.trials=4", "stages.tune.steps=200",
+         "stages.squeeze.members=2", "stages.squeeze.steps=300",
          "stages.squeeze.distill.enabled=false", "stages.squeeze.longer.extra_steps=100")
 
 
@@ -32,17 +33,17 @@ def test_config_validates_and_opens_with_its_command(path, cli):
 def test_every_available_stage_has_no_false_alarm_on_shipped_config(path, cli):
     """`nnrecipe run --strict` on each shipped config: no fail and no warn, in any stage.
 
-    Two stages run lighter here to keep the suite short: regularize with one seed (more seeds
-    only re-test the knobs that were within noise), squeeze with two 300-step members, no
-    distillation and 100 extra steps of training on. The full defaults were run by hand on every config;
-    their results are in the closing notes of issues 5 and 7.
+    Three stages run lighter here to keep the suite short: regularize with one seed (more seeds
+    only re-test the knobs that were within noise), tune with four 200-step trials, squeeze with
+    two 300-step members, no distillation and 100 extra steps of training on. The full defaults
+    were run by hand on every config; their results are in the closing notes of issues 5, 6 and 7.
     """
     result = cli("run", "--config", path, "--json", "--strict", *LIGHT)
     verdicts = json.loads(result.stdout) if result.stdout.strip() else []
     alarms = [(v["stage"], v["check"], v["status"], v["message"]) for v in verdicts if v["status"] not in ("pass", "skip")]
     assert result.exit_code == 0 and not alarms, (alarms, result.stderr[-2000:])
     stages = {v["stage"] for v in verdicts}
-    assert stages == {"inspect-data", "baseline", "overfit", "regularize", "squeeze"}
+    assert stages == {"inspect-data", "baseline", "overfit", "regularize", "tune", "squeeze"}
     checks = {v["check"] for v in verdicts}
     assert {"split-sizes", "non-finite", "split-leakage", "input-scale", "outliers", "reproducible", "loss-at-init",
             "input-independent", "overfit-one-batch", "gradients-flow", "batch-independence", "fits-train",

@@ -186,7 +186,8 @@ class Trained:
 
 def train_one(spec, *, data, base: Path, device, seed: int, steps: int, every: int, writer=None, progress=None,
               label: str = "", watch_patience: Optional[int] = None, histograms: bool = False,
-              last_checkpoint: Optional[Path] = None, checkpoint_key: str = "", resume_from: Optional[Path] = None) -> Trained:
+              last_checkpoint: Optional[Path] = None, checkpoint_key: str = "", resume_from: Optional[Path] = None,
+              on_eval=None) -> Trained:
     """Train the spec's model on `data` (already edited for the spec: downsampled, on the device)
     with the spec's augmentation, optimizer, batch size and early stopping, at `seed`.
 
@@ -212,7 +213,7 @@ def train_one(spec, *, data, base: Path, device, seed: int, steps: int, every: i
     exp = train_experiment(label, spec=spec, data=data, model=model, loss_fn=loss_fn, device=device, steps=steps, base=base,
                            writer=writer, progress=progress, eval_every=every, augment=augment, early_stopping=watch,
                            stop_early=stop, histograms=histograms, last_checkpoint=last_checkpoint,
-                           checkpoint_key=checkpoint_key, resume_from=resume_from)
+                           checkpoint_key=checkpoint_key, resume_from=resume_from, on_eval=on_eval)
     run = _as_run(exp, seed, stopped_at=watch.best_step if (watch is not None and stop and watch.state is not None) else None)
     early = None
     if watch is not None and not stop and watch.state is not None and not exp.history.diverged:

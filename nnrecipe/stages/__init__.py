@@ -17,6 +17,7 @@ class StageInfo:
     key: str  # its settings under `stages:` in the spec, e.g. "inspect_data"
     module: Optional[str]  # the module with run(spec, ctx); None while not implemented
     recipe: str  # the recipe's own words for the stage
+    keep: tuple[str, ...] = ()  # files of the stage folder that survive a re-run (tune's study continues)
 
 
 STAGES: tuple[StageInfo, ...] = (
@@ -24,7 +25,7 @@ STAGES: tuple[StageInfo, ...] = (
     StageInfo("baseline", "baseline", "nnrecipe.stages.baseline", "Set up the end-to-end training/evaluation skeleton + get dumb baselines"),
     StageInfo("overfit", "overfit", "nnrecipe.stages.overfit", "Overfit: a model large enough to fit the training set"),
     StageInfo("regularize", "regularize", "nnrecipe.stages.regularize", "Regularize: give up some training loss for validation loss"),
-    StageInfo("tune", "tune", None, "Tune: random search over hyperparameters"),
+    StageInfo("tune", "tune", "nnrecipe.stages.tune", "Tune: random search over hyperparameters", keep=("study.journal",)),
     StageInfo("squeeze", "squeeze", "nnrecipe.stages.squeeze", "Squeeze out the juice: ensembles, distillation, leave it training"),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)

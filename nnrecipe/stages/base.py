@@ -59,6 +59,12 @@ class StageContext:
             self._writers[key] = SummaryWriter(log_dir=str(folder), purge_step=purge_step)
         return self._writers[key]
 
+    def close_writer(self, stage: str, run: Optional[str] = None) -> None:
+        """Close one experiment's writer (tune's trials: hundreds would exhaust file handles)."""
+        w = self._writers.pop(f"{stage}/{run}" if run else stage, None)
+        if w is not None:
+            w.close()
+
     def close(self) -> None:
         for w in self._writers.values():
             w.close()

@@ -74,7 +74,7 @@ def run(spec, ctx: StageContext) -> StageResult:
     dynamics: list[tuple[int, np.ndarray]] = []
     writer = ctx.writer(STAGE, "model")
 
-    def record_dynamics(step, net):
+    def record_dynamics(step, net, result=None):
         pred = _predict(net, dyn_x, data.task, lname)
         dynamics.append((step, pred))
         if data.task == "classification":

@@ -26,39 +26,10 @@ from nnrecipe.probes.training import resumable, val_scores
 from nnrecipe.runtime import seed_everything
 from nnrecipe.stages.base import StageContext, StageResult, with_artifacts
 from nnrecipe.stages.squeeze_pictures import draw
+from nnrecipe.stages.start import from_spec, start_spec
 from nnrecipe.stages.trainer import Trainer
 
 STAGE = "squeeze"
-DATA_KEYS_THAT_MAY_DIFFER = ("augment", "downsample", "batch_size")  # what regularize/tune may change in data
-
-
-def start_spec(spec, ctx: StageContext):
-    """The spec the members train with, and where it came from."""
-    from nnrecipe.spec import load_spec
-
-    if spec.stages.squeeze.start == "auto":
-        for stage in ("tune", "regularize"):
-            path = ctx.run.stage_dir(stage) / "best.yaml"
-            if not path.exists():
-                continue
-            loaded, _ = load_spec(path)
-            same_data = _data_key(loaded) == _data_key(spec) and loaded.task == spec.task
-            if same_data:
-                keep = {k: getattr(spec, k) for k in ("name", "output_dir", "device", "seed", "stages")}
-                return loaded.model_copy(update=keep), ctx.rel(path), ""
-            note = f"{ctx.rel(path)} was made from other data settings than this spec; starting from the spec"
-            return _from_spec(spec), "the spec", note
-    return _from_spec(spec), "the spec", ""
-
-
-def _from_spec(spec):
-    model = spec.stages.overfit.model or spec.model
-    return spec.model_copy(update={"model": model})
-
-
-def _data_key(spec) -> str:
-    d = spec.data.model_dump(mode="json", exclude=set(DATA_KEYS_THAT_MAY_DIFFER))
-    return json.dumps(d, sort_keys=True)
 
 
 def _key(start, steps: int, every: int) -> str:
@@ -69,7 +40,10 @@ def _key(start, steps: int, every: int) -> str:
 
 def run(spec, ctx: StageContext) -> StageResult:
     cfg = spec.stages.squeeze
-    start, source, note = start_spec(spec, ctx)
+    if cfg.start == "auto":
+        start, source, note = start_spec(spec, ctx, stages=("tune", "regularize"))
+    else:
+        start, source, note = from_spec(spec), "the spec", ""
     steps = cfg.steps or start.train.steps
     every = min(cfg.eval_every or start.train.eval_every, steps)
     trainer = Trainer(ctx, stage=STAGE, steps=steps, every=every)

@@ -22,11 +22,13 @@ class Trainer:
         return self._data[key]
 
     def train(self, spec, *, seed: int, label: str, watch_patience=None, steps=None, last_checkpoint=None,
-              checkpoint_key: str = "", resume_from=None, purge_step=None) -> Trained:
+              checkpoint_key: str = "", resume_from=None, purge_step=None, on_eval=None, keep: bool = True) -> Trained:
+        """`keep=False`: do not hold on to the trained model (tune's many trials)."""
         ctx = self.ctx
         t = train_one(spec, data=self.data(spec), base=ctx.base, device=ctx.device, seed=seed, steps=steps or self.steps,
                       every=min(self.every, steps or self.steps), writer=ctx.writer(self.stage, label, purge_step=purge_step),
                       progress=ctx.progress, label=label, watch_patience=watch_patience, last_checkpoint=last_checkpoint,
-                      checkpoint_key=checkpoint_key, resume_from=resume_from)
-        self.first_seed.setdefault(label, t)
+                      checkpoint_key=checkpoint_key, resume_from=resume_from, on_eval=on_eval)
+        if keep:
+            self.first_seed.setdefault(label, t)
         return t

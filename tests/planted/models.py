@@ -195,3 +195,8 @@ class _OutOfMemory(_MLP):
 
 def out_of_memory(input_shape, num_outputs):
     return _OutOfMemory(input_shape, num_outputs)
+
+
+def ignores_width(input_shape, num_outputs, width: int = 64):
+    """A tuning bug: the factory takes `width` and never uses it, so tuning it changes nothing."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), 32), nn.ReLU(), nn.Linear(32, num_outputs))

@@ -1,0 +1,239 @@
+"""The tune stage's study on Optuna: storage, samplers, and the worker loop.
+
+Storage follows Optuna's own guidance: processes on one machine share a journal file
+(JournalFileBackend; SQLite is not safe for parallel writers, optuna#4002), machines share
+an RDB (PostgreSQL) with heartbeats, so a trial whose worker died is failed and run again.
+
+Exactly `trials` trials finish (complete + pruned), whatever the number of workers and
+restarts: a worker asks for a trial only while fewer are finished or running, and a trial
+that a race made one too many (another worker asked at the same moment) is given back at
+once, before any training, as FAIL with the user attribute `surplus`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import time
+import warnings
+from typing import Any, Callable, Optional
+
+import optuna
+from optuna.trial import TrialState
+
+from nnrecipe.errors import NNRecipeError
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+ALIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+KEY_ATTR = "nnrecipe_key"
+POLL_SECONDS = 2.0
+
+
+class StorageError(NNRecipeError):
+    """The tune study's storage cannot be opened or holds another experiment's study."""
+
+
+def derive_seed(*parts: Any) -> int:
+    """A 32-bit seed from any parts, equal in every process (Python's hash() is salted)."""
+    return int.from_bytes(hashlib.sha256("|".join(map(str, parts)).encode()).digest()[:4], "little")
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    if "://" in url and "@" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}" if ":" in creds else url
+    return url
+
+
+def is_url(storage: str) -> bool:
+    return "://" in storage
+
+
+def database_url(url: str) -> str:
+    """postgresql:// names no driver, and SQLAlchemy's default changed (psycopg2 in 2.0,
+    psycopg 3 in 2.1): name the one that is installed."""
+    if not url.startswith("postgresql://"):
+        return url
+    import importlib.util
+
+    for module, scheme in (("psycopg", "postgresql+psycopg"), ("psycopg2", "postgresql+psycopg2")):
+        if importlib.util.find_spec(module) is not None:
+            return scheme + url[len("postgresql"):]
+    return url
+
+
+def open_storage(storage: str, *, heartbeat_interval: int, grace_period: int):
+    """An Optuna storage: an RDB URL (with heartbeats and retries of dead workers' trials) or a
+    journal file path."""
+    if is_url(storage):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats, retries
+                return _rdb(database_url(storage), heartbeat_interval, grace_period)
+        except ImportError:
+            raise StorageError(f"--storage {redact(storage)}: the database driver is not installed; for PostgreSQL: "
+                               "pip install 'nnrecipe[postgres]' (psycopg)") from None
+        except Exception as exc:  # sqlalchemy's errors: bad URL, refused connection, bad password, unknown database
+            reason = " ".join(str(getattr(exc, "orig", None) or exc).split())[:300]
+            raise StorageError(f"--storage {redact(storage)}: cannot open the study storage ({exc.__class__.__name__}: {reason})") from None
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(storage)), exist_ok=True)
+        return optuna.storages.JournalStorage(JournalFileBackend(storage, lock_obj=JournalFileOpenLock(storage)))
+    except OSError as exc:
+        raise StorageError(f"--storage {storage}: cannot open the journal file ({exc.strerror or exc})") from None
+
+
+def _retry(max_retry):
+    """Queue a failed trial's parameters again (renamed in Optuna 4.9)."""
+    cls = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
+    return cls(max_retry=max_retry)
+
+
+def _rdb(url: str, heartbeat_interval: int, grace_period: int):
+    return optuna.storages.RDBStorage(
+        url, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+        failed_trial_callback=_retry(max_retry=3),
+        engine_kwargs={"connect_args": {"connect_timeout": 10}} if url.startswith("postgres") else None)
+
+
+class TrialSeededRandomSampler(optuna.samplers.RandomSampler):
+    """Random search where trial k's value of each parameter depends only on (seed, k, name):
+    any number of workers, machines or restarts draws the same candidates, and a restarted
+    worker never repeats the draws of trials that already ran."""
+
+    def __init__(self, seed: int):
+        super().__init__(seed=seed)
+        self._base_seed = seed
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        rng = optuna.samplers.RandomSampler(seed=derive_seed(self._base_seed, trial.number, param_name))
+        return rng.sample_independent(study, trial, param_name, param_distribution)
+
+
+class StartFirstSampler(optuna.samplers.BaseSampler):
+    """Trial 0 is the starting point (where its values lie inside the space); every other
+    trial is the inner sampler's. Deterministic by trial number, so it needs no coordination
+    between workers."""
+
+    def __init__(self, inner: optuna.samplers.BaseSampler, start: dict[str, Any]):
+        self.inner, self.start = inner, dict(start)
+
+    def infer_relative_search_space(self, study, trial):
+        return {} if trial.number == 0 else self.inner.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return {} if trial.number == 0 else self.inner.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        if trial.number == 0 and param_name in self.start:
+            return self.start[param_name]
+        return self.inner.sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study, trial):
+        self.inner.before_trial(study, trial)
+
+    def after_trial(self, study, trial, state, values):
+        self.inner.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.inner.reseed_rng()
+
+
+def make_sampler(kind: str, *, seed: int, start: dict[str, Any], worker: str):
+    if kind == "tpe":
+        # TPE's own start-up trials are random; its seed differs per worker so they differ too.
+        inner = optuna.samplers.TPESampler(seed=derive_seed(seed, worker))
+    else:
+        inner = TrialSeededRandomSampler(seed)
+    return StartFirstSampler(inner, start)
+
+
+def make_pruner(kind: str, *, steps: int, warmup: float):
+    if kind == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=int(steps * warmup))
+    if kind == "halving":
+        return optuna.pruners.SuccessiveHalvingPruner()
+    return optuna.pruners.NopPruner()
+
+
+def open_study(*, storage, name: str, key: str, sampler=None, pruner=None, create: bool):
+    """Create (or load) the study; a study holding another experiment's trials is refused."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if create:
+        study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
+                                    sampler=sampler, pruner=pruner)
+        if KEY_ATTR not in study.user_attrs:
+            study.set_user_attr(KEY_ATTR, key)
+    else:
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+    if study.user_attrs.get(KEY_ATTR) not in (None, key):
+        raise StorageError(f"study {name!r} already holds trials of another experiment (a different starting spec, "
+                           "space or budget): give another --study (stages.tune.study), or delete that study")
+    return study
+
+
+def counts(study) -> dict[TrialState, int]:
+    out = {s: 0 for s in TrialState}
+    for t in study.get_trials(deepcopy=False):
+        out[t.state] += 1
+    return out
+
+
+def recover_orphans(study, worker: Optional[str] = None) -> list[int]:
+    """Trials left RUNNING by a process that was killed (all of them, or one worker's). Only for
+    a storage no one else uses (the run directory's own journal, whose lock this process
+    holds): each is failed and its parameters queued again, so no trial is lost."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = _retry(max_retry=None)
+    orphans = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if worker is not None and t.user_attrs.get("worker") != worker:
+            continue
+        retry(study, study.tell(t.number, state=TrialState.FAIL))
+        orphans.append(t.number)
+    return orphans
+
+
+class Surplus(Exception):
+    """This trial would be one more than requested: given back before any work."""
+
+
+def work(study, objective: Callable, *, trials: int, worker: str, on_idle: Optional[Callable[[], None]] = None) -> int:
+    """Run trials of `study` until `trials` have finished (complete or pruned), across all
+    workers; then wait for the ones still running elsewhere. Returns how many this worker ran."""
+    ran = 0
+
+    def guarded(trial):
+        nonlocal ran
+        alive_before = sum(1 for t in study.get_trials(deepcopy=False) if t.number < trial.number and t.state in ALIVE)
+        if alive_before >= trials:
+            trial.set_user_attr("surplus", True)
+            raise Surplus()
+        trial.set_user_attr("worker", worker)
+        ran += 1
+        return objective(trial)
+
+    while True:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)  # RDB heartbeats: dead workers' trials failed and queued again
+        c = counts(study)
+        finished, running, waiting = sum(c[s] for s in FINISHED), c[TrialState.RUNNING], c[TrialState.WAITING]
+        if finished >= trials and not waiting and running == 0:
+            return ran
+        if waiting or finished + running < trials:
+            study.optimize(guarded, n_trials=1, catch=(Surplus,), gc_after_trial=False, show_progress_bar=False)
+            continue
+        if on_idle is not None:
+            on_idle()
+        time.sleep(POLL_SECONDS)  # the last trials run elsewhere: wait for them (or their heartbeats to stop)
+
+
+def worker_name(index: int) -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:w{index}"

@@ -1,0 +1,150 @@
+"""One tune worker: runs trials of the study until enough have finished, across all workers.
+
+The tune stage runs one worker in its own process and starts `workers - 1` more as
+`python -m nnrecipe.stages.tune_worker <run>/tune/worker.json <index>`; each loads the data
+once, trains each trial it claims from the shared study, and reports the val metric at
+every evaluation to the pruner. Every machine of a distributed study runs the same.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Callable, Optional
+
+STAGE = "tune"
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What a worker needs, written by the stage as tune/worker.json."""
+
+    run_root: str
+    base: str  # the spec's folder: plugins and data paths resolve against it
+    start_yaml: str  # the starting spec (tune/start.yaml)
+    storage: str  # journal file path or database URL
+    study: str
+    key: str  # identifies the experiment a study belongs to
+    trials: int
+    seed: int
+    steps: int
+    every: int
+    device: str
+
+    def write(self, path: Path) -> None:
+        from nnrecipe import atomic
+
+        atomic.write_json(path, dataclasses.asdict(self))
+
+    @classmethod
+    def read(cls, path: Path) -> "Plan":
+        return cls(**json.loads(Path(path).read_text()))
+
+
+def score(metric: float, task: str) -> float:
+    """The objective (maximised): val accuracy, or R^2 floored at -1 so a diverged regression
+    trial still ranks last with a finite number (importance needs finite values)."""
+    if task == "classification":
+        return float(metric) if math.isfinite(metric) else 0.0
+    return max(float(metric), -1.0) if math.isfinite(metric) else -1.0
+
+
+def make_objective(*, start, space: dict, trainer, seed: int, task: str, ctx) -> Callable:
+    import optuna
+
+    from nnrecipe.probes.tune_space import apply_params, suggest
+
+    def objective(trial) -> float:
+        params = suggest(trial, space)
+        spec = apply_params(start, params)
+
+        def report(step, model, result):
+            trial.report(score(result.metric, task), step)
+            if trial.should_prune():
+                trial.set_user_attr("steps", int(step))
+                raise optuna.TrialPruned(f"pruned at step {step}")
+
+        label = f"trial-{trial.number:03d}"
+        try:
+            t = trainer.train(spec, seed=seed, label=label, on_eval=report, keep=False)
+        finally:
+            ctx.close_writer(STAGE, label)
+        r = t.run
+        trial.set_user_attr("steps", r.steps)
+        trial.set_user_attr("diverged", bool(r.diverged))
+        trial.set_user_attr("val_loss", float(r.val_loss) if math.isfinite(r.val_loss) else None)
+        trial.set_user_attr("train_metric", float(r.train_metric) if math.isfinite(r.train_metric) else None)
+        return score(r.val_metric, task)
+
+    return objective
+
+
+def run_worker(plan: Plan, *, ctx, index: int, start, on_idle: Optional[Callable[[], None]] = None, study=None) -> int:
+    """Run trials until the study has `plan.trials` finished; returns how many this worker ran."""
+    from nnrecipe.probes import tune_study as ts
+    from nnrecipe.probes.tune_space import start_values
+    from nnrecipe.stages.trainer import Trainer
+
+    cfg = start.stages.tune
+    worker = ts.worker_name(index)
+    sampler = ts.make_sampler(cfg.sampler, seed=plan.seed, start=start_values(start, cfg.space), worker=worker)
+    pruner = ts.make_pruner(cfg.pruner, steps=plan.steps, warmup=cfg.prune_warmup)
+    if study is None:
+        storage = ts.open_storage(plan.storage, heartbeat_interval=cfg.heartbeat_interval, grace_period=cfg.grace_period)
+        study = ts.open_study(storage=storage, name=plan.study, key=plan.key, sampler=sampler, pruner=pruner, create=False)
+    else:
+        study.sampler, study.pruner = sampler, pruner
+    trainer = Trainer(ctx, stage=STAGE, steps=plan.steps, every=plan.every)
+    objective = make_objective(start=start, space=cfg.space, trainer=trainer, seed=plan.seed, task=trainer.data(start).task, ctx=ctx)
+    return ts.work(study, objective, trials=plan.trials, worker=worker, on_idle=on_idle)
+
+
+def _die_with_parent() -> None:
+    """Linux: this worker gets SIGTERM when the stage's process dies (even by SIGKILL)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def main(argv: list[str]) -> int:
+    import os
+    import signal
+
+    from rich.console import Console
+
+    from nnrecipe.errors import NNRecipeError
+
+    _die_with_parent()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    plan, index = Plan.read(Path(argv[0])), int(argv[1])
+    try:
+        import torch
+
+        from nnrecipe.rundir import RunDir
+        from nnrecipe.runtime import resolve_device
+        from nnrecipe.spec import load_spec
+        from nnrecipe.stages.base import StageContext
+
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1") or 1))
+        start, _ = load_spec(Path(plan.start_yaml))
+        ctx = StageContext(spec=start, base=Path(plan.base), run=RunDir(Path(plan.run_root)),
+                           device=resolve_device(plan.device), console=Console(stderr=True))
+        try:
+            run_worker(plan, ctx=ctx, index=index, start=start)
+        finally:
+            ctx.close()
+    except NNRecipeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

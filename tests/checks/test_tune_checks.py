@@ -1,0 +1,89 @@
+"""tune rules on synthetic measurements: every status of every rule."""
+
+import numpy as np
+
+from nnrecipe.checks.tune_checks import TuneMeasurements, search_coverage, sensitivity, tune_improves
+from nnrecipe.probes.regularize import KnobResult, Run
+from nnrecipe.probes.tune_analysis import DimCoverage, Importance, TrialRecord
+from nnrecipe.spec_stages import TuneSpec
+
+CFG = TuneSpec()
+N_VAL = 400
+
+
+def _rec(number, value, lr=1e-3, state="complete", diverged=False):
+    return TrialRecord(number=number, state=state, value=value, params={"optim.lr": lr}, diverged=diverged)
+
+
+def _run(correct: np.ndarray, seed=1, diverged=False):
+    return Run(seed=seed, val_scores=correct.astype(float), val_loss=0.3, val_metric=float(correct.mean()), train_loss=0.1,
+               train_metric=1.0, steps=100, diverged=diverged, evals=[])
+
+
+def _m(trials, **kw):
+    return TuneMeasurements(task="classification", n_val=N_VAL, trials=trials, requested=len(trials), **kw)
+
+
+def _confirmed(ref_acc: float, best_acc: float, *, diverged=False):
+    rng = np.random.default_rng(0)
+    base = rng.random(N_VAL)
+    ref, best = base < ref_acc, base < best_acc  # nested: every example the weaker gets right, the stronger does too
+    return (KnobResult("start", "start", runs=[_run(ref)]), KnobResult("best", "trial 3", runs=[_run(best, diverged=diverged)]))
+
+
+def test_tune_improves_every_branch():
+    assert tune_improves(_m([]), CFG).status == "fail"
+    diverged = [_rec(i, 0.1, diverged=True) for i in range(4)]
+    v = tune_improves(_m(diverged), CFG)
+    assert v.status == "fail" and "diverged" in v.message
+    trials = [_rec(0, 0.90), _rec(1, 0.93), _rec(3, 0.95)]
+    v = tune_improves(_m(trials, best=trials[2], start_trial=0), CFG)  # no confirmation: the start was best
+    assert v.status == "pass" and "starting point" in v.message
+    ref, best = _confirmed(0.85, 0.95)
+    v = tune_improves(_m(trials, best=trials[2], start_trial=0, reference=ref, confirmed=best), CFG)
+    assert v.status == "pass" and v.observed["z"] >= 3 and "beats" in v.message
+    ref, best = _confirmed(0.95, 0.85)
+    v = tune_improves(_m(trials, best=trials[2], reference=ref, confirmed=best), CFG)
+    assert v.status == "warn" and v.observed["z"] <= -3 and "seed luck" in v.message
+    ref, best = _confirmed(0.90, 0.905)
+    v = tune_improves(_m(trials, best=trials[2], reference=ref, confirmed=best), CFG)
+    assert v.status == "pass" and abs(v.observed["z"]) < 3 and "no gain" in v.message
+    ref, best = _confirmed(0.90, 0.95, diverged=True)
+    assert tune_improves(_m(trials, best=trials[2], reference=ref, confirmed=best), CFG).status == "fail"
+
+
+def _cov(path="optim.lr", **kw):
+    base = dict(path=path, kind="log_uniform", n=10, max_gap=0.2, gap_range=(1e-4, 3e-4), critical_gap=0.5)
+    base.update(kw)
+    return DimCoverage(**base)
+
+
+def test_search_coverage_every_branch():
+    trials = [_rec(i, 0.9) for i in range(10)]
+    assert search_coverage(_m(trials[:1]), CFG).status == "skip"
+    assert search_coverage(_m(trials, coverage=[_cov()]), CFG).status == "pass"
+    v = search_coverage(_m(trials, coverage=[_cov(max_gap=0.6, gap_range=(0.1, 1.0), diverged_values=[0.5, 0.9])]), CFG)
+    assert v.status == "warn" and "2 trial(s) there diverged" in v.message
+    choice = DimCoverage(path="data.batch_size", kind="choice", n=10, untried=[256])
+    v = search_coverage(_m(trials, coverage=[_cov(), choice]), CFG)
+    assert v.status == "warn" and "256 never tried" in v.message
+    mostly_diverged = [_rec(i, 0.1, diverged=i < 6) for i in range(10)]
+    v = search_coverage(_m(mostly_diverged, coverage=[_cov()]), CFG)
+    assert v.status == "warn" and "6 of 10 trials diverged" in v.message
+    edge = search_coverage(_m(trials, coverage=[_cov(best_value=9.9e-3, best_position=0.99)]), CFG)
+    assert edge.status == "pass" and "high edge" in edge.message  # said, not judged
+
+
+def _imp(p: dict, explained=None):
+    return Importance(share={k: 1 / len(p) for k in p}, explained=explained or {k: 0.5 for k in p}, p=p, permutations=999, n=12)
+
+
+def test_sensitivity_every_branch():
+    trials = [_rec(i, 0.9) for i in range(12)]
+    assert sensitivity(_m(trials[:3]), CFG).status == "skip"
+    v = sensitivity(_m(trials, importance=_imp({"optim.lr": 0.001, "model.args.dropout": 0.6}), spread=0.1, noise=0.01), CFG)
+    assert v.status == "pass" and "matter: optim.lr" in v.message and "no detectable effect: model.args.dropout" in v.message
+    v = sensitivity(_m(trials, importance=_imp({"train.log_every": 1.0}), spread=0.0, noise=0.015), CFG)
+    assert v.status == "warn" and "nothing in the space" in v.message
+    v = sensitivity(_m(trials, importance=_imp({"optim.lr": 0.3}), spread=0.2, noise=0.015), CFG)
+    assert v.status == "pass" and "no single parameter" in v.message

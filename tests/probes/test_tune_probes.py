@@ -1,0 +1,98 @@
+"""The tune stage's measurements: space edits, samplers, coverage and importance statistics."""
+
+import numpy as np
+import optuna
+import pytest
+
+from nnrecipe.errors import SpecError
+from nnrecipe.probes import tune_study as ts
+from nnrecipe.probes.tune_analysis import TrialRecord, coverage, critical_gap, importance
+from nnrecipe.probes.tune_space import apply_params, start_values
+from nnrecipe.spec import load_spec
+from nnrecipe.spec_stages import SpaceDim
+
+
+def test_params_edit_the_spec_and_the_start_is_read_back():
+    spec, _ = load_spec(None, ["stages.tune.space={optim.lr: {log_uniform: [1e-4, 1e-2]}, "
+                               "model.args.dropout: {uniform: [0.0, 0.5]}, data.batch_size: {choice: [32, 64, 128]}}"])
+    edited = apply_params(spec, {"optim.lr": 1e-3, "model.args.dropout": 0.25, "data.batch_size": 128})
+    assert (edited.optim.lr, edited.model.args.dropout, edited.data.batch_size) == (1e-3, 0.25, 128)
+    assert start_values(spec, spec.stages.tune.space) == {"optim.lr": 3e-4, "model.args.dropout": 0.0, "data.batch_size": 64}
+
+
+@pytest.mark.parametrize("space, words", [
+    ("{optim.lrr: {log_uniform: [1e-4, 1e-2]}}", "stages.tune.space.optim.lrr: no such field"),
+    ("{optim.lr: {uniform: [0.1, 0.01]}}", "low 0.1 must be below high 0.01"),
+    ("{data.batch_size: {choice: []}}", "choice: an empty list"),
+    ("{optim.lr: {uniform: [-1, 1]}}", "stages.tune.space.optim.lr: -1.0 is refused"),
+    ("{data.val_fraction: {uniform: [0.1, 0.3]}}", "of data only batch_size, downsample"),
+    ("{seed: {int: [0, 9]}}", "only fields under"),
+    ("{optim.lr: {uniform: [0.1, 0.2], choice: [1]}}", "exactly one of"),
+])
+def test_a_malformed_space_names_the_field(space, words):
+    with pytest.raises(SpecError) as err:
+        load_spec(None, [f"stages.tune.space={space}"])
+    assert words in str(err.value) and "stages.tune.space" in str(err.value)
+
+
+def _study(sampler):
+    return optuna.create_study(direction="maximize", sampler=sampler)
+
+
+def test_trial_k_draws_the_same_values_in_any_process_and_trial_0_is_the_start():
+    dists = {"lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)}
+    draws = []
+    for _ in range(2):  # two "workers" with their own sampler objects
+        s = _study(ts.make_sampler("random", seed=7, start={"lr": 3e-4}, worker="any"))
+        draws.append([s.ask(dists).params["lr"] for _ in range(5)])
+    assert draws[0] == draws[1] and draws[0][0] == 3e-4 and len(set(draws[0])) == 5
+    other = _study(ts.make_sampler("random", seed=8, start={}, worker="x"))
+    assert [other.ask(dists).params["lr"] for _ in range(5)][1:] != draws[0][1:]
+
+
+def _rec(i, value, **params):
+    return TrialRecord(number=i, state="complete", value=value, params=params)
+
+
+def test_coverage_sees_a_range_where_every_trial_diverged():
+    dim = SpaceDim(log_uniform=(1e-3, 1e3))
+    rng = np.random.default_rng(0)
+    recs = []
+    for i, u in enumerate(rng.random(20)):
+        lr = float(10 ** (-3 + 6 * u))
+        recs.append(TrialRecord(number=i, state="complete", value=0.9, params={"optim.lr": lr}, diverged=lr > 1.0))
+    c = coverage({"optim.lr": dim}, recs, p=0.01)[0]
+    assert c.max_gap > c.critical_gap and c.gap_range[1] == 1e3 and c.diverged_values
+    clean = [TrialRecord(number=r.number, state="complete", value=0.9, params=r.params) for r in recs]
+    c = coverage({"optim.lr": dim}, clean, p=0.01)[0]
+    assert c.max_gap < c.critical_gap
+
+
+def test_critical_gap_matches_simulated_random_sampling():
+    rng = np.random.default_rng(1)
+    for n in (3, 12, 40):
+        u = np.sort(rng.random((20000, n)), axis=1)
+        gaps = np.diff(np.concatenate([np.zeros((20000, 1)), u, np.ones((20000, 1))], axis=1), axis=1).max(axis=1)
+        assert abs(float((gaps > critical_gap(n, 0.05)).mean()) - 0.05) < 0.01
+
+
+def test_importance_finds_a_u_shaped_effect_and_not_a_dummy():
+    rng = np.random.default_rng(0)
+    space = {"optim.lr": SpaceDim(log_uniform=(1e-5, 1e-1)), "model.args.dropout": SpaceDim(uniform=(0.0, 0.5))}
+    recs = []
+    for i in range(20):
+        u = rng.random()
+        lr = 10 ** (-5 + 4 * u)
+        acc = 0.95 - 0.4 * (u - 0.6) ** 2 + 0.003 * rng.normal()  # best lr inside the range; dropout does nothing
+        recs.append(_rec(i, acc, **{"optim.lr": lr, "model.args.dropout": float(rng.uniform(0, 0.5))}))
+    imp = importance(space, recs, permutations=999, seed=0)
+    assert imp.p["optim.lr"] <= 0.01 and imp.p["model.args.dropout"] > 0.05
+    assert imp.share["optim.lr"] > imp.share["model.args.dropout"]
+    # pure noise: nothing matters in most seeds (family-wise rate near the nominal 5%)
+    false = 0
+    for seed in range(20):
+        r = np.random.default_rng(100 + seed)
+        noise = [_rec(i, float(r.normal()), **{"optim.lr": float(10 ** r.uniform(-5, -1)), "model.args.dropout": float(r.uniform(0, 0.5))})
+                 for i in range(15)]
+        false += min(importance(space, noise, permutations=199, seed=seed).p.values()) <= 0.05
+    assert false <= 3

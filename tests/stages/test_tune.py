@@ -1,0 +1,157 @@
+"""The tune stage end to end: verdicts both ways, local workers, a study continued after a
+kill, and two processes on one PostgreSQL study (NNRECIPE_TEST_POSTGRES, started by .ci/run)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from conftest import PLANTED, write_spec
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+FAST = {"trials": 6, "steps": 150, "eval_every": 50}
+
+
+def _spec(folder, name, *, space=None, tune=None, **extra):
+    t = {**FAST, **(tune or {})}
+    if space is not None:
+        t["space"] = space
+    spec = {"name": name, "train": {"steps": 150, "eval_every": 50}, "stages": {"tune": t}, **extra}
+    return write_spec(folder, spec, name=f"{name}.yaml")
+
+
+def _tune(cli, path, *args):
+    result = cli("tune", "--config", path, "--json", *args)
+    assert result.exit_code in (0, 1), result.stderr
+    return result.exit_code, {v["check"]: v for v in json.loads(result.stdout)}
+
+
+def _study(journal, name):
+    from optuna.storages.journal import JournalFileBackend
+
+    return optuna.load_study(study_name=name, storage=optuna.storages.JournalStorage(JournalFileBackend(str(journal))))
+
+
+def _finished(study):
+    return [t for t in study.get_trials(deepcopy=False) if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+
+
+def test_a_good_space_passes_and_best_yaml_holds_the_better_learning_rate(cli, in_tmp):
+    path = _spec(in_tmp, "slow", optim={"lr": 1e-5}, space={"optim.lr": {"log_uniform": [1e-3, 1e-2]}})
+    code, v = _tune(cli, path)
+    assert code == 0 and {x["status"] for x in v.values()} == {"pass"}
+    assert v["tune-improves"]["observed"]["z"] >= 3  # lr 1e-5 barely trains in 150 steps
+    out = in_tmp / "runs" / "slow" / "tune"
+    best = (out / "best.yaml").read_text()
+    assert best.startswith("# nnrecipe run --config tune/best.yaml") and "lr: 1.0e-05" not in best
+    rows = (out / "trials.csv").read_text().splitlines()
+    assert rows[0].startswith("trial,state,value,optim.lr") and len(rows) == 7
+    assert all((out / f"{p}.png").stat().st_size > 5000 for p in ("history", "parameters"))
+    assert any((in_tmp / "runs" / "slow" / "tb" / "tune" / "trial-005").iterdir())
+    # re-running with more trials continues the study: 6 finished trials are reused, 2 more run
+    code, v = _tune(cli, path, "stages.tune.trials=8")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["finished"] == 8 and summary["ran_here"] == 2
+
+
+def test_a_space_where_every_trial_diverges_fails(cli, in_tmp):
+    path = _spec(in_tmp, "boom", optim={"name": "sgd", "lr": 0.1}, space={"optim.lr": {"log_uniform": [1e4, 1e6]}},
+                 tune={"pruner": "none"})
+    code, v = _tune(cli, path)
+    assert code == 1 and v["tune-improves"]["status"] == "fail" and "diverged" in v["tune-improves"]["message"]
+    assert v["search-coverage"]["status"] == "warn"
+
+
+def test_a_range_half_of_which_diverges_is_poor_coverage(cli, in_tmp):
+    path = _spec(in_tmp, "half", optim={"name": "sgd", "lr": 0.1}, space={"optim.lr": {"log_uniform": [1e-2, 1e20]}},
+                 tune={"trials": 8, "pruner": "none"})
+    code, v = _tune(cli, path)
+    cov = v["search-coverage"]
+    assert cov["status"] == "warn" and cov["observed"]["diverged"] >= 2 and "diverged" in cov["message"], cov
+
+
+def test_tuning_an_argument_the_model_ignores_is_flat(cli, in_tmp):
+    model = {"arch": "python", "factory": f"{PLANTED}/models.py:ignores_width", "args": {"width": 64}}
+    path = _spec(in_tmp, "flat", model=model, space={"model.args.width": {"int": [8, 256]}}, tune={"trials": 6, "pruner": "none"})
+    code, v = _tune(cli, path)
+    s = v["sensitivity"]
+    assert s["status"] == "warn" and "nothing in the space" in s["message"] and s["observed"]["spread"] == 0
+    assert v["tune-improves"]["status"] == "pass"  # the same network every trial: nothing to gain, nothing lost
+
+
+def test_two_local_workers_finish_exactly_the_requested_trials(cli, in_tmp):
+    path = _spec(in_tmp, "two", tune={"trials": 8, "workers": 2, "pruner": "none"})
+    code, v = _tune(cli, path)
+    assert code == 0, v
+    study = _study(in_tmp / "runs" / "two" / "tune" / "study.journal", "two")
+    done = _finished(study)
+    assert len(done) == 8 and len({t.number for t in done}) == 8
+    assert len({t.user_attrs["worker"] for t in done}) == 2  # both processes ran trials
+    assert not [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING]
+    assert len({t.params["optim.lr"] for t in done}) == 8  # no trial ran twice
+
+
+def test_a_tune_killed_mid_trial_finishes_the_study_when_run_again(in_tmp):
+    path = _spec(in_tmp, "killed", train={"steps": 3000, "eval_every": 500},
+                 tune={"trials": 4, "steps": 3000, "eval_every": 500, "pruner": "none"})
+    cmd = [sys.executable, "-m", "nnrecipe.cli", "tune", "--config", str(path)]
+    journal = in_tmp / "runs" / "killed" / "tune" / "study.journal"
+    proc = subprocess.Popen(cmd, cwd=in_tmp, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if journal.exists():
+            trials = _study(journal, "killed").get_trials(deepcopy=False)
+            if len(_finished(_study(journal, "killed"))) >= 1 and any(t.state == TrialState.RUNNING for t in trials):
+                break
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = _study(journal, "killed").get_trials(deepcopy=False)
+    killed = [t.number for t in before if t.state == TrialState.RUNNING]
+    assert killed and len(_finished(_study(journal, "killed"))) < 4
+    again = subprocess.run(cmd + ["--json"], cwd=in_tmp, env=ENV, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    study = _study(journal, "killed")
+    done = _finished(study)
+    assert len(done) == 4 and len({t.params["optim.lr"] for t in done}) == 4
+    retried = [t for t in done if t.system_attrs.get("failed_trial") in killed]
+    assert retried and retried[0].params == next(t.params for t in before if t.number == killed[0])
+    summary = json.loads((in_tmp / "runs" / "killed" / "tune" / "summary.json").read_text())
+    assert summary["recovered"] == killed
+
+
+POSTGRES = os.environ.get("NNRECIPE_TEST_POSTGRES")
+
+
+@pytest.mark.skipif(not POSTGRES, reason="NNRECIPE_TEST_POSTGRES is not set (.ci/run starts PostgreSQL and sets it)")
+def test_two_processes_on_one_postgresql_study_finish_exactly_the_requested_trials(in_tmp):
+    name = f"pg-{os.getpid()}-{int(time.time())}"
+    path = _spec(in_tmp, "pg", tune={"trials": 8, "pruner": "none"})
+    procs = [subprocess.Popen([sys.executable, "-m", "nnrecipe.cli", "tune", "--config", str(path), "--storage", POSTGRES,
+                               "--study", name, "--output-dir", f"machine{i}", "--json"],
+                              cwd=in_tmp, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+    from nnrecipe.probes.tune_study import database_url
+
+    study = optuna.load_study(study_name=name, storage=database_url(POSTGRES))
+    done = _finished(study)
+    assert len(done) == 8 and len({t.number for t in done}) == 8 and len({t.params["optim.lr"] for t in done}) == 8
+    assert len({t.user_attrs["worker"] for t in done}) == 2
+    for i in range(2):  # each machine judged the whole study
+        summary = json.loads((in_tmp / f"machine{i}" / "pg" / "tune" / "summary.json").read_text())
+        assert summary["finished"] == 8 and summary["storage"].startswith("postgresql://")
+
+
+def test_an_unreachable_storage_is_one_clear_line(cli, in_tmp):
+    path = _spec(in_tmp, "nowhere")
+    result = cli("tune", "--config", path, "--storage", "postgresql://nobody@127.0.0.1:1/none")
+    assert result.exit_code == 2
+    assert result.stderr.strip().startswith("error: --storage postgresql://nobody@127.0.0.1:1/none: cannot open the study storage")
+    assert len(result.stderr.strip().splitlines()) == 1
