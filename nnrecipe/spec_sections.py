@@ -295,7 +295,9 @@ class NameOrFactory(Section):
 
     @model_validator(mode="after")
     def _not_both(self):
-        if self.factory is not None and "name" in self.model_fields_set:
+        # A dumped spec (best.yaml, tune's trials) carries the default name beside the factory.
+        default = type(self).model_fields["name"].default
+        if self.factory is not None and "name" in self.model_fields_set and self.name != default:
             raise ValueError("give either `name` or `factory`, not both")
         return self
 

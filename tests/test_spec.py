@@ -130,3 +130,13 @@ def test_device_pattern():
     assert load_spec(None, ["device=cuda:1"])[0].device == "cuda:1"
     with pytest.raises(SpecError, match="device"):
         load_spec(None, ["device=gpu"])
+
+
+def test_a_dumped_spec_with_factories_loads_back_unchanged():
+    # best.yaml files and tune's trials are dumps of a spec: they must validate to the same spec.
+    from nnrecipe.spec import Spec, load_spec
+
+    spec, _ = load_spec(None, ["loss.factory=my.py:loss", "optim.schedule.factory=my.py:sched", "optim.schedule.args={k: 1}"])
+    assert Spec.model_validate(spec.dump()) == spec
+    with pytest.raises(SpecError, match="not both"):
+        load_spec(None, ["optim.schedule.name=cosine", "optim.schedule.factory=my.py:sched"])

@@ -95,9 +95,13 @@ def _retry(max_retry):
 
 
 def _rdb(url: str, heartbeat_interval: int, grace_period: int):
+    import inspect
+
+    # Optuna 4.9 renamed the callback argument; take whichever this version has.
+    params = inspect.signature(optuna.storages.RDBStorage).parameters
+    callback = "heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in params else "failed_trial_callback"
     return optuna.storages.RDBStorage(
-        url, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-        failed_trial_callback=_retry(max_retry=3),
+        url, heartbeat_interval=heartbeat_interval, grace_period=grace_period, **{callback: _retry(max_retry=3)},
         engine_kwargs={"connect_args": {"connect_timeout": 10}} if url.startswith("postgres") else None)
 
 

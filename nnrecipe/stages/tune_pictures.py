@@ -56,7 +56,7 @@ def draw(ctx, m, space: dict, *, stage: str) -> dict[str, list[str]]:
         ax.tick_params(labelsize=7)
         if i % cols == 0:
             ax.set_ylabel(metric, fontsize=8)
-    fig.suptitle("each parameter against the val metric (o complete, x pruned, red diverged, * best)", fontsize=8)
+    fig.suptitle("o complete · x pruned · red diverged · ★ best", fontsize=8)
     save(fig, "parameters", "search-coverage", "sensitivity")
 
     if m.importance is not None:

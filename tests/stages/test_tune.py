@@ -86,7 +86,8 @@ def test_tuning_an_argument_the_model_ignores_is_flat(cli, in_tmp):
 
 
 def test_two_local_workers_finish_exactly_the_requested_trials(cli, in_tmp):
-    path = _spec(in_tmp, "two", tune={"trials": 8, "workers": 2, "pruner": "none"})
+    # trials long enough (1000 steps) that the second process is up before the first has run them all
+    path = _spec(in_tmp, "two", tune={"trials": 8, "workers": 2, "pruner": "none", "steps": 1000, "eval_every": 500})
     code, v = _tune(cli, path)
     assert code == 0, v
     study = _study(in_tmp / "runs" / "two" / "tune" / "study.journal", "two")
