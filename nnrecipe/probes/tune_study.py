@@ -72,7 +72,7 @@ def open_storage(storage: str, *, heartbeat_interval: int, grace_period: int):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats, retries
-                return _rdb(database_url(storage), heartbeat_interval, grace_period)
+                return _rdb_retrying(database_url(storage), heartbeat_interval, grace_period)
         except ImportError:
             raise StorageError(f"--storage {redact(storage)}: the database driver is not installed; for PostgreSQL: "
                                "pip install 'nnrecipe[postgres]' (psycopg)") from None
@@ -92,6 +92,20 @@ def _retry(max_retry):
     """Queue a failed trial's parameters again (renamed in Optuna 4.9)."""
     cls = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
     return cls(max_retry=max_retry)
+
+
+def _rdb_retrying(url: str, heartbeat_interval: int, grace_period: int, attempts: int = 4):
+    """Machines starting together on a fresh database race to create Optuna's tables; the loser
+    sees a duplicate-type error. The tables exist by then: try again."""
+    for attempt in range(attempts):
+        try:
+            return _rdb(url, heartbeat_interval, grace_period)
+        except ImportError:
+            raise
+        except Exception:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
 
 
 def _rdb(url: str, heartbeat_interval: int, grace_period: int):
