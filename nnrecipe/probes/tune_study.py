@@ -253,5 +253,6 @@ def work(study, objective: Callable, *, trials: int, worker: str, on_idle: Optio
         time.sleep(POLL_SECONDS)  # the last trials run elsewhere: wait for them (or their heartbeats to stop)
 
 
-def worker_name(index: int) -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:w{index}"
+def worker_name(index: int, pid: Optional[int] = None) -> str:
+    """host:pid:w<index>, recorded on each trial a worker runs (the stage finds a dead child's trials by it)."""
+    return f"{socket.gethostname()}:{pid or os.getpid()}:w{index}"

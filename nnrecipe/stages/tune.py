@@ -69,8 +69,7 @@ def run(spec, ctx: StageContext) -> StageResult:
         storage = ts.open_storage(storage_path, heartbeat_interval=cfg.heartbeat_interval, grace_period=cfg.grace_period)
         study = ts.open_study(storage=storage, name=name, key=key, create=True)
     orphans = ts.recover_orphans(study) if local else []  # this process holds the run lock: RUNNING trials are dead
-    _clear_trial_curves(ctx, keep=None if not study.get_trials(deepcopy=False) else
-                        {t.number for t in study.get_trials(deepcopy=False)})
+    _clear_trial_curves(ctx, keep={t.number for t in study.get_trials(deepcopy=False)})
     had = sum(1 for t in study.get_trials(deepcopy=False) if t.state in ts.FINISHED)
 
     # 2. the workers: this process and `workers - 1` children on the same study.
@@ -89,10 +88,11 @@ def run(spec, ctx: StageContext) -> StageResult:
             proc.wait()
         _watch(children, study)
     finally:
-        for proc, _ in children:
+        for proc, log in children:
             if proc.poll() is None:
                 proc.terminate()
                 proc.wait()
+            log.close()
 
     # 3. what the study says.
     recs = ta.records(study)
@@ -173,21 +173,15 @@ def _watch(children, study) -> None:
         log.flush()
         lines = [ln.strip() for ln in open(log.name, errors="replace").read().splitlines() if ln.strip()]
         if code < 0 or code in (137, 143):
-            ts.recover_orphans(study, worker=_worker_of(proc))
+            ts.recover_orphans(study, worker=ts.worker_name(int(proc.args[-1]), pid=proc.pid))
             continue
         last = lines[-1] if lines else f"exit code {code}"
         raise NNRecipeError(f"tune worker {proc.args[-1]} failed ({log.name}): {last.removeprefix('error: ')}")
 
 
-def _worker_of(proc) -> str:
-    import socket
-
-    return f"{socket.gethostname()}:{proc.pid}:w{proc.args[-1]}"
-
-
-def _clear_trial_curves(ctx, keep=None) -> None:
-    """Curves of trials that did not finish (killed, surplus), or of a previous study; the
-    stage's own pictures and hparams (rewritten each time)."""
+def _clear_trial_curves(ctx, keep: set[int]) -> None:
+    """Curves of trials the study does not hold (killed, surplus, a previous study) and the
+    confirmation runs; the stage's own pictures and hparams (rewritten each time)."""
     tb = ctx.run.tb_dir(STAGE)
     if not tb.exists():
         return
@@ -196,7 +190,7 @@ def _clear_trial_curves(ctx, keep=None) -> None:
             entry.unlink()
         if entry.is_dir() and entry.name.startswith(("trial-", "confirm-")):
             number = int(entry.name.split("-")[1]) if entry.name.startswith("trial-") else None
-            if keep is None or (number is not None and number not in keep) or entry.name.startswith("confirm-"):
+            if number is None or number not in keep:
                 shutil.rmtree(entry, ignore_errors=True)
 
 
