@@ -25,7 +25,7 @@ def _train(overrides, *, steps=300, checkpoint=None, lazy=False):
     data = build_data(spec, base=base)
     train = LazySplit("train", torch.utils.data.TensorDataset(data.train.x, data.train.y), num_workers=0) if lazy else data.train
     model = build_model(spec, input_shape=data.input_shape, num_outputs=data.num_outputs, base=base)
-    engine = Engine(device=CPU, task=spec.task, log_every=25)
+    engine = Engine.for_spec(spec.train, device=CPU, task=spec.task, log_every=25)
     opt = make_optimizer(spec.optim, model.parameters())
     sched = make_scheduler(opt, spec.optim.schedule, total_steps=steps, base=base)
     history = engine.train(model=model, train=train, val=data.val, loss_fn=make_loss(spec, base=base), optimizer=opt,
@@ -105,3 +105,75 @@ def test_in_memory_batches_come_from_a_device_permutation():
     g = torch.Generator().manual_seed(0)
     seen = torch.cat([y for _, y in split.iterate(3, shuffle=True, generator=g)])
     assert sorted(seen.tolist()) == list(range(10)) and seen.tolist() != list(range(10))
+
+
+def test_compile_trains_the_same_model_and_saves_plain_weights(monkeypatch):
+    # Dynamo traces the engine's forward for real; the eager backend skips inductor's C++ build
+    # (~20 s on this CPU), which the CUDA benchmark exercises (bench/engine_overhead.py --compile).
+    import functools
+    compiled = []
+    real = torch.compile
+
+    def eager_compile(model, **kw):
+        compiled.append(model)
+        return real(model, backend="eager", **kw)
+
+    monkeypatch.setattr(torch, "compile", eager_compile)
+    h1, m1, *_ = _train([], steps=100)
+    h2, m2, *_ = _train(["train.compile=true"], steps=100)
+    assert compiled == [m2]
+    assert list(m2.state_dict()) == list(m1.state_dict())  # no `_orig_mod.` prefixes in checkpoints
+    assert torch.allclose(h1.losses, h2.losses, atol=1e-5), (h1.losses[-3:], h2.losses[-3:])
+    assert h2.evals[-1][1].metric == pytest.approx(h1.evals[-1][1].metric, abs=0.01)
+
+
+def test_channels_last_converts_conv_weights_and_inputs_and_learns_the_same():
+    def run(extra):
+        spec, base = load_spec(None, ["data.source=digits", "model.arch=cnn2d", "optim.lr=3e-3", *extra])
+        seed_everything(spec.seed)
+        data = build_data(spec, base=base)
+        model = build_model(spec, input_shape=data.input_shape, num_outputs=data.num_outputs, base=base)
+        engine = Engine.for_spec(spec.train, device=CPU, task=spec.task, log_every=25)
+        h = engine.train(model=model, train=data.train, val=data.val, loss_fn=make_loss(spec, base=base),
+                         optimizer=make_optimizer(spec.optim, model.parameters()), steps=60,
+                         batch_size=spec.data.batch_size, seed=spec.seed, eval_every=60)
+        return h, model
+    h1, m1 = run([])
+    h2, m2 = run(["train.channels_last=true"])
+    def last_conv(m):  # the first conv has one input channel: its weight is both layouts at once
+        return [c for c in m.modules() if isinstance(c, nn.Conv2d)][-1].weight
+    assert last_conv(m2).is_contiguous(memory_format=torch.channels_last)
+    assert not last_conv(m1).is_contiguous(memory_format=torch.channels_last)
+    # The same arithmetic in another memory order: equal up to float summation order.
+    assert torch.allclose(h1.losses, h2.losses, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("schedule,max_points", [("constant", 1 + 300 // 25), ("warmup_cosine", 250)])
+def test_tensorboard_lr_curve_keeps_the_schedule_shape_with_few_points(tmp_path, schedule, max_points):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from torch.utils.tensorboard import SummaryWriter
+
+    spec, base = load_spec(None, ["data.source=synthetic", "model.args.hidden=[16]", "optim.lr=1e-2",
+                                  f"optim.schedule.name={schedule}", "optim.schedule.warmup_steps=30"])
+    data = build_data(spec, base=base)
+    model = build_model(spec, input_shape=data.input_shape, num_outputs=data.num_outputs, base=base)
+    opt = make_optimizer(spec.optim, model.parameters())
+    with SummaryWriter(str(tmp_path)) as writer:
+        h = Engine(device=CPU, task=spec.task, log_every=25, writer=writer).train(
+            model=model, train=data.train, val=None, loss_fn=make_loss(spec, base=base), optimizer=opt,
+            scheduler=make_scheduler(opt, spec.optim.schedule, total_steps=300, base=base), steps=300,
+            batch_size=64, seed=0)
+    acc = EventAccumulator(str(tmp_path))
+    acc.Reload()
+    points = [(e.step, e.value) for e in acc.Scalars("train/lr")]
+    assert len(points) <= max_points and points[0][0] == 1 and points[-1][0] == 300
+    steps, values = zip(*points)
+    # every written value is the LR the optimizer applied at that step
+    assert all(v == pytest.approx(h.lrs[s - 1], rel=1e-6) for s, v in points)
+    if schedule == "warmup_cosine":
+        # the shape survives: the warm-up's peak near step 30, the end near zero
+        peak = steps[values.index(max(values))]
+        assert 25 <= peak <= 35 and values[-1] < 0.01 * max(values)
+        # between written points the LR never moved by more than ~1% of the last written one
+        for (s0, v0), (s1, _) in zip(points, points[1:]):
+            assert all(abs(h.lrs[i] - v0) <= 0.0101 * v0 for i in range(s0, s1 - 1))

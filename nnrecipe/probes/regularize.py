@@ -230,7 +230,7 @@ def _as_run(exp: Experiment, seed: int, *, stopped_at: Optional[int]) -> Run:
 
 def _score_state(model, watch: EarlyStopping, *, data, loss_fn, device, spec, seed, exp: Experiment) -> Run:
     """Score the weights early stopping would have kept; the model is put back as it was."""
-    engine = Engine(device=device, task=data.task, precision=spec.train.precision)
+    engine = Engine.for_spec(spec.train, device=device, task=data.task)
     final = {k: v.detach().clone() for k, v in model.state_dict().items()}
     model.load_state_dict(watch.state)
     val = engine.evaluate(model, data.val, loss_fn, keep_outputs=True)

@@ -106,7 +106,7 @@ def train_student(spec, *, model, data, teacher_train: torch.Tensor, device, ste
         targets = torch.cat([teacher_train.to(device).reshape(len(y), -1), y.float().reshape(len(y), -1)], dim=1)
         loss_fn = regression_distill_loss(cfg.alpha)
     soft = TensorSplit("train", train.x.to(device), targets)
-    engine = Engine(device=device, task=data.task, precision=spec.train.precision, log_every=min(spec.train.log_every, steps),
+    engine = Engine.for_spec(spec.train, device=device, task=data.task, log_every=min(spec.train.log_every, steps),
                     writer=writer, progress=progress)
     optimizer = make_optimizer(spec.optim, model.parameters())
     scheduler = make_scheduler(optimizer, spec.optim.schedule, total_steps=steps, base=base)
@@ -139,7 +139,7 @@ def continue_training(spec, *, model, checkpoint: Path, data, loss_fn, device, s
     optimizer = make_optimizer(spec.optim, model.parameters())
     if state.get("optimizer") is not None:
         optimizer.load_state_dict(state["optimizer"])
-    engine = Engine(device=device, task=data.task, precision=spec.train.precision, log_every=min(spec.train.log_every, steps),
+    engine = Engine.for_spec(spec.train, device=device, task=data.task, log_every=min(spec.train.log_every, steps),
                     writer=writer, progress=progress)
     before = _scored(engine, model, data, loss_fn, seed=seed, steps=int(state.get("step", 0)))
     h = engine.train(model=model, train=data.train, val=data.val, loss_fn=loss_fn, optimizer=optimizer, steps=steps,

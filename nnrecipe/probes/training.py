@@ -99,7 +99,7 @@ def train_experiment(
     `stop_early`, training ends when its patience runs out and the model is restored to the
     best evaluation's weights, where both splits are then scored (train.early_stopping).
     """
-    engine = Engine(device=device, task=data.task, precision=spec.train.precision, log_every=min(spec.train.log_every, steps),
+    engine = Engine.for_spec(spec.train, device=device, task=data.task, log_every=min(spec.train.log_every, steps),
                     writer=writer, progress=progress, log_histograms=histograms)
     model.to(device)
     optimizer = make_optimizer(spec.optim, model.parameters())

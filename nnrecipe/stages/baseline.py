@@ -44,7 +44,7 @@ def run(spec, ctx: StageContext) -> StageResult:
     loss_fn = make_loss(spec, base=base)
     lname = loss_name(spec)
     m = BaselineMeasurements(task=data.task, device_type=device.type)
-    engine = Engine(device=device, task=data.task, precision=spec.train.precision, log_every=spec.train.log_every)
+    engine = Engine.for_spec(spec.train, device=device, task=data.task, log_every=spec.train.log_every)
 
     def fresh_model(model_spec=None):
         seed_everything(spec.seed, deterministic=spec.train.deterministic)  # every experiment starts from the same seed
@@ -161,7 +161,7 @@ def _short_run(spec, ctx: StageContext, loss_fn) -> np.ndarray:
     seed_everything(spec.seed, deterministic=spec.train.deterministic)
     data = build_data(spec, base=ctx.base).to(ctx.device)
     model = prepare_model(spec, data, base=ctx.base).to(ctx.device)
-    engine = Engine(device=ctx.device, task=data.task, precision=spec.train.precision,
+    engine = Engine.for_spec(spec.train, device=ctx.device, task=data.task,
                     log_every=spec.stages.baseline.reproducible_steps)
     steps = spec.stages.baseline.reproducible_steps
     h = engine.train(model=model, train=data.train, val=None, loss_fn=loss_fn,

@@ -49,7 +49,7 @@ def run(spec, ctx: StageContext) -> StageResult:
     trainer = Trainer(ctx, stage=STAGE, steps=steps, every=every)
     data = trainer.data(start)
     task, loss = data.task, loss_name(start)
-    engine = Engine(device=ctx.device, task=task, precision=start.train.precision)
+    engine = Engine.for_spec(start.train, device=ctx.device, task=task)
     out = ctx.run.stage_dir(STAGE)
     members_dir = out / "members"
     key = _key(start, steps, every)

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The CUDA benchmark as one prepared script: a few minutes on an H100 (run by hand).
+#
+#   bash bench/cuda.sh [RESULTS_DIR]
+#
+# Needs torch with CUDA, torchvision, pydantic, pyyaml, tensorboard and scikit-learn importable
+# (the project's venv, or a GPU box's system Python with the missing wheels on PYTHONPATH).
+# Writes engine_overhead_cuda*.json into RESULTS_DIR (default bench/results) for BENCHMARKS.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RESULTS=${1:-bench/results}
+mkdir -p "$RESULTS"
+export PYTHONUNBUFFERED=1 PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}"
+PY=${PYTHON:-python3}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+"$PY" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print('torch', torch.__version__)"
+# ResNet-18 3x32x32, batch 512, bf16, channels_last, data on the GPU; digits MLP for the
+# per-step overhead on a kernel-light workload. 100 steps x (5 rounds + warm-up) x 3 loops each.
+"$PY" bench/engine_overhead.py --device cuda --steps 100 --repeats 5 --only resnet18 --json "$RESULTS/engine_overhead_cuda.json"
+"$PY" bench/engine_overhead.py --device cuda --steps 400 --repeats 5 --only digits --json "$RESULTS/engine_overhead_cuda_digits.json"
+# Both loops under torch.compile (inductor): the warm-up round pays the compilation.
+"$PY" bench/engine_overhead.py --device cuda --steps 100 --repeats 3 --only resnet18 --compile --json "$RESULTS/engine_overhead_cuda_compiled.json"
