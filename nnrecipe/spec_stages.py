@@ -140,8 +140,34 @@ class KnobsSpec(Section):
     early_stopping: bool = True  # patience on val loss (free: read off the reference run)
 
 
+class LabelErrorsSpec(Section):
+    """suspected-label-errors: out-of-fold predictions over the training split (confident learning)."""
+    enabled: bool = True  # classification only
+    folds: Annotated[int, Field(ge=2, le=20)] = 4  # each fold model trains on (folds-1)/folds of train
+    steps: Optional[Annotated[int, Field(ge=1)]] = None  # per fold model; None: the stage's budget
+    # Warn when the suspects' share of the training set is above this beyond noise (the lower
+    # end of its 95% Wilson interval). Curated benchmarks hold ~0.1-3% label errors (Northcutt
+    # et al. 2021); a clean dataset still yields a few suspects: the genuinely ambiguous examples.
+    max_rate: Fraction01 = 0.05
+    show: Annotated[int, Field(ge=0, le=64)] = 24  # suspects drawn in the picture
+
+
+class DataScalingSpec(Section):
+    """data-scaling: the reference trained on nested random subsets of the training set."""
+    enabled: bool = True
+    fractions: list[Annotated[float, Field(gt=0.0, lt=1.0)]] = [0.25, 0.5]  # besides the whole set (the reference run)
+
+    @model_validator(mode="after")
+    def _increasing(self):
+        if self.fractions != sorted(set(self.fractions)):
+            raise ValueError("fractions must be distinct and increasing")
+        return self
+
+
 class RegularizeSpec(Section):
     knobs: KnobsSpec = KnobsSpec()
+    label_errors: LabelErrorsSpec = LabelErrorsSpec()
+    data_scaling: DataScalingSpec = DataScalingSpec()
     steps: Optional[Annotated[int, Field(ge=1)]] = None  # None: the overfit stage's budget
     eval_every: Optional[Annotated[int, Field(ge=1)]] = None  # None: the overfit stage's
     # early stopping: evaluations in a row without a lower val loss before stopping.

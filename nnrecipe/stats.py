@@ -50,3 +50,13 @@ def mean_se(values: np.ndarray) -> tuple[float, float]:
 def accuracy_ci95(p: float, n: int) -> float:
     """Half-width of the normal 95% interval of an accuracy p measured on n examples."""
     return 1.96 * math.sqrt(max(p * (1 - p), 1.0 / max(n, 1)) / max(n, 1))
+
+
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a proportion k/n (sensible at k = 0 and for small n)."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)

@@ -123,6 +123,11 @@ class LazySplit:
         x, y = _as_pair(item, self)
         return torch.as_tensor(x), torch.as_tensor(y)
 
+    def subset(self, index: torch.Tensor) -> "LazySplit":
+        from torch.utils.data import Subset
+
+        return LazySplit(self.name, Subset(self.dataset, index.tolist()), num_workers=self.num_workers, owner=self.owner)
+
     def materialize(self, batch_size: int = 256) -> TensorSplit:
         xs, ys = zip(*self.iterate(batch_size)) if len(self) else ((), ())
         return TensorSplit(self.name, torch.cat(xs), torch.cat(ys))

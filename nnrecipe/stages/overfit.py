@@ -15,6 +15,7 @@ from nnrecipe.losses import loss_name, make_loss
 from nnrecipe.models import prepare_model
 from nnrecipe.optim import make_optimizer
 from nnrecipe.probes import mispredictions
+from nnrecipe.stages.misprediction_pictures import misprediction_artifacts
 from nnrecipe.probes.lr_range import lr_range_test
 from nnrecipe.probes.measurements import OverfitMeasurements
 from nnrecipe.probes.training import Experiment, data_fingerprint, experiment_key, resumable, train_experiment
@@ -75,7 +76,8 @@ def run(spec, ctx: StageContext) -> StageResult:
     # 5. what the model gets wrong on val (at the checkpoint val was judged at).
     wrong = mispredictions.measure(m.model.val_eval.outputs, data.targets("val"), task=data.task,
                                    num_classes=data.num_outputs, loss=loss_name(spec), class_name=data.class_name)
-    for check, paths in _misprediction_artifacts(ctx, data, wrong).items():
+    for check, paths in misprediction_artifacts(ctx, STAGE, data, wrong, "beats-baselines",
+                                                outputs=m.model.val_eval.outputs).items():
         arts.setdefault(check, []).extend(paths)
     final = [with_artifacts(v, *arts.get(v.check, [])) for v in verdicts]
     ctx.run.write_arrays(STAGE, VAL_SCORES, {"model": m.model.val_scores})
@@ -131,53 +133,6 @@ def _describe(model_spec) -> str:
     args = model_spec.args if isinstance(model_spec.args, dict) else model_spec.args.model_dump()
     brief = ", ".join(f"{k}={v}" for k, v in args.items() if k in ("hidden", "channels", "width", "dropout") or model_spec.arch == "python")
     return f"{model_spec.arch}({brief})"
-
-
-def _misprediction_artifacts(ctx: StageContext, data, wrong) -> dict[str, list[str]]:
-    """mispredictions.csv (+ per_class.csv), the confusion matrix and the worst val examples."""
-    import csv
-    import io
-
-    from nnrecipe.atomic import write_text
-
-    out = ctx.run.stage_dir(STAGE)
-    save = FigureSaver(ctx, STAGE)
-    for name, rows in (("mispredictions.csv", wrong.top), ("per_class.csv", wrong.per_class)):
-        if rows:
-            buf = io.StringIO()
-            writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-            write_text(out / name, buf.getvalue())
-    if wrong.confusion is not None:
-        c = wrong.confusion
-        fig = pictures.new_figure(1.6 + 0.45 * len(c), 1.2 + 0.45 * len(c))
-        ax = fig.subplots()
-        rates = c / np.maximum(c.sum(axis=1, keepdims=True), 1)
-        ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-        if len(c) <= 20:
-            for i in range(len(c)):
-                for j in range(len(c)):
-                    if c[i, j]:
-                        ax.text(j, i, str(c[i, j]), ha="center", va="center", fontsize=6,
-                                color="white" if rates[i, j] > 0.5 else "black")
-        names = [data.class_name(i) for i in range(len(c))]
-        ax.set_xticks(range(len(c)), names, fontsize=6, rotation=90)
-        ax.set_yticks(range(len(c)), names, fontsize=6)
-        ax.set_xlabel("predicted", fontsize=8)
-        ax.set_ylabel("true", fontsize=8)
-        ax.set_title("confusion matrix on val (counts; colour: share of the true class)", fontsize=8)
-        save(fig, "confusion", "beats-baselines")
-    if wrong.top:
-        shown = wrong.top[:16]
-        if data.task == "classification":
-            items = [(data.val.example(r["index"])[0], f"{r['true']}→{r['predicted']} {r['p_predicted']:.2f}") for r in shown]
-            title = "the most confidently wrong val examples (true→predicted, p)"
-        else:
-            items = [(data.val.example(r["index"])[0], f"{r['target']:.2g}→{r['prediction']:.2g}") for r in shown]
-            title = "the largest val residuals (target→prediction)"
-        save(pictures.example_grid([("val", items)], data.kind, title=title), "mispredictions", "beats-baselines")
-    return save.arts
 
 
 def _pictures(ctx: StageContext, m: OverfitMeasurements) -> dict[str, list[str]]:

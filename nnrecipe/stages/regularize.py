@@ -19,7 +19,11 @@ from nnrecipe.checks import regularize_checks as rules
 from nnrecipe.checks.regularize_checks import HELPED, NO_EFFECT, RegularizeMeasurements, compare, effect
 from nnrecipe.probes.filters import measure_filters
 from nnrecipe.probes.regularize import Knob, KnobResult, _edit, augmented_scores, build_knobs, combine
+from nnrecipe.checks.data_value_checks import data_scaling, suspected_label_errors
+from nnrecipe.losses import loss_name, make_loss
+from nnrecipe.stages import data_value
 from nnrecipe.stages.base import StageContext, StageResult, with_artifacts
+from nnrecipe.stages.misprediction_pictures import misprediction_artifacts
 from nnrecipe.stages.trainer import Trainer
 from nnrecipe.stages.regularize_pictures import draw
 
@@ -123,7 +127,14 @@ def run(spec, ctx: StageContext) -> StageResult:
         if not any(r.diverged for r in m.combined.runs) and effect(compare(m.task, m.reference, m.combined)[0], cfg) == HELPED:
             best_spec, m.best = comb_spec, m.combined
 
-    # 5. augmentation: the reference model (never augmented) and the model trained with it, on
+    # 5. what the models say about the data: would more data help (nested subsets), which training
+    # labels look wrong to models that never saw them (best.yaml's configuration, out of fold).
+    scaling = data_value.measure_scaling(ctx, ref_spec=ref_spec, reference=m.reference, data=data, cfg=cfg,
+                                         steps=steps, every=every)
+    labels = data_value.measure_label_errors(ctx, spec=best_spec, data=data, cfg=cfg, steps=steps, every=every,
+                                             loss=loss_name(best_spec))
+
+    # 6. augmentation: the reference model (never augmented) and the model trained with it, on
     # augmented val; first-layer filters of the reference model.
     if spec.data.augment and first is not None and not first.run.diverged:
         m.augment_clean = first.run.val_scores  # the reference at its last step: the model scored below
@@ -145,7 +156,8 @@ def run(spec, ctx: StageContext) -> StageResult:
 
     verdicts = [rules.knob(m, r, cfg) for r in m.knobs]
     verdicts += [rules.early_stopping(m, cfg), rules.generalization_gap(m, cfg), rules.augment_preserves_labels(m, cfg),
-                 rules.first_layer_filters(m, cfg), rules.combined(m, cfg, [r.name for _, r in helped])]
+                 rules.first_layer_filters(m, cfg), rules.combined(m, cfg, [r.name for _, r in helped]),
+                 data_scaling(scaling, cfg), suspected_label_errors(labels, cfg)]
 
     out = ctx.run.stage_dir(STAGE)
     write_text(out / BEST, f"# nnrecipe run --config {ctx.rel(out / BEST)}\n"
@@ -159,6 +171,9 @@ def run(spec, ctx: StageContext) -> StageResult:
         best_ckpt = out / "checkpoints" / "best.pt"
         torch_save(best_ckpt, {"model": {k: v.detach().cpu() for k, v in state.items()}, "spec": BEST})
     arts = draw(ctx, m, data=data, shown=shown, preds=preds, stage=STAGE)
+    for more in (data_value.draw(ctx, scaling, labels, data=data, cfg=cfg), _mispredictions(ctx, best_spec, state, data)):
+        for check, paths in more.items():
+            arts.setdefault(check, []).extend(paths)
     verdicts = [with_artifacts(v, *arts.get(v.check, [])) for v in verdicts]
     rows = _rows(m, cfg)
     ctx.console.print(_table(rows, m.task))
@@ -166,10 +181,30 @@ def run(spec, ctx: StageContext) -> StageResult:
         "task": data.task, "steps": steps, "eval_every": every, "seeds": cfg.seeds,
         "experiments": rows,
         "helped": [r.name for _, r in helped],
+        "data_scaling": data_scaling(scaling, cfg).observed,
+        "label_errors": {"suspects": len(labels.errors.ranked), "csv": "suspected_label_errors.csv"} if labels.errors else None,
         "best": {"name": m.best.name if m.best else "reference", "description": m.best.description if m.best else "reference",
                  "spec": ctx.rel(out / BEST), "checkpoint": ctx.rel(best_ckpt) if best_ckpt else None},
     }
     return StageResult(STAGE, verdicts, summary)
+
+
+def _mispredictions(ctx, best_spec, state, data) -> dict[str, list[str]]:
+    """What best.yaml's configuration (first seed) gets wrong on val: confusion matrix, per-class
+    metrics and the most confidently wrong examples; residual plots for regression."""
+    if state is None:
+        return {}
+    from nnrecipe.engine import Engine
+    from nnrecipe.models import prepare_model
+    from nnrecipe.probes import mispredictions
+
+    model = prepare_model(best_spec, data, base=ctx.base)
+    model.load_state_dict(state)
+    result = Engine.for_spec(best_spec.train, device=ctx.device, task=data.task).evaluate(
+        model, data.val, make_loss(best_spec, base=ctx.base), keep_outputs=True)
+    wrong = mispredictions.measure(result.outputs, data.targets("val"), task=data.task, num_classes=data.num_outputs,
+                                   loss=loss_name(best_spec), class_name=data.class_name)
+    return misprediction_artifacts(ctx, STAGE, data, wrong, "generalization-gap", outputs=result.outputs)
 
 
 def _best_state(trainer: Trainer, name: str):

@@ -7,6 +7,7 @@ from nnrecipe.spec import load_spec
 from conftest import PLANTED, write_spec
 
 OFF = {"dropout": None, "weight_decay": None, "early_stopping": False}  # knobs a test does not need
+OFF_DATA = {"data_scaling": {"enabled": False}, "label_errors": {"enabled": False}}  # tests/stages/test_data_value.py
 
 
 def _spec(folder, name, data, *, knobs=None, augment=None, steps=300, regularize=None, source="python", **extra):
@@ -14,7 +15,7 @@ def _spec(folder, name, data, *, knobs=None, augment=None, steps=300, regularize
     if augment is not None:
         d["augment"] = augment
     spec = {"name": name, "data": d, "train": {"steps": steps, "eval_every": max(1, steps // 10)},
-            "stages": {"regularize": {"seeds": 1, "knobs": {**OFF, **(knobs or {})}, **(regularize or {})}}}
+            "stages": {"regularize": {"seeds": 1, "knobs": {**OFF, **(knobs or {})}, **OFF_DATA, **(regularize or {})}}}
     spec.update(extra)
     return write_spec(folder, spec, name=f"{name}.yaml")
 

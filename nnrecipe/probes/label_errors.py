@@ -1,0 +1,114 @@
+"""Suspected label errors: training examples whose given label a model that never saw them
+finds very unlikely.
+
+K-fold cross-validation over the training split (stratified by label, seeded) gives every
+training example an out-of-fold predicted distribution; confident learning (Northcutt, Jiang
+and Chuang, "Confident Learning: Estimating Uncertainty in Dataset Labels", JAIR 2021) then
+estimates the joint of given and true labels from per-class confidence thresholds and flags,
+per (given, likely-true) pair, as many examples as that joint says are mislabelled, ranked by
+the probability of the given label. The method is cleanlab's `find_label_issues` (the
+maintained reference implementation, with the calibration and edge cases the paper's
+authors worked out); nnrecipe supplies the out-of-fold probabilities.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+
+from nnrecipe.probes.regularize import train_one
+from nnrecipe.probes.squeeze import as_probabilities
+
+
+@dataclasses.dataclass
+class LabelErrors:
+    folds: int
+    labels: np.ndarray  # the given training labels (n,)
+    probs: np.ndarray  # out-of-fold predicted class probabilities (n, C)
+    ranked: np.ndarray  # indices into train of the suspects, most suspicious first
+    diverged_folds: int = 0
+
+    @property
+    def n(self) -> int:
+        return len(self.labels)
+
+    @property
+    def oof_accuracy(self) -> float:
+        return float((self.probs.argmax(axis=1) == self.labels).mean())
+
+    def rows(self, class_name=str) -> list[dict]:
+        """The ranked CSV: one row per suspect."""
+        out = []
+        for rank, i in enumerate(self.ranked, start=1):
+            p = self.probs[i]
+            suggested = int(p.argmax())
+            out.append({"rank": rank, "train_index": int(i), "given": class_name(int(self.labels[i])),
+                        "suggested": class_name(suggested), "p_given": round(float(p[self.labels[i]]), 4),
+                        "p_suggested": round(float(p[suggested]), 4)})
+        return out
+
+
+def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> list[np.ndarray]:
+    """`folds` disjoint index sets covering every example; each class spread evenly over them."""
+    rng = np.random.default_rng(seed)
+    assignment = np.empty(len(labels), dtype=np.int64)
+    offset = 0
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        rng.shuffle(idx)
+        # rotate the start so that small classes do not all land in fold 0
+        assignment[idx] = (np.arange(len(idx)) + offset) % folds
+        offset += len(idx)
+    return [np.flatnonzero(assignment == k) for k in range(folds)]
+
+
+def out_of_fold(spec, *, data, base, device, folds: int, seed: int, steps: int, every: int, loss: str,
+                writer_for=None, progress=None) -> tuple[np.ndarray, int]:
+    """(n, C) probabilities for each training example from the fold model that did not train on it,
+    and how many fold models diverged (their examples get uniform probabilities: no evidence)."""
+    from nnrecipe.engine import Engine
+
+    labels = data.targets("train").long().numpy()
+    c = data.num_outputs
+    probs = np.full((len(labels), c), 1.0 / c)
+    diverged = 0
+    engine = Engine.for_spec(spec.train, device=device, task=data.task)
+    for k, held in enumerate(stratified_folds(labels, folds, seed)):
+        keep = torch.from_numpy(np.setdiff1d(np.arange(len(labels)), held))
+        fold_data = dataclasses.replace(data, train=data.train.subset(keep), _targets={})
+        t = train_one(spec, data=fold_data, base=base, device=device, seed=seed + k, steps=steps, every=every,
+                      writer=writer_for(f"label-errors-fold{k}") if writer_for else None, progress=progress,
+                      label=f"label-errors fold {k + 1}/{folds}")
+        if t.run.diverged:
+            diverged += 1
+            continue
+        out = engine.predict(t.model, data.train.subset(torch.from_numpy(held)))
+        probs[held] = as_probabilities(out, loss).double().numpy()
+    return probs, diverged
+
+
+def find(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Confident learning's suspects, most suspicious first (lowest probability of the given label)."""
+    from cleanlab.filter import find_label_issues
+
+    probs = probs / probs.sum(axis=1, keepdims=True)  # cleanlab wants rows that sum to 1 exactly
+    present = np.unique(labels)
+    if len(present) < 2:
+        return np.empty(0, dtype=np.int64)
+    # cleanlab needs every column's class to occur among the labels: restrict to those present.
+    remap = {c: i for i, c in enumerate(present)}
+    sub = probs[:, present]
+    sub = sub / np.clip(sub.sum(axis=1, keepdims=True), 1e-12, None)
+    given = np.array([remap[c] for c in labels])
+    return np.asarray(find_label_issues(given, sub, filter_by="prune_by_noise_rate",
+                                        return_indices_ranked_by="self_confidence", n_jobs=1), dtype=np.int64)
+
+
+def measure(spec, *, data, base, device, folds: int, seed: int, steps: int, every: int, loss: str,
+            writer_for=None, progress=None) -> LabelErrors:
+    probs, diverged = out_of_fold(spec, data=data, base=base, device=device, folds=folds, seed=seed, steps=steps,
+                                  every=every, loss=loss, writer_for=writer_for, progress=progress)
+    labels = data.targets("train").long().numpy()
+    return LabelErrors(folds=folds, labels=labels, probs=probs, ranked=find(labels, probs), diverged_folds=diverged)

@@ -1,0 +1,81 @@
+"""The data-value rules on synthetic measurements: every branch, no training."""
+
+import math
+
+import numpy as np
+import pytest
+
+from nnrecipe.checks.data_value_checks import (LabelErrorMeasurements, ScalingMeasurements, ScalingPoint,
+                                               data_scaling, next_doubling_gain, power_law, suspected_label_errors)
+from nnrecipe.probes.label_errors import LabelErrors
+from nnrecipe.probes.regularize import KnobResult, Run
+from nnrecipe.spec_stages import RegularizeSpec
+from nnrecipe.verdict import Status
+
+CFG = RegularizeSpec()
+
+
+def _errors(n=1000, suspects=10, diverged=0, folds=4):
+    labels = np.zeros(n, dtype=np.int64)
+    probs = np.tile([0.9, 0.1], (n, 1))
+    return LabelErrors(folds=folds, labels=labels, probs=probs, ranked=np.arange(suspects), diverged_folds=diverged)
+
+
+def test_few_suspects_pass_and_many_warn_beyond_noise():
+    assert suspected_label_errors(LabelErrorMeasurements(_errors(suspects=10)), CFG).status is Status.PASS
+    v = suspected_label_errors(LabelErrorMeasurements(_errors(suspects=120)), CFG)
+    assert v.status is Status.WARN and v.observed["rate_ci95"][0] > 0.05 and "120 of 1000" in v.message
+
+
+def test_a_rate_above_the_limit_but_within_noise_passes():
+    # 7 of 100 is above 5%, but its 95% interval (3.4%-13.7%) reaches below: not beyond noise.
+    v = suspected_label_errors(LabelErrorMeasurements(_errors(n=100, suspects=7)), CFG)
+    assert v.status is Status.PASS and v.observed["rate"] == 0.07
+
+
+def test_all_folds_diverged_warns_and_not_measured_skips():
+    assert suspected_label_errors(LabelErrorMeasurements(_errors(diverged=4)), CFG).status is Status.WARN
+    v = suspected_label_errors(LabelErrorMeasurements(skip="classification only"), CFG)
+    assert v.status is Status.SKIP and v.message == "classification only"
+
+
+def _point(frac, n, correct, diverged=False):
+    scores = np.asarray(correct, dtype=float)
+    run = Run(seed=0, val_scores=scores, val_loss=1.0, val_metric=float(scores.mean()), train_loss=0.1,
+              train_metric=1.0, steps=100, diverged=diverged, evals=[])
+    return ScalingPoint(frac, n, KnobResult(f"{frac}", "", runs=[run]))
+
+
+def _curve(acc, n_val=2000, seed=0, diverged=False):
+    """Nested-looking val correctness: each larger subset keeps the smaller one's right answers."""
+    rng = np.random.default_rng(seed)
+    u = rng.random(n_val)
+    sizes = [250, 500, 1000]
+    return ScalingMeasurements("classification", n_val, [_point(f, n, u < a, diverged and f == 1.0)
+                                                        for f, n, a in zip((0.25, 0.5, 1.0), sizes, acc)])
+
+
+def test_rising_plateau_and_falling_curves():
+    rising = data_scaling(_curve([0.70, 0.78, 0.85]), CFG)
+    assert rising.status is Status.PASS and rising.observed["trend"] == "rising" and "still rising" in rising.message
+    assert rising.observed["predicted_gain_at_2x"] > 0
+    flat = data_scaling(_curve([0.90, 0.901, 0.902]), CFG)
+    assert flat.status is Status.PASS and flat.observed["trend"] == "plateau"
+    falling = data_scaling(_curve([0.85, 0.85, 0.78]), CFG)
+    assert falling.status is Status.WARN and falling.observed["trend"] == "falling" and "worse" in falling.message
+
+
+def test_diverged_subset_warns_and_one_size_skips():
+    assert data_scaling(_curve([0.7, 0.8, 0.9], diverged=True), CFG).status is Status.WARN
+    m = _curve([0.7, 0.8, 0.9])
+    m.points = m.points[-1:]
+    assert data_scaling(m, CFG).status is Status.SKIP
+
+
+def test_power_law_fit_recovers_an_exact_learning_curve():
+    n = [100, 200, 400, 800]
+    acc = [1 - 2.0 * x**-0.5 for x in n]
+    a, b = power_law(n, acc)
+    assert a == pytest.approx(2.0, rel=1e-6) and b == pytest.approx(0.5, rel=1e-6)
+    assert next_doubling_gain(n, acc) == pytest.approx(2.0 * 800**-0.5 * (1 - 2**-0.5), rel=1e-6)
+    assert math.isnan(power_law([100], [0.5])[0])

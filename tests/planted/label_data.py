@@ -1,0 +1,43 @@
+"""Planted label noise (data.source: python): scikit-learn's digits with some training labels
+changed on purpose, and the indices of those changed, so a test can score what
+suspected-label-errors finds (precision: share of suspects that were planted; recall: share of
+the planted found). Val is never touched."""
+
+from __future__ import annotations
+
+import torch
+
+
+def _digits():
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.tensor(d.data, dtype=torch.float32).reshape(-1, 1, 8, 8) / 16.0
+    y = torch.tensor(d.target, dtype=torch.int64)
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    return x[order], y[order]
+
+
+def planted(*, fraction: float = 0.1, source: int = 3, target: int = 8, uniform: float = 0.0, seed: int = 0):
+    """(data dict, changed train indices): `fraction` of class `source` relabelled as `target`,
+    and `uniform` of all training examples moved to another class at random."""
+    x, y = _digits()
+    xt, yt = x[:1400], y[:1400].clone()
+    g = torch.Generator().manual_seed(seed)
+    of_class = torch.nonzero(yt == source).flatten()
+    chosen = of_class[torch.randperm(len(of_class), generator=g)[: round(fraction * len(of_class))]]
+    yt[chosen] = target
+    changed = set(chosen.tolist())
+    if uniform > 0:
+        pick = torch.nonzero(torch.rand(len(yt), generator=g) < uniform).flatten()
+        yt[pick] = (yt[pick] + torch.randint(1, 10, (len(pick),), generator=g)) % 10
+        changed |= set(pick.tolist())
+    return {"train": (xt, yt), "val": (x[1400:], y[1400:])}, sorted(changed)
+
+
+def noisy_digits(**kw):
+    return planted(**kw)[0]
+
+
+def clean_digits():
+    return planted(fraction=0.0)[0]
