@@ -12,7 +12,11 @@ ALL = sorted(CONFIGS.glob("*.yaml"))
 NEEDS_USER_DATA = {"torchvision-cifar10.yaml"}  # needs CIFAR-10 on disk (or a download)
 LIGHT = ("stages.regularize.seeds=1", "stages.tune.trials=4", "stages.tune.steps=200",
          "stages.squeeze.members=2", "stages.squeeze.steps=300",
-         "stages.squeeze.distill.enabled=false", "stages.squeeze.longer.extra_steps=100")
+         "stages.squeeze.distill.enabled=false", "stages.squeeze.longer.extra_steps=100",
+         "stages.regularize.data_scaling.fractions=[0.5]")
+# MNIST-1D's regularize runs are 2000 CNN steps each: its 4 label-error folds alone took ~2 min
+# here. Measured with them on (the whole test at LIGHT, 2026-11-27): no warn on any config.
+HEAVY = {"mnist1d.yaml": ("stages.regularize.label_errors.enabled=false",)}
 
 
 def test_there_is_a_config_per_builtin_source():
@@ -34,11 +38,12 @@ def test_every_available_stage_has_no_false_alarm_on_shipped_config(path, cli):
     """`nnrecipe run --strict` on each shipped config: no fail and no warn, in any stage.
 
     Three stages run lighter here to keep the suite short: regularize with one seed (more seeds
-    only re-test the knobs that were within noise), tune with four 200-step trials, squeeze with
+    only re-test the knobs that were within noise) and data-scaling at 50% only (mnist1d: no
+    label-error folds), tune with four 200-step trials, squeeze with
     two 300-step members, no distillation and 100 extra steps of training on. The full defaults
     were run by hand on every config; their results are in the closing notes of issues 5, 6 and 7.
     """
-    result = cli("run", "--config", path, "--json", "--strict", *LIGHT)
+    result = cli("run", "--config", path, "--json", "--strict", *LIGHT, *HEAVY.get(path.name, ()))
     verdicts = json.loads(result.stdout) if result.stdout.strip() else []
     alarms = [(v["stage"], v["check"], v["status"], v["message"]) for v in verdicts if v["status"] not in ("pass", "skip")]
     assert result.exit_code == 0 and not alarms, (alarms, result.stderr[-2000:])
@@ -48,7 +53,7 @@ def test_every_available_stage_has_no_false_alarm_on_shipped_config(path, cli):
     assert {"split-sizes", "non-finite", "split-leakage", "input-scale", "outliers", "reproducible", "loss-at-init",
             "input-independent", "overfit-one-batch", "gradients-flow", "batch-independence", "fits-train",
             "beats-baselines", "lr-schedule", "dropout", "early-stopping", "generalization-gap", "first-layer-filters",
-            "combined", "ensemble-gain", "longer-training"} <= checks
+            "combined", "data-scaling", "suspected-label-errors", "ensemble-gain", "longer-training"} <= checks
 
 
 def test_config_needing_user_data_says_which_field(cli, tmp_path):
