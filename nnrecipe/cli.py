@@ -99,6 +99,7 @@ def inspect_data(
     split: Annotated[Optional[str], typer.Option("--split", help="Show only examples of this split")] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Rows to show (default 20 when a filter or sort is given)")] = None,
     ascending: Annotated[bool, typer.Option("--ascending", help="Sort smallest first")] = False,
+    model: Annotated[Optional[Path], typer.Option("--model", help="A run directory with a trained model (regularize or overfit): add what it gets wrong on this data and whether it still scores what it did")] = None,
 ) -> None:
     """Stage 1 — become one with the data: splits, labels, duplicates, leakage, balance, scale, outliers."""
     with _exit_codes():
@@ -108,7 +109,8 @@ def inspect_data(
             if sort_by not in COLUMNS:
                 raise NNRecipeError(f"--sort-by: unknown column {sort_by!r}; one of {', '.join(COLUMNS)}")
         code, results = _run(["inspect-data"], config=config, overrides=overrides, device=device,
-                             output_dir=output_dir, json_out=json_out, strict=strict)
+                             output_dir=output_dir, json_out=json_out, strict=strict,
+                             options={"model": str(model) if model else None})
         if any(x is not None for x in (sort_by, class_filter, limit, split)):
             from nnrecipe.recipe import prepare_spec
             from nnrecipe.stages.inspect_data import CSV_NAME, examples_table

@@ -38,6 +38,9 @@ class InspectDataSpec(Section):
     # pictures
     examples_per_class: Annotated[int, Field(ge=1, le=32)] = 8
     outliers_per_axis: Annotated[int, Field(ge=1, le=16)] = 6
+    # inspect-data --model: a trained model's val metric here below the one it was trained
+    # to by this many standard errors fails model-on-data.
+    model_drop_z: Positive = 3.0
     max_classes_in_grid: Annotated[int, Field(ge=1, le=100)] = 20
 
     @model_validator(mode="after")

@@ -70,6 +70,10 @@ def run(spec, ctx: StageContext) -> StageResult:
         "non-finite": [rel(table)],
     }
     final = [with_artifacts(v, *attach.get(v.check, [])) for v in verdicts.values()]
+    model_summary = None
+    if ctx.options.get("model"):  # inspect-data --model RUN_DIR: the data seen through a trained model
+        verdict, model_summary = _through_model(spec, ctx, cfg, Path(ctx.options["model"]))
+        final.append(verdict)
     summary = {
         "description": data.description,
         "task": data.task,
@@ -84,8 +88,34 @@ def run(spec, ctx: StageContext) -> StageResult:
         if data.task == "classification" and data.num_classes else None,
         "target_mean": np.nanmean(scan.train.targets.reshape(scan.train.n, -1), axis=0).tolist() if data.task == "regression" else None,
         "target_var": np.nanvar(scan.train.targets.reshape(scan.train.n, -1), axis=0).tolist() if data.task == "regression" else None,
+        "model": model_summary,
     }
     return StageResult(STAGE, final, summary)
+
+
+def _through_model(spec, ctx: StageContext, cfg, run_dir: Path):
+    from nnrecipe.checks.model_data_checks import ModelOnData, model_on_data
+    from nnrecipe.losses import loss_name
+    from nnrecipe.probes import mispredictions
+    from nnrecipe.stages.inspect_model import evaluate, find_model
+    from nnrecipe.stages.misprediction_pictures import misprediction_artifacts
+
+    trained = find_model(run_dir)
+    data, result, eval_spec = evaluate(spec, ctx, trained)
+    se = 0.0
+    if data.task != "classification":  # SE of R^2 from the per-example squared errors
+        y = data.targets("val").double().reshape(result.n, -1)
+        sq = ((result.outputs.double().reshape(result.n, -1) - y) ** 2).mean(dim=1)
+        se = float(sq.std() / max(result.n, 2) ** 0.5 / y.var(dim=0).mean().clamp_min(1e-12))
+    m = ModelOnData(source=ctx.rel(Path(trained.source)) if str(trained.source).startswith(str(ctx.run.root)) else trained.source,
+                    metric_name=result.metric_name, recorded=trained.val_metric, n_recorded=trained.n_val or result.n,
+                    now=result.metric, n_now=result.n, se_now=se)
+    wrong = mispredictions.measure(result.outputs, data.targets("val"), task=data.task, num_classes=data.num_outputs,
+                                   loss=loss_name(eval_spec), class_name=data.class_name)
+    arts = misprediction_artifacts(ctx, STAGE, data, wrong, "model-on-data", outputs=result.outputs)
+    verdict = with_artifacts(model_on_data(m, cfg), *arts.get("model-on-data", []))
+    return verdict, {"source": m.source, f"val_{m.metric_name}": m.now, "per_class": wrong.per_class,
+                     "confusion": wrong.confusion.tolist() if wrong.confusion is not None else None}
 
 
 def _grid_rows(data, m: DataMeasurements, cfg, rng: np.random.Generator):

@@ -165,15 +165,18 @@ def run(spec, ctx: StageContext) -> StageResult:
                            + best_spec.to_yaml())
     best_ckpt = None
     state = _best_state(trainer, m.best.name if m.best else "reference")
+    arts = draw(ctx, m, data=data, shown=shown, preds=preds, stage=STAGE)
+    wrong_arts, best_val = _mispredictions(ctx, best_spec, state, data)
+    for more in (data_value.draw(ctx, scaling, labels, data=data, cfg=cfg), wrong_arts):
+        for check, paths in more.items():
+            arts.setdefault(check, []).extend(paths)
     if state is not None:  # the first seed's weights of best.yaml's configuration (early stopping: the kept ones)
         from nnrecipe.atomic import torch_save
 
         best_ckpt = out / "checkpoints" / "best.pt"
-        torch_save(best_ckpt, {"model": {k: v.detach().cpu() for k, v in state.items()}, "spec": BEST})
-    arts = draw(ctx, m, data=data, shown=shown, preds=preds, stage=STAGE)
-    for more in (data_value.draw(ctx, scaling, labels, data=data, cfg=cfg), _mispredictions(ctx, best_spec, state, data)):
-        for check, paths in more.items():
-            arts.setdefault(check, []).extend(paths)
+        # with its val metric, so `inspect-data --model` can tell whether the data it sees later is the same
+        torch_save(best_ckpt, {"model": {k: v.detach().cpu() for k, v in state.items()}, "spec": BEST,
+                               "val_metric": best_val.metric, "metric_name": best_val.metric_name, "n_val": best_val.n})
     verdicts = [with_artifacts(v, *arts.get(v.check, [])) for v in verdicts]
     rows = _rows(m, cfg)
     ctx.console.print(_table(rows, m.task))
@@ -189,11 +192,12 @@ def run(spec, ctx: StageContext) -> StageResult:
     return StageResult(STAGE, verdicts, summary)
 
 
-def _mispredictions(ctx, best_spec, state, data) -> dict[str, list[str]]:
+def _mispredictions(ctx, best_spec, state, data):
     """What best.yaml's configuration (first seed) gets wrong on val: confusion matrix, per-class
-    metrics and the most confidently wrong examples; residual plots for regression."""
+    metrics and the most confidently wrong examples; residual plots for regression. Returns
+    (artifacts by check, the model's EvalResult on val)."""
     if state is None:
-        return {}
+        return {}, None
     from nnrecipe.engine import Engine
     from nnrecipe.models import prepare_model
     from nnrecipe.probes import mispredictions
@@ -204,7 +208,7 @@ def _mispredictions(ctx, best_spec, state, data) -> dict[str, list[str]]:
         model, data.val, make_loss(best_spec, base=ctx.base), keep_outputs=True)
     wrong = mispredictions.measure(result.outputs, data.targets("val"), task=data.task, num_classes=data.num_outputs,
                                    loss=loss_name(best_spec), class_name=data.class_name)
-    return misprediction_artifacts(ctx, STAGE, data, wrong, "generalization-gap", outputs=result.outputs)
+    return misprediction_artifacts(ctx, STAGE, data, wrong, "generalization-gap", outputs=result.outputs), result
 
 
 def _best_state(trainer: Trainer, name: str):

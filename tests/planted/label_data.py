@@ -41,3 +41,10 @@ def noisy_digits(**kw):
 
 def clean_digits():
     return planted(fraction=0.0)[0]
+
+
+def transposed_digits():
+    """The same digits with each image transposed (H and W swapped), as when a later pipeline
+    loads images in (W, H) order: the trained model sees other inputs than it learned from."""
+    data = clean_digits()
+    return {k: (x.transpose(-1, -2).contiguous(), y) for k, (x, y) in data.items()}
