@@ -27,6 +27,7 @@ test: $(STAMP)
 bench: $(STAMP)  # benchmarks are run by hand, never as tests
 	$(PY) bench/engine_overhead.py
 	$(PY) bench/data_scan.py
+	$(PY) bench/stage_cost.py --scaling
 
 clean:
 	rm -rf runs .pytest_cache build *.egg-info
