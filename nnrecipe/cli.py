@@ -35,6 +35,7 @@ DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto | cpu |
 OutputOpt = Annotated[Optional[Path], typer.Option("--output-dir", help="Parent of the run directory (overrides the spec)", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the verdicts as JSON on stdout (tables go to stderr)")]
 StrictOpt = Annotated[bool, typer.Option("--strict", help="Exit 1 on a warn too, not only on a fail")]
+JunitOpt = Annotated[Optional[Path], typer.Option("--junit", help="Also write the verdicts as JUnit XML to this file (a testcase per check, failures for fails; warns too with --strict)", show_default=False)]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its checkpoints (overfit's model, squeeze's members)")]
 
 
@@ -71,7 +72,7 @@ def _console(json_out: bool) -> Console:
 
 
 def _run(stages: list[str], *, config, overrides, device, output_dir, json_out, strict, options=None,
-         stop_on_fail=True) -> tuple[int, list]:
+         stop_on_fail=True, junit: Optional[Path] = None) -> tuple[int, list]:
     from nnrecipe.recipe import prepare_spec, run_stages
     from nnrecipe.verdict import exit_code, verdicts_json
 
@@ -80,6 +81,10 @@ def _run(stages: list[str], *, config, overrides, device, output_dir, json_out, 
     results = run_stages(spec=spec, base=base, spec_path=config, stages=stages, console=console, options=options,
                          stop_on_fail=stop_on_fail)
     verdicts = [v for r in results for v in r.verdicts]
+    if junit is not None:
+        from nnrecipe.junit import write_junit
+
+        write_junit(junit, verdicts, name=spec.name, strict=strict)
     if json_out:
         sys.stdout.write(verdicts_json(verdicts) + "\n")
         sys.stdout.flush()
@@ -94,6 +99,7 @@ def inspect_data(
     output_dir: OutputOpt = None,
     json_out: JsonOpt = False,
     strict: StrictOpt = False,
+    junit: JunitOpt = None,
     sort_by: Annotated[Optional[str], typer.Option("--sort-by", help="Show examples sorted by this column of examples.csv (z_* by distance from the bulk), largest first")] = None,
     class_filter: Annotated[Optional[str], typer.Option("--class", help="Show only examples of this class (index or name)")] = None,
     split: Annotated[Optional[str], typer.Option("--split", help="Show only examples of this split")] = None,
@@ -109,7 +115,7 @@ def inspect_data(
             if sort_by not in COLUMNS:
                 raise NNRecipeError(f"--sort-by: unknown column {sort_by!r}; one of {', '.join(COLUMNS)}")
         code, results = _run(["inspect-data"], config=config, overrides=overrides, device=device,
-                             output_dir=output_dir, json_out=json_out, strict=strict,
+                             output_dir=output_dir, json_out=json_out, strict=strict, junit=junit,
                              options={"model": str(model) if model else None})
         if any(x is not None for x in (sort_by, class_filter, limit, split)):
             from nnrecipe.recipe import prepare_spec
@@ -136,10 +142,11 @@ def _stage_command(name: str, doc: str):
         output_dir: OutputOpt = None,
         json_out: JsonOpt = False,
         strict: StrictOpt = False,
+    junit: JunitOpt = None,
     ) -> None:
         with _exit_codes():
             code, _ = _run([name], config=config, overrides=overrides, device=device, output_dir=output_dir,
-                           json_out=json_out, strict=strict)
+                           json_out=json_out, strict=strict, junit=junit)
             raise typer.Exit(code)
 
     command.__doc__ = doc
@@ -154,13 +161,14 @@ def overfit(
     output_dir: OutputOpt = None,
     json_out: JsonOpt = False,
     strict: StrictOpt = False,
+    junit: JunitOpt = None,
     lr_range: Annotated[bool, typer.Option("--lr-range", help="Also run an LR range test and suggest an LR")] = False,
     resume: ResumeOpt = False,
 ) -> None:
     """Stage 3 — a model large enough to fit the training set; the LR actually applied, audited."""
     with _exit_codes():
         code, _ = _run(["overfit"], config=config, overrides=overrides, device=device, output_dir=output_dir,
-                       json_out=json_out, strict=strict, options={"lr_range": lr_range, "resume": resume})
+                       json_out=json_out, strict=strict, junit=junit, options={"lr_range": lr_range, "resume": resume})
         raise typer.Exit(code)
 
 
@@ -179,6 +187,7 @@ def tune(
     output_dir: OutputOpt = None,
     json_out: JsonOpt = False,
     strict: StrictOpt = False,
+    junit: JunitOpt = None,
     workers: Annotated[Optional[int], typer.Option("--workers", min=1, max=64, help="Local processes on one study (stages.tune.workers)", show_default=False)] = None,
     storage: Annotated[Optional[str], typer.Option("--storage", envvar="NNRECIPE_TUNE_STORAGE", help="Study storage shared by machines, e.g. postgresql://user@host/db (stages.tune.storage); default: a journal in the run directory", show_default=False)] = None,
     study: Annotated[Optional[str], typer.Option("--study", help="Study name; machines running the same one share it (stages.tune.study; default: the spec's name)", show_default=False)] = None,
@@ -190,7 +199,7 @@ def tune(
             if value is not None:
                 extra.append(f"stages.tune.{key}={json.dumps(value)}")  # JSON is YAML: the value stays a string
         code, _ = _run(["tune"], config=config, overrides=extra, device=device, output_dir=output_dir,
-                       json_out=json_out, strict=strict)
+                       json_out=json_out, strict=strict, junit=junit)
         raise typer.Exit(code)
 
 
@@ -202,12 +211,13 @@ def squeeze(
     output_dir: OutputOpt = None,
     json_out: JsonOpt = False,
     strict: StrictOpt = False,
+    junit: JunitOpt = None,
     resume: ResumeOpt = False,
 ) -> None:
     """Stage 6 — ensembles, distillation, leave it training."""
     with _exit_codes():
         code, _ = _run(["squeeze"], config=config, overrides=overrides, device=device, output_dir=output_dir,
-                       json_out=json_out, strict=strict, options={"resume": resume})
+                       json_out=json_out, strict=strict, junit=junit, options={"resume": resume})
         raise typer.Exit(code)
 
 
@@ -219,20 +229,59 @@ def run_all(
     output_dir: OutputOpt = None,
     json_out: JsonOpt = False,
     strict: StrictOpt = False,
+    junit: JunitOpt = None,
     keep_going: Annotated[bool, typer.Option("--keep-going", help="Run later stages after a stage with a fail")] = False,
     resume: ResumeOpt = False,
+    first: Annotated[Optional[str], typer.Option("--from", help="Start at this stage (earlier ones' results are read from the run directory)", show_default=False)] = None,
+    last: Annotated[Optional[str], typer.Option("--to", help="Stop after this stage", show_default=False)] = None,
 ) -> None:
     """The whole recipe: every available stage in order, stopping at the first stage with a fail."""
-    from nnrecipe.stages import STAGES
+    from nnrecipe.stages import STAGE_NAMES, STAGES
 
     with _exit_codes():
-        available = [s.name for s in STAGES if s.module is not None]
-        missing = [s.name for s in STAGES if s.module is None]
+        for flag, value in (("--from", first), ("--to", last)):
+            if value is not None and value not in STAGE_NAMES:
+                raise NNRecipeError(f"{flag}: unknown stage {value!r}; one of {', '.join(STAGE_NAMES)}")
+        lo = STAGE_NAMES.index(first) if first else 0
+        hi = STAGE_NAMES.index(last) if last else len(STAGE_NAMES) - 1
+        if lo > hi:
+            raise NNRecipeError(f"--from {first} comes after --to {last} in the recipe ({' → '.join(STAGE_NAMES)})")
+        chosen = STAGES[lo : hi + 1]
+        available = [s.name for s in chosen if s.module is not None]
+        missing = [s.name for s in chosen if s.module is None]
         code, _ = _run(available, config=config, overrides=overrides, device=device, output_dir=output_dir,
-                       json_out=json_out, strict=strict, stop_on_fail=not keep_going, options={"resume": resume})
+                       json_out=json_out, strict=strict, junit=junit, stop_on_fail=not keep_going, options={"resume": resume})
         if missing:
             Console(stderr=True).print(f"[yellow]not yet available[/] (not run, no verdicts): {', '.join(missing)}")
         raise typer.Exit(code)
+
+
+@app.command("report")
+def report_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory (runs/<name>)", show_default=False)],
+    strict: StrictOpt = False,
+    junit: JunitOpt = None,
+) -> None:
+    """The run's story: every verdict with observed vs. expected and what to do; writes report.md and report.html."""
+    with _exit_codes():
+        from nnrecipe import report
+        from nnrecipe.errors import RunDirError
+        from nnrecipe.rundir import RunDir
+        from nnrecipe.stages import STAGE_NAMES
+        from nnrecipe.verdict import exit_code
+
+        if not (run_dir / "verdicts.json").is_file():
+            raise RunDirError(f"{run_dir}: no verdicts.json here; give a run directory such as runs/<name>")
+        verdicts = RunDir(run_dir, stage_order=STAGE_NAMES).read_verdicts()
+        console = Console(highlight=False)
+        report.story(console, run_dir, verdicts, STAGE_NAMES)
+        md, page = report.write(run_dir, verdicts, STAGE_NAMES)
+        if junit is not None:
+            from nnrecipe.junit import write_junit
+
+            write_junit(junit, verdicts, name=run_dir.name, strict=strict)
+        console.print(f"report: {md} · {page}")
+        raise typer.Exit(exit_code(verdicts, strict=strict))
 
 
 @app.command("validate")

@@ -24,9 +24,8 @@ from typing import Any, Optional, Sequence
 
 from nnrecipe import __version__, atomic
 from nnrecipe.errors import RunDirError
-from nnrecipe.verdict import Status, Verdict, jsonable, short
+from nnrecipe.verdict import Verdict, jsonable
 
-STATUS_MARK = {Status.PASS: "✅ pass", Status.WARN: "⚠️ warn", Status.FAIL: "❌ fail", Status.SKIP: "⏭️ skip"}
 
 
 class RunDir:
@@ -139,7 +138,7 @@ class RunDir:
         order = {s: i for i, s in enumerate(self.stage_order)}
         merged.sort(key=lambda v: order.get(v.stage, len(order)))  # stable: checks keep their order
         atomic.write_json(self.root / "verdicts.json", [v.to_dict() for v in merged])
-        atomic.write_text(self.root / "report.md", self.render_report(merged))
+        self.write_reports(merged)
 
     def write_arrays(self, stage: str, name: str, arrays: dict[str, Any]) -> Path:
         """NumPy arrays for later stages (e.g. per-example val scores), atomically."""
@@ -180,26 +179,15 @@ class RunDir:
     # ------------------------------------------------------------------ report
 
     def render_report(self, verdicts: Sequence[Verdict]) -> str:
-        name = self.root.name
-        lines = [f"# nnrecipe report: {name}", ""]
-        counts = {s: sum(v.status is s for v in verdicts) for s in Status}
-        lines.append(" · ".join(f"{counts[s]} {s.value}" for s in Status))
-        lines += ["", "Spec: [spec.yaml](spec.yaml) · environment: [env.json](env.json) · "
-                  f"TensorBoard: `tensorboard --logdir {self.root / 'tb'}`", ""]
-        stages = [s for s in self.stage_order if any(v.stage == s for v in verdicts)]
-        for stage in stages:
-            lines += [f"## {stage}", "", "| check | status | observed | expected | message |", "|---|---|---|---|---|"]
-            for v in (v for v in verdicts if v.stage == stage):
-                msg = v.message + (f" — *{v.hint}*" if v.hint and v.status in (Status.WARN, Status.FAIL) else "")
-                cells = [v.check, STATUS_MARK[v.status], short(v.observed, 80), short(v.expected, 50), msg]
-                lines.append("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
-            pngs = sorted(self.stage_dir(stage).glob("*.png"))
-            if pngs:
-                lines.append("")
-                for png in pngs:
-                    lines += [f"### {png.stem.replace('_', ' ')}", "", f"![{png.stem}]({self.rel(png)})", ""]
-            lines.append("")
-        return "\n".join(lines)
+        from nnrecipe import report
+
+        return report.markdown(self.root, verdicts, self.stage_order)
+
+    def write_reports(self, verdicts: Sequence[Verdict]) -> None:
+        """report.md and the self-contained report.html, from the merged verdicts."""
+        from nnrecipe import report
+
+        report.write(self.root, verdicts, self.stage_order)
 
 
 def _version(package: str) -> Optional[str]:

@@ -97,6 +97,9 @@ STATUS_STYLE = {
 }
 
 
+STATUS_MARK = {Status.PASS: "✅ pass", Status.WARN: "⚠️ warn", Status.FAIL: "❌ fail", Status.SKIP: "⏭️ skip"}
+
+
 def short(value: Any, width: int = 60) -> str:
     """A compact one-line rendering of an observed/expected value for the table."""
     if value is None:
