@@ -284,6 +284,26 @@ def report_cmd(
         raise typer.Exit(exit_code(verdicts, strict=strict))
 
 
+@app.command("init")
+def init(
+    folder: Annotated[Path, typer.Argument(help="Where to put nnrecipe.yaml, data.py and model.py")] = Path("."),
+    name: Annotated[Optional[str], typer.Option("--name", help="The experiment's name (its run directory: runs/<name>); default: the folder's name", show_default=False)] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite existing files")] = False,
+) -> None:
+    """Start your own project: a spec plus data.py / model.py templates that run as they are (synthetic images)."""
+    with _exit_codes():
+        import re
+
+        from nnrecipe.scaffold import init_project
+
+        default = re.sub(r"[^A-Za-z0-9_.-]+", "-", folder.resolve().name).strip("-.") or "my-experiment"
+        written = init_project(folder, name=name or default, force=force)
+        console = Console(highlight=False)
+        for path in written:
+            console.print(f"wrote {path}")
+        console.print(f"next: nnrecipe run --config {folder / 'nnrecipe.yaml'}   (then edit data.py and model.py)")
+
+
 @app.command("validate")
 def validate(
     overrides: OverridesArg = None,

@@ -31,7 +31,8 @@ class InspectDataSpec(Section):
     scale_max_abs_mean: Positive = 3.0
     scale_min_std: Positive = 0.05
     scale_max_std: Positive = 10.0
-    # outliers: robust z-score (median/MAD) of per-example statistics; warn when more than
+    # outliers: robust z-score (median, a scale per side from the 1st/99th percentiles) of
+    # per-example statistics; warn when more than
     # `outlier_max_fraction` of train examples lie beyond `outlier_z`.
     outlier_z: Positive = 8.0
     outlier_max_fraction: Fraction01 = 0.001
