@@ -357,8 +357,10 @@ class Engine:
                     self.writer.add_scalar(f"{tag}/val_{result.metric_name}", result.metric, step)
                     if self.log_histograms:
                         for name, p in model.named_parameters():
-                            self.writer.add_histogram(f"{tag}/params/{name}", p.detach().float().cpu(), step)
-                            if p.grad is not None:
+                            values = p.detach().float().cpu()
+                            if torch.isfinite(values).all():  # TensorBoard refuses NaN/Inf (a diverged run)
+                                self.writer.add_histogram(f"{tag}/params/{name}", values, step)
+                            if p.grad is not None and torch.isfinite(p.grad).all():
                                 self.writer.add_histogram(f"{tag}/grads/{name}", p.grad.detach().float().cpu(), step)
                 if math.isfinite(result.loss) and result.loss < best_val:
                     best_step, best_val = step, result.loss

@@ -37,13 +37,13 @@ def junit_xml(verdicts: Sequence[Verdict], *, name: str, strict: bool = False) -
         stages.setdefault(v.stage, []).append(v)
     totals = {"tests": 0, "failures": 0, "skipped": 0}
     for stage, vs in stages.items():
-        failed = [v for v in vs if v.status is Status.FAIL or (strict and v.status is Status.WARN)]
+        failing = [v.status is Status.FAIL or (strict and v.status is Status.WARN) for v in vs]
         skipped = [v for v in vs if v.status is Status.SKIP]
-        suite = ET.SubElement(root, "testsuite", name=stage, tests=str(len(vs)), failures=str(len(failed)),
+        suite = ET.SubElement(root, "testsuite", name=stage, tests=str(len(vs)), failures=str(sum(failing)),
                               errors="0", skipped=str(len(skipped)))
-        for v in vs:
+        for v, fails in zip(vs, failing):
             case = ET.SubElement(suite, "testcase", classname=f"nnrecipe.{stage}", name=v.check)
-            if v in failed:
+            if fails:
                 f = ET.SubElement(case, "failure", message=f"{v.status.value}: {v.message}", type=v.status.value)
                 f.text = _details(v)
             elif v.status is Status.SKIP:
@@ -53,7 +53,7 @@ def junit_xml(verdicts: Sequence[Verdict], *, name: str, strict: bool = False) -
             else:
                 ET.SubElement(case, "system-out").text = _details(v)
         totals["tests"] += len(vs)
-        totals["failures"] += len(failed)
+        totals["failures"] += sum(failing)
         totals["skipped"] += len(skipped)
     for k, n in totals.items():
         root.set(k, str(n))
@@ -64,6 +64,5 @@ def junit_xml(verdicts: Sequence[Verdict], *, name: str, strict: bool = False) -
 
 def write_junit(path: Path, verdicts: Sequence[Verdict], *, name: str, strict: bool = False) -> None:
     path = Path(path)
-    if path.parent and not path.parent.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     atomic.write_text(path, junit_xml(verdicts, name=name, strict=strict))

@@ -104,5 +104,7 @@ def _run_locked(run, *, spec, base, spec_path, runners, device, console, options
                 break
     finally:
         ctx.close()
-    console.print(f"report: {run.root / 'report.md'} · TensorBoard: tensorboard --logdir {run.root / 'tb'}")
+    run.write_reports(run.read_verdicts())  # report.html embeds every picture: written once, at the end
+    console.print(f"report: {run.root / 'report.md'} · {run.root / 'report.html'} · "
+                  f"TensorBoard: tensorboard --logdir {run.root / 'tb'}")
     return results

@@ -138,7 +138,7 @@ class RunDir:
         order = {s: i for i, s in enumerate(self.stage_order)}
         merged.sort(key=lambda v: order.get(v.stage, len(order)))  # stable: checks keep their order
         atomic.write_json(self.root / "verdicts.json", [v.to_dict() for v in merged])
-        self.write_reports(merged)
+        atomic.write_text(self.root / "report.md", self.render_report(merged))
 
     def write_arrays(self, stage: str, name: str, arrays: dict[str, Any]) -> Path:
         """NumPy arrays for later stages (e.g. per-example val scores), atomically."""

@@ -3,7 +3,8 @@
 - suspected-label-errors: the share of training labels that out-of-fold models find very
   unlikely (confident learning), against `label_errors.max_rate` beyond binomial noise.
 - data-scaling: the reference model's val metric on nested subsets of the training set; the
-  last doubling's gain, paired over val, says "still rising" or "plateau".
+  last step's gain (the whole set vs. the largest subset), paired over val, says "still
+  rising" or "plateau".
 """
 
 from __future__ import annotations
@@ -45,16 +46,18 @@ def suspected_label_errors(m: LabelErrorMeasurements, cfg: RegularizeSpec) -> Ve
     k, n = len(e.ranked), e.n
     lo, hi = wilson_interval(k, n)
     observed = {"suspects": k, "train_examples": n, "rate": round(k / n, 5), "rate_ci95": [round(lo, 5), round(hi, 5)],
-                "folds": e.folds, "out_of_fold_accuracy": round(e.oof_accuracy, 4), "diverged_folds": e.diverged_folds}
+                "folds": e.folds, "out_of_fold_accuracy": round(e.oof_accuracy, 4), "diverged_folds": e.diverged_folds,
+                "unjudged_examples": len(e.labels) - n}  # in diverged folds: no prediction, not counted
     top = e.rows()[:3]
     examples = ", ".join(f"#{r['train_index']} given {r['given']} (p {r['p_given']:.2f}) looks like {r['suggested']}"
                          for r in top)
     if lo > c.max_rate:
         return Verdict(STAGE, check, Status.WARN, observed=observed, expected=expected,
-                       message=f"{k} of {n} training labels ({k / n:.1%}, 95% CI {lo:.1%}-{hi:.1%}) look wrong to a "
-                               f"model that never saw them; worst: {examples}",
+                       message=f"{k} of {n} training labels ({k / n:.1%}, 95% CI {lo:.1%}-{hi:.1%}) look wrong to "
+                               f"models that never saw them (out-of-fold accuracy {e.oof_accuracy:.1%}); worst: {examples}",
                        hint="look at suspected_label_errors.png and .csv; relabel or drop the confirmed ones "
-                            "(noisy labels cap accuracy and teach the model the noise)")
+                            "(noisy labels cap accuracy and teach the model the noise). Where out-of-fold accuracy "
+                            "is low, examples that are merely hard are flagged too")
     msg = f"{k} of {n} training labels ({k / n:.1%}) suspected"
     return Verdict(STAGE, check, Status.PASS, observed=observed, expected=expected,
                    message=msg + (f"; worst: {examples}" if top else ""),
@@ -96,7 +99,7 @@ def next_doubling_gain(examples: list[int], metrics: list[float]) -> float:
 
 
 def trend(m: ScalingMeasurements, cfg: RegularizeSpec) -> tuple[str, float]:
-    """(rising | plateau | falling, z of the last doubling's gain), the whole set vs. the next subset."""
+    """(rising | plateau | falling, z of the last step's gain): the whole set vs. the largest subset."""
     z, _ = compare(m.task, m.points[-2].result, m.points[-1].result)
     if z >= cfg.significance_z:
         return RISING, z
@@ -123,7 +126,7 @@ def data_scaling(m: ScalingMeasurements, cfg: RegularizeSpec) -> Verdict:
     slope = next_doubling_gain(examples, metrics)
     gain = metrics[-1] - metrics[-2]
     observed = {"examples": examples, f"val_{metric}": [round(v, 5) for v in metrics],
-                f"train_{metric}": [round(v, 5) for v in train], "last_doubling_gain": round(gain, 5),
+                f"train_{metric}": [round(v, 5) for v in train], "last_step_gain": round(gain, 5),
                 "z": round(z, 2) if math.isfinite(z) else z, "predicted_gain_at_2x": round(slope, 5),
                 "seeds": len(m.points[-1].result.runs), "trend": kind}
     span = f"from {examples[-2]} to {examples[-1]} examples"

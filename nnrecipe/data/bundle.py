@@ -199,6 +199,11 @@ class DataBundle:
     def target_mean(self, name: str = "train") -> np.ndarray:
         return self.targets(name).double().reshape(len(self.targets(name)), -1).mean(dim=0).numpy()
 
+    def with_train(self, train: Split) -> "DataBundle":
+        """The same bundle with another training split (a subset): the cached val/test targets
+        stay, the train targets are read again from the new split."""
+        return dataclasses.replace(self, train=train, _targets={k: v for k, v in self._targets.items() if k != "train"})
+
     def to(self, device: torch.device | str) -> "DataBundle":
         """Move in-memory splits to the device once; lazy splits stay on the host."""
         moved = {k: (s.to(device) if isinstance(s, TensorSplit) else s) for k, s in self.splits().items()}

@@ -28,15 +28,18 @@ class LabelErrors:
     labels: np.ndarray  # the given training labels (n,)
     probs: np.ndarray  # out-of-fold predicted class probabilities (n, C)
     ranked: np.ndarray  # indices into train of the suspects, most suspicious first
+    predicted: np.ndarray  # (n,) bool: the example's fold model trained (a diverged one predicts nothing)
     diverged_folds: int = 0
 
     @property
     def n(self) -> int:
-        return len(self.labels)
+        """Training examples judged: those whose fold model did not diverge."""
+        return int(self.predicted.sum())
 
     @property
     def oof_accuracy(self) -> float:
-        return float((self.probs.argmax(axis=1) == self.labels).mean())
+        p = self.predicted
+        return float((self.probs[p].argmax(axis=1) == self.labels[p]).mean()) if p.any() else float("nan")
 
     def rows(self, class_name=str) -> list[dict]:
         """The ranked CSV: one row per suspect."""
@@ -65,20 +68,24 @@ def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> list[np.ndarr
 
 
 def out_of_fold(spec, *, data, base, device, folds: int, seed: int, steps: int, every: int, loss: str,
-                writer_for=None, progress=None) -> tuple[np.ndarray, int]:
+                writer_for=None, progress=None) -> tuple[np.ndarray, np.ndarray, int]:
     """(n, C) probabilities for each training example from the fold model that did not train on it,
-    and how many fold models diverged (their examples get uniform probabilities: no evidence)."""
+    which examples got them, and how many fold models diverged (their examples get none)."""
     from nnrecipe.engine import Engine
 
     labels = data.targets("train").long().numpy()
     c = data.num_outputs
     probs = np.full((len(labels), c), 1.0 / c)
+    predicted = np.zeros(len(labels), dtype=bool)
     diverged = 0
     engine = Engine.for_spec(spec.train, device=device, task=data.task)
     for k, held in enumerate(stratified_folds(labels, folds, seed)):
         keep = torch.from_numpy(np.setdiff1d(np.arange(len(labels)), held))
-        fold_data = dataclasses.replace(data, train=data.train.subset(keep), _targets={})
-        t = train_one(spec, data=fold_data, base=base, device=device, seed=seed + k, steps=steps, every=every,
+        fold_data = data.with_train(data.train.subset(keep))
+        # Only the held-out predictions are used: evaluate val once at the end, unless the
+        # configuration stops early (then its evaluations choose the weights).
+        t = train_one(spec, data=fold_data, base=base, device=device, seed=seed + k, steps=steps,
+                      every=every if spec.train.early_stopping else steps,
                       writer=writer_for(f"label-errors-fold{k}") if writer_for else None, progress=progress,
                       label=f"label-errors fold {k + 1}/{folds}")
         if t.run.diverged:
@@ -86,7 +93,8 @@ def out_of_fold(spec, *, data, base, device, folds: int, seed: int, steps: int, 
             continue
         out = engine.predict(t.model, data.train.subset(torch.from_numpy(held)))
         probs[held] = as_probabilities(out, loss).double().numpy()
-    return probs, diverged
+        predicted[held] = True
+    return probs, predicted, diverged
 
 
 def find(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
@@ -108,7 +116,9 @@ def find(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
 
 def measure(spec, *, data, base, device, folds: int, seed: int, steps: int, every: int, loss: str,
             writer_for=None, progress=None) -> LabelErrors:
-    probs, diverged = out_of_fold(spec, data=data, base=base, device=device, folds=folds, seed=seed, steps=steps,
-                                  every=every, loss=loss, writer_for=writer_for, progress=progress)
+    probs, predicted, diverged = out_of_fold(spec, data=data, base=base, device=device, folds=folds, seed=seed,
+                                             steps=steps, every=every, loss=loss, writer_for=writer_for, progress=progress)
     labels = data.targets("train").long().numpy()
-    return LabelErrors(folds=folds, labels=labels, probs=probs, ranked=find(labels, probs), diverged_folds=diverged)
+    judged = np.flatnonzero(predicted)
+    ranked = judged[find(labels[judged], probs[judged])] if len(judged) else np.empty(0, dtype=np.int64)
+    return LabelErrors(folds=folds, labels=labels, probs=probs, ranked=ranked, predicted=predicted, diverged_folds=diverged)

@@ -5,7 +5,6 @@ and what the best configuration gets wrong on val)."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
@@ -43,7 +42,7 @@ def measure_scaling(ctx, *, ref_spec, reference: KnobResult, data, cfg, steps: i
         return m
     n = len(data.train)
     for frac, idx in zip(s.fractions, nested_subsets(n, s.fractions, ref_spec.seed)):
-        sub = dataclasses.replace(data, train=data.train.subset(idx), _targets={})
+        sub = data.with_train(data.train.subset(idx))
         result = KnobResult(f"data-{frac:.0%}", f"{len(idx)} training examples ({frac:.0%})")
         for run in reference.runs:
             label = f"data-{round(100 * frac)}pct" + ("" if run.seed == reference.runs[0].seed else f"-seed{run.seed}")

@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 from typing import Optional
 
-import torch
 
 from nnrecipe.errors import RunDirError
 
@@ -73,7 +72,6 @@ def evaluate(spec, ctx, trained: TrainedModel):
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
         raise NNRecipeError(f"--model: {trained.source} does not fit a model built for this data ({first})") from None
-    with torch.no_grad():
-        result = Engine.for_spec(eval_spec.train, device=ctx.device, task=data.task).evaluate(
-            model, data.val, make_loss(eval_spec, base=ctx.base), keep_outputs=True)
+    result = Engine.for_spec(eval_spec.train, device=ctx.device, task=data.task).evaluate(
+        model, data.val, make_loss(eval_spec, base=ctx.base), keep_outputs=True)
     return data, result, eval_spec

@@ -42,8 +42,11 @@ def misprediction_artifacts(ctx, stage: str, data, wrong, *checks: str, outputs=
             title = "the largest val residuals (target→prediction)"
         save(pictures.example_grid([("val", items)], data.kind, title=title), "mispredictions", *checks)
     if data.task != "classification" and outputs is not None:
-        save(_residuals(outputs.float().reshape(len(outputs), -1)[:, 0].numpy(),
-                        data.targets("val").float().reshape(len(outputs), -1)[:, 0].numpy()), "residuals", *checks)
+        pred = outputs.float().reshape(len(outputs), -1)[:, 0].numpy()
+        target = data.targets("val").float().reshape(len(outputs), -1)[:, 0].numpy()
+        finite = np.isfinite(pred) & np.isfinite(target)  # a diverged model has no residuals to draw
+        if finite.any():
+            save(_residuals(pred[finite], target[finite]), "residuals", *checks)
     return save.arts
 
 

@@ -131,8 +131,8 @@ def run(spec, ctx: StageContext) -> StageResult:
     # labels look wrong to models that never saw them (best.yaml's configuration, out of fold).
     scaling = data_value.measure_scaling(ctx, ref_spec=ref_spec, reference=m.reference, data=data, cfg=cfg,
                                          steps=steps, every=every)
-    labels = data_value.measure_label_errors(ctx, spec=best_spec, data=data, cfg=cfg, steps=steps, every=every,
-                                             loss=loss_name(best_spec))
+    labels = data_value.measure_label_errors(ctx, spec=best_spec, data=trainer.data(best_spec), cfg=cfg, steps=steps,
+                                             every=every, loss=loss_name(best_spec))
 
     # 6. augmentation: the reference model (never augmented) and the model trained with it, on
     # augmented val; first-layer filters of the reference model.
@@ -154,10 +154,11 @@ def run(spec, ctx: StageContext) -> StageResult:
         init = prepare_model(ref_spec.model_copy(update={"seed": seeds[0]}), data, base=ctx.base)
         m.filters = measure_filters(first.model, init, data.input_shape, seed=spec.seed)
 
+    scaling_verdict = data_scaling(scaling, cfg)
     verdicts = [rules.knob(m, r, cfg) for r in m.knobs]
     verdicts += [rules.early_stopping(m, cfg), rules.generalization_gap(m, cfg), rules.augment_preserves_labels(m, cfg),
                  rules.first_layer_filters(m, cfg), rules.combined(m, cfg, [r.name for _, r in helped]),
-                 data_scaling(scaling, cfg), suspected_label_errors(labels, cfg)]
+                 scaling_verdict, suspected_label_errors(labels, cfg)]
 
     out = ctx.run.stage_dir(STAGE)
     write_text(out / BEST, f"# nnrecipe run --config {ctx.rel(out / BEST)}\n"
@@ -166,7 +167,7 @@ def run(spec, ctx: StageContext) -> StageResult:
     best_ckpt = None
     state = _best_state(trainer, m.best.name if m.best else "reference")
     arts = draw(ctx, m, data=data, shown=shown, preds=preds, stage=STAGE)
-    wrong_arts, best_val = _mispredictions(ctx, best_spec, state, data)
+    wrong_arts, best_val = _mispredictions(ctx, trainer, best_spec, m.best.name if m.best else "reference", state, data)
     for more in (data_value.draw(ctx, scaling, labels, data=data, cfg=cfg), wrong_arts):
         for check, paths in more.items():
             arts.setdefault(check, []).extend(paths)
@@ -184,7 +185,7 @@ def run(spec, ctx: StageContext) -> StageResult:
         "task": data.task, "steps": steps, "eval_every": every, "seeds": cfg.seeds,
         "experiments": rows,
         "helped": [r.name for _, r in helped],
-        "data_scaling": data_scaling(scaling, cfg).observed,
+        "data_scaling": scaling_verdict.observed,
         "label_errors": {"suspects": len(labels.errors.ranked), "csv": "suspected_label_errors.csv"} if labels.errors else None,
         "best": {"name": m.best.name if m.best else "reference", "description": m.best.description if m.best else "reference",
                  "spec": ctx.rel(out / BEST), "checkpoint": ctx.rel(best_ckpt) if best_ckpt else None},
@@ -192,20 +193,28 @@ def run(spec, ctx: StageContext) -> StageResult:
     return StageResult(STAGE, verdicts, summary)
 
 
-def _mispredictions(ctx, best_spec, state, data):
+def _mispredictions(ctx, trainer: Trainer, best_spec, name: str, state, data):
     """What best.yaml's configuration (first seed) gets wrong on val: confusion matrix, per-class
     metrics and the most confidently wrong examples; residual plots for regression. Returns
-    (artifacts by check, the model's EvalResult on val)."""
+    (artifacts by check, the model's EvalResult on val). The run's own val evaluation is reused;
+    only early stopping's kept weights are evaluated here (on best.yaml's data: a smaller-input
+    best sees downsampled inputs; the pictures show the originals, same indices)."""
     if state is None:
         return {}, None
-    from nnrecipe.engine import Engine
-    from nnrecipe.models import prepare_model
     from nnrecipe.probes import mispredictions
 
-    model = prepare_model(best_spec, data, base=ctx.base)
-    model.load_state_dict(state)
-    result = Engine.for_spec(best_spec.train, device=ctx.device, task=data.task).evaluate(
-        model, data.val, make_loss(best_spec, base=ctx.base), keep_outputs=True)
+    t = trainer.first_seed.get(name)
+    if name != "early-stopping" and t is not None and t.experiment is not None:
+        result = t.experiment.val_eval
+    else:
+        from nnrecipe.engine import Engine
+        from nnrecipe.models import prepare_model
+
+        best_data = trainer.data(best_spec)
+        model = prepare_model(best_spec, best_data, base=ctx.base)
+        model.load_state_dict(state)
+        result = Engine.for_spec(best_spec.train, device=ctx.device, task=data.task).evaluate(
+            model, best_data.val, make_loss(best_spec, base=ctx.base), keep_outputs=True)
     wrong = mispredictions.measure(result.outputs, data.targets("val"), task=data.task, num_classes=data.num_outputs,
                                    loss=loss_name(best_spec), class_name=data.class_name)
     return misprediction_artifacts(ctx, STAGE, data, wrong, "generalization-gap", outputs=result.outputs), result

@@ -18,7 +18,9 @@ CFG = RegularizeSpec()
 def _errors(n=1000, suspects=10, diverged=0, folds=4):
     labels = np.zeros(n, dtype=np.int64)
     probs = np.tile([0.9, 0.1], (n, 1))
-    return LabelErrors(folds=folds, labels=labels, probs=probs, ranked=np.arange(suspects), diverged_folds=diverged)
+    predicted = np.arange(n) >= n * diverged // folds  # a diverged fold's examples get no prediction
+    return LabelErrors(folds=folds, labels=labels, probs=probs, ranked=np.arange(suspects), predicted=predicted,
+                       diverged_folds=diverged)
 
 
 def test_few_suspects_pass_and_many_warn_beyond_noise():
@@ -31,6 +33,14 @@ def test_a_rate_above_the_limit_but_within_noise_passes():
     # 7 of 100 is above 5%, but its 95% interval (3.4%-13.7%) reaches below: not beyond noise.
     v = suspected_label_errors(LabelErrorMeasurements(_errors(n=100, suspects=7)), CFG)
     assert v.status is Status.PASS and v.observed["rate"] == 0.07
+
+
+def test_a_diverged_fold_leaves_its_examples_out_of_the_rate_and_the_accuracy():
+    e = _errors(n=1000, suspects=60, diverged=1)
+    e.probs[:250] = [0.0, 1.0]  # what a diverged fold's examples hold: no evidence either way
+    v = suspected_label_errors(LabelErrorMeasurements(e), CFG)
+    assert v.observed["train_examples"] == 750 and v.observed["unjudged_examples"] == 250
+    assert v.observed["rate"] == round(60 / 750, 5) and v.observed["out_of_fold_accuracy"] == 1.0
 
 
 def test_all_folds_diverged_warns_and_not_measured_skips():

@@ -115,3 +115,25 @@ def test_regression_gets_residual_plots_and_no_label_check(cli, in_tmp):
     assert v["suspected-label-errors"]["status"] == "skip" and "classification only" in v["suspected-label-errors"]["message"]
     assert v["data-scaling"]["status"] == "pass" and len(v["data-scaling"]["observed"]["val_r2"]) == 3
     assert (out / "residuals.png").stat().st_size > 1000 and (out / "mispredictions.csv").exists()
+
+
+def test_a_smaller_input_best_is_judged_on_its_own_inputs(cli, in_tmp):
+    """best.yaml downsamples: its mispredictions, saved val metric and label-error folds use 8x8
+    inputs (weights trained on 8x8 loaded into a 16x16 model would not even fit)."""
+    v, out = _regularize(cli, in_tmp, "blocky", {"source": "python", "factory": f"{PLANTED}/label_data.py:blocky"},
+                         regularize={"knobs": {**KNOBS_OFF, "downsample": 2}, "data_scaling": {"enabled": False},
+                                     "label_errors": {"folds": 2}},
+                         model={"arch": "mlp", "args": {"hidden": [256]}}, train={"steps": 400, "eval_every": 100})
+    assert v["smaller-input"]["observed"]["effect"] == "helped", v["smaller-input"]  # measured z 6.0
+    assert v["suspected-label-errors"]["observed"]["folds"] == 2  # the folds trained (on 8x8 inputs)
+    saved = torch.load(out / "checkpoints" / "best.pt", weights_only=True)
+    assert saved["val_metric"] == pytest.approx(v["smaller-input"]["observed"]["val_accuracy"], abs=1e-5)
+    assert (out / "confusion.png").exists() and (out / "mispredictions.png").exists()
+
+
+def test_a_diverged_regression_model_gets_verdicts_not_a_crash(cli, in_tmp):
+    spec = {"name": "nan", "task": "regression", "data": {"source": "synthetic", "args": {"num_train": 200, "num_val": 100}},
+            "optim": {"lr": 1e6}, "train": {"steps": 60, "eval_every": 20}}
+    result = cli("overfit", "--config", write_spec(in_tmp, spec, name="nan.yaml"), "--json")
+    assert result.exit_code == 1, result.stderr  # a fail verdict, not an internal error (exit 3)
+    assert any(v["status"] == "fail" for v in json.loads(result.stdout))
