@@ -35,7 +35,6 @@ def _digits_errors(**planted):
     return e, hit / max(1, len(found)), hit / max(1, len(changed)), len(changed)
 
 
-@pytest.mark.xdist_group("label-errors")
 def test_planted_noise_in_one_class_is_found_and_clean_digits_give_few_suspects():
     # 10% of the 3s in train (14 of 143) relabelled as 8. Measured: 17 suspects, 13 planted:
     # precision 0.76, recall 0.93 (the others are ambiguous digits, found on clean data too).
@@ -48,7 +47,6 @@ def test_planted_noise_in_one_class_is_found_and_clean_digits_give_few_suspects(
     assert np.allclose(clean.probs.sum(axis=1), 1.0, atol=1e-5)
 
 
-@pytest.mark.xdist_group("label-errors")
 def test_uniform_label_noise_is_found_with_high_precision():
     # 10% of all training labels moved to another class (152): measured precision 0.90, recall 0.86.
     e, precision, recall, planted = _digits_errors(fraction=0.0, uniform=0.1)
