@@ -29,7 +29,7 @@ from nnrecipe.runtime import autocast_dtype
 @dataclasses.dataclass(frozen=True)
 class EvalResult:
     loss: float  # mean loss per example over the whole split
-    metric: float  # accuracy (classification) or R^2 (regression)
+    metric: float  # accuracy (classification), R^2 (regression), next-token accuracy (language-model)
     metric_name: str
     n: int
     outputs: Optional[torch.Tensor] = dataclasses.field(default=None, repr=False, compare=False)  # keep_outputs=True
@@ -204,6 +204,8 @@ class Engine:
             loss_sum += loss_fn(out, y).double() * len(x)  # losses are batch means
             if self.task == "classification":
                 hits += (out.argmax(dim=1) == y).sum()
+            elif self.task == "language-model":  # next-token accuracy, per window (windows are the examples)
+                hits += (out.argmax(dim=-1) == y).double().mean(dim=1).sum()
             else:
                 yd, od = y.double().reshape(len(y), -1), out.double().reshape(len(y), -1)
                 if y_sum is None:
@@ -217,6 +219,8 @@ class Engine:
         outputs = torch.cat(kept) if keep_outputs else None
         if self.task == "classification":
             return EvalResult(loss=mean_loss, metric=(hits / n).item(), metric_name="accuracy", n=n, outputs=outputs)
+        if self.task == "language-model":
+            return EvalResult(loss=mean_loss, metric=(hits / n).item(), metric_name="token_accuracy", n=n, outputs=outputs)
         # R^2 = 1 - SSE/SST: 0 for the mean predictor, 1 for a perfect one.
         sst = (y_sq - y_sum**2 / n).sum().clamp_min(1e-12)
         return EvalResult(loss=mean_loss, metric=1.0 - (sse / sst).item(), metric_name="r2", n=n, outputs=outputs)
@@ -355,6 +359,8 @@ class Engine:
                 if self.writer is not None:
                     self.writer.add_scalar(f"{tag}/val_loss", result.loss, step)
                     self.writer.add_scalar(f"{tag}/val_{result.metric_name}", result.metric, step)
+                    if self.task == "language-model":  # the loss in bits: bits per character for char-level text
+                        self.writer.add_scalar(f"{tag}/val_bits_per_token", result.loss / math.log(2), step)
                     if self.log_histograms:
                         for name, p in model.named_parameters():
                             values = p.detach().float().cpu()

@@ -17,6 +17,7 @@ from nnrecipe.errors import SpecError
 from nnrecipe.spec_sections import (
     DATA_SOURCES,
     MODEL_ARCHS,
+    SEQUENCE_ARCHS,
     DataSpec,
     DigitsData,
     LossSpec,
@@ -38,7 +39,7 @@ class Spec(Section):
     seed: int = 0
     device: Annotated[str, Field(pattern=DEVICE_PATTERN)] = "auto"
     output_dir: str = "runs"  # the run directory is <output_dir>/<name>, relative to the working directory
-    task: Literal["classification", "regression"] = "classification"
+    task: Literal["classification", "regression", "language-model"] = "classification"
     data: DataSpec = DigitsData()
     model: ModelSpec = MlpModel()
     loss: LossSpec = LossSpec()
@@ -48,6 +49,21 @@ class Spec(Section):
 
     @model_validator(mode="after")
     def _task_fits(self):
+        lm = self.task == "language-model"
+        if lm and self.data.source not in ("text", "python"):
+            raise ValueError(f"task: language-model needs token sequences (data.source: text or python); got {self.data.source}")
+        if not lm and self.data.source == "text":
+            raise ValueError(f"data.source: text makes next-token examples; set task: language-model (got {self.task})")
+        if lm and self.model.arch not in SEQUENCE_ARCHS + ("python",):
+            raise ValueError(f"model.arch: {self.model.arch} is not a sequence model; task language-model takes "
+                             f"{', '.join(SEQUENCE_ARCHS)} or python")
+        if not lm and self.model.arch in SEQUENCE_ARCHS:
+            raise ValueError(f"model.arch: {self.model.arch} is a next-token model; set task: language-model")
+        if lm and any(a.name for a in self.data.augment):
+            raise ValueError("data.augment: the built-in augmentations transform images and signals, not token windows; "
+                             "give a factory")
+        if lm and self.loss.name not in ("auto", "cross_entropy"):
+            raise ValueError(f"loss: {self.loss.name} does not fit task language-model (cross_entropy over tokens)")
         if self.task == "regression" and self.data.source in CLASSIFICATION_ONLY_SOURCES:
             raise ValueError(f"task: regression does not fit data.source: {self.data.source}, which has class labels")
         if self.task == "regression" and self.loss.name in ("cross_entropy", "nll", "bce"):

@@ -98,6 +98,21 @@ class TorchvisionArgs(Section):
     std: Optional[list[float]] = None
 
 
+class TextArgs(Section):
+    # A UTF-8 text file, or a folder read recursively (files in sorted order, joined by a blank
+    # line); None: the Python documentation that ships with CPython (pydoc_data.topics, ~465k
+    # characters), so a language model trains with nothing downloaded.
+    path: Optional[str] = None
+    glob: str = "*.txt"  # which files of a folder
+    level: Literal["char", "byte"] = "char"  # vocabulary: the characters seen, or all 256 byte values
+    context: Annotated[int, Field(ge=2)] = 64  # tokens per example: the model sees x[0..L-1], predicts x[1..L]
+    # Tokens between the starts of two training windows; None: `context` (no overlap). Val and
+    # test windows never overlap, and no window crosses a split boundary (splits are by position).
+    stride: Optional[PositiveInt] = None
+    max_chars: Optional[PositiveInt] = None  # read only the first N characters (quick experiments)
+    prompt: str = "The "  # the fixed prompt generated from at every evaluation (prediction dynamics)
+
+
 AUGMENT_NAMES = ("hflip", "vflip", "crop", "shift", "rotate", "translate", "noise", "scale", "cutout")
 
 
@@ -173,6 +188,12 @@ class TorchvisionData(DataBase):
     args: TorchvisionArgs
 
 
+class TextData(DataBase):
+    source: Literal["text"]
+    args: TextArgs = TextArgs()
+    val_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.1  # the last 10% of the text
+
+
 class PythonData(DataBase):
     source: Literal["python"]
     factory: Factory  # required here
@@ -180,10 +201,11 @@ class PythonData(DataBase):
 
 
 DataSpec = Annotated[
-    Union[DigitsData, Mnist1dData, SyntheticData, CsvData, NpzData, ImageFolderData, TorchvisionData, PythonData],
+    Union[DigitsData, Mnist1dData, SyntheticData, CsvData, NpzData, ImageFolderData, TorchvisionData, TextData,
+          PythonData],
     Field(discriminator="source"),
 ]
-DATA_SOURCES = ("digits", "mnist1d", "synthetic", "csv", "npz", "image-folder", "torchvision", "python")
+DATA_SOURCES = ("digits", "mnist1d", "synthetic", "csv", "npz", "image-folder", "torchvision", "text", "python")
 
 
 # ----------------------------------------------------------------------------- models
@@ -218,6 +240,28 @@ class Cnn2dArgs(Section):
 class ResnetArgs(Section):
     weights_path: Optional[str] = None  # a local state dict; nnrecipe never downloads weights
     small_input: Optional[bool] = None  # 3x3 stem without max-pool; None: when H and W <= 64
+    dropout: Dropout = 0.0
+
+
+class GptArgs(Section):
+    # nanoGPT-like: token + learned position embeddings, pre-LayerNorm causal self-attention
+    # blocks, a tied-free linear head. The context (position table) is data.args.context.
+    n_layer: PositiveInt = 2
+    n_head: PositiveInt = 4
+    n_embd: PositiveInt = 64  # must divide by n_head
+    dropout: Dropout = 0.0
+
+    @model_validator(mode="after")
+    def _heads_divide(self):
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd {self.n_embd} is not a multiple of n_head {self.n_head}")
+        return self
+
+
+class GruArgs(Section):
+    n_embd: PositiveInt = 64  # token embedding width
+    hidden: PositiveInt = 128
+    layers: PositiveInt = 1
     dropout: Dropout = 0.0
 
 
@@ -269,6 +313,16 @@ class Resnet50Model(ModelBase):
     args: ResnetArgs = ResnetArgs()
 
 
+class GptModel(ModelBase):
+    arch: Literal["gpt"]
+    args: GptArgs = GptArgs()
+
+
+class GruModel(ModelBase):
+    arch: Literal["gru"]
+    args: GruArgs = GruArgs()
+
+
 class PythonModel(ModelBase):
     arch: Literal["python"]
     factory: Factory
@@ -276,10 +330,12 @@ class PythonModel(ModelBase):
 
 
 ModelSpec = Annotated[
-    Union[LinearModel, MlpModel, Cnn1dModel, Cnn2dModel, Resnet18Model, Resnet50Model, PythonModel],
+    Union[LinearModel, MlpModel, Cnn1dModel, Cnn2dModel, Resnet18Model, Resnet50Model, GptModel, GruModel,
+          PythonModel],
     Field(discriminator="arch"),
 ]
-MODEL_ARCHS = ("linear", "mlp", "cnn1d", "cnn2d", "resnet18", "resnet50", "python")
+MODEL_ARCHS = ("linear", "mlp", "cnn1d", "cnn2d", "resnet18", "resnet50", "gpt", "gru", "python")
+SEQUENCE_ARCHS = ("gpt", "gru")  # next-token models: (N, L) token ids -> (N, L, V) logits
 
 
 # ----------------------------------------------------------------------------- loss, optimizer, training
@@ -338,6 +394,9 @@ class TrainSpec(Section):
     channels_last: bool = False  # NHWC layout for 4-D inputs and conv weights (faster with bf16 on GPUs)
     deterministic: bool = False  # torch.use_deterministic_algorithms on CUDA too (slower)
     log_histograms: bool = True  # parameter and gradient histograms at each evaluation
+    # Language models: tokens sampled after data.args.prompt at each evaluation (TensorBoard's
+    # text tab and samples.txt: the prediction dynamics of text).
+    sample_tokens: Annotated[int, Field(ge=0)] = 120
     # Stop after this many evaluations without a lower val loss and keep the best checkpoint;
     # None trains the full budget. Honoured by regularize, tune and squeeze (overfit and
     # baseline train their full budget: fitting the training set is their point).

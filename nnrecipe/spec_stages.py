@@ -43,6 +43,16 @@ class InspectDataSpec(Section):
     # to by this many standard errors fails model-on-data.
     model_drop_z: Positive = 3.0
     max_classes_in_grid: Annotated[int, Field(ge=1, le=100)] = 20
+    # Language models (text). duplicate-windows: the share of val windows (context + 1 tokens)
+    # found verbatim anywhere in the train text; natural text repeats a few passages (CPython's
+    # docs: ~0.3% of 65-character windows), a document in both splits repeats most of it.
+    window_leak_warn: Fraction01 = 0.01
+    window_leak_fail: Fraction01 = 0.1
+    # vocabulary: val tokens never seen in train (the model cannot have learnt to predict them).
+    max_unseen_fraction: Fraction01 = 0.001
+    # non-printable: control characters other than newline and tab (stray \r of CRLF files, \x00,
+    # form feeds), as a share of all characters.
+    max_nonprintable_fraction: Fraction01 = 1e-4
 
     @model_validator(mode="after")
     def _std_range(self):
@@ -87,6 +97,18 @@ class BaselineSpec(Section):
     dead_unit_warn: Fraction01 = 0.5  # fraction of ReLU units never positive over a val batch
     # human-baseline: compared when given (classification accuracy in [0, 1]).
     human_accuracy: Optional[Fraction01] = None
+    # Language models. causal-dependency: the gradient of output t on the embeddings after t,
+    # relative to the largest on those up to t (exactly 0 for a causal model; the tolerance
+    # covers fused GPU kernels), at this many positions; and the share of targets equal to an
+    # input at or before their position (lags 0-2), whose 95% lower bound may not pass leak_max
+    # (natural text repeats a character at about its frequency: ~0.1-0.2).
+    causal_rtol: Positive = 1e-6
+    causal_positions: Annotated[int, Field(ge=2)] = 8
+    leak_max: Fraction01 = 0.5
+    # padding-invariance: this many padding positions (targets ignore_index) appended to
+    # shortened windows may change the loss by at most padding_rtol, relative.
+    padding_tokens: Annotated[int, Field(ge=1)] = 8
+    padding_rtol: Positive = 1e-4
 
 
 class LRRangeSpec(Section):
@@ -114,6 +136,9 @@ class OverfitSpec(Section):
     # fits-train, on the whole train split in eval mode at the end of training.
     target_train_accuracy: Fraction01 = 0.99  # classification
     target_train_r2: Fraction01 = 0.95  # regression: 1 - MSE / Var(y) on train
+    # language-model: the train loss in bits per token (a char-level English unigram model gives
+    # ~4.5, small transformers ~1.5-2 after minutes on a CPU; memorising the text gives ~0).
+    target_train_bits: Positive = 2.5
     # beats-baselines: paired comparison on val against baseline/val_scores.npz.
     significance_z: Positive = 3.0
     # lr-schedule: fail when the applied LR falls below `lr_min_fraction` of its start before

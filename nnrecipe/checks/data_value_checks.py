@@ -21,6 +21,7 @@ from nnrecipe.probes.regularize import KnobResult
 from nnrecipe.spec_stages import RegularizeSpec
 from nnrecipe.stats import wilson_interval
 from nnrecipe.verdict import Status, Verdict
+from nnrecipe.tasks import METRIC
 
 STAGE = "regularize"
 RISING, PLATEAU, FALLING = "rising", "plateau", "falling"
@@ -110,7 +111,7 @@ def trend(m: ScalingMeasurements, cfg: RegularizeSpec) -> tuple[str, float]:
 
 def data_scaling(m: ScalingMeasurements, cfg: RegularizeSpec) -> Verdict:
     check = "data-scaling"
-    metric = "accuracy" if m.task == "classification" else "r2"
+    metric = METRIC[m.task]
     expected = f"the val {metric} does not fall with more data (paired z > -{cfg.significance_z:g})"
     if m.skip or len(m.points) < 2:
         return Verdict(STAGE, check, Status.SKIP, expected=expected, message=m.skip or "fewer than two training-set sizes")

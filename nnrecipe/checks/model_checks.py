@@ -57,6 +57,8 @@ def loss_at_init(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
                         "huber": "huber(y) (zero output)"}.get(init.loss_name, "uniform"),
             "prior": {"cross_entropy": "entropy of the priors", "nll": "entropy of the priors", "bce": "binary entropy of the priors",
                       "mse": "Var(y) (bias at the mean)", "huber": "huber(y - mean)"}.get(init.loss_name, "prior")}
+    if init.task == "language-model":
+        desc = {"uniform": "ln V (uniform over the vocabulary)", "prior": "entropy of the token frequencies"}
     expected = {desc[k]: round(v, 4) for k, v in candidates.items()}
     obs = {"loss": round(observed, 5), "se": round(se, 5), "tolerance": {desc[k]: round(t, 4) for k, t in tol.items()},
            "loss_fn": init.loss_name}
@@ -85,6 +87,10 @@ def init_well(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
     init = m.init
     if init.loss_name == "custom":
         return Verdict(STAGE, "init-well", Status.SKIP, message="a custom loss: the meaning of the outputs is unknown")
+    if init.task == "language-model":
+        return Verdict(STAGE, "init-well", Status.SKIP,
+                       message="a language model starts uniform over its vocabulary (loss-at-init checks ln V); "
+                               "the token frequencies are learnt in its first steps")
     ideal = ideal_bias(task=init.task, loss=init.loss_name, priors=init.train_priors, target_mean=init.target_mean)
     who = "nnrecipe set the final bias" if init.builtin_bias_init else "your model's final bias"
     if init.task == "classification":

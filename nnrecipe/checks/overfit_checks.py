@@ -12,6 +12,7 @@ from nnrecipe.spec_stages import OverfitSpec
 from nnrecipe.verdict import Status, Verdict
 
 STAGE = "overfit"
+LINEAR = ("linear", "bigram")  # the linear baseline (a bigram table for a language model): on par is fine
 
 
 def _divergence(m: OverfitMeasurements) -> dict:
@@ -28,6 +29,18 @@ def fits_train(m: OverfitMeasurements, cfg: OverfitSpec) -> Verdict:
         return Verdict(STAGE, "fits-train", Status.FAIL, observed=d, expected="finite losses",
                        message=f"the loss became NaN/Inf at step {d['non_finite_at_step']} (last finite loss {d['last_finite_loss']})",
                        hint="lower the LR (try the suggestion of --lr-range), clip gradients (optim.grad_clip), check the data scale")
+    if m.task == "language-model":  # lower is better: bits per token on train
+        bits = e.train_eval.loss / math.log(2)
+        observed = {"train_bits_per_token": round(bits, 4), "train_loss": round(e.train_eval.loss, 6),
+                    "train_token_accuracy": round(e.train_eval.metric, 5), "steps": e.history.steps_run}
+        expected = f"train bits per token <= {cfg.target_train_bits}"
+        if bits <= cfg.target_train_bits:
+            return Verdict(STAGE, "fits-train", Status.PASS, observed=observed, expected=expected,
+                           message=f"{bits:.3f} bits per token on train after {e.history.steps_run} steps")
+        return Verdict(STAGE, "fits-train", Status.FAIL, observed=observed, expected=expected,
+                       message=f"train loss only reached {bits:.3f} bits per token after {e.history.steps_run} steps",
+                       hint="a larger model (stages.overfit.model), more steps, a better LR (--lr-range); or set "
+                            "stages.overfit.target_train_bits for your tokenization")
     if m.task == "classification":
         reached, target, name = e.train_eval.metric, cfg.target_train_accuracy, "train accuracy"
     else:
@@ -53,13 +66,13 @@ def beats_baselines(m: OverfitMeasurements, cfg: OverfitSpec) -> Verdict:
                        message="the model diverged; it beats nothing", hint="see fits-train")
     z = {name: round(better_z(m.task, m.model.val_scores, s), 2) for name, s in m.baseline_scores.items()}
     score = {name: round(float(np.mean(s)), 5) for name, s in m.baseline_scores.items()}
-    metric = "accuracy" if m.task == "classification" else "mse"
+    metric = {"classification": "accuracy", "language-model": "cross_entropy"}.get(m.task, "mse")
     observed = {f"val_{metric}": round(float(np.mean(m.model.val_scores)), 5), f"baseline_val_{metric}": score, "z": z}
     expected = f"z >= {cfg.significance_z:g} against the majority/mean predictor; not worse than any baseline"
     worse = [n for n, v in z.items() if v <= -cfg.significance_z]
     # A model that fits train should clearly beat predicting the majority class / the mean; against
     # the linear model, being on par (within noise) is fine: on easy data a linear model is strong.
-    dumb = [n for n in z if n != "linear"]
+    dumb = [n for n in z if n not in LINEAR]
     not_better = [n for n in dumb if -cfg.significance_z < z[n] < cfg.significance_z]
     if worse:
         return Verdict(STAGE, "beats-baselines", Status.FAIL, observed=observed, expected=expected,
@@ -70,7 +83,7 @@ def beats_baselines(m: OverfitMeasurements, cfg: OverfitSpec) -> Verdict:
         return Verdict(STAGE, "beats-baselines", Status.WARN, observed=observed, expected=expected,
                        message=f"not clearly better on val than the {', '.join(not_better)} predictor",
                        hint="fitting train did not buy val performance: check that train and val come from one distribution")
-    on_par = " (on par with the linear model)" if "linear" in z and z["linear"] < cfg.significance_z else ""
+    on_par = "".join(f" (on par with the {n} model)" for n in LINEAR if n in z and z[n] < cfg.significance_z)
     return Verdict(STAGE, "beats-baselines", Status.PASS, observed=observed, expected=expected,
                    message=f"beats the dumb baselines on val ({', '.join(f'{n} z={v}' for n, v in z.items())}){on_par}")
 

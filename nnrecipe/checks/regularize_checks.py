@@ -19,6 +19,7 @@ from nnrecipe.probes.regularize import KnobResult
 from nnrecipe.spec_stages import RegularizeSpec
 from nnrecipe.stats import mcnemar_z, paired_z
 from nnrecipe.verdict import Status, Verdict
+from nnrecipe.tasks import METRIC, METRIC_TITLE
 
 STAGE = "regularize"
 HELPED, NO_EFFECT, HURT = "helped", "no effect", "hurt"
@@ -69,7 +70,7 @@ def _mean(runs, attr: str, seeds: int) -> float:
 def _versus(m: RegularizeMeasurements, other: KnobResult, cfg: RegularizeSpec) -> tuple[dict, str, float]:
     ref = m.reference
     z, seeds = compare(m.task, ref, other)
-    metric = "accuracy" if m.task == "classification" else "r2"
+    metric = METRIC[m.task]
     deltas = [round(o.val_metric - r.val_metric, 5) for r, o in zip(ref.runs[:seeds], other.runs[:seeds])]
     observed = {
         f"reference_val_{metric}": round(_mean(ref.runs, "val_metric", seeds), 5),
@@ -96,8 +97,8 @@ def knob(m: RegularizeMeasurements, result: KnobResult, cfg: RegularizeSpec) -> 
                        expected="finite losses", message=f"{result.description}: training diverged (NaN/Inf loss)",
                        hint="this setting breaks training: lower it, or look for a bug in your augmentation/model code")
     observed, eff, z = _versus(m, result, cfg)
-    metric = "accuracy" if m.task == "classification" else "R^2"
-    key = "accuracy" if m.task == "classification" else "r2"
+    metric = METRIC_TITLE[m.task]
+    key = METRIC[m.task]
     change = f"val {metric} {observed[f'reference_val_{key}']:.4f} -> {observed[f'val_{key}']:.4f}"
     seeds = f" over {observed['seeds']} seeds" if observed["seeds"] > 1 else ""
     if eff == HURT:
@@ -137,7 +138,7 @@ def early_stopping(m: RegularizeMeasurements, cfg: RegularizeSpec) -> Verdict:
 
 def _se_metric(m: RegularizeMeasurements, scores: np.ndarray, metric: float) -> float:
     n = max(m.n_val, 1)
-    if m.task == "classification":
+    if m.task in ("classification", "language-model"):  # token accuracy: as if each window were one trial (conservative)
         return math.sqrt(max(metric * (1 - metric), 1.0 / n) / n)
     return float(np.std(scores, ddof=1) / math.sqrt(n) / max(m.val_target_var, 1e-12))
 
@@ -151,7 +152,7 @@ def generalization_gap(m: RegularizeMeasurements, cfg: RegularizeSpec) -> Verdic
     z = cfg.significance_z
     gap_b, gap_a = ref.train_metric - ref.val_metric, best.train_metric - best.val_metric
     se_b, se_a = _se_metric(m, ref.val_scores, ref.val_metric), _se_metric(m, best.val_scores, best.val_metric)
-    metric = "accuracy" if m.task == "classification" else "R^2"
+    metric = METRIC_TITLE[m.task]
     observed = {"gap_before": round(gap_b, 5), "gap_after": round(gap_a, 5), "se_before": round(se_b, 5),
                 "se_after": round(se_a, 5), "best": m.best.description if m.best is not None else "reference"}
     expected = f"train - val {metric} <= {cfg.max_gap:g} (beyond {z:g} SE), or narrowed significantly"
@@ -186,7 +187,7 @@ def augment_preserves_labels(m: RegularizeMeasurements, cfg: RegularizeSpec) -> 
     inputs no longer determine their labels (a flip of left/right images)."""
     if m.augment_reference is None:
         return Verdict(STAGE, "augment-preserves-labels", Status.SKIP, message=m.augment_skip or "no augmentation")
-    metric = "accuracy" if m.task == "classification" else "R^2"
+    metric = METRIC_TITLE[m.task]
     clean = m.augment_clean
     c, a_ref, r_ref = _retention(m, clean, m.augment_reference)
     observed = {f"clean_val_{metric}": round(c, 5), f"reference_on_augmented_{metric}": round(a_ref, 5),
@@ -223,6 +224,9 @@ def augment_preserves_labels(m: RegularizeMeasurements, cfg: RegularizeSpec) -> 
 def first_layer_filters(m: RegularizeMeasurements, cfg: RegularizeSpec) -> Verdict:
     """Neighbour correlation of the trained first layer vs its own random-init distribution."""
     f = m.filters
+    if m.task == "language-model":
+        return Verdict(STAGE, "first-layer-filters", Status.SKIP,
+                       message="a language model's first layer is a token embedding: no filters to look at")
     if f is None or f.skip:
         return Verdict(STAGE, "first-layer-filters", Status.SKIP, message=f.skip if f is not None else "not measured")
     z = (f.trained_corr - f.null_mean) / f.null_std if f.null_std > 0 else math.nan

@@ -13,6 +13,7 @@ from nnrecipe.spec_stages import SqueezeSpec
 from nnrecipe.checks.training_checks import better_z
 from nnrecipe.stats import paired_z
 from nnrecipe.verdict import Status, Verdict
+from nnrecipe.tasks import SCORE
 
 STAGE = "squeeze"
 IDENTICAL_SPREAD = 1e-4  # relative: float rounding from a changed summation order stays far below this
@@ -49,7 +50,7 @@ def _metric(task: str, scores: np.ndarray) -> float:
 
 
 def _name(task: str) -> str:
-    return "accuracy" if task == "classification" else "mse"
+    return SCORE[task]
 
 
 def ensemble_gain(m: SqueezeMeasurements, cfg: SqueezeSpec) -> Verdict:

@@ -28,7 +28,7 @@ def better_z(task: str, a_scores: np.ndarray, b_scores: np.ndarray) -> float:
 def dumb_baselines(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
     """The model against the majority class / mean predictor and a linear model."""
     task, z = m.task, cfg.significance_z
-    name = "accuracy" if task == "classification" else "mse"
+    name = {"classification": "accuracy", "language-model": "cross_entropy"}.get(task, "mse")
     model, linear = m.model, m.linear
     observed = {
         f"model_val_{name}": round(float(np.mean(model.val_scores)), 5),

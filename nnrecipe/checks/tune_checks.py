@@ -16,6 +16,7 @@ from nnrecipe.probes.regularize import KnobResult
 from nnrecipe.probes.tune_analysis import DimCoverage, Importance, TrialRecord
 from nnrecipe.spec_stages import TuneSpec
 from nnrecipe.verdict import Status, Verdict
+from nnrecipe.tasks import METRIC_TITLE
 
 STAGE = "tune"
 
@@ -37,7 +38,7 @@ class TuneMeasurements:
 
 
 def _metric(task: str) -> str:
-    return "accuracy" if task == "classification" else "R^2"
+    return METRIC_TITLE[task]
 
 
 def tune_improves(m: TuneMeasurements, cfg: TuneSpec) -> Verdict:

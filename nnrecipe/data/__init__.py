@@ -20,6 +20,7 @@ SOURCES: dict[str, str] = {
     "npz": "nnrecipe.data.tabular:load_npz",
     "image-folder": "nnrecipe.data.images:load_image_folder",
     "torchvision": "nnrecipe.data.images:load_torchvision",
+    "text": "nnrecipe.data.text:load",
     "python": "nnrecipe.data.plugin:load",
 }
 

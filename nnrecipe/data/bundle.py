@@ -146,7 +146,7 @@ def _as_pair(item, split: LazySplit) -> Batch:
 class DataBundle:
     """The data of one experiment, as the model sees it."""
 
-    task: str  # classification | regression
+    task: str  # classification | regression | language-model
     source: str
     train: Split
     val: Split
@@ -155,6 +155,7 @@ class DataBundle:
     class_names: Optional[list[str]] = None
     target_dim: int = 1  # regression: outputs per example
     description: str = ""
+    sequence: Optional[object] = None  # language-model: a data.text.SequenceInfo (vocabulary, streams)
     _targets: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     def splits(self) -> dict[str, Split]:
@@ -169,11 +170,14 @@ class DataBundle:
 
     @property
     def num_outputs(self) -> int:
-        return int(self.num_classes or 0) if self.task == "classification" else self.target_dim
+        return int(self.num_classes or 0) if self.task in ("classification", "language-model") else self.target_dim
 
     @property
     def kind(self) -> str:
-        """How examples are drawn: (C, H, W) images, (C, L) signals, or (D,) feature vectors."""
+        """How examples are drawn: (C, H, W) images, (C, L) signals, (D,) feature vectors, or
+        (L,) token windows (language models)."""
+        if self.task == "language-model":
+            return "sequence"
         return {3: "image", 2: "signal"}.get(len(self.input_shape), "tabular")
 
     def class_name(self, label: int) -> str:
@@ -190,8 +194,9 @@ class DataBundle:
         return self._targets[name]
 
     def priors(self, name: str = "train") -> np.ndarray:
-        """Class frequencies of a split (classification), over valid labels in [0, C)."""
-        y = self.targets(name).long()
+        """Class frequencies of a split (classification; token frequencies of the targets for a
+        language model), over valid labels in [0, C)."""
+        y = self.targets(name).long().reshape(-1)
         y = y[(y >= 0) & (y < self.num_outputs)]
         counts = torch.bincount(y, minlength=self.num_outputs)[: self.num_outputs].double()
         return (counts / counts.sum().clamp_min(1)).numpy()

@@ -41,6 +41,8 @@ def load(spec, base: Path) -> DataBundle:
     out = call_factory(fn, field=FIELD, ref=ref, **spec.data.args)
     if not isinstance(out, Mapping):
         raise PluginError(f"{FIELD}: {ref} returned {type(out).__name__}; expected a mapping with 'train' and 'val'")
+    if spec.task == "language-model":
+        return _load_tokens(out, ref)
     missing = [k for k in ("train", "val") if k not in out]
     unknown = sorted(set(out) - {"train", "val", "test", "classes"})
     if missing or unknown:
@@ -62,3 +64,43 @@ def load(spec, base: Path) -> DataBundle:
         num_classes = infer_num_classes(spec.data.num_classes, classes, ys)
     return DataBundle(task=spec.task, source="python", train=splits["train"], val=splits["val"], test=splits.get("test"),
                       num_classes=num_classes, class_names=classes, description=f"your data: {ref}")
+
+
+def _load_tokens(out: Mapping, ref: str) -> DataBundle:
+    """The language-model contract: `train`, `val` (and `test`) are 1-D tensors of token ids
+    (one stream per split, in reading order; nnrecipe cuts the windows), or pairs (X, Y) of
+    (N, L) windows you cut yourself (Y: the next tokens; -100 marks padding); `vocab` the text
+    of each id, `context` the window length; optional `stride` (train windows) and `prompt`."""
+    from nnrecipe.data.text import SequenceInfo, sequence_bundle
+
+    keys = {"train", "val", "test", "vocab", "context", "stride", "prompt"}
+    missing = [k for k in ("train", "val", "vocab", "context") if k not in out]
+    unknown = sorted(set(out) - keys)
+    if missing or unknown:
+        what = f"missing {', '.join(missing)}" if missing else f"unknown keys {', '.join(map(str, unknown))}"
+        raise PluginError(f"{FIELD}: {ref} returned a mapping with {what}; a language model's data is "
+                          "train, val, test?, vocab, context, stride?, prompt?")
+    streams, windows = {}, {}
+    for k in ("train", "val", "test"):
+        if out.get(k) is None:
+            continue
+        if isinstance(out[k], (tuple, list)) and len(out[k]) == 2:
+            x, y = (torch.as_tensor(v) for v in out[k])
+            if x.ndim != 2 or x.shape != y.shape or x.dtype.is_floating_point or y.dtype.is_floating_point:
+                raise PluginError(f"{FIELD}: {ref} returned {k!r} windows of shapes {tuple(x.shape)} and {tuple(y.shape)}; "
+                                  "expected two (N, L) integer tensors (inputs, next tokens)")
+            windows[k] = (x.long(), y.long())
+            streams[k] = x.long().reshape(-1)  # for the token counts of inspect-data
+            continue
+        t = torch.as_tensor(out[k])
+        if t.ndim != 1 or t.dtype.is_floating_point or t.dtype == torch.bool:
+            raise PluginError(f"{FIELD}: {ref} returned {k!r} of shape {tuple(t.shape)} and dtype "
+                              f"{str(t.dtype).removeprefix('torch.')}; expected a 1-D tensor of integer token ids")
+        streams[k] = t.long()
+    context = out["context"]
+    if not isinstance(context, int) or context < 2:
+        raise PluginError(f"{FIELD}: {ref} returned context {context!r}; expected an integer >= 2")
+    vocab = [str(v) for v in out["vocab"]]
+    info = SequenceInfo(vocab=vocab, level="custom", context=context, prompt=str(out.get("prompt") or ""))
+    return sequence_bundle(streams, info, stride=int(out.get("stride") or context), source="python",
+                           description=f"your token streams: {ref}", field=FIELD, windows=windows)

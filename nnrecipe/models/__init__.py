@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from nnrecipe.errors import PluginError, SpecError
-from nnrecipe.models import builtin
+from nnrecipe.models import builtin, sequence
 from nnrecipe.plugins import call_factory, load_factory
 
 ARCHS = {
@@ -17,6 +17,8 @@ ARCHS = {
     "mlp": builtin.mlp,
     "cnn1d": builtin.cnn1d,
     "cnn2d": builtin.cnn2d,
+    "gpt": sequence.gpt,
+    "gru": sequence.gru,
 }
 
 
@@ -33,8 +35,10 @@ def build_model(spec, *, input_shape: Sequence[int], num_outputs: int, base: Pat
     return model
 
 
-def check_output_shape(model: nn.Module, x: torch.Tensor, num_outputs: int, *, field: str = "model") -> None:
-    """One forward pass on a small batch: the model must return (N, num_outputs)."""
+def check_output_shape(model: nn.Module, x: torch.Tensor, num_outputs: int, *, field: str = "model",
+                       sequence: bool = False) -> None:
+    """One forward pass on a small batch: the model must return (N, num_outputs), or for a
+    language model (N, L, V) on (N, L) token windows."""
     was_training = model.training
     model.eval()
     try:
@@ -47,9 +51,11 @@ def check_output_shape(model: nn.Module, x: torch.Tensor, num_outputs: int, *, f
         raise cls(f"{field}: forward on a batch of shape {tuple(x.shape)} raised {exc.__class__.__name__}: {exc}") from exc
     finally:
         model.train(was_training)
-    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (len(x), num_outputs):
+    want = (len(x), x.shape[1], num_outputs) if sequence else (len(x), num_outputs)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != want:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise PluginError(f"{field}: the model returns {got} for a batch of {len(x)}; expected ({len(x)}, {num_outputs})")
+        what = f"{len(x)} windows of {x.shape[1]} tokens" if sequence else str(len(x))
+        raise PluginError(f"{field}: the model returns {got} for a batch of {what}; expected {want}")
 
 
 BUILTIN_ARCHS = ("linear", "mlp", "cnn1d", "cnn2d", "resnet18", "resnet50")
@@ -65,7 +71,7 @@ def prepare_model(spec, data, *, base: Path, model_spec=None) -> nn.Module:
     model = build_model(spec, input_shape=data.input_shape, num_outputs=data.num_outputs, base=base)
     field = "model.factory" if spec.model.arch == "python" else "model"
     x = torch.stack([data.train.example(i)[0] for i in range(min(2, len(data.train)))]).cpu()
-    check_output_shape(model, x, data.num_outputs, field=field)
+    check_output_shape(model, x, data.num_outputs, field=field, sequence=data.task == "language-model")
     if spec.model.arch in BUILTIN_ARCHS and spec.model.init_final_bias:
         bias = ideal_bias(task=data.task, loss=loss_name(spec),
                           priors=data.priors() if data.task == "classification" else None,
@@ -88,6 +94,10 @@ def larger_model_spec(spec):
         return m.model_copy(update={"args": m.args.model_copy(update={"hidden": [2 * h for h in m.args.hidden]})})
     if m.arch in ("cnn1d", "cnn2d"):
         return m.model_copy(update={"args": m.args.model_copy(update={"channels": [2 * c for c in m.args.channels]})})
+    if m.arch == "gpt":
+        return m.model_copy(update={"args": m.args.model_copy(update={"n_embd": 2 * m.args.n_embd})})
+    if m.arch == "gru":
+        return m.model_copy(update={"args": m.args.model_copy(update={"hidden": 2 * m.args.hidden})})
     if m.arch == "python" and spec.stages.baseline.larger_model_args is not None:
         return m.model_copy(update={"args": {**m.args, **spec.stages.baseline.larger_model_args}})
     return None

@@ -34,6 +34,12 @@ class BaselineMeasurements:
     dumb_scores: Optional[np.ndarray] = None  # majority class correct (0/1) or mean predictor squared error, per val example
     dumb_name: str = ""
     overfit: Optional[OverfitResult] = None
+    # language models (probes/sequence_probes.py)
+    causal: Optional[object] = None  # CausalMeasure
+    causal_skip: str = ""
+    leak: Optional[object] = None  # TargetLeak on training windows
+    padding: Optional[object] = None  # PaddingMeasure
+    padding_skip: str = ""
 
 
 @dataclasses.dataclass

@@ -47,28 +47,31 @@ class InitMeasure:
 
 
 def measure_init(model: nn.Module, data, *, loss_name: str, builtin_bias_init: bool, predict: Callable) -> InitMeasure:
-    out = predict(model, data.val)  # (N, C) float32 on the host, eval mode
+    out = predict(model, data.val)  # (N, C) float32 on the host, eval mode; (N, L, V) for a language model
     y = data.targets("val")
     losses = per_example_loss(loss_name, out, y).double().numpy() if loss_name != "custom" else None
+    lm = data.task == "language-model"
+    flat = out.reshape(-1, out.shape[-1]) if lm else out  # a language model: every position's distribution
     layer = final_linear(model, data.num_outputs)
     m = InitMeasure(
         task=data.task, loss_name=loss_name, val_losses=losses, n_val=len(out), num_outputs=data.num_outputs,
         builtin_bias_init=builtin_bias_init,
         final_bias=layer.bias.detach().double().cpu().numpy() if layer is not None and layer.bias is not None else None,
-        in_unit_interval=bool(((out >= 0) & (out <= 1)).all()),
-        rows_sum_to_one=bool(((out.sum(dim=1) - 1).abs() < 1e-3).all()),
-        rows_logsumexp_zero=bool((torch.logsumexp(out, dim=1).abs() < 1e-3).all()),
+        in_unit_interval=bool(((flat >= 0) & (flat <= 1)).all()),
+        rows_sum_to_one=bool(((flat.sum(dim=1) - 1).abs() < 1e-3).all()),
+        rows_logsumexp_zero=bool((torch.logsumexp(flat, dim=1).abs() < 1e-3).all()),
     )
-    if data.task == "classification":
+    if data.task in ("classification", "language-model"):
         m.train_priors, m.val_priors = data.priors("train"), data.priors("val")
-        probs = torch.sigmoid(out) if loss_name == "bce" else F.softmax(out, dim=1)
+        probs = torch.sigmoid(flat) if loss_name == "bce" else F.softmax(flat, dim=1)
         m.mean_predicted = probs.double().mean(dim=0).numpy()
     else:
         ytr = data.targets("train").double().reshape(len(data.targets("train")), -1)
         m.target_mean, m.target_std = ytr.mean(dim=0).numpy(), ytr.std(dim=0).numpy()
         m.mean_output = out.double().mean(dim=0).numpy()
     if loss_name != "custom":
-        bias = ideal_bias(task=data.task, loss=loss_name, priors=m.train_priors, target_mean=m.target_mean)
+        bias = ideal_bias(task="classification" if lm else data.task, loss=loss_name, priors=m.train_priors,
+                          target_mean=m.target_mean)
         uniform = torch.full_like(out, -float(np.log(out.shape[1]))) if loss_name == "nll" else torch.zeros_like(out)
         m.reference["uniform"] = float(per_example_loss(loss_name, uniform, y).double().mean())
         if bias is not None:

@@ -79,6 +79,12 @@ class ZeroInput(nn.Module):
 
 
 def val_scores(outputs: torch.Tensor, targets: torch.Tensor, task: str) -> np.ndarray:
+    """Per val example: correct (0/1, classification), squared error (regression), or the
+    window's mean next-token cross-entropy in nats (language-model); the last two lower-better."""
+    if task == "language-model":
+        from nnrecipe.losses import per_example_loss
+
+        return per_example_loss("cross_entropy", outputs, targets.to(outputs.device)).double().numpy()
     if task == "classification":
         return (outputs.argmax(dim=1) == targets.to(outputs.device).long()).numpy().astype(np.float64)
     y = targets.float().reshape(outputs.shape)

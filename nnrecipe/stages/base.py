@@ -93,5 +93,15 @@ class FigureSaver:
             self.arts.setdefault(check, []).append(self.ctx.rel(path))
 
 
+    def text(self, content: str, name: str, *checks: str) -> None:
+        """A text artifact (`name`.txt) and the same text in TensorBoard's text tab."""
+        path = self.out / f"{name}.txt"
+        path.write_text(content)
+        # TensorBoard renders text as markdown: four spaces make it a code block (kept verbatim).
+        self.tb.add_text(name, "\n".join("    " + line for line in content.splitlines()), 0)
+        for check in checks:
+            self.arts.setdefault(check, []).append(self.ctx.rel(path))
+
+
 def with_artifacts(verdict: Verdict, *paths: Optional[str]) -> Verdict:
     return dataclasses.replace(verdict, artifacts=tuple(verdict.artifacts) + tuple(p for p in paths if p))

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from nnrecipe import pictures
 from nnrecipe.checks.model_checks import (batch_independence, eval_deterministic, gradients_flow, init_well,
                                           loss_at_init, output_form, reproducible)
+from nnrecipe.checks.sequence_checks import causal_dependency, padding_invariance
 from nnrecipe.checks.training_checks import dumb_baselines, human_baseline, input_independent, loss_decreases, overfit_one_batch
 from nnrecipe.data import build_data
 from nnrecipe.engine import Engine
@@ -25,14 +26,17 @@ from nnrecipe.optim import make_optimizer
 from nnrecipe.probes.measurements import BaselineMeasurements
 from nnrecipe.probes.model_probes import (InputCapture, batch_dependency, dead_units, eval_twice, gradient_step,
                                           measure_init, overfit_batch)
+from nnrecipe.probes.sequence_probes import unigram_scores
 from nnrecipe.probes.training import ZeroInput, data_fingerprint, train_experiment
 from nnrecipe.runtime import seed_everything
 from nnrecipe.spec_sections import LinearModel
+from nnrecipe.stages import sequence as sq
 from nnrecipe.stages.base import FigureSaver, StageContext, StageResult, with_artifacts
 
 STAGE = "baseline"
 CHECKS = (reproducible, loss_at_init, init_well, output_form, dumb_baselines, input_independent, overfit_one_batch,
           loss_decreases, gradients_flow, batch_independence, eval_deterministic, human_baseline)
+SEQUENCE_CHECKS = (causal_dependency, padding_invariance)  # language models only
 DYNAMICS_EXAMPLES = 16  # fixed val examples whose predictions are drawn over training
 VAL_SCORES = "val_scores.npz"  # per-example val scores of every baseline experiment
 
@@ -60,8 +64,12 @@ def run(spec, ctx: StageContext) -> StageResult:
     xv, yv = (t.to(device) for t in _first(data.val, 512))  # lazy splits live on the host
     small = xv[: min(8, len(xv))]
     m.dependency_rows = sorted({0, len(small) // 2, len(small) - 1})
-    m.dependency = batch_dependency(model, small, m.dependency_rows)
-    m.dependency_skip = "" if m.dependency is not None else f"inputs are {str(xv.dtype).removeprefix('torch.')}, not differentiable"
+    lm = data.task == "language-model"
+    if lm:
+        sq.measure(m, model, data, xv, yv, loss_fn, cfg)  # causal-dependency, padding, batch-independence
+    else:
+        m.dependency = batch_dependency(model, small, m.dependency_rows)
+        m.dependency_skip = "" if m.dependency is not None else f"inputs are {str(xv.dtype).removeprefix('torch.')}, not differentiable"
     m.eval_diff, m.eval_scale = eval_twice(model, xv[:64])
     xt, yt = (t.to(device) for t in _first(data.train, spec.data.batch_size))
     probe = copy.deepcopy(model)
@@ -75,6 +83,9 @@ def run(spec, ctx: StageContext) -> StageResult:
     writer = ctx.writer(STAGE, "model")
 
     def record_dynamics(step, net, result=None):
+        if lm:  # prediction dynamics for text: a sample from the fixed prompt at every evaluation
+            dynamics.append((step, sq.sample(net, data, spec, device, writer, step)))
+            return
         pred = _predict(net, dyn_x, data.task, lname)
         dynamics.append((step, pred))
         if data.task == "classification":
@@ -98,10 +109,12 @@ def run(spec, ctx: StageContext) -> StageResult:
     else:
         m.larger_skip = ("set stages.baseline.larger_model_args for your model" if spec.model.arch == "python"
                          else f"no wider variant of {spec.model.arch}")
-    linear = LinearModel(arch="linear", init_final_bias=True)
-    m.linear = train_experiment("linear", spec=spec, data=data, model=fresh_model(linear), loss_fn=loss_fn, device=device,
-                                steps=steps, base=base, writer=ctx.writer(STAGE, "linear"), progress=ctx.progress,
-                                eval_every=every)
+    # The linear baseline; for a language model its analogue, a bigram table (the next token
+    # from the current one alone).
+    linear = sq.bigram(spec, data).to(device) if lm else fresh_model(LinearModel(arch="linear", init_final_bias=True))
+    m.linear = train_experiment("bigram" if lm else "linear", spec=spec, data=data, model=linear, loss_fn=loss_fn,
+                                device=device, steps=steps, base=base, writer=ctx.writer(STAGE, "linear"),
+                                progress=ctx.progress, eval_every=every)
     m.dumb_name, m.dumb_scores = _dumb_predictor(data)
 
     # 4. overfit one batch: a few examples covering as many classes as possible.
@@ -109,10 +122,13 @@ def run(spec, ctx: StageContext) -> StageResult:
     target = cfg.overfit_target * (float(yo.float().var(dim=0, unbiased=False).mean()) if data.task == "regression" else 1.0)
     m.overfit = overfit_batch(fresh_model(), xo, yo, loss_fn, steps=cfg.overfit_steps, lr=cfg.overfit_lr, target=target)
 
-    verdicts = {v.check: v for v in (check(m, cfg) for check in CHECKS)}
+    verdicts = {v.check: v for v in (check(m, cfg) for check in CHECKS + (SEQUENCE_CHECKS if lm else ()))}
 
     # 5. pictures and the summary that later stages read.
-    arts = _pictures(ctx, data, m, capture, dynamics, dyn_y, xo, yo, lname)
+    if lm:
+        arts = sq.pictures(ctx, STAGE, data, m, capture, dynamics, xo, yo)
+    else:
+        arts = _pictures(ctx, data, m, capture, dynamics, dyn_y, xo, yo, lname)
     final = [with_artifacts(v, *arts.get(v.check, [])) for v in verdicts.values()]
     # Per-example val scores, so later stages compare with the baselines pairwise (same examples).
     scores = {e.name: e.val_scores for e in (m.model, m.zero_input, m.linear, m.larger) if e is not None}
@@ -200,6 +216,8 @@ def _overfit_batch(data, k: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _dumb_predictor(data) -> tuple[str, np.ndarray]:
+    if data.task == "language-model":
+        return "unigram", unigram_scores(data)[0]
     y_val = data.targets("val")
     if data.task == "classification":
         majority = int(np.argmax(data.priors("train")))
@@ -240,6 +258,8 @@ def _summary(spec, data, m: BaselineMeasurements, lname: str) -> dict:
     if data.task == "regression":  # R^2 of the mean predictor on val, for comparisons in later stages
         y = data.targets("val").double()
         dumb_metric = 1.0 - dumb_value * y.numel() / max(float(((y - y.mean(dim=0)) ** 2).sum()), 1e-12)
+    elif data.task == "language-model":  # the unigram's next-token accuracy: always the most frequent token
+        dumb_metric = unigram_scores(data)[1]
     else:
         dumb_metric = dumb_value
     return {

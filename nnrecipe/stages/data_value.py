@@ -18,6 +18,7 @@ from nnrecipe.probes.regularize import KnobResult, train_one
 from nnrecipe.stages.base import FigureSaver
 from nnrecipe.stages.misprediction_pictures import write_csv
 from nnrecipe.stats import accuracy_ci95
+from nnrecipe.tasks import METRIC_SYMBOL
 
 STAGE = "regularize"
 
@@ -59,7 +60,8 @@ def measure_label_errors(ctx, *, spec, data, cfg, steps: int, every: int, loss: 
     if not c.enabled:
         return LabelErrorMeasurements(skip="stages.regularize.label_errors.enabled is false")
     if data.task != "classification":
-        return LabelErrorMeasurements(skip="classification only (regression has no label to doubt; see the residuals)")
+        return LabelErrorMeasurements(skip="classification only (regression has no label to doubt, see the residuals; "
+                                           "a language model's targets are its own text)")
     if len(data.train) < 10 * c.folds:
         return LabelErrorMeasurements(skip=f"{len(data.train)} training examples are too few for {c.folds} folds")
     errors = label_errors.measure(spec, data=data, base=ctx.base, device=ctx.device, folds=c.folds, seed=spec.seed,
@@ -88,7 +90,7 @@ def draw(ctx, scaling: ScalingMeasurements, labels: LabelErrorMeasurements, *, d
 
 
 def _scaling_figure(m: ScalingMeasurements):
-    metric = "accuracy" if m.task == "classification" else "R²"
+    metric = METRIC_SYMBOL[m.task]
     x = np.array([p.examples for p in m.points])
     val = np.array([np.mean([r.val_metric for r in p.result.runs]) for p in m.points])
     train = np.array([np.mean([r.train_metric for r in p.result.runs]) for p in m.points])

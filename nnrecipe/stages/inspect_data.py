@@ -30,6 +30,13 @@ CSV_NAME = "examples.csv"
 def run(spec, ctx: StageContext) -> StageResult:
     cfg = spec.stages.inspect_data
     data = ctx.data()
+    if data.task == "language-model":  # tokens, not pixel statistics
+        from nnrecipe.stages import inspect_text
+
+        if ctx.options.get("model"):
+            raise NNRecipeError("inspect-data --model: not for language models yet (their samples are in overfit and "
+                                "regularize)")
+        return inspect_text.run(spec, ctx, data)
     scan = scan_bundle(data, progress=ctx.progress)
     m = measure(scan)
     verdicts = {v.check: v for v in (check(m, cfg) for check in CHECKS)}

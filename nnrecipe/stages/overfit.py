@@ -21,6 +21,7 @@ from nnrecipe.probes.measurements import OverfitMeasurements
 from nnrecipe.probes.training import Experiment, data_fingerprint, experiment_key, resumable, train_experiment
 from nnrecipe.runtime import seed_everything
 from nnrecipe.stages.base import FigureSaver, StageContext, StageResult, with_artifacts
+from nnrecipe.stages.sequence import sample, sample_artifacts
 
 STAGE = "overfit"
 CHECKS = (fits_train, beats_baselines, lr_schedule, lr_range)
@@ -57,9 +58,15 @@ def run(spec, ctx: StageContext) -> StageResult:
     key = experiment_key(spec.model_copy(update={"model": model_spec}), steps=steps, every=every, extra=STAGE)
     resume = resumable(checkpoints / "last.pt", key, device) if ctx.options.get("resume") else None
     m.resumed_from = int(resume["step"]) if resume else None
+    samples: list[tuple[int, str]] = []  # language models: (step, text written from the prompt)
+
+    def on_eval(step, net, result):
+        samples.append((step, sample(net, data, spec, device, ctx.writer(STAGE, "model"), step)))
+
     m.model = _train(spec, ctx, data, fresh_model(model_spec), loss_fn, steps=steps, every=every, name="model",
                      last=checkpoints / "last.pt", best=checkpoints / "best.pt", histograms=spec.train.log_histograms,
-                     key=key, resume=resume is not None, purge_step=(m.resumed_from + 1) if resume else None)
+                     key=key, resume=resume is not None, purge_step=(m.resumed_from + 1) if resume else None,
+                     on_eval=on_eval if data.task == "language-model" else None)
 
     # 3. the baselines' per-example val scores, when the baseline stage ran on this same split.
     m.baseline_scores, m.baseline_skip = _baseline_scores(ctx, fingerprint)
@@ -73,12 +80,18 @@ def run(spec, ctx: StageContext) -> StageResult:
 
     verdicts = [check(m, cfg) for check in CHECKS] + ladder(m, cfg)
     arts = _pictures(ctx, m)
-    # 5. what the model gets wrong on val (at the checkpoint val was judged at).
-    wrong = mispredictions.measure(m.model.val_eval.outputs, data.targets("val"), task=data.task,
-                                   num_classes=data.num_outputs, loss=loss_name(spec), class_name=data.class_name)
-    for check, paths in misprediction_artifacts(ctx, STAGE, data, wrong, "beats-baselines",
-                                                outputs=m.model.val_eval.outputs).items():
-        arts.setdefault(check, []).extend(paths)
+    # 5. what the model gets wrong on val (at the checkpoint val was judged at); for a language
+    # model, what it writes from the prompt.
+    wrong = None
+    if data.task == "language-model":
+        for check, paths in sample_artifacts(ctx, STAGE, data, samples, "fits-train").items():
+            arts.setdefault(check, []).extend(paths)
+    else:
+        wrong = mispredictions.measure(m.model.val_eval.outputs, data.targets("val"), task=data.task,
+                                       num_classes=data.num_outputs, loss=loss_name(spec), class_name=data.class_name)
+        for check, paths in misprediction_artifacts(ctx, STAGE, data, wrong, "beats-baselines",
+                                                    outputs=m.model.val_eval.outputs).items():
+            arts.setdefault(check, []).extend(paths)
     final = [with_artifacts(v, *arts.get(v.check, [])) for v in verdicts]
     ctx.run.write_arrays(STAGE, VAL_SCORES, {"model": m.model.val_scores})
     h = m.model.history
@@ -100,20 +113,20 @@ def run(spec, ctx: StageContext) -> StageResult:
         "lr": {"first": h.lrs[0] if h.lrs else None, "last": h.lrs[-1] if h.lrs else None, "schedule": m.schedule},
         "lr_range": {"suggested_lr": m.lr_range.suggested_lr, "diverge_lr": m.lr_range.diverge_lr} if m.lr_range else None,
         "ladder": [{"model": n, **e.summary()} for n, e in zip(m.ladder_names, m.ladder)],
-        "per_class": wrong.per_class,
-        "confusion": wrong.confusion.tolist() if wrong.confusion is not None else None,
+        "per_class": wrong.per_class if wrong else None,
+        "confusion": wrong.confusion.tolist() if wrong and wrong.confusion is not None else None,
     }
     return StageResult(STAGE, final, summary)
 
 
 def _train(spec, ctx, data, model, loss_fn, *, steps: int, every: int, name: str, last=None, best=None,
-           histograms: bool = False, key: str = "", resume: bool = False, purge_step=None) -> Experiment:
+           histograms: bool = False, key: str = "", resume: bool = False, purge_step=None, on_eval=None) -> Experiment:
     # Val is judged at the best checkpoint: this stage drives train loss down and may pass
     # val's optimum on the way; regularize starts from that checkpoint too.
     return train_experiment(name, spec=spec, data=data, model=model, loss_fn=loss_fn, device=ctx.device, steps=steps,
                             base=ctx.base, writer=ctx.writer(STAGE, name, purge_step=purge_step), progress=ctx.progress,
                             eval_every=every, last_checkpoint=last, best_checkpoint=best, histograms=histograms,
-                            checkpoint_key=key, resume_from=last if resume else None)
+                            checkpoint_key=key, resume_from=last if resume else None, on_eval=on_eval)
 
 
 def _baseline_scores(ctx: StageContext, fingerprint: str):
@@ -125,8 +138,8 @@ def _baseline_scores(ctx: StageContext, fingerprint: str):
     arrays = ctx.run.read_arrays("baseline", summary.get("val_scores", "val_scores.npz"))
     if not arrays:
         return None, "baseline/val_scores.npz is missing; re-run nnrecipe baseline"
-    dumb = [k for k in arrays if k in ("majority-class", "mean")]
-    return {k: arrays[k] for k in dumb + [k for k in ("linear",) if k in arrays]}, ""
+    dumb = [k for k in arrays if k in ("majority-class", "mean", "unigram")]
+    return {k: arrays[k] for k in dumb + [k for k in ("linear", "bigram") if k in arrays]}, ""
 
 
 def _describe(model_spec) -> str:

@@ -10,6 +10,7 @@ import numpy as np
 from nnrecipe import pictures
 from nnrecipe.probes.filters import filter_mosaic
 from nnrecipe.stages.base import FigureSaver
+from nnrecipe.tasks import METRIC_SYMBOL
 
 
 def draw(ctx, m, *, data, shown, preds, stage: str) -> dict[str, list[str]]:
@@ -49,7 +50,7 @@ def draw(ctx, m, *, data, shown, preds, stage: str) -> dict[str, list[str]]:
 
 def _compare(m, results):
     """Val metric (95% interval over the val set) and train metric per experiment."""
-    metric = "accuracy" if m.task == "classification" else "R²"
+    metric = METRIC_SYMBOL[m.task]
     fig = pictures.new_figure(6.8, 1.0 + 0.32 * len(results))
     ax = fig.subplots()
     ys = np.arange(len(results))

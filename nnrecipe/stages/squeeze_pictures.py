@@ -7,11 +7,12 @@ import numpy as np
 
 from nnrecipe import pictures
 from nnrecipe.stages.base import FigureSaver
+from nnrecipe.tasks import SCORE_TITLE
 
 
 def draw(ctx, m, *, test_curve, stage: str) -> dict[str, list[str]]:
     save = FigureSaver(ctx, stage)
-    metric = "accuracy" if m.task == "classification" else "MSE"
+    metric = SCORE_TITLE[m.task]
 
     if m.size_curve:
         k = np.arange(1, len(m.size_curve) + 1)

@@ -28,11 +28,13 @@ from nnrecipe.probes import tune_study as ts
 from nnrecipe.probes.regularize import KnobResult
 from nnrecipe.probes.training import experiment_key
 from nnrecipe.probes.tune_space import apply_params, start_values
+from nnrecipe.tasks import METRIC
 from nnrecipe.stages.base import StageContext, StageResult, with_artifacts
 from nnrecipe.stages.start import from_spec, start_spec
 from nnrecipe.stages.trainer import Trainer
 from nnrecipe.stages.tune_pictures import draw
 from nnrecipe.stages.tune_worker import Plan, run_worker
+from nnrecipe.stages.sequence import refuse
 
 STAGE = "tune"
 JOURNAL = "study.journal"  # kept when the stage re-runs: the study continues
@@ -41,6 +43,7 @@ TPE_STARTUP = 10  # Optuna's TPE samples its first 10 trials at random
 
 
 def run(spec, ctx: StageContext) -> StageResult:
+    refuse(spec, STAGE)  # language models: not yet (see stages/sequence.py)
     cfg = spec.stages.tune
     if cfg.start == "auto":
         start, source, note = start_spec(spec, ctx, stages=("regularize",))
@@ -150,7 +153,7 @@ def run(spec, ctx: StageContext) -> StageResult:
 def _noise(task: str, value: float, n: int) -> float:
     """The standard error of one trial's val metric: binomial for accuracy; for R^2 from
     Var(MSE) ~ 2 sigma^4 / n with Gaussian residuals, (1 - R^2) sqrt(2 / n)."""
-    if task == "classification":
+    if task in ("classification", "language-model"):  # token accuracy: each window counted as one trial (conservative)
         return math.sqrt(max(value * (1 - value), 1.0 / n) / n)
     return max(1.0 - value, 1e-6) * math.sqrt(2.0 / n)
 
@@ -220,7 +223,7 @@ def _fmt(v) -> str:
 
 
 def _table(rows: list[dict], params: list[str], task: str, m: TuneMeasurements, top: int = 10) -> Table:
-    metric = "val acc" if task == "classification" else "val R²"
+    metric = {"classification": "val acc", "language-model": "val token acc"}.get(task, "val R²")
     t = Table(title=f"tune: {len(rows)} trials, best {min(top, len(rows))} (full list: tune/trials.csv)", title_justify="left")
     for col in ("trial", "state", metric, *params, "steps"):
         t.add_column(col, justify="left" if col == "state" else "right")
@@ -234,7 +237,7 @@ def _table(rows: list[dict], params: list[str], task: str, m: TuneMeasurements, 
 
 def _hparams(ctx, recs, task: str) -> None:
     """One hparams entry per finished trial, in that trial's TensorBoard folder (linked to its curves)."""
-    metric = "hparam/val_accuracy" if task == "classification" else "hparam/val_r2"
+    metric = f"hparam/val_{METRIC[task]}"
     writer = ctx.writer(STAGE)
     for r in recs:
         if r.value is None:

@@ -9,11 +9,12 @@ import numpy as np
 
 from nnrecipe import pictures
 from nnrecipe.stages.base import FigureSaver
+from nnrecipe.tasks import METRIC_SYMBOL
 
 
 def draw(ctx, m, space: dict, *, stage: str) -> dict[str, list[str]]:
     save = FigureSaver(ctx, stage)
-    metric = "val accuracy" if m.task == "classification" else "val R²"
+    metric = f"val {METRIC_SYMBOL[m.task]}"
     recs = [r for r in m.trials if r.value is not None]
     if not recs:
         return save.arts

@@ -1,0 +1,79 @@
+"""baseline rules for next-token models: (measurements, settings) -> Verdict.
+
+The recipe: "the same strategy can be used to ensure that your autoregressive model at time t
+only depends on 1..t-1". Measured by probes/sequence_probes.py.
+"""
+
+from __future__ import annotations
+
+from nnrecipe.probes.measurements import BaselineMeasurements
+from nnrecipe.spec_stages import BaselineSpec
+from nnrecipe.stats import wilson_interval
+from nnrecipe.verdict import Status, Verdict
+
+STAGE = "baseline"
+NOT_LM = "for language models (task: language-model)"
+
+
+def causal_dependency(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
+    """Output t gets no gradient from inputs after t, and no target is already an input."""
+    if m.task != "language-model":
+        return Verdict(STAGE, "causal-dependency", Status.SKIP, message=NOT_LM)
+    leak = m.leak
+    observed: dict = {}
+    expected = {"future_gradient_rtol": cfg.causal_rtol, "target_equals_input_max": cfg.leak_max}
+    if leak is not None:
+        observed["target_equals_input_at_lag"] = {k: round(r, 4) for k, r in zip(leak.lags, leak.rates)}
+        observed["chance"] = round(leak.chance, 4)
+        for k, rate in zip(leak.lags, leak.rates):
+            low, _ = wilson_interval(round(rate * leak.n), leak.n)
+            if low > cfg.leak_max:
+                where = "at the same position (the windows were not shifted: y = x)" if k == 0 else \
+                        f"{k} position{'s' if k > 1 else ''} earlier (shifted the wrong way)"
+                return Verdict(STAGE, "causal-dependency", Status.FAIL, observed=observed, expected=expected,
+                               message=f"{rate:.0%} of the targets are the input {where}: the model sees what it must "
+                                       f"predict (chance {leak.chance:.0%})",
+                               hint="targets must be the inputs shifted one step left: x = t[i:i+L], y = t[i+1:i+L+1]")
+    if m.causal is None:
+        return Verdict(STAGE, "causal-dependency", Status.SKIP, observed=observed,
+                       message=f"no gradient test: {m.causal_skip}; the targets are not copies of the inputs")
+    c = m.causal
+    ratio = [f / p if p > 0 else (float("inf") if f > 0 else 0.0) for f, p in zip(c.future, c.past)]
+    bad = [(t, r, first, reach) for t, r, first, reach in zip(c.positions, ratio, c.first_future, c.reach)
+           if r > cfg.causal_rtol]
+    observed.update({"positions": c.positions, "future_over_past_gradient": [float(f"{r:.3g}") for r in ratio],
+                     "furthest_ahead": c.reach, "length": c.length, "windows": c.windows})
+    if bad:
+        t, r, first, _ = bad[0]
+        off_by_one = all(reach == 1 for *_, reach in bad)
+        return Verdict(STAGE, "causal-dependency", Status.FAIL, observed=observed, expected=expected,
+                       message=f"output {t} depends on input {first} (future/past gradient {r:.3g}) at "
+                               f"{len(bad)} of {len(c.positions)} positions tested"
+                               + ("; only the next position leaks: a causal mask shifted by one" if off_by_one else ""),
+                       hint="the attention needs a causal mask (lower-triangular, diagonal included, nothing above it); "
+                            "a bidirectional layer or a pooling over the window also looks ahead")
+    return Verdict(STAGE, "causal-dependency", Status.PASS, observed=observed, expected=expected,
+                   message=f"outputs at {len(c.positions)} positions get no gradient from later inputs; "
+                           f"targets repeat inputs at chance-like rates")
+
+
+def padding_invariance(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
+    """Appending padding whose targets are ignore_index leaves the loss unchanged."""
+    if m.task != "language-model":
+        return Verdict(STAGE, "padding-invariance", Status.SKIP, message=NOT_LM)
+    p = m.padding
+    if p is None:
+        return Verdict(STAGE, "padding-invariance", Status.SKIP, message=m.padding_skip or "not measured")
+    change = abs(p.loss_padded - p.loss_plain)
+    rel = change / max(abs(p.loss_plain), 1e-12)
+    observed = {"loss": round(p.loss_plain, 6), "loss_padded": round(p.loss_padded, 6), "relative_change": float(f"{rel:.3g}"),
+                "tokens": p.length, "padding": p.pad}
+    expected = f"relative change <= {cfg.padding_rtol:g}"
+    if not rel <= cfg.padding_rtol:
+        return Verdict(STAGE, "padding-invariance", Status.FAIL, observed=observed, expected=expected,
+                       message=f"{p.pad} padding positions (targets -100) change the loss from {p.loss_plain:.5g} "
+                               f"to {p.loss_padded:.5g}",
+                       hint="the loss must skip ignore_index targets and average over real tokens only "
+                            "(F.cross_entropy(..., ignore_index=-100)); a model that looks ahead also fails here")
+    return Verdict(STAGE, "padding-invariance", Status.PASS, observed=observed, expected=expected,
+                   message=f"{p.pad} padding positions leave the loss at {p.loss_plain:.5g} (relative change {rel:.2g})")

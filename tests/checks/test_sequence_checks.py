@@ -1,0 +1,75 @@
+"""causal-dependency and padding-invariance, judged on synthetic measurements."""
+
+import numpy as np
+
+from nnrecipe.checks.sequence_checks import causal_dependency, padding_invariance
+from nnrecipe.probes.measurements import BaselineMeasurements
+from nnrecipe.probes.sequence_probes import CausalMeasure, PaddingMeasure, TargetLeak
+from nnrecipe.spec_stages import BaselineSpec
+from nnrecipe.verdict import Status
+
+CFG = BaselineSpec()
+NATURAL = TargetLeak(lags=[0, 1, 2], rates=[0.10, 0.09, 0.10], chance=0.064, n=400_000)
+
+
+def causal(future, reach, positions=(0, 20, 40, 62), length=64) -> CausalMeasure:
+    return CausalMeasure(positions=list(positions), past=[1.0] * len(positions), future=list(future),
+                         first_future=[t + 1 if r else None for t, r in zip(positions, reach)], reach=list(reach),
+                         matrix=np.ones((len(positions), length)), length=length, windows=4)
+
+
+def lm(**kw) -> BaselineMeasurements:
+    return BaselineMeasurements(task="language-model", **kw)
+
+
+def test_causal_model_on_shifted_text_passes():
+    v = causal_dependency(lm(causal=causal([0] * 4, [0] * 4), leak=NATURAL), CFG)
+    assert v.status is Status.PASS and v.observed["future_over_past_gradient"] == [0, 0, 0, 0]
+
+
+def test_a_model_that_sees_the_future_fails():
+    v = causal_dependency(lm(causal=causal([0.3, 0.2, 0.1, 0.05], [63, 43, 23, 1]), leak=NATURAL), CFG)
+    assert v.status is Status.FAIL and "output 0 depends on input 1" in v.message and "shifted by one" not in v.message
+
+
+def test_a_mask_shifted_by_one_is_named():
+    v = causal_dependency(lm(causal=causal([0.5] * 4, [1] * 4), leak=NATURAL), CFG)
+    assert v.status is Status.FAIL and "shifted by one" in v.message
+
+
+def test_gradients_below_the_tolerance_pass():
+    v = causal_dependency(lm(causal=causal([1e-8] * 4, [1] * 4), leak=NATURAL), CFG)
+    assert v.status is Status.PASS
+
+
+def test_targets_copied_from_the_inputs_fail_before_any_gradient():
+    copy = TargetLeak(lags=[0, 1, 2], rates=[1.0, 0.09, 0.1], chance=0.064, n=10_000)
+    v = causal_dependency(lm(causal=causal([0] * 4, [0] * 4), leak=copy), CFG)
+    assert v.status is Status.FAIL and "not shifted" in v.message
+    wrong_way = TargetLeak(lags=[0, 1, 2], rates=[0.1, 0.97, 0.1], chance=0.064, n=10_000)
+    v = causal_dependency(lm(causal=causal([0] * 4, [0] * 4), leak=wrong_way), CFG)
+    assert v.status is Status.FAIL and "wrong way" in v.message
+
+
+def test_a_copy_rate_within_noise_of_the_limit_does_not_fail():
+    # 52% of 200 positions: the 95% lower bound (45%) is under the 50% limit.
+    v = causal_dependency(lm(causal=causal([0] * 4, [0] * 4), leak=TargetLeak([0], [0.52], 0.06, 200)), CFG)
+    assert v.status is Status.PASS
+
+
+def test_without_an_embedding_the_gradient_part_skips_but_the_data_part_still_judges():
+    v = causal_dependency(lm(causal=None, causal_skip="no nn.Embedding", leak=NATURAL), CFG)
+    assert v.status is Status.SKIP and "no nn.Embedding" in v.message
+    copy = TargetLeak(lags=[0], rates=[1.0], chance=0.064, n=10_000)
+    assert causal_dependency(lm(causal=None, leak=copy), CFG).status is Status.FAIL
+
+
+def test_padding_invariance_both_ways_and_skips():
+    same = PaddingMeasure(loss_plain=2.5, loss_padded=2.5 + 1e-7, length=56, pad=8)
+    assert padding_invariance(lm(padding=same), CFG).status is Status.PASS
+    counted = PaddingMeasure(loss_plain=2.5, loss_padded=2.51, length=56, pad=8)
+    v = padding_invariance(lm(padding=counted), CFG)
+    assert v.status is Status.FAIL and "ignore_index" in v.hint
+    assert padding_invariance(lm(padding=None, padding_skip="too short"), CFG).status is Status.SKIP
+    assert padding_invariance(BaselineMeasurements(task="classification"), CFG).status is Status.SKIP
+    assert causal_dependency(BaselineMeasurements(task="regression"), CFG).status is Status.SKIP

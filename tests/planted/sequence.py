@@ -1,0 +1,108 @@
+"""Planted bugs for language models: models that look ahead, data whose inputs hold the
+target, a loss that counts padding; and a correct plugin for comparison."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nnrecipe.models.sequence import GPT
+
+VOCAB = [chr(c) for c in range(ord("a"), ord("a") + 12)] + [" ", "\n"]
+
+
+def _gpt(input_shape, num_outputs, **kw) -> GPT:
+    args = dict(n_layer=1, n_head=2, n_embd=16, dropout=0.0) | kw
+    return GPT(num_outputs, input_shape[0], **args)
+
+
+def gpt(input_shape, num_outputs, **kw):
+    return _gpt(input_shape, num_outputs, **kw)
+
+
+def gpt_without_mask(input_shape, num_outputs, **kw):
+    """Every position attends to every other: the future leaks into each output."""
+    model = _gpt(input_shape, num_outputs, **kw)
+    for block in model.blocks:
+        block.attn.mask.fill_(True)
+    return model
+
+
+def gpt_mask_shifted_by_one(input_shape, num_outputs, **kw):
+    """tril(diagonal=1): position t also sees t + 1, which is its own target."""
+    model = _gpt(input_shape, num_outputs, **kw)
+    L = input_shape[0]
+    for block in model.blocks:
+        block.attn.mask.copy_(torch.tril(torch.ones(L, L, dtype=torch.bool), diagonal=1))
+    return model
+
+
+class MixesTheBatch(nn.Module):
+    """A causal model plus the batch mean of its embeddings: examples leak into each other."""
+
+    def __init__(self, vocab: int):
+        super().__init__()
+        self.tok = nn.Embedding(vocab, 16)
+        self.head = nn.Linear(16, vocab)
+
+    def forward(self, idx):
+        e = self.tok(idx)
+        return self.head(e + e.mean(dim=0, keepdim=True))
+
+
+def batch_mixing(input_shape, num_outputs):
+    return MixesTheBatch(num_outputs)
+
+
+class IgnoresItsInput(nn.Module):
+    """Reads token 0 wherever it should read the input: it can only learn the token frequencies."""
+
+    def __init__(self, vocab: int):
+        super().__init__()
+        self.tok = nn.Embedding(vocab, 16)
+        self.head = nn.Linear(16, vocab)
+
+    def forward(self, idx):
+        return self.head(self.tok(torch.zeros_like(idx)))
+
+
+def ignores_input(input_shape, num_outputs):
+    return IgnoresItsInput(num_outputs)
+
+
+def _text(n: int, seed: int) -> torch.Tensor:
+    """A toy language: words from a fixed dictionary, so there is structure to learn."""
+    g = torch.Generator().manual_seed(seed)
+    words = ["abc", "def", "ghij", "kl", "bad", "face", "fig", "jab"]
+    ids = {c: i for i, c in enumerate(VOCAB)}
+    out = []
+    while len(out) < n:
+        w = words[int(torch.randint(len(words), (1,), generator=g))]
+        out.extend(ids[c] for c in w)
+        out.append(ids["\n"] if torch.rand(1, generator=g) < 0.1 else ids[" "])
+    return torch.tensor(out[:n])
+
+
+def streams(context: int = 16, n: int = 6000):
+    """A correct plugin: token streams, nnrecipe cuts the windows."""
+    t = _text(n, 0)
+    cut = int(0.8 * n)
+    return {"train": t[:cut], "val": t[cut:], "vocab": VOCAB, "context": context}
+
+
+def unshifted_windows(context: int = 16, n: int = 6000):
+    """Windows cut by hand with the classic off-by-one: targets = inputs (not shifted)."""
+    t = _text(n, 0)
+    x = t[: (len(t) // context) * context].reshape(-1, context)
+    cut = int(0.8 * len(x))
+    return {"train": (x[:cut], x[:cut].clone()), "val": (x[cut:], x[cut:].clone()), "vocab": VOCAB, "context": context}
+
+
+def counts_padding():
+    """A loss that maps ignore_index targets to token 0 instead of skipping them."""
+
+    def loss(out, y):
+        return F.cross_entropy(out.flatten(0, 1).float(), y.flatten().clamp(min=0))
+
+    return loss

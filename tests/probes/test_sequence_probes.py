@@ -1,0 +1,95 @@
+"""The language-model probes on tiny models: what a causal model, a model that looks ahead,
+a mask shifted by one and a batch-mixing model measure."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nnrecipe.losses import make_loss
+from nnrecipe.models.sequence import GRU
+from nnrecipe.probes.sequence_probes import (NoEmbedding, batch_dependency_tokens, causal_gradients, padding_change,
+                                             target_leak)
+from nnrecipe.spec import build_spec
+
+from planted import sequence as planted
+
+L, V = 16, len(planted.VOCAB)
+POSITIONS = [0, 5, 10, 14]
+
+
+@pytest.fixture
+def windows():
+    torch.manual_seed(0)
+    s = planted.streams(context=L)
+    t = s["train"][: 8 * (L + 1)].reshape(8, L + 1)
+    return t[:, :-1].contiguous(), t[:, 1:].contiguous()
+
+
+def test_a_causal_gpt_and_a_gru_get_no_gradient_from_later_inputs(windows):
+    x, _ = windows
+    for model in (planted.gpt((L,), V), GRU(V, n_embd=8, hidden=16, layers=1, dropout=0.0)):
+        c = causal_gradients(model, x[:4], POSITIONS)
+        assert c.future == [0.0] * len(POSITIONS) and all(p > 0 for p in c.past)
+        assert c.reach == [0] * len(POSITIONS) and c.matrix.shape == (len(POSITIONS), L)
+
+
+def test_a_gpt_without_its_mask_sees_every_later_position(windows):
+    x, _ = windows
+    c = causal_gradients(planted.gpt_without_mask((L,), V), x[:4], POSITIONS)
+    assert all(f > 1e-3 * p for f, p in zip(c.future, c.past))
+    assert c.reach == [L - 1 - t for t in POSITIONS]  # all the way to the end of the window
+
+
+def test_a_mask_shifted_by_one_leaks_exactly_one_position_ahead(windows):
+    x, _ = windows
+    c = causal_gradients(planted.gpt_mask_shifted_by_one((L,), V), x[:4], POSITIONS)
+    assert c.reach == [1] * len(POSITIONS) and c.first_future == [t + 1 for t in POSITIONS]
+
+
+def test_a_model_without_an_embedding_cannot_be_differentiated():
+    class OneHot(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(V, V)
+
+        def forward(self, idx):
+            return self.lin(F.one_hot(idx, V).float())
+
+    with pytest.raises(NoEmbedding):
+        causal_gradients(OneHot(), torch.zeros(2, L, dtype=torch.long), [0])
+
+
+def test_batch_dependency_through_the_embeddings(windows):
+    x, _ = windows
+    rows = [0, 3, 7]
+    own = batch_dependency_tokens(planted.gpt((L,), V), x, rows)
+    off = own.copy()
+    off[range(3), rows] = 0
+    assert (own[range(3), rows] > 0).all() and (off == 0).all()
+    mixed = batch_dependency_tokens(planted.batch_mixing((L,), V), x, rows)
+    others = torch.ones(3, len(x), dtype=torch.bool)
+    others[range(3), rows] = False
+    assert (mixed[others.numpy()] > 0).all()
+
+
+def test_target_leak_is_near_chance_on_shifted_text_and_one_on_a_copy(windows):
+    s = planted.streams(context=L)
+    t = s["train"][: 250 * (L + 1)].reshape(250, L + 1)
+    x, y = t[:, :-1], t[:, 1:]
+    ok = target_leak(x, y)
+    assert max(ok.rates) < 0.3 and 0 < ok.chance < 0.3
+    assert target_leak(x, x.clone()).rates[0] == 1.0  # y = x: the target is the input
+    late = torch.cat([x[:, :1], x[:, :-1]], dim=1)  # y[t] = x[t-1]: shifted the wrong way
+    assert target_leak(x, late).rates[1] == 1.0
+
+
+def test_padding_changes_nothing_for_a_causal_model_with_the_builtin_loss(windows):
+    x, y = windows
+    spec = build_spec({"task": "language-model", "data": {"source": "text"}, "model": {"arch": "gpt"}})
+    loss = make_loss(spec, base=None)
+    ok = padding_change(planted.gpt((L,), V), x, y, loss, pad=4)
+    assert ok.loss_plain == pytest.approx(ok.loss_padded, rel=1e-6) and ok.length == L - 4
+    counted = padding_change(planted.gpt((L,), V), x, y, planted.counts_padding(), pad=4)
+    assert abs(counted.loss_padded - counted.loss_plain) > 10 * 1e-4 * counted.loss_plain  # 10x the default rtol
+    looks_ahead = padding_change(planted.gpt_without_mask((L,), V), x, y, loss, pad=4)
+    assert looks_ahead.loss_padded != pytest.approx(looks_ahead.loss_plain, rel=1e-5)
