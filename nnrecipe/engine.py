@@ -204,8 +204,9 @@ class Engine:
             loss_sum += loss_fn(out, y).double() * len(x)  # losses are batch means
             if self.task == "classification":
                 hits += (out.argmax(dim=1) == y).sum()
-            elif self.task == "language-model":  # next-token accuracy, per window (windows are the examples)
-                hits += (out.argmax(dim=-1) == y).double().mean(dim=1).sum()
+            elif self.task == "language-model":  # next-token accuracy per window over its real (non-padding) targets
+                real = y != -100
+                hits += (((out.argmax(dim=-1) == y) & real).sum(dim=1) / real.sum(dim=1).clamp_min(1)).double().sum()
             else:
                 yd, od = y.double().reshape(len(y), -1), out.double().reshape(len(y), -1)
                 if y_sum is None:

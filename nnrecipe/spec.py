@@ -54,11 +54,20 @@ class Spec(Section):
             raise ValueError(f"task: language-model needs token sequences (data.source: text or python); got {self.data.source}")
         if not lm and self.data.source == "text":
             raise ValueError(f"data.source: text makes next-token examples; set task: language-model (got {self.task})")
-        if lm and self.model.arch not in SEQUENCE_ARCHS + ("python",):
-            raise ValueError(f"model.arch: {self.model.arch} is not a sequence model; task language-model takes "
-                             f"{', '.join(SEQUENCE_ARCHS)} or python")
-        if not lm and self.model.arch in SEQUENCE_ARCHS:
-            raise ValueError(f"model.arch: {self.model.arch} is a next-token model; set task: language-model")
+        models = [("model", self.model), ("stages.overfit.model", self.stages.overfit.model),
+                  ("stages.squeeze.distill.model", self.stages.squeeze.distill.model)]
+        models += [(f"stages.overfit.ladder.{i}", m) for i, m in enumerate(self.stages.overfit.ladder)]
+        for where, m in models:
+            if m is None:
+                continue
+            if lm and m.arch not in SEQUENCE_ARCHS + ("python",):
+                raise ValueError(f"{where}.arch: {m.arch} is not a sequence model; task language-model takes "
+                                 f"{', '.join(SEQUENCE_ARCHS)} or python")
+            if not lm and m.arch in SEQUENCE_ARCHS:
+                raise ValueError(f"{where}.arch: {m.arch} is a next-token model; set task: language-model")
+        if lm and self.data.num_classes is not None:
+            raise ValueError("data.num_classes: a language model's outputs are its vocabulary (data.args.level or "
+                             "your plugin's vocab)")
         if lm and any(a.name for a in self.data.augment):
             raise ValueError("data.augment: the built-in augmentations transform images and signals, not token windows; "
                              "give a factory")

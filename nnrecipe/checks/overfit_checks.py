@@ -145,7 +145,11 @@ def lr_range(m: OverfitMeasurements, cfg: OverfitSpec) -> Verdict:
 def ladder(m: OverfitMeasurements, cfg: OverfitSpec) -> list[Verdict]:
     """Complexify one at a time: each rung must end with a lower training loss than the one before."""
     out = []
-    target = cfg.target_train_accuracy if m.task == "classification" else cfg.target_train_r2
+    def fits(e) -> bool:  # this rung already fits train (fits-train's target)
+        if m.task == "language-model":
+            return e.train_eval.loss / math.log(2) <= cfg.target_train_bits
+        return e.train_eval.metric >= (cfg.target_train_accuracy if m.task == "classification" else cfg.target_train_r2)
+
     for i, (e, name) in enumerate(zip(m.ladder, m.ladder_names)):
         check = f"ladder-{i}"
         observed = {"model": name, "train_loss": round(e.train_eval.loss, 6), f"train_{e.train_eval.metric_name}": round(e.train_eval.metric, 5)}
@@ -163,9 +167,9 @@ def ladder(m: OverfitMeasurements, cfg: OverfitSpec) -> list[Verdict]:
         if e.train_eval.loss < prev.train_eval.loss:
             out.append(Verdict(STAGE, check, Status.PASS, observed=observed, expected=expected,
                                message=f"{name}: train loss {e.train_eval.loss:.4g} < {prev.train_eval.loss:.4g} ({m.ladder_names[i - 1]})"))
-        elif prev.train_eval.metric >= target and e.train_eval.metric >= target:
+        elif fits(prev) and fits(e):
             out.append(Verdict(STAGE, check, Status.PASS, observed=observed, expected=expected,
-                               message=f"{name}: both this rung and the one before already fit train (metric >= {target})"))
+                               message=f"{name}: both this rung and the one before already fit train (fits-train's target)"))
         else:
             out.append(Verdict(STAGE, check, Status.FAIL, observed=observed, expected=expected,
                                message=f"{name}: train loss {e.train_eval.loss:.4g} is not below the previous rung's "

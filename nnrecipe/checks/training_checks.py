@@ -49,13 +49,14 @@ def dumb_baselines(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
         return Verdict(STAGE, "dumb-baselines", Status.WARN, observed=observed, expected=expected,
                        message=f"the model is not clearly better than the {m.dumb_name} predictor (z = {z_dumb:.1f})",
                        hint="too few steps for this model (stages.baseline.steps), too low an LR, or no signal reaches the model")
+    linear_name = "a bigram model" if task == "language-model" else "a linear model"
     if z_linear >= z:
         return Verdict(STAGE, "dumb-baselines", Status.WARN, observed=observed, expected=expected,
-                       message=f"a linear model beats yours on val (z = {z_linear:.1f})",
+                       message=f"{linear_name} beats yours on val (z = {z_linear:.1f})",
                        hint="for this budget the model underperforms a linear one: undertrained, badly initialised, or a bug")
     return Verdict(STAGE, "dumb-baselines", Status.PASS, observed=observed, expected=expected,
                    message=f"the model beats the {m.dumb_name} predictor (z = {z_dumb:.1f})"
-                           + (f" and is not beaten by a linear model (z = {z_linear:.1f})" if linear else ""))
+                           + (f" and is not beaten by {linear_name} (z = {z_linear:.1f})" if linear else ""))
 
 
 def input_independent(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:

@@ -86,7 +86,7 @@ def _load_tokens(out: Mapping, ref: str) -> DataBundle:
             continue
         if isinstance(out[k], (tuple, list)) and len(out[k]) == 2:
             x, y = (torch.as_tensor(v) for v in out[k])
-            if x.ndim != 2 or x.shape != y.shape or x.dtype.is_floating_point or y.dtype.is_floating_point:
+            if x.ndim != 2 or x.shape != y.shape or any(t.dtype.is_floating_point or t.dtype == torch.bool for t in (x, y)):
                 raise PluginError(f"{FIELD}: {ref} returned {k!r} windows of shapes {tuple(x.shape)} and {tuple(y.shape)}; "
                                   "expected two (N, L) integer tensors (inputs, next tokens)")
             windows[k] = (x.long(), y.long())
@@ -97,10 +97,15 @@ def _load_tokens(out: Mapping, ref: str) -> DataBundle:
             raise PluginError(f"{FIELD}: {ref} returned {k!r} of shape {tuple(t.shape)} and dtype "
                               f"{str(t.dtype).removeprefix('torch.')}; expected a 1-D tensor of integer token ids")
         streams[k] = t.long()
-    context = out["context"]
-    if not isinstance(context, int) or context < 2:
+    context, stride = out["context"], out.get("stride", None)
+    if not isinstance(context, int) or isinstance(context, bool) or context < 2:
         raise PluginError(f"{FIELD}: {ref} returned context {context!r}; expected an integer >= 2")
+    if stride is not None and (not isinstance(stride, int) or isinstance(stride, bool) or stride < 1):
+        raise PluginError(f"{FIELD}: {ref} returned stride {stride!r}; expected an integer >= 1")
+    if isinstance(out["vocab"], (str, bytes)) or not hasattr(out["vocab"], "__len__") or not len(out["vocab"]):
+        raise PluginError(f"{FIELD}: {ref} returned vocab {type(out['vocab']).__name__}; expected a list with the "
+                          "text of each token id")
     vocab = [str(v) for v in out["vocab"]]
     info = SequenceInfo(vocab=vocab, level="custom", context=context, prompt=str(out.get("prompt") or ""))
-    return sequence_bundle(streams, info, stride=int(out.get("stride") or context), source="python",
+    return sequence_bundle(streams, info, stride=stride or context, source="python",
                            description=f"your token streams: {ref}", field=FIELD, windows=windows)

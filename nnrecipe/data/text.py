@@ -68,6 +68,14 @@ def read_corpus(args, base: Path) -> tuple[str, list[tuple[str, int]]]:
             except UnicodeDecodeError as exc:
                 raise DataError(f"data.args.path: {f} is not UTF-8 text (byte {exc.start}); "
                                 "convert it, or point to text files only") from None
+    if args.max_chars is not None:  # the documents that were read, the last one cut short
+        kept, left = [], args.max_chars
+        for name, d in docs:
+            if left <= 0:
+                break
+            kept.append((name, d[:left]))
+            left -= len(d) + 2  # the blank line that joins two documents
+        docs = kept
     text = "\n\n".join(d for _, d in docs)
     if args.max_chars is not None:
         text = text[: args.max_chars]
@@ -102,10 +110,12 @@ def sequence_bundle(streams: dict[str, torch.Tensor], info: SequenceInfo, *, str
             raise DataError(f"{field}: the {name} split has {len(ids)} tokens, fewer than one window of "
                             f"{info.context} + 1; lower data.args.context or give more text")
         splits[name] = TensorSplit(name, x, y)
-    top = max(int(s.max()) for s in streams.values() if len(s))
-    if top >= info.size or min(int(s.min()) for s in streams.values() if len(s)) < 0:
-        raise (PluginError if field == "data.factory" else DataError)(
-            f"{field}: token ids must lie in [0, {info.size}) (the vocabulary's size); found {top}")
+    for name, ids in streams.items():
+        bad = (ids < 0) | (ids >= info.size)
+        if bad.any():
+            raise (PluginError if field == "data.factory" else DataError)(
+                f"{field}: the {name} token ids must lie in [0, {info.size}) (the vocabulary's size); "
+                f"found {int(ids[bad][0])}")
     info.streams = streams
     return DataBundle(task="language-model", source=source, train=splits["train"], val=splits["val"],
                       test=splits.get("test"), num_classes=info.size, class_names=[shown(t) for t in info.vocab],

@@ -1,8 +1,8 @@
 """Experiments on next-token models and their windows; the rules in checks/sequence_checks.py judge.
 
 Token ids cannot be differentiated, so the gradient probes differentiate with respect to
-the output of the embedding layer that reads them (found by a forward hook): for a model
-that one-hot encodes instead, the first layer's input is the one-hot, and the same holds.
+the outputs of the embedding calls that read them (found by a forward hook, every call on the
+ids). A model that one-hot encodes the ids instead has no such call: those probes skip.
 """
 
 from __future__ import annotations
@@ -26,15 +26,16 @@ class NoEmbedding(Exception):
 
 @contextlib.contextmanager
 def embedding_tap(model: nn.Module, x: torch.Tensor):
-    """While active, the nn.Embedding called on `x` returns a leaf tensor that requires grad;
-    `tap["emb"]` holds it after a forward pass. (N, L, D): gradients per example and position."""
-    tap: dict[str, torch.Tensor] = {}
+    """While active, every nn.Embedding call on the token ids `x` returns a leaf tensor that
+    requires grad (a model may read the ids twice: a second table, or the same one again);
+    `tap` lists them after a forward pass, each (N, L, D)."""
+    tap: list[torch.Tensor] = []
 
     def hook(module, inputs, output):
         idx = inputs[0]
-        if "emb" not in tap and idx.shape == x.shape and torch.equal(idx, x):
+        if idx.shape == x.shape and torch.equal(idx, x):
             leaf = output.detach().requires_grad_(True)
-            tap["emb"] = leaf
+            tap.append(leaf)
             return leaf
         return None
 
@@ -46,12 +47,21 @@ def embedding_tap(model: nn.Module, x: torch.Tensor):
             h.remove()
 
 
-def _forward_tapped(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _forward_tapped(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
     with embedding_tap(model, x) as tap:
         out = model(x)
-    if "emb" not in tap:
-        raise NoEmbedding("no nn.Embedding of the model reads the token ids")
-    return out, tap["emb"]
+    if not tap:
+        raise NoEmbedding("no nn.Embedding of the model reads the token ids (one-hot inputs cannot be traced yet)")
+    return out, tap
+
+
+def _grad_per_position(scalar: torch.Tensor, leaves: list[torch.Tensor], reduce_dims: tuple[int, ...]) -> torch.Tensor:
+    """max |d scalar / d leaf| over every embedding call, reduced over `reduce_dims`."""
+    grads = torch.autograd.grad(scalar, leaves, retain_graph=True, allow_unused=True)
+    per = [g.detach().abs().amax(dim=reduce_dims) for g in grads if g is not None]
+    if not per:
+        return torch.zeros(leaves[0].shape[1 if reduce_dims == (0, 2) else 0])
+    return torch.stack(per).amax(dim=0)
 
 
 @dataclasses.dataclass
@@ -73,12 +83,11 @@ def causal_gradients(model: nn.Module, x: torch.Tensor, positions: list[int], *,
     model.eval()
     g = torch.Generator().manual_seed(seed)
     try:
-        out, emb = _forward_tapped(model, x)
+        out, leaves = _forward_tapped(model, x)
         past, future, first, reach, rows = [], [], [], [], []
         for t in positions:
             r = torch.randn(out.shape[-1], generator=g).to(out.device)
-            (grad,) = torch.autograd.grad((out[:, t].float() @ r).sum(), emb, retain_graph=True, allow_unused=True)
-            per_pos = grad.detach().abs().amax(dim=(0, 2)).double().cpu().numpy() if grad is not None else np.zeros(x.shape[1])
+            per_pos = _grad_per_position((out[:, t].float() @ r).sum(), leaves, (0, 2)).double().cpu().numpy()
             rows.append(per_pos)
             past.append(float(per_pos[: t + 1].max()))
             later = per_pos[t + 1 :]
@@ -97,12 +106,10 @@ def batch_dependency_tokens(model: nn.Module, x: torch.Tensor, rows: list[int]) 
     was = model.training
     model.eval()
     try:
-        out, emb = _forward_tapped(model, x)
+        out, leaves = _forward_tapped(model, x)
         dep = np.zeros((len(rows), len(x)))
         for k, i in enumerate(rows):
-            (grad,) = torch.autograd.grad(out[i].float().sum(), emb, retain_graph=True, allow_unused=True)
-            if grad is not None:
-                dep[k] = grad.detach().abs().reshape(len(x), -1).amax(dim=1).double().cpu().numpy()
+            dep[k] = _grad_per_position(out[i].float().sum(), leaves, (1, 2)).double().cpu().numpy()
     finally:
         model.train(was)
     return dep
@@ -111,31 +118,34 @@ def batch_dependency_tokens(model: nn.Module, x: torch.Tensor, rows: list[int]) 
 @dataclasses.dataclass
 class TargetLeak:
     lags: list[int]  # k: does y[t] equal x[t - k]? (k = -1 is the correct shift and not tested)
-    rates: list[float]  # fraction of positions where it does
-    chance: float  # the rate two independent draws from the token frequencies would match
-    n: int  # positions compared per lag (about)
+    rates: list[float]  # fraction of (real) target positions where it does
+    natural: list[float]  # the inputs' own repeat rate at the same distance: x[t + 1] == x[t - k]
+    n: list[int]  # positions compared, per lag (targets; the natural rate has about as many)
+    chance: float  # two independent draws from the token frequencies
 
 
 def target_leak(x: torch.Tensor, y: torch.Tensor, lags: tuple[int, ...] = (0, 1, 2)) -> TargetLeak:
-    """How often the target at t is already an input at t or before: near 1 when the windows
-    were not shifted (y = x) or shifted the wrong way; natural text repeats a character at a
-    lag at about the rate of its frequency (chance)."""
+    """How often the target at t is already an input at t - k. Correctly shifted windows
+    (y[t] = x[t + 1]) repeat the inputs' own rate of x[t + 1] == x[t - k], however repetitive
+    the text; windows not shifted (y = x) or shifted the wrong way give ~1 at one lag."""
     x, y = x.long().cpu(), y.long().cpu()
     real = y != IGNORE_INDEX
-    rates = []
-    n = 0
+    length = x.shape[1]
+    rates, natural, ns = [], [], []
     for k in lags:
-        if k >= x.shape[1]:
-            rates.append(0.0)
+        if k + 2 > length:
+            rates.append(0.0), natural.append(0.0), ns.append(0)
             continue
-        same = (y[:, k:] == x[:, : x.shape[1] - k]) & real[:, k:]
+        same = (y[:, k:] == x[:, : length - k]) & real[:, k:]
         n = int(real[:, k:].sum())
         rates.append(float(same.sum()) / max(n, 1))
+        ns.append(n)
+        natural.append(float((x[:, k + 1 :] == x[:, : length - k - 1]).double().mean()))
     v = int(max(x.max(), y[real].max() if real.any() else 0)) + 1
     px = torch.bincount(x.reshape(-1), minlength=v).double()
     py = torch.bincount(y[real].reshape(-1), minlength=v).double()
     chance = float((px / px.sum() * py / py.sum()).sum())
-    return TargetLeak(lags=list(lags), rates=rates, chance=chance, n=n)
+    return TargetLeak(lags=list(lags), rates=rates, natural=natural, n=ns, chance=chance)
 
 
 @dataclasses.dataclass
@@ -174,10 +184,21 @@ def generate(model: nn.Module, info, *, tokens: int, device: torch.device, seed:
     model.eval()
     g = torch.Generator(device="cpu").manual_seed(seed)
     ids = info.encode(info.prompt) or [0]
+    fixed_length = False  # a model that only takes full windows gets the prompt left-padded with token 0
     try:
         for _ in range(tokens):
-            window = torch.tensor([ids[-info.context :]], dtype=torch.long, device=device)
-            logits = model(window)[0, -1].float().cpu() / temperature
+            context = ids[-info.context :]
+            if fixed_length:
+                context = [0] * (info.context - len(context)) + context
+            window = torch.tensor([context], dtype=torch.long, device=device)
+            try:
+                logits = model(window)[0, -1].float().cpu() / temperature
+            except RuntimeError:
+                if fixed_length or len(context) == info.context:
+                    raise
+                fixed_length = True
+                window = torch.tensor([[0] * (info.context - len(context)) + context], dtype=torch.long, device=device)
+                logits = model(window)[0, -1].float().cpu() / temperature
             if not torch.isfinite(logits).all():
                 break
             ids.append(int(torch.multinomial(F.softmax(logits, dim=-1), 1, generator=g)))
@@ -190,12 +211,14 @@ def unigram_scores(data) -> tuple[np.ndarray, float]:
     """The unigram predictor (train token frequencies, add-one smoothed) on val: per-window mean
     cross-entropy in nats, and its next-token accuracy (always the most frequent token)."""
     v = data.num_outputs
-    counts = torch.bincount(data.targets("train").long().reshape(-1), minlength=v).double() + 1.0
+    train = data.targets("train").long().reshape(-1)
+    counts = torch.bincount(train[train != IGNORE_INDEX], minlength=v).double() + 1.0
     logp = torch.log(counts / counts.sum())
     y = data.targets("val").long()
-    per_window = (-logp[y]).mean(dim=1).numpy()
-    accuracy = float((y == int(counts.argmax())).double().mean())
-    return per_window, accuracy
+    real = y != IGNORE_INDEX  # padding targets count neither in the loss nor in the accuracy
+    per_window = ((-logp[y.clamp(min=0)]) * real).sum(dim=1) / real.sum(dim=1).clamp_min(1)
+    hits = ((y == int(counts.argmax())) & real).sum(dim=1) / real.sum(dim=1).clamp_min(1)
+    return per_window.double().numpy(), float(hits.double().mean())
 
 
 def bits(nats: float) -> float:

@@ -5,6 +5,7 @@ judges."""
 from __future__ import annotations
 
 import dataclasses
+import unicodedata
 
 import numpy as np
 
@@ -28,22 +29,24 @@ class TextMeasurements:
     leak_examples: list[str]  # a few val windows that occur in train, decoded
 
 
-def _window_keys(stream: np.ndarray, length: int, stride: int = 1) -> np.ndarray:
-    """Every `length`-token window of a stream at `stride`, as one bytes object per window."""
+def _window_keys(stream: np.ndarray, length: int, vocab_size: int, stride: int = 1) -> np.ndarray:
+    """Every `length`-token window of a stream at `stride`, as one bytes object per window.
+    The packing depends on the vocabulary only, so keys of different splits compare."""
     if len(stream) < length:
         return np.zeros(0, dtype=object)
     view = np.lib.stride_tricks.sliding_window_view(stream, length)[::stride]
-    dtype = np.uint8 if stream.max(initial=0) < 256 else np.int32
+    dtype = np.uint8 if vocab_size <= 256 else np.int32
     packed = np.ascontiguousarray(view.astype(dtype))
     return packed.view(np.dtype((np.void, packed.shape[1] * packed.itemsize))).ravel()
 
 
 def _nonprintable(token: str, level: str) -> bool:
-    if level == "custom" or token in WHITESPACE_OK or token == " ":
+    """Control (Cc) and invisible format (Cf: zero-width) characters; Unicode spaces are text."""
+    if level == "custom" or token in WHITESPACE_OK:
         return False
     if level == "byte":  # bytes >= 128 are parts of UTF-8 characters, not control characters
         return len(token) == 1 and (ord(token) < 32 or ord(token) == 127)
-    return not token.isprintable()
+    return len(token) == 1 and unicodedata.category(token) in ("Cc", "Cf")
 
 
 def scan_text(data, *, examples: int = 6, seed: int = 0) -> TextMeasurements:
@@ -64,12 +67,12 @@ def scan_text(data, *, examples: int = 6, seed: int = 0) -> TextMeasurements:
     # Leakage: every (L + 1)-token stretch of the train text, at every offset, against the
     # val/test windows exactly as the model sees them (x and the last target).
     length = info.context + 1
-    train_keys = set(_window_keys(train, length).tolist())
+    train_keys = set(_window_keys(train, length, v).tolist())
     leaked, leak_examples = {}, []
     for name in streams:
         if name == "train":
             continue
-        keys = _window_keys(streams[name], length, stride=info.context)
+        keys = _window_keys(streams[name], length, v, stride=info.context)
         hits = np.array([k in train_keys for k in keys.tolist()], dtype=bool)
         leaked[name] = int(hits.sum())
         for i in np.flatnonzero(hits)[:3]:

@@ -50,9 +50,13 @@ def measure(m: BaselineMeasurements, model, data, xv: torch.Tensor, yv: torch.Te
         small = xv[: min(8, len(xv))]
         m.dependency = batch_dependency_tokens(model, small, m.dependency_rows)
     except NoEmbedding as exc:
-        m.causal_skip = m.dependency_skip = f"{exc} (nnrecipe differentiates through it)"
+        m.causal_skip = m.dependency_skip = f"{exc}; nnrecipe differentiates through the embedding of the ids"
     if cfg.padding_tokens < length:
-        m.padding = padding_change(model, xv[:16], yv[:16], loss_fn, pad=cfg.padding_tokens)
+        try:
+            m.padding = padding_change(model, xv[:16], yv[:16], loss_fn, pad=cfg.padding_tokens)
+        except RuntimeError as exc:  # e.g. a position table added without slicing: only full windows fit
+            m.padding_skip = (f"the model does not take windows of {length - cfg.padding_tokens} tokens "
+                              f"({exc.__class__.__name__}: {str(exc).splitlines()[0][:80]})")
     else:
         m.padding_skip = f"windows of {length} tokens leave no room for {cfg.padding_tokens} padding tokens"
 

@@ -28,6 +28,7 @@ def test_the_embedded_corpus_is_cut_into_shifted_windows_split_by_position():
     assert n_train + n_val == 20_000 and n_val == 2000
     assert torch.equal(data.val.x[0], info.streams["val"][:32])
     assert info.decode(info.encode("The ")) == "The "
+    assert sum(n for _, n in info.documents) + 2 * (len(info.documents) - 1) >= 20_000 > sum(n for _, n in info.documents[:-1])
 
 
 def test_a_folder_of_files_at_byte_level_and_overlapping_train_windows(tmp_path):
@@ -88,9 +89,14 @@ def test_plugin_mistakes_are_one_line_errors(tmp_path):
     bad.write_text("import torch\n"
                    "def no_vocab():\n    return {'train': torch.arange(100), 'val': torch.arange(50), 'context': 8}\n"
                    "def floats():\n    return {'train': torch.rand(100), 'val': torch.rand(50), 'vocab': ['a'], 'context': 8}\n"
-                   "def too_big():\n    return {'train': torch.arange(100), 'val': torch.arange(50), 'vocab': ['a'], 'context': 8}\n")
+                   "def too_big():\n    return {'train': torch.arange(100), 'val': torch.arange(50), 'vocab': ['a'], 'context': 8}\n"
+                   "def bad_stride():\n    return {'train': torch.zeros(100, dtype=torch.long), 'val': torch.zeros(50, dtype=torch.long),"
+                   " 'vocab': ['a'], 'context': 8, 'stride': -1}\n"
+                   "def vocab_none():\n    return {'train': torch.zeros(100, dtype=torch.long), 'val': torch.zeros(50, dtype=torch.long),"
+                   " 'vocab': None, 'context': 8}\n")
     for factory, message in (("no_vocab", "missing vocab"), ("floats", "1-D tensor of integer token ids"),
-                             ("too_big", r"token ids must lie in \[0, 1\)")):
+                             ("too_big", r"train token ids must lie in \[0, 1\) .*found 1"),
+                             ("bad_stride", "stride -1; expected an integer >= 1"), ("vocab_none", "returned vocab NoneType")):
         spec = build_spec({"task": "language-model", "model": {"arch": "gpt"},
                            "data": {"source": "python", "factory": f"{bad}:{factory}"}})
         with pytest.raises(PluginError, match=message):

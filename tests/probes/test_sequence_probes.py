@@ -78,6 +78,11 @@ def test_target_leak_is_near_chance_on_shifted_text_and_one_on_a_copy(windows):
     x, y = t[:, :-1], t[:, 1:]
     ok = target_leak(x, y)
     assert max(ok.rates) < 0.3 and 0 < ok.chance < 0.3
+    assert all(abs(r - n) < 0.05 for r, n in zip(ok.rates, ok.natural))  # shifted: targets repeat as the inputs do
+    runs = torch.repeat_interleave(torch.randint(0, V, (400,), generator=torch.Generator().manual_seed(0)), 6)
+    w = runs[: 100 * (L + 1)].reshape(100, L + 1)
+    rep = target_leak(w[:, :-1], w[:, 1:])
+    assert rep.rates[0] > 0.7 and abs(rep.rates[0] - rep.natural[0]) < 0.05  # repetitive, still correctly shifted
     assert target_leak(x, x.clone()).rates[0] == 1.0  # y = x: the target is the input
     late = torch.cat([x[:, :1], x[:, :-1]], dim=1)  # y[t] = x[t-1]: shifted the wrong way
     assert target_leak(x, late).rates[1] == 1.0
@@ -93,3 +98,20 @@ def test_padding_changes_nothing_for_a_causal_model_with_the_builtin_loss(window
     assert abs(counted.loss_padded - counted.loss_plain) > 10 * 1e-4 * counted.loss_plain  # 10x the default rtol
     looks_ahead = padding_change(planted.gpt_without_mask((L,), V), x, y, loss, pad=4)
     assert looks_ahead.loss_padded != pytest.approx(looks_ahead.loss_plain, rel=1e-5)
+
+
+def test_a_second_read_of_the_ids_is_traced_too(windows):
+    """head(tok(x) + tok(x).mean(1)): the second call looks ahead; both calls are tapped."""
+
+    class ReadsTwice(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.tok = torch.nn.Embedding(V, 8)
+            self.head = torch.nn.Linear(8, V)
+
+        def forward(self, idx):
+            return self.head(self.tok(idx) + self.tok(idx).mean(dim=1, keepdim=True))
+
+    x, _ = windows
+    c = causal_gradients(ReadsTwice(), x[:4], POSITIONS)
+    assert all(f > 0 for f in c.future[:-1])
