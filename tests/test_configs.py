@@ -14,11 +14,14 @@ NEEDS_USER_DATA = {"torchvision-cifar10.yaml"}  # needs CIFAR-10 on disk (or a d
 # CPU thread; it is measured (strict: no warn, no fail) in docs/mnist1d.md, and
 # tests/test_mnist1d_paper.py checks their models' order briefly.
 PAPER = {"mnist1d-linear.yaml", "mnist1d-mlp.yaml", "mnist1d-cnn.yaml"}
-# Language models run inspect-data, baseline and overfit (the later stages refuse them for now),
-# here on a third of the baseline budget and 700 overfit steps (the config: 300 and 1,500;
-# measured at these settings: train 2.38 bits per token against the 2.5 target, no warn; ~2 min).
+# Language models run inspect-data, baseline and overfit (the later stages refuse them for now).
+# Here: inspect-data and baseline on a third of the baseline budget (~1 min). The overfit stage
+# of text-gpt.yaml (a GPT's 700+ steps would add another minute to the suite) was run by hand at
+# full and light settings, 2026-11-27: 1.93 bits per token on train after 1,500 steps, 2.38 after
+# 700, no warn in any of the three stages; tests/stages/test_language_model.py runs overfit on a
+# toy language model.
 LANGUAGE = {"text-gpt.yaml"}
-LIGHT_LM = ("stages.baseline.steps=100", "stages.baseline.eval_every=50", "train.steps=700", "train.eval_every=350")
+LIGHT_LM = ("stages.baseline.steps=100", "stages.baseline.eval_every=50")
 LIGHT = ("stages.regularize.seeds=1", "stages.tune.trials=4", "stages.tune.steps=200",
          "stages.squeeze.members=2", "stages.squeeze.steps=300",
          "stages.squeeze.distill.enabled=false", "stages.squeeze.longer.extra_steps=100",
@@ -49,15 +52,15 @@ def test_config_validates_and_opens_with_its_command(path, cli):
 
 
 @pytest.mark.parametrize("path", [p for p in ALL if p.name in LANGUAGE], ids=lambda p: p.name)
-def test_language_model_config_has_no_false_alarm_up_to_overfit(path, cli):
-    result = cli("run", "--config", path, "--to", "overfit", "--json", "--strict", *LIGHT_LM)
+def test_language_model_config_has_no_false_alarm_up_to_baseline(path, cli):
+    result = cli("run", "--config", path, "--to", "baseline", "--json", "--strict", *LIGHT_LM)
     verdicts = json.loads(result.stdout) if result.stdout.strip() else []
     alarms = [(v["stage"], v["check"], v["status"], v["message"]) for v in verdicts if v["status"] not in ("pass", "skip")]
     assert result.exit_code == 0 and not alarms, (alarms, result.stderr[-2000:])
-    assert {v["stage"] for v in verdicts} == {"inspect-data", "baseline", "overfit"}
+    assert {v["stage"] for v in verdicts} == {"inspect-data", "baseline"}
     checks = {v["check"]: v["status"] for v in verdicts}
     for check in ("vocabulary", "non-printable", "sequence-lengths", "duplicate-windows", "causal-dependency",
-                  "padding-invariance", "loss-at-init", "batch-independence", "fits-train", "beats-baselines"):
+                  "padding-invariance", "loss-at-init", "batch-independence", "dumb-baselines", "loss-decreases"):
         assert checks[check] == "pass", check
 
 

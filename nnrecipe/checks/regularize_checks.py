@@ -138,7 +138,7 @@ def early_stopping(m: RegularizeMeasurements, cfg: RegularizeSpec) -> Verdict:
 
 def _se_metric(m: RegularizeMeasurements, scores: np.ndarray, metric: float) -> float:
     n = max(m.n_val, 1)
-    if m.task in ("classification", "language-model"):  # token accuracy: as if each window were one trial (conservative)
+    if m.task == "classification":
         return math.sqrt(max(metric * (1 - metric), 1.0 / n) / n)
     return float(np.std(scores, ddof=1) / math.sqrt(n) / max(m.val_target_var, 1e-12))
 
@@ -224,9 +224,6 @@ def augment_preserves_labels(m: RegularizeMeasurements, cfg: RegularizeSpec) -> 
 def first_layer_filters(m: RegularizeMeasurements, cfg: RegularizeSpec) -> Verdict:
     """Neighbour correlation of the trained first layer vs its own random-init distribution."""
     f = m.filters
-    if m.task == "language-model":
-        return Verdict(STAGE, "first-layer-filters", Status.SKIP,
-                       message="a language model's first layer is a token embedding: no filters to look at")
     if f is None or f.skip:
         return Verdict(STAGE, "first-layer-filters", Status.SKIP, message=f.skip if f is not None else "not measured")
     z = (f.trained_corr - f.null_mean) / f.null_std if f.null_std > 0 else math.nan

@@ -21,7 +21,6 @@ from nnrecipe.probes.filters import measure_filters
 from nnrecipe.probes.regularize import Knob, KnobResult, _edit, augmented_scores, build_knobs, combine
 from nnrecipe.checks.data_value_checks import data_scaling, suspected_label_errors
 from nnrecipe.losses import loss_name, make_loss
-from nnrecipe.probes.sequence_probes import unigram_scores
 from nnrecipe.stages import data_value
 from nnrecipe.stages.base import StageContext, StageResult, with_artifacts
 from nnrecipe.stages.misprediction_pictures import misprediction_artifacts
@@ -61,8 +60,6 @@ def run(spec, ctx: StageContext) -> StageResult:
     m = RegularizeMeasurements(task=data.task, n_val=len(data.val), patience=cfg.patience)
     if data.task == "classification":
         m.chance = float(data.priors("val").max())
-    elif data.task == "language-model":  # always the most frequent token
-        m.chance = unigram_scores(data)[1]
     else:
         m.val_target_var = float(data.targets("val").double().reshape(len(data.val), -1).var(dim=0).mean())
 
@@ -151,7 +148,7 @@ def run(spec, ctx: StageContext) -> StageResult:
     else:
         shown = preds = None
         m.augment_skip = "data.augment is empty" if not spec.data.augment else "the reference did not train"
-    if first is not None and data.task != "language-model":  # a token embedding is no filter bank to look at
+    if first is not None:
         from nnrecipe.models import prepare_model
         from nnrecipe.runtime import seed_everything
 
@@ -220,8 +217,6 @@ def _mispredictions(ctx, trainer: Trainer, best_spec, name: str, state, data):
         model.load_state_dict(state)
         result = Engine.for_spec(best_spec.train, device=ctx.device, task=data.task).evaluate(
             model, best_data.val, make_loss(best_spec, base=ctx.base), keep_outputs=True)
-    if data.task == "language-model":  # no confusion matrix over a vocabulary; overfit and squeeze write samples
-        return {}, result
     wrong = mispredictions.measure(result.outputs, data.targets("val"), task=data.task, num_classes=data.num_outputs,
                                    loss=loss_name(best_spec), class_name=data.class_name)
     return misprediction_artifacts(ctx, STAGE, data, wrong, "generalization-gap", outputs=result.outputs), result
@@ -252,7 +247,7 @@ def _rows(m: RegularizeMeasurements, cfg) -> list[dict]:
 
 
 def _table(rows: list[dict], task: str) -> Table:
-    metric = {"classification": "acc", "language-model": "token acc"}.get(task, "R²")
+    metric = "acc" if task == "classification" else "R²"
     t = Table(title="regularize: one knob at a time (vs the reference, paired on val)", title_justify="left")
     for col in ("experiment", f"val {metric}", "val loss", f"train {metric}", "z", "seeds", "effect"):
         t.add_column(col, justify="left" if col in ("experiment", "effect") else "right")

@@ -114,10 +114,7 @@ def run(spec, ctx: StageContext) -> StageResult:
 
     # 3. distillation: the ensemble's soft targets on train -> one student.
     student_model = student_spec = None
-    if cfg.distill.enabled and task == "language-model":
-        m.distill_skip = ("not for language models yet: the soft targets are the ensemble's distribution at every "
-                          "train position (windows x context x vocabulary)")
-    elif cfg.distill.enabled and best is not None and not m.members[best].diverged:
+    if cfg.distill.enabled and best is not None and not m.members[best].diverged:
         student_spec, augment = _student_spec(start, cfg, kind=data.kind, base=ctx.base)
         teacher = sq.combine_outputs([engine.predict(mm, data.train) for mm in models], task, loss)
         hard = trainer.train(student_spec, seed=spec.seed, label="student-hard-labels", steps=cfg.distill.steps or steps)

@@ -153,7 +153,7 @@ def run(spec, ctx: StageContext) -> StageResult:
 def _noise(task: str, value: float, n: int) -> float:
     """The standard error of one trial's val metric: binomial for accuracy; for R^2 from
     Var(MSE) ~ 2 sigma^4 / n with Gaussian residuals, (1 - R^2) sqrt(2 / n)."""
-    if task in ("classification", "language-model"):  # token accuracy: each window counted as one trial (conservative)
+    if task == "classification":
         return math.sqrt(max(value * (1 - value), 1.0 / n) / n)
     return max(1.0 - value, 1e-6) * math.sqrt(2.0 / n)
 
@@ -223,7 +223,7 @@ def _fmt(v) -> str:
 
 
 def _table(rows: list[dict], params: list[str], task: str, m: TuneMeasurements, top: int = 10) -> Table:
-    metric = {"classification": "val acc", "language-model": "val token acc"}.get(task, "val R²")
+    metric = "val acc" if task == "classification" else "val R²"
     t = Table(title=f"tune: {len(rows)} trials, best {min(top, len(rows))} (full list: tune/trials.csv)", title_justify="left")
     for col in ("trial", "state", metric, *params, "steps"):
         t.add_column(col, justify="left" if col == "state" else "right")

@@ -39,3 +39,11 @@ def test_stages_that_compare_trained_models_refuse_a_language_model_before_any_w
         assert result.exit_code == 2 and "not for language models yet" in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     assert not (in_tmp / "runs" / "lm").exists() or not any((in_tmp / "runs" / "lm").glob("*/summary.json"))
+
+
+def test_inspect_data_with_a_model_refuses_a_language_model_in_one_line(cli, in_tmp):
+    spec = write_spec(in_tmp, {"name": "lm", "task": "language-model", "model": {"arch": "gpt"},
+                               "data": {"source": "text", "args": {"max_chars": 5000}}})
+    result = cli("inspect-data", "--config", spec, "--model", in_tmp)
+    assert result.exit_code == 2 and "inspect-data --model: not for language models yet" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

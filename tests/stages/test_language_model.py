@@ -50,6 +50,20 @@ def test_padded_targets_and_a_model_that_takes_only_full_windows_run_through(cli
     assert samples.count("--- step") == 3
 
 
+def test_overfit_on_a_language_model_judges_bits_per_token_and_writes_samples(cli, in_tmp):
+    spec = toy_spec(in_tmp)
+    assert cli("baseline", "--config", spec, *SHORT).exit_code in (0, 1)
+    result = cli("overfit", "--config", spec, "--json", "train.steps=300", "train.eval_every=150", "train.sample_tokens=20")
+    v = verdicts(result)
+    assert v["fits-train"]["status"] == "pass" and v["fits-train"]["observed"]["train_bits_per_token"] < 2.5
+    assert v["beats-baselines"]["status"] == "pass" and set(v["beats-baselines"]["observed"]["z"]) == {"unigram", "bigram"}
+    assert (in_tmp / "runs" / "toy-lm" / "overfit" / "samples.txt").read_text().count("--- step") == 2
+    # The same model on too few steps for the target: fits-train says so.
+    short = verdicts(cli("overfit", "--config", spec, "--json", "train.steps=10", "train.eval_every=10",
+                         "stages.overfit.target_train_bits=0.5", f"output_dir={in_tmp / 'short'}"))
+    assert short["fits-train"]["status"] == "fail" and "bits per token" in short["fits-train"]["message"]
+
+
 @pytest.mark.parametrize("bug, check, words", [
     ({"model": "gpt_without_mask"}, "causal-dependency", "depends on input"),
     ({"model": "gpt_mask_shifted_by_one"}, "causal-dependency", "shifted by one"),
