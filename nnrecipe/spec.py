@@ -71,6 +71,12 @@ class Spec(Section):
         if lm and any(a.name for a in self.data.augment):
             raise ValueError("data.augment: the built-in augmentations transform images and signals, not token windows; "
                              "give a factory")
+        if lm and self.stages.regularize.seeds < 2:
+            raise ValueError("stages.regularize.seeds: a language model needs 2 or more (its seeds differ far beyond the "
+                             "per-window noise; the spread between them is measured before any knob is judged)")
+        if lm and self.stages.tune.confirm_seeds == 1:
+            raise ValueError("stages.tune.confirm_seeds: a language model needs 2 or more (its seeds differ far beyond "
+                             "the per-window noise; the spread between them is measured), or null for 3")
         if lm and self.loss.name not in ("auto", "cross_entropy"):
             raise ValueError(f"loss: {self.loss.name} does not fit task language-model (cross_entropy over tokens)")
         if self.task == "regression" and self.data.source in CLASSIFICATION_ONLY_SOURCES:

@@ -322,6 +322,10 @@ class TuneSpec(Section):
     # tune-improves: the best trial and the starting point, re-trained with a fresh seed (the
     # best of N on one seed is flattered by that seed), paired over val examples.
     significance_z: Positive = 3.0
+    # Fresh seeds for that confirmation, each side. None: 1, and 3 for a language model, whose
+    # seeds differ far beyond the per-window noise: with two or more, the spread between seeds
+    # is measured and counts as noise too.
+    confirm_seeds: Optional[Annotated[int, Field(ge=1, le=10)]] = None
     # sensitivity: each parameter's leave-one-out R^2 of the val metric against its
     # distribution with the metric shuffled across trials; a parameter matters at
     # p <= sensitivity_p (family-wise: the null is the maximum over parameters).

@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 
-from nnrecipe.checks.regularize_checks import compare
+from nnrecipe.checks.regularize_checks import compare, seed_spread
 from nnrecipe.probes.label_errors import LabelErrors
 from nnrecipe.probes.regularize import KnobResult
 from nnrecipe.spec_stages import RegularizeSpec
@@ -100,8 +100,10 @@ def next_doubling_gain(examples: list[int], metrics: list[float]) -> float:
 
 
 def trend(m: ScalingMeasurements, cfg: RegularizeSpec) -> tuple[str, float]:
-    """(rising | plateau | falling, z of the last step's gain): the whole set vs. the largest subset."""
-    z, _ = compare(m.task, m.points[-2].result, m.points[-1].result)
+    """(rising | plateau | falling, z of the last step's gain): the whole set vs. the largest
+    subset; with the seed spread between runs counted once the points have two seeds each."""
+    noise = seed_spread(m.task, [p.result for p in m.points])
+    z, _ = compare(m.task, m.points[-2].result, m.points[-1].result, noise)
     if z >= cfg.significance_z:
         return RISING, z
     if z <= -cfg.significance_z:

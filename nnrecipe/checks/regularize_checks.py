@@ -4,6 +4,12 @@ A knob "helped" when its val metric beats the reference's beyond noise: a paired
 the val examples (McNemar's z on one seed's 0/1 correctness, a paired z on per-example error
 otherwise), on scores averaged over the seeds both were trained with. Within noise is
 "no effect", never a gain.
+
+Once some configuration has been trained with two seeds or more, the spread between seeds is
+measured (pooled over every separately trained configuration) and joins the per-example noise
+(`stats.seeded_z`): a difference must then stand out against "another seed" too. Language
+models need this from the start (two seeds of one GPT differ by z = 12 over val windows), so
+their reference is trained at every seed before any knob is judged.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import numpy as np
 from nnrecipe.probes.filters import FilterMeasure
 from nnrecipe.probes.regularize import KnobResult
 from nnrecipe.spec_stages import RegularizeSpec
-from nnrecipe.stats import mcnemar_z, paired_z
+from nnrecipe.stats import SeedNoise, mcnemar_z, paired_z, seed_noise, seeded_z
 from nnrecipe.verdict import Status, Verdict
 from nnrecipe.tasks import METRIC, METRIC_TITLE
 
@@ -44,19 +50,43 @@ class RegularizeMeasurements:
     augment_skip: str = ""
     filters: Optional[FilterMeasure] = None
 
+    def noise(self) -> Optional[SeedNoise]:
+        """The seed spread, pooled over the separately trained configurations (the reference,
+        each knob, the combination); None until one of them has two seeds. Early stopping's
+        runs are the reference's own, not a separate training."""
+        return seed_spread(self.task, [self.reference, *self.knobs, self.combined])
+
 
 def _errors(task: str, scores: np.ndarray) -> np.ndarray:
     """Lower is better: 1 - correctness, or squared error."""
     return 1.0 - scores if task == "classification" else scores
 
 
-def compare(task: str, ref: KnobResult, other: KnobResult) -> tuple[float, int]:
-    """z for "other beats ref" on val, over the seeds both have, and that number of seeds."""
+def seed_spread(task: str, results) -> Optional[SeedNoise]:
+    """Between-seed variance of a run's mean val error, pooled over `results` (KnobResults or
+    None) that have two finite runs or more."""
+    return seed_noise([float(_errors(task, r.val_scores).mean()) for r in res.runs if not r.diverged]
+                      for res in results if res is not None and not res.skip)
+
+
+def compare(task: str, ref: KnobResult, other: KnobResult, noise: Optional[SeedNoise] = None) -> tuple[float, int]:
+    """z for "other beats ref" on val, and the number of `other`'s seeds it used. Without
+    `noise`: over the seeds both have, paired over val examples. With it: every run of each
+    side, and the seed spread counted too (the two sides may have different seed counts)."""
+    if noise is not None:
+        mine = np.stack([_errors(task, r.val_scores) for r in other.runs])
+        theirs = np.stack([_errors(task, r.val_scores) for r in ref.runs])
+        return seeded_z(mine, theirs, noise), len(other.runs)
     seeds = min(len(ref.runs), len(other.runs))
     a, b = ref.scores(seeds), other.scores(seeds)
     if task == "classification" and seeds == 1:
         return mcnemar_z(b > 0.5, a > 0.5)[0], seeds
     return paired_z(_errors(task, b), _errors(task, a)), seeds
+
+
+def versus_reference(m: RegularizeMeasurements, other: KnobResult) -> tuple[float, int]:
+    """compare() of `other` against the reference, with the seed spread where it applies."""
+    return compare(m.task, m.reference, other, None if other is m.early else m.noise())
 
 
 def effect(z: float, cfg: RegularizeSpec) -> str:
@@ -67,22 +97,31 @@ def _mean(runs, attr: str, seeds: int) -> float:
     return float(np.mean([getattr(r, attr) for r in runs[:seeds]]))
 
 
-def _versus(m: RegularizeMeasurements, other: KnobResult, cfg: RegularizeSpec) -> tuple[dict, str, float]:
+def _versus(m: RegularizeMeasurements, other: KnobResult, cfg: RegularizeSpec, *,
+            separate: bool = True) -> tuple[dict, str, float]:
+    """`other` against the reference; `separate`: trained apart from it (the seed spread
+    counts, once measured), not read off the reference's own runs."""
     ref = m.reference
-    z, seeds = compare(m.task, ref, other)
+    noise = m.noise() if separate else None
+    z, seeds = compare(m.task, ref, other, noise)
+    ref_seeds = len(ref.runs) if noise is not None else seeds
     metric = METRIC[m.task]
     deltas = [round(o.val_metric - r.val_metric, 5) for r, o in zip(ref.runs[:seeds], other.runs[:seeds])]
     observed = {
-        f"reference_val_{metric}": round(_mean(ref.runs, "val_metric", seeds), 5),
+        f"reference_val_{metric}": round(_mean(ref.runs, "val_metric", ref_seeds), 5),
         f"val_{metric}": round(_mean(other.runs, "val_metric", seeds), 5),
         "delta_per_seed": deltas,
         "z": round(z, 2) if math.isfinite(z) else z,
         "seeds": seeds,
-        "reference_val_loss": round(_mean(ref.runs, "val_loss", seeds), 5),
+        "reference_seeds": ref_seeds,
+        "reference_val_loss": round(_mean(ref.runs, "val_loss", ref_seeds), 5),
         "val_loss": round(_mean(other.runs, "val_loss", seeds), 5),
         f"train_{metric}": round(_mean(other.runs, "train_metric", seeds), 5),
         "effect": effect(z, cfg),
     }
+    if noise is not None:  # in the units of the per-example score (1 - accuracy, squared error, nats per token)
+        observed["seed_sd"] = float(f"{noise.sd:.3g}")
+        observed["seed_df"] = noise.df
     return observed, effect(z, cfg), z
 
 
@@ -115,7 +154,7 @@ def early_stopping(m: RegularizeMeasurements, cfg: RegularizeSpec) -> Verdict:
     if m.early is None or not m.early.runs:
         return Verdict(STAGE, "early-stopping", Status.SKIP,
                        message=m.early.skip if m.early is not None else "stages.regularize.knobs.early_stopping is off")
-    observed, eff, z = _versus(m, m.early, cfg)
+    observed, eff, z = _versus(m, m.early, cfg, separate=False)
     first, ref = m.early.runs[0], m.reference.runs[0]
     observed.update({"kept_step": first.stopped_at, "steps": ref.steps, "patience": m.patience,
                      "val_loss_at_kept": round(first.val_loss, 5), "val_loss_at_end": round(ref.val_loss, 5)})
@@ -138,7 +177,7 @@ def early_stopping(m: RegularizeMeasurements, cfg: RegularizeSpec) -> Verdict:
 
 def _se_metric(m: RegularizeMeasurements, scores: np.ndarray, metric: float) -> float:
     n = max(m.n_val, 1)
-    if m.task == "classification":
+    if m.task in ("classification", "language-model"):  # token accuracy: as if each window were one trial (conservative)
         return math.sqrt(max(metric * (1 - metric), 1.0 / n) / n)
     return float(np.std(scores, ddof=1) / math.sqrt(n) / max(m.val_target_var, 1e-12))
 
@@ -224,6 +263,9 @@ def augment_preserves_labels(m: RegularizeMeasurements, cfg: RegularizeSpec) -> 
 def first_layer_filters(m: RegularizeMeasurements, cfg: RegularizeSpec) -> Verdict:
     """Neighbour correlation of the trained first layer vs its own random-init distribution."""
     f = m.filters
+    if m.task == "language-model":
+        return Verdict(STAGE, "first-layer-filters", Status.SKIP,
+                       message="a language model's first layer is a token embedding: no filters to look at")
     if f is None or f.skip:
         return Verdict(STAGE, "first-layer-filters", Status.SKIP, message=f.skip if f is not None else "not measured")
     z = (f.trained_corr - f.null_mean) / f.null_std if f.null_std > 0 else math.nan

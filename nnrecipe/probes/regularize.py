@@ -69,6 +69,11 @@ def _scale_widths(model_spec, factor: float):
         return _set_args(model_spec, hidden=[max(1, round(h * factor)) for h in model_spec.args.hidden])
     if model_spec.arch in ("cnn1d", "cnn2d"):
         return _set_args(model_spec, channels=[max(1, round(c * factor)) for c in model_spec.args.channels])
+    if model_spec.arch == "gpt":  # the width stays a multiple of the head count
+        heads = model_spec.args.n_head
+        return _set_args(model_spec, n_embd=heads * max(1, round(model_spec.args.n_embd * factor / heads)))
+    if model_spec.arch == "gru":
+        return _set_args(model_spec, hidden=max(1, round(model_spec.args.hidden * factor)))
     return None
 
 
@@ -103,6 +108,9 @@ def build_knobs(spec, *, original_augment, data_kind: str, base: Path) -> list[K
         if original_augment:
             names = ", ".join(a.name or a.factory for a in original_augment)
             knobs.append(Knob("augmentation", f"augment: {names}", _edit("data", augment=list(original_augment))))
+        elif data_kind == "sequence":
+            knobs.append(Knob("augmentation", "augmentation", skip="data.augment is empty (token windows have no built-in "
+                                                                   "augmentation; a factory can add one)"))
         else:
             knobs.append(Knob("augmentation", "augmentation", skip="data.augment is empty: list built-ins (e.g. {name: crop, "
                                                                    "args: {padding: 1}}) or your factory to measure it"))
@@ -137,8 +145,8 @@ def build_knobs(spec, *, original_augment, data_kind: str, base: Path) -> list[K
             knobs.append(Knob("smaller-batch", f"batch size {b}", _edit("data", batch_size=b)))
     if cfg.downsample is not None:
         f = cfg.downsample
-        if data_kind == "tabular":
-            knobs.append(Knob("smaller-input", f"downsample x{f}", skip="tabular features have no resolution to reduce"))
+        if data_kind in ("tabular", "sequence"):
+            knobs.append(Knob("smaller-input", f"downsample x{f}", skip=f"{data_kind} inputs have no resolution to reduce"))
         else:
             knobs.append(Knob("smaller-input", f"downsample x{f}", _edit("data", downsample=spec.data.downsample * f)))
     for name, factor, extra, early in (("smaller-model", cfg.smaller_model, cfg.smaller_model_args, False),

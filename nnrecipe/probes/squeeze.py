@@ -31,7 +31,12 @@ def as_probabilities(outputs: torch.Tensor, loss: str) -> torch.Tensor:
 
 
 def combine_outputs(outputs: list[torch.Tensor], task: str, loss: str) -> torch.Tensor:
-    """The ensemble's prediction: mean probabilities, or mean outputs for regression."""
+    """The ensemble's prediction: mean probabilities, or mean outputs for regression; for a
+    language model the log of the mean next-token distribution (valid logits: per-window
+    cross-entropy and argmax read them as they read one member's)."""
+    if task == "language-model":
+        mean = torch.stack([torch.softmax(o.float(), dim=-1) for o in outputs]).mean(dim=0)
+        return torch.log(mean.clamp_min(1e-12))
     if task == "classification":
         return torch.stack([as_probabilities(o, loss) for o in outputs]).mean(dim=0)
     return torch.stack(outputs).mean(dim=0)

@@ -60,7 +60,8 @@ def measure_label_errors(ctx, *, spec, data, cfg, steps: int, every: int, loss: 
     if not c.enabled:
         return LabelErrorMeasurements(skip="stages.regularize.label_errors.enabled is false")
     if data.task != "classification":
-        return LabelErrorMeasurements(skip="classification only (regression has no label to doubt; see the residuals)")
+        return LabelErrorMeasurements(skip="classification only (regression has no label to doubt, see the residuals; "
+                                           "a language model's targets are its own text)")
     if len(data.train) < 10 * c.folds:
         return LabelErrorMeasurements(skip=f"{len(data.train)} training examples are too few for {c.folds} folds")
     errors = label_errors.measure(spec, data=data, base=ctx.base, device=ctx.device, folds=c.folds, seed=spec.seed,

@@ -3,7 +3,10 @@
 The reference is the overfit stage's model, re-trained here with the stage's budget and
 seed and scored at its last step. Each knob set in `stages.regularize.knobs` is one change
 to the reference spec, trained with the same seed and budget; a knob whose difference is
-within noise on the first seed gets more seeds (the reference too), up to `seeds`. The knobs
+within noise on the first seed gets more seeds (the reference too), up to `seeds`. Once some
+configuration has two seeds, the spread between seeds counts as noise too (a language
+model's reference trains at every seed first: its seeds differ far beyond the per-window
+noise). The knobs
 that helped are combined into regularize/best.yaml, checked by one more run when there are
 several, and the tune stage starts from that file.
 """
@@ -16,17 +19,17 @@ from rich.table import Table
 
 from nnrecipe.atomic import write_text
 from nnrecipe.checks import regularize_checks as rules
-from nnrecipe.checks.regularize_checks import HELPED, NO_EFFECT, RegularizeMeasurements, compare, effect
+from nnrecipe.checks.regularize_checks import HELPED, NO_EFFECT, RegularizeMeasurements, effect, versus_reference
 from nnrecipe.probes.filters import measure_filters
 from nnrecipe.probes.regularize import Knob, KnobResult, _edit, augmented_scores, build_knobs, combine
 from nnrecipe.checks.data_value_checks import data_scaling, suspected_label_errors
 from nnrecipe.losses import loss_name, make_loss
+from nnrecipe.probes.sequence_probes import unigram_scores
 from nnrecipe.stages import data_value
 from nnrecipe.stages.base import StageContext, StageResult, with_artifacts
 from nnrecipe.stages.misprediction_pictures import misprediction_artifacts
 from nnrecipe.stages.trainer import Trainer
 from nnrecipe.stages.regularize_pictures import draw
-from nnrecipe.stages.sequence import refuse
 
 STAGE = "regularize"
 BEST = "best.yaml"
@@ -46,7 +49,6 @@ def reference_spec(spec, *, steps: int, every: int):
 
 
 def run(spec, ctx: StageContext) -> StageResult:
-    refuse(spec, STAGE)  # language models: not yet (see stages/sequence.py)
     cfg = spec.stages.regularize
     o = spec.stages.overfit
     steps = cfg.steps or o.steps or spec.train.steps
@@ -60,6 +62,8 @@ def run(spec, ctx: StageContext) -> StageResult:
     m = RegularizeMeasurements(task=data.task, n_val=len(data.val), patience=cfg.patience)
     if data.task == "classification":
         m.chance = float(data.priors("val").max())
+    elif data.task == "language-model":  # always the most frequent token
+        m.chance = unigram_scores(data)[1]
     else:
         m.val_target_var = float(data.targets("val").double().reshape(len(data.val), -1).var(dim=0).mean())
 
@@ -81,6 +85,12 @@ def run(spec, ctx: StageContext) -> StageResult:
         first = first or t
 
     train_reference(seeds[0])
+    if data.task == "language-model":
+        # Separately trained language models differ by seed far beyond the per-window noise
+        # (the CPython-docs GPT: z = 12 between two seeds), so the seed spread is measured
+        # before any knob is judged: the reference at every seed (the spec requires two or more).
+        for seed in seeds[1:]:
+            train_reference(seed)
 
     # 2. one experiment per knob, first seed.
     knobs = build_knobs(ref_spec, original_augment=spec.data.augment, data_kind=data.kind, base=ctx.base)
@@ -101,17 +111,18 @@ def run(spec, ctx: StageContext) -> StageResult:
     for i, seed in enumerate(seeds[1:], start=1):
         pending = [r for r in m.knobs + ([m.early] if m.early is not None else [])
                    if not r.skip and r.runs and not any(x.diverged for x in r.runs) and len(r.runs) == i
-                   and effect(compare(m.task, m.reference, r)[0], cfg) == NO_EFFECT]
+                   and effect(versus_reference(m, r)[0], cfg) == NO_EFFECT]
         if not pending or m.reference.runs[0].diverged:
             break
-        train_reference(seed)
+        if len(m.reference.runs) <= i:
+            train_reference(seed)
         for r in pending:
             if r is not m.early:
                 r.runs.append(trainer.train(edits[r.name].edit(ref_spec), seed=seed, label=f"{r.name}-seed{seed}").run)
 
     # 4. the knobs that helped, together; best.yaml.
     candidates = m.knobs + ([m.early] if m.early is not None and m.early.runs else [])
-    scored = [(compare(m.task, m.reference, r)[0], r) for r in candidates if not r.skip and r.runs
+    scored = [(versus_reference(m, r)[0], r) for r in candidates if not r.skip and r.runs
               and not any(x.diverged for x in r.runs)]
     helped = [(z, r) for z, r in scored if effect(z, cfg) == HELPED]
     helped.sort(key=lambda t: -t[0])
@@ -126,7 +137,7 @@ def run(spec, ctx: StageContext) -> StageResult:
             if len(m.reference.runs) < seeds.index(seed) + 1:
                 train_reference(seed)
             m.combined.runs.append(trainer.train(comb_spec, seed=seed, label="combined" if seed == seeds[0] else f"combined-seed{seed}").run)
-        if not any(r.diverged for r in m.combined.runs) and effect(compare(m.task, m.reference, m.combined)[0], cfg) == HELPED:
+        if not any(r.diverged for r in m.combined.runs) and effect(versus_reference(m, m.combined)[0], cfg) == HELPED:
             best_spec, m.best = comb_spec, m.combined
 
     # 5. what the models say about the data: would more data help (nested subsets), which training
@@ -148,7 +159,7 @@ def run(spec, ctx: StageContext) -> StageResult:
     else:
         shown = preds = None
         m.augment_skip = "data.augment is empty" if not spec.data.augment else "the reference did not train"
-    if first is not None:
+    if first is not None and data.task != "language-model":  # a token embedding is no filter bank to look at
         from nnrecipe.models import prepare_model
         from nnrecipe.runtime import seed_everything
 
@@ -217,6 +228,8 @@ def _mispredictions(ctx, trainer: Trainer, best_spec, name: str, state, data):
         model.load_state_dict(state)
         result = Engine.for_spec(best_spec.train, device=ctx.device, task=data.task).evaluate(
             model, best_data.val, make_loss(best_spec, base=ctx.base), keep_outputs=True)
+    if data.task == "language-model":  # no confusion matrix over a vocabulary; overfit and squeeze write samples
+        return {}, result
     wrong = mispredictions.measure(result.outputs, data.targets("val"), task=data.task, num_classes=data.num_outputs,
                                    loss=loss_name(best_spec), class_name=data.class_name)
     return misprediction_artifacts(ctx, STAGE, data, wrong, "generalization-gap", outputs=result.outputs), result
@@ -236,7 +249,7 @@ def _rows(m: RegularizeMeasurements, cfg) -> list[dict]:
         if r.skip or not r.runs:
             rows.append({"name": r.name, "description": r.description, "effect": "skipped", "reason": r.skip})
             continue
-        z, seeds = compare(m.task, m.reference, r) if r is not m.reference else (0.0, len(r.runs))
+        z, seeds = versus_reference(m, r) if r is not m.reference else (0.0, len(r.runs))
         mean = lambda a: float(sum(getattr(x, a) for x in r.runs[:seeds]) / seeds)  # noqa: E731
         rows.append({"name": r.name, "description": r.description, "seeds": seeds,
                      "effect": "reference" if r is m.reference else effect(z, cfg),
@@ -247,8 +260,8 @@ def _rows(m: RegularizeMeasurements, cfg) -> list[dict]:
 
 
 def _table(rows: list[dict], task: str) -> Table:
-    metric = "acc" if task == "classification" else "R²"
-    t = Table(title="regularize: one knob at a time (vs the reference, paired on val)", title_justify="left")
+    metric = {"classification": "acc", "language-model": "token acc"}.get(task, "R²")
+    t = Table(title="regularize: one knob at a time (vs the reference, paired on val; seed spread counted once measured)", title_justify="left")
     for col in ("experiment", f"val {metric}", "val loss", f"train {metric}", "z", "seeds", "effect"):
         t.add_column(col, justify="left" if col in ("experiment", "effect") else "right")
     for r in rows:

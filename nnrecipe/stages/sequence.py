@@ -16,26 +16,6 @@ from nnrecipe.stages.base import FigureSaver
 from nnrecipe.stages.sequence_pictures import causal_map, text_panel
 
 
-# regularize, tune and squeeze compare separately trained models, paired over val examples.
-# For a language model that pairing misses most of the noise: two seeds of one configuration
-# (the CPython-docs GPT, 400 steps) differ by z = 12 over val windows, so a no-op knob would
-# "help" or "hurt". Until those comparisons carry the between-seed variance, the stages refuse.
-NOT_YET = ("{stage}: not for language models yet: it compares separately trained models, and two seeds of one "
-           "language model differ far beyond the per-window noise (measured: z = 12 over val windows), so its "
-           "verdicts would be noise; run `nnrecipe run --to overfit`")
-
-
-REFUSED = ("regularize", "tune", "squeeze")
-
-
-def refuse(spec, stage: str) -> None:
-    """An unfinished stage exits 2 saying so (never a pass)."""
-    if spec.task == "language-model" and stage in REFUSED:
-        from nnrecipe.errors import StageNotImplemented
-
-        raise StageNotImplemented(NOT_YET.format(stage=stage))
-
-
 def measure(m: BaselineMeasurements, model, data, xv: torch.Tensor, yv: torch.Tensor, loss_fn, cfg) -> None:
     """Fill the language-model fields of `m` with the untrained model on val windows."""
     windows = xv[: min(4, len(xv))]

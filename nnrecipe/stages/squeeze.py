@@ -28,7 +28,6 @@ from nnrecipe.stages.base import StageContext, StageResult, with_artifacts
 from nnrecipe.stages.squeeze_pictures import draw
 from nnrecipe.stages.start import from_spec, start_spec
 from nnrecipe.stages.trainer import Trainer
-from nnrecipe.stages.sequence import refuse
 
 STAGE = "squeeze"
 
@@ -40,7 +39,6 @@ def _key(start, steps: int, every: int) -> str:
 
 
 def run(spec, ctx: StageContext) -> StageResult:
-    refuse(spec, STAGE)  # language models: not yet (see stages/sequence.py)
     cfg = spec.stages.squeeze
     if cfg.start == "auto":
         start, source, note = start_spec(spec, ctx, stages=("tune", "regularize"))
@@ -114,7 +112,10 @@ def run(spec, ctx: StageContext) -> StageResult:
 
     # 3. distillation: the ensemble's soft targets on train -> one student.
     student_model = student_spec = None
-    if cfg.distill.enabled and best is not None and not m.members[best].diverged:
+    if cfg.distill.enabled and task == "language-model":
+        m.distill_skip = ("not for language models yet: the soft targets are the ensemble's distribution at every "
+                          "train position (windows x context x vocabulary)")
+    elif cfg.distill.enabled and best is not None and not m.members[best].diverged:
         student_spec, augment = _student_spec(start, cfg, kind=data.kind, base=ctx.base)
         teacher = sq.combine_outputs([engine.predict(mm, data.train) for mm in models], task, loss)
         hard = trainer.train(student_spec, seed=spec.seed, label="student-hard-labels", steps=cfg.distill.steps or steps)

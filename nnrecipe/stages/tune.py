@@ -20,8 +20,7 @@ import time
 from rich.table import Table
 
 from nnrecipe import atomic
-from nnrecipe.checks.regularize_checks import compare
-from nnrecipe.checks.tune_checks import TuneMeasurements, search_coverage, sensitivity, tune_improves
+from nnrecipe.checks.tune_checks import TuneMeasurements, confirmation_z, search_coverage, sensitivity, tune_improves
 from nnrecipe.errors import NNRecipeError
 from nnrecipe.probes import tune_analysis as ta
 from nnrecipe.probes import tune_study as ts
@@ -34,7 +33,6 @@ from nnrecipe.stages.start import from_spec, start_spec
 from nnrecipe.stages.trainer import Trainer
 from nnrecipe.stages.tune_pictures import draw
 from nnrecipe.stages.tune_worker import Plan, run_worker
-from nnrecipe.stages.sequence import refuse
 
 STAGE = "tune"
 JOURNAL = "study.journal"  # kept when the stage re-runs: the study continues
@@ -43,7 +41,6 @@ TPE_STARTUP = 10  # Optuna's TPE samples its first 10 trials at random
 
 
 def run(spec, ctx: StageContext) -> StageResult:
-    refuse(spec, STAGE)  # language models: not yet (see stages/sequence.py)
     cfg = spec.stages.tune
     if cfg.start == "auto":
         start, source, note = start_spec(spec, ctx, stages=("regularize",))
@@ -117,16 +114,17 @@ def run(spec, ctx: StageContext) -> StageResult:
     best_spec = start
     if m.best is not None and not (full_start and m.best.params == start_params):
         trainer = Trainer(ctx, stage=STAGE, steps=steps, every=every)
-        seed = spec.seed + 1
         candidate = apply_params(start, m.best.params)
-        m.reference = KnobResult("start", f"starting point ({source})",
-                                 runs=[trainer.train(start, seed=seed, label="confirm-start", keep=False).run])
-        m.confirmed = KnobResult("best", f"trial {m.best.number}",
-                                 runs=[trainer.train(candidate, seed=seed, label="confirm-best", keep=False).run])
+        m.reference = KnobResult("start", f"starting point ({source})")
+        m.confirmed = KnobResult("best", f"trial {m.best.number}")
+        for seed in confirm_seeds(spec):
+            tag = "" if seed == spec.seed + 1 else f"-seed{seed}"
+            m.reference.runs.append(trainer.train(start, seed=seed, label=f"confirm-start{tag}", keep=False).run)
+            m.confirmed.runs.append(trainer.train(candidate, seed=seed, label=f"confirm-best{tag}", keep=False).run)
     verdicts = [tune_improves(m, cfg), search_coverage(m, cfg), sensitivity(m, cfg)]
-    if m.confirmed is not None and not (m.confirmed.runs[0].diverged or m.reference.runs[0].diverged):
-        if compare(data.task, m.reference, m.confirmed)[0] >= cfg.significance_z:  # as tune-improves judged it
-            best_spec = apply_params(start, m.best.params)
+    confirmed = m.confirmed is not None and not any(r.diverged for r in m.confirmed.runs + m.reference.runs)
+    if confirmed and confirmation_z(m)[0] >= cfg.significance_z:  # as tune-improves judged it
+        best_spec = apply_params(start, m.best.params)
     why = f"trial {m.best.number}" if best_spec is not start else "the starting point (no trial beat it beyond noise)"
     atomic.write_text(out / BEST, f"# nnrecipe run --config {ctx.rel(out / BEST)}\n# tune's best configuration: {why}\n"
                                   + best_spec.model_copy(update={"stages": spec.stages}).to_yaml())
@@ -150,10 +148,16 @@ def run(spec, ctx: StageContext) -> StageResult:
     return StageResult(STAGE, verdicts, summary)
 
 
+def confirm_seeds(spec) -> list[int]:
+    """The fresh seeds (never the search's) for re-training the best trial and the start."""
+    k = spec.stages.tune.confirm_seeds or (3 if spec.task == "language-model" else 1)
+    return [spec.seed + 1 + i for i in range(k)]
+
+
 def _noise(task: str, value: float, n: int) -> float:
     """The standard error of one trial's val metric: binomial for accuracy; for R^2 from
     Var(MSE) ~ 2 sigma^4 / n with Gaussian residuals, (1 - R^2) sqrt(2 / n)."""
-    if task == "classification":
+    if task in ("classification", "language-model"):  # token accuracy: each window counted as one trial (conservative)
         return math.sqrt(max(value * (1 - value), 1.0 / n) / n)
     return max(1.0 - value, 1e-6) * math.sqrt(2.0 / n)
 
@@ -223,7 +227,7 @@ def _fmt(v) -> str:
 
 
 def _table(rows: list[dict], params: list[str], task: str, m: TuneMeasurements, top: int = 10) -> Table:
-    metric = "val acc" if task == "classification" else "val R²"
+    metric = {"classification": "val acc", "language-model": "val token acc"}.get(task, "val R²")
     t = Table(title=f"tune: {len(rows)} trials, best {min(top, len(rows))} (full list: tune/trials.csv)", title_justify="left")
     for col in ("trial", "state", metric, *params, "steps"):
         t.add_column(col, justify="left" if col == "state" else "right")

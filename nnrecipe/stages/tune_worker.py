@@ -45,9 +45,10 @@ class Plan:
 
 
 def score(metric: float, task: str) -> float:
-    """The objective (maximised): val accuracy, or R^2 floored at -1 so a diverged regression
-    trial still ranks last with a finite number (importance needs finite values)."""
-    if task == "classification":
+    """The objective (maximised): val accuracy (next-token accuracy for a language model), or
+    R^2 floored at -1 so a diverged regression trial still ranks last with a finite number
+    (importance needs finite values)."""
+    if task in ("classification", "language-model"):
         return float(metric) if math.isfinite(metric) else 0.0
     return max(float(metric), -1.0) if math.isfinite(metric) else -1.0
 

@@ -52,6 +52,37 @@ def test_tune_improves_every_branch():
     assert tune_improves(_m(trials, best=trials[2], reference=ref, confirmed=best), CFG).status == "fail"
 
 
+def _lm_confirmed(rng, base, shift: float, seeds: int = 3):
+    """A language model's confirmation runs (per-window val cross-entropy): each seed shifts the
+    whole run (text-gpt.yaml: 0.016 nats between seeds); `shift` is the best trial's true gain."""
+    def runs(effect):
+        out = []
+        for i in range(seeds):
+            ce = base + effect + rng.normal(0, 0.016) + rng.normal(0, 0.02, len(base))
+            out.append(Run(seed=1 + i, val_scores=ce, val_loss=float(ce.mean()), val_metric=0.5, train_loss=1.8,
+                           train_metric=0.5, steps=500, diverged=False, evals=[]))
+        return out
+    return KnobResult("start", "start", runs=runs(0.0)), KnobResult("best", "trial 3", runs=runs(-shift))
+
+
+def test_language_model_confirmation_counts_the_seed_spread():
+    """At three fresh seeds each, a best trial no better than the start passes as "no gain"
+    (never "seed luck" or "beats"), and a real gain of 0.2 nats is confirmed."""
+    trials = [_rec(0, 0.50), _rec(3, 0.55)]
+    lm = lambda ref, best: TuneMeasurements(task="language-model", n_val=700, trials=trials, requested=2,  # noqa: E731
+                                            best=trials[1], reference=ref, confirmed=best)
+    calls = []
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        v = tune_improves(lm(*_lm_confirmed(rng, rng.gamma(4.0, 0.4, 700), 0.0)), CFG)
+        assert v.observed["confirm_seeds"] == [1, 2, 3] and v.observed["seed_df"] == 4
+        calls.append(v.status == "pass" and "no gain" in v.message)
+    assert sum(calls) >= 19
+    rng = np.random.default_rng(50)
+    v = tune_improves(lm(*_lm_confirmed(rng, rng.gamma(4.0, 0.4, 700), 0.2)), CFG)
+    assert v.status == "pass" and "beats" in v.message, v.observed
+
+
 def _cov(path="optim.lr", **kw):
     base = dict(path=path, kind="log_uniform", n=10, max_gap=0.2, gap_range=(1e-4, 3e-4), critical_gap=0.5)
     base.update(kw)

@@ -31,14 +31,17 @@ def test_gpt_refuses_windows_longer_than_its_context():
         GPT(10, 8, n_layer=1, n_head=1, n_embd=8, dropout=0.0)(torch.zeros(1, 9, dtype=torch.long))
 
 
-def test_stages_that_compare_trained_models_refuse_a_language_model_before_any_work(cli, in_tmp):
+def test_a_language_model_must_measure_its_seed_spread(cli, in_tmp):
+    """regularize and tune compare separately trained language models against the spread
+    between seeds, which takes two seeds or more: fewer is one line, exit 2, before any work."""
     spec = write_spec(in_tmp, {"name": "lm", "task": "language-model", "model": {"arch": "gpt"},
                                "data": {"source": "text", "args": {"max_chars": 5000}}})
-    for command in (("run",), ("regularize",), ("tune",), ("squeeze",)):
-        result = cli(*command, "--config", spec)
-        assert result.exit_code == 2 and "not for language models yet" in result.stderr, result.stderr
+    for override, field in (("stages.regularize.seeds=1", "stages.regularize.seeds"),
+                            ("stages.tune.confirm_seeds=1", "stages.tune.confirm_seeds")):
+        result = cli("run", "--config", spec, override)
+        assert result.exit_code == 2 and field in result.stderr and "2 or more" in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
-    assert not (in_tmp / "runs" / "lm").exists() or not any((in_tmp / "runs" / "lm").glob("*/summary.json"))
+    assert not (in_tmp / "runs" / "lm").exists()
 
 
 def test_inspect_data_with_a_model_refuses_a_language_model_in_one_line(cli, in_tmp):

@@ -17,8 +17,8 @@ def _gpt(input_shape, num_outputs, **kw) -> GPT:
     return GPT(num_outputs, input_shape[0], **args)
 
 
-def gpt(input_shape, num_outputs, **kw):
-    return _gpt(input_shape, num_outputs, **kw)
+def gpt(input_shape, num_outputs, dropout: float = 0.0):
+    return _gpt(input_shape, num_outputs, dropout=dropout)
 
 
 def gpt_without_mask(input_shape, num_outputs, **kw):
