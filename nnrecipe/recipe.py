@@ -94,6 +94,8 @@ def _run_locked(run, *, spec, base, spec_path, runners, device, console, options
                 raise DeviceError(f"out of memory on {device_description(device)} in the {name} stage: lower "
                                   f"data.batch_size (now {spec.data.batch_size}) or the model's size") from None
             ctx.progress = None
+            # wall-clock seconds of the stage, so a run directory says where its time went
+            result.summary["seconds"] = round(time.monotonic() - started, 1)
             run.record(name, result.verdicts, result.summary)
             ctx.writer(name).add_text("verdicts", run.render_report(result.verdicts))
             results.append(result)

@@ -110,7 +110,6 @@ def test_in_memory_batches_come_from_a_device_permutation():
 def test_compile_trains_the_same_model_and_saves_plain_weights(monkeypatch):
     # Dynamo traces the engine's forward for real; the eager backend skips inductor's C++ build
     # (~20 s on this CPU), which the CUDA benchmark exercises (bench/engine_overhead.py --compile).
-    import functools
     compiled = []
     real = torch.compile
 

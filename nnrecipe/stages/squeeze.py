@@ -114,7 +114,9 @@ def run(spec, ctx: StageContext) -> StageResult:
     student_model = student_spec = None
     if cfg.distill.enabled and task == "language-model":
         m.distill_skip = ("not for language models yet: the soft targets are the ensemble's distribution at every "
-                          "train position (windows x context x vocabulary)")
+                          "train position (windows x context x vocabulary), and soft against hard labels at one "
+                          "seed each would be judged within a language model's seed spread, which takes "
+                          "students at several seeds")
     elif cfg.distill.enabled and best is not None and not m.members[best].diverged:
         student_spec, augment = _student_spec(start, cfg, kind=data.kind, base=ctx.base)
         teacher = sq.combine_outputs([engine.predict(mm, data.train) for mm in models], task, loss)
