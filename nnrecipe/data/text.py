@@ -38,10 +38,22 @@ class SequenceInfo:
         return len(self.vocab)
 
     def encode(self, text: str) -> list[int]:
+        """Token ids of `text`: bytes, or the longest vocabulary entry at each position (a
+        plugin's vocabulary may hold words or pieces); characters it cannot match are dropped."""
         if self.level == "byte":
             return list(text.encode("utf-8"))
-        lookup = {t: i for i, t in enumerate(self.vocab)}
-        return [lookup[c] for c in text if c in lookup]  # characters outside the vocabulary are dropped
+        lookup = {t: i for i, t in enumerate(self.vocab) if t}
+        longest = max((len(t) for t in lookup), default=1)
+        ids, i = [], 0
+        while i < len(text):
+            for n in range(min(longest, len(text) - i), 0, -1):
+                if text[i:i + n] in lookup:
+                    ids.append(lookup[text[i:i + n]])
+                    i += n
+                    break
+            else:
+                i += 1
+        return ids
 
     def decode(self, ids) -> str:
         ids = [int(i) for i in ids]

@@ -101,3 +101,14 @@ def test_plugin_mistakes_are_one_line_errors(tmp_path):
                            "data": {"source": "python", "factory": f"{bad}:{factory}"}})
         with pytest.raises(PluginError, match=message):
             build_data(spec, base=tmp_path)
+
+
+def test_a_prompt_in_a_word_vocabulary_is_matched_longest_first():
+    from nnrecipe.data.text import SequenceInfo
+
+    info = SequenceInfo(vocab=["t", "h", "e", "the", " ", "cat", "c", "a"], level="custom", context=4)
+    assert info.encode("the cat") == [3, 4, 5]  # "the", " ", "cat" — not t, h, e, ...
+    assert info.decode(info.encode("the cat")) == "the cat"
+    assert info.encode("thex") == [3]  # "x" is not in the vocabulary: dropped
+    chars = SequenceInfo(vocab=["a", "b"], level="char", context=4)
+    assert chars.encode("abba") == [0, 1, 1, 0]
