@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Iterable, Sequence
+from typing import Iterable, Optional
 
 import numpy as np
 
@@ -68,42 +68,63 @@ def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 @dataclasses.dataclass(frozen=True)
 class SeedNoise:
-    """How much a configuration's mean val error moves when only the seed changes (init, data
-    order, dropout masks), measured on the same val examples: the pooled variance across
-    seeds of each configuration's per-run mean error, with its degrees of freedom."""
+    """How much a configuration's val error moves when only the seed changes (init, data order,
+    dropout masks), measured on the same val examples and pooled over configurations.
 
-    var: float  # (error units)^2: 1 - accuracy, squared error, or nats per token
-    df: int  # sum over configurations of (seeds - 1)
+    A run's mean error moves across seeds by `between` (variance). Part of that is per-example
+    noise (an example flips right/wrong with the seed, variance `within` per example, so
+    `within / n` on the mean), which a paired comparison over examples already counts; the rest,
+    `shift`, moves the whole run and is what a paired test cannot see."""
+
+    between: float  # variance across seeds of a configuration's mean val error, (error units)^2
+    within: float  # per-example variance around the example's and the run's means
+    n: int  # val examples
+    df: int  # degrees of freedom of `between`: sum over configurations of (seeds - 1)
     configurations: int  # how many configurations had two seeds or more
 
     @property
+    def shift(self) -> float:
+        return max(self.between - self.within / self.n, 0.0)
+
+    @property
     def sd(self) -> float:
-        return math.sqrt(self.var)
+        """How far a run's mean error typically lies from another seed's (the SD across seeds)."""
+        return math.sqrt(self.between)
 
 
-def seed_noise(groups: Iterable[Sequence[float]]) -> SeedNoise | None:
-    """Pooled between-seed variance from groups of per-seed mean errors (one group per
-    configuration); None when no configuration has two seeds."""
-    ss, df, k = 0.0, 0, 0
+def seed_noise(groups: Iterable[np.ndarray]) -> Optional[SeedNoise]:
+    """The seed spread from groups of per-example errors, one (seeds, examples) array per
+    configuration (the same val examples throughout); None when no group has two seeds."""
+    ss = rs = 0.0
+    df = rdf = k = 0
+    n = 0
     for g in groups:
-        v = np.asarray(g, dtype=np.float64)
-        v = v[np.isfinite(v)]
-        if len(v) >= 2:
-            ss += float(((v - v.mean()) ** 2).sum())
-            df += len(v) - 1
-            k += 1
-    return SeedNoise(ss / df, df, k) if df else None
+        e = np.asarray(g, dtype=np.float64)
+        if e.ndim != 2 or len(e) < 2:
+            continue
+        seeds, n = e.shape
+        means = e.mean(axis=1)
+        ss += float(((means - means.mean()) ** 2).sum())
+        df += seeds - 1
+        resid = e - e.mean(axis=0) - (means - means.mean())[:, None]
+        rs += float((resid ** 2).sum())
+        rdf += (seeds - 1) * (n - 1)
+        k += 1
+    if not df or n < 2:
+        return None
+    return SeedNoise(between=ss / df, within=rs / rdf, n=n, df=df, configurations=k)
 
 
 def seeded_z(a_err: np.ndarray, b_err: np.ndarray, noise: SeedNoise) -> float:
     """z for "A has a lower error than B" when A and B were trained separately, counting both
     noises: which examples are in val (paired over examples, on each side's seed-averaged
-    errors) and which seeds trained them (noise.var per run, averaged over each side's seeds).
+    errors; this includes the per-example part of the seed noise) and the shift a seed gives
+    a whole run (noise.shift, averaged over each side's seeds).
 
     a_err, b_err: (seeds, examples) per-example errors of each side's runs. The statistic is
-    t = mean(B - A) / sqrt(V_examples + V_seeds) with Welch-Satterthwaite degrees of freedom;
-    it is returned as the normal z with the same tail probability, so a seed spread measured
-    with few seeds asks for a larger difference (t with 2 df needs ~19 where z needs 3).
+    t = mean(B - A) / sqrt(V_examples + V_shift) with Welch-Satterthwaite degrees of freedom (the
+    shift is estimated from noise.between on noise.df degrees of freedom), returned as the
+    normal z with the same tail: a spread measured on few seeds asks for a larger difference.
     """
     a = np.atleast_2d(np.asarray(a_err, dtype=np.float64))
     b = np.atleast_2d(np.asarray(b_err, dtype=np.float64))
@@ -111,13 +132,14 @@ def seeded_z(a_err: np.ndarray, b_err: np.ndarray, noise: SeedNoise) -> float:
     d = d[np.isfinite(d)]
     if len(d) < 2:
         return 0.0
+    c = 1.0 / len(a) + 1.0 / len(b)
     v_ex = float(d.var(ddof=1)) / len(d)
-    v_seed = noise.var * (1.0 / len(a) + 1.0 / len(b))
-    v = v_ex + v_seed
-    if v == 0:
+    v = v_ex + noise.shift * c
+    if v <= 0:
         return math.inf if d.mean() > 0 else (-math.inf if d.mean() < 0 else 0.0)
     t = float(d.mean()) / math.sqrt(v)
-    nu = v * v / (v_ex * v_ex / (len(d) - 1) + (v_seed * v_seed / noise.df if noise.df else 0.0))
+    # Var(shift estimate) = Var(between estimate) = 2 between^2 / df: its Satterthwaite share
+    nu = v * v / (v_ex * v_ex / (len(d) - 1) + (c * noise.between) ** 2 / noise.df)
     return t_as_z(t, nu)
 
 

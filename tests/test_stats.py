@@ -19,9 +19,43 @@ def _runs(rng, base, seeds, effect=0.0):
 
 
 def test_seed_noise_pools_configurations_with_two_seeds_or_more():
-    noise = seed_noise([[1.0, 2.0, 3.0], [5.0], [2.0, 4.0]])
-    assert noise.df == 3 and noise.configurations == 2 and math.isclose(noise.var, (2.0 + 2.0) / 3)
-    assert seed_noise([[1.0], [2.0]]) is None
+    # run means 1, 2, 3 (one configuration) and 2, 4 (another); a single-seed one adds nothing
+    a = np.array([[1.0, 1.0], [2.0, 2.0], [3.0, 3.0]])
+    b = np.array([[2.0, 2.0], [4.0, 4.0]])
+    noise = seed_noise([a, np.array([[5.0, 5.0]]), b])
+    assert noise.df == 3 and noise.configurations == 2 and math.isclose(noise.between, (2.0 + 2.0) / 3)
+    assert noise.within == 0 and math.isclose(noise.shift, noise.between)  # whole-run shifts only
+    assert seed_noise([np.ones((1, 5)), np.ones((1, 5))]) is None
+
+
+def test_per_example_flips_are_not_counted_twice():
+    """Classification where a seed flips single examples, with and without a shift of the whole
+    run: the spread's `shift` estimates the whole-run part only (the paired test over examples
+    already sees the flips; the first version counted them twice, its z had an SD of 0.71), so
+    a real gain keeps its power and no-difference stays within noise."""
+    rng = np.random.default_rng(3)
+    p = rng.beta(2, 0.5, 1000)  # each example's chance to be right
+
+    def runs(k, tau=0.0, gain=0.0):
+        return 1 - np.stack([rng.random(1000) < np.clip(p + gain + rng.normal(0, tau), 0, 1) for _ in range(k)]).astype(float)
+
+    flips = [seed_noise([runs(3), runs(3)]) for _ in range(200)]
+    per_example = np.mean([f.within / f.n for f in flips])  # what counting the flips twice would add
+    assert np.mean([f.shift for f in flips]) < 0.35 * per_example  # > 0 only because it is clipped at 0
+    shifted = [seed_noise([runs(3, 0.02), runs(3, 0.02)]).shift for _ in range(200)]
+    assert abs(np.mean(shifted) - 0.02 ** 2) < 0.25 * 0.02 ** 2
+    nulls = [seeded_z(a, b, seed_noise([a, b])) for a, b in ((runs(3), runs(3)) for _ in range(150))]
+    assert 0.7 < np.std(nulls) < 1.15 and sum(abs(z) >= 3 for z in nulls) <= 2
+    gains = [seeded_z(b, a, seed_noise([a, b])) for a, b in ((runs(3), runs(3, gain=0.03)) for _ in range(100))]
+    assert np.mean(gains) > 1.8  # +3 points on 1,000 examples, 3 seeds each
+
+
+def test_one_seed_against_three_and_a_side_without_spread():
+    rng = np.random.default_rng(4)
+    base = rng.gamma(4.0, 0.4, WINDOWS)
+    ref, knob = _runs(rng, base, 3), _runs(rng, base, 1, effect=0.2)
+    noise = seed_noise([ref])
+    assert noise.df == 2 and seeded_z(ref, knob, noise) > 0  # ref has the lower error
 
 
 def test_t_becomes_z_with_the_same_tail():
@@ -36,7 +70,7 @@ def test_same_configuration_different_seeds_is_no_effect_beyond_noise():
     for _ in range(200):
         base = rng.gamma(4.0, 0.4, WINDOWS)
         a, b = _runs(rng, base, 3), _runs(rng, base, 3)
-        noise = seed_noise([a.mean(axis=1), b.mean(axis=1)])
+        noise = seed_noise([a, b])
         false_plain += abs(paired_z(b.mean(axis=0), a.mean(axis=0))) >= 3
         false_seeded += abs(seeded_z(a, b, noise)) >= 3
     assert false_plain > 100  # the per-window test alone calls most seed differences real
@@ -47,7 +81,7 @@ def test_a_real_effect_stands_out_against_the_seed_spread():
     rng = np.random.default_rng(1)
     base = rng.gamma(4.0, 0.4, WINDOWS)
     ref, worse = _runs(rng, base, 3), _runs(rng, base, 3, effect=0.2)  # dropout 0.2 on text-gpt: +0.19 nats
-    noise = seed_noise([ref.mean(axis=1), worse.mean(axis=1)])
+    noise = seed_noise([ref, worse])
     assert seeded_z(ref, worse, noise) >= 3  # "ref has the lower error"
     assert seeded_z(worse, ref, noise) <= -3
 
@@ -56,4 +90,5 @@ def test_a_seed_spread_of_zero_leaves_the_paired_test_as_it_was():
     rng = np.random.default_rng(2)
     a, b = rng.random(500), rng.random(500) + 0.05
     # the same statistic, read as Student's t with 499 degrees of freedom: 3.56 vs 3.58
-    assert math.isclose(seeded_z(a, b, SeedNoise(0.0, 10, 2)), paired_z(a, b), rel_tol=0.01)
+    assert math.isclose(seeded_z(a, b, SeedNoise(between=0.0, within=0.0, n=500, df=10, configurations=2)),
+                        paired_z(a, b), rel_tol=0.01)

@@ -5,11 +5,12 @@ the val examples (McNemar's z on one seed's 0/1 correctness, a paired z on per-e
 otherwise), on scores averaged over the seeds both were trained with. Within noise is
 "no effect", never a gain.
 
-Once some configuration has been trained with two seeds or more, the spread between seeds is
-measured (pooled over every separately trained configuration) and joins the per-example noise
-(`stats.seeded_z`): a difference must then stand out against "another seed" too. Language
-models need this from the start (two seeds of one GPT differ by z = 12 over val windows), so
-their reference is trained at every seed before any knob is judged.
+A knob trained with two seeds or more (it was within noise on the first) is judged against the
+spread between seeds too (`stats.seeded_z`, the spread pooled over the reference and the knobs
+once the more-seeds round is over): a difference must stand out against "another seed", not
+only against which examples are in val. Language models need this from the start (two seeds of
+one GPT differ by z = 12 over val windows), so their reference trains at every seed before any
+knob is judged, and every knob of theirs is judged against the spread.
 """
 
 from __future__ import annotations
@@ -49,12 +50,16 @@ class RegularizeMeasurements:
     augment_trained: Optional[np.ndarray] = None  # the model trained with the augmentation, on augmented val
     augment_skip: str = ""
     filters: Optional[FilterMeasure] = None
+    # The seed spread the knobs are judged against: set by the stage (after the reference's seeds,
+    # each more-seeds round, and once more at the end of them), so that best.yaml and the verdicts
+    # use the same number. None until some configuration has two seeds.
+    seed_noise: Optional[SeedNoise] = None
+    seed_spread_first: bool = False  # language models: every knob is judged against the spread
 
-    def noise(self) -> Optional[SeedNoise]:
-        """The seed spread, pooled over the separately trained configurations (the reference,
-        each knob, the combination); None until one of them has two seeds. Early stopping's
-        runs are the reference's own, not a separate training."""
-        return seed_spread(self.task, [self.reference, *self.knobs, self.combined])
+    def measure_noise(self) -> Optional[SeedNoise]:
+        """The seed spread pooled over the separately trained configurations so far (the
+        reference and each knob; early stopping's runs are the reference's own)."""
+        return seed_spread(self.task, [self.reference, *self.knobs])
 
 
 def _errors(task: str, scores: np.ndarray) -> np.ndarray:
@@ -62,21 +67,28 @@ def _errors(task: str, scores: np.ndarray) -> np.ndarray:
     return 1.0 - scores if task == "classification" else scores
 
 
+def _finite_errors(task: str, result: KnobResult) -> np.ndarray:
+    """(seeds, examples) errors of the runs that did not diverge."""
+    runs = [r for r in result.runs if not r.diverged]
+    return np.stack([_errors(task, r.val_scores) for r in runs]) if runs else np.zeros((0, 0))
+
+
 def seed_spread(task: str, results) -> Optional[SeedNoise]:
-    """Between-seed variance of a run's mean val error, pooled over `results` (KnobResults or
-    None) that have two finite runs or more."""
-    return seed_noise([float(_errors(task, r.val_scores).mean()) for r in res.runs if not r.diverged]
-                      for res in results if res is not None and not res.skip)
+    """The seed spread (stats.SeedNoise) pooled over `results` (KnobResults or None) with two
+    finite runs or more; None when there is none."""
+    return seed_noise(_finite_errors(task, res) for res in results if res is not None and not res.skip)
 
 
 def compare(task: str, ref: KnobResult, other: KnobResult, noise: Optional[SeedNoise] = None) -> tuple[float, int]:
     """z for "other beats ref" on val, and the number of `other`'s seeds it used. Without
-    `noise`: over the seeds both have, paired over val examples. With it: every run of each
-    side, and the seed spread counted too (the two sides may have different seed counts)."""
+    `noise`: over the seeds both have, paired over val examples. With it: every finite run of
+    each side (they may have different seed counts), the seed spread counted too; NaN when a
+    side has no finite run."""
     if noise is not None:
-        mine = np.stack([_errors(task, r.val_scores) for r in other.runs])
-        theirs = np.stack([_errors(task, r.val_scores) for r in ref.runs])
-        return seeded_z(mine, theirs, noise), len(other.runs)
+        mine, theirs = _finite_errors(task, other), _finite_errors(task, ref)
+        if not len(mine) or not len(theirs):
+            return math.nan, len(mine)
+        return seeded_z(mine, theirs, noise), len(mine)
     seeds = min(len(ref.runs), len(other.runs))
     a, b = ref.scores(seeds), other.scores(seeds)
     if task == "classification" and seeds == 1:
@@ -84,9 +96,18 @@ def compare(task: str, ref: KnobResult, other: KnobResult, noise: Optional[SeedN
     return paired_z(_errors(task, b), _errors(task, a)), seeds
 
 
+def noise_for(m: RegularizeMeasurements, other: KnobResult) -> Optional[SeedNoise]:
+    """The seed spread `other` is judged against: none for early stopping (read off the
+    reference's own runs) and for a knob judged on one seed (unless the task needs the spread
+    from the start), so a knob's verdict does not depend on whether another knob got seeds."""
+    if other is m.early or not (m.seed_spread_first or len(other.runs) > 1):
+        return None
+    return m.seed_noise
+
+
 def versus_reference(m: RegularizeMeasurements, other: KnobResult) -> tuple[float, int]:
     """compare() of `other` against the reference, with the seed spread where it applies."""
-    return compare(m.task, m.reference, other, None if other is m.early else m.noise())
+    return compare(m.task, m.reference, other, noise_for(m, other))
 
 
 def effect(z: float, cfg: RegularizeSpec) -> str:
@@ -97,30 +118,28 @@ def _mean(runs, attr: str, seeds: int) -> float:
     return float(np.mean([getattr(r, attr) for r in runs[:seeds]]))
 
 
-def _versus(m: RegularizeMeasurements, other: KnobResult, cfg: RegularizeSpec, *,
-            separate: bool = True) -> tuple[dict, str, float]:
-    """`other` against the reference; `separate`: trained apart from it (the seed spread
-    counts, once measured), not read off the reference's own runs."""
+def _versus(m: RegularizeMeasurements, other: KnobResult, cfg: RegularizeSpec) -> tuple[dict, str, float]:
     ref = m.reference
-    noise = m.noise() if separate else None
+    noise = noise_for(m, other)
     z, seeds = compare(m.task, ref, other, noise)
-    ref_seeds = len(ref.runs) if noise is not None else seeds
+    ref_runs = [r for r in ref.runs if not r.diverged] if noise is not None else ref.runs  # what compare() used
+    ref_seeds = len(ref_runs) if noise is not None else seeds
     metric = METRIC[m.task]
     deltas = [round(o.val_metric - r.val_metric, 5) for r, o in zip(ref.runs[:seeds], other.runs[:seeds])]
     observed = {
-        f"reference_val_{metric}": round(_mean(ref.runs, "val_metric", ref_seeds), 5),
+        f"reference_val_{metric}": round(_mean(ref_runs, "val_metric", ref_seeds), 5),
         f"val_{metric}": round(_mean(other.runs, "val_metric", seeds), 5),
         "delta_per_seed": deltas,
         "z": round(z, 2) if math.isfinite(z) else z,
         "seeds": seeds,
         "reference_seeds": ref_seeds,
-        "reference_val_loss": round(_mean(ref.runs, "val_loss", ref_seeds), 5),
+        "reference_val_loss": round(_mean(ref_runs, "val_loss", ref_seeds), 5),
         "val_loss": round(_mean(other.runs, "val_loss", seeds), 5),
         f"train_{metric}": round(_mean(other.runs, "train_metric", seeds), 5),
         "effect": effect(z, cfg),
     }
-    if noise is not None:  # in the units of the per-example score (1 - accuracy, squared error, nats per token)
-        observed["seed_sd"] = float(f"{noise.sd:.3g}")
+    if noise is not None:  # error units: 1 - accuracy, squared error, nats per token
+        observed["seed_sd"] = float(f"{noise.sd:.3g}")  # SD across seeds of a run's mean val error
         observed["seed_df"] = noise.df
     return observed, effect(z, cfg), z
 
@@ -138,8 +157,15 @@ def knob(m: RegularizeMeasurements, result: KnobResult, cfg: RegularizeSpec) -> 
     observed, eff, z = _versus(m, result, cfg)
     metric = METRIC_TITLE[m.task]
     key = METRIC[m.task]
+    if not math.isfinite(z):
+        return Verdict(STAGE, check, Status.SKIP, observed=observed,
+                       message=f"{result.description}: the reference has no finite run to compare with")
     change = f"val {metric} {observed[f'reference_val_{key}']:.4f} -> {observed[f'val_{key}']:.4f}"
+    if m.task == "language-model":  # z is computed on the per-window cross-entropy: show it
+        change += f", val loss {observed['reference_val_loss']:.4f} -> {observed['val_loss']:.4f} nats"
     seeds = f" over {observed['seeds']} seeds" if observed["seeds"] > 1 else ""
+    if observed["reference_seeds"] != observed["seeds"]:
+        seeds = f" over {observed['seeds']} seed(s) vs the reference's {observed['reference_seeds']}"
     if eff == HURT:
         return Verdict(STAGE, check, Status.WARN, observed=observed, expected=expected,
                        message=f"{result.description} hurt: {change} (z = {z:.1f}{seeds})",
@@ -154,7 +180,7 @@ def early_stopping(m: RegularizeMeasurements, cfg: RegularizeSpec) -> Verdict:
     if m.early is None or not m.early.runs:
         return Verdict(STAGE, "early-stopping", Status.SKIP,
                        message=m.early.skip if m.early is not None else "stages.regularize.knobs.early_stopping is off")
-    observed, eff, z = _versus(m, m.early, cfg, separate=False)
+    observed, eff, z = _versus(m, m.early, cfg)
     first, ref = m.early.runs[0], m.reference.runs[0]
     observed.update({"kept_step": first.stopped_at, "steps": ref.steps, "patience": m.patience,
                      "val_loss_at_kept": round(first.val_loss, 5), "val_loss_at_end": round(ref.val_loss, 5)})
@@ -184,8 +210,14 @@ def _se_metric(m: RegularizeMeasurements, scores: np.ndarray, metric: float) -> 
 
 def generalization_gap(m: RegularizeMeasurements, cfg: RegularizeSpec) -> Verdict:
     """Train minus val metric, for the reference and for best.yaml's configuration."""
-    if m.reference is None or not m.reference.runs or m.reference.runs[0].diverged:
+    if m.reference is None or not m.reference.runs:
         return Verdict(STAGE, "generalization-gap", Status.SKIP, message="the reference did not train")
+    diverged = [r.seed for r in m.reference.runs if r.diverged]
+    if diverged:  # the reference's own verdict; the knobs are compared with its finite seeds
+        return Verdict(STAGE, "generalization-gap", Status.FAIL, observed={"diverged_seeds": diverged},
+                       expected="the reference trains at every seed",
+                       message=f"the reference diverged (NaN/Inf loss) at seed(s) {diverged}",
+                       hint="training is unstable across seeds: lower the LR or clip gradients (optim.grad_clip)")
     ref = m.reference.runs[0]
     best = m.best.runs[0] if (m.best is not None and m.best.runs) else ref
     z = cfg.significance_z

@@ -90,6 +90,9 @@ def tune_improves(m: TuneMeasurements, cfg: TuneSpec) -> Verdict:
         observed.update({"seed_sd": float(f"{noise.sd:.3g}"), "seed_df": noise.df})
     at = f"at seed {seeds[0]}" if len(seeds) == 1 else f"over seeds {seeds[0]}-{seeds[-1]}"
     change = f"val {metric} {ref:.4f} -> {conf:.4f} {at}"
+    if m.task == "language-model":  # z is computed on the per-window cross-entropy: show it
+        loss = lambda runs: sum(r.val_loss for r in runs) / len(runs)  # noqa: E731
+        change += f" (val loss {loss(refs):.4f} -> {loss(confs):.4f} nats)"
     if z >= cfg.significance_z:
         return Verdict(STAGE, check, Status.PASS, observed=observed, expected=expected,
                        message=f"trial {b.number} beats the starting point: {change} (z = {z:.1f}); best.yaml holds it")

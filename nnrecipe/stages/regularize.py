@@ -3,12 +3,11 @@
 The reference is the overfit stage's model, re-trained here with the stage's budget and
 seed and scored at its last step. Each knob set in `stages.regularize.knobs` is one change
 to the reference spec, trained with the same seed and budget; a knob whose difference is
-within noise on the first seed gets more seeds (the reference too), up to `seeds`. Once some
-configuration has two seeds, the spread between seeds counts as noise too (a language
-model's reference trains at every seed first: its seeds differ far beyond the per-window
-noise). The knobs
-that helped are combined into regularize/best.yaml, checked by one more run when there are
-several, and the tune stage starts from that file.
+within noise on the first seed gets more seeds (the reference too), up to `seeds`, and is
+then judged against the spread between seeds too (a language model's reference trains at
+every seed first and every knob is judged so: its seeds differ far beyond the per-window
+noise). The knobs that helped are combined into regularize/best.yaml, checked by one more
+run when there are several, and the tune stage starts from that file.
 """
 
 from __future__ import annotations
@@ -107,18 +106,23 @@ def run(spec, ctx: StageContext) -> StageResult:
                 augmented_model = t.model  # for augment-preserves-labels
         m.knobs.append(result)
 
-    # 3. more seeds while a difference is within noise (the reference gets them too).
-    for i, seed in enumerate(seeds[1:], start=1):
+    # 3. more seeds while a difference is within noise (the reference gets them too); the seed
+    # spread is re-measured after each round, and its last value judges every knob below.
+    m.seed_spread_first = data.task == "language-model"
+    m.seed_noise = m.measure_noise()
+    for i in range(1, len(seeds)):
         pending = [r for r in m.knobs + ([m.early] if m.early is not None else [])
-                   if not r.skip and r.runs and not any(x.diverged for x in r.runs) and len(r.runs) == i
+                   if not r.skip and r.runs and not any(x.diverged for x in r.runs) and len(r.runs) <= i
                    and effect(versus_reference(m, r)[0], cfg) == NO_EFFECT]
         if not pending or m.reference.runs[0].diverged:
             break
-        if len(m.reference.runs) <= i:
-            train_reference(seed)
+        while len(m.reference.runs) <= i:
+            train_reference(seeds[len(m.reference.runs)])
         for r in pending:
-            if r is not m.early:
+            while r is not m.early and len(r.runs) <= i:  # a knob within noise only now catches up
+                seed = seeds[len(r.runs)]
                 r.runs.append(trainer.train(edits[r.name].edit(ref_spec), seed=seed, label=f"{r.name}-seed{seed}").run)
+        m.seed_noise = m.measure_noise()
 
     # 4. the knobs that helped, together; best.yaml.
     candidates = m.knobs + ([m.early] if m.early is not None and m.early.runs else [])

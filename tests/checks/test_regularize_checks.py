@@ -1,5 +1,7 @@
 """The regularize rules on synthetic measurements, both ways."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -142,6 +144,12 @@ def _lm_result(name, rng, base, seeds, effect=0.0):
     return KnobResult(name, name, runs=runs)
 
 
+def _lm_m(ref, *knobs):
+    m = rc.RegularizeMeasurements("language-model", n_val=700, reference=ref, knobs=list(knobs), seed_spread_first=True)
+    m.seed_noise = m.measure_noise()
+    return m
+
+
 def test_language_model_knobs_are_judged_against_the_seed_spread():
     """A knob that changes nothing: its one seed differs from the reference's by a seed shift,
     which the per-window test alone calls a large effect; with the reference's three seeds the
@@ -152,25 +160,51 @@ def test_language_model_knobs_are_judged_against_the_seed_spread():
         rng = np.random.default_rng(trial)
         base = rng.gamma(4.0, 0.4, 700)
         ref = _lm_result("reference", rng, base, 3)
-        m = rc.RegularizeMeasurements("language-model", n_val=700, reference=ref)
         same = _lm_result("weight-decay", rng, base, 1)
-        m.knobs = [same]
-        assert m.noise() is not None and m.noise().df == 2
+        m = _lm_m(ref, same)
+        assert m.seed_noise is not None and m.seed_noise.df == 2
         false_plain += rc.effect(rc.compare("language-model", ref, same)[0], CFG) != rc.NO_EFFECT
         v = rc.knob(m, same, CFG)
         false_seeded += v.observed["effect"] != rc.NO_EFFECT
         assert v.observed["reference_seeds"] == 3 and v.observed["seeds"] == 1 and v.observed["seed_df"] == 2
+        assert "nats" in v.message and "vs the reference's 3" in v.message
     assert false_plain >= 20 and false_seeded <= 1
     rng = np.random.default_rng(99)
     base = rng.gamma(4.0, 0.4, 700)
     ref, harm = _lm_result("reference", rng, base, 3), _lm_result("dropout", rng, base, 3, effect=0.19)
-    m = rc.RegularizeMeasurements("language-model", n_val=700, reference=ref, knobs=[harm])
-    v = rc.knob(m, harm, CFG)
+    v = rc.knob(_lm_m(ref, harm), harm, CFG)
     assert v.status is Status.WARN and v.observed["effect"] == "hurt", v.observed
+
+
+def test_a_diverged_reference_seed_fails_the_gap_and_the_knobs_use_the_finite_seeds():
+    rng = np.random.default_rng(5)
+    base = rng.gamma(4.0, 0.4, 700)
+    ref, harm = _lm_result("reference", rng, base, 3), _lm_result("dropout", rng, base, 3, effect=0.5)
+    ref.runs[2] = dataclasses.replace(ref.runs[2], val_scores=np.full(700, np.nan), diverged=True, seed=2)
+    m = _lm_m(ref, harm)
+    v = rc.knob(m, harm, CFG)
+    assert v.observed["effect"] == "hurt" and v.observed["reference_seeds"] == 2, v.observed  # not "no effect" from NaN
+    gap = rc.generalization_gap(m, CFG)
+    assert gap.status is Status.FAIL and gap.observed["diverged_seeds"] == [2]
+
+
+def test_a_knob_judged_on_one_seed_does_not_change_when_another_knob_gets_seeds():
+    """Classification: knob A helps on its one seed (McNemar); knob B was within noise and got a
+    second seed, so a seed spread exists now. A is still judged on its own one seed as before."""
+    ref = _result("reference", 0.80, 0.80)
+    a = KnobResult("dropout", "dropout", runs=[_run(np.maximum(ref.runs[0].val_scores, _scores(0.3, 9)))])
+    b = _result("weight-decay", 0.80, 0.80, base_seed=40)
+    m = _m(ref, knobs=[a, b])
+    m.seed_noise = m.measure_noise()
+    assert m.seed_noise is not None
+    va, vb = rc.knob(m, a, CFG), rc.knob(m, b, CFG)
+    assert va.observed["effect"] == "helped" and "seed_sd" not in va.observed
+    assert vb.observed["effect"] == "no effect" and vb.observed["seed_df"] == 2
 
 
 def test_one_seed_everywhere_keeps_the_paired_test():
     ref = _result("reference", 0.8)
     knob = _result("dropout", 0.8, base_seed=50)
     m = _m(ref, knobs=[knob])
-    assert m.noise() is None and "seed_sd" not in rc.knob(m, knob, CFG).observed
+    m.seed_noise = m.measure_noise()
+    assert m.seed_noise is None and "seed_sd" not in rc.knob(m, knob, CFG).observed
