@@ -22,7 +22,7 @@ run: $(STAMP)
 	$(VENV)/bin/nnrecipe run --config $(CONFIG)
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15  # the slowest tests in every CI log: the suite must stay well under 10 min
 
 bench: $(STAMP)  # benchmarks are run by hand, never as tests
 	$(PY) bench/engine_overhead.py

@@ -133,6 +133,9 @@ def data_scaling(m: ScalingMeasurements, cfg: RegularizeSpec) -> Verdict:
                 "z": round(z, 2) if math.isfinite(z) else z, "predicted_gain_at_2x": round(slope, 5),
                 "seeds": len(m.points[-1].result.runs), "trend": kind}
     span = f"from {examples[-2]} to {examples[-1]} examples"
+    if m.task == "language-model":  # z is computed on the per-window cross-entropy: show it
+        losses = [float(np.mean([r.val_loss for r in p.result.runs])) for p in m.points[-2:]]
+        span += f" (val loss {losses[0]:.4f} -> {losses[1]:.4f} nats)"
     if kind == FALLING:
         return Verdict(STAGE, check, Status.WARN, observed=observed, expected=expected,
                        message=f"more data made val {metric} worse: {metrics[-2]:.4f} -> {metrics[-1]:.4f} {span} (z {z:.1f})",
