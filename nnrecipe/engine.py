@@ -18,6 +18,7 @@ import math
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -33,6 +34,21 @@ class EvalResult:
     metric_name: str
     n: int
     outputs: Optional[torch.Tensor] = dataclasses.field(default=None, repr=False, compare=False)  # keep_outputs=True
+    scores: Optional[np.ndarray] = dataclasses.field(default=None, repr=False, compare=False)  # keep_scores=True
+
+
+def example_scores(out: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
+    """Per example, float64, on the outputs' device: correct (0/1, classification), squared
+    error (regression), or the window's mean next-token cross-entropy in nats (language-model;
+    its padding targets left out); the last two lower-better."""
+    out, y = out.float(), y.to(out.device)
+    if task == "language-model":
+        from nnrecipe.losses import per_example_loss
+
+        return per_example_loss("cross_entropy", out, y).double()
+    if task == "classification":
+        return (out.argmax(dim=1) == y.long()).double()
+    return ((out - y.float().reshape(out.shape)) ** 2).reshape(len(out), -1).mean(dim=1).double()
 
 
 @dataclasses.dataclass
@@ -185,22 +201,26 @@ class Engine:
 
     @torch.inference_mode()
     def evaluate(self, model: nn.Module, split: Split, loss_fn: Callable, *, batch_size: int = 1024,
-                 keep_outputs: bool = False) -> EvalResult:
+                 keep_outputs: bool = False, keep_scores: bool = False) -> EvalResult:
         """Mean loss and metric over the entire split, accumulated on the device (one sync at the end).
-        keep_outputs also returns the outputs (float32, host), so per-example scores need no second pass."""
+        keep_outputs also returns the outputs (float32, host); keep_scores the per-example scores
+        (example_scores), computed batch by batch: a language model's (N, L, V) logits need not
+        be kept for them (a 256-token vocabulary on 1 MB of val text would be 1 GB)."""
         was_training = model.training
         self._prepare(model).eval()
         zero = lambda: torch.zeros((), device=self.device, dtype=torch.float64)  # noqa: E731
         loss_sum, hits, sse = zero(), zero(), zero()
         y_sum = y_sq = None  # regression: per-output sums, for SST
         n = 0
-        kept = []
+        kept, scored = [], []
         for batch in split.iterate(batch_size):
             x, y = self._to_device(batch)
             with self._autocast():
                 out = model(x)
             if keep_outputs:
                 kept.append(out.float().cpu())
+            if keep_scores:
+                scored.append(example_scores(out, y, self.task))  # stays on the device until the end
             loss_sum += loss_fn(out, y).double() * len(x)  # losses are batch means
             if self.task == "classification":
                 hits += (out.argmax(dim=1) == y).sum()
@@ -218,13 +238,34 @@ class Engine:
         model.train(was_training)
         mean_loss = (loss_sum / n).item()
         outputs = torch.cat(kept) if keep_outputs else None
+        scores = torch.cat(scored).cpu().numpy() if keep_scores else None
         if self.task == "classification":
-            return EvalResult(loss=mean_loss, metric=(hits / n).item(), metric_name="accuracy", n=n, outputs=outputs)
+            return EvalResult(loss=mean_loss, metric=(hits / n).item(), metric_name="accuracy", n=n, outputs=outputs,
+                              scores=scores)
         if self.task == "language-model":
-            return EvalResult(loss=mean_loss, metric=(hits / n).item(), metric_name="token_accuracy", n=n, outputs=outputs)
+            return EvalResult(loss=mean_loss, metric=(hits / n).item(), metric_name="token_accuracy", n=n, outputs=outputs,
+                              scores=scores)
         # R^2 = 1 - SSE/SST: 0 for the mean predictor, 1 for a perfect one.
         sst = (y_sq - y_sum**2 / n).sum().clamp_min(1e-12)
-        return EvalResult(loss=mean_loss, metric=1.0 - (sse / sst).item(), metric_name="r2", n=n, outputs=outputs)
+        return EvalResult(loss=mean_loss, metric=1.0 - (sse / sst).item(), metric_name="r2", n=n, outputs=outputs,
+                          scores=scores)
+
+    @torch.inference_mode()
+    def batches_through(self, models: list[nn.Module], split: Split, *, batch_size: int = 1024):
+        """Each batch of `split` through every model, in eval mode: yields ([float32 outputs, one
+        per model, on the device], targets on the device). Nothing is kept between batches."""
+        was = [m.training for m in models]
+        for m in models:
+            self._prepare(m).eval()
+        try:
+            for batch in split.iterate(batch_size):
+                x, y = self._to_device(batch)
+                with self._autocast():
+                    outs = [m(x).float() for m in models]
+                yield outs, y
+        finally:
+            for m, w in zip(models, was):
+                m.train(w)
 
     @torch.inference_mode()
     def predict(self, model: nn.Module, split: Split, *, batch_size: int = 1024) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -176,3 +177,28 @@ def test_tensorboard_lr_curve_keeps_the_schedule_shape_with_few_points(tmp_path,
         # between written points the LR never moved by more than ~1% of the last written one
         for (s0, v0), (s1, _) in zip(points, points[1:]):
             assert all(abs(h.lrs[i] - v0) <= 0.0101 * v0 for i in range(s0, s1 - 1))
+
+
+def test_per_example_scores_are_computed_batch_by_batch_without_keeping_outputs():
+    """A language model's val scores (per-window cross-entropy) come out of the evaluation
+    itself: its (N, L, V) logits need not be kept on the host for them."""
+    from nnrecipe.data.bundle import TensorSplit
+    from nnrecipe.engine import Engine, example_scores
+    from nnrecipe.losses import IGNORE_INDEX
+    from nnrecipe.models.sequence import GPT
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    x = torch.randint(0, 11, (37, 8))
+    y = torch.roll(x, -1, dims=1)
+    y[:5, -3:] = IGNORE_INDEX  # padding targets are left out of each window's mean
+    model = GPT(11, 8, n_layer=1, n_head=2, n_embd=16, dropout=0.0)
+    loss = lambda out, t: F.cross_entropy(out.transpose(1, 2), t, ignore_index=IGNORE_INDEX)  # noqa: E731
+    engine = Engine(device=torch.device("cpu"), task="language-model")
+    lean = engine.evaluate(model, TensorSplit("val", x, y), loss, batch_size=10, keep_scores=True)
+    full = engine.evaluate(model, TensorSplit("val", x, y), loss, batch_size=10, keep_outputs=True)
+    assert lean.outputs is None and lean.scores.shape == (37,)
+    np.testing.assert_allclose(lean.scores, example_scores(full.outputs, y, "language-model").numpy(), rtol=1e-6)
+    real = y[0] != IGNORE_INDEX
+    by_hand = F.cross_entropy(full.outputs[0][real], y[0][real]).item()
+    assert abs(lean.scores[0] - by_hand) < 1e-5

@@ -27,8 +27,11 @@ def _wait_for(path, proc, timeout=120.0):
 
 def test_sigint_leaves_valid_verdicts_and_marks_the_stage_interrupted(in_tmp):
     path = write_spec(in_tmp, {"name": "int", "data": {"source": "synthetic"}, "train": {"steps": 100000, "eval_every": 50}})
+    # As from a terminal: SIGINT at its default, whatever this test process inherited (a shell
+    # starts background jobs with SIGINT ignored, and Python then keeps ignoring it).
     proc = subprocess.Popen([sys.executable, "-m", "nnrecipe.cli", "overfit", "--config", str(path)], cwd=in_tmp, env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     _wait_for(in_tmp / "runs" / "int" / "overfit" / "checkpoints" / "last.pt", proc)  # training is under way
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)

@@ -241,10 +241,10 @@ def _score_state(model, watch: EarlyStopping, *, data, loss_fn, device, spec, se
     engine = Engine.for_spec(spec.train, device=device, task=data.task)
     final = {k: v.detach().clone() for k, v in model.state_dict().items()}
     model.load_state_dict(watch.state)
-    val = engine.evaluate(model, data.val, loss_fn, keep_outputs=True)
+    val = engine.evaluate(model, data.val, loss_fn, keep_scores=True)
     train = engine.evaluate(model, data.train, loss_fn)
     model.load_state_dict(final)
-    return Run(seed=seed, val_scores=val_scores(val.outputs, data.targets("val"), data.task), val_loss=val.loss,
+    return Run(seed=seed, val_scores=val.scores, val_loss=val.loss,
                val_metric=val.metric, train_loss=train.loss, train_metric=train.metric, steps=exp.history.steps_run,
                diverged=False, evals=[(s, r.loss, r.metric) for s, r in exp.history.evals], stopped_at=watch.best_step)
 

@@ -7,6 +7,7 @@ become rows [softmax(log p / T), hard label], so the one engine trains it unchan
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Optional
 
@@ -15,9 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from nnrecipe.data.bundle import TensorSplit
-from nnrecipe.engine import Engine, load_checkpoint
+from nnrecipe.engine import Engine, example_scores, load_checkpoint
 from nnrecipe.probes.regularize import Run
-from nnrecipe.probes.training import val_scores
 
 
 def as_probabilities(outputs: torch.Tensor, loss: str) -> torch.Tensor:
@@ -42,22 +42,51 @@ def combine_outputs(outputs: list[torch.Tensor], task: str, loss: str) -> torch.
     return torch.stack(outputs).mean(dim=0)
 
 
-def size_curve(outputs: list[torch.Tensor], targets: torch.Tensor, task: str, loss: str) -> list[float]:
-    """The metric of the ensemble of the first k members, k = 1..K (accuracy, or MSE for regression)."""
-    return [float(val_scores(combine_outputs(outputs[:k], task, loss), targets, task).mean()) for k in range(1, len(outputs) + 1)]
+@dataclasses.dataclass
+class EnsemblePass:
+    """The members and their ensembles on one split, per example (engine.example_scores)."""
+
+    members: list[np.ndarray]  # each member's scores
+    prefixes: list[np.ndarray]  # the ensemble of the first k members, k = 1..K
+    spread: float  # how far the members' raw outputs are apart: max |o_k - o_0| / mean |o_0|
+    disagreement: Optional[float]  # classification: mean pairwise fraction of differing predictions
+
+    @property
+    def ensemble(self) -> np.ndarray:
+        return self.prefixes[-1]
+
+    def curve(self) -> list[float]:
+        """The metric of the ensemble of the first k members, k = 1..K (accuracy, MSE, nats)."""
+        return [float(p.mean()) for p in self.prefixes]
 
 
-def disagreement(outputs: list[torch.Tensor]) -> float:
-    """Mean fraction of examples on which two members predict different classes."""
-    preds = [o.argmax(dim=1) for o in outputs]
-    pairs = [(preds[i] != preds[j]).float().mean().item() for i in range(len(preds)) for j in range(i + 1, len(preds))]
-    return float(np.mean(pairs)) if pairs else 0.0
-
-
-def output_spread(outputs: list[torch.Tensor]) -> float:
-    """How far the members' raw outputs on val are apart: max |o_k - o_0| / mean |o_0|."""
-    scale = outputs[0].abs().mean().clamp_min(1e-12)
-    return max(float((o - outputs[0]).abs().max() / scale) for o in outputs[1:]) if len(outputs) > 1 else 0.0
+def ensemble_pass(engine: Engine, models: list[torch.nn.Module], split, *, task: str, loss: str,
+                  batch_size: int = 256) -> EnsemblePass:
+    """Score every member and every prefix ensemble batch by batch: no member's outputs are
+    kept for the whole split (a language model's are windows x context x vocabulary)."""
+    k = len(models)
+    members, prefixes = [[] for _ in models], [[] for _ in models]
+    zero = lambda: torch.zeros((), dtype=torch.float64, device=engine.device)  # noqa: E731
+    max_diff, abs_sum, differ = zero(), zero(), torch.zeros(k, k, dtype=torch.float64, device=engine.device)
+    count = examples = 0
+    for outs, y in engine.batches_through(models, split, batch_size=batch_size):
+        for i in range(k):
+            members[i].append(example_scores(outs[i], y, task))
+            prefixes[i].append(example_scores(combine_outputs(outs[: i + 1], task, loss), y, task))
+        for o in outs[1:]:
+            max_diff = torch.maximum(max_diff, (o - outs[0]).abs().max().double())
+        abs_sum += outs[0].abs().sum().double()
+        count += outs[0].numel()
+        if task == "classification":
+            preds = torch.stack([o.argmax(dim=1) for o in outs])  # (k, batch)
+            differ += (preds[:, None, :] != preds[None, :, :]).double().sum(dim=2)
+        examples += len(y)
+    as_np = lambda parts: torch.cat(parts).cpu().numpy()  # noqa: E731  (one sync per list, at the end)
+    pairs = k * (k - 1) / 2
+    spread = float(max_diff / (abs_sum / max(count, 1)).clamp_min(1e-12)) if k > 1 else 0.0
+    disagreement = (float(torch.triu(differ, diagonal=1).sum() / pairs / max(examples, 1)) if k > 1 else 0.0) \
+        if task == "classification" else None
+    return EnsemblePass([as_np(p) for p in members], [as_np(p) for p in prefixes], spread, disagreement)
 
 
 def soft_targets(teacher_probs: torch.Tensor, hard: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -126,8 +155,8 @@ def train_student(spec, *, model, data, teacher_train: torch.Tensor, device, ste
 
 def _scored(engine, model, data, loss_fn, *, seed: int, steps: int, diverged: bool = False, evals=()) -> Run:
     tr = engine.evaluate(model, data.train, loss_fn)
-    va = engine.evaluate(model, data.val, loss_fn, keep_outputs=True)
-    return Run(seed=seed, val_scores=val_scores(va.outputs, data.targets("val"), data.task), val_loss=va.loss,
+    va = engine.evaluate(model, data.val, loss_fn, keep_scores=True)
+    return Run(seed=seed, val_scores=va.scores, val_loss=va.loss,
                val_metric=va.metric, train_loss=tr.loss, train_metric=tr.metric, steps=steps, diverged=diverged,
                evals=list(evals))
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nnrecipe.engine import EarlyStopping, Engine, EvalResult, History, load_checkpoint
+from nnrecipe.engine import EarlyStopping, Engine, EvalResult, History, example_scores, load_checkpoint
 from nnrecipe.optim import make_optimizer, make_scheduler
 
 
@@ -92,17 +92,15 @@ def train_sample(data):
     return data.train.subset(index)
 
 
-def val_scores(outputs: torch.Tensor, targets: torch.Tensor, task: str) -> np.ndarray:
-    """Per val example: correct (0/1, classification), squared error (regression), or the
-    window's mean next-token cross-entropy in nats (language-model); the last two lower-better."""
-    if task == "language-model":
-        from nnrecipe.losses import per_example_loss
+def keeps_outputs(task: str) -> bool:
+    """Whether a val evaluation keeps the outputs for pictures (mispredictions, residuals): not
+    a language model's (N, L, V) logits, which its stages do not draw."""
+    return task != "language-model"
 
-        return per_example_loss("cross_entropy", outputs, targets.to(outputs.device)).double().numpy()
-    if task == "classification":
-        return (outputs.argmax(dim=1) == targets.to(outputs.device).long()).numpy().astype(np.float64)
-    y = targets.float().reshape(outputs.shape)
-    return ((outputs - y) ** 2).reshape(len(outputs), -1).mean(dim=1).double().numpy()
+
+def val_scores(outputs: torch.Tensor, targets: torch.Tensor, task: str) -> np.ndarray:
+    """Per val example, from outputs already at hand (engine.example_scores)."""
+    return example_scores(outputs, targets, task).cpu().numpy()
 
 
 def train_experiment(
@@ -134,14 +132,15 @@ def train_experiment(
     if early_stopping is not None and stop_early and early_stopping.state is not None and not history.diverged:
         model.load_state_dict(early_stopping.state)
     train_eval = engine.evaluate(model, train_sample(data), loss_fn)
+    keep = keeps_outputs(data.task)
     if best_checkpoint is not None and best_checkpoint.exists() and not history.diverged:
         final_state = {k: v.clone() for k, v in model.state_dict().items()}
         model.load_state_dict(load_checkpoint(best_checkpoint, map_location=device)["model"])
-        val_eval = engine.evaluate(model, data.val, loss_fn, keep_outputs=True)
+        val_eval = engine.evaluate(model, data.val, loss_fn, keep_outputs=keep, keep_scores=True)
         model.load_state_dict(final_state)
     else:
-        val_eval = engine.evaluate(model, data.val, loss_fn, keep_outputs=True)
-    scores = val_scores(val_eval.outputs, data.targets("val"), data.task)
+        val_eval = engine.evaluate(model, data.val, loss_fn, keep_outputs=keep, keep_scores=True)
+    scores = val_eval.scores
     if writer is not None:
         writer.add_scalar("final/train_loss", train_eval.loss, history.steps_run)
         writer.add_scalar(f"final/train_{train_eval.metric_name}", train_eval.metric, history.steps_run)

@@ -27,6 +27,7 @@ from nnrecipe.probes.sequence_probes import unigram_scores
 from nnrecipe.stages import data_value
 from nnrecipe.stages.base import StageContext, StageResult, with_artifacts
 from nnrecipe.stages.misprediction_pictures import misprediction_artifacts
+from nnrecipe.probes.training import keeps_outputs
 from nnrecipe.stages.trainer import Trainer
 from nnrecipe.stages.regularize_pictures import draw
 
@@ -231,7 +232,7 @@ def _mispredictions(ctx, trainer: Trainer, best_spec, name: str, state, data):
         model = prepare_model(best_spec, best_data, base=ctx.base)
         model.load_state_dict(state)
         result = Engine.for_spec(best_spec.train, device=ctx.device, task=data.task).evaluate(
-            model, best_data.val, make_loss(best_spec, base=ctx.base), keep_outputs=True)
+            model, best_data.val, make_loss(best_spec, base=ctx.base), keep_outputs=keeps_outputs(data.task))
     if data.task == "language-model":  # no confusion matrix over a vocabulary; overfit and squeeze write samples
         return {}, result
     wrong = mispredictions.measure(result.outputs, data.targets("val"), task=data.task, num_classes=data.num_outputs,

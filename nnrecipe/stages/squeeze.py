@@ -22,7 +22,7 @@ from nnrecipe.losses import loss_name, make_loss
 from nnrecipe.models import prepare_model
 from nnrecipe.probes import squeeze as sq
 from nnrecipe.probes.regularize import Run
-from nnrecipe.probes.training import resumable, val_scores
+from nnrecipe.probes.training import resumable
 from nnrecipe.runtime import seed_everything
 from nnrecipe.stages.base import StageContext, StageResult, with_artifacts
 from nnrecipe.stages.squeeze_pictures import draw
@@ -62,7 +62,7 @@ def run(spec, ctx: StageContext) -> StageResult:
                 shutil.rmtree(entry)
 
     # 1. the members, one seed each, saved as they finish.
-    models, val_out, test_out, resumed, continued = [], [], [], [], []
+    models, metas, resumed, continued = [], [], [], []
     for i in range(cfg.members):
         seed, label = spec.seed + i, f"member-{i}"
         meta_path, weights = members_dir / f"{label}.json", members_dir / f"{label}.pt"
@@ -87,28 +87,22 @@ def run(spec, ctx: StageContext) -> StageResult:
             run_fields = {k: v for k, v in dataclasses.asdict(t.run).items() if k != "val_scores"}
             meta = {"key": key, "seed": seed, "run": run_fields}
             atomic.write_json(meta_path, meta)  # written last: the member counts as finished from here
-        val = engine.predict(model, data.val)
         models.append(model)
-        val_out.append(val)
-        if data.test is not None:
-            test_out.append(engine.predict(model, data.test))
-        m.members.append(Run(val_scores=val_scores(val, data.targets("val"), task), **_run_fields(meta["run"])))
+        metas.append(meta)
 
-    # 2. the ensemble on val (and test).
-    y_val = data.targets("val")
-    ensemble_val = sq.combine_outputs(val_out, task, loss)
-    m.ensemble_scores = val_scores(ensemble_val, y_val, task)
-    m.size_curve = sq.size_curve(val_out, y_val, task, loss)
-    m.disagreement = sq.disagreement(val_out) if task == "classification" else None
-    m.output_spread = sq.output_spread(val_out)
+    # 2. the members and their ensembles on val (and test), batch by batch.
+    val = sq.ensemble_pass(engine, models, data.val, task=task, loss=loss)
+    m.members = [Run(val_scores=s, **_run_fields(meta["run"])) for s, meta in zip(val.members, metas)]
+    m.ensemble_scores, m.size_curve = val.ensemble, val.curve()
+    m.disagreement, m.output_spread = val.disagreement, val.spread
     best = m.best_member()
     test_curve = []
     if data.test is not None and best is not None:
-        y_test = data.targets("test")
-        m.test["best_member"] = round(float(val_scores(test_out[best], y_test, task).mean()), 5)
-        m.test["average_member"] = round(float(sum(val_scores(o, y_test, task).mean() for o in test_out) / len(test_out)), 5)
-        m.test["ensemble"] = round(float(val_scores(sq.combine_outputs(test_out, task, loss), y_test, task).mean()), 5)
-        test_curve = sq.size_curve(test_out, y_test, task, loss)
+        test = sq.ensemble_pass(engine, models, data.test, task=task, loss=loss)
+        m.test["best_member"] = round(float(test.members[best].mean()), 5)
+        m.test["average_member"] = round(float(sum(s.mean() for s in test.members) / len(test.members)), 5)
+        m.test["ensemble"] = round(float(test.ensemble.mean()), 5)
+        test_curve = test.curve()
 
     # 3. distillation: the ensemble's soft targets on train -> one student.
     student_model = student_spec = None
@@ -129,9 +123,8 @@ def run(spec, ctx: StageContext) -> StageResult:
                                                     augment=augment, writer=ctx.writer(STAGE, "student-soft-targets"),
                                                     progress=ctx.progress)
         if data.test is not None:
-            y_test = data.targets("test")
-            m.test["student"] = round(float(val_scores(engine.predict(student_model, data.test), y_test, task).mean()), 5)
-            m.test["hard_label"] = round(float(val_scores(engine.predict(hard.model, data.test), y_test, task).mean()), 5)
+            m.test["student"] = _test_score(engine, student_model, data, start, ctx.base)
+            m.test["hard_label"] = _test_score(engine, hard.model, data, start, ctx.base)
     elif not cfg.distill.enabled:
         m.distill_skip = "stages.squeeze.distill.enabled is off"
 
@@ -150,7 +143,7 @@ def run(spec, ctx: StageContext) -> StageResult:
             m.reloaded_val_loss = before.val_loss
             m.recorded_val_loss = sq.checkpoint_val_loss(m.members[best].evals, before.steps)
             if data.test is not None:
-                m.test["longer"] = round(float(val_scores(engine.predict(longer_model, data.test), data.targets("test"), task).mean()), 5)
+                m.test["longer"] = _test_score(engine, longer_model, data, start, ctx.base)
         else:
             m.longer_skip = f"{ctx.rel(last)} is missing"
 
@@ -173,6 +166,12 @@ def run(spec, ctx: StageContext) -> StageResult:
     arts = draw(ctx, m, test_curve=test_curve, stage=STAGE)
     verdicts = [with_artifacts(v, *arts.get(v.check, [])) for v in verdicts]
     return StageResult(STAGE, verdicts, summary)
+
+
+def _test_score(engine, model, data, spec, base) -> float:
+    """The model's mean per-example score on the test split (accuracy, squared error, nats)."""
+    result = engine.evaluate(model, data.test, make_loss(spec, base=base), keep_scores=True)
+    return round(float(result.scores.mean()), 5)
 
 
 def _run_fields(d: dict) -> dict:
