@@ -30,16 +30,26 @@ def as_probabilities(outputs: torch.Tensor, loss: str) -> torch.Tensor:
     return torch.softmax(outputs.float(), dim=1)  # logits (cross_entropy and user losses)
 
 
+def _averaged(output: torch.Tensor, task: str, loss: str) -> torch.Tensor:
+    """What an ensemble averages of one member's output: class probabilities, the next-token
+    distribution, or the regression output itself."""
+    if task == "language-model":
+        return torch.softmax(output.float(), dim=-1)
+    if task == "classification":
+        return as_probabilities(output, loss)
+    return output
+
+
+def _as_prediction(mean: torch.Tensor, task: str) -> torch.Tensor:
+    """A language model's mean distribution as its log (valid logits: per-window cross-entropy
+    and argmax read them as they read one member's); the others as they are."""
+    return torch.log(mean.clamp_min(1e-12)) if task == "language-model" else mean
+
+
 def combine_outputs(outputs: list[torch.Tensor], task: str, loss: str) -> torch.Tensor:
     """The ensemble's prediction: mean probabilities, or mean outputs for regression; for a
-    language model the log of the mean next-token distribution (valid logits: per-window
-    cross-entropy and argmax read them as they read one member's)."""
-    if task == "language-model":
-        mean = torch.stack([torch.softmax(o.float(), dim=-1) for o in outputs]).mean(dim=0)
-        return torch.log(mean.clamp_min(1e-12))
-    if task == "classification":
-        return torch.stack([as_probabilities(o, loss) for o in outputs]).mean(dim=0)
-    return torch.stack(outputs).mean(dim=0)
+    language model the log of the mean next-token distribution."""
+    return _as_prediction(torch.stack([_averaged(o, task, loss) for o in outputs]).mean(dim=0), task)
 
 
 @dataclasses.dataclass
@@ -70,9 +80,12 @@ def ensemble_pass(engine: Engine, models: list[torch.nn.Module], split, *, task:
     max_diff, abs_sum, differ = zero(), zero(), torch.zeros(k, k, dtype=torch.float64, device=engine.device)
     count = examples = 0
     for outs, y in engine.batches_through(models, split, batch_size=batch_size):
+        running = None  # the sum of the first i + 1 members' averaged outputs
         for i in range(k):
             members[i].append(example_scores(outs[i], y, task))
-            prefixes[i].append(example_scores(combine_outputs(outs[: i + 1], task, loss), y, task))
+            part = _averaged(outs[i], task, loss)
+            running = part if running is None else running + part
+            prefixes[i].append(example_scores(_as_prediction(running / (i + 1), task), y, task))
         for o in outs[1:]:
             max_diff = torch.maximum(max_diff, (o - outs[0]).abs().max().double())
         abs_sum += outs[0].abs().sum().double()
