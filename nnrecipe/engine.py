@@ -237,18 +237,16 @@ class Engine:
             n += len(x)
         model.train(was_training)
         mean_loss = (loss_sum / n).item()
-        outputs = torch.cat(kept) if keep_outputs else None
-        scores = torch.cat(scored).cpu().numpy() if keep_scores else None
         if self.task == "classification":
-            return EvalResult(loss=mean_loss, metric=(hits / n).item(), metric_name="accuracy", n=n, outputs=outputs,
-                              scores=scores)
-        if self.task == "language-model":
-            return EvalResult(loss=mean_loss, metric=(hits / n).item(), metric_name="token_accuracy", n=n, outputs=outputs,
-                              scores=scores)
-        # R^2 = 1 - SSE/SST: 0 for the mean predictor, 1 for a perfect one.
-        sst = (y_sq - y_sum**2 / n).sum().clamp_min(1e-12)
-        return EvalResult(loss=mean_loss, metric=1.0 - (sse / sst).item(), metric_name="r2", n=n, outputs=outputs,
-                          scores=scores)
+            metric, name = (hits / n).item(), "accuracy"
+        elif self.task == "language-model":
+            metric, name = (hits / n).item(), "token_accuracy"
+        else:  # R^2 = 1 - SSE/SST: 0 for the mean predictor, 1 for a perfect one.
+            sst = (y_sq - y_sum**2 / n).sum().clamp_min(1e-12)
+            metric, name = 1.0 - (sse / sst).item(), "r2"
+        return EvalResult(loss=mean_loss, metric=metric, metric_name=name, n=n,
+                          outputs=torch.cat(kept) if keep_outputs else None,
+                          scores=torch.cat(scored).cpu().numpy() if keep_scores else None)
 
     @torch.inference_mode()
     def batches_through(self, models: list[nn.Module], split: Split, *, batch_size: int = 1024):
