@@ -30,11 +30,13 @@ import torch.nn.functional as F
 from nnrecipe.data import build_data
 from nnrecipe.data.bundle import TensorSplit
 from nnrecipe.engine import Engine
+from nnrecipe.experiments import Logging, TrainPlan
 from nnrecipe.losses import make_loss
 from nnrecipe.models import build_model
 from nnrecipe.optim import make_optimizer
 from nnrecipe.runtime import autocast_dtype, resolve_device, seed_everything
 from nnrecipe.spec import load_spec
+from nnrecipe.tasks import get_task
 
 CPU_WORKLOADS = {
     "digits-mlp (batch 64)": ["data.batch_size=64"],
@@ -109,11 +111,11 @@ def run_workload(name, overrides, *, device, steps, repeats, compile) -> dict:
                               seed=0, device=device, amp_dtype=amp, channels_last=spec.train.channels_last,
                               compile=spec.train.compile)
                 else:
-                    engine = Engine.for_spec(spec.train, device=device, task=spec.task, log_every=spec.train.log_every,
-                                             writer=writer)
-                    engine.train(model=model, train=train, val=None, loss_fn=loss_fn,
-                                 optimizer=make_optimizer(spec.optim, model.parameters()), steps=steps,
-                                 batch_size=spec.data.batch_size, seed=0)
+                    engine = Engine.for_spec(spec.train, device=device, task=get_task(spec.task))
+                    engine.train(TrainPlan(model=model, train=train, loss_fn=loss_fn,
+                                           optimizer=make_optimizer(spec.optim, model.parameters()), steps=steps,
+                                           batch_size=spec.data.batch_size, seed=0,
+                                           log=Logging(writer=writer, every=spec.train.log_every)))
                 _sync(device)
                 elapsed, cpu = time.perf_counter() - t, time.process_time() - c
                 if writer is not None:

@@ -121,8 +121,10 @@ def inspect_data(
             from nnrecipe.recipe import prepare_spec
             from nnrecipe.stages.inspect_data import CSV_NAME, examples_table
 
+            from nnrecipe.rundir import RunDir
+
             spec, _ = prepare_spec(config=config, overrides=overrides or [], device=device, output_dir=output_dir)
-            path = Path(spec.output_dir) / spec.name / "inspect-data" / CSV_NAME
+            path = RunDir.of(spec.output_dir, spec.name).stage_dir("inspect-data") / CSV_NAME
             cols, rows = examples_table(path, sort_by=sort_by, class_filter=class_filter, limit=limit or 20,
                                         ascending=ascending, split=split)
             table = Table(title=f"examples ({path})")
@@ -235,8 +237,8 @@ def run_all(
     first: Annotated[Optional[str], typer.Option("--from", help="Start at this stage (earlier ones' results are read from the run directory)", show_default=False)] = None,
     last: Annotated[Optional[str], typer.Option("--to", help="Stop after this stage", show_default=False)] = None,
 ) -> None:
-    """The whole recipe: every available stage in order, stopping at the first stage with a fail."""
-    from nnrecipe.stages import STAGE_NAMES, STAGES
+    """The whole recipe: every stage in order, stopping at the first stage with a fail."""
+    from nnrecipe.stages import STAGE_NAMES
 
     with _exit_codes():
         for flag, value in (("--from", first), ("--to", last)):
@@ -246,13 +248,9 @@ def run_all(
         hi = STAGE_NAMES.index(last) if last else len(STAGE_NAMES) - 1
         if lo > hi:
             raise NNRecipeError(f"--from {first} comes after --to {last} in the recipe ({' → '.join(STAGE_NAMES)})")
-        chosen = STAGES[lo : hi + 1]
-        available = [s.name for s in chosen if s.module is not None]
-        missing = [s.name for s in chosen if s.module is None]
-        code, _ = _run(available, config=config, overrides=overrides, device=device, output_dir=output_dir,
-                       json_out=json_out, strict=strict, junit=junit, stop_on_fail=not keep_going, options={"resume": resume})
-        if missing:
-            Console(stderr=True).print(f"[yellow]not yet available[/] (not run, no verdicts): {', '.join(missing)}")
+        code, _ = _run(list(STAGE_NAMES[lo : hi + 1]), config=config, overrides=overrides, device=device,
+                       output_dir=output_dir, json_out=json_out, strict=strict, junit=junit, stop_on_fail=not keep_going,
+                       options={"resume": resume})
         raise typer.Exit(code)
 
 

@@ -41,6 +41,3 @@ class DeviceError(NNRecipeError):
 class RunDirError(NNRecipeError):
     """The run directory cannot be created or written."""
 
-
-class StageNotImplemented(NNRecipeError):
-    """A stage of the recipe that this version does not implement yet: never a pass."""

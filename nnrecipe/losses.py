@@ -53,7 +53,9 @@ def loss_name(spec) -> str:
     if spec.loss.factory is not None:
         return "custom"
     if spec.loss.name == "auto":
-        return "mse" if spec.task == "regression" else "cross_entropy"
+        from nnrecipe.tasks import get_task
+
+        return get_task(spec.task).default_loss
     return spec.loss.name
 
 

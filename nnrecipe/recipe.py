@@ -42,7 +42,7 @@ def run_stages(*, spec: Spec, base: Path, spec_path: Optional[Path], stages: Seq
     from nnrecipe.rundir import RunDir
     from nnrecipe.runtime import resolve_device
 
-    runners = [(name, load_runner(get_stage(name))) for name in stages]  # unimplemented: fail before any work
+    runners = [(name, load_runner(get_stage(name))) for name in stages]
     device = resolve_device(spec.device)
     run = RunDir.create(spec.output_dir, spec.name, stage_order=STAGE_NAMES)
     run.lock()

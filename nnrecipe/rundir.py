@@ -78,8 +78,24 @@ class RunDir:
 
     # ------------------------------------------------------------------ layout
 
+    @classmethod
+    def of(cls, output_dir: str, name: str, *, stage_order: Sequence[str] = ()) -> "RunDir":
+        """The run directory of a spec (<output_dir>/<name>), as it is: nothing is created."""
+        return cls(Path(output_dir).expanduser() / name, stage_order=stage_order)
+
+    @property
+    def spec_path(self) -> Path:
+        return self.root / "spec.yaml"
+
     def stage_dir(self, stage: str) -> Path:
         return self.root / stage
+
+    def best_spec(self, stage: str) -> Path:
+        """The stage's best configuration as a full spec (regularize, tune): what the next starts from."""
+        return self.stage_dir(stage) / "best.yaml"
+
+    def checkpoint(self, stage: str, name: str) -> Path:
+        return self.stage_dir(stage) / "checkpoints" / name
 
     def tb_dir(self, stage: str) -> Path:
         return self.root / "tb" / stage
@@ -105,7 +121,7 @@ class RunDir:
     # ------------------------------------------------------------------ writing
 
     def write_spec(self, spec_yaml: str) -> None:
-        atomic.write_text(self.root / "spec.yaml", spec_yaml)
+        atomic.write_text(self.spec_path, spec_yaml)
 
     def write_env(self, *, device: str, seed: int, spec_path: Optional[Path]) -> None:
         import torch

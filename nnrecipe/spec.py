@@ -27,6 +27,7 @@ from nnrecipe.spec_sections import (
     Section,
     TrainSpec,
 )
+from nnrecipe.spec_paths import PathError, grow_args, set_path, space_problems
 from nnrecipe.spec_stages import StagesSpec
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"  # one path component: a run name cannot escape output_dir
@@ -93,9 +94,7 @@ class Spec(Section):
     def _tune_space_fits(self, info: ValidationInfo):
         # Every path of stages.tune.space must name a field that accepts each of its values.
         if not (info.context or {}).get("skip_space_check"):
-            from nnrecipe.probes.tune_space import check_space
-
-            problems = check_space(self)
+            problems = space_problems(self, validate=_validate_raw_space, explain=_explain)
             if problems:
                 raise ValueError("; ".join(problems))
         return self
@@ -163,21 +162,39 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return parts, parsed
 
 
+def _grow_override(part: str, child) -> Optional[dict]:
+    """A missing section becomes a mapping; a shorthand like `loss: mse` becomes {name: mse} so
+    that `loss.args.x=1` can extend it."""
+    if child is None:
+        return {}
+    return {"name": child} if isinstance(child, str) and part in ("loss", "schedule") else None
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     for text in overrides:
         parts, value = parse_override(text)
-        node = raw
-        for i, part in enumerate(parts[:-1]):
-            child = node.get(part)
-            if child is None or isinstance(child, str) and part in ("loss", "schedule"):
-                # a shorthand like `loss: mse` becomes a mapping so `loss.args.x=1` can extend it
-                child = {} if child is None else {"name": child}
-                node[part] = child
-            if not isinstance(child, dict):
-                raise SpecError(f"override {text!r}: {'.'.join(parts[: i + 1])} is not a mapping")
-            node = child
-        node[parts[-1]] = value
+        try:
+            set_path(raw, parts, value, grow=_grow_override)
+        except PathError as exc:
+            raise SpecError(f"override {text!r}: {exc.prefix} is not a mapping") from None
     return raw
+
+
+def apply_params(spec: Spec, params: dict[str, Any]) -> Spec:
+    """The spec with each dotted path set to its value (a tune trial's parameters), validated."""
+    raw = spec.dump()
+    for path, value in params.items():
+        set_path(raw, path.split("."), value, grow=grow_args)
+    return Spec.model_validate(raw)
+
+
+def _validate_raw_space(raw: dict) -> None:
+    Spec.model_validate(raw, context={"skip_space_check": True})  # the space itself is being checked
+
+
+def _explain(exc: ValueError) -> str:
+    lines = format_validation_error(exc) if isinstance(exc, ValidationError) else [str(exc)]
+    return lines[0] if lines else str(exc)
 
 
 def _format_loc(loc: tuple[Any, ...]) -> str:

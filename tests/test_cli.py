@@ -39,14 +39,6 @@ def test_a_fail_exits_1_and_a_warn_exits_1_only_with_strict(cli, in_tmp):
     assert cli("inspect-data", "--config", planted_spec(in_tmp, "duplicates"), "--strict").exit_code == 1
 
 
-def test_a_stage_without_a_module_is_refused_before_any_work():
-    from nnrecipe.errors import StageNotImplemented
-    from nnrecipe.stages import StageInfo, load_runner
-
-    with pytest.raises(StageNotImplemented, match="not implemented yet .* no pass"):
-        load_runner(StageInfo("later", "later", None, "a stage still being written"))
-
-
 def test_run_runs_the_available_stages_and_lists_the_others(cli, in_tmp):
     result = cli("run", "--json", "data.source=synthetic", "data.args.class_sep=8", "stages.baseline.steps=100",
                  "train.steps=300", "optim.lr=1e-3", "stages.regularize.seeds=1", "stages.squeeze.members=2",

@@ -9,12 +9,15 @@ from torch import nn
 
 from nnrecipe.data import build_data
 from nnrecipe.data.bundle import LazySplit, TensorSplit
-from nnrecipe.engine import Engine, load_checkpoint
+from nnrecipe.engine import Engine
+from nnrecipe.experiments import Checkpoints, Logging, TrainPlan
+from nnrecipe.loop import load_checkpoint
 from nnrecipe.losses import make_loss
 from nnrecipe.models import build_model
 from nnrecipe.optim import make_optimizer, make_scheduler
 from nnrecipe.runtime import seed_everything
 from nnrecipe.spec import load_spec
+from nnrecipe.tasks import LANGUAGE_MODEL, get_task
 
 CPU = torch.device("cpu")
 
@@ -26,12 +29,13 @@ def _train(overrides, *, steps=300, checkpoint=None, lazy=False):
     data = build_data(spec, base=base)
     train = LazySplit("train", torch.utils.data.TensorDataset(data.train.x, data.train.y), num_workers=0) if lazy else data.train
     model = build_model(spec, input_shape=data.input_shape, num_outputs=data.num_outputs, base=base)
-    engine = Engine.for_spec(spec.train, device=CPU, task=spec.task, log_every=25)
+    engine = Engine.for_spec(spec.train, device=CPU, task=get_task(spec.task))
     opt = make_optimizer(spec.optim, model.parameters())
     sched = make_scheduler(opt, spec.optim.schedule, total_steps=steps, base=base)
-    history = engine.train(model=model, train=train, val=data.val, loss_fn=make_loss(spec, base=base), optimizer=opt,
-                           scheduler=sched, steps=steps, batch_size=spec.data.batch_size, seed=spec.seed,
-                           eval_every=100, checkpoint_path=checkpoint)
+    history = engine.train(TrainPlan(model=model, train=train, val=data.val, loss_fn=make_loss(spec, base=base),
+                                     optimizer=opt, scheduler=sched, steps=steps, batch_size=spec.data.batch_size,
+                                     seed=spec.seed, eval_every=100, checkpoints=Checkpoints(last=checkpoint),
+                                     log=Logging(every=25)))
     return history, model, data, engine, spec
 
 
@@ -133,10 +137,10 @@ def test_channels_last_converts_conv_weights_and_inputs_and_learns_the_same():
         seed_everything(spec.seed)
         data = build_data(spec, base=base)
         model = build_model(spec, input_shape=data.input_shape, num_outputs=data.num_outputs, base=base)
-        engine = Engine.for_spec(spec.train, device=CPU, task=spec.task, log_every=25)
-        h = engine.train(model=model, train=data.train, val=data.val, loss_fn=make_loss(spec, base=base),
-                         optimizer=make_optimizer(spec.optim, model.parameters()), steps=60,
-                         batch_size=spec.data.batch_size, seed=spec.seed, eval_every=60)
+        engine = Engine.for_spec(spec.train, device=CPU, task=get_task(spec.task))
+        h = engine.train(TrainPlan(model=model, train=data.train, val=data.val, loss_fn=make_loss(spec, base=base),
+                                   optimizer=make_optimizer(spec.optim, model.parameters()), steps=60,
+                                   batch_size=spec.data.batch_size, seed=spec.seed, eval_every=60, log=Logging(every=25)))
         return h, model
     h1, m1 = run([])
     h2, m2 = run(["train.channels_last=true"])
@@ -159,10 +163,10 @@ def test_tensorboard_lr_curve_keeps_the_schedule_shape_with_few_points(tmp_path,
     model = build_model(spec, input_shape=data.input_shape, num_outputs=data.num_outputs, base=base)
     opt = make_optimizer(spec.optim, model.parameters())
     with SummaryWriter(str(tmp_path)) as writer:
-        h = Engine(device=CPU, task=spec.task, log_every=25, writer=writer).train(
-            model=model, train=data.train, val=None, loss_fn=make_loss(spec, base=base), optimizer=opt,
+        h = Engine(device=CPU, task=get_task(spec.task)).train(TrainPlan(
+            model=model, train=data.train, loss_fn=make_loss(spec, base=base), optimizer=opt,
             scheduler=make_scheduler(opt, spec.optim.schedule, total_steps=300, base=base), steps=300,
-            batch_size=64, seed=0)
+            batch_size=64, seed=0, log=Logging(writer=writer, every=25)))
     acc = EventAccumulator(str(tmp_path))
     acc.Reload()
     points = [(e.step, e.value) for e in acc.Scalars("train/lr")]
@@ -183,7 +187,7 @@ def test_per_example_scores_are_computed_batch_by_batch_without_keeping_outputs(
     """A language model's val scores (per-window cross-entropy) come out of the evaluation
     itself: its (N, L, V) logits need not be kept on the host for them."""
     from nnrecipe.data.bundle import TensorSplit
-    from nnrecipe.engine import Engine, example_scores
+    from nnrecipe.engine import Engine
     from nnrecipe.losses import IGNORE_INDEX
     from nnrecipe.models.sequence import GPT
     import torch.nn.functional as F
@@ -194,11 +198,11 @@ def test_per_example_scores_are_computed_batch_by_batch_without_keeping_outputs(
     y[:5, -3:] = IGNORE_INDEX  # padding targets are left out of each window's mean
     model = GPT(11, 8, n_layer=1, n_head=2, n_embd=16, dropout=0.0)
     loss = lambda out, t: F.cross_entropy(out.transpose(1, 2), t, ignore_index=IGNORE_INDEX)  # noqa: E731
-    engine = Engine(device=torch.device("cpu"), task="language-model")
+    engine = Engine(device=torch.device("cpu"), task=LANGUAGE_MODEL)
     lean = engine.evaluate(model, TensorSplit("val", x, y), loss, batch_size=10, keep_scores=True)
     full = engine.evaluate(model, TensorSplit("val", x, y), loss, batch_size=10, keep_outputs=True)
     assert lean.outputs is None and lean.scores.shape == (37,)
-    np.testing.assert_allclose(lean.scores, example_scores(full.outputs, y, "language-model").numpy(), rtol=1e-6)
+    np.testing.assert_allclose(lean.scores, LANGUAGE_MODEL.example_scores(full.outputs, y).numpy(), rtol=1e-6)
     real = y[0] != IGNORE_INDEX
     by_hand = F.cross_entropy(full.outputs[0][real], y[0][real]).item()
     assert abs(lean.scores[0] - by_hand) < 1e-5

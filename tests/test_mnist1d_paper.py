@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from nnrecipe.data import build_data
-from nnrecipe.probes.regularize import train_one
+from nnrecipe.experiments import Experiment, run_experiment
 from nnrecipe.spec import load_spec
 from nnrecipe.stats import mcnemar_z
 
@@ -35,7 +35,8 @@ def test_cnn_beats_mlp_beats_logistic_regression_beyond_noise():
     correct = {}
     for row, (spec, base) in specs.items():
         spec = spec.model_copy(update={"data": spec.data.model_copy(update={"augment": []})})
-        run = train_one(spec, data=data, base=base, device=torch.device("cpu"), seed=0, steps=STEPS, every=STEPS).run
+        run = run_experiment(Experiment(row, spec, steps=STEPS, eval_every=STEPS, seed=0), data=data, base=base,
+                             device=torch.device("cpu"))
         assert not run.diverged and run.steps == STEPS
         correct[row] = np.asarray(run.val_scores) > 0.5
     n = len(correct["linear"])

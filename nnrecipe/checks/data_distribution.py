@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from nnrecipe.checks import not_for_task
 from nnrecipe.probes.data_groups import DataMeasurements
 from nnrecipe.probes.data_scan import STAT_NAMES, class_counts
 from nnrecipe.spec_stages import InspectDataSpec
@@ -66,9 +67,9 @@ def shapes_dtypes(m: DataMeasurements, cfg: InspectDataSpec) -> Verdict:
         return Verdict(STAGE, "shapes-dtypes", Status.FAIL, observed=observed, expected="floating-point inputs",
                        message=f"inputs are {', '.join(sorted(dtypes))}; models take floats",
                        hint="convert to float32 and scale (e.g. pixels / 255) in the data source")
-    if m.scan.task == "regression" and not m.scan.train.y_dtype.startswith(("float", "bfloat")):
+    if m.scan.task.real_targets and not m.scan.train.y_dtype.startswith(("float", "bfloat")):
         return Verdict(STAGE, "shapes-dtypes", Status.WARN, observed=observed, expected="float targets",
-                       message=f"regression targets are {m.scan.train.y_dtype}", hint="is this a classification task?")
+                       message=f"{m.scan.task.name} targets are {m.scan.train.y_dtype}", hint="is this a classification task?")
     return Verdict(STAGE, "shapes-dtypes", Status.PASS, observed=observed, expected="one shape, float inputs",
                    message=f"every input is {tuple(next(iter(all_shapes)))} {m.scan.train.x_dtype}")
 
@@ -76,8 +77,10 @@ def shapes_dtypes(m: DataMeasurements, cfg: InspectDataSpec) -> Verdict:
 def class_balance(m: DataMeasurements, cfg: InspectDataSpec) -> Verdict:
     """Imbalance of train classes, the log-priors, and whether val/test priors differ beyond chance."""
     scan = m.scan
-    if scan.task != "classification" or not scan.num_classes:
-        return Verdict(STAGE, "class-balance", Status.SKIP, message="regression task" if scan.task != "classification" else "unknown number of classes")
+    if skip := not_for_task(STAGE, "class-balance", scan.task):
+        return skip
+    if not scan.num_classes:
+        return Verdict(STAGE, "class-balance", Status.SKIP, message="unknown number of classes")
     C = scan.num_classes
 
     def counts(s):
@@ -143,12 +146,12 @@ def input_scale(m: DataMeasurements, cfg: InspectDataSpec) -> Verdict:
                         f"mean {mean[worst]:.3g}, std {std[worst]:.3g}")
     if len(flat):
         problems.append(f"{len(flat)} {unit}(s) nearly constant (std < {cfg.scale_min_std:g}): {flat[:10].tolist()}")
-    if m.scan.task == "regression" and s.n > 1:
+    if m.scan.task.real_targets and s.n > 1:
         t = s.targets.reshape(s.n, -1)
         t_mean, t_std = np.nanmean(t, axis=0), np.nanstd(t, axis=0)
         observed["target_mean"], observed["target_std"] = [round(float(v), 4) for v in t_mean[:8]], [round(float(v), 4) for v in t_std[:8]]
         if np.any(np.abs(t_mean) > cfg.scale_max_abs_mean) or np.any(t_std > cfg.scale_max_std):
-            problems.append(f"regression targets far from standardized: mean {t_mean[0]:.3g}, std {t_std[0]:.3g}")
+            problems.append(f"{m.scan.task.name} targets far from standardized: mean {t_mean[0]:.3g}, std {t_std[0]:.3g}")
     if problems:
         observed["worst"] = {"index": int(np.argmax(np.maximum(np.abs(mean), std))), "flat": flat[:16].tolist()}
         return Verdict(STAGE, "input-scale", Status.WARN, observed=observed, expected=expected, message="; ".join(problems),

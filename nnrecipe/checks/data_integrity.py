@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from nnrecipe.checks import not_for_task
 from nnrecipe.probes.data_groups import MAX_LISTED, DataMeasurements
 from nnrecipe.spec_stages import InspectDataSpec
 from nnrecipe.verdict import Status, Verdict
@@ -20,13 +21,21 @@ def _where(split: str, idx: np.ndarray) -> list[str]:
 
 
 def label_range(m: DataMeasurements, cfg: InspectDataSpec) -> Verdict:
-    """Classification targets are integers in [0, C), and every class has train examples."""
+    """Targets valid for the task: its own rule (Task.label_range), one of those below."""
+    return m.scan.task.label_range(m, cfg)
+
+
+def label_range_skip(m: DataMeasurements, reason: str, *, observed: bool = False) -> Verdict:
+    """label-range for a task without a label rule; `observed`: the target range, reported."""
+    t = m.scan.train.targets
+    seen = {"min": float(np.nanmin(t)), "max": float(np.nanmax(t))} if observed else None
+    return Verdict(STAGE, "label-range", Status.SKIP, observed=seen, message=reason)
+
+
+def class_label_range(m: DataMeasurements, cfg: InspectDataSpec) -> Verdict:
+    """Class indices: integers in [0, C), one per example, and every class has train examples."""
     check = "label-range"
     scan = m.scan
-    if scan.task != "classification":
-        t = scan.train.targets
-        return Verdict(STAGE, check, Status.SKIP, observed={"min": float(np.nanmin(t)), "max": float(np.nanmax(t))},
-                       message="regression: targets are real numbers; their range is reported by shapes-dtypes")
     C = scan.num_classes
     problems, bad_examples = [], []
     for name, s in scan.splits.items():
@@ -126,8 +135,8 @@ def split_leakage(m: DataMeasurements, cfg: InspectDataSpec) -> Verdict:
 
 def conflicting_labels(m: DataMeasurements, cfg: InspectDataSpec) -> Verdict:
     """Identical inputs with different labels: label noise the model can never fit."""
-    if m.scan.task != "classification":
-        return Verdict(STAGE, "conflicting-labels", Status.SKIP, message="regression: identical inputs may have different targets by noise")
+    if skip := not_for_task(STAGE, "conflicting-labels", m.scan.task):
+        return skip
     n_total = sum(s.n for s in m.scan.splits.values())
     involved = int(sum(flags.sum() for flags in m.conflict_flags.values()))
     frac = involved / max(n_total, 1)

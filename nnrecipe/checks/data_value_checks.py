@@ -17,11 +17,11 @@ import numpy as np
 
 from nnrecipe.checks.regularize_checks import compare, seed_spread
 from nnrecipe.probes.label_errors import LabelErrors
-from nnrecipe.probes.regularize import KnobResult
+from nnrecipe.experiments import SeedRuns
 from nnrecipe.spec_stages import RegularizeSpec
 from nnrecipe.stats import wilson_interval
 from nnrecipe.verdict import Status, Verdict
-from nnrecipe.tasks import METRIC
+from nnrecipe.tasks import Task
 
 STAGE = "regularize"
 RISING, PLATEAU, FALLING = "rising", "plateau", "falling"
@@ -69,12 +69,12 @@ def suspected_label_errors(m: LabelErrorMeasurements, cfg: RegularizeSpec) -> Ve
 class ScalingPoint:
     fraction: float  # of the training set
     examples: int
-    result: KnobResult  # its runs (the reference's seeds)
+    result: SeedRuns  # its runs (the reference's seeds)
 
 
 @dataclasses.dataclass
 class ScalingMeasurements:
-    task: str
+    task: Task
     n_val: int
     points: list[ScalingPoint] = dataclasses.field(default_factory=list)  # ascending; the last is the whole set
     skip: str = ""
@@ -113,7 +113,7 @@ def trend(m: ScalingMeasurements, cfg: RegularizeSpec) -> tuple[str, float]:
 
 def data_scaling(m: ScalingMeasurements, cfg: RegularizeSpec) -> Verdict:
     check = "data-scaling"
-    metric = METRIC[m.task]
+    metric = m.task.metric
     expected = f"the val {metric} does not fall with more data (paired z > -{cfg.significance_z:g})"
     if m.skip or len(m.points) < 2:
         return Verdict(STAGE, check, Status.SKIP, expected=expected, message=m.skip or "fewer than two training-set sizes")
@@ -133,7 +133,7 @@ def data_scaling(m: ScalingMeasurements, cfg: RegularizeSpec) -> Verdict:
                 "z": round(z, 2) if math.isfinite(z) else z, "predicted_gain_at_2x": round(slope, 5),
                 "seeds": len(m.points[-1].result.runs), "trend": kind}
     span = f"from {examples[-2]} to {examples[-1]} examples"
-    if m.task == "language-model":  # z is computed on the per-window cross-entropy: show it
+    if m.task.score_is_loss:  # z is computed on the per-window cross-entropy: show it
         losses = [float(np.mean([r.val_loss for r in p.result.runs])) for p in m.points[-2:]]
         span += f" (val loss {losses[0]:.4f} -> {losses[1]:.4f} nats)"
     if kind == FALLING:

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from nnrecipe.models.init import ideal_bias
+from nnrecipe.checks import not_for_task
 from nnrecipe.probes.measurements import BaselineMeasurements
 from nnrecipe.spec_stages import BaselineSpec
 from nnrecipe.verdict import Status, Verdict
@@ -53,12 +53,7 @@ def loss_at_init(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
     names = ["prior"] if init.builtin_bias_init and "prior" in init.reference else list(init.reference)
     candidates = {k: init.reference[k] for k in names}
     tol = {k: cfg.significance_z * se + cfg.init_allowance * abs(v) for k, v in candidates.items()}
-    desc = {"uniform": {"cross_entropy": "-log(1/C)", "nll": "-log(1/C)", "bce": "log 2", "mse": "E[y^2] (zero output)",
-                        "huber": "huber(y) (zero output)"}.get(init.loss_name, "uniform"),
-            "prior": {"cross_entropy": "entropy of the priors", "nll": "entropy of the priors", "bce": "binary entropy of the priors",
-                      "mse": "Var(y) (bias at the mean)", "huber": "huber(y - mean)"}.get(init.loss_name, "prior")}
-    if init.task == "language-model":
-        desc = {"uniform": "ln V (uniform over the vocabulary)", "prior": "entropy of the token frequencies"}
+    desc = init.task.init_descriptions(init.loss_name)
     expected = {desc[k]: round(v, 4) for k, v in candidates.items()}
     obs = {"loss": round(observed, 5), "se": round(se, 5), "tolerance": {desc[k]: round(t, 4) for k, t in tol.items()},
            "loss_fn": init.loss_name}
@@ -87,13 +82,11 @@ def init_well(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
     init = m.init
     if init.loss_name == "custom":
         return Verdict(STAGE, "init-well", Status.SKIP, message="a custom loss: the meaning of the outputs is unknown")
-    if init.task == "language-model":
-        return Verdict(STAGE, "init-well", Status.SKIP,
-                       message="a language model starts uniform over its vocabulary (loss-at-init checks ln V); "
-                               "the token frequencies are learnt in its first steps")
-    ideal = ideal_bias(task=init.task, loss=init.loss_name, priors=init.train_priors, target_mean=init.target_mean)
+    if skip := not_for_task(STAGE, "init-well", init.task):
+        return skip
+    ideal = init.task.ideal_bias(init.loss_name, priors=init.train_priors, target_mean=init.target_mean)
     who = "nnrecipe set the final bias" if init.builtin_bias_init else "your model's final bias"
-    if init.task == "classification":
+    if init.mean_output is None:  # the task measured a predicted distribution against its priors
         p, q = init.train_priors, init.mean_predicted
         if init.loss_name == "bce":
             kl = _bernoulli_kl(p, q)
@@ -104,7 +97,7 @@ def init_well(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
         expected = {"kl_max": cfg.init_kl_warn, "train_priors": _round(p), "ideal_bias": _round(ideal)}
         text = f"mean predicted distribution at init vs train priors: KL = {kl:.3g} nats ({who})"
         status = Status.FAIL if kl > cfg.init_kl_fail else Status.WARN if kl > cfg.init_kl_warn else Status.PASS
-    else:
+    else:  # real outputs: their mean against the target mean
         dev = np.abs(init.mean_output - init.target_mean) / np.maximum(init.target_std, 1e-12)
         observed = {"mean_prediction": _round(init.mean_output), "offset_in_stds": _round(dev), "final_bias": _round(init.final_bias)}
         expected = {"max_offset_in_stds": cfg.init_mean_warn, "target_mean": _round(init.target_mean), "ideal_bias": _round(ideal)}

@@ -6,13 +6,11 @@ import math
 
 import numpy as np
 
-from nnrecipe.checks.training_checks import better_z
 from nnrecipe.probes.measurements import OverfitMeasurements
 from nnrecipe.spec_stages import OverfitSpec
 from nnrecipe.verdict import Status, Verdict
 
 STAGE = "overfit"
-LINEAR = ("linear", "bigram")  # the linear baseline (a bigram table for a language model): on par is fine
 
 
 def _divergence(m: OverfitMeasurements) -> dict:
@@ -29,31 +27,15 @@ def fits_train(m: OverfitMeasurements, cfg: OverfitSpec) -> Verdict:
         return Verdict(STAGE, "fits-train", Status.FAIL, observed=d, expected="finite losses",
                        message=f"the loss became NaN/Inf at step {d['non_finite_at_step']} (last finite loss {d['last_finite_loss']})",
                        hint="lower the LR (try the suggestion of --lr-range), clip gradients (optim.grad_clip), check the data scale")
-    if m.task == "language-model":  # lower is better: bits per token on train
-        bits = e.train_eval.loss / math.log(2)
-        observed = {"train_bits_per_token": round(bits, 4), "train_loss": round(e.train_eval.loss, 6),
-                    "train_token_accuracy": round(e.train_eval.metric, 5), "steps": e.history.steps_run}
-        expected = f"train bits per token <= {cfg.target_train_bits}"
-        if bits <= cfg.target_train_bits:
-            return Verdict(STAGE, "fits-train", Status.PASS, observed=observed, expected=expected,
-                           message=f"{bits:.3f} bits per token on train after {e.history.steps_run} steps")
-        return Verdict(STAGE, "fits-train", Status.FAIL, observed=observed, expected=expected,
-                       message=f"train loss only reached {bits:.3f} bits per token after {e.history.steps_run} steps",
-                       hint="a larger model (stages.overfit.model), more steps, a better LR (--lr-range); or set "
-                            "stages.overfit.target_train_bits for your tokenization")
-    if m.task == "classification":
-        reached, target, name = e.train_eval.metric, cfg.target_train_accuracy, "train accuracy"
-    else:
-        reached, target, name = e.train_eval.metric, cfg.target_train_r2, "train R^2"
-    observed = {name.replace(" ", "_"): round(reached, 5), "train_loss": round(e.train_eval.loss, 6), "steps": e.history.steps_run}
-    expected = f"{name} >= {target}"
-    if reached >= target:
-        return Verdict(STAGE, "fits-train", Status.PASS, observed=observed, expected=expected,
-                       message=f"{name} {reached:.4f} after {e.history.steps_run} steps: the model fits the training set")
-    return Verdict(STAGE, "fits-train", Status.FAIL, observed=observed, expected=expected,
-                   message=f"{name} reached only {reached:.4f} after {e.history.steps_run} steps",
-                   hint="a larger model (stages.overfit.model), more steps, a better LR (--lr-range); no regularization "
-                        "here: weight decay and dropout off")
+    goal = m.task.train_goal(cfg)  # accuracy, R^2 or bits per token, each against its target
+    value, steps = goal.value(e.train_eval), e.history.steps_run
+    observed = {goal.name.replace(" ", "_"): round(value, goal.digits), "train_loss": round(e.train_eval.loss, 6),
+                **goal.extra(e.train_eval), "steps": steps}
+    if goal.met(value):
+        return Verdict(STAGE, "fits-train", Status.PASS, observed=observed, expected=goal.expected,
+                       message=goal.passed.format(name=goal.name, value=value, steps=steps))
+    return Verdict(STAGE, "fits-train", Status.FAIL, observed=observed, expected=goal.expected,
+                   message=goal.failed.format(name=goal.name, value=value, steps=steps), hint=goal.hint)
 
 
 def beats_baselines(m: OverfitMeasurements, cfg: OverfitSpec) -> Verdict:
@@ -64,15 +46,15 @@ def beats_baselines(m: OverfitMeasurements, cfg: OverfitSpec) -> Verdict:
     if m.model.history.diverged:
         return Verdict(STAGE, "beats-baselines", Status.FAIL, observed=_divergence(m), expected="a trained model",
                        message="the model diverged; it beats nothing", hint="see fits-train")
-    z = {name: round(better_z(m.task, m.model.val_scores, s), 2) for name, s in m.baseline_scores.items()}
+    z = {name: round(m.task.better_z(m.model.val_scores, s), 2) for name, s in m.baseline_scores.items()}
     score = {name: round(float(np.mean(s)), 5) for name, s in m.baseline_scores.items()}
-    metric = {"classification": "accuracy", "language-model": "cross_entropy"}.get(m.task, "mse")
+    metric = m.task.score
     observed = {f"val_{metric}": round(float(np.mean(m.model.val_scores)), 5), f"baseline_val_{metric}": score, "z": z}
     expected = f"z >= {cfg.significance_z:g} against the majority/mean predictor; not worse than any baseline"
     worse = [n for n, v in z.items() if v <= -cfg.significance_z]
     # A model that fits train should clearly beat predicting the majority class / the mean; against
     # the linear model, being on par (within noise) is fine: on easy data a linear model is strong.
-    dumb = [n for n in z if n not in LINEAR]
+    dumb = [n for n in z if n != m.task.linear_name]
     not_better = [n for n in dumb if -cfg.significance_z < z[n] < cfg.significance_z]
     if worse:
         return Verdict(STAGE, "beats-baselines", Status.FAIL, observed=observed, expected=expected,
@@ -83,7 +65,8 @@ def beats_baselines(m: OverfitMeasurements, cfg: OverfitSpec) -> Verdict:
         return Verdict(STAGE, "beats-baselines", Status.WARN, observed=observed, expected=expected,
                        message=f"not clearly better on val than the {', '.join(not_better)} predictor",
                        hint="fitting train did not buy val performance: check that train and val come from one distribution")
-    on_par = "".join(f" (on par with the {n} model)" for n in LINEAR if n in z and z[n] < cfg.significance_z)
+    n = m.task.linear_name
+    on_par = f" (on par with the {n} model)" if n in z and z[n] < cfg.significance_z else ""
     return Verdict(STAGE, "beats-baselines", Status.PASS, observed=observed, expected=expected,
                    message=f"beats the dumb baselines on val ({', '.join(f'{n} z={v}' for n, v in z.items())}){on_par}")
 
@@ -145,10 +128,10 @@ def lr_range(m: OverfitMeasurements, cfg: OverfitSpec) -> Verdict:
 def ladder(m: OverfitMeasurements, cfg: OverfitSpec) -> list[Verdict]:
     """Complexify one at a time: each rung must end with a lower training loss than the one before."""
     out = []
+    goal = m.task.train_goal(cfg)
+
     def fits(e) -> bool:  # this rung already fits train (fits-train's target)
-        if m.task == "language-model":
-            return e.train_eval.loss / math.log(2) <= cfg.target_train_bits
-        return e.train_eval.metric >= (cfg.target_train_accuracy if m.task == "classification" else cfg.target_train_r2)
+        return goal.met(goal.value(e.train_eval))
 
     for i, (e, name) in enumerate(zip(m.ladder, m.ladder_names)):
         check = f"ladder-{i}"

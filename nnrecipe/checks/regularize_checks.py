@@ -21,12 +21,13 @@ from typing import Optional
 
 import numpy as np
 
+from nnrecipe.checks import not_for_task
 from nnrecipe.probes.filters import FilterMeasure
-from nnrecipe.probes.regularize import KnobResult
+from nnrecipe.experiments import SeedRuns
 from nnrecipe.spec_stages import RegularizeSpec
-from nnrecipe.stats import SeedNoise, mcnemar_z, paired_z, seed_noise, seeded_z
+from nnrecipe.stats import SeedNoise, paired_z, seed_noise, seeded_z
+from nnrecipe.tasks import Task
 from nnrecipe.verdict import Status, Verdict
-from nnrecipe.tasks import METRIC, METRIC_TITLE
 
 STAGE = "regularize"
 HELPED, NO_EFFECT, HURT = "helped", "no effect", "hurt"
@@ -35,16 +36,16 @@ FILTERS_MIN_SIZE = 16  # positions per filter below which smoothness says nothin
 
 @dataclasses.dataclass
 class RegularizeMeasurements:
-    task: str
+    task: Task
     n_val: int
-    chance: float = 0.0  # classification: the majority class's share of val; regression: 0 (R^2 of the mean)
-    val_target_var: float = 1.0  # regression: Var(y) on val, to turn squared error into R^2
-    reference: Optional[KnobResult] = None  # the overfit stage's model, retrained with the stage's budget
-    early: Optional[KnobResult] = None  # the reference runs' early-stopping points
+    chance: float = 0.0  # the val metric without the input (Task.chance): the majority share, 0 for R^2
+    val_target_var: float = 1.0  # Var(y) on val where the metric divides by it (R^2; Task.target_variance)
+    reference: Optional[SeedRuns] = None  # the overfit stage's model, retrained with the stage's budget
+    early: Optional[SeedRuns] = None  # the reference runs' early-stopping points
     patience: int = 3
-    knobs: list[KnobResult] = dataclasses.field(default_factory=list)
-    combined: Optional[KnobResult] = None  # the knobs that helped, together (when more than one)
-    best: Optional[KnobResult] = None  # what best.yaml holds
+    knobs: list[SeedRuns] = dataclasses.field(default_factory=list)
+    combined: Optional[SeedRuns] = None  # the knobs that helped, together (when more than one)
+    best: Optional[SeedRuns] = None  # what best.yaml holds
     augment_clean: Optional[np.ndarray] = None  # the reference model on clean val (per-example scores)
     augment_reference: Optional[np.ndarray] = None  # ... the reference model on augmented val
     augment_trained: Optional[np.ndarray] = None  # the model trained with the augmentation, on augmented val
@@ -62,24 +63,19 @@ class RegularizeMeasurements:
         return seed_spread(self.task, [self.reference, *self.knobs])
 
 
-def _errors(task: str, scores: np.ndarray) -> np.ndarray:
-    """Lower is better: 1 - correctness, or squared error."""
-    return 1.0 - scores if task == "classification" else scores
-
-
-def _finite_errors(task: str, result: KnobResult) -> np.ndarray:
+def _finite_errors(task: Task, result: SeedRuns) -> np.ndarray:
     """(seeds, examples) errors of the runs that did not diverge."""
     runs = [r for r in result.runs if not r.diverged]
-    return np.stack([_errors(task, r.val_scores) for r in runs]) if runs else np.zeros((0, 0))
+    return np.stack([task.errors(r.val_scores) for r in runs]) if runs else np.zeros((0, 0))
 
 
-def seed_spread(task: str, results) -> Optional[SeedNoise]:
+def seed_spread(task: Task, results) -> Optional[SeedNoise]:
     """The seed spread (stats.SeedNoise) pooled over `results` (KnobResults or None) with two
     finite runs or more; None when there is none."""
     return seed_noise(_finite_errors(task, res) for res in results if res is not None and not res.skip)
 
 
-def compare(task: str, ref: KnobResult, other: KnobResult, noise: Optional[SeedNoise] = None) -> tuple[float, int]:
+def compare(task: Task, ref: SeedRuns, other: SeedRuns, noise: Optional[SeedNoise] = None) -> tuple[float, int]:
     """z for "other beats ref" on val, and the number of `other`'s seeds it used. Without
     `noise`: over the seeds both have, paired over val examples. With it: every finite run of
     each side (they may have different seed counts), the seed spread counted too; NaN when a
@@ -90,13 +86,10 @@ def compare(task: str, ref: KnobResult, other: KnobResult, noise: Optional[SeedN
             return math.nan, len(mine)
         return seeded_z(mine, theirs, noise), len(mine)
     seeds = min(len(ref.runs), len(other.runs))
-    a, b = ref.scores(seeds), other.scores(seeds)
-    if task == "classification" and seeds == 1:
-        return mcnemar_z(b > 0.5, a > 0.5)[0], seeds
-    return paired_z(_errors(task, b), _errors(task, a)), seeds
+    return task.better_z(other.scores(seeds), ref.scores(seeds), seeds=seeds), seeds
 
 
-def noise_for(m: RegularizeMeasurements, other: KnobResult) -> Optional[SeedNoise]:
+def noise_for(m: RegularizeMeasurements, other: SeedRuns) -> Optional[SeedNoise]:
     """The seed spread `other` is judged against: none for early stopping (read off the
     reference's own runs) and for a knob judged on one seed (unless the task needs the spread
     from the start), so a knob's verdict does not depend on whether another knob got seeds."""
@@ -105,7 +98,7 @@ def noise_for(m: RegularizeMeasurements, other: KnobResult) -> Optional[SeedNois
     return m.seed_noise
 
 
-def versus_reference(m: RegularizeMeasurements, other: KnobResult) -> tuple[float, int]:
+def versus_reference(m: RegularizeMeasurements, other: SeedRuns) -> tuple[float, int]:
     """compare() of `other` against the reference, with the seed spread where it applies."""
     return compare(m.task, m.reference, other, noise_for(m, other))
 
@@ -118,13 +111,13 @@ def _mean(runs, attr: str, seeds: int) -> float:
     return float(np.mean([getattr(r, attr) for r in runs[:seeds]]))
 
 
-def _versus(m: RegularizeMeasurements, other: KnobResult, cfg: RegularizeSpec) -> tuple[dict, str, float]:
+def _versus(m: RegularizeMeasurements, other: SeedRuns, cfg: RegularizeSpec) -> tuple[dict, str, float]:
     ref = m.reference
     noise = noise_for(m, other)
     z, seeds = compare(m.task, ref, other, noise)
     ref_runs = [r for r in ref.runs if not r.diverged] if noise is not None else ref.runs  # what compare() used
     ref_seeds = len(ref_runs) if noise is not None else seeds
-    metric = METRIC[m.task]
+    metric = m.task.metric
     deltas = [round(o.val_metric - r.val_metric, 5) for r, o in zip(ref.runs[:seeds], other.runs[:seeds])]
     observed = {
         f"reference_val_{metric}": round(_mean(ref_runs, "val_metric", ref_seeds), 5),
@@ -144,7 +137,7 @@ def _versus(m: RegularizeMeasurements, other: KnobResult, cfg: RegularizeSpec) -
     return observed, effect(z, cfg), z
 
 
-def knob(m: RegularizeMeasurements, result: KnobResult, cfg: RegularizeSpec) -> Verdict:
+def knob(m: RegularizeMeasurements, result: SeedRuns, cfg: RegularizeSpec) -> Verdict:
     """One knob against the reference: helped (pass), no effect (pass), hurt (warn), diverged (fail)."""
     check = result.name
     expected = f"val better than the reference by z >= {cfg.significance_z:g} to count as a gain"
@@ -155,13 +148,13 @@ def knob(m: RegularizeMeasurements, result: KnobResult, cfg: RegularizeSpec) -> 
                        expected="finite losses", message=f"{result.description}: training diverged (NaN/Inf loss)",
                        hint="this setting breaks training: lower it, or look for a bug in your augmentation/model code")
     observed, eff, z = _versus(m, result, cfg)
-    metric = METRIC_TITLE[m.task]
-    key = METRIC[m.task]
+    metric = m.task.metric_title
+    key = m.task.metric
     if not math.isfinite(z):
         return Verdict(STAGE, check, Status.SKIP, observed=observed,
                        message=f"{result.description}: the reference has no finite run to compare with")
     change = f"val {metric} {observed[f'reference_val_{key}']:.4f} -> {observed[f'val_{key}']:.4f}"
-    if m.task == "language-model":  # z is computed on the per-window cross-entropy: show it
+    if m.task.score_is_loss:  # z is computed on the per-window cross-entropy: show it
         change += f", val loss {observed['reference_val_loss']:.4f} -> {observed['val_loss']:.4f} nats"
     seeds = f" over {observed['seeds']} seeds" if observed["seeds"] > 1 else ""
     if observed["reference_seeds"] != observed["seeds"]:
@@ -201,13 +194,6 @@ def early_stopping(m: RegularizeMeasurements, cfg: RegularizeSpec) -> Verdict:
                    message=f"training past the best val loss cost nothing beyond noise (z = {z:.1f}); {cost}")
 
 
-def _se_metric(m: RegularizeMeasurements, scores: np.ndarray, metric: float) -> float:
-    n = max(m.n_val, 1)
-    if m.task in ("classification", "language-model"):  # token accuracy: as if each window were one trial (conservative)
-        return math.sqrt(max(metric * (1 - metric), 1.0 / n) / n)
-    return float(np.std(scores, ddof=1) / math.sqrt(n) / max(m.val_target_var, 1e-12))
-
-
 def generalization_gap(m: RegularizeMeasurements, cfg: RegularizeSpec) -> Verdict:
     """Train minus val metric, for the reference and for best.yaml's configuration."""
     if m.reference is None or not m.reference.runs:
@@ -222,8 +208,9 @@ def generalization_gap(m: RegularizeMeasurements, cfg: RegularizeSpec) -> Verdic
     best = m.best.runs[0] if (m.best is not None and m.best.runs) else ref
     z = cfg.significance_z
     gap_b, gap_a = ref.train_metric - ref.val_metric, best.train_metric - best.val_metric
-    se_b, se_a = _se_metric(m, ref.val_scores, ref.val_metric), _se_metric(m, best.val_scores, best.val_metric)
-    metric = METRIC_TITLE[m.task]
+    se_b, se_a = (m.task.metric_se(r.val_metric, m.n_val, scores=r.val_scores, target_var=m.val_target_var)
+                  for r in (ref, best))
+    metric = m.task.metric_title
     observed = {"gap_before": round(gap_b, 5), "gap_after": round(gap_a, 5), "se_before": round(se_b, 5),
                 "se_after": round(se_a, 5), "best": m.best.description if m.best is not None else "reference"}
     expected = f"train - val {metric} <= {cfg.max_gap:g} (beyond {z:g} SE), or narrowed significantly"
@@ -242,11 +229,8 @@ def generalization_gap(m: RegularizeMeasurements, cfg: RegularizeSpec) -> Verdic
 
 def _retention(m: RegularizeMeasurements, clean: np.ndarray, aug: np.ndarray) -> tuple[float, float, float]:
     """(clean metric, augmented metric, retention of the above-chance part)."""
-    if m.task == "classification":
-        c, a = float(clean.mean()), float(aug.mean())
-        return c, a, (a - m.chance) / (c - m.chance) if c > m.chance else math.nan
-    c, a = 1 - float(clean.mean()) / m.val_target_var, 1 - float(aug.mean()) / m.val_target_var
-    return c, a, a / c if c > 0 else math.nan
+    c, a = m.task.metric_of(clean, m.val_target_var), m.task.metric_of(aug, m.val_target_var)
+    return c, a, (a - m.chance) / (c - m.chance) if c > m.chance else math.nan
 
 
 def augment_preserves_labels(m: RegularizeMeasurements, cfg: RegularizeSpec) -> Verdict:
@@ -258,7 +242,9 @@ def augment_preserves_labels(m: RegularizeMeasurements, cfg: RegularizeSpec) -> 
     inputs no longer determine their labels (a flip of left/right images)."""
     if m.augment_reference is None:
         return Verdict(STAGE, "augment-preserves-labels", Status.SKIP, message=m.augment_skip or "no augmentation")
-    metric = METRIC_TITLE[m.task]
+    if skip := not_for_task(STAGE, "augment-preserves-labels", m.task):
+        return skip
+    metric = m.task.metric_title
     clean = m.augment_clean
     c, a_ref, r_ref = _retention(m, clean, m.augment_reference)
     observed = {f"clean_val_{metric}": round(c, 5), f"reference_on_augmented_{metric}": round(a_ref, 5),
@@ -268,7 +254,7 @@ def augment_preserves_labels(m: RegularizeMeasurements, cfg: RegularizeSpec) -> 
                        message="the reference model is at chance on clean val: nothing to retain")
     judged = m.augment_trained if m.augment_trained is not None else m.augment_reference
     _, a, r = _retention(m, clean, judged)
-    z = paired_z(_errors(m.task, clean), _errors(m.task, judged))  # z for "clean beats augmented"
+    z = paired_z(m.task.errors(clean), m.task.errors(judged))  # z for "clean beats augmented"
     who = "model trained with it" if m.augment_trained is not None else "reference model"
     if m.augment_trained is not None:
         observed.update({f"augmented_model_on_augmented_{metric}": round(a, 5), "retention": round(r, 4)})
@@ -295,9 +281,8 @@ def augment_preserves_labels(m: RegularizeMeasurements, cfg: RegularizeSpec) -> 
 def first_layer_filters(m: RegularizeMeasurements, cfg: RegularizeSpec) -> Verdict:
     """Neighbour correlation of the trained first layer vs its own random-init distribution."""
     f = m.filters
-    if m.task == "language-model":
-        return Verdict(STAGE, "first-layer-filters", Status.SKIP,
-                       message="a language model's first layer is a token embedding: no filters to look at")
+    if skip := not_for_task(STAGE, "first-layer-filters", m.task):
+        return skip
     if f is None or f.skip:
         return Verdict(STAGE, "first-layer-filters", Status.SKIP, message=f.skip if f is not None else "not measured")
     z = (f.trained_corr - f.null_mean) / f.null_std if f.null_std > 0 else math.nan

@@ -6,19 +6,19 @@ only depends on 1..t-1". Measured by probes/sequence_probes.py.
 
 from __future__ import annotations
 
+from nnrecipe.checks import not_for_task
 from nnrecipe.probes.measurements import BaselineMeasurements
 from nnrecipe.spec_stages import BaselineSpec
 from nnrecipe.stats import wilson_interval
 from nnrecipe.verdict import Status, Verdict
 
 STAGE = "baseline"
-NOT_LM = "for language models (task: language-model)"
 
 
 def causal_dependency(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
     """Output t gets no gradient from inputs after t, and no target is already an input."""
-    if m.task != "language-model":
-        return Verdict(STAGE, "causal-dependency", Status.SKIP, message=NOT_LM)
+    if skip := not_for_task(STAGE, "causal-dependency", m.task):
+        return skip
     leak = m.leak
     observed: dict = {}
     expected = {"future_gradient_rtol": cfg.causal_rtol, "target_copy_excess_max": cfg.leak_excess}
@@ -60,8 +60,8 @@ def causal_dependency(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
 
 def padding_invariance(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
     """Appending padding whose targets are ignore_index leaves the loss unchanged."""
-    if m.task != "language-model":
-        return Verdict(STAGE, "padding-invariance", Status.SKIP, message=NOT_LM)
+    if skip := not_for_task(STAGE, "padding-invariance", m.task):
+        return skip
     p = m.padding
     if p is None:
         return Verdict(STAGE, "padding-invariance", Status.SKIP, message=m.padding_skip or "not measured")

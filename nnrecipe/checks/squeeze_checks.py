@@ -8,12 +8,11 @@ from typing import Optional
 
 import numpy as np
 
-from nnrecipe.probes.regularize import Run
+from nnrecipe.experiments import Result
 from nnrecipe.spec_stages import SqueezeSpec
-from nnrecipe.checks.training_checks import better_z
 from nnrecipe.stats import paired_z
 from nnrecipe.verdict import Status, Verdict
-from nnrecipe.tasks import SCORE
+from nnrecipe.tasks import Task
 
 STAGE = "squeeze"
 IDENTICAL_SPREAD = 1e-4  # relative: float rounding from a changed summation order stays far below this
@@ -21,18 +20,18 @@ IDENTICAL_SPREAD = 1e-4  # relative: float rounding from a changed summation ord
 
 @dataclasses.dataclass
 class SqueezeMeasurements:
-    task: str
-    members: list[Run] = dataclasses.field(default_factory=list)
+    task: Task
+    members: list[Result] = dataclasses.field(default_factory=list)
     ensemble_scores: Optional[np.ndarray] = None  # per val example: ensemble correct (0/1) or squared error
     disagreement: Optional[float] = None  # classification: mean pairwise fraction of differing predictions
     output_spread: Optional[float] = None  # max |member output - member 0 output| on val, relative to the outputs' scale
     size_curve: list[float] = dataclasses.field(default_factory=list)  # val metric of the first k members
     test: dict = dataclasses.field(default_factory=dict)  # name -> test metric, when a test split exists
-    student: Optional[Run] = None  # distilled from the ensemble's soft targets
-    hard: Optional[Run] = None  # the same student trained on hard labels only
+    student: Optional[Result] = None  # distilled from the ensemble's soft targets
+    hard: Optional[Result] = None  # the same student trained on hard labels only
     distill_skip: str = ""
-    longer_before: Optional[Run] = None  # the member that was trained on
-    longer_after: Optional[Run] = None
+    longer_before: Optional[Result] = None  # the member that was trained on
+    longer_after: Optional[Result] = None
     reloaded_val_loss: Optional[float] = None  # val loss of the reloaded checkpoint
     recorded_val_loss: Optional[float] = None  # val loss recorded when that checkpoint was written
     longer_skip: str = ""
@@ -41,16 +40,11 @@ class SqueezeMeasurements:
         ok = [i for i, r in enumerate(self.members) if not r.diverged]
         if not ok:
             return None
-        sign = 1 if self.task == "classification" else -1  # accuracy up, squared error down
-        return max(ok, key=lambda i: sign * float(self.members[i].val_scores.mean()))
+        return max(ok, key=lambda i: self.task.rank(float(self.members[i].val_scores.mean())))
 
 
-def _metric(task: str, scores: np.ndarray) -> float:
+def _metric(scores: np.ndarray) -> float:
     return float(scores.mean())
-
-
-def _name(task: str) -> str:
-    return SCORE[task]
 
 
 def ensemble_gain(m: SqueezeMeasurements, cfg: SqueezeSpec) -> Verdict:
@@ -66,15 +60,14 @@ def ensemble_gain(m: SqueezeMeasurements, cfg: SqueezeSpec) -> Verdict:
     best = m.best_member()
     if best is None or m.ensemble_scores is None or len(m.members) < 2:
         return Verdict(STAGE, "ensemble-gain", Status.SKIP, message="fewer than two members")
-    name = _name(m.task)
+    name = m.task.score
     average = np.mean([r.val_scores for r in m.members], axis=0)
-    errors = (lambda s: 1.0 - s) if m.task == "classification" else (lambda s: s)
-    z = paired_z(errors(m.ensemble_scores), errors(average))
-    z_best = better_z(m.task, m.ensemble_scores, m.members[best].val_scores)
-    observed = {f"ensemble_val_{name}": round(_metric(m.task, m.ensemble_scores), 5),
+    z = paired_z(m.task.errors(m.ensemble_scores), m.task.errors(average))
+    z_best = m.task.better_z(m.ensemble_scores, m.members[best].val_scores)
+    observed = {f"ensemble_val_{name}": round(_metric(m.ensemble_scores), 5),
                 f"average_member_val_{name}": round(float(average.mean()), 5),
-                f"best_member_val_{name}": round(_metric(m.task, m.members[best].val_scores), 5), "best_member": best,
-                f"member_val_{name}": [round(_metric(m.task, r.val_scores), 5) for r in m.members],
+                f"best_member_val_{name}": round(_metric(m.members[best].val_scores), 5), "best_member": best,
+                f"member_val_{name}": [round(_metric(r.val_scores), 5) for r in m.members],
                 "members": len(m.members), "z_vs_average_member": round(z, 2) if math.isfinite(z) else z,
                 "z_vs_best_member": round(z_best, 2) if math.isfinite(z_best) else z_best}
     if m.disagreement is not None:
@@ -109,19 +102,19 @@ def distillation(m: SqueezeMeasurements, cfg: SqueezeSpec) -> Verdict:
         return Verdict(STAGE, "distillation", Status.FAIL, observed={"student_diverged": m.student.diverged,
                                                                       "hard_diverged": m.hard.diverged},
                        expected="finite losses", message="a student diverged", hint="lower distill.temperature or the LR")
-    name = _name(m.task)
-    s, h = _metric(m.task, m.student.val_scores), _metric(m.task, m.hard.val_scores)
-    e = _metric(m.task, m.ensemble_scores) if m.ensemble_scores is not None else math.nan
-    z = better_z(m.task, m.student.val_scores, m.hard.val_scores)
-    gain = (e - h) if m.task == "classification" else (h - e)
-    kept = ((s - h) if m.task == "classification" else (h - s)) / gain if gain > 0 else math.nan
+    name = m.task.score
+    s, h = _metric(m.student.val_scores), _metric(m.hard.val_scores)
+    e = _metric(m.ensemble_scores) if m.ensemble_scores is not None else math.nan
+    z = m.task.better_z(m.student.val_scores, m.hard.val_scores)
+    gain = m.task.rank(e) - m.task.rank(h)
+    kept = (m.task.rank(s) - m.task.rank(h)) / gain if gain > 0 else math.nan
     observed = {f"student_val_{name}": round(s, 5), f"hard_label_val_{name}": round(h, 5),
                 f"ensemble_val_{name}": round(e, 5), "z_soft_vs_hard": round(z, 2) if math.isfinite(z) else z,
                 "fraction_of_ensemble_gain_kept": round(kept, 3) if math.isfinite(kept) else None,
                 "temperature": cfg.distill.temperature, "alpha": cfg.distill.alpha}
     observed.update({f"test_{k}": v for k, v in m.test.items() if k in ("student", "hard_label")})
     expected = f"soft targets not worse than hard labels by z >= {cfg.significance_z:g}"
-    z_gain = better_z(m.task, m.ensemble_scores, m.hard.val_scores) if m.ensemble_scores is not None else 0.0
+    z_gain = m.task.better_z(m.ensemble_scores, m.hard.val_scores) if m.ensemble_scores is not None else 0.0
     # A share of a gain that is itself noise means nothing: say it only when the gain is real.
     kept_text = f"; keeps {kept:.0%} of the ensemble's gain" if math.isfinite(kept) and z_gain >= cfg.significance_z else ""
     if z <= -cfg.significance_z:
@@ -150,10 +143,10 @@ def longer_training(m: SqueezeMeasurements, cfg: SqueezeSpec) -> Verdict:
     if m.longer_after.diverged:
         return Verdict(STAGE, "longer-training", Status.FAIL, observed=observed, expected="finite losses",
                        message="training on from the checkpoint diverged", hint="lower the LR for the extra budget")
-    name = _name(m.task)
+    name = m.task.score
     before, after = m.longer_before.val_scores, m.longer_after.val_scores
-    z = better_z(m.task, after, before)
-    observed.update({f"val_{name}_before": round(_metric(m.task, before), 5), f"val_{name}_after": round(_metric(m.task, after), 5),
+    z = m.task.better_z(after, before)
+    observed.update({f"val_{name}_before": round(_metric(before), 5), f"val_{name}_after": round(_metric(after), 5),
                      "val_loss_before": round(m.longer_before.val_loss, 5), "val_loss_after": round(m.longer_after.val_loss, 5),
                      "z": round(z, 2) if math.isfinite(z) else z})
     expected = f"a change counts at z >= {cfg.significance_z:g} (paired on val)"

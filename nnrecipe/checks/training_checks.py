@@ -1,7 +1,7 @@
 """baseline rules about short training runs: (measurements, settings) -> Verdict.
 
-Comparisons between two models are paired on the same val examples (McNemar's z for
-accuracy, a paired z for squared error) and count only beyond `significance_z`.
+Comparisons between two models are paired on the same val examples (the task's `better_z`:
+McNemar's z for accuracy, a paired z on per-example errors) and count only beyond `significance_z`.
 """
 
 from __future__ import annotations
@@ -10,33 +10,27 @@ import math
 
 import numpy as np
 
+from nnrecipe.checks import not_for_task
 from nnrecipe.probes.measurements import BaselineMeasurements
 from nnrecipe.spec_stages import BaselineSpec
-from nnrecipe.stats import accuracy_ci95, mcnemar_z, paired_z
+from nnrecipe.stats import accuracy_ci95
 from nnrecipe.verdict import Status, Verdict
 
 STAGE = "baseline"
 
 
-def better_z(task: str, a_scores: np.ndarray, b_scores: np.ndarray) -> float:
-    """z for "A beats B on val": per-example correctness (classification) or squared error."""
-    if task == "classification":
-        return mcnemar_z(a_scores > 0.5, b_scores > 0.5)[0]
-    return paired_z(a_scores, b_scores)
-
-
 def dumb_baselines(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
     """The model against the majority class / mean predictor and a linear model."""
     task, z = m.task, cfg.significance_z
-    name = {"classification": "accuracy", "language-model": "cross_entropy"}.get(task, "mse")
+    name = task.score
     model, linear = m.model, m.linear
     observed = {
         f"model_val_{name}": round(float(np.mean(model.val_scores)), 5),
         f"{m.dumb_name}_val_{name}": round(float(np.mean(m.dumb_scores)), 5),
         f"linear_val_{name}": round(float(np.mean(linear.val_scores)), 5) if linear else None,
     }
-    z_dumb = better_z(task, model.val_scores, m.dumb_scores)
-    z_linear = better_z(task, linear.val_scores, model.val_scores) if linear else -math.inf
+    z_dumb = task.better_z(model.val_scores, m.dumb_scores)
+    z_linear = task.better_z(linear.val_scores, model.val_scores) if linear else -math.inf
     observed["z_model_vs_" + m.dumb_name] = round(z_dumb, 2)
     if linear:
         observed["z_linear_vs_model"] = round(z_linear, 2)
@@ -49,7 +43,7 @@ def dumb_baselines(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
         return Verdict(STAGE, "dumb-baselines", Status.WARN, observed=observed, expected=expected,
                        message=f"the model is not clearly better than the {m.dumb_name} predictor (z = {z_dumb:.1f})",
                        hint="too few steps for this model (stages.baseline.steps), too low an LR, or no signal reaches the model")
-    linear_name = "a bigram model" if task == "language-model" else "a linear model"
+    linear_name = task.linear_text
     if z_linear >= z:
         return Verdict(STAGE, "dumb-baselines", Status.WARN, observed=observed, expected=expected,
                        message=f"{linear_name} beats yours on val (z = {z_linear:.1f})",
@@ -62,7 +56,7 @@ def dumb_baselines(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
 def input_independent(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
     """The model must do clearly better with its inputs than with zeros in their place."""
     task, z = m.task, cfg.significance_z
-    zval = better_z(task, m.model.val_scores, m.zero_input.val_scores)
+    zval = task.better_z(m.model.val_scores, m.zero_input.val_scores)
     name = m.model.val_eval.metric_name
     observed = {f"val_{name}_real": round(m.model.val_eval.metric, 5), f"val_{name}_zeroed": round(m.zero_input.val_eval.metric, 5),
                 "val_loss_real": round(m.model.val_eval.loss, 5), "val_loss_zeroed": round(m.zero_input.val_eval.loss, 5),
@@ -130,8 +124,8 @@ def human_baseline(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
     """The model's val accuracy against the human accuracy the spec gives."""
     if cfg.human_accuracy is None:
         return Verdict(STAGE, "human-baseline", Status.SKIP, message="no stages.baseline.human_accuracy in the spec")
-    if m.task != "classification":
-        return Verdict(STAGE, "human-baseline", Status.SKIP, message="human accuracy applies to classification")
+    if skip := not_for_task(STAGE, "human-baseline", m.task):
+        return skip
     acc, n = m.model.val_eval.metric, m.model.val_eval.n
     ci = accuracy_ci95(acc, n)
     observed = {"model_val_accuracy": round(acc, 5), "ci95": round(ci, 4), "gap": round(cfg.human_accuracy - acc, 5)}

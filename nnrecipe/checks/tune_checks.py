@@ -13,33 +13,29 @@ import math
 from typing import Optional
 
 from nnrecipe.checks.regularize_checks import compare, seed_spread
-from nnrecipe.probes.regularize import KnobResult
+from nnrecipe.experiments import SeedRuns
 from nnrecipe.probes.tune_analysis import DimCoverage, Importance, TrialRecord
 from nnrecipe.spec_stages import TuneSpec
 from nnrecipe.verdict import Status, Verdict
-from nnrecipe.tasks import METRIC_TITLE
+from nnrecipe.tasks import Task
 
 STAGE = "tune"
 
 
 @dataclasses.dataclass
 class TuneMeasurements:
-    task: str
+    task: Task
     n_val: int
     trials: list[TrialRecord] = dataclasses.field(default_factory=list)
     requested: int = 0
     best: Optional[TrialRecord] = None  # the best complete, finite trial
     start_trial: Optional[int] = None  # the trial that ran the starting point's values (trial 0), when it did
-    reference: Optional[KnobResult] = None  # the starting point, re-trained at the confirmation seed
-    confirmed: Optional[KnobResult] = None  # the best trial's configuration, re-trained at the confirmation seed
+    reference: Optional[SeedRuns] = None  # the starting point, re-trained at the confirmation seed
+    confirmed: Optional[SeedRuns] = None  # the best trial's configuration, re-trained at the confirmation seed
     coverage: list[DimCoverage] = dataclasses.field(default_factory=list)
     importance: Optional[Importance] = None
     spread: Optional[float] = None  # max - min objective over complete trials
     noise: Optional[float] = None  # standard error of one trial's val metric
-
-
-def _metric(task: str) -> str:
-    return METRIC_TITLE[task]
 
 
 def confirmation_z(m: TuneMeasurements):
@@ -51,7 +47,7 @@ def confirmation_z(m: TuneMeasurements):
 
 def tune_improves(m: TuneMeasurements, cfg: TuneSpec) -> Verdict:
     """The best trial against the starting point, both re-trained at a fresh seed."""
-    check, metric = "tune-improves", _metric(m.task)
+    check, metric = "tune-improves", m.task.metric_title
     finished = [r for r in m.trials if r.value is not None]
     if not finished:
         return Verdict(STAGE, check, Status.FAIL, observed={"finished_trials": 0}, expected=f"{m.requested} finished trials",
@@ -90,7 +86,7 @@ def tune_improves(m: TuneMeasurements, cfg: TuneSpec) -> Verdict:
         observed.update({"seed_sd": float(f"{noise.sd:.3g}"), "seed_df": noise.df})
     at = f"at seed {seeds[0]}" if len(seeds) == 1 else f"over seeds {seeds[0]}-{seeds[-1]}"
     change = f"val {metric} {ref:.4f} -> {conf:.4f} {at}"
-    if m.task == "language-model":  # z is computed on the per-window cross-entropy: show it
+    if m.task.score_is_loss:  # z is computed on the per-window cross-entropy: show it
         loss = lambda runs: sum(r.val_loss for r in runs) / len(runs)  # noqa: E731
         change += f" (val loss {loss(refs):.4f} -> {loss(confs):.4f} nats)"
     if z >= cfg.significance_z:

@@ -35,19 +35,14 @@ def build_data(spec, *, base: Path) -> DataBundle:
 
 
 def _check_usable(data: DataBundle, spec) -> None:
-    """Data that no stage can use: an empty split, or a classification task with one class."""
+    """Data that no stage can use: an empty split, or what the task cannot learn from (one class)."""
     from nnrecipe.errors import DataError
 
     where = f"data ({spec.data.source})"
     for name, split in data.splits().items():
         if len(split) == 0:
             raise DataError(f"{where}: the {name} split is empty")
-    if data.task == "classification":
-        labels = data.targets("train")
-        distinct = labels.unique()
-        if len(distinct) < 2:
-            shown = distinct.tolist()[0] if len(distinct) else "none"
-            raise DataError(f"{where}: every train label is {shown}: classification needs at least two classes")
+    data.task.check_usable(data, where)
 
 
 __all__ = ["DataBundle", "LazySplit", "Split", "TensorSplit", "build_data", "SOURCES"]

@@ -11,13 +11,16 @@ Two kinds of split share one small interface (`len`, `iterate`, `example`):
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator, Optional, Union
+from typing import TYPE_CHECKING, Iterator, Optional, Union
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from nnrecipe.errors import DataError, NNRecipeError, PluginError
+
+if TYPE_CHECKING:
+    from nnrecipe.tasks import Task
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -146,14 +149,14 @@ def _as_pair(item, split: LazySplit) -> Batch:
 class DataBundle:
     """The data of one experiment, as the model sees it."""
 
-    task: str  # classification | regression | language-model
+    task: "Task"  # what the targets are and how a model on them is measured (nnrecipe/tasks)
     source: str
     train: Split
     val: Split
     test: Optional[Split] = None
-    num_classes: Optional[int] = None  # classification: C (declared, or inferred)
+    num_classes: Optional[int] = None  # class targets: C (declared, or inferred); a language model: V
     class_names: Optional[list[str]] = None
-    target_dim: int = 1  # regression: outputs per example
+    target_dim: int = 1  # real targets: values per example
     description: str = ""
     sequence: Optional[object] = None  # language-model: a data.text.SequenceInfo (vocabulary, streams)
     _targets: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
@@ -170,15 +173,13 @@ class DataBundle:
 
     @property
     def num_outputs(self) -> int:
-        return int(self.num_classes or 0) if self.task in ("classification", "language-model") else self.target_dim
+        return self.task.num_outputs(self)
 
     @property
     def kind(self) -> str:
         """How examples are drawn: (C, H, W) images, (C, L) signals, (D,) feature vectors, or
-        (L,) token windows (language models)."""
-        if self.task == "language-model":
-            return "sequence"
-        return {3: "image", 2: "signal"}.get(len(self.input_shape), "tabular")
+        (L,) token windows (language models): the task says."""
+        return self.task.input_kind(self.input_shape)
 
     def class_name(self, label: int) -> str:
         if self.class_names and 0 <= label < len(self.class_names):

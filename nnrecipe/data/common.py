@@ -10,6 +10,7 @@ import torch
 
 from nnrecipe.data.bundle import DataBundle, Split, TensorSplit
 from nnrecipe.errors import DataError
+from nnrecipe.tasks import Task
 
 
 def resolve_path(path: str, base: Path, *, field: str, must_exist: bool = True) -> Path:
@@ -41,7 +42,7 @@ def held_out_indices(y: torch.Tensor, *, fraction: float, seed: int, stratify: b
 
 
 def carve_splits(
-    x: torch.Tensor, y: torch.Tensor, *, task: str, val_fraction: float, test_fraction: float, seed: int,
+    x: torch.Tensor, y: torch.Tensor, *, task: Task, val_fraction: float, test_fraction: float, seed: int,
     val: Optional[tuple[torch.Tensor, torch.Tensor]] = None, test: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Train/val/test from one pool; only the splits the source lacks are carved out."""
@@ -49,7 +50,7 @@ def carve_splits(
 
     if len(x) == 0:
         raise DataError("data: the train split is empty (no examples to carve train/val from)")
-    stratify = task == "classification"
+    stratify = task.stratify
     out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     if test is None and test_fraction > 0:
         keep, held = held_out_indices(y, fraction=test_fraction, seed=seed + 1, stratify=stratify)
@@ -96,10 +97,10 @@ def infer_num_classes(declared: Optional[int], class_names: Optional[list[str]],
 
 
 def tensor_bundle(
-    splits: dict[str, tuple[torch.Tensor, torch.Tensor]], *, task: str, source: str, declared_classes: Optional[int],
+    splits: dict[str, tuple[torch.Tensor, torch.Tensor]], *, task: Task, source: str, declared_classes: Optional[int],
     class_names: Optional[list[str]] = None, description: str = "",
 ) -> DataBundle:
-    """Bundle in-memory splits: float32 inputs, (N, k) float regression targets."""
+    """Bundle in-memory splits: float32 inputs, targets as the task takes them (regression: (N, k) floats)."""
     for name in ("train", "val"):
         if name not in splits or len(splits[name][0]) == 0:
             raise DataError(f"data: the {name} split is empty")
@@ -109,19 +110,17 @@ def tensor_bundle(
         y = torch.as_tensor(y)
         if x.dtype == torch.float64:
             x = x.float()
-        if task == "regression":
-            y = y.float().reshape(len(y), -1)
-        made[name] = TensorSplit(name, x, y)
-    ys = [s.y for s in made.values()]
+        made[name] = TensorSplit(name, x, task.bundle_targets(y))
+    num_classes, target_dim = task.declared_outputs(declared_classes, class_names, [s.y for s in made.values()])
     return DataBundle(
         task=task,
         source=source,
         train=made["train"],
         val=made["val"],
         test=made.get("test"),
-        num_classes=infer_num_classes(declared_classes, class_names, ys) if task == "classification" else None,
+        num_classes=num_classes,
         class_names=class_names,
-        target_dim=made["train"].y.shape[1] if task == "regression" else 1,
+        target_dim=target_dim,
         description=description,
     )
 

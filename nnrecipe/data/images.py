@@ -17,6 +17,7 @@ from torch.utils.data import Dataset, Subset
 from nnrecipe.data.bundle import DataBundle, LazySplit, Split
 from nnrecipe.data.common import held_out_indices, infer_num_classes, resolve_path
 from nnrecipe.errors import DataError
+from nnrecipe.tasks import get_task
 
 IN_MEMORY_LIMIT_BYTES = 2 * 1024**3  # decode once and keep on the device below this
 
@@ -92,7 +93,7 @@ def _finish(spec, parts: dict[str, Dataset], *, source: str, class_names: Option
             split = split.materialize()
         splits[name] = split
     return DataBundle(
-        task=spec.task, source=source, train=splits["train"], val=splits["val"], test=splits.get("test"),
+        task=get_task(spec.task), source=source, train=splits["train"], val=splits["val"], test=splits.get("test"),
         num_classes=infer_num_classes(d.num_classes, class_names, [targets]), class_names=class_names,
         description=description,
     )

@@ -15,9 +15,10 @@ import torch
 from torch.utils.data import Dataset, TensorDataset
 
 from nnrecipe.data.bundle import DataBundle, LazySplit, Split, TensorSplit
-from nnrecipe.data.common import infer_num_classes, tensor_bundle
+from nnrecipe.data.common import tensor_bundle
 from nnrecipe.errors import PluginError
 from nnrecipe.plugins import call_factory, load_factory
+from nnrecipe.tasks import get_task
 
 FIELD = "data.factory"
 
@@ -41,8 +42,13 @@ def load(spec, base: Path) -> DataBundle:
     out = call_factory(fn, field=FIELD, ref=ref, **spec.data.args)
     if not isinstance(out, Mapping):
         raise PluginError(f"{FIELD}: {ref} returned {type(out).__name__}; expected a mapping with 'train' and 'val'")
-    if spec.task == "language-model":
-        return _load_tokens(out, ref)
+    return get_task(spec.task).plugin_bundle(out, spec, ref)  # the task's contract: pairs, or token streams
+
+
+def pairs_bundle(out: Mapping, spec, ref: str) -> DataBundle:
+    """The contract of DESIGN.md: `train`, `val` (`test`) each a Dataset of (x, y) or a pair of
+    tensors (X, Y); `classes` optional."""
+    task = get_task(spec.task)
     missing = [k for k in ("train", "val") if k not in out]
     unknown = sorted(set(out) - {"train", "val", "test", "classes"})
     if missing or unknown:
@@ -51,22 +57,19 @@ def load(spec, base: Path) -> DataBundle:
     classes = [str(c) for c in out["classes"]] if out.get("classes") is not None else None
     parts = {k: _as_split(k, out[k], spec, ref) for k in ("train", "val", "test") if out.get(k) is not None}
     if all(isinstance(p, tuple) for p in parts.values()):
-        return tensor_bundle(parts, task=spec.task, source="python", declared_classes=spec.data.num_classes,
+        return tensor_bundle(parts, task=task, source="python", declared_classes=spec.data.num_classes,
                              class_names=classes, description=f"your data: {ref}")
     # At least one lazy split: wrap the tensor pairs too, and read labels once when C is not given.
     splits = {k: (TensorSplit(k, *p) if isinstance(p, tuple) else p) for k, p in parts.items()}
     for k, s in splits.items():
         if len(s) == 0:
             raise PluginError(f"{FIELD}: {ref} returned an empty {k!r} split")
-    num_classes = None
-    if spec.task == "classification":
-        ys = [] if (spec.data.num_classes or classes) else [torch.cat([y.reshape(-1) for _, y in s.iterate(256)]) for s in splits.values()]
-        num_classes = infer_num_classes(spec.data.num_classes, classes, ys)
-    return DataBundle(task=spec.task, source="python", train=splits["train"], val=splits["val"], test=splits.get("test"),
-                      num_classes=num_classes, class_names=classes, description=f"your data: {ref}")
+    num_classes, target_dim = task.lazy_outputs(spec.data.num_classes, classes, splits)
+    return DataBundle(task=task, source="python", train=splits["train"], val=splits["val"], test=splits.get("test"),
+                      num_classes=num_classes, class_names=classes, target_dim=target_dim, description=f"your data: {ref}")
 
 
-def _load_tokens(out: Mapping, ref: str) -> DataBundle:
+def tokens_bundle(out: Mapping, ref: str) -> DataBundle:
     """The language-model contract: `train`, `val` (and `test`) are 1-D tensors of token ids
     (one stream per split, in reading order; nnrecipe cuts the windows), or pairs (X, Y) of
     (N, L) windows you cut yourself (Y: the next tokens; -100 marks padding); `vocab` the text

@@ -10,9 +10,10 @@ import numpy as np
 import torch
 
 from nnrecipe.data.bundle import DataBundle
-from nnrecipe.data.common import (carve_splits, integral_labels, resolve_path, standardize, standardize_targets,
+from nnrecipe.data.common import (carve_splits, resolve_path, standardize, standardize_targets,
                                   tensor_bundle)
 from nnrecipe.errors import DataError
+from nnrecipe.tasks import get_task
 
 
 def _read_csv(path: Path, *, target: str, features: Optional[list[str]], delimiter: str, field: str):
@@ -60,28 +61,6 @@ def _is_number(text: str) -> bool:
         return False
 
 
-def _targets(y_raw: np.ndarray, task: str, *, names: Optional[list[str]], field: str, path: Path):
-    if task == "classification":
-        # Integer-looking labels stay integers; anything else is a class name.
-        try:
-            as_float = y_raw.astype(np.float64)
-            if names is None:
-                return integral_labels(as_float)
-        except ValueError:
-            pass
-        if names is not None:  # val/test files use the class names found in train
-            unknown = sorted(set(y_raw.tolist()) - set(names))
-            if unknown:
-                raise DataError(f"{field}: {path} has classes not seen in train: {', '.join(unknown[:5])}")
-            lookup = {n: i for i, n in enumerate(names)}
-            return torch.as_tensor(np.array([lookup[v] for v in y_raw], dtype=np.int64)), names
-        return integral_labels(y_raw.astype(str))
-    try:
-        return torch.as_tensor(y_raw.astype(np.float32)), None
-    except ValueError:
-        raise DataError(f"data.args.target: {path} target column is not numeric; regression needs numbers") from None
-
-
 def load_csv(spec, base: Path) -> DataBundle:
     a = spec.data.args
     read = {}
@@ -90,25 +69,27 @@ def load_csv(spec, base: Path) -> DataBundle:
         if value is not None:
             p = resolve_path(value, base, field=f"data.args.{key}")
             read[key] = (p, *_read_csv(p, target=a.target, features=a.features, delimiter=a.delimiter, field=f"data.args.{key}"))
+    task = get_task(spec.task)
     p, x, y_raw = read["path"]
-    y, names = _targets(y_raw, spec.task, names=None, field="data.args.path", path=p)
+    y, names = task.column_targets(y_raw, names=None, field="data.args.path", path=p)
     extra = {}
     for key, split in (("val_path", "val"), ("test_path", "test")):
         if key in read:
             p2, x2, y2_raw = read[key]
-            y2, _ = _targets(y2_raw, spec.task, names=names, field=f"data.args.{key}", path=p2)
+            y2, _ = task.column_targets(y2_raw, names=names, field=f"data.args.{key}", path=p2)
             extra[split] = (torch.as_tensor(x2), y2)
     splits = carve_splits(
-        torch.as_tensor(x), y, task=spec.task, val_fraction=spec.data.val_fraction,
+        torch.as_tensor(x), y, task=task, val_fraction=spec.data.val_fraction,
         test_fraction=spec.data.test_fraction, seed=spec.data.split_seed, **extra,
     )
     splits = _rescale(splits, a)
-    return tensor_bundle(splits, task=spec.task, source="csv", declared_classes=spec.data.num_classes,
+    return tensor_bundle(splits, task=task, source="csv", declared_classes=spec.data.num_classes,
                          class_names=names, description=f"CSV {read['path'][0].name}: {x.shape[1]} features")
 
 
 def load_npz(spec, base: Path) -> DataBundle:
     a = spec.data.args
+    task = get_task(spec.task)
     path = resolve_path(a.path, base, field="data.args.path")
     try:
         with np.load(path, allow_pickle=False) as f:
@@ -122,18 +103,18 @@ def load_npz(spec, base: Path) -> DataBundle:
 
     def pair(xk: str, yk: str):
         if xk in arrays and yk in arrays:
-            return torch.as_tensor(arrays[xk]), _npz_targets(arrays[yk], spec.task)
+            return torch.as_tensor(arrays[xk]), _npz_targets(arrays[yk], task)
         if xk in arrays or yk in arrays:
             raise DataError(f"data.args: {path} has only one of {xk!r} and {yk!r}")
         return None
 
     splits = carve_splits(
-        torch.as_tensor(arrays[a.x_key]), _npz_targets(arrays[a.y_key], spec.task), task=spec.task,
+        torch.as_tensor(arrays[a.x_key]), _npz_targets(arrays[a.y_key], task), task=task,
         val_fraction=spec.data.val_fraction, test_fraction=spec.data.test_fraction, seed=spec.data.split_seed,
         val=pair(a.x_val_key, a.y_val_key), test=pair(a.x_test_key, a.y_test_key),
     )
     splits = _rescale(splits, a)
-    return tensor_bundle(splits, task=spec.task, source="npz", declared_classes=spec.data.num_classes,
+    return tensor_bundle(splits, task=task, source="npz", declared_classes=spec.data.num_classes,
                          description=f"npz {path.name}: inputs {tuple(arrays[a.x_key].shape[1:])}")
 
 
@@ -147,9 +128,7 @@ def _rescale(splits, args):
     return splits
 
 
-def _npz_targets(y: np.ndarray, task: str) -> torch.Tensor:
+def _npz_targets(y: np.ndarray, task) -> torch.Tensor:
     if y.dtype.kind in "USO":
         raise DataError("data.args.y_key: npz class labels must be numbers (use a CSV for named classes)")
-    if task == "classification":
-        return integral_labels(y)[0]
-    return torch.as_tensor(y.astype(np.float32))
+    return task.array_targets(y)

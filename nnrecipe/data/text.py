@@ -18,6 +18,7 @@ from nnrecipe.data.bundle import DataBundle, TensorSplit
 from nnrecipe.data.common import resolve_path
 from nnrecipe.errors import DataError, PluginError
 from nnrecipe.losses import IGNORE_INDEX
+from nnrecipe.tasks import LANGUAGE_MODEL
 
 EMBEDDED = "pydoc_data.topics"  # CPython's own documentation text: no download
 
@@ -129,7 +130,7 @@ def sequence_bundle(streams: dict[str, torch.Tensor], info: SequenceInfo, *, str
                 f"{field}: the {name} token ids must lie in [0, {info.size}) (the vocabulary's size); "
                 f"found {int(ids[bad][0])}")
     info.streams = streams
-    return DataBundle(task="language-model", source=source, train=splits["train"], val=splits["val"],
+    return DataBundle(task=LANGUAGE_MODEL, source=source, train=splits["train"], val=splits["val"],
                       test=splits.get("test"), num_classes=info.size, class_names=[shown(t) for t in info.vocab],
                       description=description, sequence=info)
 

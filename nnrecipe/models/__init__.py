@@ -35,10 +35,9 @@ def build_model(spec, *, input_shape: Sequence[int], num_outputs: int, base: Pat
     return model
 
 
-def check_output_shape(model: nn.Module, x: torch.Tensor, num_outputs: int, *, field: str = "model",
-                       sequence: bool = False) -> None:
-    """One forward pass on a small batch: the model must return (N, num_outputs), or for a
-    language model (N, L, V) on (N, L) token windows."""
+def check_output_shape(model: nn.Module, x: torch.Tensor, want: tuple[int, ...], *, field: str = "model") -> None:
+    """One forward pass on a small batch: the model must return the shape the task wants,
+    (N, num_outputs), or for a language model (N, L, V) on (N, L) token windows."""
     was_training = model.training
     model.eval()
     try:
@@ -51,10 +50,9 @@ def check_output_shape(model: nn.Module, x: torch.Tensor, num_outputs: int, *, f
         raise cls(f"{field}: forward on a batch of shape {tuple(x.shape)} raised {exc.__class__.__name__}: {exc}") from exc
     finally:
         model.train(was_training)
-    want = (len(x), x.shape[1], num_outputs) if sequence else (len(x), num_outputs)
-    if not isinstance(out, torch.Tensor) or tuple(out.shape) != want:
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(want):
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        what = f"{len(x)} windows of {x.shape[1]} tokens" if sequence else str(len(x))
+        what = f"{len(x)} windows of {x.shape[1]} tokens" if len(want) == 3 and x.dim() == 2 else str(len(x))
         raise PluginError(f"{field}: the model returns {got} for a batch of {what}; expected {want}")
 
 
@@ -64,23 +62,16 @@ BUILTIN_ARCHS = ("linear", "mlp", "cnn1d", "cnn2d", "resnet18", "resnet50")
 def prepare_model(spec, data, *, base: Path, model_spec=None) -> nn.Module:
     """Build the model for the data, check its output shape, and (built-ins) init the final bias."""
     from nnrecipe.losses import loss_name
-    from nnrecipe.models.init import center_regression_output, ideal_bias, load_matching_weights, set_final_bias
+    from nnrecipe.models.init import load_matching_weights
 
     if model_spec is not None:
         spec = spec.model_copy(update={"model": model_spec})
     model = build_model(spec, input_shape=data.input_shape, num_outputs=data.num_outputs, base=base)
     field = "model.factory" if spec.model.arch == "python" else "model"
     x = torch.stack([data.train.example(i)[0] for i in range(min(2, len(data.train)))]).cpu()
-    check_output_shape(model, x, data.num_outputs, field=field, sequence=data.task == "language-model")
+    check_output_shape(model, x, data.task.output_shape(x, data.num_outputs), field=field)
     if spec.model.arch in BUILTIN_ARCHS and spec.model.init_final_bias:
-        bias = ideal_bias(task=data.task, loss=loss_name(spec),
-                          priors=data.priors() if data.task == "classification" else None,
-                          target_mean=data.target_mean() if data.task == "regression" else None)
-        if bias is not None:
-            set_final_bias(model, bias, data.num_outputs)
-            if data.task == "regression":
-                xs = torch.stack([data.train.example(i)[0] for i in range(min(1024, len(data.train)))]).cpu()
-                center_regression_output(model, xs.float() if not xs.is_floating_point() else xs, bias, data.num_outputs)
+        data.task.init_output_layer(model, data, loss_name(spec))  # the final bias at the task's ideal
     if spec.model.pretrained:  # after the bias init: a pretrained head keeps its own bias
         load_matching_weights(model, spec.model.pretrained, base=base, field="model.pretrained")
     return model

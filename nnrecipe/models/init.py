@@ -1,4 +1,5 @@
-"""Initialise well: the final layer's bias at the class log-priors or the target mean.
+"""Initialise well: the final layer's bias at the class log-priors or the target mean
+(each task's `ideal_bias`; these are the tools that set it).
 
 "If you have an imbalanced dataset of a ratio 1:10 of positives:negatives, set the bias on
 your logits such that your network predicts probability of 0.1 at initialization."
@@ -20,28 +21,6 @@ def final_linear(model: nn.Module, num_outputs: int) -> Optional[nn.Linear]:
         if isinstance(m, nn.Linear) and m.out_features == num_outputs:
             found = m
     return found
-
-
-def ideal_bias(*, task: str, loss: str, priors: Optional[np.ndarray] = None,
-               target_mean: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
-    """The bias that makes a model with zero weights predict the training distribution.
-
-    cross_entropy / nll: log p_c (softmax is shift-invariant, so any constant may be added);
-    bce (one sigmoid per class): log(p_c / (1 - p_c)); mse / huber: the target mean.
-    """
-    if task == "classification":
-        if priors is None:
-            return None
-        p = np.clip(np.asarray(priors, dtype=np.float64), 1e-6, 1.0)
-        if loss == "bce":
-            p = np.clip(p, 1e-6, 1 - 1e-6)
-            return np.log(p / (1 - p))
-        if loss in ("cross_entropy", "nll"):
-            return np.log(p)
-        return None
-    if loss in ("mse", "huber") and target_mean is not None:
-        return np.asarray(target_mean, dtype=np.float64)
-    return None
 
 
 @torch.no_grad()

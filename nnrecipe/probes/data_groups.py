@@ -85,7 +85,7 @@ def measure(scan: DataScan) -> DataMeasurements:
     in_train_groups = train_counts[train_counts > 0]
 
     conflicts: list[Conflict] = []
-    if scan.task == "classification":
+    if not scan.task.skip_reason("conflicting-labels"):  # identical inputs, different labels
         labels = np.concatenate([_label_column(scan.splits[s].targets) for s in names])
         total_counts = np.bincount(inverse, minlength=len(uniq))
         order = np.argsort(inverse, kind="stable")  # members of group g: order[start[g] : start[g] + count[g]]

@@ -16,6 +16,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from nnrecipe.tasks import Task
 from nnrecipe.data.bundle import DataBundle, Split
 
 STAT_NAMES = ("mean", "std", "l2")  # the axes along which outliers are sought (l2: the norm)
@@ -52,7 +53,7 @@ class SplitScan:
 class DataScan:
     """The measurements of all splits plus what the bundle declares about them."""
 
-    task: str
+    task: Task
     kind: str  # image | signal | tabular
     num_classes: Optional[int]
     class_names: Optional[list[str]]

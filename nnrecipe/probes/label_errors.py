@@ -18,8 +18,7 @@ import dataclasses
 import numpy as np
 import torch
 
-from nnrecipe.probes.regularize import train_one
-from nnrecipe.probes.squeeze import as_probabilities
+from nnrecipe.experiments import Experiment, run_experiment
 
 
 @dataclasses.dataclass
@@ -84,15 +83,15 @@ def out_of_fold(spec, *, data, base, device, folds: int, seed: int, steps: int, 
         fold_data = data.with_train(data.train.subset(keep))
         # Only the held-out predictions are used: evaluate val once at the end, unless the
         # configuration stops early (then its evaluations choose the weights).
-        t = train_one(spec, data=fold_data, base=base, device=device, seed=seed + k, steps=steps,
-                      every=every if spec.train.early_stopping else steps,
-                      writer=writer_for(f"label-errors-fold{k}") if writer_for else None, progress=progress,
-                      label=f"label-errors fold {k + 1}/{folds}")
-        if t.run.diverged:
+        exp = Experiment(f"label-errors fold {k + 1}/{folds}", spec, steps=steps, seed=seed + k,
+                         eval_every=every if spec.train.early_stopping else steps)
+        t = run_experiment(exp, data=fold_data, base=base, device=device, progress=progress,
+                           writer=writer_for(f"label-errors-fold{k}") if writer_for else None)
+        if t.diverged:
             diverged += 1
             continue
         out = engine.predict(t.model, data.train.subset(torch.from_numpy(held)))
-        probs[held] = as_probabilities(out, loss).double().numpy()
+        probs[held] = data.task.class_probabilities(out, loss).double().numpy()
         predicted[held] = True
     return probs, predicted, diverged
 

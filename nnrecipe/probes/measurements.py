@@ -11,12 +11,13 @@ from typing import Optional
 import numpy as np
 
 from nnrecipe.probes.model_probes import GradStep, InitMeasure, OverfitResult
-from nnrecipe.probes.training import Experiment
+from nnrecipe.experiments import Result
+from nnrecipe.tasks import Task
 
 
 @dataclasses.dataclass
 class BaselineMeasurements:
-    task: str
+    task: Task
     device_type: str = "cpu"
     reproducible: Optional[tuple[np.ndarray, np.ndarray]] = None  # per-step losses of two runs from scratch
     init: Optional[InitMeasure] = None
@@ -26,12 +27,12 @@ class BaselineMeasurements:
     eval_diff: Optional[float] = None
     eval_scale: float = 1.0  # typical output magnitude, for the CUDA tolerance
     grad: Optional[GradStep] = None
-    model: Optional[Experiment] = None
-    zero_input: Optional[Experiment] = None
-    linear: Optional[Experiment] = None
-    larger: Optional[Experiment] = None
+    model: Optional[Result] = None
+    zero_input: Optional[Result] = None
+    linear: Optional[Result] = None
+    larger: Optional[Result] = None
     larger_skip: str = ""  # why there is no larger model
-    dumb_scores: Optional[np.ndarray] = None  # majority class correct (0/1) or mean predictor squared error, per val example
+    dumb_scores: Optional[np.ndarray] = None  # the task's dumb predictor (majority class, mean, unigram), per val example
     dumb_name: str = ""
     overfit: Optional[OverfitResult] = None
     # language models (probes/sequence_probes.py)
@@ -54,13 +55,13 @@ class LRRangeResult:
 
 @dataclasses.dataclass
 class OverfitMeasurements:
-    task: str
-    model: Optional[Experiment] = None  # the stage's model, trained for the stage's steps
+    task: Task
+    model: Optional[Result] = None  # the stage's model, trained for the stage's steps
     lr0: float = 0.0  # the spec's starting LR
     schedule: str = "constant"  # the schedule's name, or "custom" for a factory
     baseline_scores: Optional[dict[str, np.ndarray]] = None  # per-example val scores from the baseline stage
     baseline_skip: str = ""  # why there is nothing to compare against
     lr_range: Optional[LRRangeResult] = None
-    ladder: list[Experiment] = dataclasses.field(default_factory=list)
+    ladder: list[Result] = dataclasses.field(default_factory=list)
     ladder_names: list[str] = dataclasses.field(default_factory=list)
     resumed_from: Optional[int] = None  # --resume: the step the model's training continued from

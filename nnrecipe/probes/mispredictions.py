@@ -1,6 +1,7 @@
 """What the trained model gets wrong on val: a confusion matrix, per-class precision / recall /
-F1, and the examples with the highest loss (the most confidently wrong). Regression: the
-largest residuals. Computed from the val outputs the stage already has (no extra pass)."""
+F1, and the examples with the highest loss (the most confidently wrong); for real targets the
+largest residuals. Each task picks its own (Task.mispredictions). Computed from the val
+outputs the stage already has (no extra pass)."""
 
 from __future__ import annotations
 
@@ -13,23 +14,26 @@ import torch.nn.functional as F
 
 @dataclasses.dataclass
 class Mispredictions:
-    task: str
     confusion: np.ndarray | None = None  # (C, C): rows true class, columns predicted
     per_class: list[dict] = dataclasses.field(default_factory=list)  # class, support, precision, recall, f1
     top: list[dict] = dataclasses.field(default_factory=list)  # the highest-loss val examples, worst first
 
 
-def measure(outputs: torch.Tensor, targets: torch.Tensor, *, task: str, num_classes: int, loss: str, k: int = 24,
-            class_name=str) -> Mispredictions:
+def residuals(outputs: torch.Tensor, targets: torch.Tensor, *, k: int = 24) -> Mispredictions:
+    """Real targets: the k largest squared errors (averaged over the outputs)."""
+    out, y = outputs.float().cpu(), targets.cpu()
+    res = (out.reshape(len(out), -1) - y.float().reshape(len(y), -1)).pow(2).mean(dim=1)
+    order = torch.argsort(res, descending=True)[:k]
+    top = [{"index": int(i), "target": float(y[i].reshape(-1)[0]), "prediction": float(out[i].reshape(-1)[0]),
+            "squared_error": float(res[i])} for i in order]
+    return Mispredictions(top=top)
+
+
+def confusion(outputs: torch.Tensor, targets: torch.Tensor, *, num_classes: int, loss: str, k: int = 24,
+              class_name=str) -> Mispredictions:
+    """Class targets: the confusion matrix, per-class metrics and the k most confidently wrong."""
     out = outputs.float().cpu()
-    y = targets.cpu()
-    if task != "classification":
-        res = (out.reshape(len(out), -1) - y.float().reshape(len(y), -1)).pow(2).mean(dim=1)
-        order = torch.argsort(res, descending=True)[:k]
-        top = [{"index": int(i), "target": float(y[i].reshape(-1)[0]), "prediction": float(out[i].reshape(-1)[0]),
-                "squared_error": float(res[i])} for i in order]
-        return Mispredictions(task, top=top)
-    y = y.long()
+    y = targets.cpu().long()
     logp = out if loss == "nll" else F.log_softmax(out, dim=1)  # nll models return log-probabilities
     per_example = -logp.gather(1, y.reshape(-1, 1)).squeeze(1)
     pred = out.argmax(dim=1)
@@ -48,4 +52,4 @@ def measure(outputs: torch.Tensor, targets: torch.Tensor, *, task: str, num_clas
     top = [{"index": int(i), "true": class_name(int(y[i])), "predicted": class_name(int(pred[i])),
             "p_predicted": round(float(probs[i, pred[i]]), 4), "p_true": round(float(probs[i, y[i]]), 4),
             "loss": round(float(per_example[i]), 4)} for i in order]
-    return Mispredictions(task, confusion=conf, per_class=per_class, top=top)
+    return Mispredictions(confusion=conf, per_class=per_class, top=top)

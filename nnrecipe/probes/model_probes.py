@@ -11,11 +11,11 @@ from typing import Callable, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from nnrecipe.losses import per_example_loss
-from nnrecipe.models.init import final_linear, ideal_bias
+from nnrecipe.tasks import Task
+from nnrecipe.models.init import final_linear
 
 
 # ----------------------------------------------------------------------------- at initialisation
@@ -23,18 +23,19 @@ from nnrecipe.models.init import final_linear, ideal_bias
 
 @dataclasses.dataclass
 class InitMeasure:
-    task: str
+    task: Task
     loss_name: str  # cross_entropy | nll | bce | mse | huber | custom
     val_losses: Optional[np.ndarray]  # per val example; None for a custom loss
     n_val: int
     num_outputs: int
     builtin_bias_init: bool  # nnrecipe set the final bias (built-in model, spec switch on)
-    train_priors: Optional[np.ndarray] = None  # classification
+    # Task.init_statistics: class (or token) outputs measure a distribution; real ones a mean.
+    train_priors: Optional[np.ndarray] = None  # class shares of train
     val_priors: Optional[np.ndarray] = None
-    mean_predicted: Optional[np.ndarray] = None  # classification: mean predicted distribution on val
-    target_mean: Optional[np.ndarray] = None  # regression (train)
+    mean_predicted: Optional[np.ndarray] = None  # mean predicted distribution on val
+    target_mean: Optional[np.ndarray] = None  # real targets (train)
     target_std: Optional[np.ndarray] = None
-    mean_output: Optional[np.ndarray] = None  # regression: mean prediction on val
+    mean_output: Optional[np.ndarray] = None  # real targets: mean prediction on val
     # The loss that constant outputs would give on val: "uniform" (zero logits, or uniform
     # log-probabilities for nll; zero output for regression) and "prior" (the ideal bias:
     # log-priors, or the train target mean). These are the values the loss implies at init.
@@ -50,28 +51,20 @@ def measure_init(model: nn.Module, data, *, loss_name: str, builtin_bias_init: b
     out = predict(model, data.val)  # (N, C) float32 on the host, eval mode; (N, L, V) for a language model
     y = data.targets("val")
     losses = per_example_loss(loss_name, out, y).double().numpy() if loss_name != "custom" else None
-    lm = data.task == "language-model"
-    flat = out.reshape(-1, out.shape[-1]) if lm else out  # a language model: every position's distribution
+    task = data.task
+    rows = task.output_rows(out)  # one prediction per row (a language model: every position's)
     layer = final_linear(model, data.num_outputs)
     m = InitMeasure(
-        task=data.task, loss_name=loss_name, val_losses=losses, n_val=len(out), num_outputs=data.num_outputs,
+        task=task, loss_name=loss_name, val_losses=losses, n_val=len(out), num_outputs=data.num_outputs,
         builtin_bias_init=builtin_bias_init,
         final_bias=layer.bias.detach().double().cpu().numpy() if layer is not None and layer.bias is not None else None,
-        in_unit_interval=bool(((flat >= 0) & (flat <= 1)).all()),
-        rows_sum_to_one=bool(((flat.sum(dim=1) - 1).abs() < 1e-3).all()),
-        rows_logsumexp_zero=bool((torch.logsumexp(flat, dim=1).abs() < 1e-3).all()),
+        in_unit_interval=bool(((rows >= 0) & (rows <= 1)).all()),
+        rows_sum_to_one=bool(((rows.sum(dim=1) - 1).abs() < 1e-3).all()),
+        rows_logsumexp_zero=bool((torch.logsumexp(rows, dim=1).abs() < 1e-3).all()),
+        **task.init_statistics(data, rows, out, loss_name),
     )
-    if data.task in ("classification", "language-model"):
-        m.train_priors, m.val_priors = data.priors("train"), data.priors("val")
-        probs = torch.sigmoid(flat) if loss_name == "bce" else F.softmax(flat, dim=1)
-        m.mean_predicted = probs.double().mean(dim=0).numpy()
-    else:
-        ytr = data.targets("train").double().reshape(len(data.targets("train")), -1)
-        m.target_mean, m.target_std = ytr.mean(dim=0).numpy(), ytr.std(dim=0).numpy()
-        m.mean_output = out.double().mean(dim=0).numpy()
     if loss_name != "custom":
-        bias = ideal_bias(task="classification" if lm else data.task, loss=loss_name, priors=m.train_priors,
-                          target_mean=m.target_mean)
+        bias = task.ideal_bias(loss_name, priors=m.train_priors, target_mean=m.target_mean)
         uniform = torch.full_like(out, -float(np.log(out.shape[1]))) if loss_name == "nll" else torch.zeros_like(out)
         m.reference["uniform"] = float(per_example_loss(loss_name, uniform, y).double().mean())
         if bias is not None:
@@ -251,3 +244,26 @@ class InputCapture:
 
     def remove(self) -> None:
         self._hook.remove()
+
+
+def first_examples(split, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first n examples of a split (a fixed batch), on the split's device."""
+    xs, ys, got = [], [], 0
+    for x, y in split.iterate(min(n, 512)):
+        xs.append(x)
+        ys.append(y)
+        got += len(x)
+        if got >= n:
+            break
+    return torch.cat(xs)[:n], torch.cat(ys)[:n]
+
+
+class ZeroInput(nn.Module):
+    """The same model fed zeros: what it can learn without looking at the data (the priors)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(torch.zeros_like(x))

@@ -15,8 +15,6 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from nnrecipe.engine import EarlyStopping, Engine
-from nnrecipe.probes.training import Experiment, train_experiment, val_scores
 
 Edit = Callable[[object], object]  # Spec -> Spec
 
@@ -27,34 +25,6 @@ class Knob:
     description: str  # what changed, e.g. "dropout 0.2"
     edit: Optional[Edit] = None  # None: not applicable here (see skip)
     skip: str = ""
-
-
-@dataclasses.dataclass
-class Run:
-    """One trained experiment at one seed, as the rules need it."""
-
-    seed: int
-    val_scores: np.ndarray  # per val example: 1/0 correct or squared error
-    val_loss: float
-    val_metric: float
-    train_loss: float
-    train_metric: float
-    steps: int
-    diverged: bool
-    evals: list[tuple[int, float, float]]  # (step, val loss, val metric) along training
-    stopped_at: Optional[int] = None  # early stopping: the step whose weights were kept
-
-
-@dataclasses.dataclass
-class KnobResult:
-    name: str
-    description: str
-    runs: list[Run] = dataclasses.field(default_factory=list)
-    skip: str = ""
-
-    def scores(self, seeds: int) -> np.ndarray:
-        """Per-example val scores averaged over the first `seeds` runs."""
-        return np.mean([r.val_scores for r in self.runs[:seeds]], axis=0)
 
 
 def _set_args(model_spec, **changes):
@@ -183,72 +153,6 @@ def combine(spec, knobs: list[Knob]):
     return spec
 
 
-@dataclasses.dataclass
-class Trained:
-    run: Run
-    model: torch.nn.Module
-    early: Optional[Run] = None  # the reference's early-stopping point, scored
-    experiment: Optional[Experiment] = None
-    early_state: Optional[dict] = None  # the weights early stopping kept (host copies)
-
-
-def train_one(spec, *, data, base: Path, device, seed: int, steps: int, every: int, writer=None, progress=None,
-              label: str = "", watch_patience: Optional[int] = None, histograms: bool = False,
-              last_checkpoint: Optional[Path] = None, checkpoint_key: str = "", resume_from: Optional[Path] = None,
-              on_eval=None) -> Trained:
-    """Train the spec's model on `data` (already edited for the spec: downsampled, on the device)
-    with the spec's augmentation, optimizer, batch size and early stopping, at `seed`.
-
-    `watch_patience` watches the val loss with that patience without stopping, and scores the
-    weights early stopping would have kept (the reference run's early-stopping measurement).
-    """
-    from nnrecipe.augment import build_augment
-    from nnrecipe.losses import make_loss
-    from nnrecipe.models import prepare_model
-    from nnrecipe.runtime import seed_everything
-
-    spec = spec.model_copy(update={"seed": seed})
-    seed_everything(seed, deterministic=spec.train.deterministic)
-    model = prepare_model(spec, data, base=base).to(device)
-    loss_fn = make_loss(spec, base=base)
-    augment = build_augment(spec.data.augment, kind=data.kind, base=base)
-    if spec.train.early_stopping:
-        watch, stop = EarlyStopping(spec.train.early_stopping), True
-    elif watch_patience:
-        watch, stop = EarlyStopping(watch_patience), False
-    else:
-        watch, stop = None, True
-    exp = train_experiment(label, spec=spec, data=data, model=model, loss_fn=loss_fn, device=device, steps=steps, base=base,
-                           writer=writer, progress=progress, eval_every=every, augment=augment, early_stopping=watch,
-                           stop_early=stop, histograms=histograms, last_checkpoint=last_checkpoint,
-                           checkpoint_key=checkpoint_key, resume_from=resume_from, on_eval=on_eval)
-    run = _as_run(exp, seed, stopped_at=watch.best_step if (watch is not None and stop and watch.state is not None) else None)
-    early = None
-    if watch is not None and not stop and watch.state is not None and not exp.history.diverged:
-        early = _score_state(model, watch, data=data, loss_fn=loss_fn, device=device, spec=spec, seed=seed, exp=exp)
-    return Trained(run, model, early, exp, early_state=watch.state if watch is not None and not stop else None)
-
-
-def _as_run(exp: Experiment, seed: int, *, stopped_at: Optional[int]) -> Run:
-    h = exp.history
-    return Run(seed=seed, val_scores=exp.val_scores, val_loss=exp.val_eval.loss, val_metric=exp.val_eval.metric,
-               train_loss=exp.train_eval.loss, train_metric=exp.train_eval.metric, steps=h.steps_run, diverged=h.diverged,
-               evals=[(s, r.loss, r.metric) for s, r in h.evals], stopped_at=stopped_at)
-
-
-def _score_state(model, watch: EarlyStopping, *, data, loss_fn, device, spec, seed, exp: Experiment) -> Run:
-    """Score the weights early stopping would have kept; the model is put back as it was."""
-    engine = Engine.for_spec(spec.train, device=device, task=data.task)
-    final = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    model.load_state_dict(watch.state)
-    val = engine.evaluate(model, data.val, loss_fn, keep_scores=True)
-    train = engine.evaluate(model, data.train, loss_fn)
-    model.load_state_dict(final)
-    return Run(seed=seed, val_scores=val.scores, val_loss=val.loss,
-               val_metric=val.metric, train_loss=train.loss, train_metric=train.metric, steps=exp.history.steps_run,
-               diverged=False, evals=[(s, r.loss, r.metric) for s, r in exp.history.evals], stopped_at=watch.best_step)
-
-
 @torch.inference_mode()
 def augmented_scores(model, *, data, spec, base: Path, device, seed: int, passes: int = 1):
     """The model on val passed through data.augment: per-example correctness / squared error
@@ -269,9 +173,9 @@ def augmented_scores(model, *, data, spec, base: Path, device, seed: int, passes
             out = model(xa).float().cpu()
             if shown is None:
                 shown = (x[:16].cpu(), xa[:16].cpu(), ya[:16].cpu())
-                preds = out[:16].argmax(dim=1) if data.task == "classification" else out[:16]
+                preds = data.task.augmented_predictions(out[:16])
             outs.append(out)
             ys.append(ya.cpu())
-        augmented.append(val_scores(torch.cat(outs), torch.cat(ys), data.task))
+        augmented.append(data.task.example_scores(torch.cat(outs), torch.cat(ys)).cpu().numpy())
     model.train(was)
     return np.mean(augmented, axis=0), shown, preds

@@ -223,3 +223,38 @@ def unigram_scores(data) -> tuple[np.ndarray, float]:
 
 def bits(nats: float) -> float:
     return nats / math.log(2)
+
+
+def measure_wiring(m, model: nn.Module, data, xv: torch.Tensor, yv: torch.Tensor, loss_fn: Callable, cfg) -> None:
+    """The baseline's wiring probes for a next-token model, on val windows (the untrained model):
+    targets that copy inputs, causal dependency, batch independence through the embeddings,
+    padding invariance. Fills the language-model fields of `m` (BaselineMeasurements)."""
+    windows = xv[: min(4, len(xv))]
+    length = windows.shape[1]
+    k = min(cfg.causal_positions, length)
+    # Evenly spread positions, always the first and the last but one (a mask shifted by one
+    # shows at every position but the last, which has no later input).
+    m.leak = target_leak(data.train.x, data.train.y) if hasattr(data.train, "x") else target_leak(xv, yv)
+    positions = sorted({int(round(p)) for p in np.linspace(0, max(length - 2, 0), k)})
+    try:
+        m.causal = causal_gradients(model, windows, positions)
+        small = xv[: min(8, len(xv))]
+        m.dependency = batch_dependency_tokens(model, small, m.dependency_rows)
+    except NoEmbedding as exc:
+        m.causal_skip = m.dependency_skip = f"{exc}; nnrecipe differentiates through the embedding of the ids"
+    if cfg.padding_tokens < length:
+        try:
+            m.padding = padding_change(model, xv[:16], yv[:16], loss_fn, pad=cfg.padding_tokens)
+        except RuntimeError as exc:  # e.g. a position table added without slicing: only full windows fit
+            m.padding_skip = (f"the model does not take windows of {length - cfg.padding_tokens} tokens "
+                              f"({exc.__class__.__name__}: {str(exc).splitlines()[0][:80]})")
+    else:
+        m.padding_skip = f"windows of {length} tokens leave no room for {cfg.padding_tokens} padding tokens"
+
+
+def sample(net: nn.Module, data, spec, device, writer, step: int) -> str:
+    """A sample from the fixed prompt (same sampling seed each time), to TensorBoard's text tab."""
+    text = generate(net, data.sequence, tokens=spec.train.sample_tokens, device=device, seed=spec.seed)
+    if writer is not None:
+        writer.add_text("samples", "    " + text.replace("\n", "\n    "), step)
+    return text

@@ -16,50 +16,26 @@ import torch
 import torch.nn.functional as F
 
 from nnrecipe.data.bundle import TensorSplit
-from nnrecipe.engine import Engine, example_scores, load_checkpoint
-from nnrecipe.probes.regularize import Run
+from nnrecipe.engine import Engine, History
+from nnrecipe.experiments import Logging, Result, TrainPlan
+from nnrecipe.loop import load_checkpoint
+from nnrecipe.tasks import Task
 
 
-def as_probabilities(outputs: torch.Tensor, loss: str) -> torch.Tensor:
-    """What a classifier's outputs mean as class probabilities, by its loss."""
-    if loss == "nll":  # the model returns log-probabilities
-        return outputs.exp() / outputs.exp().sum(dim=1, keepdim=True)
-    if loss == "bce":  # one sigmoid per class
-        p = torch.sigmoid(outputs)
-        return p / p.sum(dim=1, keepdim=True).clamp_min(1e-12)
-    return torch.softmax(outputs.float(), dim=1)  # logits (cross_entropy and user losses)
-
-
-def _averaged(output: torch.Tensor, task: str, loss: str) -> torch.Tensor:
-    """What an ensemble averages of one member's output: class probabilities, the next-token
-    distribution, or the regression output itself."""
-    if task == "language-model":
-        return torch.softmax(output.float(), dim=-1)
-    if task == "classification":
-        return as_probabilities(output, loss)
-    return output
-
-
-def _as_prediction(mean: torch.Tensor, task: str) -> torch.Tensor:
-    """A language model's mean distribution as its log (valid logits: per-window cross-entropy
-    and argmax read them as they read one member's); the others as they are."""
-    return torch.log(mean.clamp_min(1e-12)) if task == "language-model" else mean
-
-
-def combine_outputs(outputs: list[torch.Tensor], task: str, loss: str) -> torch.Tensor:
-    """The ensemble's prediction: mean probabilities, or mean outputs for regression; for a
-    language model the log of the mean next-token distribution."""
-    return _as_prediction(torch.stack([_averaged(o, task, loss) for o in outputs]).mean(dim=0), task)
+def combine_outputs(outputs: list[torch.Tensor], task: Task, loss: str) -> torch.Tensor:
+    """The ensemble's prediction: the mean of what the task averages (probabilities, outputs,
+    next-token distributions), as an output its score reads like one member's."""
+    return task.ensemble_prediction(torch.stack([task.ensemble_part(o, loss) for o in outputs]).mean(dim=0))
 
 
 @dataclasses.dataclass
 class EnsemblePass:
-    """The members and their ensembles on one split, per example (engine.example_scores)."""
+    """The members and their ensembles on one split, per example (the task's example_scores)."""
 
     members: list[np.ndarray]  # each member's scores
     prefixes: list[np.ndarray]  # the ensemble of the first k members, k = 1..K
     spread: float  # how far the members' raw outputs are apart: max |o_k - o_0| / mean |o_0|
-    disagreement: Optional[float]  # classification: mean pairwise fraction of differing predictions
+    disagreement: Optional[float]  # tasks with predicted labels: mean pairwise fraction of differing predictions
 
     @property
     def ensemble(self) -> np.ndarray:
@@ -70,7 +46,7 @@ class EnsemblePass:
         return [float(p.mean()) for p in self.prefixes]
 
 
-def ensemble_pass(engine: Engine, models: list[torch.nn.Module], split, *, task: str, loss: str,
+def ensemble_pass(engine: Engine, models: list[torch.nn.Module], split, *, task: Task, loss: str,
                   batch_size: int = 256) -> EnsemblePass:
     """Score every member and every prefix ensemble batch by batch: no member's outputs are
     kept for the whole split (a language model's are windows x context x vocabulary)."""
@@ -79,26 +55,29 @@ def ensemble_pass(engine: Engine, models: list[torch.nn.Module], split, *, task:
     zero = lambda: torch.zeros((), dtype=torch.float64, device=engine.device)  # noqa: E731
     max_diff, abs_sum, differ = zero(), zero(), torch.zeros(k, k, dtype=torch.float64, device=engine.device)
     count = examples = 0
+    labelled = False  # the task predicts a label per example: the members' disagreement is counted
     for outs, y in engine.batches_through(models, split, batch_size=batch_size):
         running = None  # the sum of the first i + 1 members' averaged outputs
         for i in range(k):
-            members[i].append(example_scores(outs[i], y, task))
-            part = _averaged(outs[i], task, loss)
+            members[i].append(task.example_scores(outs[i], y))
+            part = task.ensemble_part(outs[i], loss)
             running = part if running is None else running + part
-            prefixes[i].append(example_scores(_as_prediction(running / (i + 1), task), y, task))
+            prefixes[i].append(task.example_scores(task.ensemble_prediction(running / (i + 1)), y))
         for o in outs[1:]:
             max_diff = torch.maximum(max_diff, (o - outs[0]).abs().max().double())
         abs_sum += outs[0].abs().sum().double()
         count += outs[0].numel()
-        if task == "classification":
-            preds = torch.stack([o.argmax(dim=1) for o in outs])  # (k, batch)
+        labels = [task.predicted_labels(o) for o in outs]
+        labelled = labels[0] is not None
+        if labelled:
+            preds = torch.stack(labels)  # (k, batch)
             differ += (preds[:, None, :] != preds[None, :, :]).double().sum(dim=2)
         examples += len(y)
     as_np = lambda parts: torch.cat(parts).cpu().numpy()  # noqa: E731  (one sync per list, at the end)
     pairs = k * (k - 1) / 2
     spread = float(max_diff / (abs_sum / max(count, 1)).clamp_min(1e-12)) if k > 1 else 0.0
     disagreement = (float(torch.triu(differ, diagonal=1).sum() / pairs / max(examples, 1)) if k > 1 else 0.0) \
-        if task == "classification" else None
+        if labelled else None
     return EnsemblePass([as_np(p) for p in members], [as_np(p) for p in prefixes], spread, disagreement)
 
 
@@ -138,44 +117,35 @@ def regression_distill_loss(alpha: float):
 
 
 def train_student(spec, *, model, data, teacher_train: torch.Tensor, device, steps: int, every: int, seed: int, base: Path,
-                  augment=None, writer=None, progress=None) -> tuple[Run, torch.nn.Module]:
+                  augment=None, writer=None, progress=None) -> Result:
     """Train `model` on the ensemble's soft targets over the train split (in memory), then
-    score it on the real train and val splits like any other experiment."""
-    from nnrecipe.optim import make_optimizer, make_scheduler
-
+    score it on the real train and val splits like any other experiment (Result.model: it)."""
     cfg = spec.stages.squeeze.distill
     train = data.train if isinstance(data.train, TensorSplit) else data.train.materialize()
     y = train.y.to(device)
-    if data.task == "classification":
-        targets = soft_targets(teacher_train.to(device), y, cfg.temperature)
-        loss_fn = distill_loss(cfg.temperature, cfg.alpha)
-    else:
-        targets = torch.cat([teacher_train.to(device).reshape(len(y), -1), y.float().reshape(len(y), -1)], dim=1)
-        loss_fn = regression_distill_loss(cfg.alpha)
+    targets, loss_fn, plain = data.task.distill_targets(teacher_train.to(device), y, cfg)
     soft = TensorSplit("train", train.x.to(device), targets)
-    engine = Engine.for_spec(spec.train, device=device, task=data.task, log_every=min(spec.train.log_every, steps),
-                    writer=writer, progress=progress)
-    optimizer = make_optimizer(spec.optim, model.parameters())
-    scheduler = make_scheduler(optimizer, spec.optim.schedule, total_steps=steps, base=base)
-    h = engine.train(model=model, train=soft, val=data.val, loss_fn=loss_fn, optimizer=optimizer, scheduler=scheduler,
-                     steps=steps, batch_size=spec.data.batch_size, seed=seed, eval_every=every,
-                     grad_clip=spec.optim.grad_clip, label="student (soft targets)", augment=augment)
-    plain = distill_loss(1.0, 0.0) if data.task == "classification" else regression_distill_loss(0.0)
-    run = _scored(engine, model, data, plain, seed=seed, steps=h.steps_run, diverged=h.diverged,
-                  evals=[(s, r.loss, r.metric) for s, r in h.evals])
-    return run, model
+    plan = TrainPlan.for_spec(spec, model=model, train=soft, val=data.val, loss_fn=loss_fn, steps=steps, base=base,
+                              seed=seed, eval_every=every, augment=augment,
+                              log=Logging(writer=writer, progress=progress, label="student (soft targets)",
+                                          every=min(spec.train.log_every, steps)))
+    engine = Engine.for_spec(spec.train, device=device, task=data.task)
+    return _scored(engine, model, data, plain, name="student", seed=seed, history=engine.train(plan))
 
 
-def _scored(engine, model, data, loss_fn, *, seed: int, steps: int, diverged: bool = False, evals=()) -> Run:
+def _scored(engine, model, data, loss_fn, *, name: str, seed: int, history: Optional[History] = None,
+            steps: int = 0) -> Result:
+    """The model on whole train and val splits; without a history, as loaded (at `steps`)."""
     tr = engine.evaluate(model, data.train, loss_fn)
     va = engine.evaluate(model, data.val, loss_fn, keep_scores=True)
-    return Run(seed=seed, val_scores=va.scores, val_loss=va.loss,
-               val_metric=va.metric, train_loss=tr.loss, train_metric=tr.metric, steps=steps, diverged=diverged,
-               evals=list(evals))
+    if history is not None:
+        return Result.scored(name, seed, history, tr, va, model=model)
+    return Result(seed=seed, val_scores=va.scores, val_loss=va.loss, val_metric=va.metric, train_loss=tr.loss,
+                  train_metric=tr.metric, steps=steps, diverged=False, evals=[], name=name, train_eval=tr, val_eval=va)
 
 
 def continue_training(spec, *, model, checkpoint: Path, data, loss_fn, device, steps: int, every: int, seed: int,
-                      writer=None, progress=None) -> tuple[Run, Run]:
+                      writer=None, progress=None) -> tuple[Result, Result]:
     """Reload a member's last checkpoint (weights and optimizer state, so Adam's moments and the
     LR the schedule had reached carry on) and train `steps` more at that LR. Returns the
     reloaded model's scores (steps = the checkpoint's step) and the scores at the end."""
@@ -186,14 +156,13 @@ def continue_training(spec, *, model, checkpoint: Path, data, loss_fn, device, s
     optimizer = make_optimizer(spec.optim, model.parameters())
     if state.get("optimizer") is not None:
         optimizer.load_state_dict(state["optimizer"])
-    engine = Engine.for_spec(spec.train, device=device, task=data.task, log_every=min(spec.train.log_every, steps),
-                    writer=writer, progress=progress)
-    before = _scored(engine, model, data, loss_fn, seed=seed, steps=int(state.get("step", 0)))
-    h = engine.train(model=model, train=data.train, val=data.val, loss_fn=loss_fn, optimizer=optimizer, steps=steps,
+    engine = Engine.for_spec(spec.train, device=device, task=data.task)
+    before = _scored(engine, model, data, loss_fn, name="reloaded", seed=seed, steps=int(state.get("step", 0)))
+    plan = TrainPlan(model=model, train=data.train, val=data.val, loss_fn=loss_fn, optimizer=optimizer, steps=steps,
                      batch_size=spec.data.batch_size, seed=seed, eval_every=every, grad_clip=spec.optim.grad_clip,
-                     label="longer training")
-    after = _scored(engine, model, data, loss_fn, seed=seed, steps=h.steps_run, diverged=h.diverged,
-                    evals=[(s, r.loss, r.metric) for s, r in h.evals])
+                     log=Logging(writer=writer, progress=progress, label="longer training",
+                                 every=min(spec.train.log_every, steps)))
+    after = _scored(engine, model, data, loss_fn, name="longer", seed=seed, history=engine.train(plan))
     return before, after
 
 

@@ -1,21 +1,20 @@
 """The six stages of the recipe, in order: a registry (data), not a class hierarchy.
 
-Each implemented stage is one module with `run(spec, ctx) -> StageResult`. A stage whose
-module is None is not implemented yet: asking for it exits 2 and says so; it never passes.
+Each stage is one module with `run(spec, ctx) -> StageResult` that reads top to bottom:
+set up, measure (probes), judge (checks), draw (pictures), record (summary).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
-from typing import Optional
 
 
 @dataclasses.dataclass(frozen=True)
 class StageInfo:
     name: str  # command and run-directory folder, e.g. "inspect-data"
     key: str  # its settings under `stages:` in the spec, e.g. "inspect_data"
-    module: Optional[str]  # the module with run(spec, ctx); None while not implemented
+    module: str  # the module with run(spec, ctx)
     recipe: str  # the recipe's own words for the stage
     keep: tuple[str, ...] = ()  # files of the stage folder that survive a re-run (tune's study continues)
 
@@ -38,13 +37,5 @@ def get_stage(name: str) -> StageInfo:
     raise KeyError(name)
 
 
-def implemented() -> list[StageInfo]:
-    return [s for s in STAGES if s.module is not None]
-
-
 def load_runner(info: StageInfo):
-    from nnrecipe.errors import StageNotImplemented
-
-    if info.module is None:
-        raise StageNotImplemented(f"stage {info.name}: not implemented yet in this version of nnrecipe (no verdicts, no pass)")
     return importlib.import_module(info.module).run

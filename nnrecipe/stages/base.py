@@ -70,38 +70,5 @@ class StageContext:
             w.close()
         self._writers.clear()
 
-    def artifact(self, stage: str, name: str) -> Path:
-        return self.run.stage_dir(stage) / name
-
     def rel(self, path: Path) -> str:
         return self.run.rel(path)
-
-
-class FigureSaver:
-    """Saves a stage's figures (PNG in the stage folder + the same image in TensorBoard) and
-    remembers which checks each picture belongs to: `arts[check] -> [relative paths]`."""
-
-    def __init__(self, ctx: StageContext, stage: str):
-        self.ctx, self.out, self.tb = ctx, ctx.run.stage_dir(stage), ctx.writer(stage)
-        self.arts: dict[str, list[str]] = {}
-
-    def __call__(self, fig, name: str, *checks: str) -> None:
-        from nnrecipe import pictures
-
-        path = pictures.save_figure(fig, self.out / f"{name}.png", writer=self.tb, tag=name)
-        for check in checks:
-            self.arts.setdefault(check, []).append(self.ctx.rel(path))
-
-
-    def text(self, content: str, name: str, *checks: str) -> None:
-        """A text artifact (`name`.txt) and the same text in TensorBoard's text tab."""
-        path = self.out / f"{name}.txt"
-        path.write_text(content)
-        # TensorBoard renders text as markdown: four spaces make it a code block (kept verbatim).
-        self.tb.add_text(name, "\n".join("    " + line for line in content.splitlines()), 0)
-        for check in checks:
-            self.arts.setdefault(check, []).append(self.ctx.rel(path))
-
-
-def with_artifacts(verdict: Verdict, *paths: Optional[str]) -> Verdict:
-    return dataclasses.replace(verdict, artifacts=tuple(verdict.artifacts) + tuple(p for p in paths if p))

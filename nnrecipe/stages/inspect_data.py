@@ -19,7 +19,8 @@ from nnrecipe.checks.data_integrity import conflicting_labels, duplicates, label
 from nnrecipe.errors import NNRecipeError
 from nnrecipe.probes.data_groups import DataMeasurements, measure
 from nnrecipe.probes.data_scan import STAT_NAMES, class_counts, scan_bundle
-from nnrecipe.stages.base import StageContext, StageResult, with_artifacts
+from nnrecipe.pictures.saver import Artifacts, FigureSaver, attach
+from nnrecipe.stages.base import StageContext, StageResult
 
 STAGE = "inspect-data"
 CHECKS = (split_sizes, shapes_dtypes, label_range, non_finite, duplicates, split_leakage,
@@ -28,62 +29,54 @@ CSV_NAME = "examples.csv"
 
 
 def run(spec, ctx: StageContext) -> StageResult:
-    cfg = spec.stages.inspect_data
     data = ctx.data()
-    if data.task == "language-model":  # tokens, not pixel statistics
+    if data.kind == "sequence":  # token windows: look at the tokens, not at pixel statistics
         from nnrecipe.stages import inspect_text
 
-        if ctx.options.get("model"):
-            raise NNRecipeError("inspect-data --model: not for language models yet (their samples are in overfit and "
-                                "regularize)")
+        if ctx.options.get("model") and data.task.skip_reason("model-on-data"):
+            raise NNRecipeError(data.task.skip_reason("model-on-data"))
         return inspect_text.run(spec, ctx, data)
-    scan = scan_bundle(data, progress=ctx.progress)
-    m = measure(scan)
-    verdicts = {v.check: v for v in (check(m, cfg) for check in CHECKS)}
-
-    writer = ctx.writer(STAGE)
-    out = ctx.run.stage_dir(STAGE)
-    rng = np.random.default_rng(spec.seed)
-    scale = (scan.train.channel_mean, scan.train.channel_std) if data.kind == "tabular" else None
-    grid = pictures.save_figure(
-        pictures.example_grid(_grid_rows(data, m, cfg, rng), data.kind, title=f"random train examples — {data.description}", scale=scale),
-        out / "examples_grid.png", writer=writer, tag="data/examples_grid")
-    hist = pictures.save_figure(
-        pictures.histograms({s: {name: m.scan.splits[name].stats[s] for name in m.scan.splits} for s in STAT_NAMES},
-                            title="per-example statistics by split"),
-        out / "stat_histograms.png", writer=writer, tag="data/stat_histograms")
-    outl = pictures.save_figure(
-        pictures.example_grid(_outlier_rows(data, m, cfg), data.kind, title="most extreme train examples per statistic (robust z)", scale=scale),
-        out / "outliers.png", writer=writer, tag="data/outliers")
-    balance = None
-    if data.task == "classification" and data.num_classes:
-        counts = {name: class_counts(s.targets, data.num_classes) for name, s in scan.splits.items()}
-        balance = pictures.save_figure(
-            pictures.bar_counts(counts, [data.class_name(c) for c in range(data.num_classes)], title="class frequencies by split"),
-            out / "class_balance.png", writer=writer, tag="data/class_balance")
-    table = out / CSV_NAME
-    write_examples_csv(table, m, data)
-
-    rel = ctx.rel
-    attach = {
-        "shapes-dtypes": [rel(grid)],
-        "label-range": [rel(grid)] + ([rel(balance)] if balance else []),
-        "duplicates": [rel(table)],
-        "split-leakage": [rel(table)],
-        "conflicting-labels": [rel(table)],
-        "class-balance": [rel(balance)] if balance else [],
-        "input-scale": [rel(hist)],
-        "outliers": [rel(outl), rel(hist), rel(table)],
-        "non-finite": [rel(table)],
-    }
-    final = [with_artifacts(v, *attach.get(v.check, [])) for v in verdicts.values()]
+    cfg = spec.stages.inspect_data
+    m = measure(scan_bundle(data, progress=ctx.progress))
+    verdicts = [check(m, cfg) for check in CHECKS]
+    arts = [_draw(spec, ctx, data, m)]
     model_summary = None
     if ctx.options.get("model"):  # inspect-data --model RUN_DIR: the data seen through a trained model
-        verdict, model_summary = _through_model(spec, ctx, cfg, Path(ctx.options["model"]))
-        final.append(verdict)
-    summary = {
+        verdict, model_arts, model_summary = _through_model(spec, ctx, cfg, Path(ctx.options["model"]))
+        verdicts.append(verdict)
+        arts.append(model_arts)
+    return StageResult(STAGE, attach(verdicts, *arts), _record(data, m, model_summary))
+
+
+def _draw(spec, ctx: StageContext, data, m: DataMeasurements) -> Artifacts:
+    """Random examples per class (or target quartile), the most extreme ones, the statistics'
+    histograms, the class shares per split, and the per-example table."""
+    cfg, scan = spec.stages.inspect_data, m.scan
+    save = FigureSaver(ctx, STAGE)
+    rng = np.random.default_rng(spec.seed)
+    scale = (scan.train.channel_mean, scan.train.channel_std) if data.kind == "tabular" else None
+    save(pictures.example_grid(_grid_rows(data, m, cfg, rng), data.kind, title=f"random train examples — {data.description}",
+                               scale=scale), "examples_grid", "shapes-dtypes", "label-range", tag="data/examples_grid")
+    save(pictures.example_grid(_outlier_rows(data, m, cfg), data.kind, title="most extreme train examples per statistic (robust z)",
+                               scale=scale), "outliers", "outliers", tag="data/outliers")
+    save(pictures.histograms({s: {name: scan.splits[name].stats[s] for name in scan.splits} for s in STAT_NAMES},
+                             title="per-example statistics by split"), "stat_histograms", "input-scale", "outliers",
+         tag="data/stat_histograms")
+    if not data.task.real_targets and data.num_classes:  # class targets: their shares per split
+        counts = {name: class_counts(s.targets, data.num_classes) for name, s in scan.splits.items()}
+        save(pictures.bar_counts(counts, [data.class_name(c) for c in range(data.num_classes)], title="class frequencies by split"),
+             "class_balance", "label-range", "class-balance", tag="data/class_balance")
+    table = ctx.run.stage_dir(STAGE) / CSV_NAME
+    write_examples_csv(table, m, data)
+    save.add(table, "duplicates", "split-leakage", "conflicting-labels", "outliers", "non-finite")
+    return save.arts
+
+
+def _record(data, m: DataMeasurements, model_summary) -> dict:
+    scan, real = m.scan, data.task.real_targets
+    return {
         "description": data.description,
-        "task": data.task,
+        "task": data.task.name,
         "kind": data.kind,
         "input_shape": list(data.input_shape),
         "num_classes": data.num_classes,
@@ -92,57 +85,39 @@ def run(spec, ctx: StageContext) -> StageResult:
         "channel_mean": scan.train.channel_mean.tolist(),
         "channel_std": scan.train.channel_std.tolist(),
         "train_priors": (class_counts(scan.train.targets, data.num_classes) / scan.train.n).tolist()
-        if data.task == "classification" and data.num_classes else None,
-        "target_mean": np.nanmean(scan.train.targets.reshape(scan.train.n, -1), axis=0).tolist() if data.task == "regression" else None,
-        "target_var": np.nanvar(scan.train.targets.reshape(scan.train.n, -1), axis=0).tolist() if data.task == "regression" else None,
+        if not real and data.num_classes else None,
+        "target_mean": np.nanmean(scan.train.targets.reshape(scan.train.n, -1), axis=0).tolist() if real else None,
+        "target_var": np.nanvar(scan.train.targets.reshape(scan.train.n, -1), axis=0).tolist() if real else None,
         "model": model_summary,
     }
-    return StageResult(STAGE, final, summary)
 
 
 def _through_model(spec, ctx: StageContext, cfg, run_dir: Path):
+    """(the model-on-data verdict, its pictures, a summary) for the model trained in `run_dir`."""
     from nnrecipe.checks.model_data_checks import ModelOnData, model_on_data
+    from nnrecipe.handoff import find_model
     from nnrecipe.losses import loss_name
-    from nnrecipe.probes import mispredictions
-    from nnrecipe.stages.inspect_model import evaluate, find_model
-    from nnrecipe.stages.misprediction_pictures import misprediction_artifacts
+    from nnrecipe.pictures import mispredictions
+    from nnrecipe.probes.model_on_data import evaluate
 
     trained = find_model(run_dir)
     data, result, eval_spec = evaluate(spec, ctx, trained)
-    se = 0.0
-    if data.task != "classification":  # SE of R^2 from the per-example squared errors
-        y = data.targets("val").double().reshape(result.n, -1)
-        sq = ((result.outputs.double().reshape(result.n, -1) - y) ** 2).mean(dim=1)
-        se = float(sq.std() / max(result.n, 2) ** 0.5 / y.var(dim=0).mean().clamp_min(1e-12))
+    # the metric's SE from the per-example scores (the binomial one for accuracy; drop_z reads it for R^2)
+    se = data.task.metric_se(result.metric, result.n, scores=result.scores, target_var=data.task.target_variance(data))
     m = ModelOnData(source=ctx.rel(Path(trained.source)) if str(trained.source).startswith(str(ctx.run.root)) else trained.source,
                     metric_name=result.metric_name, recorded=trained.val_metric, n_recorded=trained.n_val or result.n,
                     now=result.metric, n_now=result.n, se_now=se)
-    wrong = mispredictions.measure(result.outputs, data.targets("val"), task=data.task, num_classes=data.num_outputs,
-                                   loss=loss_name(eval_spec), class_name=data.class_name)
-    arts = misprediction_artifacts(ctx, STAGE, data, wrong, "model-on-data", outputs=result.outputs)
-    verdict = with_artifacts(model_on_data(m, cfg), *arts.get("model-on-data", []))
-    return verdict, {"source": m.source, f"val_{m.metric_name}": m.now, "per_class": wrong.per_class,
-                     "confusion": wrong.confusion.tolist() if wrong.confusion is not None else None}
+    wrong = data.task.mispredictions(result.outputs, data.targets("val"), num_classes=data.num_outputs,
+                                     loss=loss_name(eval_spec), class_name=data.class_name)
+    arts = mispredictions.draw(ctx, STAGE, data, wrong, "model-on-data", outputs=result.outputs)
+    return model_on_data(m, cfg), arts, {"source": m.source, f"val_{m.metric_name}": m.now, "per_class": wrong.per_class,
+                                         "confusion": wrong.confusion.tolist() if wrong.confusion is not None else None}
 
 
 def _grid_rows(data, m: DataMeasurements, cfg, rng: np.random.Generator):
-    """A row of random train examples per class (classification) or per target quartile (regression)."""
-    k = cfg.examples_per_class
-    targets = m.scan.train.targets
-    rows = []
-    if data.task == "classification" and data.num_classes:
-        for c in range(min(data.num_classes, cfg.max_classes_in_grid)):
-            idx = np.nonzero(targets == c)[0]
-            pick = rng.choice(idx, size=min(k, len(idx)), replace=False) if len(idx) else []
-            rows.append((data.class_name(c), [(data.train.example(int(i))[0], f"#{int(i)}") for i in pick]))
-    else:
-        t = targets.reshape(len(targets), -1)[:, 0]
-        edges = np.nanquantile(t, [0, 0.25, 0.5, 0.75, 1.0])
-        for lo, hi in zip(edges[:-1], edges[1:]):
-            idx = np.nonzero((t >= lo) & (t <= hi))[0]
-            pick = rng.choice(idx, size=min(k, len(idx)), replace=False) if len(idx) else []
-            rows.append((f"y∈[{lo:.3g},{hi:.3g}]", [(data.train.example(int(i))[0], f"#{int(i)} y={t[i]:.3g}") for i in pick]))
-    return rows
+    """A row of random train examples per class, or per target quartile (the task's groups)."""
+    groups = data.task.example_groups(m.scan.train.targets, cfg.examples_per_class, cfg.max_classes_in_grid, rng, data)
+    return [(title, [(data.train.example(i)[0], caption) for i, caption in items]) for title, items in groups]
 
 
 def _outlier_rows(data, m: DataMeasurements, cfg):
@@ -152,7 +127,7 @@ def _outlier_rows(data, m: DataMeasurements, cfg):
         z = m.z["train"][stat]
         order = np.argsort(-np.where(np.isfinite(z), np.abs(z), -1.0))[: cfg.outliers_per_axis]
         rows.append((stat, [(data.train.example(int(i))[0],
-                             f"#{int(i)} z={z[i]:+.1f} y={data.class_name(int(targets[i])) if data.task == 'classification' and np.isfinite(targets[i]) else f'{targets[i]:.3g}'}")
+                             f"#{int(i)} z={z[i]:+.1f} y={data.task.outlier_label(data, targets[i])}")
                             for i in order]))
     return rows
 
@@ -178,7 +153,7 @@ def write_examples_csv(path: Path, m: DataMeasurements, data) -> None:
         zmax = np.where(np.isfinite(zmax), zmax, np.nan)
         for i in range(s.n):
             lab = labels[i]
-            name_col = data.class_name(int(lab)) if data.task == "classification" and np.isfinite(lab) and lab == int(lab) else ""
+            name_col = data.task.label_name(data, lab)
             w.writerow([
                 name, i, f"{lab:g}", name_col,
                 f"{s.stats['mean'][i]:.6g}", f"{s.stats['std'][i]:.6g}", f"{s.stats['l2'][i]:.6g}",

@@ -11,8 +11,9 @@ import numpy as np
 from nnrecipe import pictures
 from nnrecipe.checks.text_checks import duplicate_windows, non_printable, sequence_lengths, text_splits, vocabulary
 from nnrecipe.probes.text_scan import scan_text
-from nnrecipe.stages.base import FigureSaver, StageContext, StageResult, with_artifacts
-from nnrecipe.stages.sequence_pictures import text_panel, token_bars
+from nnrecipe.pictures.saver import FigureSaver, attach
+from nnrecipe.pictures.text import text_panel, token_bars
+from nnrecipe.stages.base import StageContext, StageResult
 
 STAGE = "inspect-data"
 CHECKS = (text_splits, vocabulary, non_printable, sequence_lengths, duplicate_windows)
@@ -45,10 +46,10 @@ def run(spec, ctx: StageContext, data) -> StageResult:
         save(pictures.histograms(hist, title="sequence lengths"), "sequence_lengths", "sequence-lengths")
     if m.leak_examples:
         save.text("\n\n".join(m.leak_examples), "leaked_windows", "duplicate-windows")
-    final = [with_artifacts(v, *save.arts.get(v.check, [])) for v in verdicts]
+    final = attach(verdicts, save.arts)
     summary = {
         "description": data.description,
-        "task": data.task,
+        "task": data.task.name,
         "kind": data.kind,
         "input_shape": list(data.input_shape),
         "num_classes": data.num_classes,

@@ -7,139 +7,111 @@ summary.json and checkpoints/best.pt are what the regularize stage starts from.
 
 from __future__ import annotations
 
-import numpy as np
+import dataclasses
+from typing import Any, Callable
 
-from nnrecipe import pictures
 from nnrecipe.checks.overfit_checks import beats_baselines, fits_train, ladder, lr_range, lr_schedule
+from nnrecipe.experiments import Checkpoints, Experiment, experiment_key, run_experiment
+from nnrecipe.handoff import baseline_scores, data_fingerprint
+from nnrecipe.loop import resumable
 from nnrecipe.losses import loss_name, make_loss
 from nnrecipe.models import prepare_model
 from nnrecipe.optim import make_optimizer
-from nnrecipe.probes import mispredictions
-from nnrecipe.stages.misprediction_pictures import misprediction_artifacts
+from nnrecipe.pictures import mispredictions, overfit, text
+from nnrecipe.pictures.saver import attach
 from nnrecipe.probes.lr_range import lr_range_test
 from nnrecipe.probes.measurements import OverfitMeasurements
-from nnrecipe.probes.training import Experiment, data_fingerprint, experiment_key, resumable, train_experiment
 from nnrecipe.runtime import seed_everything
-from nnrecipe.stages.base import FigureSaver, StageContext, StageResult, with_artifacts
-from nnrecipe.stages.sequence import sample, sample_artifacts
+from nnrecipe.stages.base import StageContext, StageResult
 
 STAGE = "overfit"
 CHECKS = (fits_train, beats_baselines, lr_schedule, lr_range)
 VAL_SCORES = "val_scores.npz"
 
 
+@dataclasses.dataclass
+class Setup:
+    spec: Any
+    ctx: StageContext
+    data: Any
+    loss_fn: Callable
+    model_spec: Any  # stages.overfit.model, else the spec's
+    steps: int
+    every: int
+
+    def fresh_model(self, model_spec):
+        seed_everything(self.spec.seed, deterministic=self.spec.train.deterministic)
+        return prepare_model(self.spec, self.data, base=self.ctx.base, model_spec=model_spec).to(self.ctx.device)
+
+    def train(self, name: str, model, *, steps: int, **more):
+        """No regularizers here: the spec's optimizer and schedule on the bare model."""
+        exp = Experiment(name, self.spec, steps=steps, eval_every=self.every, model=model, loss_fn=self.loss_fn,
+                         regularized=False, **more)
+        resume = exp.checkpoints.resume
+        writer = self.ctx.writer(STAGE, name, purge_step=int(resume["step"]) + 1 if resume is not None else None)
+        return run_experiment(exp, data=self.data, device=self.ctx.device, base=self.ctx.base, writer=writer,
+                              progress=self.ctx.progress)
+
+
 def run(spec, ctx: StageContext) -> StageResult:
-    cfg = spec.stages.overfit
-    base, device = ctx.base, ctx.device
-    data = ctx.device_data()
-    loss_fn = make_loss(spec, base=base)
-    model_spec = cfg.model or spec.model
-    steps = cfg.steps or spec.train.steps
-    every = min(cfg.eval_every or spec.train.eval_every, steps)
-    fingerprint = data_fingerprint(data)
-    m = OverfitMeasurements(task=data.task, lr0=spec.optim.lr,
+    s = _setup(spec, ctx)
+    m = OverfitMeasurements(task=s.data.task, lr0=spec.optim.lr,
                             schedule="custom" if spec.optim.schedule.factory else spec.optim.schedule.name)
+    if spec.stages.overfit.lr_range.enabled or ctx.options.get("lr_range"):
+        _measure_lr_range(s, m)
+    samples = _measure_model(s, m)
+    m.baseline_scores, m.baseline_skip = baseline_scores(ctx.run, s.data)  # the baselines, on this same split
+    _measure_ladder(s, m)
+    cfg = spec.stages.overfit
+    verdicts = [check(m, cfg) for check in CHECKS] + ladder(m, cfg)
+    wrong, arts = _draw(s, m, samples)
+    return StageResult(STAGE, attach(verdicts, *arts), _record(s, m, wrong))
 
-    def fresh_model(ms):
-        seed_everything(spec.seed, deterministic=spec.train.deterministic)
-        return prepare_model(spec, data, base=base, model_spec=ms).to(device)
 
-    # 1. optional: the LR range test on a fresh copy of the stage's model.
-    if cfg.lr_range.enabled or ctx.options.get("lr_range"):
-        r = cfg.lr_range
-        model = fresh_model(model_spec)
-        m.lr_range = lr_range_test(model, data.train, loss_fn, make_optimizer(spec.optim, model.parameters()), device=device,
-                                   batch_size=spec.data.batch_size, seed=spec.seed, steps=r.steps, min_lr=r.min_lr,
-                                   max_lr=r.max_lr, smoothing=r.smoothing, diverge_factor=r.diverge_factor)
+def _setup(spec, ctx: StageContext) -> Setup:
+    cfg = spec.stages.overfit
+    steps = cfg.steps or spec.train.steps
+    return Setup(spec=spec, ctx=ctx, data=ctx.device_data(), loss_fn=make_loss(spec, base=ctx.base),
+                 model_spec=cfg.model or spec.model, steps=steps, every=min(cfg.eval_every or spec.train.eval_every, steps))
 
-    # 2. the stage's model, trained to fit, with best/last checkpoints.
-    # --resume continues an interrupted run of this same experiment from checkpoints/last.pt.
-    checkpoints = ctx.run.stage_dir(STAGE) / "checkpoints"
-    key = experiment_key(spec.model_copy(update={"model": model_spec}), steps=steps, every=every, extra=STAGE)
-    resume = resumable(checkpoints / "last.pt", key, device) if ctx.options.get("resume") else None
+
+def _measure_lr_range(s: Setup, m: OverfitMeasurements) -> None:
+    """The LR range test on a fresh copy of the stage's model."""
+    r, spec = s.spec.stages.overfit.lr_range, s.spec
+    model = s.fresh_model(s.model_spec)
+    m.lr_range = lr_range_test(model, s.data.train, s.loss_fn, make_optimizer(spec.optim, model.parameters()),
+                               device=s.ctx.device, batch_size=spec.data.batch_size, seed=spec.seed, steps=r.steps,
+                               min_lr=r.min_lr, max_lr=r.max_lr, smoothing=r.smoothing, diverge_factor=r.diverge_factor)
+
+
+def _measure_model(s: Setup, m: OverfitMeasurements) -> list[tuple[int, str]]:
+    """The stage's model, trained to fit, with best and last checkpoints; val is judged at the
+    best one (this stage drives train loss down and may pass val's optimum on the way).
+    --resume continues an interrupted run of this same experiment from checkpoints/last.pt.
+    Returns what a next-token model wrote from its prompt at each evaluation."""
+    spec, ctx = s.spec, s.ctx
+    key = experiment_key(spec.model_copy(update={"model": s.model_spec}), steps=s.steps, every=s.every, extra=STAGE)
+    last = ctx.run.checkpoint(STAGE, "last.pt")
+    resume = resumable(last, key, ctx.device) if ctx.options.get("resume") else None
     m.resumed_from = int(resume["step"]) if resume else None
-    samples: list[tuple[int, str]] = []  # language models: (step, text written from the prompt)
+    samples: list[tuple[int, str]] = []
+    sampler = s.data.task.sampler(spec, s.data, ctx.device)
 
     def on_eval(step, net, result):
-        samples.append((step, sample(net, data, spec, device, ctx.writer(STAGE, "model"), step)))
+        samples.append((step, sampler(net, ctx.writer(STAGE, "model"), step)))
 
-    m.model = _train(spec, ctx, data, fresh_model(model_spec), loss_fn, steps=steps, every=every, name="model",
-                     last=checkpoints / "last.pt", best=checkpoints / "best.pt", histograms=spec.train.log_histograms,
-                     key=key, resume=resume is not None, purge_step=(m.resumed_from + 1) if resume else None,
-                     on_eval=on_eval if data.task == "language-model" else None)
+    checkpoints = Checkpoints(last=last, best=ctx.run.checkpoint(STAGE, "best.pt"), key=key, resume=resume)
+    m.model = s.train("model", s.fresh_model(s.model_spec), steps=s.steps, checkpoints=checkpoints,
+                      histograms=spec.train.log_histograms, on_eval=on_eval if sampler is not None else None)
+    return samples
 
-    # 3. the baselines' per-example val scores, when the baseline stage ran on this same split.
-    m.baseline_scores, m.baseline_skip = _baseline_scores(ctx, fingerprint)
 
-    # 4. the ladder: one change at a time.
+def _measure_ladder(s: Setup, m: OverfitMeasurements) -> None:
+    """The ladder: one change at a time, each rung trained the same way."""
+    cfg = s.spec.stages.overfit
     for i, rung in enumerate(cfg.ladder):
-        name = _describe(rung)
-        m.ladder.append(_train(spec, ctx, data, fresh_model(rung), loss_fn, steps=cfg.ladder_steps or steps,
-                               every=every, name=f"ladder-{i}"))
-        m.ladder_names.append(name)
-
-    verdicts = [check(m, cfg) for check in CHECKS] + ladder(m, cfg)
-    arts = _pictures(ctx, m)
-    # 5. what the model gets wrong on val (at the checkpoint val was judged at); for a language
-    # model, what it writes from the prompt.
-    wrong = None
-    if data.task == "language-model":
-        for check, paths in sample_artifacts(ctx, STAGE, data, samples, "fits-train").items():
-            arts.setdefault(check, []).extend(paths)
-    else:
-        wrong = mispredictions.measure(m.model.val_eval.outputs, data.targets("val"), task=data.task,
-                                       num_classes=data.num_outputs, loss=loss_name(spec), class_name=data.class_name)
-        for check, paths in misprediction_artifacts(ctx, STAGE, data, wrong, "beats-baselines",
-                                                    outputs=m.model.val_eval.outputs).items():
-            arts.setdefault(check, []).extend(paths)
-    final = [with_artifacts(v, *arts.get(v.check, [])) for v in verdicts]
-    ctx.run.write_arrays(STAGE, VAL_SCORES, {"model": m.model.val_scores})
-    h = m.model.history
-    summary = {
-        "task": data.task,
-        "data_fingerprint": fingerprint,
-        "loss": loss_name(spec),
-        "model": model_spec.model_dump(mode="json"),
-        "steps": h.steps_run,
-        "resumed_from_step": m.resumed_from,
-        "diverged": h.diverged,
-        "final": m.model.summary(),
-        "best_step": h.best_step,
-        "best_val_loss": h.best_val_loss,
-        "evals": [{"step": s, "val_loss": r.loss, f"val_{r.metric_name}": r.metric} for s, r in h.evals],
-        "checkpoints": {"best": ctx.rel(checkpoints / "best.pt") if (checkpoints / "best.pt").exists() else None,
-                        "last": ctx.rel(checkpoints / "last.pt") if (checkpoints / "last.pt").exists() else None},
-        "val_scores": VAL_SCORES,
-        "lr": {"first": h.lrs[0] if h.lrs else None, "last": h.lrs[-1] if h.lrs else None, "schedule": m.schedule},
-        "lr_range": {"suggested_lr": m.lr_range.suggested_lr, "diverge_lr": m.lr_range.diverge_lr} if m.lr_range else None,
-        "ladder": [{"model": n, **e.summary()} for n, e in zip(m.ladder_names, m.ladder)],
-        "per_class": wrong.per_class if wrong else None,
-        "confusion": wrong.confusion.tolist() if wrong and wrong.confusion is not None else None,
-    }
-    return StageResult(STAGE, final, summary)
-
-
-def _train(spec, ctx, data, model, loss_fn, *, steps: int, every: int, name: str, last=None, best=None,
-           histograms: bool = False, key: str = "", resume: bool = False, purge_step=None, on_eval=None) -> Experiment:
-    # Val is judged at the best checkpoint: this stage drives train loss down and may pass
-    # val's optimum on the way; regularize starts from that checkpoint too.
-    return train_experiment(name, spec=spec, data=data, model=model, loss_fn=loss_fn, device=ctx.device, steps=steps,
-                            base=ctx.base, writer=ctx.writer(STAGE, name, purge_step=purge_step), progress=ctx.progress,
-                            eval_every=every, last_checkpoint=last, best_checkpoint=best, histograms=histograms,
-                            checkpoint_key=key, resume_from=last if resume else None, on_eval=on_eval)
-
-
-def _baseline_scores(ctx: StageContext, fingerprint: str):
-    summary = ctx.run.read_summary("baseline")
-    if summary is None:
-        return None, "the baseline stage has not run in this run directory (nnrecipe baseline)"
-    if summary.get("data_fingerprint") != fingerprint:
-        return None, "the baseline stage ran on other data or another split; re-run nnrecipe baseline"
-    arrays = ctx.run.read_arrays("baseline", summary.get("val_scores", "val_scores.npz"))
-    if not arrays:
-        return None, "baseline/val_scores.npz is missing; re-run nnrecipe baseline"
-    dumb = [k for k in arrays if k in ("majority-class", "mean", "unigram")]
-    return {k: arrays[k] for k in dumb + [k for k in ("linear", "bigram") if k in arrays]}, ""
+        m.ladder.append(s.train(f"ladder-{i}", s.fresh_model(rung), steps=cfg.ladder_steps or s.steps))
+        m.ladder_names.append(_describe(rung))
 
 
 def _describe(model_spec) -> str:
@@ -148,37 +120,42 @@ def _describe(model_spec) -> str:
     return f"{model_spec.arch}({brief})"
 
 
-def _pictures(ctx: StageContext, m: OverfitMeasurements) -> dict[str, list[str]]:
-    save = FigureSaver(ctx, STAGE)
+def _draw(s: Setup, m: OverfitMeasurements, samples):
+    """The curves; what the model gets wrong on val (at the checkpoint val was judged at), or
+    for a next-token model what it writes from the prompt."""
+    ctx, data = s.ctx, s.data
+    outputs = m.model.val_eval.outputs
+    wrong = None if outputs is None else data.task.mispredictions(
+        outputs, data.targets("val"), num_classes=data.num_outputs, loss=loss_name(s.spec), class_name=data.class_name)
+    arts = [overfit.draw(ctx, STAGE, m), text.samples(ctx, STAGE, data, samples, "fits-train")]
+    if wrong is not None:
+        arts.append(mispredictions.draw(ctx, STAGE, data, wrong, "beats-baselines", outputs=outputs))
+    return wrong, arts
 
+
+def _record(s: Setup, m: OverfitMeasurements, wrong) -> dict:
+    ctx, data = s.ctx, s.data
+    ctx.run.write_arrays(STAGE, VAL_SCORES, {"model": m.model.val_scores})
     h = m.model.history
-    losses = h.losses.numpy()
-    series = {"train (per step)": (np.arange(1, len(losses) + 1), losses)}
-    if h.evals:
-        series["val (whole split)"] = (np.array([s for s, _ in h.evals]), np.array([r.loss for _, r in h.evals]))
-    finite = np.isfinite(losses)
-    save(pictures.curves(series, title="overfit: training and validation loss", ylabel="loss",
-                         logy=bool(finite.all() and (losses > 0).all())), "curves", "fits-train", "beats-baselines")
-    lrs = np.asarray(h.lrs)
-    save(pictures.curves({"applied lr": (np.arange(1, len(lrs) + 1), lrs)}, title="the LR the optimizer applied at each step",
-                         ylabel="lr", logy=bool((lrs > 0).all())), "lr", "lr-schedule")
-    if m.lr_range is not None:
-        r = m.lr_range
-        ok = np.isfinite(r.smoothed)
-        fig = pictures.curves({"smoothed loss": (r.lrs[ok], r.smoothed[ok]), "batch loss": (r.lrs[np.isfinite(r.losses)], r.losses[np.isfinite(r.losses)])},
-                              title=f"LR range test (suggested {r.suggested_lr:.2g})" if r.suggested_lr else "LR range test",
-                              ylabel="loss", logy=False)
-        ax = fig.axes[0]
-        ax.set_xscale("log")
-        ax.set_xlabel("learning rate", fontsize=8)
-        if r.suggested_lr:
-            ax.axvline(r.suggested_lr, color="tab:green", linestyle="--", linewidth=1, label="suggested lr")
-        ax.axvline(m.lr0, color="tab:red", linestyle=":", linewidth=1, label="spec lr")
-        ax.legend(fontsize=7)
-        save(fig, "lr_range", "lr-range")
-    if m.ladder:
-        series = {n: (np.arange(1, len(e.history.losses) + 1), e.history.losses.numpy()) for n, e in zip(m.ladder_names, m.ladder)}
-        fig = pictures.curves(series, title="the ladder: one change at a time (training loss)", ylabel="loss",
-                              logy=all((v[1] > 0).all() for v in series.values()))
-        save(fig, "ladder", *[f"ladder-{i}" for i in range(len(m.ladder))])
-    return save.arts
+    best, last = ctx.run.checkpoint(STAGE, "best.pt"), ctx.run.checkpoint(STAGE, "last.pt")
+    return {
+        "task": data.task.name,
+        "data_fingerprint": data_fingerprint(data),
+        "loss": loss_name(s.spec),
+        "model": s.model_spec.model_dump(mode="json"),
+        "steps": h.steps_run,
+        "resumed_from_step": m.resumed_from,
+        "diverged": h.diverged,
+        "final": m.model.summary(),
+        "best_step": h.best_step,
+        "best_val_loss": h.best_val_loss,
+        "evals": [{"step": st, "val_loss": r.loss, f"val_{r.metric_name}": r.metric} for st, r in h.evals],
+        "checkpoints": {"best": ctx.rel(best) if best.exists() else None, "last": ctx.rel(last) if last.exists() else None},
+        "val_scores": VAL_SCORES,
+        "lr": {"first": h.lrs[0] if h.lrs else None, "last": h.lrs[-1] if h.lrs else None, "schedule": m.schedule},
+        "lr_range": {"suggested_lr": m.lr_range.suggested_lr, "diverge_lr": m.lr_range.diverge_lr} if m.lr_range else None,
+        "ladder": [{"model": n, **e.summary()} for n, e in zip(m.ladder_names, m.ladder)],
+        "per_class": wrong.per_class if wrong else None,
+        "confusion": wrong.confusion.tolist() if wrong and wrong.confusion is not None else None,
+    }
+

@@ -9,13 +9,14 @@ study. Re-running a stopped tune continues the study; a trial killed half-way ru
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import math
 import os
 import shutil
 import subprocess
 import sys
 import time
+from typing import Any
 
 from rich.table import Table
 
@@ -24,65 +25,104 @@ from nnrecipe.checks.tune_checks import TuneMeasurements, confirmation_z, search
 from nnrecipe.errors import NNRecipeError
 from nnrecipe.probes import tune_analysis as ta
 from nnrecipe.probes import tune_study as ts
-from nnrecipe.probes.regularize import KnobResult
-from nnrecipe.probes.training import experiment_key
-from nnrecipe.probes.tune_space import apply_params, start_values
-from nnrecipe.tasks import METRIC
-from nnrecipe.stages.base import StageContext, StageResult, with_artifacts
-from nnrecipe.stages.start import from_spec, start_spec
-from nnrecipe.stages.trainer import Trainer
-from nnrecipe.stages.tune_pictures import draw
-from nnrecipe.stages.tune_worker import Plan, run_worker
+from nnrecipe.experiments import SeedRuns, Trainer, experiment_key
+from nnrecipe.handoff import from_spec, start_spec
+from nnrecipe.probes.tune_space import start_values
+from nnrecipe.spec import apply_params
+from nnrecipe.pictures.saver import attach
+from nnrecipe.pictures.tune import draw
+from nnrecipe.stages.base import StageContext, StageResult
+from nnrecipe.probes.tune_worker import Plan, run_worker
 
 STAGE = "tune"
 JOURNAL = "study.journal"  # kept when the stage re-runs: the study continues
-BEST = "best.yaml"
 TPE_STARTUP = 10  # Optuna's TPE samples its first 10 trials at random
 
 
+@dataclasses.dataclass
+class Setup:
+    spec: Any
+    ctx: StageContext
+    start: Any  # the trials' starting point
+    source: str  # where it came from
+    note: str
+    steps: int  # per trial
+    every: int
+    storage: str  # a journal in the run directory, or a database URL shared by machines
+    study: str
+    key: str  # identifies the experiment a study belongs to
+
+    @property
+    def local(self) -> bool:
+        return self.spec.stages.tune.storage is None
+
+    @property
+    def out(self):
+        return self.ctx.run.stage_dir(STAGE)
+
+
 def run(spec, ctx: StageContext) -> StageResult:
+    s = _setup(spec, ctx)
+    study, orphans = _open_study(s)
+    ran = _run_workers(s, study)
+    m = _measure_study(s, study)
+    _measure_confirmation(s, m)
+    cfg = spec.stages.tune
+    verdicts = [tune_improves(m, cfg), search_coverage(m, cfg), sensitivity(m, cfg)]
+    arts = draw(ctx, m, cfg.space, stage=STAGE)
+    return StageResult(STAGE, attach(verdicts, arts), _record(s, m, ran=ran, orphans=orphans))
+
+
+def _setup(spec, ctx: StageContext) -> Setup:
     cfg = spec.stages.tune
     if cfg.start == "auto":
-        start, source, note = start_spec(spec, ctx, stages=("regularize",))
+        start, source, note = start_spec(spec, ctx.run, stages=("regularize",))
     else:
         start, source, note = from_spec(spec), "the spec", ""
     steps = cfg.steps or start.train.steps
     every = min(cfg.eval_every or start.train.eval_every, steps)
-    data = ctx.device_data()
-    out = ctx.run.stage_dir(STAGE)
-    local = cfg.storage is None
-    storage_path = cfg.storage or str(out / JOURNAL)
-    name = cfg.study or spec.name
     space_text = json.dumps({k: v.model_dump(mode="json", exclude_none=True) for k, v in cfg.space.items()}, sort_keys=True)
-    key = experiment_key(start.model_copy(update={"seed": spec.seed}), steps=steps, every=every, extra=space_text)
+    return Setup(spec=spec, ctx=ctx, start=start, source=source, note=note, steps=steps, every=every,
+                 storage=cfg.storage or str(ctx.run.stage_dir(STAGE) / JOURNAL), study=cfg.study or spec.name,
+                 key=experiment_key(start.model_copy(update={"seed": spec.seed}), steps=steps, every=every, extra=space_text))
 
-    # 1. the study: created here or joined; a local one from another experiment is set aside.
-    storage = ts.open_storage(storage_path, heartbeat_interval=cfg.heartbeat_interval, grace_period=cfg.grace_period)
+
+def _open_study(s: Setup):
+    """The study, created here or joined; a local one from another experiment is set aside.
+    Returns it and the trials recovered from a killed run (a local study only: this process
+    holds the run lock, so RUNNING trials are dead)."""
+    cfg = s.spec.stages.tune
+    storage = ts.open_storage(s.storage, heartbeat_interval=cfg.heartbeat_interval, grace_period=cfg.grace_period)
     try:
-        study = ts.open_study(storage=storage, name=name, key=key, create=True)
+        study = ts.open_study(storage=storage, name=s.study, key=s.key, create=True)
     except ts.StorageError:
-        if not local:
+        if not s.local:
             raise
-        aside = out / f"study-{time.strftime('%Y%m%dT%H%M%S')}.journal.old"
-        os.replace(storage_path, aside)
-        note = (note + "; " if note else "") + f"the previous study (another space or starting spec) was moved to {ctx.rel(aside)}"
-        storage = ts.open_storage(storage_path, heartbeat_interval=cfg.heartbeat_interval, grace_period=cfg.grace_period)
-        study = ts.open_study(storage=storage, name=name, key=key, create=True)
-    orphans = ts.recover_orphans(study) if local else []  # this process holds the run lock: RUNNING trials are dead
-    _clear_trial_curves(ctx, keep={t.number for t in study.get_trials(deepcopy=False)})
-    had = sum(1 for t in study.get_trials(deepcopy=False) if t.state in ts.FINISHED)
+        aside = s.out / f"study-{time.strftime('%Y%m%dT%H%M%S')}.journal.old"
+        os.replace(s.storage, aside)
+        s.note = (s.note + "; " if s.note else "") + f"the previous study (another space or starting spec) was moved to {s.ctx.rel(aside)}"
+        storage = ts.open_storage(s.storage, heartbeat_interval=cfg.heartbeat_interval, grace_period=cfg.grace_period)
+        study = ts.open_study(storage=storage, name=s.study, key=s.key, create=True)
+    orphans = ts.recover_orphans(study) if s.local else []
+    _clear_trial_curves(s.ctx, keep={t.number for t in study.get_trials(deepcopy=False)})
+    return study, orphans
 
-    # 2. the workers: this process and `workers - 1` children on the same study.
-    start_yaml = out / "start.yaml"
-    atomic.write_text(start_yaml, f"# the tune stage's starting point ({source})\n" + start.to_yaml())
-    plan = Plan(run_root=str(ctx.run.root.resolve()), base=str(ctx.base), start_yaml=str(start_yaml), storage=storage_path,
-                study=name, key=key, trials=cfg.trials, seed=spec.seed, steps=steps, every=every, device=str(ctx.device))
-    plan.write(out / "worker.json")
-    children = [_spawn(out, i) for i in range(1, cfg.workers)]
-    ctx.console.print(f"tune: study [cyan]{name}[/] on {ts.redact(storage_path) if not local else ctx.rel(storage_path)}: "
+
+def _run_workers(s: Setup, study) -> int:
+    """This process and `workers - 1` children on the same study, until `trials` have finished.
+    Returns how many trials ran here."""
+    cfg, ctx, spec = s.spec.stages.tune, s.ctx, s.spec
+    had = sum(1 for t in study.get_trials(deepcopy=False) if t.state in ts.FINISHED)
+    start_yaml = s.out / "start.yaml"
+    atomic.write_text(start_yaml, f"# the tune stage's starting point ({s.source})\n" + s.start.to_yaml())
+    plan = Plan(run_root=str(ctx.run.root.resolve()), base=str(ctx.base), start_yaml=str(start_yaml), storage=s.storage,
+                study=s.study, key=s.key, trials=cfg.trials, seed=spec.seed, steps=s.steps, every=s.every, device=str(ctx.device))
+    plan.write(s.out / "worker.json")
+    children = [_spawn(s.out, i) for i in range(1, cfg.workers)]
+    ctx.console.print(f"tune: study [cyan]{s.study}[/] on {ts.redact(s.storage) if not s.local else ctx.rel(s.storage)}: "
                       f"{had} of {cfg.trials} trials finished" + (f", {len(children) + 1} workers" if children else ""))
     try:
-        ran = run_worker(plan, ctx=ctx, index=0, start=start, study=study,
+        ran = run_worker(plan, ctx=ctx, index=0, start=s.start, study=study,
                          on_idle=(lambda: _watch(children, study)) if children else None)
         for proc, log in children:
             proc.wait()
@@ -93,12 +133,16 @@ def run(spec, ctx: StageContext) -> StageResult:
                 proc.terminate()
                 proc.wait()
             log.close()
+    return ran
 
-    # 3. what the study says.
+
+def _measure_study(s: Setup, study) -> TuneMeasurements:
+    """What the study says: its trials, the best, their spread, coverage and importance."""
+    cfg, data = s.spec.stages.tune, s.ctx.device_data()
     recs = ta.records(study)
-    _clear_trial_curves(ctx, keep={r.number for r in recs})
+    _clear_trial_curves(s.ctx, keep={r.number for r in recs})
     m = TuneMeasurements(task=data.task, n_val=len(data.val), trials=recs, requested=cfg.trials)
-    start_params = start_values(start, cfg.space)
+    start_params = start_values(s.start, cfg.space)
     full_start = len(start_params) == len(cfg.space)
     m.start_trial = next((r.number for r in recs if full_start and r.params == start_params), None)
     usable = [r for r in recs if r.state == "complete" and not r.diverged and r.value is not None]
@@ -106,66 +150,69 @@ def run(spec, ctx: StageContext) -> StageResult:
     values = [r.value for r in recs if r.state == "complete" and r.value is not None]  # diverged ones too
     if values:
         m.spread = max(values) - min(values)
-        m.noise = _noise(data.task, max(values), len(data.val))
+        m.noise = data.task.metric_se(max(values), len(data.val))  # one trial's val metric
     m.coverage = ta.coverage(cfg.space, recs, p=cfg.coverage_p, random_until=TPE_STARTUP if cfg.sampler == "tpe" else None)
-    m.importance = ta.importance(cfg.space, recs, permutations=cfg.permutations, seed=spec.seed)
+    m.importance = ta.importance(cfg.space, recs, permutations=cfg.permutations, seed=s.spec.seed)
+    return m
 
-    # 4. the best trial and the starting point at a fresh seed (the search's seed flatters its best).
-    best_spec = start
-    if m.best is not None and not (full_start and m.best.params == start_params):
-        trainer = Trainer(ctx, stage=STAGE, steps=steps, every=every)
-        candidate = apply_params(start, m.best.params)
-        m.reference = KnobResult("start", f"starting point ({source})")
-        m.confirmed = KnobResult("best", f"trial {m.best.number}")
-        for seed in confirm_seeds(spec):
-            tag = "" if seed == spec.seed + 1 else f"-seed{seed}"
-            m.reference.runs.append(trainer.train(start, seed=seed, label=f"confirm-start{tag}", keep=False).run)
-            m.confirmed.runs.append(trainer.train(candidate, seed=seed, label=f"confirm-best{tag}", keep=False).run)
-    verdicts = [tune_improves(m, cfg), search_coverage(m, cfg), sensitivity(m, cfg)]
+
+def _measure_confirmation(s: Setup, m: TuneMeasurements) -> None:
+    """The best trial and the starting point at fresh seeds: the search's seed flatters its best."""
+    if m.best is None or _is_start(s, m.best.params):
+        return
+    trainer = Trainer(s.ctx, stage=STAGE, steps=s.steps, every=s.every)
+    candidate = apply_params(s.start, m.best.params)
+    m.reference = SeedRuns("start", f"starting point ({s.source})")
+    m.confirmed = SeedRuns("best", f"trial {m.best.number}")
+    for seed in confirm_seeds(s.spec, m.task):
+        tag = "" if seed == s.spec.seed + 1 else f"-seed{seed}"
+        m.reference.runs.append(trainer.train(f"confirm-start{tag}", s.start, seed=seed, keep_model=False))
+        m.confirmed.runs.append(trainer.train(f"confirm-best{tag}", candidate, seed=seed, keep_model=False))
+
+
+def _is_start(s: Setup, params: dict) -> bool:
+    space = s.spec.stages.tune.space
+    start_params = start_values(s.start, space)
+    return len(start_params) == len(space) and params == start_params
+
+
+def _record(s: Setup, m: TuneMeasurements, *, ran: int, orphans) -> dict:
+    """best.yaml (the best trial only when it beat the start at the fresh seeds, as tune-improves
+    judged it), the trials table and CSV, TensorBoard hparams, the summary."""
+    cfg, ctx, spec = s.spec.stages.tune, s.ctx, s.spec
     confirmed = m.confirmed is not None and not any(r.diverged for r in m.confirmed.runs + m.reference.runs)
-    if confirmed and confirmation_z(m)[0] >= cfg.significance_z:  # as tune-improves judged it
-        best_spec = apply_params(start, m.best.params)
-    why = f"trial {m.best.number}" if best_spec is not start else "the starting point (no trial beat it beyond noise)"
-    atomic.write_text(out / BEST, f"# nnrecipe run --config {ctx.rel(out / BEST)}\n# tune's best configuration: {why}\n"
-                                  + best_spec.model_copy(update={"stages": spec.stages}).to_yaml())
-
-    # 5. tables, pictures, TensorBoard hparams.
-    rows = _rows(recs, cfg.space)
-    _write_csv(out / "trials.csv", rows, list(cfg.space))
-    ctx.console.print(_table(rows, list(cfg.space), data.task, m))
-    _hparams(ctx, recs, data.task)
-    arts = draw(ctx, m, cfg.space, stage=STAGE)
-    verdicts = [with_artifacts(v, *arts.get(v.check, [])) for v in verdicts]
-    summary = {
-        "study": name, "storage": "run directory journal" if local else ts.redact(storage_path), "start": source,
-        "start_note": note, "steps_per_trial": steps, "requested": cfg.trials, "finished": len(recs),
+    best_spec = s.start
+    if confirmed and confirmation_z(m)[0] >= cfg.significance_z:
+        best_spec = apply_params(s.start, m.best.params)
+    why = f"trial {m.best.number}" if best_spec is not s.start else "the starting point (no trial beat it beyond noise)"
+    best_yaml = ctx.run.best_spec(STAGE)
+    atomic.write_text(best_yaml, f"# nnrecipe run --config {ctx.rel(best_yaml)}\n# tune's best configuration: {why}\n"
+                                 + best_spec.model_copy(update={"stages": spec.stages}).to_yaml())
+    rows = _rows(m.trials, cfg.space)
+    _write_csv(s.out / "trials.csv", rows, list(cfg.space))
+    ctx.console.print(_table(rows, list(cfg.space), m.task, m))
+    _hparams(ctx, m.trials, m.task)
+    return {
+        "study": s.study, "storage": "run directory journal" if s.local else ts.redact(s.storage), "start": s.source,
+        "start_note": s.note, "steps_per_trial": s.steps, "requested": cfg.trials, "finished": len(m.trials),
         "ran_here": ran, "recovered": orphans, "sampler": cfg.sampler, "pruner": cfg.pruner,
         "best": {"trial": m.best.number, "value": m.best.value, "params": m.best.params} if m.best else None,
-        "best_spec": ctx.rel(out / BEST), "best_is_start": best_spec is start,
+        "best_spec": ctx.rel(best_yaml), "best_is_start": best_spec is s.start,
         "importance": m.importance.share if m.importance else None,
         "importance_p": m.importance.p if m.importance else None,
     }
-    return StageResult(STAGE, verdicts, summary)
 
 
-def confirm_seeds(spec) -> list[int]:
+def confirm_seeds(spec, task) -> list[int]:
     """The fresh seeds (never the search's) for re-training the best trial and the start."""
-    k = spec.stages.tune.confirm_seeds or (3 if spec.task == "language-model" else 1)
+    k = spec.stages.tune.confirm_seeds or task.confirm_seeds
     return [spec.seed + 1 + i for i in range(k)]
-
-
-def _noise(task: str, value: float, n: int) -> float:
-    """The standard error of one trial's val metric: binomial for accuracy; for R^2 from
-    Var(MSE) ~ 2 sigma^4 / n with Gaussian residuals, (1 - R^2) sqrt(2 / n)."""
-    if task in ("classification", "language-model"):  # token accuracy: each window counted as one trial (conservative)
-        return math.sqrt(max(value * (1 - value), 1.0 / n) / n)
-    return max(1.0 - value, 1e-6) * math.sqrt(2.0 / n)
 
 
 def _spawn(out, index: int):
     log = open(out / f"worker-{index}.log", "w")
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "nnrecipe.stages.tune_worker", str(out / "worker.json"), str(index)],
+    proc = subprocess.Popen([sys.executable, "-m", "nnrecipe.probes.tune_worker", str(out / "worker.json"), str(index)],
                             stdout=log, stderr=subprocess.STDOUT, env=env)
     return proc, log
 
@@ -226,8 +273,8 @@ def _fmt(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def _table(rows: list[dict], params: list[str], task: str, m: TuneMeasurements, top: int = 10) -> Table:
-    metric = {"classification": "val acc", "language-model": "val token acc"}.get(task, "val R²")
+def _table(rows: list[dict], params: list[str], task, m: TuneMeasurements, top: int = 10) -> Table:
+    metric = f"val {task.metric_short}"
     t = Table(title=f"tune: {len(rows)} trials, best {min(top, len(rows))} (full list: tune/trials.csv)", title_justify="left")
     for col in ("trial", "state", metric, *params, "steps"):
         t.add_column(col, justify="left" if col == "state" else "right")
@@ -239,9 +286,9 @@ def _table(rows: list[dict], params: list[str], task: str, m: TuneMeasurements, 
     return t
 
 
-def _hparams(ctx, recs, task: str) -> None:
+def _hparams(ctx, recs, task) -> None:
     """One hparams entry per finished trial, in that trial's TensorBoard folder (linked to its curves)."""
-    metric = f"hparam/val_{METRIC[task]}"
+    metric = f"hparam/val_{task.metric}"
     writer = ctx.writer(STAGE)
     for r in recs:
         if r.value is None:

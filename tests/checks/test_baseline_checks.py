@@ -11,9 +11,10 @@ from nnrecipe.checks import training_checks as tc
 from nnrecipe.engine import EvalResult, History
 from nnrecipe.probes.measurements import BaselineMeasurements
 from nnrecipe.probes.model_probes import GradStep, InitMeasure, OverfitResult
-from nnrecipe.probes.training import Experiment
+from nnrecipe.experiments import Result
 from nnrecipe.spec_stages import BaselineSpec
 from nnrecipe.verdict import Status
+from nnrecipe.tasks import CLASSIFICATION, REGRESSION
 
 CFG = BaselineSpec()
 RNG = np.random.default_rng(0)
@@ -21,8 +22,9 @@ RNG = np.random.default_rng(0)
 
 def _exp(name, scores, *, losses=None, train_loss=0.5, metric="accuracy"):
     losses = torch.linspace(2.0, 0.5, 200) + 0.01 * torch.randn(200, generator=torch.Generator().manual_seed(0)) if losses is None else losses
-    ev = EvalResult(loss=float(train_loss), metric=float(np.mean(scores)), metric_name=metric, n=len(scores))
-    return Experiment(name, History(losses=losses, lrs=[1e-3] * len(losses), evals=[], steps_run=len(losses)), ev, ev, np.asarray(scores, dtype=float))
+    ev = EvalResult(loss=float(train_loss), metric=float(np.mean(scores)), metric_name=metric, n=len(scores),
+                    scores=np.asarray(scores, dtype=float))
+    return Result.scored(name, 0, History(losses=losses, lrs=[1e-3] * len(losses), evals=[], steps_run=len(losses)), ev, ev)
 
 
 def _correct(p, n=500, seed=0):
@@ -33,17 +35,17 @@ def _correct(p, n=500, seed=0):
 
 def test_reproducible_bitwise_on_cpu():
     a = RNG.random(20)
-    assert mc.reproducible(BaselineMeasurements("classification", reproducible=(a, a.copy())), CFG).status is Status.PASS
+    assert mc.reproducible(BaselineMeasurements(CLASSIFICATION, reproducible=(a, a.copy())), CFG).status is Status.PASS
     b = a.copy()
     b[5] += 1e-7
-    v = mc.reproducible(BaselineMeasurements("classification", reproducible=(a, b)), CFG)
+    v = mc.reproducible(BaselineMeasurements(CLASSIFICATION, reproducible=(a, b)), CFG)
     assert v.status is Status.FAIL and v.observed["first_different_step"] == 6
 
 
 def test_reproducible_tolerance_on_cuda():
     a = RNG.random(20) + 1
     b = a * (1 + 1e-6)
-    m = BaselineMeasurements("classification", device_type="cuda", reproducible=(a, b))
+    m = BaselineMeasurements(CLASSIFICATION, device_type="cuda", reproducible=(a, b))
     assert mc.reproducible(m, CFG).status is Status.PASS
     m.reproducible = (a, a * 1.01)
     assert mc.reproducible(m, CFG).status is Status.FAIL
@@ -55,27 +57,27 @@ def _init(loss_name="cross_entropy", losses=None, builtin=True, reference=None, 
     C = 10
     ref = reference or {"uniform": math.log(C), "prior": math.log(C)}
     losses = np.full(1000, math.log(C)) + RNG.normal(0, 0.05, 1000) if losses is None else losses
-    return InitMeasure(task="classification", loss_name=loss_name, val_losses=losses, n_val=len(losses), num_outputs=C,
+    return InitMeasure(task=CLASSIFICATION, loss_name=loss_name, val_losses=losses, n_val=len(losses), num_outputs=C,
                        builtin_bias_init=builtin, reference=ref, **kw)
 
 
 def test_loss_at_init_pass_fail_warn_and_skip():
-    assert mc.loss_at_init(BaselineMeasurements("classification", init=_init()), CFG).status is Status.PASS
+    assert mc.loss_at_init(BaselineMeasurements(CLASSIFICATION, init=_init()), CFG).status is Status.PASS
     high = _init(losses=np.full(1000, 9.0) + RNG.normal(0, 1, 1000))
-    v = mc.loss_at_init(BaselineMeasurements("classification", init=high), CFG)
+    v = mc.loss_at_init(BaselineMeasurements(CLASSIFICATION, init=high), CFG)
     assert v.status is Status.FAIL and "huge final-layer init" in v.hint
     low = _init(losses=np.full(1000, 0.2))
-    assert mc.loss_at_init(BaselineMeasurements("classification", init=low), CFG).status is Status.WARN
+    assert mc.loss_at_init(BaselineMeasurements(CLASSIFICATION, init=low), CFG).status is Status.WARN
     custom = _init(loss_name="custom", losses=None)
     custom.val_losses = None
-    assert mc.loss_at_init(BaselineMeasurements("classification", init=custom), CFG).status is Status.SKIP
+    assert mc.loss_at_init(BaselineMeasurements(CLASSIFICATION, init=custom), CFG).status is Status.SKIP
 
 
 def test_loss_at_init_tolerance_grows_with_noise_and_shrinks_with_n():
     noisy = _init(losses=np.full(50, math.log(10) * 1.4) + RNG.normal(0, 3.0, 50))
-    assert mc.loss_at_init(BaselineMeasurements("classification", init=noisy), CFG).status is Status.PASS
+    assert mc.loss_at_init(BaselineMeasurements(CLASSIFICATION, init=noisy), CFG).status is Status.PASS
     precise = _init(losses=np.full(5000, math.log(10) * 1.4) + RNG.normal(0, 0.01, 5000))
-    assert mc.loss_at_init(BaselineMeasurements("classification", init=precise), CFG).status is Status.FAIL
+    assert mc.loss_at_init(BaselineMeasurements(CLASSIFICATION, init=precise), CFG).status is Status.FAIL
 
 
 def test_user_model_may_start_uniform_or_at_the_priors():
@@ -83,9 +85,9 @@ def test_user_model_may_start_uniform_or_at_the_priors():
     at_prior = _init(builtin=False, reference=ref, losses=np.full(500, 1.0))
     at_uniform = _init(builtin=False, reference=ref, losses=np.full(500, math.log(10)))
     for init in (at_prior, at_uniform):
-        assert mc.loss_at_init(BaselineMeasurements("classification", init=init), CFG).status is Status.PASS
+        assert mc.loss_at_init(BaselineMeasurements(CLASSIFICATION, init=init), CFG).status is Status.PASS
     builtin_uniform = _init(builtin=True, reference=ref, losses=np.full(500, math.log(10)))
-    assert mc.loss_at_init(BaselineMeasurements("classification", init=builtin_uniform), CFG).status is Status.FAIL
+    assert mc.loss_at_init(BaselineMeasurements(CLASSIFICATION, init=builtin_uniform), CFG).status is Status.FAIL
 
 
 # ---------------------------------------------------------------- init well
@@ -93,21 +95,21 @@ def test_user_model_may_start_uniform_or_at_the_priors():
 def test_init_well_classification():
     p = np.array([0.9, 0.1])
     good = _init(train_priors=p, mean_predicted=np.array([0.88, 0.12]))
-    assert mc.init_well(BaselineMeasurements("classification", init=good), CFG).status is Status.PASS
+    assert mc.init_well(BaselineMeasurements(CLASSIFICATION, init=good), CFG).status is Status.PASS
     flat = _init(builtin=False, train_priors=p, mean_predicted=np.array([0.5, 0.5]))
-    v = mc.init_well(BaselineMeasurements("classification", init=flat), CFG)
+    v = mc.init_well(BaselineMeasurements(CLASSIFICATION, init=flat), CFG)
     assert v.status is Status.WARN and "hockey stick" in v.message and "[-0.1054, -2.3026]" in v.hint  # log-priors
     confident = _init(train_priors=p, mean_predicted=np.array([0.001, 0.999]))
-    assert mc.init_well(BaselineMeasurements("classification", init=confident), CFG).status is Status.FAIL
+    assert mc.init_well(BaselineMeasurements(CLASSIFICATION, init=confident), CFG).status is Status.FAIL
 
 
 def test_init_well_regression():
-    base = dict(task="regression", loss_name="mse", val_losses=np.ones(10), n_val=10, num_outputs=1, builtin_bias_init=False,
+    base = dict(task=REGRESSION, loss_name="mse", val_losses=np.ones(10), n_val=10, num_outputs=1, builtin_bias_init=False,
                 target_mean=np.array([50.0]), target_std=np.array([10.0]))
     ok = InitMeasure(mean_output=np.array([51.0]), **base)
-    assert mc.init_well(BaselineMeasurements("regression", init=ok), CFG).status is Status.PASS
+    assert mc.init_well(BaselineMeasurements(REGRESSION, init=ok), CFG).status is Status.PASS
     off = InitMeasure(mean_output=np.array([0.0]), **base)
-    v = mc.init_well(BaselineMeasurements("regression", init=off), CFG)
+    v = mc.init_well(BaselineMeasurements(REGRESSION, init=off), CFG)
     assert v.status is Status.WARN and "[50.0]" in v.hint
 
 
@@ -126,27 +128,27 @@ def test_init_well_regression():
 ])
 def test_output_form(loss, unit, sum1, lse0, status):
     init = _init(loss_name=loss, in_unit_interval=unit, rows_sum_to_one=sum1, rows_logsumexp_zero=lse0)
-    assert mc.output_form(BaselineMeasurements("classification", init=init), CFG).status is status
+    assert mc.output_form(BaselineMeasurements(CLASSIFICATION, init=init), CFG).status is status
 
 
 # ---------------------------------------------------------------- one batch
 
 def test_batch_independence():
     dep = np.eye(8)[[0, 4, 7]]
-    m = BaselineMeasurements("classification", dependency=dep, dependency_rows=[0, 4, 7])
+    m = BaselineMeasurements(CLASSIFICATION, dependency=dep, dependency_rows=[0, 4, 7])
     assert mc.batch_independence(m, CFG).status is Status.PASS
     dep[1, 5] = 1e-9
     v = mc.batch_independence(m, CFG)
     assert v.status is Status.FAIL and "out[4] <- x[5]" in v.observed["examples"]
     m.dependency = np.zeros((3, 8))
     assert mc.batch_independence(m, CFG).status is Status.WARN
-    assert mc.batch_independence(BaselineMeasurements("classification", dependency_skip="int inputs"), CFG).status is Status.SKIP
+    assert mc.batch_independence(BaselineMeasurements(CLASSIFICATION, dependency_skip="int inputs"), CFG).status is Status.SKIP
 
 
 def test_eval_deterministic():
-    assert mc.eval_deterministic(BaselineMeasurements("classification", eval_diff=0.0), CFG).status is Status.PASS
-    assert mc.eval_deterministic(BaselineMeasurements("classification", eval_diff=1e-7), CFG).status is Status.FAIL
-    cuda = BaselineMeasurements("classification", device_type="cuda", eval_diff=1e-7, eval_scale=1.0)
+    assert mc.eval_deterministic(BaselineMeasurements(CLASSIFICATION, eval_diff=0.0), CFG).status is Status.PASS
+    assert mc.eval_deterministic(BaselineMeasurements(CLASSIFICATION, eval_diff=1e-7), CFG).status is Status.FAIL
+    cuda = BaselineMeasurements(CLASSIFICATION, device_type="cuda", eval_diff=1e-7, eval_scale=1.0)
     assert mc.eval_deterministic(cuda, CFG).status is Status.PASS
 
 
@@ -170,12 +172,12 @@ def _grad(**kw):
     ({"total_norm": 1e6}, Status.WARN, "exploding"),
 ])
 def test_gradients_flow(kw, status, words):
-    v = mc.gradients_flow(BaselineMeasurements("classification", grad=_grad(**kw)), CFG)
+    v = mc.gradients_flow(BaselineMeasurements(CLASSIFICATION, grad=_grad(**kw)), CFG)
     assert v.status is status and words in v.message
 
 
 def test_gradients_flow_ignore_params():
-    m = BaselineMeasurements("classification", grad=_grad(grad_norm=[None, None, 0.2, 0.1]))
+    m = BaselineMeasurements(CLASSIFICATION, grad=_grad(grad_norm=[None, None, 0.2, 0.1]))
     assert mc.gradients_flow(m, BaselineSpec(ignore_params=["fc1."])).status is Status.PASS
 
 
@@ -183,7 +185,7 @@ def test_gradients_flow_ignore_params():
 
 def test_input_independent_uses_a_paired_test():
     real, zero = _correct(0.9), _correct(0.25, seed=1)
-    m = BaselineMeasurements("classification", model=_exp("model", real), zero_input=_exp("zero", zero))
+    m = BaselineMeasurements(CLASSIFICATION, model=_exp("model", real), zero_input=_exp("zero", zero))
     assert tc.input_independent(m, CFG).status is Status.PASS
     m.zero_input = _exp("zero", real.copy())  # identical predictions: nothing learned from the input
     v = tc.input_independent(m, CFG)
@@ -192,7 +194,7 @@ def test_input_independent_uses_a_paired_test():
 
 def test_input_independent_regression():
     err = RNG.random(300)
-    m = BaselineMeasurements("regression", model=_exp("m", err * 0.1, metric="r2"), zero_input=_exp("z", err, metric="r2"))
+    m = BaselineMeasurements(REGRESSION, model=_exp("m", err * 0.1, metric="r2"), zero_input=_exp("z", err, metric="r2"))
     assert tc.input_independent(m, CFG).status is Status.PASS
     m.model = _exp("m", np.random.default_rng(7).random(300), metric="r2")  # as good as zeros, up to noise
     assert tc.input_independent(m, CFG).status is Status.FAIL
@@ -200,7 +202,7 @@ def test_input_independent_regression():
 
 def test_dumb_baselines():
     maj = _correct(0.3, seed=2)
-    m = BaselineMeasurements("classification", model=_exp("model", _correct(0.9)), linear=_exp("linear", _correct(0.7, seed=3)),
+    m = BaselineMeasurements(CLASSIFICATION, model=_exp("model", _correct(0.9)), linear=_exp("linear", _correct(0.7, seed=3)),
                              dumb_scores=maj, dumb_name="majority-class")
     assert tc.dumb_baselines(m, CFG).status is Status.PASS
     m.linear = _exp("linear", np.ones(500))
@@ -213,15 +215,15 @@ def test_dumb_baselines():
 
 def test_overfit_one_batch():
     ok = OverfitResult(losses=[(25, 0.5), (50, 0.01)], final_loss=0.01, steps_run=50, outputs=torch.zeros(8, 2), target_loss=0.05)
-    assert tc.overfit_one_batch(BaselineMeasurements("classification", overfit=ok), CFG).status is Status.PASS
+    assert tc.overfit_one_batch(BaselineMeasurements(CLASSIFICATION, overfit=ok), CFG).status is Status.PASS
     stuck = OverfitResult(losses=[(500, 1.38)], final_loss=1.38, steps_run=500, outputs=torch.zeros(8, 2), target_loss=0.05)
-    assert tc.overfit_one_batch(BaselineMeasurements("classification", overfit=stuck), CFG).status is Status.FAIL
+    assert tc.overfit_one_batch(BaselineMeasurements(CLASSIFICATION, overfit=stuck), CFG).status is Status.FAIL
     nan = OverfitResult(losses=[(25, math.nan)], final_loss=math.nan, steps_run=25, outputs=torch.zeros(8, 2), target_loss=0.05)
-    assert tc.overfit_one_batch(BaselineMeasurements("classification", overfit=nan), CFG).status is Status.FAIL
+    assert tc.overfit_one_batch(BaselineMeasurements(CLASSIFICATION, overfit=nan), CFG).status is Status.FAIL
 
 
 def test_loss_decreases():
-    m = BaselineMeasurements("classification", model=_exp("model", _correct(0.9), train_loss=0.5),
+    m = BaselineMeasurements(CLASSIFICATION, model=_exp("model", _correct(0.9), train_loss=0.5),
                              larger=_exp("larger", _correct(0.9), train_loss=0.4))
     assert tc.loss_decreases(m, CFG).status is Status.PASS
     m.larger = _exp("larger", _correct(0.9), train_loss=0.6)
@@ -235,7 +237,7 @@ def test_loss_decreases():
 
 
 def test_human_baseline():
-    m = BaselineMeasurements("classification", model=_exp("model", _correct(0.9)))
+    m = BaselineMeasurements(CLASSIFICATION, model=_exp("model", _correct(0.9)))
     assert tc.human_baseline(m, CFG).status is Status.SKIP
     assert tc.human_baseline(m, BaselineSpec(human_accuracy=0.9)).status is Status.PASS
     assert tc.human_baseline(m, BaselineSpec(human_accuracy=0.99)).status is Status.WARN

@@ -11,6 +11,7 @@ from nnrecipe.probes.data_groups import measure
 from nnrecipe.probes.data_scan import DataScan, scan_split
 from nnrecipe.spec_stages import InspectDataSpec
 from nnrecipe.verdict import Status
+from nnrecipe.tasks import CLASSIFICATION, REGRESSION
 
 CFG = InspectDataSpec()
 
@@ -23,7 +24,7 @@ def _data(n=600, d=(1, 8, 8), classes=4, seed=0):
     return x, y
 
 
-def meas(train, val, *, task="classification", num_classes=4, kind="image", test=None):
+def meas(train, val, *, task=CLASSIFICATION, num_classes=4, kind="image", test=None):
     splits = {"train": TensorSplit("train", *train), "val": TensorSplit("val", *val)}
     if test is not None:
         splits["test"] = TensorSplit("test", *test)
@@ -63,7 +64,7 @@ def test_non_finite_targets_fail_too():
     x, y = _data(200, d=(5,))
     t = torch.randn(200)
     t[4] = float("nan")
-    v = integ.non_finite(meas((x, t), (x, torch.randn(200)), task="regression", kind="tabular"), CFG)
+    v = integ.non_finite(meas((x, t), (x, torch.randn(200)), task=REGRESSION, kind="tabular"), CFG)
     assert v.status is Status.FAIL and "train[4]" in v.observed["examples"]
 
 
@@ -211,7 +212,7 @@ def test_integer_inputs_fail():
 def test_regression_skips_label_checks():
     x = torch.randn(300, 4)
     t = torch.randn(300, 1)
-    m = meas((x, t), (x[:150], t[:150]), task="regression", num_classes=None, kind="tabular")
+    m = meas((x, t), (x[:150], t[:150]), task=REGRESSION, num_classes=None, kind="tabular")
     for check in (integ.label_range, integ.conflicting_labels, dist.class_balance):
         v = check(m, CFG)
         assert v.status is Status.SKIP and v.message
@@ -220,7 +221,7 @@ def test_regression_skips_label_checks():
 def test_unstandardized_regression_targets_warn():
     x = torch.randn(400, 4)
     t = 150 + 75 * torch.randn(400, 1)  # e.g. diabetes progression, 25..346
-    v = dist.input_scale(meas((x, t), (x[:200], t[:200]), task="regression", num_classes=None, kind="tabular"), CFG)
+    v = dist.input_scale(meas((x, t), (x[:200], t[:200]), task=REGRESSION, num_classes=None, kind="tabular"), CFG)
     assert v.status is Status.WARN and "targets far from standardized" in v.message
-    ok = dist.input_scale(meas((x, (t - 150) / 75), (x[:200], t[:200]), task="regression", num_classes=None, kind="tabular"), CFG)
+    ok = dist.input_scale(meas((x, (t - 150) / 75), (x[:200], t[:200]), task=REGRESSION, num_classes=None, kind="tabular"), CFG)
     assert ok.status is Status.PASS

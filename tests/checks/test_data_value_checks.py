@@ -8,9 +8,10 @@ import pytest
 from nnrecipe.checks.data_value_checks import (LabelErrorMeasurements, ScalingMeasurements, ScalingPoint,
                                                data_scaling, next_doubling_gain, power_law, suspected_label_errors)
 from nnrecipe.probes.label_errors import LabelErrors
-from nnrecipe.probes.regularize import KnobResult, Run
+from nnrecipe.experiments import Result, SeedRuns
 from nnrecipe.spec_stages import RegularizeSpec
 from nnrecipe.verdict import Status
+from nnrecipe.tasks import CLASSIFICATION
 
 CFG = RegularizeSpec()
 
@@ -51,9 +52,9 @@ def test_all_folds_diverged_warns_and_not_measured_skips():
 
 def _point(frac, n, correct, diverged=False):
     scores = np.asarray(correct, dtype=float)
-    run = Run(seed=0, val_scores=scores, val_loss=1.0, val_metric=float(scores.mean()), train_loss=0.1,
+    run = Result(seed=0, val_scores=scores, val_loss=1.0, val_metric=float(scores.mean()), train_loss=0.1,
               train_metric=1.0, steps=100, diverged=diverged, evals=[])
-    return ScalingPoint(frac, n, KnobResult(f"{frac}", "", runs=[run]))
+    return ScalingPoint(frac, n, SeedRuns(f"{frac}", "", runs=[run]))
 
 
 def _curve(acc, n_val=2000, seed=0, diverged=False):
@@ -61,7 +62,7 @@ def _curve(acc, n_val=2000, seed=0, diverged=False):
     rng = np.random.default_rng(seed)
     u = rng.random(n_val)
     sizes = [250, 500, 1000]
-    return ScalingMeasurements("classification", n_val, [_point(f, n, u < a, diverged and f == 1.0)
+    return ScalingMeasurements(CLASSIFICATION, n_val, [_point(f, n, u < a, diverged and f == 1.0)
                                                         for f, n, a in zip((0.25, 0.5, 1.0), sizes, acc)])
 
 

@@ -7,9 +7,10 @@ import torch
 from nnrecipe.checks import overfit_checks as oc
 from nnrecipe.engine import EvalResult, History
 from nnrecipe.probes.measurements import LRRangeResult, OverfitMeasurements
-from nnrecipe.probes.training import Experiment
+from nnrecipe.experiments import Result
 from nnrecipe.spec_stages import OverfitSpec
 from nnrecipe.verdict import Status
+from nnrecipe.tasks import CLASSIFICATION, REGRESSION
 
 CFG = OverfitSpec()
 
@@ -20,20 +21,21 @@ def _exp(*, train_metric=1.0, train_loss=0.01, scores=None, lrs=None, losses=Non
     scores = np.ones(400) if scores is None else scores
     ev = EvalResult(loss=train_loss, metric=train_metric, metric_name=metric, n=1000)
     h = History(losses=losses, lrs=lrs, evals=[], steps_run=len(lrs), nonfinite_step=nonfinite)
-    return Experiment("model", h, ev, EvalResult(loss=0.3, metric=float(np.mean(scores)), metric_name=metric, n=len(scores)), scores)
+    val = EvalResult(loss=0.3, metric=float(np.mean(scores)), metric_name=metric, n=len(scores), scores=scores)
+    return Result.scored("model", 0, h, ev, val)
 
 
 def test_fits_train():
-    assert oc.fits_train(OverfitMeasurements("classification", model=_exp(train_metric=0.995)), CFG).status is Status.PASS
-    v = oc.fits_train(OverfitMeasurements("classification", model=_exp(train_metric=0.9)), CFG)
+    assert oc.fits_train(OverfitMeasurements(CLASSIFICATION, model=_exp(train_metric=0.995)), CFG).status is Status.PASS
+    v = oc.fits_train(OverfitMeasurements(CLASSIFICATION, model=_exp(train_metric=0.9)), CFG)
     assert v.status is Status.FAIL and "0.9000" in v.message
-    r2 = OverfitMeasurements("regression", model=_exp(train_metric=0.97, metric="r2"))
+    r2 = OverfitMeasurements(REGRESSION, model=_exp(train_metric=0.97, metric="r2"))
     assert oc.fits_train(r2, CFG).status is Status.PASS
 
 
 def test_fits_train_divergence_is_a_fail_with_the_step():
     losses = torch.tensor([2.0, 1.5, 1.2, float("nan")])
-    v = oc.fits_train(OverfitMeasurements("classification", model=_exp(lrs=[1.0] * 4, losses=losses, nonfinite=4)), CFG)
+    v = oc.fits_train(OverfitMeasurements(CLASSIFICATION, model=_exp(lrs=[1.0] * 4, losses=losses, nonfinite=4)), CFG)
     assert v.status is Status.FAIL and v.observed == {"non_finite_at_step": 4, "last_finite_loss": 1.2}
 
 
@@ -43,7 +45,7 @@ def _scores(p, n=400, seed=0):
 
 def test_beats_baselines():
     base = {"majority-class": _scores(0.25, seed=1), "linear": _scores(0.7, seed=2)}
-    m = OverfitMeasurements("classification", model=_exp(scores=_scores(0.95)), baseline_scores=base)
+    m = OverfitMeasurements(CLASSIFICATION, model=_exp(scores=_scores(0.95)), baseline_scores=base)
     assert oc.beats_baselines(m, CFG).status is Status.PASS
     m.model = _exp(scores=base["linear"].copy())
     v = oc.beats_baselines(m, CFG)
@@ -54,7 +56,7 @@ def test_beats_baselines():
     assert oc.beats_baselines(m, CFG).status is Status.WARN  # not better than the majority class
     m.model = _exp(scores=np.zeros(400))
     assert oc.beats_baselines(m, CFG).status is Status.FAIL
-    assert oc.beats_baselines(OverfitMeasurements("classification", model=_exp(), baseline_skip="no baseline"), CFG).status is Status.SKIP
+    assert oc.beats_baselines(OverfitMeasurements(CLASSIFICATION, model=_exp(), baseline_skip="no baseline"), CFG).status is Status.SKIP
 
 
 @pytest.mark.parametrize("lrs, status", [
@@ -65,7 +67,7 @@ def test_beats_baselines():
     ([3e-4] * 850 + [1e-6] * 150, Status.WARN),  # a drop after 80% of training: allowed, but a decay
 ])
 def test_lr_schedule(lrs, status):
-    assert oc.lr_schedule(OverfitMeasurements("classification", model=_exp(lrs=lrs), lr0=3e-4), CFG).status is status
+    assert oc.lr_schedule(OverfitMeasurements(CLASSIFICATION, model=_exp(lrs=lrs), lr0=3e-4), CFG).status is status
 
 
 def _range(suggested=1e-3, min_loss=1e-2, diverge=1e-1):
@@ -75,7 +77,7 @@ def _range(suggested=1e-3, min_loss=1e-2, diverge=1e-1):
 
 
 def test_lr_range():
-    m = OverfitMeasurements("classification", model=_exp(), lr0=3e-4, lr_range=_range())
+    m = OverfitMeasurements(CLASSIFICATION, model=_exp(), lr0=3e-4, lr_range=_range())
     assert oc.lr_range(m, CFG).status is Status.PASS
     m.lr0 = 0.05
     assert oc.lr_range(m, CFG).status is Status.WARN
@@ -83,13 +85,13 @@ def test_lr_range():
     assert oc.lr_range(m, CFG).status is Status.FAIL
     m.lr_range = _range(suggested=None, min_loss=None, diverge=1e-6)
     assert oc.lr_range(m, CFG).status is Status.WARN
-    assert oc.lr_range(OverfitMeasurements("classification", model=_exp()), CFG).status is Status.SKIP
+    assert oc.lr_range(OverfitMeasurements(CLASSIFICATION, model=_exp()), CFG).status is Status.SKIP
 
 
 def test_ladder():
     rungs = [_exp(train_loss=1.0, train_metric=0.5), _exp(train_loss=0.5, train_metric=0.8), _exp(train_loss=0.7, train_metric=0.7)]
-    m = OverfitMeasurements("classification", ladder=rungs, ladder_names=["a", "b", "c"])
+    m = OverfitMeasurements(CLASSIFICATION, ladder=rungs, ladder_names=["a", "b", "c"])
     assert [v.status for v in oc.ladder(m, CFG)] == [Status.SKIP, Status.PASS, Status.FAIL]
     fitted = [_exp(train_loss=0.001, train_metric=1.0), _exp(train_loss=0.002, train_metric=1.0)]
-    m = OverfitMeasurements("classification", ladder=fitted, ladder_names=["a", "b"])
+    m = OverfitMeasurements(CLASSIFICATION, ladder=fitted, ladder_names=["a", "b"])
     assert [v.status for v in oc.ladder(m, CFG)] == [Status.SKIP, Status.PASS]  # both already fit

@@ -7,9 +7,10 @@ import pytest
 
 from nnrecipe.checks import regularize_checks as rc
 from nnrecipe.probes.filters import FilterMeasure
-from nnrecipe.probes.regularize import KnobResult, Run
+from nnrecipe.experiments import Result, SeedRuns
 from nnrecipe.spec_stages import RegularizeSpec
 from nnrecipe.verdict import Status
+from nnrecipe.tasks import CLASSIFICATION, LANGUAGE_MODEL
 
 CFG = RegularizeSpec()
 N = 1000
@@ -20,25 +21,25 @@ def _scores(p, seed, n=N):
 
 
 def _run(scores, *, seed=0, train=1.0, diverged=False, stopped_at=None, evals=()):
-    return Run(seed=seed, val_scores=scores, val_loss=1 - scores.mean(), val_metric=float(scores.mean()), train_loss=0.01,
+    return Result(seed=seed, val_scores=scores, val_loss=1 - scores.mean(), val_metric=float(scores.mean()), train_loss=0.01,
                train_metric=train, steps=1000, diverged=diverged, evals=list(evals), stopped_at=stopped_at)
 
 
 def _result(name, *ps, base_seed=0, **kw):
-    return KnobResult(name, name, runs=[_run(_scores(p, base_seed + i), seed=i, **kw) for i, p in enumerate(ps)])
+    return SeedRuns(name, name, runs=[_run(_scores(p, base_seed + i), seed=i, **kw) for i, p in enumerate(ps)])
 
 
 def _m(reference, **kw):
-    return rc.RegularizeMeasurements("classification", n_val=N, chance=0.1, reference=reference, **kw)
+    return rc.RegularizeMeasurements(CLASSIFICATION, n_val=N, chance=0.1, reference=reference, **kw)
 
 
 def test_a_clear_gain_helps_and_a_clear_loss_hurts():
     ref = _result("reference", 0.80)
     m = _m(ref)
-    better = KnobResult("dropout", "dropout 0.2", runs=[_run(np.maximum(ref.runs[0].val_scores, _scores(0.5, 9)))])
+    better = SeedRuns("dropout", "dropout 0.2", runs=[_run(np.maximum(ref.runs[0].val_scores, _scores(0.5, 9)))])
     v = rc.knob(m, better, CFG)
     assert v.status is Status.PASS and v.observed["effect"] == "helped" and v.observed["z"] >= 3
-    worse = KnobResult("weight-decay", "weight decay 0.1", runs=[_run(ref.runs[0].val_scores * _scores(0.8, 9))])
+    worse = SeedRuns("weight-decay", "weight decay 0.1", runs=[_run(ref.runs[0].val_scores * _scores(0.8, 9))])
     v = rc.knob(m, worse, CFG)
     assert v.status is Status.WARN and v.observed["effect"] == "hurt" and "hurt" in v.message
 
@@ -58,25 +59,25 @@ def test_noise_level_differences_are_no_effect():
 def test_seed_averaged_comparison_uses_the_seeds_both_have():
     ref = _result("reference", 0.8, 0.8, 0.8)
     knob = _result("dropout", 0.8, base_seed=50)
-    z, seeds = rc.compare("classification", ref, knob)
+    z, seeds = rc.compare(CLASSIFICATION, ref, knob)
     assert seeds == 1
     knob3 = _result("dropout", 0.8, 0.8, 0.8, base_seed=50)
-    assert rc.compare("classification", ref, knob3)[1] == 3
+    assert rc.compare(CLASSIFICATION, ref, knob3)[1] == 3
 
 
 def test_diverged_knob_fails_and_skipped_knob_skips():
     ref = _result("reference", 0.8)
     bad = _result("weight-decay", 0.1, diverged=True)
     assert rc.knob(_m(ref), bad, CFG).status is Status.FAIL
-    assert rc.knob(_m(ref), KnobResult("dropout", "dropout 0.2", skip="no dropout"), CFG).status is Status.SKIP
+    assert rc.knob(_m(ref), SeedRuns("dropout", "dropout 0.2", skip="no dropout"), CFG).status is Status.SKIP
 
 
 def test_early_stopping_reports_what_training_past_the_best_cost():
     ref = _result("reference", 0.7)
-    kept = KnobResult("early-stopping", "early stopping", runs=[_run(np.maximum(ref.runs[0].val_scores, _scores(0.4, 3)), stopped_at=400)])
+    kept = SeedRuns("early-stopping", "early stopping", runs=[_run(np.maximum(ref.runs[0].val_scores, _scores(0.4, 3)), stopped_at=400)])
     v = rc.early_stopping(_m(ref, early=kept), CFG)
     assert v.status is Status.PASS and v.observed["effect"] == "helped" and v.observed["kept_step"] == 400
-    same = KnobResult("early-stopping", "early stopping", runs=[_run(ref.runs[0].val_scores.copy(), stopped_at=1000)])
+    same = SeedRuns("early-stopping", "early stopping", runs=[_run(ref.runs[0].val_scores.copy(), stopped_at=1000)])
     v = rc.early_stopping(_m(ref, early=same), CFG)
     assert v.status is Status.PASS and v.observed["effect"] == "no effect"
     assert rc.early_stopping(_m(ref), CFG).status is Status.SKIP
@@ -127,9 +128,9 @@ def test_combined():
     ref = _result("reference", 0.8)
     assert rc.combined(_m(ref), CFG, []).status is Status.SKIP
     assert rc.combined(_m(ref), CFG, ["dropout"]).status is Status.PASS
-    good = KnobResult("combined", "dropout + weight-decay", runs=[_run(np.maximum(ref.runs[0].val_scores, _scores(0.5, 4)))])
+    good = SeedRuns("combined", "dropout + weight-decay", runs=[_run(np.maximum(ref.runs[0].val_scores, _scores(0.5, 4)))])
     assert rc.combined(_m(ref, combined=good), CFG, ["dropout", "weight-decay"]).status is Status.PASS
-    flat = KnobResult("combined", "dropout + weight-decay", runs=[_run(ref.runs[0].val_scores.copy())])
+    flat = SeedRuns("combined", "dropout + weight-decay", runs=[_run(ref.runs[0].val_scores.copy())])
     assert rc.combined(_m(ref, combined=flat), CFG, ["dropout", "weight-decay"]).status is Status.WARN
 
 
@@ -139,13 +140,13 @@ def _lm_result(name, rng, base, seeds, effect=0.0):
     runs = []
     for i in range(seeds):
         ce = base + effect + rng.normal(0, 0.016) + rng.normal(0, 0.02, len(base))
-        runs.append(Run(seed=i, val_scores=ce, val_loss=float(ce.mean()), val_metric=0.5, train_loss=1.8, train_metric=0.5,
+        runs.append(Result(seed=i, val_scores=ce, val_loss=float(ce.mean()), val_metric=0.5, train_loss=1.8, train_metric=0.5,
                         steps=500, diverged=False, evals=[]))
-    return KnobResult(name, name, runs=runs)
+    return SeedRuns(name, name, runs=runs)
 
 
 def _lm_m(ref, *knobs):
-    m = rc.RegularizeMeasurements("language-model", n_val=700, reference=ref, knobs=list(knobs), seed_spread_first=True)
+    m = rc.RegularizeMeasurements(LANGUAGE_MODEL, n_val=700, reference=ref, knobs=list(knobs), seed_spread_first=True)
     m.seed_noise = m.measure_noise()
     return m
 
@@ -163,7 +164,7 @@ def test_language_model_knobs_are_judged_against_the_seed_spread():
         same = _lm_result("weight-decay", rng, base, 1)
         m = _lm_m(ref, same)
         assert m.seed_noise is not None and m.seed_noise.df == 2
-        false_plain += rc.effect(rc.compare("language-model", ref, same)[0], CFG) != rc.NO_EFFECT
+        false_plain += rc.effect(rc.compare(LANGUAGE_MODEL, ref, same)[0], CFG) != rc.NO_EFFECT
         v = rc.knob(m, same, CFG)
         false_seeded += v.observed["effect"] != rc.NO_EFFECT
         assert v.observed["reference_seeds"] == 3 and v.observed["seeds"] == 1 and v.observed["seed_df"] == 2
@@ -192,7 +193,7 @@ def test_a_knob_judged_on_one_seed_does_not_change_when_another_knob_gets_seeds(
     """Classification: knob A helps on its one seed (McNemar); knob B was within noise and got a
     second seed, so a seed spread exists now. A is still judged on its own one seed as before."""
     ref = _result("reference", 0.80, 0.80)
-    a = KnobResult("dropout", "dropout", runs=[_run(np.maximum(ref.runs[0].val_scores, _scores(0.3, 9)))])
+    a = SeedRuns("dropout", "dropout", runs=[_run(np.maximum(ref.runs[0].val_scores, _scores(0.3, 9)))])
     b = _result("weight-decay", 0.80, 0.80, base_seed=40)
     m = _m(ref, knobs=[a, b])
     m.seed_noise = m.measure_noise()

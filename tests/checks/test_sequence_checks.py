@@ -7,6 +7,7 @@ from nnrecipe.probes.measurements import BaselineMeasurements
 from nnrecipe.probes.sequence_probes import CausalMeasure, PaddingMeasure, TargetLeak
 from nnrecipe.spec_stages import BaselineSpec
 from nnrecipe.verdict import Status
+from nnrecipe.tasks import CLASSIFICATION, LANGUAGE_MODEL, REGRESSION
 
 CFG = BaselineSpec()
 N = [400_000] * 3
@@ -20,7 +21,7 @@ def causal(future, reach, positions=(0, 20, 40, 62), length=64) -> CausalMeasure
 
 
 def lm(**kw) -> BaselineMeasurements:
-    return BaselineMeasurements(task="language-model", **kw)
+    return BaselineMeasurements(task=LANGUAGE_MODEL, **kw)
 
 
 def test_causal_model_on_shifted_text_passes():
@@ -78,5 +79,5 @@ def test_padding_invariance_both_ways_and_skips():
     v = padding_invariance(lm(padding=counted), CFG)
     assert v.status is Status.FAIL and "ignore_index" in v.hint
     assert padding_invariance(lm(padding=None, padding_skip="too short"), CFG).status is Status.SKIP
-    assert padding_invariance(BaselineMeasurements(task="classification"), CFG).status is Status.SKIP
-    assert causal_dependency(BaselineMeasurements(task="regression"), CFG).status is Status.SKIP
+    assert padding_invariance(BaselineMeasurements(task=CLASSIFICATION), CFG).status is Status.SKIP
+    assert causal_dependency(BaselineMeasurements(task=REGRESSION), CFG).status is Status.SKIP

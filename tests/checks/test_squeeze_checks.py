@@ -3,9 +3,10 @@
 import numpy as np
 
 from nnrecipe.checks import squeeze_checks as sc
-from nnrecipe.probes.regularize import Run
+from nnrecipe.experiments import Result
 from nnrecipe.spec_stages import SqueezeSpec
 from nnrecipe.verdict import Status
+from nnrecipe.tasks import CLASSIFICATION
 
 CFG = SqueezeSpec()
 N = 1000
@@ -16,7 +17,7 @@ def _scores(p, seed):
 
 
 def _run(scores, *, diverged=False, steps=1000, val_loss=0.5):
-    return Run(seed=0, val_scores=scores, val_loss=val_loss, val_metric=float(scores.mean()), train_loss=0.1,
+    return Result(seed=0, val_scores=scores, val_loss=val_loss, val_metric=float(scores.mean()), train_loss=0.1,
                train_metric=1.0, steps=steps, diverged=diverged, evals=[])
 
 
@@ -27,45 +28,45 @@ def _members(k=5):
 def test_ensemble_gain_both_ways():
     members = _members()
     better = np.maximum(members[0].val_scores, _scores(0.6, 99))
-    v = sc.ensemble_gain(sc.SqueezeMeasurements("classification", members=members, ensemble_scores=better, disagreement=0.2), CFG)
+    v = sc.ensemble_gain(sc.SqueezeMeasurements(CLASSIFICATION, members=members, ensemble_scores=better, disagreement=0.2), CFG)
     assert v.status is Status.PASS and "gains beyond noise" in v.message and v.observed["z_vs_average_member"] >= 3
     same = members[0].val_scores.copy()
     same = members[0].val_scores.copy()  # as good as one member, no better
-    v = sc.ensemble_gain(sc.SqueezeMeasurements("classification", members=members, ensemble_scores=same, disagreement=0.2), CFG)
+    v = sc.ensemble_gain(sc.SqueezeMeasurements(CLASSIFICATION, members=members, ensemble_scores=same, disagreement=0.2), CFG)
     assert v.status is Status.PASS and "no gain" in v.message, v.message
     copies = [_run(members[0].val_scores.copy()) for _ in range(5)]
-    v = sc.ensemble_gain(sc.SqueezeMeasurements("classification", members=copies, ensemble_scores=same, disagreement=0.0,
+    v = sc.ensemble_gain(sc.SqueezeMeasurements(CLASSIFICATION, members=copies, ensemble_scores=same, disagreement=0.0,
                                                 output_spread=1e-7), CFG)
     assert v.status is Status.WARN and "identical" in v.message
     all_right = [_run(np.ones(N)) for _ in range(5)]  # an easy task: every member right everywhere, yet different networks
-    v = sc.ensemble_gain(sc.SqueezeMeasurements("classification", members=all_right, ensemble_scores=np.ones(N),
+    v = sc.ensemble_gain(sc.SqueezeMeasurements(CLASSIFICATION, members=all_right, ensemble_scores=np.ones(N),
                                                 disagreement=0.0, output_spread=0.3), CFG)
     assert v.status is Status.PASS
     worse = members[0].val_scores * _scores(0.7, 5)
-    v = sc.ensemble_gain(sc.SqueezeMeasurements("classification", members=members, ensemble_scores=worse, disagreement=0.2), CFG)
+    v = sc.ensemble_gain(sc.SqueezeMeasurements(CLASSIFICATION, members=members, ensemble_scores=worse, disagreement=0.2), CFG)
     assert v.status is Status.WARN and "worse than its average member" in v.message
     members[2] = _run(_scores(0.1, 3), diverged=True)
-    assert sc.ensemble_gain(sc.SqueezeMeasurements("classification", members=members, ensemble_scores=better), CFG).status is Status.FAIL
+    assert sc.ensemble_gain(sc.SqueezeMeasurements(CLASSIFICATION, members=members, ensemble_scores=better), CFG).status is Status.FAIL
 
 
 def test_distillation_both_ways():
     hard = _run(_scores(0.7, 1))
     ens = np.maximum(hard.val_scores, _scores(0.7, 2))
     soft = _run(np.maximum(hard.val_scores, _scores(0.4, 3)))
-    m = sc.SqueezeMeasurements("classification", members=_members(), ensemble_scores=ens, student=soft, hard=hard)
+    m = sc.SqueezeMeasurements(CLASSIFICATION, members=_members(), ensemble_scores=ens, student=soft, hard=hard)
     v = sc.distillation(m, CFG)
     assert v.status is Status.PASS and "beats" in v.message and 0 < v.observed["fraction_of_ensemble_gain_kept"] <= 1.5
     m.student = _run(hard.val_scores * _scores(0.7, 4))
     assert sc.distillation(m, CFG).status is Status.WARN
     m.student = _run(hard.val_scores, diverged=True)
     assert sc.distillation(m, CFG).status is Status.FAIL
-    assert sc.distillation(sc.SqueezeMeasurements("classification", distill_skip="off"), CFG).status is Status.SKIP
+    assert sc.distillation(sc.SqueezeMeasurements(CLASSIFICATION, distill_skip="off"), CFG).status is Status.SKIP
 
 
 def test_longer_training_both_ways():
     before = _run(_scores(0.8, 1), steps=1000)
     after = _run(np.maximum(before.val_scores, _scores(0.5, 2)), steps=1000)
-    m = sc.SqueezeMeasurements("classification", longer_before=before, longer_after=after, recorded_val_loss=0.5,
+    m = sc.SqueezeMeasurements(CLASSIFICATION, longer_before=before, longer_after=after, recorded_val_loss=0.5,
                                reloaded_val_loss=0.5)
     v = sc.longer_training(m, CFG)
     assert v.status is Status.PASS and "leave it training" in v.message
@@ -74,4 +75,4 @@ def test_longer_training_both_ways():
     assert v.status is Status.FAIL and "does not restore" in v.message
     m.reloaded_val_loss, m.longer_after = 0.5, _run(before.val_scores, diverged=True)
     assert sc.longer_training(m, CFG).status is Status.FAIL
-    assert sc.longer_training(sc.SqueezeMeasurements("classification", longer_skip="off"), CFG).status is Status.SKIP
+    assert sc.longer_training(sc.SqueezeMeasurements(CLASSIFICATION, longer_skip="off"), CFG).status is Status.SKIP

@@ -3,9 +3,10 @@
 import numpy as np
 
 from nnrecipe.checks.tune_checks import TuneMeasurements, search_coverage, sensitivity, tune_improves
-from nnrecipe.probes.regularize import KnobResult, Run
+from nnrecipe.experiments import Result, SeedRuns
 from nnrecipe.probes.tune_analysis import DimCoverage, Importance, TrialRecord
 from nnrecipe.spec_stages import TuneSpec
+from nnrecipe.tasks import CLASSIFICATION, LANGUAGE_MODEL
 
 CFG = TuneSpec()
 N_VAL = 400
@@ -16,19 +17,19 @@ def _rec(number, value, lr=1e-3, state="complete", diverged=False):
 
 
 def _run(correct: np.ndarray, seed=1, diverged=False):
-    return Run(seed=seed, val_scores=correct.astype(float), val_loss=0.3, val_metric=float(correct.mean()), train_loss=0.1,
+    return Result(seed=seed, val_scores=correct.astype(float), val_loss=0.3, val_metric=float(correct.mean()), train_loss=0.1,
                train_metric=1.0, steps=100, diverged=diverged, evals=[])
 
 
 def _m(trials, **kw):
-    return TuneMeasurements(task="classification", n_val=N_VAL, trials=trials, requested=len(trials), **kw)
+    return TuneMeasurements(task=CLASSIFICATION, n_val=N_VAL, trials=trials, requested=len(trials), **kw)
 
 
 def _confirmed(ref_acc: float, best_acc: float, *, diverged=False):
     rng = np.random.default_rng(0)
     base = rng.random(N_VAL)
     ref, best = base < ref_acc, base < best_acc  # nested: every example the weaker gets right, the stronger does too
-    return (KnobResult("start", "start", runs=[_run(ref)]), KnobResult("best", "trial 3", runs=[_run(best, diverged=diverged)]))
+    return (SeedRuns("start", "start", runs=[_run(ref)]), SeedRuns("best", "trial 3", runs=[_run(best, diverged=diverged)]))
 
 
 def test_tune_improves_every_branch():
@@ -59,17 +60,17 @@ def _lm_confirmed(rng, base, shift: float, seeds: int = 3):
         out = []
         for i in range(seeds):
             ce = base + effect + rng.normal(0, 0.016) + rng.normal(0, 0.02, len(base))
-            out.append(Run(seed=1 + i, val_scores=ce, val_loss=float(ce.mean()), val_metric=0.5, train_loss=1.8,
+            out.append(Result(seed=1 + i, val_scores=ce, val_loss=float(ce.mean()), val_metric=0.5, train_loss=1.8,
                            train_metric=0.5, steps=500, diverged=False, evals=[]))
         return out
-    return KnobResult("start", "start", runs=runs(0.0)), KnobResult("best", "trial 3", runs=runs(-shift))
+    return SeedRuns("start", "start", runs=runs(0.0)), SeedRuns("best", "trial 3", runs=runs(-shift))
 
 
 def test_language_model_confirmation_counts_the_seed_spread():
     """At three fresh seeds each, a best trial no better than the start passes as "no gain"
     (never "seed luck" or "beats"), and a real gain of 0.2 nats is confirmed."""
     trials = [_rec(0, 0.50), _rec(3, 0.55)]
-    lm = lambda ref, best: TuneMeasurements(task="language-model", n_val=700, trials=trials, requested=2,  # noqa: E731
+    lm = lambda ref, best: TuneMeasurements(task=LANGUAGE_MODEL, n_val=700, trials=trials, requested=2,  # noqa: E731
                                             best=trials[1], reference=ref, confirmed=best)
     calls = []
     for seed in range(20):

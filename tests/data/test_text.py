@@ -8,6 +8,7 @@ import torch
 from nnrecipe.data import build_data
 from nnrecipe.errors import DataError, PluginError, SpecError
 from nnrecipe.spec import build_spec
+from nnrecipe.tasks import LANGUAGE_MODEL
 
 from conftest import PLANTED
 
@@ -19,7 +20,7 @@ def lm_spec(**data) -> object:
 def test_the_embedded_corpus_is_cut_into_shifted_windows_split_by_position():
     data = build_data(lm_spec(args={"context": 32, "max_chars": 20_000}), base=Path("."))
     info = data.sequence
-    assert data.task == "language-model" and data.kind == "sequence" and data.input_shape == (32,)
+    assert data.task is LANGUAGE_MODEL and data.kind == "sequence" and data.input_shape == (32,)
     assert data.num_outputs == info.size == len(data.class_names)
     x, y = data.train.x, data.train.y
     assert torch.equal(x[:, 1:], y[:, :-1]) and torch.equal(x[1:, 0], y[:-1, -1])  # shifted by one, back to back

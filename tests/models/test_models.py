@@ -19,12 +19,12 @@ def _build(shape, *overrides, outputs=10):
 ])
 def test_builtin_models_map_a_batch_to_n_by_outputs(arch, shape):
     model = _build(shape, f"model.arch={arch}")
-    check_output_shape(model, torch.randn(2, *shape), 10)
+    check_output_shape(model, torch.randn(2, *shape), (2, 10))
 
 
 def test_resnet50_builds():
     model = _build((3, 32, 32), "model.arch=resnet50")
-    check_output_shape(model, torch.randn(2, 3, 32, 32), 10)
+    check_output_shape(model, torch.randn(2, 3, 32, 32), (2, 10))
 
 
 def test_dropout_is_used_when_asked():
@@ -50,7 +50,7 @@ def test_resnet_local_weights(tmp_path):
 
 def test_python_model_factory():
     model = _build((1, 8, 8), "model.arch=python", f"model.factory={PLANTED}/models.py:good", "model.args.width=8")
-    check_output_shape(model, torch.randn(3, 1, 8, 8), 10, field="model.factory")
+    check_output_shape(model, torch.randn(3, 1, 8, 8), (3, 10), field="model.factory")
 
 
 @pytest.mark.parametrize("name, message", [
@@ -65,4 +65,4 @@ def test_python_model_factory_errors(name, message):
 def test_wrong_output_shape_is_a_plugin_error():
     model = _build((1, 8, 8), "model.arch=python", f"model.factory={PLANTED}/models.py:wrong_outputs")
     with pytest.raises(PluginError, match=r"returns \(2, 11\) for a batch of 2; expected \(2, 10\)"):
-        check_output_shape(model, torch.randn(2, 1, 8, 8), 10, field="model.factory")
+        check_output_shape(model, torch.randn(2, 1, 8, 8), (2, 10), field="model.factory")

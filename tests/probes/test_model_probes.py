@@ -10,7 +10,8 @@ from torch import nn
 from nnrecipe.data import build_data
 from nnrecipe.engine import Engine
 from nnrecipe.models import larger_model_spec, prepare_model
-from nnrecipe.models.init import final_linear, ideal_bias
+from nnrecipe.models.init import final_linear
+from nnrecipe.tasks import CLASSIFICATION, REGRESSION
 from nnrecipe.probes.model_probes import (InputCapture, batch_dependency, dead_units, eval_twice, gradient_step,
                                           measure_init, overfit_batch)
 from nnrecipe.spec import load_spec
@@ -42,20 +43,20 @@ def test_regression_init_predicts_the_target_mean():
 def test_measure_init_reference_values():
     spec, data = _data()
     model = prepare_model(spec, data, base=Path("."))
-    m = measure_init(model, data, loss_name="cross_entropy", builtin_bias_init=True, predict=Engine(device=torch.device("cpu"), task="classification").predict)
+    m = measure_init(model, data, loss_name="cross_entropy", builtin_bias_init=True, predict=Engine(device=torch.device("cpu"), task=CLASSIFICATION).predict)
     assert m.reference["uniform"] == np.float64(math.log(4)) or abs(m.reference["uniform"] - math.log(4)) < 1e-6
     assert abs(m.val_losses.mean() - math.log(4)) < 0.2 and not m.in_unit_interval
     soft = nn.Sequential(model, nn.Softmax(dim=1))
-    s = measure_init(soft, data, loss_name="cross_entropy", builtin_bias_init=False, predict=Engine(device=torch.device("cpu"), task="classification").predict)
+    s = measure_init(soft, data, loss_name="cross_entropy", builtin_bias_init=False, predict=Engine(device=torch.device("cpu"), task=CLASSIFICATION).predict)
     assert s.in_unit_interval and s.rows_sum_to_one
 
 
 def test_ideal_bias_per_loss():
     p = np.array([0.75, 0.25])
-    assert np.allclose(ideal_bias(task="classification", loss="cross_entropy", priors=p), np.log(p))
-    assert np.allclose(ideal_bias(task="classification", loss="bce", priors=p), np.log(p / (1 - p)))
-    assert np.allclose(ideal_bias(task="regression", loss="mse", target_mean=np.array([3.0])), [3.0])
-    assert ideal_bias(task="classification", loss="custom", priors=p) is None
+    assert np.allclose(CLASSIFICATION.ideal_bias("cross_entropy", priors=p), np.log(p))
+    assert np.allclose(CLASSIFICATION.ideal_bias("bce", priors=p), np.log(p / (1 - p)))
+    assert np.allclose(REGRESSION.ideal_bias("mse", target_mean=np.array([3.0])), [3.0])
+    assert CLASSIFICATION.ideal_bias("custom", priors=p) is None
 
 
 def test_batch_dependency_sees_the_view_bug():

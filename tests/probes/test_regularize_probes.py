@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from nnrecipe.data import build_data
-from nnrecipe.engine import EarlyStopping, Engine
+from nnrecipe.engine import Engine
+from nnrecipe.experiments import Logging, TrainPlan
+from nnrecipe.loop import EarlyStopping
 from nnrecipe.errors import DataError
 from nnrecipe.models import prepare_model
 from nnrecipe.probes.regularize import build_knobs, combine
@@ -12,6 +14,7 @@ from nnrecipe.spec import load_spec
 from nnrecipe.stages.regularize import reference_spec
 
 from conftest import write_spec
+from nnrecipe.tasks import CLASSIFICATION
 
 
 def _spec(tmp_path, overrides=()):
@@ -81,11 +84,12 @@ def test_engine_augments_training_batches_only_and_early_stopping_keeps_the_best
         return xb * 0, yb
 
     model = torch.nn.Linear(4, 2)
-    engine = Engine(device=torch.device("cpu"), task="classification", log_every=10)
+    engine = Engine(device=torch.device("cpu"), task=CLASSIFICATION)
     opt = torch.optim.SGD(model.parameters(), lr=0.0)  # no learning: every evaluation has the same loss
     es = EarlyStopping(2)
-    h = engine.train(model=model, train=train, val=val, loss_fn=torch.nn.functional.cross_entropy, optimizer=opt,
-                     steps=100, batch_size=32, seed=0, eval_every=10, augment=augment, early_stopping=es)
+    h = engine.train(TrainPlan(model=model, train=train, val=val, loss_fn=torch.nn.functional.cross_entropy,
+                               optimizer=opt, steps=100, batch_size=32, seed=0, eval_every=10, augment=augment,
+                               early_stopping=es, log=Logging(every=10)))
     assert seen == [32] * 30  # 3 evaluations (best at 10, no better at 20 and 30): stopped after step 30
     assert h.stopped_early and h.steps_run == 30 and es.best_step == 10 and es.stop_step == 30
     assert es.state is not None and set(es.state) == {"weight", "bias"}

@@ -7,9 +7,10 @@ import torch
 from torch import nn
 
 from nnrecipe.data.bundle import TensorSplit
-from nnrecipe.engine import Engine, example_scores
+from nnrecipe.engine import Engine
 from nnrecipe.models.sequence import GPT
 from nnrecipe.probes.squeeze import combine_outputs, ensemble_pass
+from nnrecipe.tasks import get_task
 
 
 def _members(task):
@@ -26,13 +27,14 @@ def _members(task):
 @pytest.mark.parametrize("task", ["classification", "regression", "language-model"])
 def test_the_batched_pass_equals_the_whole_split(task):
     models, x, y = _members(task)
-    engine = Engine(device=torch.device("cpu"), task=task)
+    t = get_task(task)
+    engine = Engine(device=torch.device("cpu"), task=t)
     loss = "cross_entropy" if task != "regression" else "mse"
-    p = ensemble_pass(engine, models, TensorSplit("val", x, y), task=task, loss=loss, batch_size=5)  # 5 batches
+    p = ensemble_pass(engine, models, TensorSplit("val", x, y), task=t, loss=loss, batch_size=5)  # 5 batches
     outs = [engine.predict(m, TensorSplit("val", x, y)) for m in models]
     for k in range(3):
-        np.testing.assert_allclose(p.members[k], example_scores(outs[k], y, task).numpy(), rtol=1e-5, atol=1e-7)
-        whole = example_scores(combine_outputs(outs[: k + 1], task, loss), y, task).numpy()
+        np.testing.assert_allclose(p.members[k], t.example_scores(outs[k], y).numpy(), rtol=1e-5, atol=1e-7)
+        whole = t.example_scores(combine_outputs(outs[: k + 1], t, loss), y).numpy()
         np.testing.assert_allclose(p.prefixes[k], whole, rtol=1e-5, atol=1e-7)
     spread = max(float((o - outs[0]).abs().max()) for o in outs[1:]) / float(outs[0].abs().mean())
     assert abs(p.spread - spread) < 1e-5 * spread

@@ -7,7 +7,8 @@ import pytest
 from nnrecipe.errors import SpecError
 from nnrecipe.probes import tune_study as ts
 from nnrecipe.probes.tune_analysis import TrialRecord, coverage, critical_gap, importance
-from nnrecipe.probes.tune_space import apply_params, start_values
+from nnrecipe.probes.tune_space import start_values
+from nnrecipe.spec import apply_params
 from nnrecipe.spec import load_spec
 from nnrecipe.spec_stages import SpaceDim
 

@@ -199,14 +199,15 @@ def hbars(values: dict[str, float], *, title: str, xlabel: str, logx: bool = Tru
     return fig
 
 
-def prediction_strip(steps: Sequence[int], predictions: Sequence[np.ndarray], truth: np.ndarray, *, task: str,
-                     labels: Optional[Sequence[str]] = None):
+def prediction_strip(steps: Sequence[int], predictions: Sequence[np.ndarray], truth: np.ndarray, *,
+                     distributions: bool, labels: Optional[Sequence[str]] = None):
     """Predictions on a fixed val batch over training.
 
-    Classification: one heatmap per evaluation (examples x classes, predicted probability),
-    the true class outlined. Regression: each example's prediction over steps vs its target.
+    `distributions` (class probabilities): one heatmap per evaluation (examples x classes,
+    predicted probability), the true class outlined. Else each example's prediction over steps
+    vs its target.
     """
-    if task == "classification":
+    if distributions:
         cols = len(steps)
         fig = new_figure(min(16, 1.0 + 1.1 * cols), 3.6)
         axes = fig.subplots(1, cols, squeeze=False)[0]

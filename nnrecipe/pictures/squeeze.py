@@ -6,13 +6,12 @@ from __future__ import annotations
 import numpy as np
 
 from nnrecipe import pictures
-from nnrecipe.stages.base import FigureSaver
-from nnrecipe.tasks import SCORE_TITLE
+from nnrecipe.pictures.saver import FigureSaver
 
 
 def draw(ctx, m, *, test_curve, stage: str) -> dict[str, list[str]]:
     save = FigureSaver(ctx, stage)
-    metric = SCORE_TITLE[m.task]
+    metric = m.task.score_title
 
     if m.size_curve:
         k = np.arange(1, len(m.size_curve) + 1)

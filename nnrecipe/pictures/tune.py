@@ -8,13 +8,12 @@ import math
 import numpy as np
 
 from nnrecipe import pictures
-from nnrecipe.stages.base import FigureSaver
-from nnrecipe.tasks import METRIC_SYMBOL
+from nnrecipe.pictures.saver import FigureSaver
 
 
 def draw(ctx, m, space: dict, *, stage: str) -> dict[str, list[str]]:
     save = FigureSaver(ctx, stage)
-    metric = f"val {METRIC_SYMBOL[m.task]}"
+    metric = f"val {m.task.metric_symbol}"
     recs = [r for r in m.trials if r.value is not None]
     if not recs:
         return save.arts

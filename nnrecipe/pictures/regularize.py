@@ -3,14 +3,12 @@ batch with its labels, and the first layer's filters at init and after training.
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
 from nnrecipe import pictures
 from nnrecipe.probes.filters import filter_mosaic
-from nnrecipe.stages.base import FigureSaver
-from nnrecipe.tasks import METRIC_SYMBOL
+from nnrecipe.pictures.saver import FigureSaver
 
 
 def draw(ctx, m, *, data, shown, preds, stage: str) -> dict[str, list[str]]:
@@ -34,9 +32,9 @@ def draw(ctx, m, *, data, shown, preds, stage: str) -> dict[str, list[str]]:
         clean, augmented, labels = shown
         def caption(i, pred=None):
             y = labels[i]
-            text = data.class_name(int(y)) if data.task == "classification" else f"{float(y.reshape(-1)[0]):.2g}"
+            text = data.task.short_label(data, y)
             return text if pred is None else f"{text}→{pred}"
-        p = [data.class_name(int(v)) for v in preds] if data.task == "classification" else [f"{float(v.reshape(-1)[0]):.2g}" for v in preds]
+        p = [data.task.short_label(data, v) for v in preds]
         rows = [("clean", [(clean[i], caption(i)) for i in range(len(clean))]),
                 ("augmented", [(augmented[i], caption(i, p[i])) for i in range(len(augmented))])]
         save(pictures.example_grid(rows, data.kind, title="val batch, clean and augmented (label→prediction of the model trained with it)"
@@ -50,14 +48,14 @@ def draw(ctx, m, *, data, shown, preds, stage: str) -> dict[str, list[str]]:
 
 def _compare(m, results):
     """Val metric (95% interval over the val set) and train metric per experiment."""
-    metric = METRIC_SYMBOL[m.task]
+    metric = m.task.metric_symbol
     fig = pictures.new_figure(6.8, 1.0 + 0.32 * len(results))
     ax = fig.subplots()
     ys = np.arange(len(results))
     for i, r in enumerate(results):
         vals = [x.val_metric for x in r.runs]
         v = float(np.mean(vals))
-        se = math.sqrt(max(v * (1 - v), 1.0 / m.n_val) / m.n_val) if m.task == "classification" else float(np.std(r.runs[0].val_scores) / math.sqrt(m.n_val) / m.val_target_var)
+        se = m.task.metric_se(v, m.n_val, scores=r.runs[0].val_scores, target_var=m.val_target_var)
         ax.errorbar(v, i, xerr=1.96 * se, fmt="o", color="tab:blue", capsize=3, label="val (95% interval)" if i == 0 else None)
         ax.plot([x.train_metric for x in r.runs], [i] * len(r.runs), "x", color="tab:red", label="train" if i == 0 else None)
         if len(vals) > 1:

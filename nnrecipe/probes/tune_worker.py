@@ -1,7 +1,7 @@
 """One tune worker: runs trials of the study until enough have finished, across all workers.
 
 The tune stage runs one worker in its own process and starts `workers - 1` more as
-`python -m nnrecipe.stages.tune_worker <run>/tune/worker.json <index>`; each loads the data
+`python -m nnrecipe.probes.tune_worker <run>/tune/worker.json <index>`; each loads the data
 once, trains each trial it claims from the shared study, and reports the val metric at
 every evaluation to the pruner. Every machine of a distributed study runs the same.
 """
@@ -44,41 +44,33 @@ class Plan:
         return cls(**json.loads(Path(path).read_text()))
 
 
-def score(metric: float, task: str) -> float:
-    """The objective (maximised): val accuracy (next-token accuracy for a language model), or
-    R^2 floored at -1 so a diverged regression trial still ranks last with a finite number
-    (importance needs finite values)."""
-    if task in ("classification", "language-model"):
-        return float(metric) if math.isfinite(metric) else 0.0
-    return max(float(metric), -1.0) if math.isfinite(metric) else -1.0
-
-
-def make_objective(*, start, space: dict, trainer, seed: int, task: str, ctx) -> Callable:
+def make_objective(*, start, space: dict, trainer, seed: int, task, ctx) -> Callable:
+    """The trial's objective (maximised): the task's val metric, always finite (Task.objective)."""
     import optuna
 
-    from nnrecipe.probes.tune_space import apply_params, suggest
+    from nnrecipe.probes.tune_space import suggest
+    from nnrecipe.spec import apply_params
 
     def objective(trial) -> float:
         params = suggest(trial, space)
         spec = apply_params(start, params)
 
         def report(step, model, result):
-            trial.report(score(result.metric, task), step)
+            trial.report(task.objective(result.metric), step)
             if trial.should_prune():
                 trial.set_user_attr("steps", int(step))
                 raise optuna.TrialPruned(f"pruned at step {step}")
 
         label = f"trial-{trial.number:03d}"
         try:
-            t = trainer.train(spec, seed=seed, label=label, on_eval=report, keep=False)
+            r = trainer.train(label, spec, seed=seed, on_eval=report, keep_model=False)
         finally:
             ctx.close_writer(STAGE, label)
-        r = t.run
         trial.set_user_attr("steps", r.steps)
         trial.set_user_attr("diverged", bool(r.diverged))
         trial.set_user_attr("val_loss", float(r.val_loss) if math.isfinite(r.val_loss) else None)
         trial.set_user_attr("train_metric", float(r.train_metric) if math.isfinite(r.train_metric) else None)
-        return score(r.val_metric, task)
+        return task.objective(r.val_metric)
 
     return objective
 
@@ -87,7 +79,7 @@ def run_worker(plan: Plan, *, ctx, index: int, start, on_idle: Optional[Callable
     """Run trials until the study has `plan.trials` finished; returns how many this worker ran."""
     from nnrecipe.probes import tune_study as ts
     from nnrecipe.probes.tune_space import start_values
-    from nnrecipe.stages.trainer import Trainer
+    from nnrecipe.experiments import Trainer
 
     cfg = start.stages.tune
     worker = ts.worker_name(index)

@@ -1,6 +1,6 @@
 """What a trained model gets wrong on val, as files and pictures (overfit, regularize and
 `inspect-data --model`): mispredictions.csv and per_class.csv, the confusion matrix, the most
-confidently wrong examples; for regression the residual plots and the largest residuals."""
+confidently wrong examples; for real targets the residual plots and the largest residuals."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 
 from nnrecipe import pictures
 from nnrecipe.atomic import write_text
-from nnrecipe.stages.base import FigureSaver
+from nnrecipe.pictures.saver import FigureSaver
 
 
 def write_csv(path, rows: list[dict]) -> None:
@@ -23,9 +23,9 @@ def write_csv(path, rows: list[dict]) -> None:
         write_text(path, buf.getvalue())
 
 
-def misprediction_artifacts(ctx, stage: str, data, wrong, *checks: str, outputs=None) -> dict[str, list[str]]:
-    """Files and figures for `wrong` (probes.mispredictions.measure) in the stage's folder;
-    `outputs` (the val outputs) adds the residual plots for regression."""
+def draw(ctx, stage: str, data, wrong, *checks: str, outputs=None) -> dict[str, list[str]]:
+    """Files and figures for `wrong` (Task.mispredictions) in the stage's folder; `outputs`
+    (the val outputs) adds the residual plots for real targets."""
     out = ctx.run.stage_dir(stage)
     save = FigureSaver(ctx, stage)
     write_csv(out / "mispredictions.csv", wrong.top)
@@ -34,14 +34,14 @@ def misprediction_artifacts(ctx, stage: str, data, wrong, *checks: str, outputs=
         save(_confusion(wrong.confusion, data), "confusion", *checks)
     if wrong.top:
         shown = wrong.top[:16]
-        if data.task == "classification":
+        if wrong.confusion is not None:  # class targets
             items = [(data.val.example(r["index"])[0], f"{r['true']}→{r['predicted']} {r['p_predicted']:.2f}") for r in shown]
             title = "the most confidently wrong val examples (true→predicted, p)"
         else:
             items = [(data.val.example(r["index"])[0], f"{r['target']:.2g}→{r['prediction']:.2g}") for r in shown]
             title = "the largest val residuals (target→prediction)"
         save(pictures.example_grid([("val", items)], data.kind, title=title), "mispredictions", *checks)
-    if data.task != "classification" and outputs is not None:
+    if wrong.confusion is None and outputs is not None:  # real targets: the residuals
         pred = outputs.float().reshape(len(outputs), -1)[:, 0].numpy()
         target = data.targets("val").float().reshape(len(outputs), -1)[:, 0].numpy()
         finite = np.isfinite(pred) & np.isfinite(target)  # a diverged model has no residuals to draw

@@ -1,0 +1,292 @@
+"""What the stages share about training: the plan the engine trains, the experiment a stage
+describes (a spec, a budget, a seed), and the one result of training it.
+
+- `TrainPlan`: everything the engine's loop needs for one run (model, data, optimizer, how long,
+  evaluation, checkpoints, logging, early stopping) in one object.
+- `Experiment`: a model trained the spec's way (its optimizer, schedule, batch size and, unless
+  a stage turns them off, its augmentation and early stopping) for a budget at a seed.
+- `run_experiment`: Experiment -> `Result`, the trained model scored on whole splits; `Trainer`
+  does the same for a stage (its TensorBoard folders, its data per spec variant).
+- `SeedRuns`: one configuration's results at one seed or more, as the seed-aware rules read them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from nnrecipe.data.bundle import Split
+from nnrecipe.engine import Engine, EvalResult, History
+from nnrecipe.loop import EarlyStopping, load_checkpoint
+
+# ----------------------------------------------------------------------------- the engine's plan
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoints:
+    """Where a run writes its checkpoints, and the one it continues from."""
+
+    last: Optional[Path] = None  # written at every evaluation, with all an exact resume needs
+    best: Optional[Path] = None  # the lowest val loss seen: val is judged there (run_experiment)
+    key: str = ""  # identifies the experiment: a checkpoint with another key is never resumed
+    resume: Optional[dict] = None  # a checkpoint of this experiment to continue (loop.resumable)
+
+
+@dataclasses.dataclass(frozen=True)
+class Logging:
+    writer: Any = None  # a TensorBoard SummaryWriter
+    progress: Any = None  # a rich Progress
+    label: str = ""  # the progress bar's name (default: the tag)
+    tag: str = "train"  # TensorBoard scalar prefix: equal across sibling experiments, so curves overlay
+    every: int = 50  # steps between reads of the loss (one device sync each)
+    histograms: bool = False  # weights and gradients at each evaluation
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainPlan:
+    """One training run for `Engine.train`: what to train, on which data, for how long, with
+    which evaluation, checkpoints, logging and early stopping."""
+
+    model: nn.Module
+    train: Split
+    loss_fn: Callable
+    optimizer: torch.optim.Optimizer
+    steps: int  # optimizer steps
+    batch_size: int
+    seed: int  # the batch order
+    val: Optional[Split] = None
+    scheduler: Any = None  # an LRScheduler, stepped once per optimizer step
+    eval_every: int = 0  # steps between val evaluations (and the last step); 0: none
+    grad_clip: Optional[float] = None
+    augment: Optional[Callable] = None  # (x, y) -> (x, y) on each training batch, on the device
+    early_stopping: Optional[EarlyStopping] = None  # watches each evaluation
+    stop_early: bool = True  # end training when its patience runs out (else it only watches)
+    on_eval: Optional[Callable] = None  # (step, model, EvalResult) after each evaluation; may raise
+    checkpoints: Checkpoints = Checkpoints()
+    log: Logging = Logging()
+
+    @classmethod
+    def for_spec(cls, spec, *, model: nn.Module, train: Split, val: Optional[Split], loss_fn: Callable, steps: int,
+                 base: Path, seed: Optional[int] = None, **more) -> "TrainPlan":
+        """The spec's optimizer, schedule, batch size, seed (unless given) and gradient clipping."""
+        from nnrecipe.optim import make_optimizer, make_scheduler
+
+        optimizer = make_optimizer(spec.optim, model.parameters())
+        return cls(model=model, train=train, val=val, loss_fn=loss_fn, optimizer=optimizer,
+                   scheduler=make_scheduler(optimizer, spec.optim.schedule, total_steps=steps, base=base), steps=steps,
+                   batch_size=spec.data.batch_size, seed=spec.seed if seed is None else seed,
+                   grad_clip=spec.optim.grad_clip, **more)
+
+
+# ----------------------------------------------------------------------------- the result
+
+
+@dataclasses.dataclass
+class Result:
+    """One trained model scored on train and val. The first fields are its record (what the
+    rules read, and what squeeze keeps on disk); the rest exist in memory where it was trained."""
+
+    seed: int
+    val_scores: np.ndarray  # per val example, the task's score (correct, squared error, nats)
+    val_loss: float
+    val_metric: float
+    train_loss: float
+    train_metric: float
+    steps: int
+    diverged: bool
+    evals: list[tuple[int, float, float]]  # (step, val loss, val metric) along training
+    stopped_at: Optional[int] = None  # early stopping: the step whose weights were kept
+    name: str = ""
+    history: Optional[History] = dataclasses.field(default=None, repr=False)
+    train_eval: Optional[EvalResult] = dataclasses.field(default=None, repr=False)
+    val_eval: Optional[EvalResult] = dataclasses.field(default=None, repr=False)  # with outputs where the task keeps them
+    model: Optional[nn.Module] = dataclasses.field(default=None, repr=False)
+    early: Optional["Result"] = dataclasses.field(default=None, repr=False)  # watched: the weights early stopping keeps, scored
+    early_state: Optional[dict] = dataclasses.field(default=None, repr=False)  # ... and those weights (host copies)
+
+    RECORD = ("seed", "val_loss", "val_metric", "train_loss", "train_metric", "steps", "diverged", "evals", "stopped_at")
+
+    @classmethod
+    def scored(cls, name: str, seed: int, history: History, train_eval: EvalResult, val_eval: EvalResult, *,
+               stopped_at: Optional[int] = None, **more) -> "Result":
+        return cls(seed=seed, val_scores=val_eval.scores, val_loss=val_eval.loss, val_metric=val_eval.metric,
+                   train_loss=train_eval.loss, train_metric=train_eval.metric, steps=history.steps_run,
+                   diverged=history.diverged, evals=[(s, r.loss, r.metric) for s, r in history.evals],
+                   stopped_at=stopped_at, name=name, history=history, train_eval=train_eval, val_eval=val_eval, **more)
+
+    def record(self) -> dict:
+        """The record without the per-example scores (kept beside it, as an array)."""
+        return {k: getattr(self, k) for k in self.RECORD}
+
+    @classmethod
+    def from_record(cls, record: dict, val_scores: np.ndarray) -> "Result":
+        d = {k: record[k] for k in cls.RECORD if k in record}
+        d["evals"] = [tuple(e) for e in d.get("evals", [])]
+        return cls(val_scores=val_scores, **d)
+
+    def summary(self) -> dict:
+        metric = self.val_eval.metric_name if self.val_eval is not None else "metric"
+        return {"val_loss": self.val_loss, f"val_{metric}": self.val_metric, "train_loss": self.train_loss,
+                f"train_{metric}": self.train_metric, "steps": self.steps, "diverged": self.diverged}
+
+
+@dataclasses.dataclass
+class SeedRuns:
+    """One configuration's results at one seed or more: a regularize knob (or the reference),
+    tune's starting point and best trial, a data-scaling point."""
+
+    name: str  # a check id where it has one, e.g. "dropout"
+    description: str
+    runs: list[Result] = dataclasses.field(default_factory=list)
+    skip: str = ""  # why it was not trained
+
+    def scores(self, seeds: int) -> np.ndarray:
+        """Per-example val scores averaged over the first `seeds` runs."""
+        return np.mean([r.val_scores for r in self.runs[:seeds]], axis=0)
+
+
+# ----------------------------------------------------------------------------- experiments
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """A model trained the spec's way for `steps` at `seed`, scored on whole splits."""
+
+    name: str  # the progress bar's label and the TensorBoard run folder
+    spec: Any  # nnrecipe.spec.Spec: optimizer, schedule, batch size, model, loss, regularizers
+    steps: int
+    eval_every: int
+    seed: Optional[int] = None  # default: spec.seed
+    model: Optional[nn.Module] = None  # default: the spec's model, built at the seed
+    loss_fn: Optional[Callable] = None  # default: the spec's loss
+    regularized: bool = True  # the spec's augmentation and early stopping apply (off for baseline and overfit)
+    watch_patience: Optional[int] = None  # watch the val loss without stopping; score the weights kept (Result.early)
+    checkpoints: Checkpoints = Checkpoints()  # with `best`, val is judged at the best checkpoint
+    histograms: bool = False
+    on_eval: Optional[Callable] = None
+    keep_model: bool = True  # Result.model: the trained model (tune's many trials keep none)
+
+    def at(self) -> Any:
+        """The spec at this experiment's seed."""
+        return self.spec if self.seed is None else self.spec.model_copy(update={"seed": self.seed})
+
+
+def run_experiment(exp: Experiment, *, data, device: torch.device, base: Path, writer=None, progress=None) -> Result:
+    """Train `exp` on `data` (already on the device, edited for the spec) and score it."""
+    from nnrecipe.augment import build_augment
+    from nnrecipe.losses import make_loss
+    from nnrecipe.models import prepare_model
+    from nnrecipe.runtime import seed_everything
+
+    spec = exp.at()
+    model = exp.model
+    if model is None:
+        seed_everything(spec.seed, deterministic=spec.train.deterministic)
+        model = prepare_model(spec, data, base=base)
+    model.to(device)
+    loss_fn = exp.loss_fn or make_loss(spec, base=base)
+    augment = build_augment(spec.data.augment, kind=data.kind, base=base) if exp.regularized else None
+    watch, stop = _early_stopping(exp, spec)
+    plan = TrainPlan.for_spec(spec, model=model, train=data.train, val=data.val, loss_fn=loss_fn, steps=exp.steps, base=base,
+                              eval_every=exp.eval_every, augment=augment, early_stopping=watch, stop_early=stop,
+                              on_eval=exp.on_eval, checkpoints=exp.checkpoints,
+                              log=Logging(writer=writer, progress=progress, label=exp.name,
+                                          every=min(spec.train.log_every, exp.steps), histograms=exp.histograms))
+    engine = Engine.for_spec(spec.train, device=device, task=data.task)
+    history = engine.train(plan)
+    if watch is not None and stop and watch.state is not None and not history.diverged:
+        model.load_state_dict(watch.state)  # early stopping: the weights of the best evaluation
+    train_eval, val_eval = _score(engine, model, data, loss_fn, best=exp.checkpoints.best, diverged=history.diverged)
+    if writer is not None:
+        for split, r in (("train", train_eval), ("val", val_eval)):
+            writer.add_scalar(f"final/{split}_loss", r.loss, history.steps_run)
+            writer.add_scalar(f"final/{split}_{r.metric_name}", r.metric, history.steps_run)
+    kept = watch is not None and stop and watch.state is not None
+    result = Result.scored(exp.name, spec.seed, history, train_eval, val_eval, stopped_at=watch.best_step if kept else None,
+                           model=model if exp.keep_model else None)
+    if watch is not None and not stop:
+        result.early_state = watch.state
+        if watch.state is not None and not history.diverged:
+            result.early = _score_weights(engine, model, watch, data=data, loss_fn=loss_fn, result=result)
+    return result
+
+
+def _early_stopping(exp: Experiment, spec) -> tuple[Optional[EarlyStopping], bool]:
+    """(the watcher, whether it stops training): the spec's early stopping, or a watch only."""
+    if exp.regularized and spec.train.early_stopping:
+        return EarlyStopping(spec.train.early_stopping), True
+    if exp.watch_patience:
+        return EarlyStopping(exp.watch_patience), False
+    return None, True
+
+
+def _score(engine: Engine, model: nn.Module, data, loss_fn, *, best: Optional[Path], diverged: bool):
+    """(train, val) EvalResults. With a best checkpoint, val is judged there (the lowest val loss
+    seen) and the model is left at its last step."""
+    train_eval = engine.evaluate(model, data.task.train_eval_split(data), loss_fn)
+    keep = data.task.keeps_val_outputs
+    if best is None or not best.exists() or diverged:
+        return train_eval, engine.evaluate(model, data.val, loss_fn, keep_outputs=keep, keep_scores=True)
+    final = {k: v.clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(load_checkpoint(best, map_location=engine.device)["model"])
+    val_eval = engine.evaluate(model, data.val, loss_fn, keep_outputs=keep, keep_scores=True)
+    model.load_state_dict(final)
+    return train_eval, val_eval
+
+
+def _score_weights(engine: Engine, model: nn.Module, watch: EarlyStopping, *, data, loss_fn, result: Result) -> Result:
+    """The weights early stopping would have kept, scored; the model is put back as it was."""
+    final = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(watch.state)
+    val = engine.evaluate(model, data.val, loss_fn, keep_scores=True)
+    train = engine.evaluate(model, data.train, loss_fn)
+    model.load_state_dict(final)
+    return Result(seed=result.seed, val_scores=val.scores, val_loss=val.loss, val_metric=val.metric, train_loss=train.loss,
+                  train_metric=train.metric, steps=result.steps, diverged=False, evals=result.evals,
+                  stopped_at=watch.best_step, name=result.name, train_eval=train, val_eval=val)
+
+
+class Trainer:
+    """A stage's experiments at its budget (`steps`, evaluations every `every`): the data rebuilt
+    only when a variant changes it (data.downsample), a TensorBoard folder per experiment so
+    curves overlay, the first seed's result of each experiment kept (its model and weights)."""
+
+    def __init__(self, ctx, *, stage: str, steps: int, every: int):
+        self.ctx, self.stage, self.steps, self.every = ctx, stage, steps, every
+        self._data = {ctx.spec.data.downsample: ctx.device_data()}
+        self.first_seed: dict[str, Result] = {}  # experiment name -> its first Result
+
+    def data(self, spec):
+        key = spec.data.downsample
+        if key not in self._data:
+            from nnrecipe.data import build_data
+
+            self._data[key] = build_data(spec, base=self.ctx.base).to(self.ctx.device)
+        return self._data[key]
+
+    def train(self, name: str, spec, *, seed: int, steps: Optional[int] = None, data=None, **more) -> Result:
+        """The experiment `name` of `spec` at `seed` (Experiment's fields in `more`); `data`:
+        another training split than the spec's (a subset, a fold)."""
+        steps = steps or self.steps
+        exp = Experiment(name, spec, steps=steps, eval_every=min(self.every, steps), seed=seed, **more)
+        ctx = self.ctx
+        resume = exp.checkpoints.resume
+        writer = ctx.writer(self.stage, name, purge_step=int(resume["step"]) + 1 if resume is not None else None)
+        result = run_experiment(exp, data=data if data is not None else self.data(spec), device=ctx.device,
+                                base=ctx.base, writer=writer, progress=ctx.progress)
+        if exp.keep_model:
+            self.first_seed.setdefault(name, result)
+        return result
+
+
+def experiment_key(spec, *, steps: int, every: int, extra: str = "") -> str:
+    """Identifies one training experiment (resolved spec minus stage settings and names, budget,
+    seed): a checkpoint with another key is never resumed."""
+    text = spec.model_copy(update={"stages": None, "name": "", "output_dir": "", "device": ""}).model_dump_json()
+    return hashlib.sha256(f"{text}|{steps}|{every}|{extra}".encode()).hexdigest()[:16]

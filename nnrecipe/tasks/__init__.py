@@ -1,0 +1,23 @@
+"""The tasks nnrecipe knows, one object each (see tasks/base.py for what a task owns).
+
+`get_task(spec.task)` is how the rest of the package turns the spec's name into the object;
+from there on, everything asks the object (`data.task`, `m.task`) and no code outside this
+package compares task names (tests/test_tasks.py keeps it so).
+"""
+
+from __future__ import annotations
+
+from nnrecipe.tasks.base import Task, TrainGoal
+from nnrecipe.tasks.classification import CLASSIFICATION
+from nnrecipe.tasks.language_model import LANGUAGE_MODEL
+from nnrecipe.tasks.regression import REGRESSION
+
+TASKS: dict[str, Task] = {t.name: t for t in (CLASSIFICATION, REGRESSION, LANGUAGE_MODEL)}
+
+
+def get_task(name: str) -> Task:
+    """The task object of a spec's `task:` (the schema admits only these names)."""
+    return TASKS[name]
+
+
+__all__ = ["CLASSIFICATION", "LANGUAGE_MODEL", "REGRESSION", "TASKS", "Task", "TrainGoal", "get_task"]

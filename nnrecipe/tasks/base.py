@@ -1,0 +1,371 @@
+"""What a task is: the one object that owns everything that differs between tasks.
+
+Stages, probes, checks, the engine and the pictures ask the task (`data.task`, `m.task`) and
+never compare task names. A task says:
+
+- what its targets are: how a source's labels become targets, how many outputs a model needs,
+  what valid targets are (label-range), how its examples are drawn (`input_kind`);
+- how a split is measured: the metric (`meter`, `metric*`, always higher-better), the
+  per-example val score that paired comparisons use (`example_scores`, `score*`, and which
+  way is better), and their noise;
+- what an untrained or dumb model does: the default loss, the dumb and linear baselines, the
+  chance level, the ideal final bias and the loss it implies at init;
+- how labels and predictions print, which pictures apply, and which checks apply: the
+  others skip with the task's reason (`skips`).
+
+The defaults here are those of one prediction row per example; a task overrides what differs.
+A method a task cannot answer raises NotImplementedError, never answers for another task.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Mapping, Optional, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from nnrecipe.stats import paired_z
+
+SEQUENCE_ONLY = "for language models (task: language-model)"
+
+
+class Meter(Protocol):
+    """A split's metric, accumulated batch by batch on the device (one sync at the end)."""
+
+    def update(self, out: torch.Tensor, y: torch.Tensor) -> None: ...
+
+    def value(self, n: int) -> float: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainGoal:
+    """fits-train's target on the training set: `value(train EvalResult)` against `target`."""
+
+    name: str  # e.g. "train accuracy": the phrase in messages, the observed key with "_" for " "
+    target: float
+    value: Callable[[Any], float]
+    higher_is_better: bool = True
+    digits: int = 5  # rounding of the observed value
+    passed: str = "{name} {value:.4f} after {steps} steps: the model fits the training set"
+    failed: str = "{name} reached only {value:.4f} after {steps} steps"
+    hint: str = ("a larger model (stages.overfit.model), more steps, a better LR (--lr-range); no regularization "
+                 "here: weight decay and dropout off")
+    extra: Callable[[Any], dict] = lambda e: {}  # more observed values from the train EvalResult
+
+    def met(self, value: float) -> bool:
+        return value >= self.target if self.higher_is_better else value <= self.target
+
+    @property
+    def expected(self) -> str:
+        return f"{self.name} {'>=' if self.higher_is_better else '<='} {self.target}"
+
+
+class Task:
+    name: ClassVar[str]
+
+    # ---- measures: the metric's name in summaries, messages (title), pictures (symbol) and
+    # table columns (short); the per-example score and which way it is better.
+    metric: ClassVar[str]
+    metric_title: ClassVar[str]
+    metric_symbol: ClassVar[str]
+    metric_short: ClassVar[str]
+    score: ClassVar[str]
+    score_title: ClassVar[str]
+    higher_is_better: ClassVar[bool]  # of the per-example score (the metric is always higher-better)
+    default_loss: ClassVar[str]  # what `loss: auto` resolves to
+
+    # ---- the baselines (the names of their arrays in baseline/val_scores.npz)
+    dumb_name: ClassVar[str]
+    linear_name: ClassVar[str] = "linear"
+    linear_text: ClassVar[str] = "a linear model"
+
+    # ---- how the stages treat it
+    stratify: ClassVar[bool] = False  # held-out splits keep train's class shares
+    real_targets: ClassVar[bool] = False  # targets are real values: their dtype and scale are judged
+    keeps_val_outputs: ClassVar[bool] = True  # val outputs are kept for pictures (mispredictions, residuals)
+    seed_spread_first: ClassVar[bool] = False  # seeds differ beyond the per-example noise: measured first
+    score_is_loss: ClassVar[bool] = False  # z is computed on the loss (nats): verdicts show the val loss beside the metric
+    confirm_seeds: ClassVar[int] = 1  # tune: fresh seeds for the best trial when the spec leaves it null
+    baseline_checks: ClassVar[tuple[str, ...]] = ()  # checks only this task has (checks.sequence_checks)
+    skips: ClassVar[Mapping[str, str]] = {"causal-dependency": SEQUENCE_ONLY, "padding-invariance": SEQUENCE_ONLY}
+
+    def __repr__(self) -> str:
+        return f"<task {self.name}>"
+
+    def __str__(self) -> str:  # in messages and JSON, a task is its name
+        return self.name
+
+    def skip_reason(self, check: str) -> str:
+        """Why `check` does not apply to this task ("" when it does)."""
+        return self.skips.get(check, "")
+
+    # ------------------------------------------------------------------ measures
+
+    def example_scores(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per example, float64, on the outputs' device: the unit of paired comparisons."""
+        raise NotImplementedError
+
+    def meter(self, device: torch.device) -> Meter:
+        raise NotImplementedError
+
+    def errors(self, scores: np.ndarray) -> np.ndarray:
+        """Per-example scores as errors (lower is better)."""
+        return 1.0 - scores if self.higher_is_better else scores
+
+    def better_z(self, a: np.ndarray, b: np.ndarray, *, seeds: int = 1) -> float:
+        """z for "A beats B" on the same val examples (scores averaged over `seeds` runs): a
+        paired z on the per-example errors."""
+        return paired_z(self.errors(a), self.errors(b))
+
+    def rank(self, mean_score: float) -> float:
+        """Larger is better: to pick the best of several models by their mean score."""
+        return mean_score if self.higher_is_better else -mean_score
+
+    def metric_se(self, metric: float, n: int, *, scores: Optional[np.ndarray] = None, target_var: float = 1.0) -> float:
+        """Standard error of the metric measured on n examples: binomial, as if each example
+        were one trial (for a window of tokens, conservative)."""
+        n = max(n, 1)
+        return math.sqrt(max(metric * (1 - metric), 1.0 / n) / n)
+
+    def metric_of(self, scores: np.ndarray, target_var: float = 1.0) -> float:
+        """The metric from per-example val scores."""
+        raise NotImplementedError
+
+    def objective(self, metric: float) -> float:
+        """tune's objective (maximised, always finite: importance needs finite values)."""
+        return float(metric) if math.isfinite(metric) else 0.0
+
+    def val_scalars(self, loss: float) -> dict[str, float]:
+        """TensorBoard scalars of a val evaluation beyond its loss and metric."""
+        return {}
+
+    def train_goal(self, cfg) -> TrainGoal:
+        """What fits-train asks of the training set."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ targets and data
+
+    def num_outputs(self, data) -> int:
+        return int(data.num_classes or 0)
+
+    def input_kind(self, input_shape: tuple[int, ...]) -> str:
+        """How examples are drawn: (C, H, W) images, (C, L) signals, (D,) feature vectors."""
+        return {3: "image", 2: "signal"}.get(len(input_shape), "tabular")
+
+    def bundle_targets(self, y: torch.Tensor) -> torch.Tensor:
+        """In-memory targets as the loss takes them."""
+        return y
+
+    def declared_outputs(self, declared: Optional[int], class_names, ys: list[torch.Tensor]) -> tuple[Optional[int], int]:
+        """(num_classes, target_dim) of in-memory targets (after bundle_targets)."""
+        return None, 1
+
+    def lazy_outputs(self, declared: Optional[int], class_names, splits: dict) -> tuple[Optional[int], int]:
+        """(num_classes, target_dim) of Dataset splits, read only where the task needs it."""
+        return None, 1
+
+    def check_usable(self, data, where: str) -> None:
+        """Raise DataError for data no stage can use (empty splits are refused before)."""
+
+    def column_targets(self, values: np.ndarray, *, names: Optional[list[str]], field: str, path: Path):
+        """(targets, class names) from one CSV column."""
+        from nnrecipe.errors import DataError
+
+        raise DataError(f"{field}: {path}: a {self.name} task does not read its targets from one CSV column")
+
+    def array_targets(self, values: np.ndarray) -> torch.Tensor:
+        """Targets from an npz array, as they are."""
+        return torch.as_tensor(values)
+
+    def synthetic_splits(self, args, generator: torch.Generator, counts: dict[str, int]):
+        """(splits, class names, description) of `data.source: synthetic`."""
+        from nnrecipe.errors import DataError
+
+        raise DataError(f"data.source: synthetic makes no data for task {self.name}")
+
+    def plugin_bundle(self, out: Mapping, spec, ref: str):
+        """The DataBundle of a data factory's mapping: splits of (x, y) pairs (DESIGN.md)."""
+        from nnrecipe.data.plugin import pairs_bundle
+
+        return pairs_bundle(out, spec, ref)
+
+    def label_range(self, m, cfg):
+        """label-range: this task's rule for valid targets (a rule of checks/data_integrity)."""
+        from nnrecipe.checks.data_integrity import label_range_skip
+
+        return label_range_skip(m, self.skip_reason("label-range") or f"no target rule for task {self.name}")
+
+    def train_eval_split(self, data):
+        """The split a train score is read on."""
+        return data.train
+
+    def output_shape(self, x: torch.Tensor, num_outputs: int) -> tuple[int, ...]:
+        """What the model must return for the batch x."""
+        return (len(x), num_outputs)
+
+    def output_rows(self, out: torch.Tensor) -> torch.Tensor:
+        """The outputs as rows of one prediction each (output-form, init measures)."""
+        return out
+
+    # ------------------------------------------------------------------ baselines and init
+
+    def dumb_scores(self, data) -> np.ndarray:
+        """Per val example, the score of the dumb predictor (`dumb_name`)."""
+        raise NotImplementedError
+
+    def dumb_metric(self, data, scores: np.ndarray) -> float:
+        """The dumb predictor's val metric, for later stages' comparisons."""
+        return float(np.mean(scores))
+
+    def chance(self, data) -> float:
+        """The val metric of predicting without looking at the input."""
+        return 0.0
+
+    def target_variance(self, data) -> float:
+        """Var(y) on val where the metric divides by it; 1 otherwise."""
+        return 1.0
+
+    def linear_model(self, spec, data, fresh_model: Callable) -> nn.Module:
+        """The linear baseline, built by `fresh_model(model_spec)` (the experiments' seed)."""
+        from nnrecipe.spec_sections import LinearModel
+
+        return fresh_model(LinearModel(arch="linear", init_final_bias=True))
+
+    def ideal_bias(self, loss: str, *, priors: Optional[np.ndarray] = None,
+                   target_mean: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
+        """The final bias that makes a model with zero weights predict the training distribution."""
+        return None
+
+    def data_bias(self, loss: str, data) -> Optional[np.ndarray]:
+        """ideal_bias from the training data."""
+        return None
+
+    def init_output_layer(self, model: nn.Module, data, loss: str) -> None:
+        """Built-in models start with the final bias at `data_bias`."""
+        from nnrecipe.models.init import set_final_bias
+
+        bias = self.data_bias(loss, data)
+        if bias is not None:
+            set_final_bias(model, bias, data.num_outputs)
+
+    def init_statistics(self, data, rows: torch.Tensor, out: torch.Tensor, loss: str) -> dict[str, Any]:
+        """What init-well compares at init (InitMeasure fields), from the val outputs."""
+        raise NotImplementedError
+
+    def init_descriptions(self, loss: str) -> dict[str, str]:
+        """The names of loss-at-init's references: "uniform" (zero outputs) and "prior"."""
+        return {"uniform": {"cross_entropy": "-log(1/C)", "nll": "-log(1/C)", "bce": "log 2", "mse": "E[y^2] (zero output)",
+                            "huber": "huber(y) (zero output)"}.get(loss, "uniform"),
+                "prior": {"cross_entropy": "entropy of the priors", "nll": "entropy of the priors",
+                          "bce": "binary entropy of the priors", "mse": "Var(y) (bias at the mean)",
+                          "huber": "huber(y - mean)"}.get(loss, "prior")}
+
+    def overfit_examples(self, y: torch.Tensor, k: int, num_outputs: int) -> list[int]:
+        """Which k train examples overfit-one-batch memorises."""
+        return list(range(min(k, len(y))))
+
+    def overfit_target(self, y: torch.Tensor, target: float) -> float:
+        """overfit-one-batch's loss target on a batch with targets y."""
+        return target
+
+    # ------------------------------------------------------------------ words and pictures
+
+    def label_text(self, data, y) -> str:
+        """A target as it prints under a picture."""
+        return f"{float(torch.as_tensor(y).reshape(-1)[0]):.3g}"
+
+    def short_label(self, data, y) -> str:
+        """A target in a short caption."""
+        return f"{float(torch.as_tensor(y).reshape(-1)[0]):.2g}"
+
+    def label_name(self, data, label: float) -> str:
+        """examples.csv's label_name column ("" when a label has no name)."""
+        return ""
+
+    def outlier_label(self, data, label: float) -> str:
+        return f"{label:.3g}"
+
+    def prediction_text(self, data, out: torch.Tensor, loss: str) -> str:
+        """One example's output as it prints under a picture."""
+        return f"{float(out.reshape(-1)[0]):.3g}"
+
+    def dynamics(self, out: torch.Tensor, loss: str) -> np.ndarray:
+        """Outputs on the fixed val batch as prediction_dynamics draws them."""
+        return out.float().cpu().numpy()
+
+    def class_probabilities(self, out: torch.Tensor, loss: str) -> torch.Tensor:
+        """(N, C) class probabilities from class outputs, by the loss (suspected-label-errors)."""
+        raise NotImplementedError
+
+    def probe_wiring(self, m, model: nn.Module, data, xv: torch.Tensor, yv: torch.Tensor, loss_fn: Callable, cfg) -> None:
+        """The baseline's wiring probes on the untrained model and val examples: batch-independence
+        (a next-token model adds its own, `baseline_checks`). Fills BaselineMeasurements `m`."""
+        from nnrecipe.probes.model_probes import batch_dependency
+
+        m.dependency = batch_dependency(model, xv[: min(8, len(xv))], m.dependency_rows)
+        m.dependency_skip = "" if m.dependency is not None else f"inputs are {str(xv.dtype).removeprefix('torch.')}, not differentiable"
+
+    def baseline_pictures(self, ctx, stage: str, data, m, capture, dynamics, dyn_y, xo, yo, loss: str):
+        """The baseline stage's pictures (pictures/baseline.py)."""
+        from nnrecipe.pictures import baseline
+
+        return baseline.draw(ctx, stage, data, m, capture, dynamics, dyn_y, xo, yo, loss)
+
+    def sampler(self, spec, data, device: torch.device) -> Optional[Callable]:
+        """`(net, writer, step) -> text` the model writes from a prompt (a next-token model's
+        prediction dynamics, at each evaluation), or None."""
+        return None
+
+    def dynamics_picture(self, steps: list[int], predictions: list[np.ndarray], truth: np.ndarray):
+        """prediction_dynamics.png: each example's prediction over training against its target."""
+        from nnrecipe import pictures
+
+        return pictures.prediction_strip(steps, predictions, truth, distributions=False)
+
+    def dynamics_image(self, prediction: np.ndarray, truth: np.ndarray) -> Optional[np.ndarray]:
+        """The same at one evaluation as a TensorBoard image, where one applies."""
+        return None
+
+    def predicted_labels(self, out: torch.Tensor) -> Optional[torch.Tensor]:
+        """The predicted label of each example, where there is one (ensemble disagreement)."""
+        return None
+
+    def augmented_predictions(self, out: torch.Tensor) -> torch.Tensor:
+        """What the augment picture prints as the model's prediction."""
+        return out
+
+    def example_groups(self, targets: np.ndarray, k: int, max_groups: int, rng: np.random.Generator, data):
+        """Rows of the examples grid, [(title, [(train index, caption)])]: k random examples
+        per quartile of the (first) target."""
+        t = targets.reshape(len(targets), -1)[:, 0]
+        edges = np.nanquantile(t, [0, 0.25, 0.5, 0.75, 1.0])
+        rows = []
+        for lo, hi in zip(edges[:-1], edges[1:]):
+            idx = np.nonzero((t >= lo) & (t <= hi))[0]
+            pick = rng.choice(idx, size=min(k, len(idx)), replace=False) if len(idx) else []
+            rows.append((f"y∈[{lo:.3g},{hi:.3g}]", [(int(i), f"#{int(i)} y={t[i]:.3g}") for i in pick]))
+        return rows
+
+    def mispredictions(self, outputs: torch.Tensor, targets: torch.Tensor, *, num_classes: int, loss: str,
+                       class_name=str, k: int = 24):
+        """What the model gets wrong on val (probes.mispredictions), or None where no picture applies."""
+        return None
+
+    # ------------------------------------------------------------------ squeeze
+
+    def ensemble_part(self, output: torch.Tensor, loss: str) -> torch.Tensor:
+        """What an ensemble averages of one member's output."""
+        return output
+
+    def ensemble_prediction(self, mean: torch.Tensor) -> torch.Tensor:
+        """The averaged parts as an output that scores and losses read like one member's."""
+        return mean
+
+    def distill_targets(self, teacher: torch.Tensor, y: torch.Tensor, cfg) -> tuple[torch.Tensor, Callable, Callable]:
+        """(train targets carrying the ensemble's outputs, the student's loss on them, the plain
+        loss that scores it) for distillation."""
+        raise NotImplementedError

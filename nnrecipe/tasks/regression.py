@@ -1,0 +1,175 @@
+"""Regression: k real targets per example, (N, k) outputs; R^2, paired z on squared errors."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from nnrecipe.tasks.base import Task, TrainGoal
+
+
+class _RSquared:
+    """R^2 = 1 - SSE/SST over a split: 0 for the mean predictor, 1 for a perfect one."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.sse = torch.zeros((), device=device, dtype=torch.float64)
+        self.y_sum: Optional[torch.Tensor] = None  # per-output sums, for SST
+        self.y_sq: Optional[torch.Tensor] = None
+
+    def update(self, out: torch.Tensor, y: torch.Tensor) -> None:
+        yd, od = y.double().reshape(len(y), -1), out.double().reshape(len(y), -1)
+        if self.y_sum is None:
+            self.y_sum, self.y_sq = yd.sum(dim=0), (yd**2).sum(dim=0)
+        else:
+            self.y_sum, self.y_sq = self.y_sum + yd.sum(dim=0), self.y_sq + (yd**2).sum(dim=0)
+        self.sse += ((od - yd) ** 2).sum()
+
+    def value(self, n: int) -> float:
+        sst = (self.y_sq - self.y_sum**2 / n).sum().clamp_min(1e-12)
+        return 1.0 - (self.sse / sst).item()
+
+
+class Regression(Task):
+    name = "regression"
+    metric, metric_title, metric_symbol, metric_short = "r2", "R^2", "R²", "R²"
+    score, score_title = "mse", "MSE"
+    higher_is_better = False
+    default_loss = "mse"
+    dumb_name = "mean"
+    real_targets = True
+    skips = {**Task.skips,
+             "label-range": "regression: targets are real numbers; their range is reported by shapes-dtypes",
+             "conflicting-labels": "regression: identical inputs may have different targets by noise",
+             "class-balance": "regression task",
+             "human-baseline": "human accuracy applies to classification",
+             "suspected-label-errors": "classification only (regression has no label to doubt, see the residuals; "
+                                       "a language model's targets are its own text)"}
+
+    # ---- measures
+
+    def example_scores(self, out, y):
+        """Squared error, averaged over the outputs."""
+        out, y = out.float(), y.to(out.device)
+        return ((out - y.float().reshape(out.shape)) ** 2).reshape(len(out), -1).mean(dim=1).double()
+
+    def meter(self, device):
+        return _RSquared(device)
+
+    def metric_se(self, metric, n, *, scores=None, target_var=1.0):
+        """From the per-example squared errors when given: SD / sqrt(n) / Var(y); else from
+        Var(MSE) ~ 2 sigma^4 / n with Gaussian residuals, (1 - R^2) sqrt(2 / n)."""
+        if scores is not None:
+            return float(np.std(scores, ddof=1) / math.sqrt(max(n, 1)) / max(target_var, 1e-12))
+        return max(1.0 - metric, 1e-6) * math.sqrt(2.0 / max(n, 1))
+
+    def metric_of(self, scores, target_var=1.0):
+        """R^2 from squared errors: 1 - MSE / Var(y)."""
+        return 1 - float(scores.mean()) / target_var
+
+    def objective(self, metric):
+        """R^2 floored at -1: a diverged trial still ranks last with a finite number."""
+        return max(float(metric), -1.0) if math.isfinite(metric) else -1.0
+
+    def train_goal(self, cfg):
+        return TrainGoal("train R^2", cfg.target_train_r2, lambda e: e.metric)
+
+    # ---- targets and data
+
+    def num_outputs(self, data):
+        return data.target_dim
+
+    def bundle_targets(self, y):
+        return y.float().reshape(len(y), -1)
+
+    def declared_outputs(self, declared, class_names, ys):
+        return None, ys[0].shape[1]
+
+    def column_targets(self, values: np.ndarray, *, names: Optional[list[str]], field: str, path: Path):
+        from nnrecipe.errors import DataError
+
+        try:
+            return torch.as_tensor(values.astype(np.float32)), None
+        except ValueError:
+            raise DataError(f"data.args.target: {path} target column is not numeric; regression needs numbers") from None
+
+    def array_targets(self, values):
+        return torch.as_tensor(values.astype(np.float32))
+
+    def synthetic_splits(self, args, generator, counts):
+        from nnrecipe.data.synthetic import linear
+
+        return linear(args, generator, counts)
+
+    def label_range(self, m, cfg):
+        from nnrecipe.checks.data_integrity import label_range_skip
+
+        return label_range_skip(m, self.skips["label-range"], observed=True)
+
+    # ---- baselines and init
+
+    def dumb_scores(self, data):
+        """The mean predictor (train's target mean): squared error per val example."""
+        y_val = data.targets("val")
+        mean = torch.as_tensor(data.target_mean("train"))
+        return ((y_val.double().reshape(len(y_val), -1) - mean) ** 2).mean(dim=1).numpy()
+
+    def dumb_metric(self, data, scores):
+        """R^2 of the mean predictor on val."""
+        y = data.targets("val").double()
+        return 1.0 - float(np.mean(scores)) * y.numel() / max(float(((y - y.mean(dim=0)) ** 2).sum()), 1e-12)
+
+    def target_variance(self, data):
+        return float(data.targets("val").double().reshape(len(data.val), -1).var(dim=0).mean())
+
+    def ideal_bias(self, loss, *, priors=None, target_mean=None):
+        """mse / huber: the target mean."""
+        if loss in ("mse", "huber") and target_mean is not None:
+            return np.asarray(target_mean, dtype=np.float64)
+        return None
+
+    def data_bias(self, loss, data):
+        return self.ideal_bias(loss, target_mean=data.target_mean())
+
+    def init_output_layer(self, model, data, loss):
+        """The bias at the target mean, then shifted so the mean prediction on train examples is
+        the target mean (random final weights times positive ReLU outputs offset every prediction)."""
+        from nnrecipe.models.init import center_regression_output, set_final_bias
+
+        bias = self.data_bias(loss, data)
+        if bias is None:
+            return
+        set_final_bias(model, bias, data.num_outputs)
+        xs = torch.stack([data.train.example(i)[0] for i in range(min(1024, len(data.train)))]).cpu()
+        center_regression_output(model, xs.float() if not xs.is_floating_point() else xs, bias, data.num_outputs)
+
+    def init_statistics(self, data, rows, out, loss):
+        ytr = data.targets("train").double().reshape(len(data.targets("train")), -1)
+        return {"target_mean": ytr.mean(dim=0).numpy(), "target_std": ytr.std(dim=0).numpy(),
+                "mean_output": out.double().mean(dim=0).numpy()}
+
+    def overfit_target(self, y, target):
+        """In units of the batch's target variance (an MSE of Var(y) is the mean predictor's)."""
+        return target * float(y.float().var(dim=0, unbiased=False).mean())
+
+    # ---- pictures
+
+    def mispredictions(self, outputs, targets, *, num_classes, loss, class_name=str, k=24):
+        from nnrecipe.probes.mispredictions import residuals
+
+        return residuals(outputs, targets, k=k)
+
+    # ---- squeeze
+
+    def distill_targets(self, teacher, y, cfg):
+        """MSE to the ensemble's mean output (weight alpha) and to the target."""
+        from nnrecipe.probes.squeeze import regression_distill_loss
+
+        targets = torch.cat([teacher.reshape(len(y), -1), y.float().reshape(len(y), -1)], dim=1)
+        return targets, regression_distill_loss(cfg.alpha), regression_distill_loss(0.0)
+
+
+REGRESSION = Regression()
