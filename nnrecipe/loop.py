@@ -20,7 +20,9 @@ from nnrecipe.data.bundle import Batch, Split, TensorSplit
 
 class BatchStream:
     """Endless shuffled batches, epoch after epoch; the last short batch of an epoch is dropped
-    when the split holds more than one batch (it would weigh a few examples heavily).
+    when the split holds more than one batch (it would weigh a few examples heavily). A split
+    that fits in one batch is taken whole and in order: shuffling it would change nothing but
+    the float summation order, which makes runs differ by seed where nothing else does.
 
     It can say where it is (the shuffling generator's state at the start of the epoch and the
     batches taken since) and resume exactly there: a resumed run sees the same batches as an
@@ -36,10 +38,11 @@ class BatchStream:
     def _new_epoch(self) -> None:
         self._epoch_state = self.generator.get_state()  # before the epoch's permutation is drawn
         self._taken = 0
+        shuffle = self.drop  # more than one batch
         if isinstance(self.split, TensorSplit):
-            it = self.split.iterate(self.batch_size, shuffle=True, generator=self.generator)
+            it = self.split.iterate(self.batch_size, shuffle=shuffle, generator=self.generator)
         else:
-            it = self.split.iterate(self.batch_size, shuffle=True, generator=self.generator, pin_memory=self.pin_memory)
+            it = self.split.iterate(self.batch_size, shuffle=shuffle, generator=self.generator, pin_memory=self.pin_memory)
         self._it = (b for b in it if not (self.drop and len(b[0]) < self.batch_size))
 
     def __next__(self) -> Batch:

@@ -206,3 +206,19 @@ def test_per_example_scores_are_computed_batch_by_batch_without_keeping_outputs(
     real = y[0] != IGNORE_INDEX
     by_hand = F.cross_entropy(full.outputs[0][real], y[0][real]).item()
     assert abs(lean.scores[0] - by_hand) < 1e-5
+
+
+def test_a_split_that_fits_in_one_batch_is_taken_whole_and_in_order():
+    """Shuffling one batch changes only the summation order: two seeds would differ by float
+    rounding alone (members that ignore the seed would look independent)."""
+    from nnrecipe.loop import BatchStream
+
+    split = TensorSplit("train", torch.arange(10).float()[:, None], torch.arange(10))
+    g = torch.Generator().manual_seed(0)
+    before = g.get_state()
+    stream = BatchStream(split, 16, g)
+    assert [next(stream)[1].tolist() for _ in range(3)] == [list(range(10))] * 3
+    assert torch.equal(g.get_state(), before)  # nothing drawn
+    two = BatchStream(split, 4, torch.Generator().manual_seed(0))  # several batches: shuffled, last short one dropped
+    seen = [next(two)[1] for _ in range(2)]
+    assert all(len(b) == 4 for b in seen) and torch.cat(seen).tolist() != list(range(8))
