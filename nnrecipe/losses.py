@@ -25,10 +25,15 @@ def _nll(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.nll_loss(out.float(), y.long())  # expects log-probabilities
 
 
+def _bce_target(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """One sigmoid per output: targets already of the outputs' shape (multi-hot) as they are,
+    class indices as one-hot rows."""
+    return y.float() if y.shape == out.shape else F.one_hot(y.long(), out.shape[1]).float()
+
+
 def _bce(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    # One sigmoid per class on one-hot targets; mean over outputs, so a zero-logit start is log 2.
-    target = F.one_hot(y.long(), out.shape[1]).float()
-    return F.binary_cross_entropy_with_logits(out.float(), target)
+    # Mean over outputs, so a zero-logit start is log 2.
+    return F.binary_cross_entropy_with_logits(out.float(), _bce_target(out, y))
 
 
 def _mse(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -82,8 +87,7 @@ def per_example_loss(name: str, out: torch.Tensor, y: torch.Tensor) -> torch.Ten
     if name == "nll":
         return F.nll_loss(out, y.long(), reduction="none")
     if name == "bce":
-        target = F.one_hot(y.long(), out.shape[1]).float()
-        return F.binary_cross_entropy_with_logits(out, target, reduction="none").mean(dim=1)
+        return F.binary_cross_entropy_with_logits(out, _bce_target(out, y), reduction="none").mean(dim=1)
     y = y.float().reshape(out.shape)
     if name == "mse":
         return F.mse_loss(out, y, reduction="none").reshape(len(out), -1).mean(dim=1)

@@ -140,3 +140,20 @@ def test_a_new_task_answers_nothing_it_was_not_told():
     with pytest.raises(NotImplementedError):
         bare.dumb_scores(None)
     assert bare.mispredictions(torch.zeros(2, 3), torch.zeros(2), num_classes=3, loss="mse") is None
+
+
+def test_bce_takes_class_indices_and_multi_hot_targets_alike():
+    """The loss reads targets as the task gives them: one-hot rows from class indices, or
+    multi-hot rows of the outputs' shape as they are (a multi-label task's)."""
+    import torch.nn.functional as F
+
+    from nnrecipe.losses import BUILTIN, per_example_loss
+
+    out = torch.tensor([[2.0, -1.0, 0.5], [-0.5, 1.5, 0.0]])
+    indices, hot = torch.tensor([0, 1]), torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]])
+    one_hot = F.one_hot(indices, 3).float()
+    assert BUILTIN["bce"](out, indices).item() == pytest.approx(F.binary_cross_entropy_with_logits(out, one_hot).item())
+    assert BUILTIN["bce"](out, hot).item() == pytest.approx(F.binary_cross_entropy_with_logits(out, hot).item())
+    by_row = F.binary_cross_entropy_with_logits(out, hot, reduction="none").mean(dim=1)
+    assert torch.allclose(per_example_loss("bce", out, hot), by_row)
+    assert not torch.allclose(per_example_loss("bce", out, indices), by_row)  # indices 0, 1 are not rows 0/1
