@@ -172,7 +172,7 @@ class Experiment:
     on_eval: Optional[Callable] = None
     keep_model: bool = True  # Result.model: the trained model (tune's many trials keep none)
 
-    def at(self) -> Any:
+    def seeded_spec(self) -> Any:
         """The spec at this experiment's seed."""
         return self.spec if self.seed is None else self.spec.model_copy(update={"seed": self.seed})
 
@@ -181,15 +181,10 @@ def run_experiment(exp: Experiment, *, data, device: torch.device, base: Path, w
     """Train `exp` on `data` (already on the device, edited for the spec) and score it."""
     from nnrecipe.augment import build_augment
     from nnrecipe.losses import make_loss
-    from nnrecipe.models import prepare_model
-    from nnrecipe.runtime import seed_everything
+    from nnrecipe.models import seeded_model
 
-    spec = exp.at()
-    model = exp.model
-    if model is None:
-        seed_everything(spec.seed, deterministic=spec.train.deterministic)
-        model = prepare_model(spec, data, base=base)
-    model.to(device)
+    spec = exp.seeded_spec()
+    model = exp.model.to(device) if exp.model is not None else seeded_model(spec, data, base=base, device=device)
     loss_fn = exp.loss_fn or make_loss(spec, base=base)
     augment = build_augment(spec.data.augment, kind=data.kind, base=base) if exp.regularized else None
     watch, stop = _early_stopping(exp, spec)

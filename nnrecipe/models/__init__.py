@@ -77,6 +77,14 @@ def prepare_model(spec, data, *, base: Path, model_spec=None) -> nn.Module:
     return model
 
 
+def seeded_model(spec, data, *, base: Path, device, model_spec=None) -> nn.Module:
+    """prepare_model from the spec's seed, on the device: experiments that must start alike do."""
+    from nnrecipe.runtime import seed_everything
+
+    seed_everything(spec.seed, deterministic=spec.train.deterministic)
+    return prepare_model(spec, data, base=base, model_spec=model_spec).to(device)
+
+
 def larger_model_spec(spec):
     """A slightly larger version of the spec's model: built-ins twice as wide; user models get
     stages.baseline.larger_model_args merged into model.args. None when there is no such model."""

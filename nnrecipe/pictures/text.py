@@ -61,29 +61,29 @@ def text_panel(blocks: Sequence[tuple[str, str]], *, title: str, width: int = 10
     return fig
 
 
-def baseline(ctx, stage: str, data, m, capture, dynamics, xo, yo) -> Artifacts:
+def baseline(ctx, stage: str, data, m) -> Artifacts:
     """The baseline stage's pictures for a next-token model: the windows entering the model,
     samples over training, what each output may see, the overfit batch, curves, gradient norms."""
     from nnrecipe import pictures
 
     save = FigureSaver(ctx, stage)
     info = data.sequence
-    if capture.x is not None:
-        rows = [(f"x[{i}] -> y[{i}]", f"{info.decode(capture.x[i].long())}\n{info.decode(capture.y[i].long())}")
-                for i in range(min(6, len(capture.x)))]
+    if m.input_x is not None:
+        rows = [(f"x[{i}] -> y[{i}]", f"{info.decode(m.input_x[i].long())}\n{info.decode(m.input_y[i].long())}")
+                for i in range(min(6, len(m.input_x)))]
         save(text_panel(rows, title="the exact windows entering model(x) in the first training step (input, then target)"),
              "model_input", "dumb-baselines", "input-independent")
         save.text("\n\n".join(f"{label}\n{body}" for label, body in rows), "model_input")
-    if dynamics:
-        blocks = [(f"step {s}", t) for s, t in dynamics]
+    if m.dynamics:
+        blocks = [(f"step {s}", t) for s, t in m.dynamics]
         save(text_panel(blocks, title=f"samples from the prompt {info.prompt!r} over training (same sampling seed)"),
              "prediction_dynamics", "loss-decreases")
-        save.text("\n\n".join(f"--- step {s}\n{t}" for s, t in dynamics), "samples", "loss-decreases")
+        save.text("\n\n".join(f"--- step {s}\n{t}" for s, t in m.dynamics), "samples", "loss-decreases")
     if m.causal is not None:
         save(causal_map(m.causal.matrix, m.causal.positions,
                         title="what each output position may see: gradient on each input position (red: the diagonal)"),
              "causal_dependency", "causal-dependency")
-    o = m.overfit
+    o, yo = m.overfit, m.overfit_y
     if o is not None:
         pred = o.outputs.argmax(dim=-1)
         rows = [(f"window {i}: target, then prediction", f"{info.decode(yo[i])}\n{info.decode(pred[i])}")

@@ -9,6 +9,7 @@ import dataclasses
 from typing import Optional
 
 import numpy as np
+import torch
 
 from nnrecipe.probes.model_probes import GradStep, InitMeasure, OverfitResult
 from nnrecipe.experiments import Result
@@ -35,6 +36,14 @@ class BaselineMeasurements:
     dumb_scores: Optional[np.ndarray] = None  # the task's dumb predictor (majority class, mean, unigram), per val example
     dumb_name: str = ""
     overfit: Optional[OverfitResult] = None
+    # for the pictures: the exact first batch that entered model(x) (InputCapture), predictions
+    # (or a next-token model's samples) on a fixed val batch over training, the overfit batch
+    input_x: Optional[torch.Tensor] = None
+    input_y: Optional[torch.Tensor] = None
+    dynamics: list = dataclasses.field(default_factory=list)  # (step, prediction array or text)
+    dynamics_y: Optional[torch.Tensor] = None
+    overfit_x: Optional[torch.Tensor] = None
+    overfit_y: Optional[torch.Tensor] = None
     # language models (probes/sequence_probes.py)
     causal: Optional[object] = None  # CausalMeasure
     causal_skip: str = ""

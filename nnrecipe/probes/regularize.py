@@ -68,83 +68,90 @@ def _model_edit(new_model) -> Edit:
 
 def build_knobs(spec, *, original_augment, data_kind: str, base: Path) -> list[Knob]:
     """The knobs set in stages.regularize.knobs, each an edit of `spec` (the reference), or a
-    skip saying why it cannot apply to this model or data. Early stopping is measured on the
-    reference run itself and is not in this list."""
+    skip saying why it cannot apply to this model or data, in the order below. Early stopping
+    is measured on the reference run itself and is not in this list."""
     cfg = spec.stages.regularize.knobs
-    m = spec.model
-    knobs: list[Knob] = []
-
-    if cfg.augment:
-        if original_augment:
-            names = ", ".join(a.name or a.factory for a in original_augment)
-            knobs.append(Knob("augmentation", f"augment: {names}", _edit("data", augment=list(original_augment))))
-        elif data_kind == "sequence":
-            knobs.append(Knob("augmentation", "augmentation", skip="data.augment is empty (token windows have no built-in "
-                                                                   "augmentation; a factory can add one)"))
-        else:
-            knobs.append(Knob("augmentation", "augmentation", skip="data.augment is empty: list built-ins (e.g. {name: crop, "
-                                                                   "args: {padding: 1}}) or your factory to measure it"))
-    if cfg.dropout is not None:
-        p = cfg.dropout
-        if m.arch == "python":
-            from nnrecipe.plugins import load_factory
-
-            fn = load_factory(m.factory, base=base, field="model.factory")
-            if _accepts(fn, "dropout"):
-                knobs.append(Knob("dropout", f"dropout {p:g}", _model_edit(lambda ms: _set_args(ms, dropout=p))))
-            else:
-                knobs.append(Knob("dropout", f"dropout {p:g}", skip=f"{m.factory} takes no `dropout` argument"))
-        elif hasattr(m.args, "dropout"):
-            if m.args.dropout >= p:
-                knobs.append(Knob("dropout", f"dropout {p:g}", skip=f"the model already has dropout {m.args.dropout:g}"))
-            else:
-                knobs.append(Knob("dropout", f"dropout {p:g}", _model_edit(lambda ms: _set_args(ms, dropout=p))))
-        else:
-            knobs.append(Knob("dropout", f"dropout {p:g}", skip=f"the built-in {m.arch} model has no dropout"))
-    if cfg.weight_decay is not None:
-        wd = cfg.weight_decay
-        if spec.optim.weight_decay >= wd:
-            knobs.append(Knob("weight-decay", f"weight decay {wd:g}", skip=f"optim.weight_decay is already {spec.optim.weight_decay:g}"))
-        else:
-            knobs.append(Knob("weight-decay", f"weight decay {wd:g}", _edit("optim", weight_decay=wd)))
-    if cfg.batch_size is not None:
-        b = cfg.batch_size
-        if b >= spec.data.batch_size:
-            knobs.append(Knob("smaller-batch", f"batch size {b}", skip=f"not smaller than data.batch_size {spec.data.batch_size}"))
-        else:
-            knobs.append(Knob("smaller-batch", f"batch size {b}", _edit("data", batch_size=b)))
-    if cfg.downsample is not None:
-        f = cfg.downsample
-        if data_kind in ("tabular", "sequence"):
-            knobs.append(Knob("smaller-input", f"downsample x{f}", skip=f"{data_kind} inputs have no resolution to reduce"))
-        else:
-            knobs.append(Knob("smaller-input", f"downsample x{f}", _edit("data", downsample=spec.data.downsample * f)))
-    for name, factor, extra, early in (("smaller-model", cfg.smaller_model, cfg.smaller_model_args, False),
-                                       ("larger-model", cfg.larger_model, cfg.larger_model_args, True)):
-        if factor is None and extra is None:
-            continue
-        if m.arch == "python":
-            if extra is None:
-                knobs.append(Knob(name, name, skip=f"user models need stages.regularize.knobs.{name.replace('-', '_')}_args"))
-                continue
-            new = lambda ms, extra=extra: ms.model_copy(update={"args": {**ms.args, **extra}})  # noqa: E731
-            what = ", ".join(f"{k}={v}" for k, v in extra.items())
-        else:
-            if factor is None or _scale_widths(m, factor) is None:
-                knobs.append(Knob(name, name, skip=f"the built-in {m.arch} model has no widths to scale"))
-                continue
-            new = lambda ms, factor=factor: _scale_widths(ms, factor)  # noqa: E731
-            what = f"widths x{factor:g}"
-        edit = _model_edit(new)
-        if early:  # a larger model only pays with early stopping (the recipe's "larger model + early stopping")
-            patience = spec.stages.regularize.patience
-            edit = (lambda e: lambda s: _edit("train", early_stopping=patience)(e(s)))(edit)
-            what += f" + early stopping (patience {patience})"
-        knobs.append(Knob(name, what, edit))
+    knobs = [
+        _augmentation(original_augment, data_kind) if cfg.augment else None,
+        _dropout(spec.model, cfg.dropout, base) if cfg.dropout is not None else None,
+        _weight_decay(spec, cfg.weight_decay) if cfg.weight_decay is not None else None,
+        _smaller_batch(spec, cfg.batch_size) if cfg.batch_size is not None else None,
+        _smaller_input(spec, cfg.downsample, data_kind) if cfg.downsample is not None else None,
+        _resized("smaller-model", spec, cfg.smaller_model, cfg.smaller_model_args),
+        _resized("larger-model", spec, cfg.larger_model, cfg.larger_model_args),
+    ]
     if cfg.pretrained is not None:
         knobs.append(Knob("pretrained", f"pretrained weights {Path(cfg.pretrained).name}",
                           _model_edit(lambda ms: ms.model_copy(update={"pretrained": cfg.pretrained}))))
-    return knobs
+    return [k for k in knobs if k is not None]
+
+
+def _augmentation(original_augment, data_kind: str) -> Knob:
+    if original_augment:
+        names = ", ".join(a.name or a.factory for a in original_augment)
+        return Knob("augmentation", f"augment: {names}", _edit("data", augment=list(original_augment)))
+    if data_kind == "sequence":
+        return Knob("augmentation", "augmentation", skip="data.augment is empty (token windows have no built-in "
+                                                         "augmentation; a factory can add one)")
+    return Knob("augmentation", "augmentation", skip="data.augment is empty: list built-ins (e.g. {name: crop, "
+                                                     "args: {padding: 1}}) or your factory to measure it")
+
+
+def _dropout(m, p: float, base: Path) -> Knob:
+    """Dropout `p` where the model has a dropout argument (a factory's parameter, a built-in's arg)."""
+    skip = ""
+    if m.arch == "python":
+        from nnrecipe.plugins import load_factory
+
+        if not _accepts(load_factory(m.factory, base=base, field="model.factory"), "dropout"):
+            skip = f"{m.factory} takes no `dropout` argument"
+    elif not hasattr(m.args, "dropout"):
+        skip = f"the built-in {m.arch} model has no dropout"
+    elif m.args.dropout >= p:
+        skip = f"the model already has dropout {m.args.dropout:g}"
+    return Knob("dropout", f"dropout {p:g}", None if skip else _model_edit(lambda ms: _set_args(ms, dropout=p)), skip=skip)
+
+
+def _weight_decay(spec, wd: float) -> Knob:
+    if spec.optim.weight_decay >= wd:
+        return Knob("weight-decay", f"weight decay {wd:g}", skip=f"optim.weight_decay is already {spec.optim.weight_decay:g}")
+    return Knob("weight-decay", f"weight decay {wd:g}", _edit("optim", weight_decay=wd))
+
+
+def _smaller_batch(spec, b: int) -> Knob:
+    if b >= spec.data.batch_size:
+        return Knob("smaller-batch", f"batch size {b}", skip=f"not smaller than data.batch_size {spec.data.batch_size}")
+    return Knob("smaller-batch", f"batch size {b}", _edit("data", batch_size=b))
+
+
+def _smaller_input(spec, f: int, data_kind: str) -> Knob:
+    if data_kind in ("tabular", "sequence"):
+        return Knob("smaller-input", f"downsample x{f}", skip=f"{data_kind} inputs have no resolution to reduce")
+    return Knob("smaller-input", f"downsample x{f}", _edit("data", downsample=spec.data.downsample * f))
+
+
+def _resized(name: str, spec, factor: Optional[float], extra: Optional[dict]) -> Optional[Knob]:
+    """smaller-model / larger-model: built-in widths x factor, or a user model's args merged in;
+    a larger model only pays with early stopping (the recipe's "larger model + early stopping")."""
+    if factor is None and extra is None:
+        return None
+    m = spec.model
+    if m.arch == "python":
+        if extra is None:
+            return Knob(name, name, skip=f"user models need stages.regularize.knobs.{name.replace('-', '_')}_args")
+        new = lambda ms: ms.model_copy(update={"args": {**ms.args, **extra}})  # noqa: E731
+        what = ", ".join(f"{k}={v}" for k, v in extra.items())
+    else:
+        if factor is None or _scale_widths(m, factor) is None:
+            return Knob(name, name, skip=f"the built-in {m.arch} model has no widths to scale")
+        new = lambda ms: _scale_widths(ms, factor)  # noqa: E731
+        what = f"widths x{factor:g}"
+    edit = _model_edit(new)
+    if name == "larger-model":
+        patience = spec.stages.regularize.patience
+        edit = (lambda e: lambda s: _edit("train", early_stopping=patience)(e(s)))(edit)
+        what += f" + early stopping (patience {patience})"
+    return Knob(name, what, edit)
 
 
 def combine(spec, knobs: list[Knob]):

@@ -23,7 +23,7 @@ from nnrecipe.engine import Engine
 from nnrecipe.experiments import Experiment, Logging, TrainPlan, run_experiment
 from nnrecipe.handoff import data_fingerprint
 from nnrecipe.losses import loss_name, make_loss
-from nnrecipe.models import BUILTIN_ARCHS, larger_model_spec, prepare_model
+from nnrecipe.models import BUILTIN_ARCHS, larger_model_spec, prepare_model, seeded_model
 from nnrecipe.optim import make_optimizer
 from nnrecipe.pictures.saver import attach
 from nnrecipe.probes.measurements import BaselineMeasurements
@@ -51,8 +51,7 @@ class Setup:
 
     def fresh_model(self, model_spec=None):
         """The spec's model (or `model_spec`), from the spec's seed: every experiment starts alike."""
-        seed_everything(self.spec.seed, deterministic=self.spec.train.deterministic)
-        return prepare_model(self.spec, self.data, base=self.ctx.base, model_spec=model_spec).to(self.ctx.device)
+        return seeded_model(self.spec, self.data, base=self.ctx.base, device=self.ctx.device, model_spec=model_spec)
 
 
 def run(spec, ctx: StageContext) -> StageResult:
@@ -60,11 +59,11 @@ def run(spec, ctx: StageContext) -> StageResult:
     m = BaselineMeasurements(task=s.data.task, device_type=ctx.device.type)
     m.reproducible = tuple(_short_run(spec, ctx, s.loss_fn) for _ in range(2))
     xv, yv = _measure_untrained(s, m)
-    capture, dynamics = _measure_training(s, m, xv, yv)
-    batch = _measure_overfit_batch(s, m)
+    _measure_training(s, m, xv, yv)
+    _measure_overfit_batch(s, m)
     checks = CHECKS + tuple(TASK_CHECKS[c] for c in s.data.task.baseline_checks)
     verdicts = [check(m, spec.stages.baseline) for check in checks]
-    arts = s.data.task.baseline_pictures(ctx, STAGE, s.data, m, capture, dynamics, yv[:DYNAMICS_EXAMPLES], *batch, s.loss)
+    arts = s.data.task.baseline_pictures(ctx, STAGE, s.data, m, s.loss)
     return StageResult(STAGE, attach(verdicts, arts), _record(s, m))
 
 
@@ -106,10 +105,10 @@ def _measure_untrained(s: Setup, m: BaselineMeasurements) -> tuple[torch.Tensor,
     return xv, yv
 
 
-def _measure_training(s: Setup, m: BaselineMeasurements, xv: torch.Tensor, yv: torch.Tensor):
+def _measure_training(s: Setup, m: BaselineMeasurements, xv: torch.Tensor, yv: torch.Tensor) -> None:
     """The model, the same model on zeroed inputs, a larger one, the linear baseline (one
-    TensorBoard run each, so their curves overlay), and the dumb predictor. Returns the input
-    capture and the prediction dynamics on a fixed val batch."""
+    TensorBoard run each, so their curves overlay), and the dumb predictor; for the pictures,
+    the batch that entered the model and the prediction dynamics on a fixed val batch."""
     spec, data, ctx = s.spec, s.data, s.ctx
     cfg = spec.stages.baseline
     record = DynamicsRecorder(s, ctx.writer(STAGE, "model"), xv[:DYNAMICS_EXAMPLES], yv[:DYNAMICS_EXAMPLES])
@@ -125,6 +124,8 @@ def _measure_training(s: Setup, m: BaselineMeasurements, xv: torch.Tensor, yv: t
     record.step(0, model)
     m.model = train("model", model, loss_fn=capture.loss_fn, on_eval=record.step)
     capture.remove()
+    m.input_x, m.input_y = capture.x, capture.y
+    m.dynamics, m.dynamics_y = record.dynamics, record.y
     m.zero_input = train("zero-input", ZeroInput(s.fresh_model()))
     bigger = larger_model_spec(spec)
     if bigger is not None:
@@ -135,7 +136,6 @@ def _measure_training(s: Setup, m: BaselineMeasurements, xv: torch.Tensor, yv: t
     linear = data.task.linear_model(spec, data, s.fresh_model).to(ctx.device)  # a language model's: a bigram table
     m.linear = train(data.task.linear_name, linear, folder="linear")
     m.dumb_name, m.dumb_scores = data.task.dumb_name, data.task.dumb_scores(data)
-    return capture, record.dynamics
 
 
 class DynamicsRecorder:
@@ -162,7 +162,7 @@ class DynamicsRecorder:
             self.writer.add_image("prediction_dynamics", image, step)
 
 
-def _measure_overfit_batch(s: Setup, m: BaselineMeasurements) -> tuple[torch.Tensor, torch.Tensor]:
+def _measure_overfit_batch(s: Setup, m: BaselineMeasurements) -> None:
     """A few train examples (the task picks them: one per class in turn) memorised by Adam."""
     cfg, data, device = s.spec.stages.baseline, s.data, s.ctx.device
     idx = data.task.overfit_examples(data.targets("train"), cfg.overfit_examples, data.num_outputs)
@@ -170,7 +170,7 @@ def _measure_overfit_batch(s: Setup, m: BaselineMeasurements) -> tuple[torch.Ten
     xo, yo = torch.stack([p[0] for p in pairs]).to(device), torch.stack([torch.as_tensor(p[1]) for p in pairs]).to(device)
     m.overfit = overfit_batch(s.fresh_model(), xo, yo, s.loss_fn, steps=cfg.overfit_steps, lr=cfg.overfit_lr,
                               target=data.task.overfit_target(yo, cfg.overfit_target))
-    return xo, yo
+    m.overfit_x, m.overfit_y = xo, yo
 
 
 def _record(s: Setup, m: BaselineMeasurements) -> dict:

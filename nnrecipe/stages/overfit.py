@@ -15,13 +15,12 @@ from nnrecipe.experiments import Checkpoints, Experiment, experiment_key, run_ex
 from nnrecipe.handoff import baseline_scores, data_fingerprint
 from nnrecipe.loop import resumable
 from nnrecipe.losses import loss_name, make_loss
-from nnrecipe.models import prepare_model
+from nnrecipe.models import seeded_model
 from nnrecipe.optim import make_optimizer
 from nnrecipe.pictures import mispredictions, overfit, text
 from nnrecipe.pictures.saver import attach
 from nnrecipe.probes.lr_range import lr_range_test
 from nnrecipe.probes.measurements import OverfitMeasurements
-from nnrecipe.runtime import seed_everything
 from nnrecipe.stages.base import StageContext, StageResult
 
 STAGE = "overfit"
@@ -40,8 +39,7 @@ class Setup:
     every: int
 
     def fresh_model(self, model_spec):
-        seed_everything(self.spec.seed, deterministic=self.spec.train.deterministic)
-        return prepare_model(self.spec, self.data, base=self.ctx.base, model_spec=model_spec).to(self.ctx.device)
+        return seeded_model(self.spec, self.data, base=self.ctx.base, device=self.ctx.device, model_spec=model_spec)
 
     def train(self, name: str, model, *, steps: int, **more):
         """No regularizers here: the spec's optimizer and schedule on the bare model."""

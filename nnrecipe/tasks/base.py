@@ -309,11 +309,11 @@ class Task:
         m.dependency = batch_dependency(model, xv[: min(8, len(xv))], m.dependency_rows)
         m.dependency_skip = "" if m.dependency is not None else f"inputs are {str(xv.dtype).removeprefix('torch.')}, not differentiable"
 
-    def baseline_pictures(self, ctx, stage: str, data, m, capture, dynamics, dyn_y, xo, yo, loss: str):
-        """The baseline stage's pictures (pictures/baseline.py)."""
+    def baseline_pictures(self, ctx, stage: str, data, m, loss: str):
+        """The baseline stage's pictures from its measurements (pictures/baseline.py)."""
         from nnrecipe.pictures import baseline
 
-        return baseline.draw(ctx, stage, data, m, capture, dynamics, dyn_y, xo, yo, loss)
+        return baseline.draw(ctx, stage, data, m, loss)
 
     def sampler(self, spec, data, device: torch.device) -> Optional[Callable]:
         """`(net, writer, step) -> text` the model writes from a prompt (a next-token model's

@@ -157,11 +157,11 @@ class LanguageModel(Task):
 
         measure_wiring(m, model, data, xv, yv, loss_fn, cfg)
 
-    def baseline_pictures(self, ctx, stage, data, m, capture, dynamics, dyn_y, xo, yo, loss):
+    def baseline_pictures(self, ctx, stage, data, m, loss):
         """The windows as text, samples over training, the causal map (pictures/text.py)."""
         from nnrecipe.pictures import text
 
-        return text.baseline(ctx, stage, data, m, capture, dynamics, xo, yo)
+        return text.baseline(ctx, stage, data, m)
 
     def sampler(self, spec, data, device):
         """A sample from the fixed prompt (the same sampling seed each time), to TensorBoard's text tab."""
