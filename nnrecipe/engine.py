@@ -13,46 +13,18 @@ The engine measures; it never judges. Stages turn its History into verdicts.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Callable
 
-import numpy as np
 import torch
 from torch import nn
 
 from nnrecipe.data.bundle import Batch, Split, TensorSplit
-from nnrecipe.loop import BatchStream, RunState, StepLog, save_checkpoint
+from nnrecipe.loop import BatchStream, EvalResult, History, RunState, StepLog, save_checkpoint
 from nnrecipe.runtime import autocast_dtype
 from nnrecipe.tasks import Task
 
 if TYPE_CHECKING:
     from nnrecipe.experiments import TrainPlan
-
-
-@dataclasses.dataclass(frozen=True)
-class EvalResult:
-    loss: float  # mean loss per example over the whole split
-    metric: float  # the task's metric (accuracy, R^2, next-token accuracy): higher is better
-    metric_name: str
-    n: int
-    outputs: Optional[torch.Tensor] = dataclasses.field(default=None, repr=False, compare=False)  # keep_outputs=True
-    scores: Optional[np.ndarray] = dataclasses.field(default=None, repr=False, compare=False)  # keep_scores=True
-
-
-@dataclasses.dataclass
-class History:
-    losses: torch.Tensor  # per-step training loss, on the host, length = steps run
-    lrs: list[float]  # the LR the optimizer actually applied at each step
-    evals: list[tuple[int, EvalResult]]  # (step, val result)
-    steps_run: int
-    nonfinite_step: Optional[int] = None  # first logged step whose loss was NaN/Inf
-    best_step: Optional[int] = None  # the evaluation with the lowest val loss
-    best_val_loss: Optional[float] = None
-    stopped_early: bool = False  # early stopping's patience ran out before `steps`
-
-    @property
-    def diverged(self) -> bool:
-        return self.nonfinite_step is not None
 
 
 class Engine:
@@ -68,10 +40,10 @@ class Engine:
         self.channels_last = channels_last  # NHWC weights and 4-D inputs: tensor cores' layout
 
     @classmethod
-    def for_spec(cls, train_spec, *, device: torch.device, task: Task, **kwargs) -> "Engine":
+    def for_spec(cls, train_spec, *, device: torch.device, task: Task) -> "Engine":
         """An engine with the spec's speed settings (precision, compile, channels_last)."""
         return cls(device=device, task=task, precision=train_spec.precision, compile=train_spec.compile,
-                   channels_last=train_spec.channels_last, **kwargs)
+                   channels_last=train_spec.channels_last)
 
     # ------------------------------------------------------------------ helpers
 
@@ -175,15 +147,17 @@ class Engine:
             self._restore(plan, plan.checkpoints.resume, state, batches)
         log = StepLog(plan.log, steps=plan.steps, start=state.start)
         step = state.start
-        for step in range(state.start + 1, plan.steps + 1):
-            state.record(step, *self._step(plan, forward, batches))
-            if log.due(step):
+        steps, every, evals = plan.steps, log.every, plan.eval_every if plan.val is not None else 0
+        for step in range(state.start + 1, steps + 1):  # the hot loop: no device sync, no call it can spare
+            loss, lr = self._step(plan, forward, batches)
+            state.lrs.append(lr)
+            state.losses[step - 1] = loss.detach()
+            if step % every == 0 or step == steps:
                 log.losses(state, step)
                 if state.nonfinite_step is not None:
                     break  # the weights are NaN from here on; stop and let the stage say so
-            if plan.val is not None and plan.eval_every and (step % plan.eval_every == 0 or step == plan.steps):
-                if self._evaluate_during(plan, state, log, batches, step):
-                    break
+            if evals and (step % evals == 0 or step == steps) and self._evaluate_during(plan, state, log, batches, step):
+                break
         log.done()
         es = plan.early_stopping
         return History(losses=state.losses[:step].float().cpu(), lrs=state.lrs, evals=state.evals, steps_run=step,

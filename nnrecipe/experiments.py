@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from nnrecipe.data.bundle import Split
-from nnrecipe.engine import Engine, EvalResult, History
-from nnrecipe.loop import EarlyStopping, load_checkpoint
+from nnrecipe.engine import Engine
+from nnrecipe.loop import EarlyStopping, EvalResult, History, load_checkpoint
 
 # ----------------------------------------------------------------------------- the engine's plan
 
@@ -185,7 +185,7 @@ def run_experiment(exp: Experiment, *, data, device: torch.device, base: Path, w
 
     spec = exp.seeded_spec()
     model = exp.model.to(device) if exp.model is not None else seeded_model(spec, data, base=base, device=device)
-    loss_fn = exp.loss_fn or make_loss(spec, base=base)
+    loss_fn = exp.loss_fn if exp.loss_fn is not None else make_loss(spec, base=base)
     augment = build_augment(spec.data.augment, kind=data.kind, base=base) if exp.regularized else None
     watch, stop = _early_stopping(exp, spec)
     plan = TrainPlan.for_spec(spec, model=model, train=data.train, val=data.val, loss_fn=loss_fn, steps=exp.steps, base=base,
@@ -247,15 +247,24 @@ def _score_weights(engine: Engine, model: nn.Module, watch: EarlyStopping, *, da
                   stopped_at=watch.best_step, name=result.name, train_eval=train, val_eval=val)
 
 
+def run_in_stage(ctx, stage: str, exp: Experiment, *, data, folder: str = "") -> Result:
+    """run_experiment where a stage runs it: in its TensorBoard folder tb/<stage>/<folder or name>/
+    (a resumed run hides the interrupted run's events from its step on), on the stage's device."""
+    resume = exp.checkpoints.resume
+    writer = ctx.writer(stage, folder or exp.name, purge_step=int(resume["step"]) + 1 if resume is not None else None)
+    return run_experiment(exp, data=data, device=ctx.device, base=ctx.base, writer=writer, progress=ctx.progress)
+
+
 class Trainer:
     """A stage's experiments at its budget (`steps`, evaluations every `every`): the data rebuilt
     only when a variant changes it (data.downsample), a TensorBoard folder per experiment so
-    curves overlay, the first seed's result of each experiment kept (its model and weights)."""
+    curves overlay, and each result that keeps its model, by name (its weights, for the
+    stage's artefacts)."""
 
     def __init__(self, ctx, *, stage: str, steps: int, every: int):
         self.ctx, self.stage, self.steps, self.every = ctx, stage, steps, every
         self._data = {ctx.spec.data.downsample: ctx.device_data()}
-        self.first_seed: dict[str, Result] = {}  # experiment name -> its first Result
+        self.kept: dict[str, Result] = {}  # experiment name -> its Result (those with keep_model)
 
     def data(self, spec):
         key = spec.data.downsample
@@ -270,13 +279,9 @@ class Trainer:
         another training split than the spec's (a subset, a fold)."""
         steps = steps or self.steps
         exp = Experiment(name, spec, steps=steps, eval_every=min(self.every, steps), seed=seed, **more)
-        ctx = self.ctx
-        resume = exp.checkpoints.resume
-        writer = ctx.writer(self.stage, name, purge_step=int(resume["step"]) + 1 if resume is not None else None)
-        result = run_experiment(exp, data=data if data is not None else self.data(spec), device=ctx.device,
-                                base=ctx.base, writer=writer, progress=ctx.progress)
+        result = run_in_stage(self.ctx, self.stage, exp, data=data if data is not None else self.data(spec))
         if exp.keep_model:
-            self.first_seed.setdefault(name, result)
+            self.kept.setdefault(name, result)
         return result
 
 

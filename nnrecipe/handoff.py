@@ -62,13 +62,13 @@ def data_fingerprint(data) -> str:
     return h.hexdigest()[:16]
 
 
-def baseline_scores(run: RunDir, data) -> tuple[Optional[dict[str, np.ndarray]], str]:
+def baseline_scores(run: RunDir, data, fingerprint: str) -> tuple[Optional[dict[str, np.ndarray]], str]:
     """The dumb and linear baselines' per-example val scores from the baseline stage, when it ran
-    on this same split; else (None, why not)."""
+    on this same split (`fingerprint`, data_fingerprint's); else (None, why not)."""
     summary = run.read_summary("baseline")
     if summary is None:
         return None, "the baseline stage has not run in this run directory (nnrecipe baseline)"
-    if summary.get("data_fingerprint") != data_fingerprint(data):
+    if summary.get("data_fingerprint") != fingerprint:
         return None, "the baseline stage ran on other data or another split; re-run nnrecipe baseline"
     arrays = run.read_arrays("baseline", summary.get("val_scores", "val_scores.npz"))
     if not arrays:

@@ -1,5 +1,6 @@
-"""The small pieces the engine's training loop calls: the batch stream, what a run has done so
-far (and what resuming restores), early stopping, checkpoints, and the step log.
+"""The small pieces the engine's training loop calls, and what it returns: an evaluation
+(EvalResult), a run's History, the batch stream, what a run has done so far (and what resuming
+restores), early stopping, checkpoints, and the step log.
 
 Each piece owns one concern, so `Engine.train` reads as the loop itself: take a batch, step,
 log, evaluate, checkpoint, stop.
@@ -7,15 +8,43 @@ log, evaluate, checkpoint, stop.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Iterator, Optional
 
+import numpy as np
 import torch
 from torch import nn
 
 from nnrecipe import atomic
 from nnrecipe.data.bundle import Batch, Split, TensorSplit
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalResult:
+    loss: float  # mean loss per example over the whole split
+    metric: float  # the task's metric (accuracy, R^2, next-token accuracy): higher is better
+    metric_name: str
+    n: int
+    outputs: Optional[torch.Tensor] = dataclasses.field(default=None, repr=False, compare=False)  # keep_outputs=True
+    scores: Optional[np.ndarray] = dataclasses.field(default=None, repr=False, compare=False)  # keep_scores=True
+
+
+@dataclasses.dataclass
+class History:
+    losses: torch.Tensor  # per-step training loss, on the host, length = steps run
+    lrs: list[float]  # the LR the optimizer actually applied at each step
+    evals: list[tuple[int, EvalResult]]  # (step, val result)
+    steps_run: int
+    nonfinite_step: Optional[int] = None  # first logged step whose loss was NaN/Inf
+    best_step: Optional[int] = None  # the evaluation with the lowest val loss
+    best_val_loss: Optional[float] = None
+    stopped_early: bool = False  # early stopping's patience ran out before `steps`
+
+    @property
+    def diverged(self) -> bool:
+        return self.nonfinite_step is not None
 
 
 class BatchStream:
@@ -125,10 +154,6 @@ class RunState:
         self.best_val = math.inf
         self.start = 0  # the step a resumed run continues after
 
-    def record(self, step: int, loss: torch.Tensor, lr: float) -> None:
-        self.lrs.append(lr)
-        self.losses[step - 1] = loss.detach()
-
     def evaluated(self, step: int, result) -> bool:
         """Add an evaluation; True when it has the lowest finite val loss so far."""
         self.evals.append((step, result))
@@ -146,8 +171,6 @@ class RunState:
 
     def restore(self, checkpoint: dict, *, batches: BatchStream, early_stopping: Optional[EarlyStopping]) -> None:
         """Continue from `checkpoint` (see to_resume) exactly as if the run had never stopped."""
-        from nnrecipe.engine import EvalResult
-
         r = checkpoint["resume"]
         self.start = int(checkpoint["step"])
         self.losses[: self.start] = r["losses"].to(self.device)
@@ -171,9 +194,6 @@ class StepLog:
         self.label, self.histograms, self.steps = log.label or log.tag, log.histograms, steps
         self._lr_written: Optional[float] = None  # the last LR written to TensorBoard
         self._bar = self.progress.add_task(self.label, total=steps, completed=start) if self.progress is not None else None
-
-    def due(self, step: int) -> bool:
-        return step % self.every == 0 or step == self.steps
 
     def losses(self, state: RunState, step: int) -> None:
         """Read the loss window ending at `step`; set state.nonfinite_step at the first NaN/Inf."""

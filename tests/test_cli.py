@@ -39,7 +39,7 @@ def test_a_fail_exits_1_and_a_warn_exits_1_only_with_strict(cli, in_tmp):
     assert cli("inspect-data", "--config", planted_spec(in_tmp, "duplicates"), "--strict").exit_code == 1
 
 
-def test_run_runs_the_available_stages_and_lists_the_others(cli, in_tmp):
+def test_run_runs_every_stage_in_order(cli, in_tmp):
     result = cli("run", "--json", "data.source=synthetic", "data.args.class_sep=8", "stages.baseline.steps=100",
                  "train.steps=300", "optim.lr=1e-3", "stages.regularize.seeds=1", "stages.squeeze.members=2",
                  "stages.tune.trials=3", "stages.tune.steps=100")

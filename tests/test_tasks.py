@@ -123,7 +123,7 @@ def test_checks_a_task_does_not_have_skip_with_its_reason():
     assert REGRESSION.skip_reason("label-range") and REGRESSION.skip_reason("class-balance")
     assert CLASSIFICATION.skip_reason("label-range") == "" and CLASSIFICATION.skip_reason("causal-dependency")
     assert LANGUAGE_MODEL.skip_reason("causal-dependency") == "" and LANGUAGE_MODEL.skip_reason("distillation")
-    assert set(LANGUAGE_MODEL.baseline_checks) == {"causal-dependency", "padding-invariance"}
+    assert LANGUAGE_MODEL.supports == {"causal-dependency", "padding-invariance"}
 
 
 def test_a_new_task_answers_nothing_it_was_not_told():
@@ -137,9 +137,16 @@ def test_a_new_task_answers_nothing_it_was_not_told():
         bare.example_scores(torch.zeros(2, 3), torch.zeros(2))
     with pytest.raises(NotImplementedError):
         bare.meter(torch.device("cpu"))
-    with pytest.raises(NotImplementedError):
-        bare.dumb_scores(None)
+    for ask in (lambda: bare.dumb_scores(None), lambda: bare.metric_se(0.5, 10), lambda: bare.objective(0.5),
+                lambda: bare.num_outputs(None), lambda: bare.metric_of(np.ones(3))):
+        with pytest.raises(NotImplementedError):
+            ask()
     assert bare.mispredictions(torch.zeros(2, 3), torch.zeros(2), num_classes=3, loss="mse") is None
+    # the checks whose rule is a task's own skip until the task opts in, saying so
+    for check in ("human-baseline", "class-balance", "conflicting-labels", "suspected-label-errors",
+                  "augment-preserves-labels", "distillation"):
+        assert bare.skip_reason(check) == f"task bare has no rule for {check}"
+    assert bare.skip_reason("causal-dependency") and bare.skip_reason("loss-at-init") == ""
 
 
 def test_bce_takes_class_indices_and_multi_hot_targets_alike():

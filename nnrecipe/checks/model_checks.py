@@ -86,7 +86,7 @@ def init_well(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
         return skip
     ideal = init.task.ideal_bias(init.loss_name, priors=init.train_priors, target_mean=init.target_mean)
     who = "nnrecipe set the final bias" if init.builtin_bias_init else "your model's final bias"
-    if init.mean_output is None:  # the task measured a predicted distribution against its priors
+    if init.mean_predicted is not None:  # the task measured a predicted distribution against its priors
         p, q = init.train_priors, init.mean_predicted
         if init.loss_name == "bce":
             kl = _bernoulli_kl(p, q)

@@ -19,7 +19,7 @@ class ModelOnData:
     n_recorded: int
     now: float  # val metric on this spec's data
     n_now: int
-    se_now: float = 0.0  # regression: standard error of R^2 now (from per-example squared errors)
+    se_now: float = 0.0  # the task's SE of the metric now (drop_z reads it where the metric is not an accuracy)
 
 
 def drop_z(m: ModelOnData) -> float:

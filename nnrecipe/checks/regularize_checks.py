@@ -55,7 +55,6 @@ class RegularizeMeasurements:
     # each more-seeds round, and once more at the end of them), so that best.yaml and the verdicts
     # use the same number. None until some configuration has two seeds.
     seed_noise: Optional[SeedNoise] = None
-    seed_spread_first: bool = False  # language models: every knob is judged against the spread
 
     def measure_noise(self) -> Optional[SeedNoise]:
         """The seed spread pooled over the separately trained configurations so far (the
@@ -70,7 +69,7 @@ def _finite_errors(task: Task, result: SeedRuns) -> np.ndarray:
 
 
 def seed_spread(task: Task, results) -> Optional[SeedNoise]:
-    """The seed spread (stats.SeedNoise) pooled over `results` (KnobResults or None) with two
+    """The seed spread (stats.SeedNoise) pooled over `results` (SeedRuns or None) with two
     finite runs or more; None when there is none."""
     return seed_noise(_finite_errors(task, res) for res in results if res is not None and not res.skip)
 
@@ -93,7 +92,7 @@ def noise_for(m: RegularizeMeasurements, other: SeedRuns) -> Optional[SeedNoise]
     """The seed spread `other` is judged against: none for early stopping (read off the
     reference's own runs) and for a knob judged on one seed (unless the task needs the spread
     from the start), so a knob's verdict does not depend on whether another knob got seeds."""
-    if other is m.early or not (m.seed_spread_first or len(other.runs) > 1):
+    if other is m.early or not (m.task.seed_spread_first or len(other.runs) > 1):
         return None
     return m.seed_noise
 

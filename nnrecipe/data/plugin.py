@@ -45,10 +45,9 @@ def load(spec, base: Path) -> DataBundle:
     return get_task(spec.task).plugin_bundle(out, spec, ref)  # the task's contract: pairs, or token streams
 
 
-def pairs_bundle(out: Mapping, spec, ref: str) -> DataBundle:
+def pairs_bundle(out: Mapping, spec, ref: str, task) -> DataBundle:
     """The contract of DESIGN.md: `train`, `val` (`test`) each a Dataset of (x, y) or a pair of
     tensors (X, Y); `classes` optional."""
-    task = get_task(spec.task)
     missing = [k for k in ("train", "val") if k not in out]
     unknown = sorted(set(out) - {"train", "val", "test", "classes"})
     if missing or unknown:

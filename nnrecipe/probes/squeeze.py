@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 
 from nnrecipe.data.bundle import TensorSplit
-from nnrecipe.engine import Engine, History
+from nnrecipe.engine import Engine
 from nnrecipe.experiments import Logging, Result, TrainPlan
-from nnrecipe.loop import load_checkpoint
+from nnrecipe.loop import History, load_checkpoint
 from nnrecipe.tasks import Task
 
 

@@ -20,7 +20,7 @@ from nnrecipe.checks.sequence_checks import causal_dependency, padding_invarianc
 from nnrecipe.checks.training_checks import dumb_baselines, human_baseline, input_independent, loss_decreases, overfit_one_batch
 from nnrecipe.data import build_data
 from nnrecipe.engine import Engine
-from nnrecipe.experiments import Experiment, Logging, TrainPlan, run_experiment
+from nnrecipe.experiments import Experiment, Logging, TrainPlan, run_in_stage
 from nnrecipe.handoff import data_fingerprint
 from nnrecipe.losses import loss_name, make_loss
 from nnrecipe.models import BUILTIN_ARCHS, larger_model_spec, prepare_model, seeded_model
@@ -35,7 +35,7 @@ from nnrecipe.stages.base import StageContext, StageResult
 STAGE = "baseline"
 CHECKS = (reproducible, loss_at_init, init_well, output_form, dumb_baselines, input_independent, overfit_one_batch,
           loss_decreases, gradients_flow, batch_independence, eval_deterministic, human_baseline)
-TASK_CHECKS = {"causal-dependency": causal_dependency, "padding-invariance": padding_invariance}  # Task.baseline_checks
+TASK_CHECKS = {"causal-dependency": causal_dependency, "padding-invariance": padding_invariance}  # where Task.supports them
 DYNAMICS_EXAMPLES = 16  # fixed val examples whose predictions are drawn over training
 VAL_SCORES = "val_scores.npz"  # per-example val scores of every baseline experiment
 
@@ -61,7 +61,7 @@ def run(spec, ctx: StageContext) -> StageResult:
     xv, yv = _measure_untrained(s, m)
     _measure_training(s, m, xv, yv)
     _measure_overfit_batch(s, m)
-    checks = CHECKS + tuple(TASK_CHECKS[c] for c in s.data.task.baseline_checks)
+    checks = CHECKS + tuple(check for c, check in TASK_CHECKS.items() if c in s.data.task.supports)
     verdicts = [check(m, spec.stages.baseline) for check in checks]
     arts = s.data.task.baseline_pictures(ctx, STAGE, s.data, m, s.loss)
     return StageResult(STAGE, attach(verdicts, arts), _record(s, m))
@@ -115,9 +115,8 @@ def _measure_training(s: Setup, m: BaselineMeasurements, xv: torch.Tensor, yv: t
 
     def train(name: str, model, *, folder: str = "", loss_fn=None, on_eval=None):
         exp = Experiment(name, spec, steps=cfg.steps, eval_every=min(cfg.eval_every, cfg.steps), model=model,
-                         loss_fn=loss_fn or s.loss_fn, regularized=False, on_eval=on_eval)
-        return run_experiment(exp, data=data, device=ctx.device, base=ctx.base, progress=ctx.progress,
-                              writer=ctx.writer(STAGE, folder or name))
+                         loss_fn=s.loss_fn if loss_fn is None else loss_fn, regularized=False, on_eval=on_eval)
+        return run_in_stage(ctx, STAGE, exp, data=data, folder=folder)
 
     model = s.fresh_model()
     capture = InputCapture(model, s.loss_fn)

@@ -30,11 +30,11 @@ CSV_NAME = "examples.csv"
 
 def run(spec, ctx: StageContext) -> StageResult:
     data = ctx.data()
+    if ctx.options.get("model") and data.task.skip_reason("model-on-data"):
+        raise NNRecipeError(data.task.skip_reason("model-on-data"))
     if data.kind == "sequence":  # token windows: look at the tokens, not at pixel statistics
         from nnrecipe.stages import inspect_text
 
-        if ctx.options.get("model") and data.task.skip_reason("model-on-data"):
-            raise NNRecipeError(data.task.skip_reason("model-on-data"))
         return inspect_text.run(spec, ctx, data)
     cfg = spec.stages.inspect_data
     m = measure(scan_bundle(data, progress=ctx.progress))
@@ -62,7 +62,7 @@ def _draw(spec, ctx: StageContext, data, m: DataMeasurements) -> Artifacts:
     save(pictures.histograms({s: {name: scan.splits[name].stats[s] for name in scan.splits} for s in STAT_NAMES},
                              title="per-example statistics by split"), "stat_histograms", "input-scale", "outliers",
          tag="data/stat_histograms")
-    if not data.task.real_targets and data.num_classes:  # class targets: their shares per split
+    if _class_shares(data):
         counts = {name: class_counts(s.targets, data.num_classes) for name, s in scan.splits.items()}
         save(pictures.bar_counts(counts, [data.class_name(c) for c in range(data.num_classes)], title="class frequencies by split"),
              "class_balance", "label-range", "class-balance", tag="data/class_balance")
@@ -70,6 +70,11 @@ def _draw(spec, ctx: StageContext, data, m: DataMeasurements) -> Artifacts:
     write_examples_csv(table, m, data)
     save.add(table, "duplicates", "split-leakage", "conflicting-labels", "outliers", "non-finite")
     return save.arts
+
+
+def _class_shares(data) -> bool:
+    """Class targets whose shares per split class-balance judges (and the picture shows)."""
+    return not data.task.skip_reason("class-balance") and bool(data.num_classes)
 
 
 def _record(data, m: DataMeasurements, model_summary) -> dict:
@@ -85,7 +90,7 @@ def _record(data, m: DataMeasurements, model_summary) -> dict:
         "channel_mean": scan.train.channel_mean.tolist(),
         "channel_std": scan.train.channel_std.tolist(),
         "train_priors": (class_counts(scan.train.targets, data.num_classes) / scan.train.n).tolist()
-        if not real and data.num_classes else None,
+        if _class_shares(data) else None,
         "target_mean": np.nanmean(scan.train.targets.reshape(scan.train.n, -1), axis=0).tolist() if real else None,
         "target_var": np.nanvar(scan.train.targets.reshape(scan.train.n, -1), axis=0).tolist() if real else None,
         "model": model_summary,
@@ -109,9 +114,10 @@ def _through_model(spec, ctx: StageContext, cfg, run_dir: Path):
                     now=result.metric, n_now=result.n, se_now=se)
     wrong = data.task.mispredictions(result.outputs, data.targets("val"), num_classes=data.num_outputs,
                                      loss=loss_name(eval_spec), class_name=data.class_name)
-    arts = mispredictions.draw(ctx, STAGE, data, wrong, "model-on-data", outputs=result.outputs)
-    return model_on_data(m, cfg), arts, {"source": m.source, f"val_{m.metric_name}": m.now, "per_class": wrong.per_class,
-                                         "confusion": wrong.confusion.tolist() if wrong.confusion is not None else None}
+    arts = mispredictions.draw(ctx, STAGE, data, wrong, "model-on-data", outputs=result.outputs) if wrong else {}
+    return model_on_data(m, cfg), arts, {"source": m.source, f"val_{m.metric_name}": m.now,
+                                         "per_class": wrong.per_class if wrong else None,
+                                         "confusion": wrong.confusion.tolist() if wrong and wrong.confusion is not None else None}
 
 
 def _grid_rows(data, m: DataMeasurements, cfg, rng: np.random.Generator):

@@ -11,7 +11,7 @@ import dataclasses
 from typing import Any, Callable
 
 from nnrecipe.checks.overfit_checks import beats_baselines, fits_train, ladder, lr_range, lr_schedule
-from nnrecipe.experiments import Checkpoints, Experiment, experiment_key, run_experiment
+from nnrecipe.experiments import Checkpoints, Experiment, experiment_key, run_in_stage
 from nnrecipe.handoff import baseline_scores, data_fingerprint
 from nnrecipe.loop import resumable
 from nnrecipe.losses import loss_name, make_loss
@@ -37,6 +37,7 @@ class Setup:
     model_spec: Any  # stages.overfit.model, else the spec's
     steps: int
     every: int
+    fingerprint: str  # the split it runs on (handoff.data_fingerprint)
 
     def fresh_model(self, model_spec):
         return seeded_model(self.spec, self.data, base=self.ctx.base, device=self.ctx.device, model_spec=model_spec)
@@ -45,10 +46,7 @@ class Setup:
         """No regularizers here: the spec's optimizer and schedule on the bare model."""
         exp = Experiment(name, self.spec, steps=steps, eval_every=self.every, model=model, loss_fn=self.loss_fn,
                          regularized=False, **more)
-        resume = exp.checkpoints.resume
-        writer = self.ctx.writer(STAGE, name, purge_step=int(resume["step"]) + 1 if resume is not None else None)
-        return run_experiment(exp, data=self.data, device=self.ctx.device, base=self.ctx.base, writer=writer,
-                              progress=self.ctx.progress)
+        return run_in_stage(self.ctx, STAGE, exp, data=self.data)
 
 
 def run(spec, ctx: StageContext) -> StageResult:
@@ -58,7 +56,7 @@ def run(spec, ctx: StageContext) -> StageResult:
     if spec.stages.overfit.lr_range.enabled or ctx.options.get("lr_range"):
         _measure_lr_range(s, m)
     samples = _measure_model(s, m)
-    m.baseline_scores, m.baseline_skip = baseline_scores(ctx.run, s.data)  # the baselines, on this same split
+    m.baseline_scores, m.baseline_skip = baseline_scores(ctx.run, s.data, s.fingerprint)  # the baselines, same split
     _measure_ladder(s, m)
     cfg = spec.stages.overfit
     verdicts = [check(m, cfg) for check in CHECKS] + ladder(m, cfg)
@@ -68,9 +66,9 @@ def run(spec, ctx: StageContext) -> StageResult:
 
 def _setup(spec, ctx: StageContext) -> Setup:
     cfg = spec.stages.overfit
-    steps = cfg.steps or spec.train.steps
-    return Setup(spec=spec, ctx=ctx, data=ctx.device_data(), loss_fn=make_loss(spec, base=ctx.base),
-                 model_spec=cfg.model or spec.model, steps=steps, every=min(cfg.eval_every or spec.train.eval_every, steps))
+    steps, data = cfg.steps or spec.train.steps, ctx.device_data()
+    return Setup(spec=spec, ctx=ctx, data=data, loss_fn=make_loss(spec, base=ctx.base), model_spec=cfg.model or spec.model,
+                 steps=steps, every=min(cfg.eval_every or spec.train.eval_every, steps), fingerprint=data_fingerprint(data))
 
 
 def _measure_lr_range(s: Setup, m: OverfitMeasurements) -> None:
@@ -138,7 +136,7 @@ def _record(s: Setup, m: OverfitMeasurements, wrong) -> dict:
     best, last = ctx.run.checkpoint(STAGE, "best.pt"), ctx.run.checkpoint(STAGE, "last.pt")
     return {
         "task": data.task.name,
-        "data_fingerprint": data_fingerprint(data),
+        "data_fingerprint": s.fingerprint,
         "loss": loss_name(s.spec),
         "model": s.model_spec.model_dump(mode="json"),
         "steps": h.steps_run,

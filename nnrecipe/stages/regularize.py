@@ -78,8 +78,7 @@ class Setup:
 def run(spec, ctx: StageContext) -> StageResult:
     s = _setup(spec, ctx)
     m = RegularizeMeasurements(task=s.data.task, n_val=len(s.data.val), patience=s.cfg.patience,
-                               chance=s.data.task.chance(s.data), val_target_var=s.data.task.target_variance(s.data),
-                               seed_spread_first=s.data.task.seed_spread_first)
+                               chance=s.data.task.chance(s.data), val_target_var=s.data.task.target_variance(s.data))
     _measure_reference(s, m)
     edits, augmented = _measure_knobs(s, m)
     _measure_more_seeds(s, m, edits)
@@ -184,9 +183,12 @@ def _choose_best(s: Setup, m: RegularizeMeasurements, edits: dict[str, Knob]):
 def _measure_augmentation(s: Setup, m: RegularizeMeasurements, augmented):
     """The reference model (never augmented) and the model trained with the augmentation, on
     augmented val. Returns (a batch clean and augmented, the predictions) for the picture."""
-    first, spec = s.trainer.first_seed.get("reference"), s.spec
+    first, spec = s.trainer.kept.get("reference"), s.spec
     if not (spec.data.augment and first is not None and not first.diverged):
         m.augment_skip = "data.augment is empty" if not spec.data.augment else "the reference did not train"
+        return None
+    if s.data.task.skip_reason("augment-preserves-labels"):  # the check skips: nothing to measure
+        m.augment_skip = s.data.task.skip_reason("augment-preserves-labels")
         return None
     m.augment_clean = first.val_scores  # the reference at its last step: the model scored below
     kw = dict(data=s.data, spec=spec, base=s.ctx.base, device=s.ctx.device, seed=spec.seed)
@@ -198,7 +200,7 @@ def _measure_augmentation(s: Setup, m: RegularizeMeasurements, augmented):
 
 def _measure_filters(s: Setup, m: RegularizeMeasurements) -> None:
     """First-layer filters of the reference model against their own random init."""
-    first = s.trainer.first_seed.get("reference")
+    first = s.trainer.kept.get("reference")
     if first is None or s.data.task.skip_reason("first-layer-filters"):  # e.g. a token embedding
         return
     from nnrecipe.models import prepare_model
@@ -216,7 +218,7 @@ def _best_run(s: Setup, m: RegularizeMeasurements, best_spec):
     inputs; the pictures show the originals, same indices)."""
     name = m.best.name if m.best else "reference"
     early = name == "early-stopping"
-    t = s.trainer.first_seed.get("reference" if early else name)
+    t = s.trainer.kept.get("reference" if early else name)
     state = None if t is None else t.early_state if early else t.model.state_dict()
     if state is None:
         return None

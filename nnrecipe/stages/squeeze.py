@@ -56,8 +56,8 @@ class Setup:
 def run(spec, ctx: StageContext) -> StageResult:
     s = _setup(spec, ctx)
     m = SqueezeMeasurements(task=s.data.task)
-    models, resumed, continued = _measure_members(s, m)
-    test_curve = _measure_ensemble(s, m, models)
+    models, records, resumed, continued = _measure_members(s)
+    test_curve = _measure_ensemble(s, m, models, records)
     student_spec = _measure_distillation(s, m, models)
     _measure_longer(s, m)
     cfg = spec.stages.squeeze
@@ -87,9 +87,10 @@ def _setup(spec, ctx: StageContext) -> Setup:
                  members_dir=ctx.run.stage_dir(STAGE) / "members", key=hashlib.sha256(text.encode()).hexdigest()[:16])
 
 
-def _measure_members(s: Setup, m: SqueezeMeasurements):
+def _measure_members(s: Setup):
     """The members, one seed each, saved as they finish; with --resume the finished ones are
-    loaded and an interrupted one continues from its last checkpoint."""
+    loaded and an interrupted one continues from its last checkpoint. Returns their models,
+    their records (Result.record), which were loaded and which continued (from which step)."""
     ctx, resume = s.ctx, bool(s.ctx.options.get("resume"))
     tb = ctx.run.tb_dir(STAGE)
     if resume and tb.exists():  # keep the finished members' curves; the rest is recomputed
@@ -113,8 +114,7 @@ def _measure_members(s: Setup, m: SqueezeMeasurements):
             atomic.write_json(meta_path, meta)  # written last: the member counts as finished from here
         models.append(model)
         records.append(meta["run"])
-    m.members = [Result.from_record(r, None) for r in records]  # scores: from the ensemble pass
-    return models, resumed, continued
+    return models, records, resumed, continued
 
 
 def _train_member(s: Setup, label: str, seed: int, resume: bool):
@@ -128,12 +128,11 @@ def _train_member(s: Setup, label: str, seed: int, resume: bool):
     return t.model, {"key": s.key, "seed": seed, "run": t.record()}, int(partial["step"]) if partial is not None else None
 
 
-def _measure_ensemble(s: Setup, m: SqueezeMeasurements, models) -> list[float]:
+def _measure_ensemble(s: Setup, m: SqueezeMeasurements, models, records) -> list[float]:
     """The members and their ensembles on val (and test), batch by batch; returns the test curve."""
     data = s.data
     val = sq.ensemble_pass(s.engine, models, data.val, task=data.task, loss=s.loss)
-    for r, scores in zip(m.members, val.members):
-        r.val_scores = scores
+    m.members = [Result.from_record(r, scores) for r, scores in zip(records, val.members)]
     m.ensemble_scores, m.size_curve = val.ensemble, val.curve()
     m.disagreement, m.output_spread = val.disagreement, val.spread
     best = m.best_member()

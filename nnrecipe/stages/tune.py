@@ -10,13 +10,14 @@ study. Re-running a stopped tune continues the study; a trial killed half-way ru
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import shutil
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import Any, Optional
 
 from rich.table import Table
 
@@ -32,7 +33,7 @@ from nnrecipe.spec import apply_params
 from nnrecipe.pictures.saver import attach
 from nnrecipe.pictures.tune import draw
 from nnrecipe.stages.base import StageContext, StageResult
-from nnrecipe.probes.tune_worker import Plan, run_worker
+from nnrecipe.executors.tune_worker import Plan, run_worker
 
 STAGE = "tune"
 JOURNAL = "study.journal"  # kept when the stage re-runs: the study continues
@@ -59,6 +60,14 @@ class Setup:
     @property
     def out(self):
         return self.ctx.run.stage_dir(STAGE)
+
+    @functools.cached_property
+    def start_params(self) -> Optional[dict]:
+        """The starting point's value of every dimension, or None when one lies outside the space
+        (then no trial ran the starting point itself)."""
+        space = self.spec.stages.tune.space
+        params = start_values(self.start, space)
+        return params if len(params) == len(space) else None
 
 
 def run(spec, ctx: StageContext) -> StageResult:
@@ -142,9 +151,7 @@ def _measure_study(s: Setup, study) -> TuneMeasurements:
     recs = ta.records(study)
     _clear_trial_curves(s.ctx, keep={r.number for r in recs})
     m = TuneMeasurements(task=data.task, n_val=len(data.val), trials=recs, requested=cfg.trials)
-    start_params = start_values(s.start, cfg.space)
-    full_start = len(start_params) == len(cfg.space)
-    m.start_trial = next((r.number for r in recs if full_start and r.params == start_params), None)
+    m.start_trial = next((r.number for r in recs if s.start_params is not None and r.params == s.start_params), None)
     usable = [r for r in recs if r.state == "complete" and not r.diverged and r.value is not None]
     m.best = max(usable, key=lambda r: (r.value, -r.number), default=None)
     values = [r.value for r in recs if r.state == "complete" and r.value is not None]  # diverged ones too
@@ -158,7 +165,7 @@ def _measure_study(s: Setup, study) -> TuneMeasurements:
 
 def _measure_confirmation(s: Setup, m: TuneMeasurements) -> None:
     """The best trial and the starting point at fresh seeds: the search's seed flatters its best."""
-    if m.best is None or _is_start(s, m.best.params):
+    if m.best is None or m.best.params == s.start_params:
         return
     trainer = Trainer(s.ctx, stage=STAGE, steps=s.steps, every=s.every)
     candidate = apply_params(s.start, m.best.params)
@@ -168,12 +175,6 @@ def _measure_confirmation(s: Setup, m: TuneMeasurements) -> None:
         tag = "" if seed == s.spec.seed + 1 else f"-seed{seed}"
         m.reference.runs.append(trainer.train(f"confirm-start{tag}", s.start, seed=seed, keep_model=False))
         m.confirmed.runs.append(trainer.train(f"confirm-best{tag}", candidate, seed=seed, keep_model=False))
-
-
-def _is_start(s: Setup, params: dict) -> bool:
-    space = s.spec.stages.tune.space
-    start_params = start_values(s.start, space)
-    return len(start_params) == len(space) and params == start_params
 
 
 def _record(s: Setup, m: TuneMeasurements, *, ran: int, orphans) -> dict:
@@ -212,7 +213,7 @@ def confirm_seeds(spec, task) -> list[int]:
 def _spawn(out, index: int):
     log = open(out / f"worker-{index}.log", "w")
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "nnrecipe.probes.tune_worker", str(out / "worker.json"), str(index)],
+    proc = subprocess.Popen([sys.executable, "-m", "nnrecipe.executors.tune_worker", str(out / "worker.json"), str(index)],
                             stdout=log, stderr=subprocess.STDOUT, env=env)
     return proc, log
 

@@ -10,8 +10,9 @@ never compare task names. A task says:
   way is better), and their noise;
 - what an untrained or dumb model does: the default loss, the dumb and linear baselines, the
   chance level, the ideal final bias and the loss it implies at init;
-- how labels and predictions print, which pictures apply, and which checks apply: the
-  others skip with the task's reason (`skips`).
+- how labels and predictions print, which pictures apply, and which checks apply: a check
+  whose rule is a task's own (OPT_IN) runs only for the tasks that list it in `supports`; the
+  others skip, with the task's reason (`skips`) or saying it has no rule for it.
 
 The defaults here are those of one prediction row per example; a task overrides what differs.
 A method a task cannot answer raises NotImplementedError, never answers for another task.
@@ -31,6 +32,20 @@ from torch import nn
 from nnrecipe.stats import paired_z
 
 SEQUENCE_ONLY = "for language models (task: language-model)"
+SEQUENCE_CHECKS = ("causal-dependency", "padding-invariance")  # the baseline's checks of next-token models
+# Checks whose rule only holds for some tasks: a task opts in by listing them in `supports`.
+OPT_IN = ("class-balance", "conflicting-labels", "human-baseline", "suspected-label-errors", "augment-preserves-labels",
+          "distillation", *SEQUENCE_CHECKS)
+HUMAN_ACCURACY = "human accuracy applies to classification"
+LABEL_ERRORS = ("classification only (regression has no label to doubt, see the residuals; "
+                "a language model's targets are its own text)")
+
+
+def binomial_se(metric: float, n: int) -> float:
+    """Standard error of a proportion measured on n examples, as if each were one trial (for
+    a window of tokens, conservative)."""
+    n = max(n, 1)
+    return math.sqrt(max(metric * (1 - metric), 1.0 / n) / n)
 
 
 class Meter(Protocol):
@@ -90,8 +105,8 @@ class Task:
     seed_spread_first: ClassVar[bool] = False  # seeds differ beyond the per-example noise: measured first
     score_is_loss: ClassVar[bool] = False  # z is computed on the loss (nats): verdicts show the val loss beside the metric
     confirm_seeds: ClassVar[int] = 1  # tune: fresh seeds for the best trial when the spec leaves it null
-    baseline_checks: ClassVar[tuple[str, ...]] = ()  # checks only this task has (checks.sequence_checks)
-    skips: ClassVar[Mapping[str, str]] = {"causal-dependency": SEQUENCE_ONLY, "padding-invariance": SEQUENCE_ONLY}
+    supports: ClassVar[frozenset[str]] = frozenset()  # the OPT_IN checks this task has a rule for
+    skips: ClassVar[Mapping[str, str]] = {}  # check id -> why it does not apply, in the task's words
 
     def __repr__(self) -> str:
         return f"<task {self.name}>"
@@ -101,7 +116,11 @@ class Task:
 
     def skip_reason(self, check: str) -> str:
         """Why `check` does not apply to this task ("" when it does)."""
-        return self.skips.get(check, "")
+        if check in self.skips:
+            return self.skips[check]
+        if check in OPT_IN and check not in self.supports:
+            return SEQUENCE_ONLY if check in SEQUENCE_CHECKS else f"task {self.name} has no rule for {check}"
+        return ""
 
     # ------------------------------------------------------------------ measures
 
@@ -126,10 +145,9 @@ class Task:
         return mean_score if self.higher_is_better else -mean_score
 
     def metric_se(self, metric: float, n: int, *, scores: Optional[np.ndarray] = None, target_var: float = 1.0) -> float:
-        """Standard error of the metric measured on n examples: binomial, as if each example
-        were one trial (for a window of tokens, conservative)."""
-        n = max(n, 1)
-        return math.sqrt(max(metric * (1 - metric), 1.0 / n) / n)
+        """Standard error of the metric measured on n examples (from the per-example `scores`
+        where the task's metric needs them)."""
+        raise NotImplementedError
 
     def metric_of(self, scores: np.ndarray, target_var: float = 1.0) -> float:
         """The metric from per-example val scores."""
@@ -137,7 +155,7 @@ class Task:
 
     def objective(self, metric: float) -> float:
         """tune's objective (maximised, always finite: importance needs finite values)."""
-        return float(metric) if math.isfinite(metric) else 0.0
+        raise NotImplementedError
 
     def val_scalars(self, loss: float) -> dict[str, float]:
         """TensorBoard scalars of a val evaluation beyond its loss and metric."""
@@ -150,7 +168,8 @@ class Task:
     # ------------------------------------------------------------------ targets and data
 
     def num_outputs(self, data) -> int:
-        return int(data.num_classes or 0)
+        """Outputs per example (per position, for a sequence)."""
+        raise NotImplementedError
 
     def input_kind(self, input_shape: tuple[int, ...]) -> str:
         """How examples are drawn: (C, H, W) images, (C, L) signals, (D,) feature vectors."""
@@ -191,7 +210,7 @@ class Task:
         """The DataBundle of a data factory's mapping: splits of (x, y) pairs (DESIGN.md)."""
         from nnrecipe.data.plugin import pairs_bundle
 
-        return pairs_bundle(out, spec, ref)
+        return pairs_bundle(out, spec, ref, self)
 
     def label_range(self, m, cfg):
         """label-range: this task's rule for valid targets (a rule of checks/data_integrity)."""
@@ -219,7 +238,7 @@ class Task:
 
     def dumb_metric(self, data, scores: np.ndarray) -> float:
         """The dumb predictor's val metric, for later stages' comparisons."""
-        return float(np.mean(scores))
+        raise NotImplementedError
 
     def chance(self, data) -> float:
         """The val metric of predicting without looking at the input."""
@@ -303,7 +322,7 @@ class Task:
 
     def probe_wiring(self, m, model: nn.Module, data, xv: torch.Tensor, yv: torch.Tensor, loss_fn: Callable, cfg) -> None:
         """The baseline's wiring probes on the untrained model and val examples: batch-independence
-        (a next-token model adds its own, `baseline_checks`). Fills BaselineMeasurements `m`."""
+        (a next-token model adds its own, for SEQUENCE_CHECKS). Fills BaselineMeasurements `m`."""
         from nnrecipe.probes.model_probes import batch_dependency
 
         m.dependency = batch_dependency(model, xv[: min(8, len(xv))], m.dependency_rows)

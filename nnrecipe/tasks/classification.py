@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -10,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from nnrecipe.stats import mcnemar_z
-from nnrecipe.tasks.base import Task, TrainGoal
+from nnrecipe.tasks.base import OPT_IN, SEQUENCE_CHECKS, Task, TrainGoal, binomial_se
 
 
 class _Hits:
@@ -65,6 +66,7 @@ class Classification(Task):
     default_loss = "cross_entropy"
     dumb_name = "majority-class"
     stratify = True
+    supports = frozenset(OPT_IN) - set(SEQUENCE_CHECKS)
 
     # ---- measures
 
@@ -84,10 +86,19 @@ class Classification(Task):
     def metric_of(self, scores, target_var=1.0):
         return float(scores.mean())
 
+    def metric_se(self, metric, n, *, scores=None, target_var=1.0):
+        return binomial_se(metric, n)
+
+    def objective(self, metric):
+        return float(metric) if math.isfinite(metric) else 0.0
+
     def train_goal(self, cfg):
         return TrainGoal("train accuracy", cfg.target_train_accuracy, lambda e: e.metric)
 
     # ---- targets and data
+
+    def num_outputs(self, data):
+        return int(data.num_classes or 0)
 
     def declared_outputs(self, declared, class_names, ys):
         from nnrecipe.data.common import infer_num_classes
@@ -150,6 +161,9 @@ class Classification(Task):
     def dumb_scores(self, data):
         majority = int(np.argmax(data.priors("train")))
         return (data.targets("val").long() == majority).double().numpy()
+
+    def dumb_metric(self, data, scores):
+        return float(np.mean(scores))  # the majority class's val accuracy
 
     def chance(self, data):
         return float(data.priors("val").max())

@@ -8,7 +8,7 @@ from typing import Mapping
 
 import torch
 
-from nnrecipe.tasks.base import Task, TrainGoal
+from nnrecipe.tasks.base import HUMAN_ACCURACY, LABEL_ERRORS, SEQUENCE_CHECKS, Task, TrainGoal, binomial_se
 from nnrecipe.tasks.classification import distribution_statistics, prior_bias
 
 TRAIN_EVAL_WINDOWS = 2048  # a language model's train loss is read on this many evenly spaced windows
@@ -42,14 +42,13 @@ class LanguageModel(Task):
     seed_spread_first = True
     confirm_seeds = 3
     score_is_loss = True
-    baseline_checks = ("causal-dependency", "padding-invariance")
+    supports = frozenset(SEQUENCE_CHECKS)
     skips: Mapping[str, str] = {
         "init-well": "a language model starts uniform over its vocabulary (loss-at-init checks ln V); "
                      "the token frequencies are learnt in its first steps",
-        "human-baseline": "human accuracy applies to classification",
+        "human-baseline": HUMAN_ACCURACY,
         "first-layer-filters": "a language model's first layer is a token embedding: no filters to look at",
-        "suspected-label-errors": "classification only (regression has no label to doubt, see the residuals; "
-                                  "a language model's targets are its own text)",
+        "suspected-label-errors": LABEL_ERRORS,
         "distillation": "not for language models yet: the soft targets are the ensemble's distribution at every "
                         "train position (windows x context x vocabulary), and soft against hard labels at one "
                         "seed each would be judged within a language model's seed spread, which takes "
@@ -72,6 +71,12 @@ class LanguageModel(Task):
     def meter(self, device):
         return _TokenAccuracy(device)
 
+    def metric_se(self, metric, n, *, scores=None, target_var=1.0):
+        return binomial_se(metric, n)  # token accuracy, each window counted as one trial (conservative)
+
+    def objective(self, metric):
+        return float(metric) if math.isfinite(metric) else 0.0
+
     def val_scalars(self, loss):
         return {"val_bits_per_token": loss / math.log(2)}  # bits per character for char-level text
 
@@ -82,9 +87,12 @@ class LanguageModel(Task):
                          failed="train loss only reached {value:.3f} bits per token after {steps} steps",
                          hint="a larger model (stages.overfit.model), more steps, a better LR (--lr-range); or set "
                               "stages.overfit.target_train_bits for your tokenization",
-                         extra=lambda e: {"train_loss": round(e.loss, 6), "train_token_accuracy": round(e.metric, 5)})
+                         extra=lambda e: {"train_token_accuracy": round(e.metric, 5)})
 
     # ---- targets and data
+
+    def num_outputs(self, data):
+        return int(data.num_classes or 0)  # the vocabulary
 
     def input_kind(self, input_shape):
         return "sequence"  # (L,) token windows

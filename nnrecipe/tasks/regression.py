@@ -9,7 +9,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from nnrecipe.tasks.base import Task, TrainGoal
+from nnrecipe.tasks.base import HUMAN_ACCURACY, LABEL_ERRORS, Task, TrainGoal
 
 
 class _RSquared:
@@ -41,13 +41,12 @@ class Regression(Task):
     default_loss = "mse"
     dumb_name = "mean"
     real_targets = True
-    skips = {**Task.skips,
-             "label-range": "regression: targets are real numbers; their range is reported by shapes-dtypes",
+    supports = frozenset({"augment-preserves-labels", "distillation"})
+    skips = {"label-range": "regression: targets are real numbers; their range is reported by shapes-dtypes",
              "conflicting-labels": "regression: identical inputs may have different targets by noise",
              "class-balance": "regression task",
-             "human-baseline": "human accuracy applies to classification",
-             "suspected-label-errors": "classification only (regression has no label to doubt, see the residuals; "
-                                       "a language model's targets are its own text)"}
+             "human-baseline": HUMAN_ACCURACY,
+             "suspected-label-errors": LABEL_ERRORS}
 
     # ---- measures
 

@@ -8,7 +8,7 @@ import torch
 
 from nnrecipe.checks import model_checks as mc
 from nnrecipe.checks import training_checks as tc
-from nnrecipe.engine import EvalResult, History
+from nnrecipe.loop import EvalResult, History
 from nnrecipe.probes.measurements import BaselineMeasurements
 from nnrecipe.probes.model_probes import GradStep, InitMeasure, OverfitResult
 from nnrecipe.experiments import Result

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from nnrecipe.checks import overfit_checks as oc
-from nnrecipe.engine import EvalResult, History
+from nnrecipe.loop import EvalResult, History
 from nnrecipe.probes.measurements import LRRangeResult, OverfitMeasurements
 from nnrecipe.experiments import Result
 from nnrecipe.spec_stages import OverfitSpec

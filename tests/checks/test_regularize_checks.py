@@ -146,7 +146,7 @@ def _lm_result(name, rng, base, seeds, effect=0.0):
 
 
 def _lm_m(ref, *knobs):
-    m = rc.RegularizeMeasurements(LANGUAGE_MODEL, n_val=700, reference=ref, knobs=list(knobs), seed_spread_first=True)
+    m = rc.RegularizeMeasurements(LANGUAGE_MODEL, n_val=700, reference=ref, knobs=list(knobs))
     m.seed_noise = m.measure_noise()
     return m
 

@@ -1,7 +1,7 @@
 """One tune worker: runs trials of the study until enough have finished, across all workers.
 
 The tune stage runs one worker in its own process and starts `workers - 1` more as
-`python -m nnrecipe.probes.tune_worker <run>/tune/worker.json <index>`; each loads the data
+`python -m nnrecipe.executors.tune_worker <run>/tune/worker.json <index>`; each loads the data
 once, trains each trial it claims from the shared study, and reports the val metric at
 every evaluation to the pruner. Every machine of a distributed study runs the same.
 """
