@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from nnrecipe.errors import PluginError, SpecError
-from nnrecipe.plugins import call_factory, load_factory
+from nnrecipe.plugins import call_factory, load_factory, user_code
 
 Augment = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -235,10 +235,8 @@ def _checked(fn: Callable, field: str, ref: str) -> Augment:
     """A user augmentation must return a pair shaped like its input."""
 
     def wrapped(x, y):
-        try:
+        with user_code(field, ref):
             out = fn(x, y)
-        except Exception as exc:
-            raise PluginError(f"{field}: {ref} raised {exc.__class__.__name__}: {exc}") from exc
         if not (isinstance(out, (tuple, list)) and len(out) == 2 and all(isinstance(t, torch.Tensor) for t in out)):
             raise PluginError(f"{field}: {ref} must return (x, y) tensors; got {type(out).__name__}")
         if out[0].shape[1:] != x.shape[1:] or len(out[0]) != len(out[1]):

@@ -174,6 +174,11 @@ class Engine:
         with self._autocast():
             out = forward(x)
         loss = plan.loss_fn(out, y)
+        if not loss.requires_grad:  # backward would fail: say whose it is
+            from nnrecipe.errors import PluginError
+
+            raise PluginError("model.factory: the training loss does not depend on the model's trainable parameters "
+                              "(a .detach(), .item() or numpy round-trip in forward?)")
         plan.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if plan.grad_clip is not None:

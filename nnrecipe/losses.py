@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from nnrecipe.errors import PluginError
-from nnrecipe.plugins import call_factory, load_factory
+from nnrecipe.plugins import call_factory, load_factory, user_code
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 IGNORE_INDEX = -100  # a language model's padding target (PyTorch's cross_entropy default)
@@ -68,11 +68,34 @@ def make_loss(spec, *, base: Path) -> LossFn:
     name = loss_name(spec)
     if name != "custom":
         return BUILTIN[name]
-    fn = load_factory(spec.loss.factory, base=base, field="loss.factory")
-    loss = call_factory(fn, field="loss.factory", ref=spec.loss.factory, **spec.loss.args)
+    ref = spec.loss.factory
+    fn = load_factory(ref, base=base, field="loss.factory")
+    loss = call_factory(fn, field="loss.factory", ref=ref, **spec.loss.args)
     if not callable(loss):
-        raise PluginError(f"loss.factory: {spec.loss.factory} returned {type(loss).__name__}; expected a callable(outputs, targets)")
-    return loss
+        raise PluginError(f"loss.factory: {ref} returned {type(loss).__name__}; expected a callable(outputs, targets)")
+    return _checked_loss(loss, ref)
+
+
+def _checked_loss(loss: LossFn, ref: str) -> LossFn:
+    """The user's loss under the guard, its value checked where it is returned: one number
+    (a tensor of shape ()) that backward can start from."""
+
+    def checked(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with user_code("loss.factory", ref):
+            value = loss(out, y)
+        if not isinstance(value, torch.Tensor) or value.ndim != 0:
+            got = f"a tensor of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
+            raise PluginError(f"loss.factory: {ref} returned {got}; expected one number, a tensor of shape () "
+                              "(reduce the per-example losses, e.g. with .mean())")
+        if not value.is_floating_point():
+            raise PluginError(f"loss.factory: {ref} returned a {str(value.dtype).removeprefix('torch.')} tensor; "
+                              "expected a floating-point loss")
+        if torch.is_grad_enabled() and isinstance(out, torch.Tensor) and out.requires_grad and not value.requires_grad:
+            raise PluginError(f"loss.factory: {ref} returned a loss that does not depend on the model's outputs: no "
+                              "gradient can reach the model (.item(), .detach() or numpy inside the loss?)")
+        return value
+
+    return checked
 
 
 def per_example_loss(name: str, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

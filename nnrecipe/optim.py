@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Optional
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
 from nnrecipe.errors import PluginError
-from nnrecipe.plugins import call_factory, load_factory
+from nnrecipe.plugins import call_factory, load_factory, user_code
 
 
 def make_optimizer(optim_spec, params) -> torch.optim.Optimizer:
@@ -28,14 +27,32 @@ def make_optimizer(optim_spec, params) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, foreach=True)
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, schedule_spec, *, total_steps: int, base: Path) -> Optional[LRScheduler]:
+class UserSchedule:
+    """A schedule from the user's factory, each step under the guard (a LambdaLR's lambda is
+    user code that runs at every step); its state is the scheduler's own."""
+
+    def __init__(self, scheduler: LRScheduler, ref: str):
+        self.scheduler, self.ref = scheduler, ref
+
+    def step(self) -> None:
+        with user_code("optim.schedule.factory", self.ref):
+            self.scheduler.step()
+
+    def state_dict(self) -> dict:
+        return self.scheduler.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.scheduler.load_state_dict(state)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, schedule_spec, *, total_steps: int, base: Path):
     s = schedule_spec
     if s.factory is not None:
         fn = load_factory(s.factory, base=base, field="optim.schedule.factory")
         sched = call_factory(fn, optimizer, total_steps, field="optim.schedule.factory", ref=s.factory, **s.args)
         if not isinstance(sched, LRScheduler):
             raise PluginError(f"optim.schedule.factory: {s.factory} returned {type(sched).__name__}; expected an LRScheduler")
-        return sched
+        return UserSchedule(sched, s.factory)
     if s.name == "constant":
         return None  # the recipe's default: a constant LR until the end
     if s.name == "step":

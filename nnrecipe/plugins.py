@@ -6,11 +6,12 @@ PluginError that names the spec field and the function, in one line.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 
 def _is_file_ref(module_part: str) -> bool:
@@ -35,7 +36,9 @@ def load_factory(ref: str, *, base: Path, field: str) -> Callable[..., Any]:
         sys.path.insert(0, str(path.parent))  # let the plugin import its sibling files
         try:
             spec.loader.exec_module(module)  # type: ignore[union-attr]
-        except Exception as exc:
+        except BaseException as exc:
+            if user_error(exc, field, "") is exc:
+                raise
             raise PluginError(f"{field}: importing {path} failed: {_one_line(exc)}") from exc
         finally:
             sys.path.remove(str(path.parent))
@@ -45,7 +48,9 @@ def load_factory(ref: str, *, base: Path, field: str) -> Callable[..., Any]:
             module = importlib.import_module(module_part)
         except ModuleNotFoundError as exc:
             raise PluginError(f"{field}: module {module_part!r} not found ({exc.name})") from exc
-        except Exception as exc:
+        except BaseException as exc:
+            if user_error(exc, field, "") is exc:
+                raise
             raise PluginError(f"{field}: importing {module_part!r} failed: {_one_line(exc)}") from exc
         where = module_part
     fn = getattr(module, func_name, None)
@@ -58,14 +63,82 @@ def load_factory(ref: str, *, base: Path, field: str) -> Callable[..., Any]:
 
 def call_factory(fn: Callable[..., Any], *args: Any, field: str, ref: str, **kwargs: Any) -> Any:
     """Call user code; anything it raises becomes one line naming the field and the function."""
+    with user_code(field, ref):
+        return fn(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def user_code(field: str, what: str) -> Iterator[None]:
+    """The one guard around a call into the user's code (factories, forward, the loss, the
+    augmentation, the schedule, a Dataset): anything it raises, SystemExit included, becomes
+    one line naming the spec field and the code (exit 2). nnrecipe's own errors, Ctrl-C and a
+    device out of memory (which the stage runner turns into advice) pass through."""
+    try:
+        yield
+    except BaseException as exc:
+        err = user_error(exc, field, what)
+        if err is exc:
+            raise
+        raise err from exc
+
+
+def user_error(exc: BaseException, field: str, what: str) -> BaseException:
+    """What the guard raises for `exc` from user code: a PluginError, or `exc` itself (raised
+    again as it is) when it is not the user code's to answer for."""
+    import torch
+
     from nnrecipe.errors import NNRecipeError, PluginError
 
+    if isinstance(exc, (NNRecipeError, KeyboardInterrupt, GeneratorExit, torch.OutOfMemoryError)):
+        return exc
+    return PluginError(f"{field}: {what} raised {_one_line(exc)}")
+
+
+def guard_module(model, *, field: str, ref: str):
+    """The user's module, its forward run under the guard wherever nnrecipe calls it (the
+    engine, every probe, copies of it): its class becomes a subclass whose forward catches,
+    and checks what it returns: a floating-point tensor with a row per example, of the rank
+    and width of its first output (the shape check at build time sees only the first call).
+    Weights, state_dict keys and the class's name are unchanged."""
+    cls = type(model)
+    if getattr(cls, "_nnrecipe_guarded", False):
+        return model
+
+    def forward(self, *args, **kwargs):
+        try:
+            out = cls.forward(self, *args, **kwargs)
+        except BaseException as exc:
+            err = user_error(exc, field, f"{ref}: forward")
+            if err is exc:
+                raise
+            raise err from exc
+        _check_output(self, out, args, field, ref)
+        return out
+
+    guarded = type(cls.__name__, (cls,), {"forward": forward, "_nnrecipe_guarded": True,
+                                          "__module__": cls.__module__, "__qualname__": cls.__qualname__})
     try:
-        return fn(*args, **kwargs)
-    except NNRecipeError:
-        raise
-    except Exception as exc:
-        raise PluginError(f"{field}: {ref} raised {_one_line(exc)}") from exc
+        model.__class__ = guarded
+    except TypeError:  # a class that cannot be subclassed this way (e.g. TorchScript): unguarded
+        pass
+    return model
+
+
+def _check_output(module, out, args, field: str, ref: str) -> None:
+    import torch
+
+    from nnrecipe.errors import PluginError
+
+    if not isinstance(out, torch.Tensor) or not out.is_floating_point() or out.ndim < 2:
+        got = f"{str(out.dtype).removeprefix('torch.')} of shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
+        raise PluginError(f"{field}: {ref}: forward returned {got}; expected floating-point outputs, a row per example")
+    if args and isinstance(args[0], torch.Tensor) and len(out) != len(args[0]):
+        raise PluginError(f"{field}: {ref}: forward returned {len(out)} rows for a batch of {len(args[0])}")
+    form = (out.ndim, out.shape[-1])
+    first = module.__dict__.setdefault("_nnrecipe_output_form", form)
+    if form != first:
+        raise PluginError(f"{field}: {ref}: forward returned shape {tuple(out.shape)}; its first output had "
+                          f"{first[0]} dimensions and {first[1]} values per row")
 
 
 def _one_line(exc: BaseException) -> str:

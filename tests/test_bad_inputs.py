@@ -106,6 +106,25 @@ CASES = [
     ("unwritable-output-dir", lambda f: (f / "taken").write_text("a file, not a folder"), {"output_dir": "taken/runs"},
      ("inspect-data",), "output_dir: cannot write the run directory"),
     ("name-escapes-output-dir", None, {"name": "../outside"}, ("inspect-data",), "name: String should match pattern"),
+    # user code that ends the process, returns what cannot be used, or data a stage cannot train on
+    ("factory-sys-exit", None, {"data": {"source": "python", "factory": f"{PY}:exits"}}, ("inspect-data",),
+     "data.factory: "),
+    ("factory-object-arrays", None, {"data": {"source": "python", "factory": f"{PY}:object_arrays"}}, ("inspect-data",),
+     "'train' inputs of dtype object; expected numbers"),
+    ("dataset-sys-exit", None, {"data": {"source": "python", "factory": f"{PY}:exits_in_getitem"}}, ("inspect-data",),
+     "data.factory: reading the train split failed"),
+    ("forward-sys-exit", None, {"model": {"arch": "python", "factory": f"{MODELS}:exits_in_forward"}}, ("baseline",),
+     "model.factory: "),
+    ("model-frozen", None, {"model": {"arch": "python", "factory": f"{MODELS}:frozen"}}, ("baseline",),
+     "model.factory: the model has no trainable parameters"),
+    ("loss-per-example", None, {"loss": {"factory": f"{PY}:per_example_loss"}}, ("baseline",),
+     "loss.factory: "),
+    ("loss-detached", None, {"loss": {"factory": f"{PY}:detached_loss"}}, ("baseline",),
+     "does not depend on the model's outputs"),
+    ("float-labels-in-training", None, {"data": {"source": "python", "factory": f"{PY}:float_labels"}}, ("baseline",),
+     "labels are not whole numbers"),
+    ("labels-out-of-range-in-training", None, {"data": {"source": "python", "factory": f"{PY}:labels_out_of_range"}},
+     ("overfit",), "lie outside [0,"),
 ]
 
 

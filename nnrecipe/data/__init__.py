@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+import torch
+
 from nnrecipe.data.bundle import DataBundle, LazySplit, Split, TensorSplit, downsample
 
 SOURCES: dict[str, str] = {
@@ -42,6 +44,9 @@ def _check_usable(data: DataBundle, spec) -> None:
     for name, split in data.splits().items():
         if len(split) == 0:
             raise DataError(f"{where}: the {name} split is empty")
+        for what, t in zip(("inputs", "targets"), split.example(0)):
+            if torch.as_tensor(t).numel() == 0:
+                raise DataError(f"{where}: the {name} {what} have shape {tuple(torch.as_tensor(t).shape)} per example: no values")
     data.task.check_usable(data, where)
 
 

@@ -70,17 +70,29 @@ class LazySplit:
     lazy = True
 
     def __init__(self, name: str, dataset: Dataset, *, num_workers: int = 0, owner: str = "data"):
+        if owner == "data.factory" and not isinstance(dataset, _Contained):
+            dataset = _Contained(dataset)
         self.name, self.dataset, self.num_workers = name, dataset, num_workers
         self.owner = owner  # "data" for built-in sources, "data.factory" for user datasets
 
     def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
+        try:
+            return len(self.dataset)  # type: ignore[arg-type]
+        except BaseException as exc:
+            err = self._error(exc)
+            if err is exc:
+                raise
+            raise err from exc
 
     @property
     def device(self) -> torch.device:
         return torch.device("cpu")
 
-    def _error(self, exc: BaseException) -> NNRecipeError:
+    def _error(self, exc: BaseException) -> BaseException:
+        """One line naming the split for anything reading it raised (a user Dataset's
+        __getitem__/__len__, a DataLoader worker, the collate); Ctrl-C passes through."""
+        if isinstance(exc, (KeyboardInterrupt, GeneratorExit)):
+            return exc
         if isinstance(exc, NNRecipeError):
             text = str(exc)
             if "Original Traceback" not in text:
@@ -108,23 +120,33 @@ class LazySplit:
             pin_memory=pin_memory,
             persistent_workers=False,
         )
-        it = iter(loader)
+        it = None
         while True:
             try:
+                it = iter(loader) if it is None else it
                 batch = next(it)
             except StopIteration:
                 return
-            except Exception as exc:  # a worker or the collate failed: name the split, keep one line
-                raise self._error(exc) from exc
-            yield _as_pair(batch, self)
+            except BaseException as exc:  # the dataset, a worker or the collate failed: name the split, one line
+                err = self._error(exc)
+                if err is exc:
+                    raise
+                raise err from exc
+            x, y = _as_pair(batch, self)
+            if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)):
+                raise self._error(TypeError(f"examples must be (x, y) of numbers; a batch of them holds "
+                                            f"({type(x).__name__}, {type(y).__name__})"))
+            yield x, y
 
     def example(self, i: int) -> Batch:
         try:
-            item = self.dataset[i]
-        except Exception as exc:
-            raise self._error(exc) from exc
-        x, y = _as_pair(item, self)
-        return torch.as_tensor(x), torch.as_tensor(y)
+            x, y = _as_pair(self.dataset[i], self)
+            return torch.as_tensor(x), torch.as_tensor(y)
+        except BaseException as exc:
+            err = self._error(exc)
+            if err is exc:
+                raise
+            raise err from exc
 
     def subset(self, index: torch.Tensor) -> "LazySplit":
         from torch.utils.data import Subset
@@ -134,6 +156,31 @@ class LazySplit:
     def materialize(self, batch_size: int = 256) -> TensorSplit:
         xs, ys = zip(*self.iterate(batch_size)) if len(self) else ((), ())
         return TensorSplit(self.name, torch.cat(xs), torch.cat(ys))
+
+
+class _Contained(Dataset):
+    """A user Dataset whose __getitem__ and __len__ never end the process: SystemExit and the
+    like become ordinary errors, which a DataLoader worker hands back to the stage (a worker
+    that exits would print on its own and leave only "worker exited unexpectedly")."""
+
+    def __init__(self, dataset: Dataset):
+        self.inner = dataset
+
+    def __len__(self) -> int:
+        return _contained(len, self.inner)
+
+    def __getitem__(self, i):
+        return _contained(self.inner.__getitem__, i)
+
+
+def _contained(fn, *args):
+    try:
+        return fn(*args)
+    except (Exception, KeyboardInterrupt, GeneratorExit):
+        raise
+    except BaseException as exc:
+        text = " ".join(str(exc).split())
+        raise RuntimeError(f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__) from None
 
 
 Split = Union[TensorSplit, LazySplit]

@@ -90,8 +90,8 @@ def infer_num_classes(declared: Optional[int], class_names: Optional[list[str]],
         return declared
     if class_names:
         return len(class_names)
-    if ys and all(not y.dtype.is_floating_point and not y.dtype == torch.bool for y in ys):
-        top = max(int(y.max()) for y in ys if len(y))
+    if ys and all(not y.dtype.is_floating_point and not y.dtype == torch.bool for y in ys) and any(y.numel() for y in ys):
+        top = max(int(y.max()) for y in ys if y.numel())
         return max(top + 1, 2)
     return None
 

@@ -23,11 +23,25 @@ from nnrecipe.tasks import get_task
 FIELD = "data.factory"
 
 
+def numeric(value: Any, what: str, ref: str) -> torch.Tensor:
+    """An array the factory returned, as a tensor of numbers (bool, int or float), or one line
+    naming what it returned instead (object or string arrays, complex numbers)."""
+    try:
+        t = torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError):
+        dtype = getattr(value, "dtype", type(value).__name__)
+        raise PluginError(f"{FIELD}: {ref} returned {what} of dtype {dtype}; expected numbers (bool, int or float)") from None
+    if t.is_complex():
+        raise PluginError(f"{FIELD}: {ref} returned {what} of dtype {str(t.dtype).removeprefix('torch.')}; "
+                          "expected real numbers (bool, int or float)")
+    return t
+
+
 def _as_split(name: str, value: Any, spec, ref: str) -> Split | tuple[torch.Tensor, torch.Tensor]:
     if isinstance(value, TensorDataset) and len(value.tensors) == 2:
-        return value.tensors[0], value.tensors[1]
+        return numeric(value.tensors[0], f"{name!r} inputs", ref), numeric(value.tensors[1], f"{name!r} targets", ref)
     if isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, (torch.Tensor, np.ndarray)) for v in value):
-        return torch.as_tensor(value[0]), torch.as_tensor(value[1])
+        return numeric(value[0], f"{name!r} inputs", ref), numeric(value[1], f"{name!r} targets", ref)
     if isinstance(value, Dataset) and hasattr(value, "__len__"):
         split = LazySplit(name, value, num_workers=spec.data.num_workers, owner=FIELD)
         return split.materialize() if spec.data.in_memory == "always" else split
@@ -87,14 +101,14 @@ def tokens_bundle(out: Mapping, ref: str) -> DataBundle:
         if out.get(k) is None:
             continue
         if isinstance(out[k], (tuple, list)) and len(out[k]) == 2:
-            x, y = (torch.as_tensor(v) for v in out[k])
+            x, y = (numeric(v, f"{k!r} windows", ref) for v in out[k])
             if x.ndim != 2 or x.shape != y.shape or any(t.dtype.is_floating_point or t.dtype == torch.bool for t in (x, y)):
                 raise PluginError(f"{FIELD}: {ref} returned {k!r} windows of shapes {tuple(x.shape)} and {tuple(y.shape)}; "
                                   "expected two (N, L) integer tensors (inputs, next tokens)")
             windows[k] = (x.long(), y.long())
             streams[k] = x.long().reshape(-1)  # for the token counts of inspect-data
             continue
-        t = torch.as_tensor(out[k])
+        t = numeric(out[k], repr(k), ref)
         if t.ndim != 1 or t.dtype.is_floating_point or t.dtype == torch.bool:
             raise PluginError(f"{FIELD}: {ref} returned {k!r} of shape {tuple(t.shape)} and dtype "
                               f"{str(t.dtype).removeprefix('torch.')}; expected a 1-D tensor of integer token ids")

@@ -8,9 +8,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from nnrecipe.errors import PluginError, SpecError
+from nnrecipe.errors import NNRecipeError, PluginError, SpecError
 from nnrecipe.models import builtin, sequence
-from nnrecipe.plugins import call_factory, load_factory
+from nnrecipe.plugins import call_factory, guard_module, load_factory
 
 ARCHS = {
     "linear": builtin.linear,
@@ -32,7 +32,7 @@ def build_model(spec, *, input_shape: Sequence[int], num_outputs: int, base: Pat
     model = call_factory(fn, tuple(input_shape), num_outputs, field="model.factory", ref=m.factory, **m.args)
     if not isinstance(model, nn.Module):
         raise PluginError(f"model.factory: {m.factory} returned {type(model).__name__}; expected a torch.nn.Module")
-    return model
+    return guard_module(model, field="model.factory", ref=m.factory)  # its forward is user code
 
 
 def check_output_shape(model: nn.Module, x: torch.Tensor, want: tuple[int, ...], *, field: str = "model") -> None:
@@ -43,8 +43,8 @@ def check_output_shape(model: nn.Module, x: torch.Tensor, want: tuple[int, ...],
     try:
         with torch.no_grad():
             out = model(x)
-    except torch.OutOfMemoryError:
-        raise  # the stage runner turns it into advice about the batch size
+    except (torch.OutOfMemoryError, NNRecipeError):
+        raise  # out of memory: the stage runner turns it into advice; a user model's: already one line
     except Exception as exc:
         cls = PluginError if field == "model.factory" else SpecError
         raise cls(f"{field}: forward on a batch of shape {tuple(x.shape)} raised {exc.__class__.__name__}: {exc}") from exc
@@ -54,6 +54,9 @@ def check_output_shape(model: nn.Module, x: torch.Tensor, want: tuple[int, ...],
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         what = f"{len(x)} windows of {x.shape[1]} tokens" if len(want) == 3 and x.dim() == 2 else str(len(x))
         raise PluginError(f"{field}: the model returns {got} for a batch of {what}; expected {want}")
+    if not out.is_floating_point():
+        raise PluginError(f"{field}: the model returns {str(out.dtype).removeprefix('torch.')} outputs; expected "
+                          "floating point (logits or values) that gradients can flow through")
 
 
 BUILTIN_ARCHS = ("linear", "mlp", "cnn1d", "cnn2d", "resnet18", "resnet50")
@@ -70,6 +73,9 @@ def prepare_model(spec, data, *, base: Path, model_spec=None) -> nn.Module:
     field = "model.factory" if spec.model.arch == "python" else "model"
     x = torch.stack([data.train.example(i)[0] for i in range(min(2, len(data.train)))]).cpu()
     check_output_shape(model, x, data.task.output_shape(x, data.num_outputs), field=field)
+    if not any(p.requires_grad for p in model.parameters()):
+        raise (PluginError if field == "model.factory" else SpecError)(
+            f"{field}: the model has no trainable parameters (all frozen, or none): nothing can be trained")
     if spec.model.arch in BUILTIN_ARCHS and spec.model.init_final_bias:
         data.task.init_output_layer(model, data, loss_name(spec))  # the final bias at the task's ideal
     if spec.model.pretrained:  # after the bias init: a pretrained head keeps its own bias

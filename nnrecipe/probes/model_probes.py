@@ -233,7 +233,9 @@ class InputCapture:
         self._hook = model.register_forward_pre_hook(self._pre)
 
     def _pre(self, module, args):
-        if self.x is None and args and isinstance(args[0], torch.Tensor):
+        # Training forwards only: the prediction dynamics call the model in eval mode on val
+        # examples before the first step (they were captured, with the first step's labels).
+        if self.x is None and module.training and args and isinstance(args[0], torch.Tensor):
             self.x = args[0].detach()[: self.keep].float().cpu()
         return None
 

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nnrecipe.errors import PluginError
 from nnrecipe.losses import IGNORE_INDEX
 
 
@@ -193,7 +194,7 @@ def generate(model: nn.Module, info, *, tokens: int, device: torch.device, seed:
             window = torch.tensor([context], dtype=torch.long, device=device)
             try:
                 logits = model(window)[0, -1].float().cpu() / temperature
-            except RuntimeError:
+            except (RuntimeError, PluginError):  # a user model's error arrives through the guard
                 if fixed_length or len(context) == info.context:
                     raise
                 fixed_length = True
@@ -245,9 +246,10 @@ def measure_wiring(m, model: nn.Module, data, xv: torch.Tensor, yv: torch.Tensor
     if cfg.padding_tokens < length:
         try:
             m.padding = padding_change(model, xv[:16], yv[:16], loss_fn, pad=cfg.padding_tokens)
-        except RuntimeError as exc:  # e.g. a position table added without slicing: only full windows fit
+        except (RuntimeError, PluginError) as exc:  # e.g. a position table added without slicing: only full windows fit
+            cause = exc.__cause__ if isinstance(exc, PluginError) and exc.__cause__ is not None else exc
             m.padding_skip = (f"the model does not take windows of {length - cfg.padding_tokens} tokens "
-                              f"({exc.__class__.__name__}: {str(exc).splitlines()[0][:80]})")
+                              f"({cause.__class__.__name__}: {str(cause).splitlines()[0][:80]})")
     else:
         m.padding_skip = f"windows of {length} tokens leave no room for {cfg.padding_tokens} padding tokens"
 

@@ -42,9 +42,13 @@ class StageContext:
         return self._data
 
     def device_data(self):
-        """The data with in-memory splits moved to the training device (once)."""
+        """The data the training stages train on: its targets checked against the task (a
+        one-line error where they cannot be trained on), in-memory splits moved to the device
+        (once)."""
         if self._device_data is None:
-            self._device_data = self.data().to(self.device)
+            data = self.data()
+            data.task.check_targets(data)
+            self._device_data = data.to(self.device)
         return self._device_data
 
     def writer(self, stage: str, run: Optional[str] = None, *, purge_step: Optional[int] = None):

@@ -190,6 +190,10 @@ class Task:
     def check_usable(self, data, where: str) -> None:
         """Raise DataError for data no stage can use (empty splits are refused before)."""
 
+    def check_targets(self, data) -> None:
+        """Raise DataError, one line, when a training stage cannot train on the targets (what
+        inspect-data's label-range judges; it reports a fail verdict instead)."""
+
     def column_targets(self, values: np.ndarray, *, names: Optional[list[str]], field: str, path: Path):
         """(targets, class names) from one CSV column."""
         from nnrecipe.errors import DataError

@@ -121,6 +121,29 @@ class Classification(Task):
             shown = distinct.tolist()[0] if len(distinct) else "none"
             raise DataError(f"{where}: every train label is {shown}: classification needs at least two classes")
 
+    def check_targets(self, data):
+        """Class indices: one integer in [0, C) per example, in every split."""
+        from nnrecipe.errors import DataError
+
+        C, more = data.num_classes, "(inspect-data's label-range says more)"
+        for name in data.splits():
+            y = data.targets(name)
+            if y.ndim != 1:
+                raise DataError(f"data: the {name} targets have shape {tuple(y.shape[1:])} per example; classification "
+                                f"trains on one class index per example {more}")
+            bad = (~torch.isfinite(y.double())) | (y.double() != y.double().round()) if y.is_floating_point() else None
+            if bad is not None and bad.any():
+                i = int(torch.nonzero(bad)[0])
+                raise DataError(f"data: {int(bad.sum())} {name} labels are not whole numbers (e.g. {name}[{i}] = "
+                                f"{float(y[i]):g}); class indices are integers in [0, C) {more}")
+            if C is None:
+                raise DataError(f"data: the number of classes is unknown; give integer labels or data.num_classes {more}")
+            out = (y < 0) | (y >= C)
+            if out.any():
+                i = int(torch.nonzero(out)[0])
+                raise DataError(f"data: {int(out.sum())} {name} labels lie outside [0, {C}) (e.g. {name}[{i}] = "
+                                f"{float(y[i]):g}); remap them to 0..{C - 1} or declare data.num_classes {more}")
+
     def column_targets(self, values: np.ndarray, *, names: Optional[list[str]], field: str, path: Path):
         """Integer-looking labels stay integers; anything else is a class name (val/test files
         use the names found in train)."""

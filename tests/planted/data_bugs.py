@@ -196,3 +196,46 @@ def val_labels_shifted(**kw):
     d = clean(**kw)
     xv, yv = d["val"]
     return {"train": d["train"], "val": (xv, (yv + 1) % 4)}
+
+
+def exits(**kw):
+    """A factory that ends the process itself (a script's habit): sys.exit(3)."""
+    import sys
+
+    sys.exit(3)
+
+
+def object_arrays(**kw):
+    """numpy arrays of dtype object (rows read from a CSV by hand, mixed types)."""
+    d = clean(**kw)
+    x, y = d["train"]
+    return {"train": (x.numpy().astype(object), y.numpy()), "val": d["val"]}
+
+
+def exits_in_getitem(**kw):
+    """A Dataset whose __getitem__ calls sys.exit on a bad record."""
+    d = clean(**kw)
+
+    class Exits(Dataset):
+        def __len__(self):
+            return 10
+
+        def __getitem__(self, i):
+            import sys
+
+            sys.exit(f"bad record {i}")
+
+    return {"train": Exits(), "val": d["val"]}
+
+
+def per_example_loss(**kw):
+    """A loss factory whose loss keeps reduction='none': one loss per example, not a number."""
+    return torch.nn.CrossEntropyLoss(reduction="none")
+
+
+def detached_loss(**kw):
+    """A loss computed outside autograd: no gradient reaches the model."""
+    def loss(out, y):
+        return torch.nn.functional.cross_entropy(out.detach(), y)
+
+    return loss

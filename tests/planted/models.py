@@ -200,3 +200,31 @@ def out_of_memory(input_shape, num_outputs):
 def ignores_width(input_shape, num_outputs, width: int = 64):
     """A tuning bug: the factory takes `width` and never uses it, so tuning it changes nothing."""
     return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), 32), nn.ReLU(), nn.Linear(32, num_outputs))
+
+
+def exits_in_forward(input_shape, num_outputs):
+    """A forward that calls sys.exit on inputs it does not like (after the shape check)."""
+
+    class Exits(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = _MLP(input_shape, num_outputs)
+            self.calls = 0
+
+        def forward(self, x):
+            self.calls += 1
+            if self.calls > 3:
+                import sys
+
+                sys.exit(3)
+            return self.net(x)
+
+    return Exits()
+
+
+def frozen(input_shape, num_outputs):
+    """Every parameter frozen: nothing can be trained."""
+    model = _MLP(input_shape, num_outputs)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model

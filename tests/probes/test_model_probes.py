@@ -111,6 +111,20 @@ def test_input_capture_records_the_first_batch_and_its_targets():
     assert torch.equal(cap.x, x[:4]) and torch.equal(cap.y, y[:4])
 
 
+def test_input_capture_skips_eval_forwards_before_training():
+    """The baseline draws prediction dynamics (eval mode, val examples) before the first step:
+    those inputs were captured and shown with the first training batch's labels."""
+    model = planted.mlp((3,), 2)
+    cap = InputCapture(model, nn.functional.cross_entropy, keep=32)
+    model.eval()
+    model(torch.randn(16, 3))  # prediction dynamics on 16 val examples
+    model.train()
+    x, y = torch.randn(8, 3), torch.arange(8) % 2
+    cap.loss_fn(model(x), y)
+    cap.remove()
+    assert torch.equal(cap.x, x) and torch.equal(cap.y, y)
+
+
 def test_larger_model_spec():
     spec, _ = load_spec(None, [])
     assert larger_model_spec(spec).args.hidden == [256, 256]
