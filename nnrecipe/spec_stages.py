@@ -87,6 +87,9 @@ class BaselineSpec(Section):
     overfit_steps: Annotated[int, Field(ge=10)] = 500
     overfit_lr: Positive = 1e-3
     overfit_target: Positive = 0.05
+    # Above the target at the end but its excess over the floor shrank to at most this share over
+    # the last fifth of the steps: still learning (warn), not stuck (fail).
+    overfit_falling_ratio: Fraction01 = 0.5
     # loss-decreases: user models are made larger by merging these into model.args
     # (built-ins double their widths); None skips the larger-model comparison for user models.
     larger_model_args: Optional[dict[str, Any]] = None
@@ -104,6 +107,10 @@ class BaselineSpec(Section):
     # repeat rate at distance k + 1: a fail needs it above that rate by leak_excess beyond both
     # 95% intervals (unshifted windows: 1.0 against ~0.1 on English text).
     causal_rtol: Positive = 1e-6
+    # Models with no nn.Embedding are tested by changing tokens: an output may move by at most
+    # this much, relative to the outputs' largest value (float32 noise), when a token it must
+    # not read changes (causal-dependency; batch-independence across windows).
+    perturb_rtol: Positive = 1e-5
     causal_positions: Annotated[int, Field(ge=2)] = 8
     leak_excess: Fraction01 = 0.2
     # padding-invariance: this many padding positions (targets ignore_index) appended to

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections import Counter, defaultdict
 from typing import Iterable, Optional
 
 import numpy as np
@@ -152,3 +153,21 @@ def t_as_z(t: float, df: float) -> float:
     p = float(stats.t.sf(abs(t), df))
     z = float(stats.norm.isf(p)) if p > 0 else abs(t)  # p underflows only far beyond any threshold
     return math.copysign(z, t)
+
+
+def conditional_entropy(keys: list, labels: list) -> tuple[float, int]:
+    """Mean over examples of H(label | key) in nats, within this sample: what no model that
+    sees only the key can go below with a cross-entropy loss on these very examples (identical
+    inputs, or identical contexts, followed by different labels). Also: how many keys come
+    with more than one label."""
+    groups: dict = defaultdict(Counter)
+    for k, y in zip(keys, labels):
+        groups[k][y] += 1
+    total = sum(sum(c.values()) for c in groups.values())
+    if not total:
+        return 0.0, 0
+    h = 0.0
+    for c in groups.values():
+        n = sum(c.values())
+        h += n * -sum((v / n) * math.log(v / n) for v in c.values())
+    return h / total, sum(len(c) > 1 for c in groups.values())

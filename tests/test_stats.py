@@ -92,3 +92,12 @@ def test_a_seed_spread_of_zero_leaves_the_paired_test_as_it_was():
     # the same statistic, read as Student's t with 499 degrees of freedom: 3.56 vs 3.58
     assert math.isclose(seeded_z(a, b, SeedNoise(between=0.0, within=0.0, n=500, df=10, configurations=2)),
                         paired_z(a, b), rel_tol=0.01)
+
+
+def test_conditional_entropy_of_labels_given_identical_keys():
+    from nnrecipe.stats import conditional_entropy
+
+    assert conditional_entropy([], []) == (0.0, 0)
+    assert conditional_entropy(["a", "b", "c"], [0, 1, 1]) == (0.0, 0)  # unique keys: zero
+    h, groups = conditional_entropy(["a"] * 4 + ["b"] * 2, [0, 1, 2, 3, 5, 5])
+    assert groups == 1 and math.isclose(h, math.log(4) * 4 / 6)  # uniform over 4 labels for 4 of the 6 examples

@@ -164,3 +164,27 @@ def test_bce_takes_class_indices_and_multi_hot_targets_alike():
     by_row = F.binary_cross_entropy_with_logits(out, hot, reduction="none").mean(dim=1)
     assert torch.allclose(per_example_loss("bce", out, hot), by_row)
     assert not torch.allclose(per_example_loss("bce", out, indices), by_row)  # indices 0, 1 are not rows 0/1
+
+
+def test_loss_floor_is_the_batch_s_conditional_entropy_of_identical_inputs():
+    x = torch.tensor([[0.0, 1.0], [0.0, 1.0], [2.0, 3.0], [4.0, 5.0]])
+    f = CLASSIFICATION.loss_floor(x, torch.tensor([0, 1, 2, 2]), "cross_entropy")
+    assert f.value == pytest.approx(2 / 4 * math.log(2)) and f.why.startswith("1 group ")
+    assert CLASSIFICATION.loss_floor(x, torch.tensor([0, 1, 2, 3]), "bce").value == 0.0  # no rule for bce
+    assert CLASSIFICATION.loss_floor(x[2:], torch.tensor([0, 1]), "cross_entropy").value == 0.0  # distinct inputs
+    r = REGRESSION.loss_floor(x, torch.tensor([[1.0], [3.0], [0.0], [0.0]]), "mse")
+    assert r.value == pytest.approx((1 + 1) / 4)  # each of the pair is 1 from their mean
+    assert REGRESSION.loss_floor(x, torch.tensor([[1.0], [3.0], [0.0], [0.0]]), "l1").value == 0.0
+
+
+def test_a_language_model_s_floor_counts_the_context_it_reads():
+    # "a b a c": after "a" comes b once and c once; with two tokens of context every context is unique
+    x = torch.tensor([[0, 1, 0, 2]])
+    y = torch.tensor([[1, 0, 2, -100]])
+    assert LANGUAGE_MODEL.loss_floor(x, y, "cross_entropy", receptive=1, positional=False).value == \
+        pytest.approx(2 / 3 * math.log(2))
+    assert LANGUAGE_MODEL.loss_floor(x, y, "cross_entropy", receptive=2, positional=False).value == 0.0
+    # absolute positions tell the two "a"s apart; a model that reads nothing gets no lower floor than the prefix
+    assert LANGUAGE_MODEL.loss_floor(x, y, "cross_entropy", receptive=1, positional=True).value == 0.0
+    assert LANGUAGE_MODEL.loss_floor(x, y, "cross_entropy", receptive=0).value == 0.0
+    assert "the 1 token the model reads" in LANGUAGE_MODEL.loss_floor(x, y, "cross_entropy", receptive=1, positional=False).why

@@ -154,18 +154,27 @@ def batch_independence(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
     n = dep.shape[1]
     leaks = [(i, j) for k, i in enumerate(rows) for j in range(n) if j != i and dep[k, j] > 0]
     own = [float(dep[k, i]) for k, i in enumerate(rows)]
-    observed = {"batch": n, "rows_tested": rows, "cross_gradients": len(leaks),
+    # gradient: d out[i] / d x[j]; change: out[i] watched while example j is changed (no embedding to differentiate)
+    by_gradient = m.dependency_by == "gradient"
+    observed = {"batch": n, "rows_tested": rows, "measured_by": m.dependency_by,
+                ("cross_gradients" if by_gradient else "cross_changes"): len(leaks),
                 "examples": [f"out[{i}] <- x[{j}]" for i, j in leaks[:8]]}
+    expected = "no gradient across examples" if by_gradient else "no output moves when another example changes"
     if leaks:
-        return Verdict(STAGE, "batch-independence", Status.FAIL, observed=observed, expected="no gradient across examples",
-                       message=f"{len(leaks)} outputs get gradient from other examples' inputs, e.g. out[{leaks[0][0]}] from x[{leaks[0][1]}]",
+        i, j = leaks[0]
+        how = (f"get gradient from other examples' inputs, e.g. out[{i}] from x[{j}]" if by_gradient else
+               f"change when other examples' inputs change, e.g. out[{i}] when x[{j}] does")
+        return Verdict(STAGE, "batch-independence", Status.FAIL, observed=observed, expected=expected,
+                       message=f"{len(leaks)} outputs {how}",
                        hint="a view/reshape where a permute/transpose was meant mixes the batch; or a batch-level "
                             "operation (mean over dim 0) in forward")
     if all(o == 0 for o in own):
-        return Verdict(STAGE, "batch-independence", Status.WARN, observed=observed, expected="gradient on the own input",
+        return Verdict(STAGE, "batch-independence", Status.WARN, observed=observed,
+                       expected="gradient on the own input" if by_gradient else "outputs that move with their own input",
                        message="no output depends on any input at all", hint="see input-independent")
-    return Verdict(STAGE, "batch-independence", Status.PASS, observed=observed, expected="no gradient across examples",
-                   message=f"each of outputs {rows} depends on its own input only (batch of {n}, eval mode)")
+    return Verdict(STAGE, "batch-independence", Status.PASS, observed=observed, expected=expected,
+                   message=f"each of outputs {rows} depends on its own input only (batch of {n}, eval mode"
+                           + ("" if by_gradient else "; by changing each example") + ")")
 
 
 def eval_deterministic(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:

@@ -35,28 +35,46 @@ def causal_dependency(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
                                message=f"{rate:.0%} of the targets are the input {where}: the model sees what it must "
                                        f"predict (the inputs themselves repeat at that distance {natural:.0%})",
                                hint="targets must be the inputs shifted one step left: x = t[i:i+L], y = t[i+1:i+L+1]")
-    if m.causal is None:
+    hint = ("the attention needs a causal mask (lower-triangular, diagonal included, nothing above it); "
+            "a bidirectional layer or a pooling over the window also looks ahead")
+    c, p = m.causal, m.perturb
+    if c is None and p is None:
         return Verdict(STAGE, "causal-dependency", Status.SKIP, observed=observed,
-                       message=f"no gradient test: {m.causal_skip}; the targets are not copies of the inputs")
-    c = m.causal
-    ratio = [f / p if p > 0 else (float("inf") if f > 0 else 0.0) for f, p in zip(c.future, c.past)]
-    bad = [(t, r, first, reach) for t, r, first, reach in zip(c.positions, ratio, c.first_future, c.reach)
-           if r > cfg.causal_rtol]
-    observed.update({"positions": c.positions, "future_over_past_gradient": [float(f"{r:.3g}") for r in ratio],
-                     "furthest_ahead": c.reach, "length": c.length, "windows": c.windows})
-    if bad:
-        t, r, first, _ = bad[0]
-        off_by_one = all(reach == 1 for *_, reach in bad)
-        return Verdict(STAGE, "causal-dependency", Status.FAIL, observed=observed, expected=expected,
-                       message=f"output {t} depends on input {first} (future/past gradient {r:.3g}) at "
-                               f"{len(bad)} of {len(c.positions)} positions tested"
-                               + ("; only the next position leaks: a causal mask shifted by one" if off_by_one else ""),
-                       hint="the attention needs a causal mask (lower-triangular, diagonal included, nothing above it); "
-                            "a bidirectional layer or a pooling over the window also looks ahead")
+                       message="the model was not probed; the targets are not copies of the inputs")
+    if c is not None:  # the gradient picture, where an embedding reads the ids: exact zeros
+        ratio = [f / q if q > 0 else (float("inf") if f > 0 else 0.0) for f, q in zip(c.future, c.past)]
+        bad = [(t, r, first, reach) for t, r, first, reach in zip(c.positions, ratio, c.first_future, c.reach)
+               if r > cfg.causal_rtol]
+        observed.update({"positions": c.positions, "future_over_past_gradient": [float(f"{r:.3g}") for r in ratio],
+                         "furthest_ahead": c.reach, "length": c.length, "windows": c.windows})
+        if bad:
+            t, r, first, _ = bad[0]
+            off_by_one = all(reach == 1 for *_, reach in bad)
+            return Verdict(STAGE, "causal-dependency", Status.FAIL, observed=observed, expected=expected,
+                           message=f"output {t} depends on input {first} (future/past gradient {r:.3g}) at "
+                                   f"{len(bad)} of {len(c.positions)} positions tested"
+                                   + ("; only the next position leaks: a causal mask shifted by one" if off_by_one else ""),
+                           hint=hint)
+    reads = ""
+    if p is not None:  # any model: every token after t changed, the outputs at positions <= t watched
+        expected["perturbation_rtol"] = cfg.perturb_rtol
+        observed.update({"perturbed_after": p.positions, "earlier_outputs_moved": [float(f"{v:.3g}") for v in p.moved],
+                         "receptive_field": p.receptive})
+        moved = [(t, v, first) for t, v, first in zip(p.positions, p.moved, p.first_moved) if first is not None]
+        if moved:
+            t, v, first = moved[0]
+            return Verdict(STAGE, "causal-dependency", Status.FAIL, observed=observed, expected=expected,
+                           message=f"output {first} changes (by {v:.3g} of the outputs' largest value) when the tokens "
+                                   f"after position {t} change, at {len(moved)} of {len(p.positions)} positions tested",
+                           hint=hint)
+        reads = (f"; each reads at most {p.receptive} token{'s' * (p.receptive != 1)}" if p.receptive
+                 else "; no output reads any token (see input-independent)")
+    how = ("get no gradient from later inputs" if c is not None
+           else f"do not move when later tokens change ({m.causal_skip}: tested by changing tokens)")
+    n = len(c.positions) if c is not None else len(p.positions)
     return Verdict(STAGE, "causal-dependency", Status.PASS, observed=observed, expected=expected,
-                   message=f"outputs at {len(c.positions)} positions get no gradient from later inputs; "
-                           f"targets repeat the inputs no more than the inputs repeat themselves")
-
+                   message=f"outputs at {n} positions {how}{reads}; "
+                           "targets repeat the inputs no more than the inputs repeat themselves")
 
 def padding_invariance(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
     """Appending padding whose targets are ignore_index leaves the loss unchanged."""

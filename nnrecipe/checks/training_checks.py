@@ -7,6 +7,7 @@ McNemar's z for accuracy, a paired z on per-example errors) and count only beyon
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import numpy as np
 
@@ -72,18 +73,43 @@ def input_independent(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
 
 
 def overfit_one_batch(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
-    """A few examples can be memorised: the loss on them reaches ~zero."""
+    """A few examples can be memorised: the loss on them reaches ~zero (the batch's floor, where
+    identical inputs or contexts come with different targets)."""
     o = m.overfit
+    floor = o.floor.value if o.floor is not None else 0.0
     observed = {"final_loss": round(o.final_loss, 6), "steps": o.steps_run, "examples": len(o.outputs),
                 "curve": [(s, round(v, 5)) for s, v in o.losses[:: max(1, len(o.losses) // 6)]]}
     expected = f"loss <= {o.target_loss:.3g} within {cfg.overfit_steps} steps (lr {cfg.overfit_lr:g})"
-    if not (o.final_loss <= o.target_loss):
-        return Verdict(STAGE, "overfit-one-batch", Status.FAIL, observed=observed, expected=expected,
-                       message=f"{len(o.outputs)} examples could not be memorised: loss {o.final_loss:.3g} after {o.steps_run} steps",
-                       hint="a model that cannot fit 8 examples has a bug: inputs not reaching the output, a wrong loss, "
-                            "frozen or detached layers, labels not matching the inputs")
-    return Verdict(STAGE, "overfit-one-batch", Status.PASS, observed=observed, expected=expected,
-                   message=f"{len(o.outputs)} examples memorised: loss {o.final_loss:.3g} after {o.steps_run} steps")
+    words = ""
+    if floor > 0:
+        observed["floor"] = round(floor, 6)
+        expected = f"loss <= {o.target_loss:.3g} (the batch's floor {floor:.3g} + margin) within {cfg.overfit_steps} steps (lr {cfg.overfit_lr:g})"
+        words = f" (no model can go below {floor:.3g} on this batch: {o.floor.why})"
+    if o.final_loss <= o.target_loss:
+        return Verdict(STAGE, "overfit-one-batch", Status.PASS, observed=observed, expected=expected,
+                       message=f"{len(o.outputs)} examples memorised: loss {o.final_loss:.3g} after {o.steps_run} steps{words}")
+    falling = _still_falling(o.losses, floor)
+    if falling is not None and falling <= cfg.overfit_falling_ratio:  # a slow learner, not a stuck one
+        observed["excess_ratio_last_fifth"] = round(falling, 3)
+        return Verdict(STAGE, "overfit-one-batch", Status.WARN, observed=observed, expected=expected,
+                       message=f"loss {o.final_loss:.3g} after {o.steps_run} steps is above the target but still "
+                               f"falling: its excess over the floor shrank to {falling:.0%} over the last fifth{words}",
+                       hint="raise stages.baseline.overfit_steps or overfit_lr; a model stuck above the target fails")
+    return Verdict(STAGE, "overfit-one-batch", Status.FAIL, observed=observed, expected=expected,
+                   message=f"{len(o.outputs)} examples could not be memorised: loss {o.final_loss:.3g} after "
+                           f"{o.steps_run} steps{words}",
+                   hint="a model that cannot fit 8 examples has a bug: inputs not reaching the output, a wrong loss, "
+                        "frozen or detached layers, labels not matching the inputs")
+
+
+def _still_falling(losses: list[tuple[int, float]], floor: float) -> Optional[float]:
+    """The loss's excess over the floor at the end relative to 80% of the way (None: too few points)."""
+    if len(losses) < 5 or not np.isfinite(losses[-1][1]):
+        return None
+    last = losses[-1][0]
+    before = [v for s, v in losses if s <= 0.8 * last]
+    excess = before[-1] - floor if before else 0.0
+    return (losses[-1][1] - floor) / excess if excess > 0 else None
 
 
 def loss_decreases(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:

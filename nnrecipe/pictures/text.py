@@ -11,20 +11,21 @@ from nnrecipe.pictures import new_figure
 from nnrecipe.pictures.saver import Artifacts, FigureSaver
 
 
-def causal_map(matrix: np.ndarray, positions: Sequence[int], *, title: str):
-    """log10 |d out[t] / d input[s]| for each tested output position t (rows) and input s:
-    a causal model is dark above the diagonal s = t."""
+def causal_map(matrix: np.ndarray, positions: Sequence[int], *, title: str, what: str = "gradient"):
+    """log10 |d out[t] / d input[s]| (or the relative change of out[t] when input s changes) for
+    each tested output position t (rows) and input s: a causal model is white right of the red
+    marks (nothing after t reaches output t)."""
     fig = new_figure(8, 0.45 * len(positions) + 1.4)
     ax = fig.subplots()
     with np.errstate(divide="ignore"):
         shown = np.log10(np.where(matrix > 0, matrix, np.nan))
     im = ax.imshow(shown, aspect="auto", interpolation="nearest", cmap="viridis")
     ax.set_yticks(range(len(positions)), [f"out {t}" for t in positions], fontsize=7)
-    ax.set_xlabel("input position (white: no gradient at all)", fontsize=8)
+    ax.set_xlabel(f"input position (white: no {what} at all)", fontsize=8)
     for r, t in enumerate(positions):  # the last position each output may see
         ax.plot([t + 0.5, t + 0.5], [r - 0.5, r + 0.5], color="red", lw=1.2)
     ax.set_title(title, fontsize=9)
-    fig.colorbar(im, ax=ax, label="log10 |gradient|", fraction=0.03)
+    fig.colorbar(im, ax=ax, label=f"log10 |{what}|" + (" / largest output" if what == "change" else ""), fraction=0.03)
     return fig
 
 
@@ -82,6 +83,10 @@ def baseline(ctx, stage: str, data, m) -> Artifacts:
     if m.causal is not None:
         save(causal_map(m.causal.matrix, m.causal.positions,
                         title="what each output position may see: gradient on each input position (red: the diagonal)"),
+             "causal_dependency", "causal-dependency")
+    elif m.perturb is not None:  # no embedding to differentiate: one input token changed at a time
+        save(causal_map(m.perturb.matrix, m.perturb.positions, what="change",
+                        title="what each output reads: its change when one input token changes (red: the diagonal)"),
              "causal_dependency", "causal-dependency")
     o, yo = m.overfit, m.overfit_y
     if o is not None:

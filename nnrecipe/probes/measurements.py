@@ -25,6 +25,7 @@ class BaselineMeasurements:
     dependency: Optional[np.ndarray] = None  # (rows, N): gradient of out[row] on each input
     dependency_rows: list[int] = dataclasses.field(default_factory=list)
     dependency_skip: str = ""  # why batch-independence could not run
+    dependency_by: str = "gradient"  # how it was measured: "gradient", or "change" (inputs changed, outputs watched)
     eval_diff: Optional[float] = None
     eval_scale: float = 1.0  # typical output magnitude, for the CUDA tolerance
     grad: Optional[GradStep] = None
@@ -45,7 +46,8 @@ class BaselineMeasurements:
     overfit_x: Optional[torch.Tensor] = None
     overfit_y: Optional[torch.Tensor] = None
     # language models (probes/sequence_probes.py)
-    causal: Optional[object] = None  # CausalMeasure
+    causal: Optional[object] = None  # CausalMeasure (gradients, where an embedding reads the ids)
+    perturb: Optional[object] = None  # PerturbMeasure (tokens changed, outputs watched: any model)
     causal_skip: str = ""
     leak: Optional[object] = None  # TargetLeak on training windows
     padding: Optional[object] = None  # PaddingMeasure

@@ -15,6 +15,7 @@ from torch import nn
 
 from nnrecipe.losses import per_example_loss
 from nnrecipe.tasks import Task
+from nnrecipe.tasks.base import LossFloor
 from nnrecipe.models.init import final_linear
 
 
@@ -190,6 +191,7 @@ class OverfitResult:
     steps_run: int
     outputs: torch.Tensor  # final eval-mode outputs on the batch
     target_loss: float
+    floor: Optional[LossFloor] = None  # the batch's irreducible loss (Task.loss_floor): the target is this plus the margin
 
 
 def overfit_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable, *, steps: int, lr: float,

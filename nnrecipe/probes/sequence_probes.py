@@ -52,7 +52,7 @@ def _forward_tapped(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, li
     with embedding_tap(model, x) as tap:
         out = model(x)
     if not tap:
-        raise NoEmbedding("no nn.Embedding of the model reads the token ids (one-hot inputs cannot be traced yet)")
+        raise NoEmbedding("no nn.Embedding of the model reads the token ids")
     return out, tap
 
 
@@ -100,6 +100,99 @@ def causal_gradients(model: nn.Module, x: torch.Tensor, positions: list[int], *,
         model.train(was)
     return CausalMeasure(positions=list(positions), past=past, future=future, first_future=first, reach=reach, matrix=np.stack(rows),
                          length=int(x.shape[1]), windows=int(x.shape[0]))
+
+
+@dataclasses.dataclass
+class PerturbMeasure:
+    """Tokens changed, outputs watched: works for any model (no embedding needed)."""
+
+    positions: list[int]  # t: every token after t was changed at once
+    moved: list[float]  # max |change| of the outputs at positions <= t, relative to the outputs' scale (0: causal)
+    first_moved: list[Optional[int]]  # the earliest output position <= t that moved
+    receptive: int  # how many tokens an output reads at most (itself and those before it; 0: none), from one-token changes
+    positional: bool  # whether an output also depends on where its tokens sit (absolute positions), not only on them
+    matrix: np.ndarray  # (positions, L): relative change of output t when only input s changes (nan: not changed)
+    length: int
+    windows: int
+
+
+@torch.no_grad()
+def causal_perturbation(model: nn.Module, x: torch.Tensor, positions: list[int], vocab: int, *, rtol: float,
+                        seed: int = 0, max_inputs: int = 128) -> PerturbMeasure:
+    """In eval mode: change every token after t, and the outputs at positions <= t must not move
+    (beyond rtol of the outputs' largest value: float noise). Then change one input position at
+    a time: the map of which outputs each input moves, and how far back an output reads (a
+    bounded-context model's receptive field; the whole window for a full-context one). Last,
+    the window moved one position later: whether outputs also read absolute positions."""
+    was = model.training
+    model.eval()
+    g = torch.Generator().manual_seed(seed)
+    length = int(x.shape[1])
+    try:
+        out = model(x).float()
+        scale = float(out.abs().max()) or 1.0
+
+        def change(changed: torch.Tensor) -> torch.Tensor:  # per output position: max relative change
+            return ((model(changed).float() - out).abs().amax(dim=(0, 2)) / scale).cpu()
+
+        moved, first = [], []
+        for t in positions:
+            changed = x.clone()
+            changed[:, t + 1 :] = _other_tokens(x[:, t + 1 :], vocab, g)
+            delta = change(changed)[: t + 1]
+            moved.append(float(delta.max()) if len(delta) else 0.0)
+            hit = torch.nonzero(delta > rtol).flatten()
+            first.append(int(hit[0]) if len(hit) else None)
+        matrix = np.full((len(positions), length), np.nan)
+        receptive = 0  # stays 0 when no output reads any token
+        inputs = range(length) if length <= max_inputs else np.linspace(0, length - 1, max_inputs).round().astype(int)
+        for s in sorted(set(int(i) for i in inputs)):
+            changed = x.clone()
+            changed[:, s] = _other_tokens(x[:, s], vocab, g)
+            delta = change(changed)
+            matrix[:, s] = delta[positions].double().numpy()
+            hit = torch.nonzero(delta[s:] > rtol * 1e-2).flatten()  # the faintest reach counts (an untrained RNN's)
+            if len(hit):
+                receptive = max(receptive, int(hit[-1]) + 1)  # output s + k moved: it reads k + 1 tokens
+        # The same tokens one position later: a model without absolute positions (a convolution,
+        # a recurrence) gives the same outputs there, once its whole reach lies in the window.
+        later = model(torch.cat([x[:, :1], x[:, :-1]], dim=1)).float()
+        j = max(receptive, 1)  # output j (and after) of the shifted window reads what output j - 1 read
+        positional = j >= length or bool(((later[:, j:] - out[:, j - 1 : length - 1]).abs().max() / scale) > rtol)
+    finally:
+        model.train(was)
+    return PerturbMeasure(positions=list(positions), moved=moved, first_moved=first, receptive=receptive,
+                          positional=positional, matrix=matrix, length=length, windows=int(x.shape[0]))
+
+
+def _other_tokens(tokens: torch.Tensor, vocab: int, g: torch.Generator) -> torch.Tensor:
+    """Each token replaced by a different one (uniform over the other vocab - 1)."""
+    shift = torch.randint(1, max(vocab, 2), tokens.shape, generator=g).to(tokens.device)
+    return (tokens + shift) % max(vocab, 2)
+
+
+@torch.no_grad()
+def batch_dependency_perturbation(model: nn.Module, x: torch.Tensor, rows: list[int], vocab: int, *, rtol: float,
+                                  seed: int = 0) -> np.ndarray:
+    """batch-independence for any model of token windows: max |change of out[i]| when window j
+    changes, relative to the outputs' scale, a (len(rows), N) matrix (0 off the diagonal when the
+    examples are independent)."""
+    was = model.training
+    model.eval()
+    g = torch.Generator().manual_seed(seed)
+    try:
+        out = model(x).float()
+        scale = float(out.abs().max()) or 1.0
+        dep = np.zeros((len(rows), len(x)))
+        for j in range(len(x)):
+            changed = x.clone()
+            changed[j] = _other_tokens(x[j], vocab, g)
+            delta = (model(changed).float() - out).abs().flatten(1).amax(dim=1) / scale
+            for k, i in enumerate(rows):
+                dep[k, j] = float(delta[i]) if float(delta[i]) > rtol else 0.0
+    finally:
+        model.train(was)
+    return dep
 
 
 def batch_dependency_tokens(model: nn.Module, x: torch.Tensor, rows: list[int]) -> np.ndarray:
@@ -237,12 +330,17 @@ def measure_wiring(m, model: nn.Module, data, xv: torch.Tensor, yv: torch.Tensor
     # shows at every position but the last, which has no later input).
     m.leak = target_leak(data.train.x, data.train.y) if hasattr(data.train, "x") else target_leak(xv, yv)
     positions = sorted({int(round(p)) for p in np.linspace(0, max(length - 2, 0), k)})
+    vocab, small = data.num_outputs, xv[: min(8, len(xv))]
+    # Any model: tokens changed, outputs watched. Where an nn.Embedding reads the ids, the
+    # gradients too (exact zeros, and the same picture as before).
+    m.perturb = causal_perturbation(model, windows, positions, vocab, rtol=cfg.perturb_rtol)
     try:
         m.causal = causal_gradients(model, windows, positions)
-        small = xv[: min(8, len(xv))]
         m.dependency = batch_dependency_tokens(model, small, m.dependency_rows)
     except NoEmbedding as exc:
-        m.causal_skip = m.dependency_skip = f"{exc}; nnrecipe differentiates through the embedding of the ids"
+        m.causal_skip = str(exc)
+        m.dependency = batch_dependency_perturbation(model, small, m.dependency_rows, vocab, rtol=cfg.perturb_rtol)
+        m.dependency_by = "change"
     if cfg.padding_tokens < length:
         try:
             m.padding = padding_change(model, xv[:16], yv[:16], loss_fn, pad=cfg.padding_tokens)

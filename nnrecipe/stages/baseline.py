@@ -167,8 +167,13 @@ def _measure_overfit_batch(s: Setup, m: BaselineMeasurements) -> None:
     idx = data.task.overfit_examples(data.targets("train"), cfg.overfit_examples, data.num_outputs)
     pairs = [data.train.example(i) for i in idx]
     xo, yo = torch.stack([p[0] for p in pairs]).to(device), torch.stack([torch.as_tensor(p[1]) for p in pairs]).to(device)
+    # A batch may not allow zero: identical inputs (a next-token model: identical contexts as far
+    # back as it reads) followed by different targets. The target is that floor plus the margin.
+    p = m.perturb
+    floor = data.task.loss_floor(xo, yo, s.loss, receptive=p.receptive if p else None, positional=p.positional if p else True)
     m.overfit = overfit_batch(s.fresh_model(), xo, yo, s.loss_fn, steps=cfg.overfit_steps, lr=cfg.overfit_lr,
-                              target=data.task.overfit_target(yo, cfg.overfit_target))
+                              target=floor.value + data.task.overfit_target(yo, cfg.overfit_target))
+    m.overfit.floor = floor
     m.overfit_x, m.overfit_y = xo, yo
 
 

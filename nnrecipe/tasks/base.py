@@ -79,6 +79,14 @@ class TrainGoal:
         return f"{self.name} {'>=' if self.higher_is_better else '<='} {self.target}"
 
 
+@dataclasses.dataclass(frozen=True)
+class LossFloor:
+    """A batch's irreducible loss (what no model can go below on it) and why, in words."""
+
+    value: float  # in the loss's units (nats for cross-entropy)
+    why: str  # e.g. "2 groups of identical inputs with different labels"
+
+
 class Task:
     name: ClassVar[str]
 
@@ -292,8 +300,14 @@ class Task:
         return list(range(min(k, len(y))))
 
     def overfit_target(self, y: torch.Tensor, target: float) -> float:
-        """overfit-one-batch's loss target on a batch with targets y."""
+        """overfit-one-batch's margin above the batch's floor, on a batch with targets y."""
         return target
+
+    def loss_floor(self, x: torch.Tensor, y: torch.Tensor, loss: str, *, receptive: Optional[int] = None,
+                   positional: bool = True) -> LossFloor:
+        """The lowest mean loss any model can reach on this very batch: above zero where
+        identical inputs (or contexts) come with different targets."""
+        return LossFloor(0.0, "")
 
     # ------------------------------------------------------------------ words and pictures
 

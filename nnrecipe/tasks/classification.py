@@ -10,8 +10,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nnrecipe.stats import mcnemar_z
-from nnrecipe.tasks.base import OPT_IN, SEQUENCE_CHECKS, Task, TrainGoal, binomial_se
+from nnrecipe.stats import conditional_entropy, mcnemar_z
+from nnrecipe.tasks.base import OPT_IN, SEQUENCE_CHECKS, LossFloor, Task, TrainGoal, binomial_se
 
 
 class _Hits:
@@ -210,6 +210,14 @@ class Classification(Task):
                     idx.append(lst[r])
             r += 1
         return idx
+
+    def loss_floor(self, x, y, loss, *, receptive=None, positional=True):
+        """Identical inputs with different labels: their conditional entropy (cross_entropy, nll)."""
+        if loss not in ("cross_entropy", "nll"):
+            return LossFloor(0.0, "")
+        rows = x.detach().cpu().reshape(len(x), -1).numpy()
+        h, groups = conditional_entropy([r.tobytes() for r in rows], y.detach().cpu().long().tolist())
+        return LossFloor(h, f"{groups} group{'s' * (groups != 1)} of identical inputs with different labels")
 
     # ---- words and pictures
 

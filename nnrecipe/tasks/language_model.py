@@ -8,7 +8,8 @@ from typing import Mapping
 
 import torch
 
-from nnrecipe.tasks.base import HUMAN_ACCURACY, LABEL_ERRORS, SEQUENCE_CHECKS, Task, TrainGoal, binomial_se
+from nnrecipe.stats import conditional_entropy
+from nnrecipe.tasks.base import HUMAN_ACCURACY, LABEL_ERRORS, SEQUENCE_CHECKS, LossFloor, Task, TrainGoal, binomial_se
 from nnrecipe.tasks.classification import distribution_statistics, prior_bias
 
 TRAIN_EVAL_WINDOWS = 2048  # a language model's train loss is read on this many evenly spaced windows
@@ -146,6 +147,27 @@ class LanguageModel(Task):
 
     def init_statistics(self, data, rows, out, loss):
         return distribution_statistics(data, rows, loss)
+
+    def loss_floor(self, x, y, loss, *, receptive=None, positional=True):
+        """Identical contexts of `receptive` tokens (the model's reach back, the whole prefix when
+        not measured) followed by different tokens within the batch: their conditional entropy.
+        A model that reads absolute positions tells equal contexts at different positions apart."""
+        x, y = x.detach().cpu().long(), y.detach().cpu().long()
+        # A model that reads no token at all is broken (input-independent says so): its floor is
+        # not lowered to the unigram entropy it can reach, the whole prefix counts.
+        r = receptive or x.shape[1]
+        keys, labels = [], []
+        for w in range(len(x)):
+            row = x[w].tolist()
+            for t, target in enumerate(y[w].tolist()):
+                if target != IGNORE_INDEX:
+                    context = tuple(row[max(0, t - r + 1) : t + 1])  # what output t reads, at most r tokens
+                    keys.append((t, context) if positional else context)
+                    labels.append(target)
+        h, groups = conditional_entropy(keys, labels)
+        reads = f"the {r} token{'s' * (r != 1)} the model reads" if receptive else "the window's prefix"
+        where = " at the same position" if positional and r < x.shape[1] else ""
+        return LossFloor(h, f"{groups} context{'s' * (groups != 1)} ({reads}){where} followed by different tokens")
 
     def init_descriptions(self, loss):
         return {"uniform": "ln V (uniform over the vocabulary)", "prior": "entropy of the token frequencies"}

@@ -9,7 +9,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from nnrecipe.tasks.base import HUMAN_ACCURACY, LABEL_ERRORS, Task, TrainGoal
+from nnrecipe.tasks.base import HUMAN_ACCURACY, LABEL_ERRORS, LossFloor, Task, TrainGoal
 
 
 class _RSquared:
@@ -153,6 +153,20 @@ class Regression(Task):
     def overfit_target(self, y, target):
         """In units of the batch's target variance (an MSE of Var(y) is the mean predictor's)."""
         return target * float(y.float().var(dim=0, unbiased=False).mean())
+
+    def loss_floor(self, x, y, loss, *, receptive=None, positional=True):
+        """Identical inputs with different targets: their variance around the group mean (mse)."""
+        if loss != "mse":
+            return LossFloor(0.0, "")
+        rows = x.detach().cpu().reshape(len(x), -1).numpy()
+        t = y.detach().cpu().double().reshape(len(y), -1)
+        groups: dict = {}
+        for i, r in enumerate(rows):
+            groups.setdefault(r.tobytes(), []).append(i)
+        spread = [float(((t[idx] - t[idx].mean(dim=0)) ** 2).sum()) for idx in groups.values()]
+        ambiguous = sum(v > 0 for v in spread)
+        return LossFloor(sum(spread) / t.numel(), f"{ambiguous} group{'s' * (ambiguous != 1)} of identical inputs "
+                                                  "with different targets")
 
     # ---- pictures
 

@@ -15,6 +15,7 @@ from nnrecipe.experiments import Result
 from nnrecipe.spec_stages import BaselineSpec
 from nnrecipe.verdict import Status
 from nnrecipe.tasks import CLASSIFICATION, REGRESSION
+from nnrecipe.tasks.base import LossFloor
 
 CFG = BaselineSpec()
 RNG = np.random.default_rng(0)
@@ -143,6 +144,12 @@ def test_batch_independence():
     m.dependency = np.zeros((3, 8))
     assert mc.batch_independence(m, CFG).status is Status.WARN
     assert mc.batch_independence(BaselineMeasurements(CLASSIFICATION, dependency_skip="int inputs"), CFG).status is Status.SKIP
+    changed = BaselineMeasurements(CLASSIFICATION, dependency=dep, dependency_rows=[0, 4, 7], dependency_by="change")
+    changed.dependency = np.eye(8)[[0, 4, 7]]
+    changed.dependency[2, 1] = 0.2
+    v = mc.batch_independence(changed, CFG)
+    assert v.status is Status.FAIL and "change when other examples' inputs change" in v.message
+    assert v.observed["cross_changes"] == 1 and "gradient" not in v.expected
 
 
 def test_eval_deterministic():
@@ -220,6 +227,38 @@ def test_overfit_one_batch():
     assert tc.overfit_one_batch(BaselineMeasurements(CLASSIFICATION, overfit=stuck), CFG).status is Status.FAIL
     nan = OverfitResult(losses=[(25, math.nan)], final_loss=math.nan, steps_run=25, outputs=torch.zeros(8, 2), target_loss=0.05)
     assert tc.overfit_one_batch(BaselineMeasurements(CLASSIFICATION, overfit=nan), CFG).status is Status.FAIL
+
+
+def _overfit(curve, target=0.05, floor=None):
+    steps = [25 * (i + 1) for i in range(len(curve))]
+    return BaselineMeasurements(CLASSIFICATION, overfit=OverfitResult(
+        losses=list(zip(steps, curve)), final_loss=curve[-1], steps_run=steps[-1], outputs=torch.zeros(8, 2),
+        target_loss=target, floor=floor))
+
+
+def test_overfit_one_batch_judges_against_the_batch_floor_and_says_it():
+    floor = LossFloor(0.278, "13 contexts (the 3 tokens the model reads) followed by different tokens")
+    v = tc.overfit_one_batch(_overfit([1.7, 0.9, 0.31], target=0.328, floor=floor), CFG)
+    assert v.status is Status.PASS and "no model can go below 0.278" in v.message and "13 contexts" in v.message
+    assert v.observed["floor"] == 0.278 and "floor 0.278 + margin" in v.expected
+    flat = [1.7, 1.2] + [0.9] * 18  # stuck well above floor + margin: a broken model
+    v = tc.overfit_one_batch(_overfit(flat, target=0.328, floor=floor), CFG)
+    assert v.status is Status.FAIL and "0.278" in v.message
+    assert "floor" not in tc.overfit_one_batch(_overfit([1.0, 0.01]), CFG).observed  # no floor: nothing said
+
+
+def test_overfit_one_batch_warns_on_a_slow_learner_and_fails_a_stuck_one():
+    """Curves of the shapes seen: a one-hot GRU at lr 1e-3 (halving every ~100 steps, still at
+    0.105 after 500) is slow, not broken; a model whose loss flattens above the target is stuck."""
+    slow = [2.6 * 0.5 ** (i / 3.2) + 0.02 for i in range(20)]  # 25-step points, halving every 80 steps
+    v = tc.overfit_one_batch(_overfit(slow, target=0.05, floor=LossFloor(0.02, "2 contexts")), CFG)
+    assert v.status is Status.WARN and "still falling" in v.message and v.observed["excess_ratio_last_fifth"] < 0.5
+    rng = np.random.default_rng(0)
+    for _ in range(200):  # stuck, with the wobble of Adam on one batch: never downgraded to a warning
+        level = rng.uniform(0.06, 2.5)
+        stuck = [level * 3] + list(level * (1 + 0.05 * rng.standard_normal(19)).clip(0.9, 1.1))
+        assert tc.overfit_one_batch(_overfit(stuck), CFG).status is Status.FAIL
+    assert tc.overfit_one_batch(_overfit([2.0, 1.0]), CFG).status is Status.FAIL  # too few points to say
 
 
 def test_loss_decreases():

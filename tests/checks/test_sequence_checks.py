@@ -4,7 +4,7 @@ import numpy as np
 
 from nnrecipe.checks.sequence_checks import causal_dependency, padding_invariance
 from nnrecipe.probes.measurements import BaselineMeasurements
-from nnrecipe.probes.sequence_probes import CausalMeasure, PaddingMeasure, TargetLeak
+from nnrecipe.probes.sequence_probes import CausalMeasure, PaddingMeasure, PerturbMeasure, TargetLeak
 from nnrecipe.spec_stages import BaselineSpec
 from nnrecipe.verdict import Status
 from nnrecipe.tasks import CLASSIFICATION, LANGUAGE_MODEL, REGRESSION
@@ -65,11 +65,35 @@ def test_an_excess_within_noise_of_the_margin_does_not_fail():
     assert causal_dependency(lm(causal=causal([0] * 4, [0] * 4), leak=near), CFG).status is Status.PASS
 
 
-def test_without_an_embedding_the_gradient_part_skips_but_the_data_part_still_judges():
-    v = causal_dependency(lm(causal=None, causal_skip="no nn.Embedding", leak=NATURAL), CFG)
-    assert v.status is Status.SKIP and "no nn.Embedding" in v.message
+def perturb(first_moved=(None,) * 4, receptive=64, positions=(0, 20, 40, 62)) -> PerturbMeasure:
+    return PerturbMeasure(positions=list(positions), moved=[0.0 if f is None else 0.3 for f in first_moved],
+                          first_moved=list(first_moved), receptive=receptive, positional=True,
+                          matrix=np.ones((len(positions), 64)), length=64, windows=4)
+
+
+def test_without_an_embedding_changing_tokens_judges_the_model():
+    v = causal_dependency(lm(perturb=perturb(receptive=3), causal_skip="no nn.Embedding", leak=NATURAL), CFG)
+    assert v.status is Status.PASS and "tested by changing tokens" in v.message and "at most 3 tokens" in v.message
+    assert v.observed["receptive_field"] == 3 and v.expected["perturbation_rtol"] == CFG.perturb_rtol
+    v = causal_dependency(lm(perturb=perturb(first_moved=(0, 0, 0, None)), leak=NATURAL), CFG)
+    assert v.status is Status.FAIL and "output 0 changes" in v.message and "after position 0" in v.message
+    assert "3 of 4 positions" in v.message
+    nothing = causal_dependency(lm(perturb=perturb(receptive=0), leak=NATURAL), CFG)
+    assert nothing.status is Status.PASS and "no output reads any token" in nothing.message
+
+
+def test_changing_tokens_catches_what_the_embedding_gradient_does_not_see():
+    # e.g. a second path that reads the ids as floats: no gradient through the embedding, yet it looks ahead
+    v = causal_dependency(lm(causal=causal([0] * 4, [0] * 4), perturb=perturb(first_moved=(0, 5, None, None)),
+                             leak=NATURAL), CFG)
+    assert v.status is Status.FAIL and "when the tokens after position 0 change" in v.message
+
+
+def test_unprobed_the_model_part_skips_but_the_data_part_still_judges():
+    v = causal_dependency(lm(leak=NATURAL), CFG)
+    assert v.status is Status.SKIP and "not probed" in v.message
     copy = TargetLeak(lags=[0], rates=[1.0], natural=[0.1], n=[10_000], chance=0.064)
-    assert causal_dependency(lm(causal=None, leak=copy), CFG).status is Status.FAIL
+    assert causal_dependency(lm(leak=copy), CFG).status is Status.FAIL
 
 
 def test_padding_invariance_both_ways_and_skips():

@@ -134,3 +134,66 @@ def counts_padding():
         return F.cross_entropy(out.flatten(0, 1).float(), y.flatten().clamp(min=0))
 
     return loss
+
+
+class CausalConv(nn.Module):
+    """A correct next-token model that reads only the last `reach` tokens (a causal convolution,
+    padded on the left): on text whose short contexts repeat with different next tokens, no
+    model of its reach can take one batch's loss to zero."""
+
+    def __init__(self, vocab: int, reach: int = 3, width: int = 64):
+        super().__init__()
+        self.reach = reach
+        self.tok = nn.Embedding(vocab, width)
+        self.conv = nn.Conv1d(width, width, reach)
+        self.head = nn.Linear(width, vocab)
+
+    def forward(self, idx):
+        e = self.tok(idx).transpose(1, 2)  # (B, D, L)
+        h = torch.relu(self.conv(F.pad(e, (self.reach - 1, 0))))  # output t reads tokens t - reach + 1 .. t
+        return self.head(h.transpose(1, 2))
+
+
+def causal_conv(input_shape, num_outputs):
+    return CausalConv(num_outputs)
+
+
+class OneHotGRU(nn.Module):
+    """A char-RNN as it is often written: one-hot inputs (no nn.Embedding), a GRU, a head."""
+
+    def __init__(self, vocab: int, bidirectional: bool = False):
+        super().__init__()
+        self.vocab = vocab
+        self.rnn = nn.GRU(vocab, 32, batch_first=True, bidirectional=bidirectional)
+        self.head = nn.Linear(64 if bidirectional else 32, vocab)
+
+    def forward(self, idx):
+        h, _ = self.rnn(F.one_hot(idx, self.vocab).float())
+        return self.head(h)
+
+
+def onehot_gru(input_shape, num_outputs):
+    return OneHotGRU(num_outputs)
+
+
+def onehot_bidirectional_gru(input_shape, num_outputs):
+    """The backward direction reads every later token: each output sees its own target."""
+    return OneHotGRU(num_outputs, bidirectional=True)
+
+
+class OneHotMixesTheBatch(nn.Module):
+    """One-hot inputs plus the batch mean of their projections: examples leak into each other."""
+
+    def __init__(self, vocab: int):
+        super().__init__()
+        self.vocab = vocab
+        self.proj = nn.Linear(vocab, 16)
+        self.head = nn.Linear(16, vocab)
+
+    def forward(self, idx):
+        e = self.proj(F.one_hot(idx, self.vocab).float())
+        return self.head(e + e.mean(dim=0, keepdim=True))
+
+
+def onehot_batch_mixing(input_shape, num_outputs):
+    return OneHotMixesTheBatch(num_outputs)

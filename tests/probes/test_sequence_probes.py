@@ -1,14 +1,16 @@
 """The language-model probes on tiny models: what a causal model, a model that looks ahead,
 a mask shifted by one and a batch-mixing model measure."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from nnrecipe.losses import make_loss
 from nnrecipe.models.sequence import GRU
-from nnrecipe.probes.sequence_probes import (NoEmbedding, batch_dependency_tokens, causal_gradients, padding_change,
-                                             target_leak)
+from nnrecipe.probes.sequence_probes import (NoEmbedding, _other_tokens, batch_dependency_perturbation,
+                                             batch_dependency_tokens, causal_gradients, causal_perturbation,
+                                             padding_change, target_leak)
 from nnrecipe.spec import build_spec
 
 from planted import sequence as planted
@@ -115,3 +117,53 @@ def test_a_second_read_of_the_ids_is_traced_too(windows):
     x, _ = windows
     c = causal_gradients(ReadsTwice(), x[:4], POSITIONS)
     assert all(f > 0 for f in c.future[:-1])
+
+
+# ---- changing tokens: any model, with or without an nn.Embedding
+
+RTOL = 1e-5
+
+
+def test_changing_later_tokens_moves_no_earlier_output_of_a_causal_model(windows):
+    x, _ = windows
+    for model, reach, positional in ((planted.gpt((L,), V), L, True), (planted.causal_conv((L,), V), 3, False),
+                                     (planted.onehot_gru((L,), V), L, True)):
+        p = causal_perturbation(model, x[:4], POSITIONS, V, rtol=RTOL)
+        assert p.moved == [0.0] * len(POSITIONS) and p.first_moved == [None] * len(POSITIONS), model
+        assert p.receptive == reach and p.positional is positional, (model, p.receptive, p.positional)
+        below = np.triu(np.ones((L, L)), k=1)[POSITIONS].astype(bool)  # inputs after each tested output
+        assert np.nan_to_num(p.matrix)[below].max() == 0 and np.isfinite(p.matrix).all()
+
+
+def test_changing_later_tokens_moves_earlier_outputs_of_models_that_look_ahead(windows):
+    x, _ = windows
+    for model in (planted.onehot_bidirectional_gru((L,), V), planted.gpt_without_mask((L,), V)):
+        p = causal_perturbation(model, x[:4], POSITIONS, V, rtol=RTOL)
+        assert all(first is not None for first in p.first_moved) and min(p.moved) > 1e-3, model
+    shifted = causal_perturbation(planted.gpt_mask_shifted_by_one((L,), V), x[:4], POSITIONS, V, rtol=RTOL)
+    assert shifted.first_moved == POSITIONS  # output t itself reads t + 1
+
+
+def test_a_model_that_reads_no_token_reads_zero_tokens(windows):
+    x, _ = windows
+    p = causal_perturbation(planted.ignores_input((L,), V), x[:4], POSITIONS, V, rtol=RTOL)
+    assert p.receptive == 0 and p.moved == [0.0] * len(POSITIONS)
+
+
+def test_batch_dependency_by_changing_each_window(windows):
+    x, _ = windows
+    rows = [0, 3, 7]
+    own = batch_dependency_perturbation(planted.onehot_gru((L,), V), x, rows, V, rtol=RTOL)
+    off = own.copy()
+    off[range(3), rows] = 0
+    assert (own[range(3), rows] > 0).all() and (off == 0).all()
+    mixed = batch_dependency_perturbation(planted.onehot_batch_mixing((L,), V), x, rows, V, rtol=RTOL)
+    others = np.ones((3, len(x)), dtype=bool)
+    others[range(3), rows] = False
+    assert (mixed[others] > 0).all()
+
+
+def test_other_tokens_always_differ():
+    g = torch.Generator().manual_seed(0)
+    t = torch.randint(V, (64, L), generator=g)
+    assert (_other_tokens(t, V, g) != t).all() and (_other_tokens(t, V, g) < V).all()

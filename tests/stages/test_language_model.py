@@ -71,12 +71,45 @@ def test_overfit_on_a_language_model_judges_bits_per_token_and_writes_samples(cl
     ({"loss": "counts_padding"}, "padding-invariance", "padding positions"),
     ({"model": "batch_mixing"}, "batch-independence", "other examples"),
     ({"model": "ignores_input"}, "input-independent", "extracts nothing"),
+    # no nn.Embedding: the model part is judged by changing tokens
+    ({"model": "onehot_bidirectional_gru"}, "causal-dependency", "when the tokens after position"),
+    ({"model": "onehot_batch_mixing"}, "batch-independence", "when other examples' inputs change"),
 ])
 def test_each_planted_sequence_bug_fails_its_check(cli, in_tmp, bug, check, words):
     result = cli("baseline", "--config", toy_spec(in_tmp, **bug), "--json", *SHORT)
     assert result.exit_code == 1, result.stderr[-500:]
     v = verdicts(result)[check]
     assert v["status"] == "fail" and words in v["message"], v
+
+
+def test_overfit_one_batch_judges_a_bounded_context_against_the_batch_floor(cli, in_tmp):
+    """A correct causal convolution that reads 3 tokens cannot take the batch below the entropy
+    of what follows its 3-token contexts (0.28 nats; it used to fail against 0.05); a model that
+    ignores its input is judged against the whole prefix and still fails."""
+    steps = ("stages.baseline.steps=10", "stages.baseline.eval_every=5", "stages.baseline.reproducible_steps=2",
+             "train.sample_tokens=20")
+    conv = verdicts(cli("baseline", "--config", toy_spec(in_tmp, model="causal_conv"), "--json", *steps))
+    v = conv["overfit-one-batch"]
+    assert v["status"] == "pass" and v["observed"]["floor"] > 0.2, v
+    assert "the 3 tokens the model reads" in v["message"] and v["observed"]["final_loss"] > 0.2
+    assert conv["causal-dependency"]["observed"]["receptive_field"] == 3
+    broken = verdicts(cli("baseline", "--config", toy_spec(in_tmp, model="ignores_input"), "--json", *steps,
+                          f"output_dir={in_tmp / 'broken'}"))["overfit-one-batch"]
+    assert broken["status"] == "fail" and broken["observed"]["final_loss"] > 2 * broken["observed"]["floor"] + 0.5, broken
+    assert "the window's prefix" in broken["message"]
+
+
+def test_a_one_hot_char_rnn_is_judged_by_changing_tokens(cli, in_tmp):
+    """No nn.Embedding: causal-dependency and batch-independence change tokens and watch the
+    outputs; the correct unidirectional GRU passes both, and draws what each output reads."""
+    result = cli("baseline", "--config", toy_spec(in_tmp, model="onehot_gru"), "--json", *SHORT,
+                 "stages.baseline.overfit_steps=500", "stages.baseline.overfit_lr=3e-3")
+    v = verdicts(result)
+    for check in ("causal-dependency", "batch-independence", "padding-invariance", "overfit-one-batch"):
+        assert v[check]["status"] == "pass", (check, v[check]["message"])
+    assert "tested by changing tokens" in v["causal-dependency"]["message"]
+    assert v["batch-independence"]["observed"]["measured_by"] == "change"
+    assert (in_tmp / "runs" / "toy-lm" / "baseline" / "causal_dependency.png").exists()
 
 
 def test_inspect_data_reads_text_and_catches_a_document_in_both_splits(cli, in_tmp):
