@@ -7,11 +7,17 @@ PluginError that names the spec field and the function, in one line.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import importlib.util
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator
+
+# The (field, code) of each call into the user's code now running, innermost last: a warning
+# raised while it is not empty came from the user's code (or what it called).
+_RUNNING: list[tuple[str, str]] = []
 
 
 def _is_file_ref(module_part: str) -> bool:
@@ -34,6 +40,7 @@ def load_factory(ref: str, *, base: Path, field: str) -> Callable[..., Any]:
         spec = importlib.util.spec_from_file_location(mod_name, path)
         module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
         sys.path.insert(0, str(path.parent))  # let the plugin import its sibling files
+        _RUNNING.append((field, f"importing {path.name}"))
         try:
             spec.loader.exec_module(module)  # type: ignore[union-attr]
         except BaseException as exc:
@@ -41,6 +48,7 @@ def load_factory(ref: str, *, base: Path, field: str) -> Callable[..., Any]:
                 raise
             raise PluginError(f"{field}: importing {path} failed: {_one_line(exc)}") from exc
         finally:
+            _RUNNING.pop()
             sys.path.remove(str(path.parent))
         where = str(path)
     else:
@@ -73,6 +81,7 @@ def user_code(field: str, what: str) -> Iterator[None]:
     augmentation, the schedule, a Dataset): anything it raises, SystemExit included, becomes
     one line naming the spec field and the code (exit 2). nnrecipe's own errors, Ctrl-C and a
     device out of memory (which the stage runner turns into advice) pass through."""
+    _RUNNING.append((field, what))
     try:
         yield
     except BaseException as exc:
@@ -80,6 +89,8 @@ def user_code(field: str, what: str) -> Iterator[None]:
         if err is exc:
             raise
         raise err from exc
+    finally:
+        _RUNNING.pop()
 
 
 def user_error(exc: BaseException, field: str, what: str) -> BaseException:
@@ -105,6 +116,7 @@ def guard_module(model, *, field: str, ref: str):
         return model
 
     def forward(self, *args, **kwargs):
+        _RUNNING.append((field, f"{ref}: forward"))
         try:
             out = cls.forward(self, *args, **kwargs)
         except BaseException as exc:
@@ -112,6 +124,8 @@ def guard_module(model, *, field: str, ref: str):
             if err is exc:
                 raise
             raise err from exc
+        finally:
+            _RUNNING.pop()
         _check_output(self, out, args, field, ref)
         return out
 
@@ -144,3 +158,40 @@ def _check_output(module, out, args, field: str, ref: str) -> None:
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__
+
+
+# ----------------------------------------------------------------------------- warnings
+
+
+@dataclasses.dataclass(frozen=True)
+class CaughtWarning:
+    """A warning raised while the user's code ran."""
+
+    field: str  # the spec field whose code was running (model.factory, loss.factory, ...)
+    code: str  # the function, e.g. "model.py:net: forward"
+    category: str  # e.g. "UserWarning"
+    message: str
+    origin: str  # file:line that raised it (for PyTorch's warnings: the line in the user's code that called it)
+
+
+@contextlib.contextmanager
+def user_warnings() -> Iterator[list[CaughtWarning]]:
+    """Record the warnings raised inside user code (the guards above) while the block runs,
+    instead of printing them: a verdict reports them. Each distinct warning is shown once per
+    place, as Python's default filter does, and the filter state is fresh for the block (so a
+    second run in one process sees its warnings again); the user's own filters still apply.
+    Warnings outside user code are shown as usual. Not seen: DataLoader worker processes."""
+    caught: list[CaughtWarning] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("default", append=True)  # also resets the once-per-place registries
+        show = warnings.showwarning
+
+        def record(message, category, filename, lineno, file=None, line=None):
+            if not _RUNNING:
+                return show(message, category, filename, lineno, file, line)
+            field, code = _RUNNING[-1]
+            caught.append(CaughtWarning(field=field, code=code, category=category.__name__,
+                                       message=" ".join(str(message).split()), origin=f"{filename}:{lineno}"))
+
+        warnings.showwarning = record
+        yield caught

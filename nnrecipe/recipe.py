@@ -7,6 +7,7 @@ the CLI, never here.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -58,7 +59,9 @@ def _run_locked(run, *, spec, base, spec_path, runners, device, console, options
 
     import torch
 
+    from nnrecipe.checks.plugin_checks import user_warnings as warnings_verdict
     from nnrecipe.errors import DeviceError
+    from nnrecipe.plugins import user_warnings
     from nnrecipe.runtime import device_description, seed_everything
     from nnrecipe.verdict import Status, Verdict
 
@@ -80,7 +83,7 @@ def _run_locked(run, *, spec, base, spec_path, runners, device, console, options
             ctx.progress = progress
             started = time.monotonic()
             try:
-                with progress if console.is_terminal else contextlib.nullcontext():
+                with progress if console.is_terminal else contextlib.nullcontext(), user_warnings() as caught:
                     result = runner(spec, ctx)
             except KeyboardInterrupt:
                 # Leave a valid record that says what happened, then stop (exit 130).
@@ -94,6 +97,8 @@ def _run_locked(run, *, spec, base, spec_path, runners, device, console, options
                 raise DeviceError(f"out of memory on {device_description(device)} in the {name} stage: lower "
                                   f"data.batch_size (now {spec.data.batch_size}) or the model's size") from None
             ctx.progress = None
+            if (said := warnings_verdict(name, caught)) is not None:  # what the user's code warned about
+                result = dataclasses.replace(result, verdicts=[*result.verdicts, said])
             # wall-clock seconds of the stage, so a run directory says where its time went
             result.summary["seconds"] = round(time.monotonic() - started, 1)
             run.record(name, result.verdicts, result.summary)

@@ -93,6 +93,9 @@ class BaselineSpec(Section):
     # loss-decreases: user models are made larger by merging these into model.args
     # (built-ins double their widths); None skips the larger-model comparison for user models.
     larger_model_args: Optional[dict[str, Any]] = None
+    # loss-broadcasting: the user's loss on targets as the data holds them vs. as nnrecipe shapes
+    # them, relative difference (the same operations on the same numbers: float noise at most)
+    loss_shape_rtol: Positive = 1e-5
     # gradients-flow
     ignore_params: list[str] = []  # parameter-name prefixes that may legitimately get no gradient
     vanish_ratio: Positive = 1e-3  # RMS grad of the first weight / RMS grad of the last weight

@@ -206,6 +206,9 @@ class DataBundle:
     target_dim: int = 1  # real targets: values per example
     description: str = ""
     sequence: Optional[object] = None  # language-model: a data.text.SequenceInfo (vocabulary, streams)
+    # an example's target shape as the data gave it, where nnrecipe reshaped it for the loss
+    # (regression: (,) becomes (1,)): the loss-broadcasting check calls the user's loss both ways
+    raw_target_shape: Optional[tuple[int, ...]] = None
     _targets: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     def splits(self) -> dict[str, Split]:

@@ -112,7 +112,9 @@ def tensor_bundle(
             x = x.float()
         made[name] = TensorSplit(name, x, task.bundle_targets(y))
     num_classes, target_dim = task.declared_outputs(declared_classes, class_names, [s.y for s in made.values()])
+    raw = tuple(torch.as_tensor(splits["train"][1]).shape[1:])
     return DataBundle(
+        raw_target_shape=raw if raw != tuple(made["train"].y.shape[1:]) else None,
         task=task,
         source=source,
         train=made["train"],

@@ -11,7 +11,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from nnrecipe.probes.model_probes import GradStep, InitMeasure, OverfitResult
+from nnrecipe.probes.model_probes import GradStep, InitMeasure, LossShapes, OverfitResult
 from nnrecipe.experiments import Result
 from nnrecipe.tasks import Task
 
@@ -37,6 +37,8 @@ class BaselineMeasurements:
     dumb_scores: Optional[np.ndarray] = None  # the task's dumb predictor (majority class, mean, unigram), per val example
     dumb_name: str = ""
     overfit: Optional[OverfitResult] = None
+    broadcast: Optional[LossShapes] = None  # the user's loss on nnrecipe's target shape and on the data's own
+    broadcast_skip: str = ""
     # for the pictures: the exact first batch that entered model(x) (InputCapture), predictions
     # (or a next-token model's samples) on a fixed val batch over training, the overfit batch
     input_x: Optional[torch.Tensor] = None

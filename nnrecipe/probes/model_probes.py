@@ -271,3 +271,38 @@ class ZeroInput(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(torch.zeros_like(x))
+
+
+# ----------------------------------------------------------------------------- the loss on the data's own shapes
+
+
+@dataclasses.dataclass
+class LossShapes:
+    ours: float  # the loss on the targets as nnrecipe gives them
+    theirs: Optional[float]  # on the targets exactly as the data holds them (None: the loss refused them)
+    our_shape: tuple[int, ...]  # the batch's target shape, both ways
+    their_shape: tuple[int, ...]
+    outputs_shape: tuple[int, ...]
+    refused: str = ""  # what the loss raised on the data's own shape
+
+
+@torch.no_grad()
+def loss_on_raw_targets(loss_fn: Callable, out: torch.Tensor, y: torch.Tensor, raw: tuple[int, ...]) -> LossShapes:
+    """The user's loss called twice on one batch: with the targets nnrecipe reshaped for it
+    (regression: (N, 1)) and with the data's own shape (e.g. (N,)), as a training script that
+    feeds the data straight in would. A loss that broadcasts gives another value."""
+    import warnings
+
+    from nnrecipe.errors import PluginError
+
+    theirs_y = y.reshape(len(y), *raw)
+    ours = float(loss_fn(out, y))
+    theirs, refused = None, ""
+    with warnings.catch_warnings():  # this call is nnrecipe's probe: its warning is the finding, not the user's
+        warnings.simplefilter("ignore")
+        try:
+            theirs = float(loss_fn(out, theirs_y))
+        except PluginError as exc:
+            refused = str(exc)
+    return LossShapes(ours=ours, theirs=theirs, our_shape=tuple(y.shape), their_shape=tuple(theirs_y.shape),
+                      outputs_shape=tuple(out.shape), refused=refused)

@@ -16,6 +16,7 @@ import torch
 
 from nnrecipe.checks.model_checks import (batch_independence, eval_deterministic, gradients_flow, init_well,
                                           loss_at_init, output_form, reproducible)
+from nnrecipe.checks.plugin_checks import loss_broadcasting
 from nnrecipe.checks.sequence_checks import causal_dependency, padding_invariance
 from nnrecipe.checks.training_checks import dumb_baselines, human_baseline, input_independent, loss_decreases, overfit_one_batch
 from nnrecipe.data import build_data
@@ -28,13 +29,13 @@ from nnrecipe.optim import make_optimizer
 from nnrecipe.pictures.saver import attach
 from nnrecipe.probes.measurements import BaselineMeasurements
 from nnrecipe.probes.model_probes import (InputCapture, ZeroInput, dead_units, eval_twice, first_examples, gradient_step,
-                                          measure_init, overfit_batch)
+                                          loss_on_raw_targets, measure_init, overfit_batch)
 from nnrecipe.runtime import seed_everything
 from nnrecipe.stages.base import StageContext, StageResult
 
 STAGE = "baseline"
-CHECKS = (reproducible, loss_at_init, init_well, output_form, dumb_baselines, input_independent, overfit_one_batch,
-          loss_decreases, gradients_flow, batch_independence, eval_deterministic, human_baseline)
+CHECKS = (reproducible, loss_at_init, init_well, output_form, loss_broadcasting, dumb_baselines, input_independent,
+          overfit_one_batch, loss_decreases, gradients_flow, batch_independence, eval_deterministic, human_baseline)
 TASK_CHECKS = {"causal-dependency": causal_dependency, "padding-invariance": padding_invariance}  # where Task.supports them
 DYNAMICS_EXAMPLES = 16  # fixed val examples whose predictions are drawn over training
 VAL_SCORES = "val_scores.npz"  # per-example val scores of every baseline experiment
@@ -102,7 +103,24 @@ def _measure_untrained(s: Setup, m: BaselineMeasurements) -> tuple[torch.Tensor,
     probe = copy.deepcopy(model)
     m.grad = gradient_step(probe, xt, yt, s.loss_fn, make_optimizer(spec.optim, probe.parameters()))
     m.grad.dead = dead_units(model, xv)
+    _measure_loss_shapes(s, m, model, xt, yt)
     return xv, yv
+
+
+def _measure_loss_shapes(s: Setup, m: BaselineMeasurements, model, x: torch.Tensor, y: torch.Tensor) -> None:
+    """loss-broadcasting: the user's loss on the targets as the data holds them, where nnrecipe
+    reshaped them (a loss that broadcasts trains here and stays broken in the user's script)."""
+    raw = s.data.raw_target_shape
+    if s.loss != "custom":
+        m.broadcast_skip = f"the built-in loss ({s.loss}) is nnrecipe's: it takes the targets as nnrecipe shapes them"
+    elif raw is None:
+        m.broadcast_skip = "the targets reach the loss exactly as the data holds them"
+    else:
+        model.eval()
+        with torch.no_grad():
+            out = model(x)
+        model.train()
+        m.broadcast = loss_on_raw_targets(s.loss_fn, out, y, raw)
 
 
 def _measure_training(s: Setup, m: BaselineMeasurements, xv: torch.Tensor, yv: torch.Tensor) -> None:

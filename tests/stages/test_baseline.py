@@ -10,6 +10,7 @@ import pytest
 from conftest import PLANTED, write_spec
 
 FAST = {"steps": 200, "eval_every": 100, "overfit_steps": 300}
+FAST_BATCH = 64  # data.batch_size by default: the probes take one batch
 
 
 def _spec(folder, *, model="mlp", data="clean", name=None, baseline=None, **extra):
@@ -34,7 +35,7 @@ def test_correct_setup_passes_every_check_and_records_baselines(cli, in_tmp):
     code, v = _run(cli, _spec(in_tmp, name="good"))
     bad = {k: (x["status"], x["message"]) for k, x in v.items() if x["status"] not in ("pass", "skip")}
     assert code == 0 and not bad, bad
-    assert v["human-baseline"]["status"] == "skip" and len(v) == 12
+    assert v["human-baseline"]["status"] == "skip" and len(v) == 13
     run = in_tmp / "runs" / "good"
     summary = json.loads((run / "baseline" / "summary.json").read_text())
     assert summary["metric"] == "accuracy" and summary["baselines"]["majority-class"]["val_accuracy"] == pytest.approx(0.25, abs=0.05)
@@ -118,3 +119,39 @@ def test_lazy_data_through_a_dataloader(cli, in_tmp):
     code, v = _run(cli, _spec(in_tmp, name="lazy", data="lazy_clean"), "data.num_workers=0")
     bad = {k: (x["status"], x["message"]) for k, x in v.items() if x["status"] not in ("pass", "skip")}
     assert code == 0 and not bad, bad
+
+
+def _regression(folder, name, *, model="mlp", loss=None):
+    spec = {"name": name, "task": "regression",
+            "data": {"source": "python", "factory": f"{PLANTED}/regression.py:data"},
+            "model": {"arch": "python", "factory": f"{PLANTED}/regression.py:{model}"},
+            "optim": {"lr": 1e-3}, "stages": {"baseline": FAST}}
+    if loss:
+        spec["loss"] = {"factory": f"{PLANTED}/regression.py:{loss}"}
+    return write_spec(folder, spec, name=f"{name}.yaml")
+
+
+def test_a_loss_that_broadcasts_the_data_s_own_targets_fails_loss_broadcasting(cli, in_tmp):
+    """nnrecipe gives a regression loss (N, 1) targets, so nn.MSELoss trains correctly here; on
+    the data's own (N,) targets, as the user's script feeds them, it averages an (N, N) matrix."""
+    _, v = _run(cli, _regression(in_tmp, "broadcast", loss="mse_module"))
+    b = v["loss-broadcasting"]
+    assert b["status"] == "fail" and "broadcasts" in b["message"], b
+    assert b["observed"]["targets_data"] == [FAST_BATCH] and b["observed"]["targets_nnrecipe"] == [FAST_BATCH, 1]
+    assert b["observed"]["relative_difference"] > 0.01  # an (N, N) mean, not N differences
+    _, v = _run(cli, _regression(in_tmp, "reshaped", loss="mse_reshaped"))
+    assert v["loss-broadcasting"]["status"] == "pass" and "both ways" in v["loss-broadcasting"]["message"]
+    _, v = _run(cli, _regression(in_tmp, "builtin"))
+    assert v["loss-broadcasting"]["status"] == "skip" and "built-in" in v["loss-broadcasting"]["message"]
+    assert "user-warnings" not in v  # nnrecipe's own probe call of the loss is not the user's warning
+
+
+def test_warnings_from_the_user_s_code_are_a_verdict_with_their_origin(cli, in_tmp):
+    code, v = _run(cli, _regression(in_tmp, "warns", model="warns_in_forward"))
+    w = v["user-warnings"]
+    assert w["status"] == "warn" and w["observed"]["count"] == 1, w
+    assert "regression.py:" in w["observed"]["origin"] and "torch.tensor(sourceTensor)" in w["observed"]["first"]
+    assert w["observed"]["raised_in"].startswith("model.factory") and "forward" in w["observed"]["raised_in"]
+    # the same run again in this process: the warning is reported again (Python shows one once per place)
+    _, again = _run(cli, _regression(in_tmp, "warns", model="warns_in_forward"))
+    assert again["user-warnings"]["observed"]["count"] == 1
