@@ -109,16 +109,23 @@ class Result:
     model: Optional[nn.Module] = dataclasses.field(default=None, repr=False)
     early: Optional["Result"] = dataclasses.field(default=None, repr=False)  # watched: the weights early stopping keeps, scored
     early_state: Optional[dict] = dataclasses.field(default=None, repr=False)  # ... and those weights (host copies)
+    # The step of the weights each number was measured on: val at the best checkpoint where there
+    # is one, train at the last step (both at the kept step when early stopping restored weights).
+    val_step: Optional[int] = None
+    train_step: Optional[int] = None
 
-    RECORD = ("seed", "val_loss", "val_metric", "train_loss", "train_metric", "steps", "diverged", "evals", "stopped_at")
+    RECORD = ("seed", "val_loss", "val_metric", "train_loss", "train_metric", "steps", "diverged", "evals", "stopped_at",
+              "val_step", "train_step")
 
     @classmethod
     def scored(cls, name: str, seed: int, history: History, train_eval: EvalResult, val_eval: EvalResult, *,
-               stopped_at: Optional[int] = None, **more) -> "Result":
+               stopped_at: Optional[int] = None, val_step: Optional[int] = None, **more) -> "Result":
+        train_step = stopped_at if stopped_at is not None else history.steps_run
         return cls(seed=seed, val_scores=val_eval.scores, val_loss=val_eval.loss, val_metric=val_eval.metric,
                    train_loss=train_eval.loss, train_metric=train_eval.metric, steps=history.steps_run,
                    diverged=history.diverged, evals=[(s, r.loss, r.metric) for s, r in history.evals],
-                   stopped_at=stopped_at, name=name, history=history, train_eval=train_eval, val_eval=val_eval, **more)
+                   stopped_at=stopped_at, name=name, history=history, train_eval=train_eval, val_eval=val_eval,
+                   val_step=train_step if val_step is None else val_step, train_step=train_step, **more)
 
     def record(self) -> dict:
         """The record without the per-example scores (kept beside it, as an array)."""
@@ -131,9 +138,11 @@ class Result:
         return cls(val_scores=val_scores, **d)
 
     def summary(self) -> dict:
+        """The numbers, each beside the step of the weights it was measured on."""
         metric = self.val_eval.metric_name if self.val_eval is not None else "metric"
-        return {"val_loss": self.val_loss, f"val_{metric}": self.val_metric, "train_loss": self.train_loss,
-                f"train_{metric}": self.train_metric, "steps": self.steps, "diverged": self.diverged}
+        return {"val_loss": self.val_loss, f"val_{metric}": self.val_metric, "val_step": self.val_step,
+                "train_loss": self.train_loss, f"train_{metric}": self.train_metric, "train_step": self.train_step,
+                "steps": self.steps, "diverged": self.diverged}
 
 
 @dataclasses.dataclass
@@ -197,14 +206,15 @@ def run_experiment(exp: Experiment, *, data, device: torch.device, base: Path, w
     history = engine.train(plan)
     if watch is not None and stop and watch.state is not None and not history.diverged:
         model.load_state_dict(watch.state)  # early stopping: the weights of the best evaluation
-    train_eval, val_eval = _score(engine, model, data, loss_fn, best=exp.checkpoints.best, diverged=history.diverged)
+    train_eval, val_eval, val_step = _score(engine, model, data, loss_fn, best=exp.checkpoints.best,
+                                            diverged=history.diverged)
     if writer is not None:
         for split, r in (("train", train_eval), ("val", val_eval)):
             writer.add_scalar(f"final/{split}_loss", r.loss, history.steps_run)
             writer.add_scalar(f"final/{split}_{r.metric_name}", r.metric, history.steps_run)
     kept = watch is not None and stop and watch.state is not None
     result = Result.scored(exp.name, spec.seed, history, train_eval, val_eval, stopped_at=watch.best_step if kept else None,
-                           model=model if exp.keep_model else None)
+                           val_step=val_step, model=model if exp.keep_model else None)
     if watch is not None and not stop:
         result.early_state = watch.state
         if watch.state is not None and not history.diverged:
@@ -222,17 +232,19 @@ def _early_stopping(exp: Experiment, spec) -> tuple[Optional[EarlyStopping], boo
 
 
 def _score(engine: Engine, model: nn.Module, data, loss_fn, *, best: Optional[Path], diverged: bool):
-    """(train, val) EvalResults. With a best checkpoint, val is judged there (the lowest val loss
-    seen) and the model is left at its last step."""
+    """(train, val EvalResults, the step val was measured at: None for the model as it is). With
+    a best checkpoint, val is judged there (the lowest val loss seen) and the model is left at
+    its last step."""
     train_eval = engine.evaluate(model, data.task.train_eval_split(data), loss_fn)
     keep = data.task.keeps_val_outputs
     if best is None or not best.exists() or diverged:
-        return train_eval, engine.evaluate(model, data.val, loss_fn, keep_outputs=keep, keep_scores=True)
+        return train_eval, engine.evaluate(model, data.val, loss_fn, keep_outputs=keep, keep_scores=True), None
     final = {k: v.clone() for k, v in model.state_dict().items()}
-    model.load_state_dict(load_checkpoint(best, map_location=engine.device)["model"])
+    checkpoint = load_checkpoint(best, map_location=engine.device)
+    model.load_state_dict(checkpoint["model"])
     val_eval = engine.evaluate(model, data.val, loss_fn, keep_outputs=keep, keep_scores=True)
     model.load_state_dict(final)
-    return train_eval, val_eval
+    return train_eval, val_eval, int(checkpoint["step"])
 
 
 def _score_weights(engine: Engine, model: nn.Module, watch: EarlyStopping, *, data, loss_fn, result: Result) -> Result:
@@ -244,7 +256,8 @@ def _score_weights(engine: Engine, model: nn.Module, watch: EarlyStopping, *, da
     model.load_state_dict(final)
     return Result(seed=result.seed, val_scores=val.scores, val_loss=val.loss, val_metric=val.metric, train_loss=train.loss,
                   train_metric=train.metric, steps=result.steps, diverged=False, evals=result.evals,
-                  stopped_at=watch.best_step, name=result.name, train_eval=train, val_eval=val)
+                  stopped_at=watch.best_step, name=result.name, train_eval=train, val_eval=val,
+                  val_step=watch.best_step, train_step=watch.best_step)
 
 
 def run_in_stage(ctx, stage: str, exp: Experiment, *, data, folder: str = "") -> Result:

@@ -19,6 +19,11 @@ def _divergence(m: OverfitMeasurements) -> dict:
     return {"non_finite_at_step": h.nonfinite_step, "last_finite_loss": round(float(finite[-1]), 6) if len(finite) else None}
 
 
+def weights_at(step, last: int) -> str:
+    """Which weights a number was measured on, in words."""
+    return f"step {step}, the best checkpoint" if step is not None and step != last else f"step {last}, the last"
+
+
 def fits_train(m: OverfitMeasurements, cfg: OverfitSpec) -> Verdict:
     """The recipe's stage-3 goal: the training set is fit."""
     e = m.model
@@ -29,8 +34,9 @@ def fits_train(m: OverfitMeasurements, cfg: OverfitSpec) -> Verdict:
                        hint="lower the LR (try the suggestion of --lr-range), clip gradients (optim.grad_clip), check the data scale")
     goal = m.task.train_goal(cfg)  # accuracy, R^2 or bits per token, each against its target
     value, steps = goal.value(e.train_eval), e.history.steps_run
+    # train is measured on the weights of the last step (val, in beats-baselines, at the best checkpoint)
     observed = {goal.name.replace(" ", "_"): round(value, goal.digits), "train_loss": round(e.train_eval.loss, 6),
-                **goal.extra(e.train_eval), "steps": steps}
+                **goal.extra(e.train_eval), "steps": steps, "train_step": e.train_step}
     if goal.met(value):
         return Verdict(STAGE, "fits-train", Status.PASS, observed=observed, expected=goal.expected,
                        message=goal.passed.format(name=goal.name, value=value, steps=steps))
@@ -49,7 +55,9 @@ def beats_baselines(m: OverfitMeasurements, cfg: OverfitSpec) -> Verdict:
     z = {name: round(m.task.better_z(m.model.val_scores, s), 2) for name, s in m.baseline_scores.items()}
     score = {name: round(float(np.mean(s)), 5) for name, s in m.baseline_scores.items()}
     metric = m.task.score
-    observed = {f"val_{metric}": round(float(np.mean(m.model.val_scores)), 5), f"baseline_val_{metric}": score, "z": z}
+    at = weights_at(m.model.val_step, m.model.steps)  # val is judged at the best checkpoint, train at the last step
+    observed = {f"val_{metric}": round(float(np.mean(m.model.val_scores)), 5), "val_step": m.model.val_step,
+                f"baseline_val_{metric}": score, "z": z}
     expected = f"z >= {cfg.significance_z:g} against the majority/mean predictor; not worse than any baseline"
     worse = [n for n, v in z.items() if v <= -cfg.significance_z]
     # A model that fits train should clearly beat predicting the majority class / the mean; against
@@ -58,17 +66,19 @@ def beats_baselines(m: OverfitMeasurements, cfg: OverfitSpec) -> Verdict:
     not_better = [n for n in dumb if -cfg.significance_z < z[n] < cfg.significance_z]
     if worse:
         return Verdict(STAGE, "beats-baselines", Status.FAIL, observed=observed, expected=expected,
-                       message=f"the model is worse on val than the baseline(s) {', '.join(worse)} (z = {', '.join(str(z[n]) for n in worse)})",
+                       message=f"the model ({at}) is worse on val than the baseline(s) {', '.join(worse)} "
+                               f"(z = {', '.join(str(z[n]) for n in worse)})",
                        hint="it fits train but not val: a train/val mismatch in the data pipeline (labels or preprocessing "
                             "differ), or it memorised noise (regularize next)")
     if not_better:
         return Verdict(STAGE, "beats-baselines", Status.WARN, observed=observed, expected=expected,
-                       message=f"not clearly better on val than the {', '.join(not_better)} predictor",
+                       message=f"the model ({at}) is not clearly better on val than the {', '.join(not_better)} predictor",
                        hint="fitting train did not buy val performance: check that train and val come from one distribution")
     n = m.task.linear_name
     on_par = f" (on par with the {n} model)" if n in z and z[n] < cfg.significance_z else ""
     return Verdict(STAGE, "beats-baselines", Status.PASS, observed=observed, expected=expected,
-                   message=f"beats the dumb baselines on val ({', '.join(f'{n} z={v}' for n, v in z.items())}){on_par}")
+                   message=f"the model ({at}) beats the dumb baselines on val "
+                           f"({', '.join(f'{n} z={v}' for n, v in z.items())}){on_par}")
 
 
 def lr_schedule(m: OverfitMeasurements, cfg: OverfitSpec) -> Verdict:

@@ -23,23 +23,24 @@ def write_csv(path, rows: list[dict]) -> None:
         write_text(path, buf.getvalue())
 
 
-def draw(ctx, stage: str, data, wrong, *checks: str, outputs=None) -> dict[str, list[str]]:
+def draw(ctx, stage: str, data, wrong, *checks: str, outputs=None, at: str = "") -> dict[str, list[str]]:
     """Files and figures for `wrong` (Task.mispredictions) in the stage's folder; `outputs`
-    (the val outputs) adds the residual plots for real targets."""
+    (the val outputs) adds the residual plots for real targets; `at` names the weights (e.g.
+    "step 100, the best checkpoint") in the titles."""
     out = ctx.run.stage_dir(stage)
     save = FigureSaver(ctx, stage)
     write_csv(out / "mispredictions.csv", wrong.top)
     write_csv(out / "per_class.csv", wrong.per_class)
     if wrong.confusion is not None:
-        save(_confusion(wrong.confusion, data), "confusion", *checks)
+        save(_confusion(wrong.confusion, data, at), "confusion", *checks)
     if wrong.top:
         shown = wrong.top[:16]
         if wrong.confusion is not None:  # class targets
             items = [(data.val.example(r["index"])[0], f"{r['true']}→{r['predicted']} {r['p_predicted']:.2f}") for r in shown]
-            title = "the most confidently wrong val examples (true→predicted, p)"
+            title = "the most confidently wrong val examples (true→predicted, p)" + (f"; {at}" if at else "")
         else:
             items = [(data.val.example(r["index"])[0], f"{r['target']:.2g}→{r['prediction']:.2g}") for r in shown]
-            title = "the largest val residuals (target→prediction)"
+            title = "the largest val residuals (target→prediction)" + (f"; {at}" if at else "")
         save(pictures.example_grid([("val", items)], data.kind, title=title), "mispredictions", *checks)
     if wrong.confusion is None and outputs is not None:  # real targets: the residuals
         pred = outputs.float().reshape(len(outputs), -1)[:, 0].numpy()
@@ -50,7 +51,7 @@ def draw(ctx, stage: str, data, wrong, *checks: str, outputs=None) -> dict[str, 
     return save.arts
 
 
-def _confusion(c: np.ndarray, data):
+def _confusion(c: np.ndarray, data, at: str = ""):
     fig = pictures.new_figure(1.6 + 0.45 * len(c), 1.2 + 0.45 * len(c))
     ax = fig.subplots()
     rates = c / np.maximum(c.sum(axis=1, keepdims=True), 1)
@@ -66,7 +67,7 @@ def _confusion(c: np.ndarray, data):
     ax.set_yticks(range(len(c)), names, fontsize=6)
     ax.set_xlabel("predicted", fontsize=8)
     ax.set_ylabel("true", fontsize=8)
-    ax.set_title("confusion matrix on val (counts; colour: share of the true class)", fontsize=8)
+    ax.set_title("confusion matrix on val (counts; colour: share of the true class)" + (f"\n{at}" if at else ""), fontsize=8)
     return fig
 
 

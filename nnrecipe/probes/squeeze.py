@@ -141,7 +141,8 @@ def _scored(engine, model, data, loss_fn, *, name: str, seed: int, history: Opti
     if history is not None:
         return Result.scored(name, seed, history, tr, va, model=model)
     return Result(seed=seed, val_scores=va.scores, val_loss=va.loss, val_metric=va.metric, train_loss=tr.loss,
-                  train_metric=tr.metric, steps=steps, diverged=False, evals=[], name=name, train_eval=tr, val_eval=va)
+                  train_metric=tr.metric, steps=steps, diverged=False, evals=[], name=name, train_eval=tr, val_eval=va,
+                  val_step=steps, train_step=steps)
 
 
 def continue_training(spec, *, model, checkpoint: Path, data, loss_fn, device, steps: int, every: int, seed: int,

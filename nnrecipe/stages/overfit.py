@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
-from nnrecipe.checks.overfit_checks import beats_baselines, fits_train, ladder, lr_range, lr_schedule
+from nnrecipe.checks.overfit_checks import beats_baselines, fits_train, ladder, lr_range, lr_schedule, weights_at
 from nnrecipe.experiments import Checkpoints, Experiment, experiment_key, run_in_stage
 from nnrecipe.handoff import baseline_scores, data_fingerprint
 from nnrecipe.loop import resumable
@@ -125,7 +125,8 @@ def _draw(s: Setup, m: OverfitMeasurements, samples):
         outputs, data.targets("val"), num_classes=data.num_outputs, loss=loss_name(s.spec), class_name=data.class_name)
     arts = [overfit.draw(ctx, STAGE, m), text.samples(ctx, STAGE, data, samples, "fits-train")]
     if wrong is not None:
-        arts.append(mispredictions.draw(ctx, STAGE, data, wrong, "beats-baselines", outputs=outputs))
+        arts.append(mispredictions.draw(ctx, STAGE, data, wrong, "beats-baselines", outputs=outputs,
+                                        at=weights_at(m.model.val_step, m.model.steps)))
     return wrong, arts
 
 

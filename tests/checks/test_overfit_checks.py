@@ -95,3 +95,10 @@ def test_ladder():
     fitted = [_exp(train_loss=0.001, train_metric=1.0), _exp(train_loss=0.002, train_metric=1.0)]
     m = OverfitMeasurements(CLASSIFICATION, ladder=fitted, ladder_names=["a", "b"])
     assert [v.status for v in oc.ladder(m, CFG)] == [Status.SKIP, Status.PASS]  # both already fit
+
+
+def test_weights_at_names_the_best_checkpoint_only_when_it_is_not_the_last_step():
+    from nnrecipe.checks.overfit_checks import weights_at
+
+    assert weights_at(100, 150) == "step 100, the best checkpoint"
+    assert weights_at(150, 150) == weights_at(None, 150) == "step 150, the last"

@@ -131,3 +131,20 @@ def test_confusion_per_class_metrics_and_worst_examples(cli, in_tmp):
     assert losses == sorted(losses, reverse=True)
     for png in ("confusion.png", "mispredictions.png"):
         assert (run / png).stat().st_size > 1000
+
+
+def test_each_number_names_the_weights_it_was_measured_on(cli, in_tmp):
+    """An LR that jumps for the last third wrecks the last step's model: val is judged at the
+    best checkpoint (an earlier step), train at the last step, and each number says which."""
+    path = _spec(in_tmp, "spike", optim={"schedule": {"factory": f"{PLANTED}/schedules.py:late_spike"}},
+                 train={"steps": 300, "eval_every": 50})
+    assert cli("baseline", "--config", path).exit_code in (0, 1)
+    _, v = _overfit(cli, path)
+    summary = json.loads((in_tmp / "runs" / "spike" / "overfit" / "summary.json").read_text())
+    final, best = summary["final"], summary["best_step"]
+    assert best < 300 and final["val_step"] == best and final["train_step"] == 300, (best, final)
+    at_best = next(e for e in summary["evals"] if e["step"] == best)
+    assert final["val_accuracy"] == pytest.approx(at_best["val_accuracy"])  # the best checkpoint's, not the last's
+    b, f = v["beats-baselines"], v["fits-train"]
+    assert b["observed"]["val_step"] == best and f"step {best}, the best checkpoint" in b["message"], b
+    assert f["observed"]["train_step"] == 300
