@@ -55,15 +55,8 @@ def run_stages(*, spec: Spec, base: Path, spec_path: Optional[Path], stages: Seq
 
 
 def _run_locked(run, *, spec, base, spec_path, runners, device, console, options, stop_on_fail, show_tables):
-    import time
-
-    import torch
-
-    from nnrecipe.checks.plugin_checks import user_warnings as warnings_verdict
-    from nnrecipe.errors import DeviceError
-    from nnrecipe.plugins import user_warnings
-    from nnrecipe.runtime import device_description, seed_everything
-    from nnrecipe.verdict import Status, Verdict
+    from nnrecipe.runtime import device_description
+    from nnrecipe.verdict import Status
 
     stages = [name for name, _ in runners]
     run.write_spec(spec.to_yaml())
@@ -74,33 +67,7 @@ def _run_locked(run, *, spec, base, spec_path, runners, device, console, options
     results: list[StageResult] = []
     try:
         for name, runner in runners:
-            seed_everything(spec.seed, deterministic=spec.train.deterministic)  # each stage starts from the seed
-            # --resume keeps what an interrupted run of the stage finished (checkpoints, squeeze's members)
-            keep = get_stage(name).keep + (("members", "checkpoints") if ctx.options.get("resume") else ())
-            run.reset_stage(name, keep=keep)
-            run.stage_dir(name).mkdir(parents=True, exist_ok=True)
-            progress = _progress(console)
-            ctx.progress = progress
-            started = time.monotonic()
-            try:
-                with progress if console.is_terminal else contextlib.nullcontext(), user_warnings() as caught:
-                    result = runner(spec, ctx)
-            except KeyboardInterrupt:
-                # Leave a valid record that says what happened, then stop (exit 130).
-                took = time.monotonic() - started
-                run.record(name, [Verdict(name, "interrupted", Status.SKIP, observed={"after_seconds": round(took, 1)},
-                                          message=f"interrupted (Ctrl-C) after {took:.0f} s: no verdicts for this stage",
-                                          hint="run the stage again" + (" with --resume" if name == "squeeze" else ""))],
-                           {"interrupted": True, "after_seconds": round(took, 1)})
-                raise
-            except torch.OutOfMemoryError:
-                raise DeviceError(f"out of memory on {device_description(device)} in the {name} stage: lower "
-                                  f"data.batch_size (now {spec.data.batch_size}) or the model's size") from None
-            ctx.progress = None
-            if (said := warnings_verdict(name, caught)) is not None:  # what the user's code warned about
-                result = dataclasses.replace(result, verdicts=[*result.verdicts, said])
-            # wall-clock seconds of the stage, so a run directory says where its time went
-            result.summary["seconds"] = round(time.monotonic() - started, 1)
+            result = _run_stage(ctx, name, runner)
             run.record(name, result.verdicts, result.summary)
             ctx.writer(name).add_text("verdicts", run.render_report(result.verdicts))
             results.append(result)
@@ -115,3 +82,46 @@ def _run_locked(run, *, spec, base, spec_path, runners, device, console, options
     console.print(f"report: {run.root / 'report.md'} · {run.root / 'report.html'} · "
                   f"TensorBoard: tensorboard --logdir {run.root / 'tb'}")
     return results
+
+
+def _run_stage(ctx: StageContext, name: str, runner) -> StageResult:
+    """One stage from its seed, in a fresh stage folder; the warnings the user's code raised in
+    it become a verdict; Ctrl-C leaves a valid record that says what happened (exit 130)."""
+    import time
+
+    import torch
+
+    from nnrecipe.checks.plugin_checks import user_warnings as warnings_verdict
+    from nnrecipe.errors import DeviceError
+    from nnrecipe.plugins import user_warnings
+    from nnrecipe.runtime import device_description, seed_everything
+    from nnrecipe.verdict import Status, Verdict
+
+    spec, run = ctx.spec, ctx.run
+    seed_everything(spec.seed, deterministic=spec.train.deterministic)  # each stage starts from the seed
+    # --resume keeps what an interrupted run of the stage finished (checkpoints, squeeze's members)
+    keep = get_stage(name).keep + (("members", "checkpoints") if ctx.options.get("resume") else ())
+    run.reset_stage(name, keep=keep)
+    run.stage_dir(name).mkdir(parents=True, exist_ok=True)
+    progress = _progress(ctx.console)
+    ctx.progress = progress
+    started = time.monotonic()
+    try:
+        with progress if ctx.console.is_terminal else contextlib.nullcontext(), user_warnings() as caught:
+            result = runner(spec, ctx)
+    except KeyboardInterrupt:
+        took = time.monotonic() - started
+        run.record(name, [Verdict(name, "interrupted", Status.SKIP, observed={"after_seconds": round(took, 1)},
+                                  message=f"interrupted (Ctrl-C) after {took:.0f} s: no verdicts for this stage",
+                                  hint="run the stage again" + (" with --resume" if name == "squeeze" else ""))],
+                   {"interrupted": True, "after_seconds": round(took, 1)})
+        raise
+    except torch.OutOfMemoryError:
+        raise DeviceError(f"out of memory on {device_description(ctx.device)} in the {name} stage: lower "
+                          f"data.batch_size (now {spec.data.batch_size}) or the model's size") from None
+    ctx.progress = None
+    if (said := warnings_verdict(name, caught)) is not None:  # what the user's code warned about
+        result = dataclasses.replace(result, verdicts=[*result.verdicts, said])
+    # wall-clock seconds of the stage, so a run directory says where its time went
+    result.summary["seconds"] = round(time.monotonic() - started, 1)
+    return result
