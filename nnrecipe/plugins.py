@@ -13,7 +13,7 @@ import importlib.util
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NoReturn
 
 # The (field, code) of each call into the user's code now running, innermost last: a warning
 # raised while it is not empty came from the user's code (or what it called).
@@ -85,10 +85,7 @@ def user_code(field: str, what: str) -> Iterator[None]:
     try:
         yield
     except BaseException as exc:
-        err = user_error(exc, field, what)
-        if err is exc:
-            raise
-        raise err from exc
+        reraise(exc, field, what)
     finally:
         _RUNNING.pop()
 
@@ -103,6 +100,14 @@ def user_error(exc: BaseException, field: str, what: str) -> BaseException:
     if isinstance(exc, (NNRecipeError, KeyboardInterrupt, GeneratorExit, torch.OutOfMemoryError)):
         return exc
     return PluginError(f"{field}: {what} raised {_one_line(exc)}")
+
+
+def reraise(exc: BaseException, field: str, what: str) -> NoReturn:
+    """Raise what the guard makes of `exc` (user_error): the field's one line, from `exc`."""
+    err = user_error(exc, field, what)
+    if err is exc:
+        raise exc
+    raise err from exc
 
 
 def guard_module(model, *, field: str, ref: str):
@@ -120,10 +125,7 @@ def guard_module(model, *, field: str, ref: str):
         try:
             out = cls.forward(self, *args, **kwargs)
         except BaseException as exc:
-            err = user_error(exc, field, f"{ref}: forward")
-            if err is exc:
-                raise
-            raise err from exc
+            reraise(exc, field, f"{ref}: forward")
         finally:
             _RUNNING.pop()
         _check_output(self, out, args, field, ref)

@@ -11,7 +11,7 @@ Two kinds of split share one small interface (`len`, `iterate`, `example`):
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Iterator, Optional, Union
+from typing import TYPE_CHECKING, Iterator, NoReturn, Optional, Union
 
 import numpy as np
 import torch
@@ -79,14 +79,17 @@ class LazySplit:
         try:
             return len(self.dataset)  # type: ignore[arg-type]
         except BaseException as exc:
-            err = self._error(exc)
-            if err is exc:
-                raise
-            raise err from exc
+            self._reraise(exc)
 
     @property
     def device(self) -> torch.device:
         return torch.device("cpu")
+
+    def _reraise(self, exc: BaseException) -> NoReturn:
+        err = self._error(exc)
+        if err is exc:
+            raise exc
+        raise err from exc
 
     def _error(self, exc: BaseException) -> BaseException:
         """One line naming the split for anything reading it raised (a user Dataset's
@@ -128,10 +131,7 @@ class LazySplit:
             except StopIteration:
                 return
             except BaseException as exc:  # the dataset, a worker or the collate failed: name the split, one line
-                err = self._error(exc)
-                if err is exc:
-                    raise
-                raise err from exc
+                self._reraise(exc)
             x, y = _as_pair(batch, self)
             if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)):
                 raise self._error(TypeError(f"examples must be (x, y) of numbers; a batch of them holds "
@@ -143,10 +143,7 @@ class LazySplit:
             x, y = _as_pair(self.dataset[i], self)
             return torch.as_tensor(x), torch.as_tensor(y)
         except BaseException as exc:
-            err = self._error(exc)
-            if err is exc:
-                raise
-            raise err from exc
+            self._reraise(exc)
 
     def subset(self, index: torch.Tensor) -> "LazySplit":
         from torch.utils.data import Subset

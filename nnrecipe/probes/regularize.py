@@ -15,6 +15,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
+from nnrecipe.probes import evaluating
 
 Edit = Callable[[object], object]  # Spec -> Spec
 
@@ -170,19 +171,17 @@ def augmented_scores(model, *, data, spec, base: Path, device, seed: int, passes
 
     augment = build_augment(spec.data.augment, kind=data.kind, base=base)
     seed_everything(seed)
-    was = model.training
-    model.eval()
     augmented, shown, preds = [], None, None
-    for _ in range(passes):
-        outs, ys = [], []
-        for x, y in data.val.iterate(512):
-            xa, ya = augment(x.to(device), y.to(device))  # a user augmentation may change labels too
-            out = model(xa).float().cpu()
-            if shown is None:
-                shown = (x[:16].cpu(), xa[:16].cpu(), ya[:16].cpu())
-                preds = data.task.augmented_predictions(out[:16])
-            outs.append(out)
-            ys.append(ya.cpu())
-        augmented.append(data.task.example_scores(torch.cat(outs), torch.cat(ys)).cpu().numpy())
-    model.train(was)
+    with evaluating(model):
+        for _ in range(passes):
+            outs, ys = [], []
+            for x, y in data.val.iterate(512):
+                xa, ya = augment(x.to(device), y.to(device))  # a user augmentation may change labels too
+                out = model(xa).float().cpu()
+                if shown is None:
+                    shown = (x[:16].cpu(), xa[:16].cpu(), ya[:16].cpu())
+                    preds = data.task.augmented_predictions(out[:16])
+                outs.append(out)
+                ys.append(ya.cpu())
+            augmented.append(data.task.example_scores(torch.cat(outs), torch.cat(ys)).cpu().numpy())
     return np.mean(augmented, axis=0), shown, preds

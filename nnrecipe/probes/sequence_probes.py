@@ -19,6 +19,7 @@ from torch import nn
 
 from nnrecipe.errors import PluginError
 from nnrecipe.losses import IGNORE_INDEX
+from nnrecipe.probes import evaluating
 
 
 class NoEmbedding(Exception):
@@ -80,10 +81,8 @@ class CausalMeasure:
 def causal_gradients(model: nn.Module, x: torch.Tensor, positions: list[int], *, seed: int = 0) -> CausalMeasure:
     """Backprop a random projection of the outputs at position t to the input embeddings of
     every position (eval mode: no dropout). A causal model gives exactly zero after t."""
-    was = model.training
-    model.eval()
     g = torch.Generator().manual_seed(seed)
-    try:
+    with evaluating(model):
         out, leaves = _forward_tapped(model, x)
         past, future, first, reach, rows = [], [], [], [], []
         for t in positions:
@@ -96,8 +95,6 @@ def causal_gradients(model: nn.Module, x: torch.Tensor, positions: list[int], *,
             nz = np.nonzero(later > 0)[0]
             first.append(int(t + 1 + nz[0]) if len(nz) else None)
             reach.append(int(nz[-1]) + 1 if len(nz) else 0)
-    finally:
-        model.train(was)
     return CausalMeasure(positions=list(positions), past=past, future=future, first_future=first, reach=reach, matrix=np.stack(rows),
                          length=int(x.shape[1]), windows=int(x.shape[0]))
 
@@ -124,11 +121,9 @@ def causal_perturbation(model: nn.Module, x: torch.Tensor, positions: list[int],
     a time: the map of which outputs each input moves, and how far back an output reads (a
     bounded-context model's receptive field; the whole window for a full-context one). Last,
     the window moved one position later: whether outputs also read absolute positions."""
-    was = model.training
-    model.eval()
     g = torch.Generator().manual_seed(seed)
     length = int(x.shape[1])
-    try:
+    with evaluating(model):
         out = model(x).float()
         scale = float(out.abs().max()) or 1.0
 
@@ -159,8 +154,6 @@ def causal_perturbation(model: nn.Module, x: torch.Tensor, positions: list[int],
         later = model(torch.cat([x[:, :1], x[:, :-1]], dim=1)).float()
         j = max(receptive, 1)  # output j (and after) of the shifted window reads what output j - 1 read
         positional = j >= length or bool(((later[:, j:] - out[:, j - 1 : length - 1]).abs().max() / scale) > rtol)
-    finally:
-        model.train(was)
     return PerturbMeasure(positions=list(positions), moved=moved, first_moved=first, receptive=receptive,
                           positional=positional, matrix=matrix, length=length, windows=int(x.shape[0]))
 
@@ -177,10 +170,8 @@ def batch_dependency_perturbation(model: nn.Module, x: torch.Tensor, rows: list[
     """batch-independence for any model of token windows: max |change of out[i]| when window j
     changes, relative to the outputs' scale, a (len(rows), N) matrix (0 off the diagonal when the
     examples are independent)."""
-    was = model.training
-    model.eval()
     g = torch.Generator().manual_seed(seed)
-    try:
+    with evaluating(model):
         out = model(x).float()
         scale = float(out.abs().max()) or 1.0
         dep = np.zeros((len(rows), len(x)))
@@ -190,22 +181,16 @@ def batch_dependency_perturbation(model: nn.Module, x: torch.Tensor, rows: list[
             delta = (model(changed).float() - out).abs().flatten(1).amax(dim=1) / scale
             for k, i in enumerate(rows):
                 dep[k, j] = float(delta[i]) if float(delta[i]) > rtol else 0.0
-    finally:
-        model.train(was)
     return dep
 
 
 def batch_dependency_tokens(model: nn.Module, x: torch.Tensor, rows: list[int]) -> np.ndarray:
     """batch-independence for token inputs: |d sum(out[i]) / d emb[j]|, a (len(rows), N) matrix."""
-    was = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         out, leaves = _forward_tapped(model, x)
         dep = np.zeros((len(rows), len(x)))
         for k, i in enumerate(rows):
             dep[k] = _grad_per_position(out[i].float().sum(), leaves, (1, 2)).double().cpu().numpy()
-    finally:
-        model.train(was)
     return dep
 
 
@@ -255,17 +240,13 @@ def padding_change(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: 
                    pad_token: int = 0) -> PaddingMeasure:
     """The loss of the first L - pad tokens of each window, alone and followed by `pad`
     padding positions whose targets are IGNORE_INDEX (the windows keep the model's length)."""
-    was = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         keep = x.shape[1] - pad
         xs, ys = x[:, :keep], y[:, :keep]
         xp = torch.cat([xs, torch.full((len(x), pad), pad_token, dtype=x.dtype, device=x.device)], dim=1)
         yp = torch.cat([ys, torch.full((len(y), pad), IGNORE_INDEX, dtype=y.dtype, device=y.device)], dim=1)
         plain = float(loss_fn(model(xs), ys))
         padded = float(loss_fn(model(xp), yp))
-    finally:
-        model.train(was)
     return PaddingMeasure(loss_plain=plain, loss_padded=padded, length=keep, pad=pad)
 
 
@@ -274,12 +255,10 @@ def generate(model: nn.Module, info, *, tokens: int, device: torch.device, seed:
              temperature: float = 1.0) -> str:
     """Sample `tokens` tokens after the prompt, each from the model's distribution at the last
     position (a fixed generator seed: samples at successive evaluations differ by the model only)."""
-    was = model.training
-    model.eval()
     g = torch.Generator(device="cpu").manual_seed(seed)
     ids = info.encode(info.prompt) or [0]
     fixed_length = False  # a model that only takes full windows gets the prompt left-padded with token 0
-    try:
+    with evaluating(model):
         for _ in range(tokens):
             context = ids[-info.context :]
             if fixed_length:
@@ -296,8 +275,6 @@ def generate(model: nn.Module, info, *, tokens: int, device: torch.device, seed:
             if not torch.isfinite(logits).all():
                 break
             ids.append(int(torch.multinomial(F.softmax(logits, dim=-1), 1, generator=g)))
-    finally:
-        model.train(was)
     return info.decode(ids)
 
 

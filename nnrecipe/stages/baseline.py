@@ -27,6 +27,7 @@ from nnrecipe.losses import loss_name, make_loss
 from nnrecipe.models import BUILTIN_ARCHS, larger_model_spec, prepare_model, seeded_model
 from nnrecipe.optim import make_optimizer
 from nnrecipe.pictures.saver import attach
+from nnrecipe.probes import evaluating
 from nnrecipe.probes.measurements import BaselineMeasurements
 from nnrecipe.probes.model_probes import (InputCapture, ZeroInput, dead_units, eval_twice, first_examples, gradient_step,
                                           loss_on_raw_targets, measure_init, overfit_batch)
@@ -116,10 +117,8 @@ def _measure_loss_shapes(s: Setup, m: BaselineMeasurements, model, x: torch.Tens
     elif raw is None:
         m.broadcast_skip = "the targets reach the loss exactly as the data holds them"
     else:
-        model.eval()
-        with torch.no_grad():
+        with evaluating(model), torch.no_grad():
             out = model(x)
-        model.train()
         m.broadcast = loss_on_raw_targets(s.loss_fn, out, y, raw)
 
 
@@ -168,11 +167,8 @@ class DynamicsRecorder:
         if self.sampler is not None:
             self.dynamics.append((step, self.sampler(net, self.writer, step)))
             return
-        with torch.no_grad():
-            was = net.training
-            net.eval()
+        with evaluating(net), torch.no_grad():
             pred = self.s.data.task.dynamics(net(self.x).float(), self.s.loss)
-            net.train(was)
         self.dynamics.append((step, pred))
         image = self.s.data.task.dynamics_image(pred, self.y.cpu().numpy())
         if image is not None:
