@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from nnrecipe import __version__, atomic
+from nnrecipe.credentials import redact_tree
 from nnrecipe.errors import RunDirError
 from nnrecipe.verdict import Verdict, jsonable
 
@@ -141,7 +142,7 @@ class RunDir:
             "seed": seed,
             "spec_path": str(spec_path) if spec_path else None,
             "git_commit": _git_commit(Path(spec_path).parent if spec_path else Path.cwd()),
-            "argv": sys.argv,
+            "argv": redact_tree(sys.argv),
             "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         }
         atomic.write_json(self.root / "env.json", env)

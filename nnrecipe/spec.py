@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, Optional
 import yaml
 from pydantic import Field, ValidationError, ValidationInfo, model_validator
 
+from nnrecipe.credentials import redact_tree
 from nnrecipe.errors import SpecError
 from nnrecipe.spec_sections import (
     DATA_SOURCES,
@@ -103,7 +104,8 @@ class Spec(Section):
         return self.model_dump(mode="json")
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.dump(), sort_keys=False)
+        """The spec as recorded (run directory, `nnrecipe show-spec`): URLs without their passwords."""
+        return yaml.safe_dump(redact_tree(self.dump()), sort_keys=False)
 
 
 # ----------------------------------------------------------------------------- loading

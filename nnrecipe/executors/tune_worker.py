@@ -25,7 +25,7 @@ class Plan:
     run_root: str
     base: str  # the spec's folder: plugins and data paths resolve against it
     start_yaml: str  # the starting spec (tune/start.yaml)
-    storage: str  # journal file path or database URL
+    storage: str  # journal file path or database URL, its password redacted (credentials.storage_url finds it)
     study: str
     key: str  # identifies the experiment a study belongs to
     trials: int
@@ -77,6 +77,7 @@ def make_objective(*, start, space: dict, trainer, seed: int, task, ctx) -> Call
 
 def run_worker(plan: Plan, *, ctx, index: int, start, on_idle: Optional[Callable[[], None]] = None, study=None) -> int:
     """Run trials until the study has `plan.trials` finished; returns how many this worker ran."""
+    from nnrecipe.credentials import storage_url
     from nnrecipe.probes import tune_study as ts
     from nnrecipe.probes.tune_space import start_values
     from nnrecipe.experiments import Trainer
@@ -86,7 +87,7 @@ def run_worker(plan: Plan, *, ctx, index: int, start, on_idle: Optional[Callable
     sampler = ts.make_sampler(cfg.sampler, seed=plan.seed, start=start_values(start, cfg.space), worker=worker)
     pruner = ts.make_pruner(cfg.pruner, steps=plan.steps, warmup=cfg.prune_warmup)
     if study is None:
-        storage = ts.open_storage(plan.storage, heartbeat_interval=cfg.heartbeat_interval, grace_period=cfg.grace_period)
+        storage = ts.open_storage(storage_url(plan.storage), heartbeat_interval=cfg.heartbeat_interval, grace_period=cfg.grace_period)
         study = ts.open_study(storage=storage, name=plan.study, key=plan.key, sampler=sampler, pruner=pruner, create=False)
     else:
         study.sampler, study.pruner = sampler, pruner

@@ -22,6 +22,7 @@ from typing import Any, Callable, Optional
 import optuna
 from optuna.trial import TrialState
 
+from nnrecipe.credentials import redact
 from nnrecipe.errors import NNRecipeError
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -37,15 +38,6 @@ class StorageError(NNRecipeError):
 def derive_seed(*parts: Any) -> int:
     """A 32-bit seed from any parts, equal in every process (Python's hash() is salted)."""
     return int.from_bytes(hashlib.sha256("|".join(map(str, parts)).encode()).digest()[:4], "little")
-
-
-def redact(url: str) -> str:
-    """The URL without its password, for messages."""
-    if "://" in url and "@" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}" if ":" in creds else url
-    return url
 
 
 def is_url(storage: str) -> bool:

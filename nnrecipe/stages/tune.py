@@ -22,6 +22,7 @@ from typing import Any, Optional
 from rich.table import Table
 
 from nnrecipe import atomic
+from nnrecipe.credentials import ENV_STORAGE, redact, storage_url
 from nnrecipe.checks.tune_checks import TuneMeasurements, confirmation_z, search_coverage, sensitivity, tune_improves
 from nnrecipe.errors import NNRecipeError
 from nnrecipe.probes import tune_analysis as ta
@@ -92,7 +93,7 @@ def _setup(spec, ctx: StageContext) -> Setup:
     every = min(cfg.eval_every or start.train.eval_every, steps)
     space_text = json.dumps({k: v.model_dump(mode="json", exclude_none=True) for k, v in cfg.space.items()}, sort_keys=True)
     return Setup(spec=spec, ctx=ctx, start=start, source=source, note=note, steps=steps, every=every,
-                 storage=cfg.storage or str(ctx.run.stage_dir(STAGE) / JOURNAL), study=cfg.study or spec.name,
+                 storage=storage_url(cfg.storage) if cfg.storage else str(ctx.run.stage_dir(STAGE) / JOURNAL), study=cfg.study or spec.name,
                  key=experiment_key(start.model_copy(update={"seed": spec.seed}), steps=steps, every=every, extra=space_text))
 
 
@@ -124,11 +125,11 @@ def _run_workers(s: Setup, study) -> int:
     had = sum(1 for t in study.get_trials(deepcopy=False) if t.state in ts.FINISHED)
     start_yaml = s.out / "start.yaml"
     atomic.write_text(start_yaml, f"# the tune stage's starting point ({s.source})\n" + s.start.to_yaml())
-    plan = Plan(run_root=str(ctx.run.root.resolve()), base=str(ctx.base), start_yaml=str(start_yaml), storage=s.storage,
+    plan = Plan(run_root=str(ctx.run.root.resolve()), base=str(ctx.base), start_yaml=str(start_yaml), storage=redact(s.storage),
                 study=s.study, key=s.key, trials=cfg.trials, seed=spec.seed, steps=s.steps, every=s.every, device=str(ctx.device))
     plan.write(s.out / "worker.json")
-    children = [_spawn(s.out, i) for i in range(1, cfg.workers)]
-    ctx.console.print(f"tune: study [cyan]{s.study}[/] on {ts.redact(s.storage) if not s.local else ctx.rel(s.storage)}: "
+    children = [_spawn(s.out, i, storage=s.storage) for i in range(1, cfg.workers)]
+    ctx.console.print(f"tune: study [cyan]{s.study}[/] on {redact(s.storage) if not s.local else ctx.rel(s.storage)}: "
                       f"{had} of {cfg.trials} trials finished" + (f", {len(children) + 1} workers" if children else ""))
     try:
         ran = run_worker(plan, ctx=ctx, index=0, start=s.start, study=study,
@@ -194,7 +195,7 @@ def _record(s: Setup, m: TuneMeasurements, *, ran: int, orphans) -> dict:
     ctx.console.print(_table(rows, list(cfg.space), m.task, m))
     _hparams(ctx, m.trials, m.task)
     return {
-        "study": s.study, "storage": "run directory journal" if s.local else ts.redact(s.storage), "start": s.source,
+        "study": s.study, "storage": "run directory journal" if s.local else redact(s.storage), "start": s.source,
         "start_note": s.note, "steps_per_trial": s.steps, "requested": cfg.trials, "finished": len(m.trials),
         "ran_here": ran, "recovered": orphans, "sampler": cfg.sampler, "pruner": cfg.pruner,
         "best": {"trial": m.best.number, "value": m.best.value, "params": m.best.params} if m.best else None,
@@ -210,9 +211,11 @@ def confirm_seeds(spec, task) -> list[int]:
     return [spec.seed + 1 + i for i in range(k)]
 
 
-def _spawn(out, index: int):
+def _spawn(out, index: int, *, storage: str):
+    """A worker process; the storage URL, password and all, goes in its environment: worker.json
+    holds it redacted, and a command line is visible to every user of the machine (ps)."""
     log = open(out / f"worker-{index}.log", "w")
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **{ENV_STORAGE: storage})
     proc = subprocess.Popen([sys.executable, "-m", "nnrecipe.executors.tune_worker", str(out / "worker.json"), str(index)],
                             stdout=log, stderr=subprocess.STDOUT, env=env)
     return proc, log

@@ -156,3 +156,57 @@ def test_an_unreachable_storage_is_one_clear_line(cli, in_tmp):
     assert result.exit_code == 2
     assert result.stderr.strip().startswith("error: --storage postgresql://nobody@127.0.0.1:1/none: cannot open the study storage")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def _cmdlines() -> dict[int, str]:
+    """Every process's command line on this machine, as `ps` shows them to any user."""
+    lines = {}
+    for entry in os.listdir("/proc"):
+        try:
+            lines[int(entry)] = open(f"/proc/{entry}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
+        except (ValueError, OSError):
+            continue
+    return lines
+
+
+@pytest.mark.skipif(not POSTGRES, reason="NNRECIPE_TEST_POSTGRES is not set (.ci/run starts PostgreSQL and sets it)")
+def test_a_storage_password_reaches_no_file_and_no_command_line(in_tmp):
+    import re
+
+    secret = f"pw-{os.getpid()}-s3cret"
+    url = re.sub(r"://([^:@/]+)@", rf"://\1:{secret}@", POSTGRES, count=1)  # the server trusts loopback: any password works
+    assert secret in url
+    name = f"secret-{os.getpid()}-{int(time.time())}"
+    path = _spec(in_tmp, "secret", tune={"trials": 4, "pruner": "none", "workers": 2})
+    # The user keeps the URL in the environment; nnrecipe must not move it into argv or files.
+    env = {**ENV, "NNRECIPE_TUNE_STORAGE": url}
+    proc = subprocess.Popen([sys.executable, "-m", "nnrecipe.cli", "tune", "--config", str(path), "--study", name],
+                            cwd=in_tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    seen = {}
+    while proc.poll() is None:
+        seen.update({pid: line for pid, line in _cmdlines().items() if "nnrecipe" in line})
+        time.sleep(0.05)
+    out, err = proc.communicate()
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert any("tune_worker" in line for line in seen.values()), seen  # the second worker was seen running
+    assert not [line for line in seen.values() if secret in line]
+    assert secret.encode() not in out + err
+    run = in_tmp / "runs" / "secret"
+    files = [p for p in run.rglob("*") if p.is_file()]
+    assert len(files) > 20 and any(p.name == "worker.json" for p in files)
+    assert not [str(p) for p in files if secret.encode() in p.read_bytes()]
+    assert f"{url.split(':')[0]}://postgres:***@" in (run / "spec.yaml").read_text()
+
+    # Run again from the recorded spec: the password comes from where the user keeps it, or
+    # the error says where to put it.
+    again = [sys.executable, "-m", "nnrecipe.cli", "tune", "--config", str(run / "spec.yaml"), "--study", name,
+             "--output-dir", str(in_tmp / "again")]
+    missing = subprocess.run(again, cwd=in_tmp, env=ENV, capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 2, missing.stderr[-2000:]
+    assert missing.stderr.strip().splitlines() == [
+        f"error: stages.tune.storage {url.replace(secret, '***')}: the password is never kept in the run directory; "
+        "give the URL again with --storage or NNRECIPE_TUNE_STORAGE, or put the password in PGPASSWORD or ~/.pgpass"]
+    resumed = subprocess.run(again, cwd=in_tmp, env={**ENV, "PGPASSWORD": secret}, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    summary = json.loads((in_tmp / "again" / "secret" / "tune" / "summary.json").read_text())
+    assert summary["finished"] == 4 and summary["ran_here"] == 0  # the study was continued, not started anew
