@@ -171,3 +171,37 @@ def conditional_entropy(keys: list, labels: list) -> tuple[float, int]:
         n = sum(c.values())
         h += n * -sum((v / n) * math.log(v / n) for v in c.values())
     return h / total, sum(len(c) > 1 for c in groups.values())
+
+
+MIN_EXPECTED = 5.0  # Cochran's rule: a chi-square cell expects at least 5 counts
+
+
+def homogeneity_p(a_counts: np.ndarray, b_counts: np.ndarray) -> tuple[float, int]:
+    """p-value of "both samples come from one categorical distribution" (Pearson's 2 x C test
+    of homogeneity), and the number of categories it compared.
+
+    Both rows are estimates: a goodness-of-fit test of b against a's shares as if they were
+    exact inflates X^2 by (1 + n_b/n_a) and, over hundreds of classes, warns on most random
+    splits. Categories expecting fewer than 5 counts in either row are pooled into one, so the
+    chi-square tail holds; p is nan when fewer than two categories remain."""
+    from scipy import stats
+
+    a, b = np.asarray(a_counts, dtype=float), np.asarray(b_counts, dtype=float)
+    total, n_a, n_b = a + b, a.sum(), b.sum()
+    if n_a == 0 or n_b == 0:
+        return math.nan, 0
+    rare = total * min(n_a, n_b) / (n_a + n_b) < MIN_EXPECTED
+    table = np.stack([a[~rare], b[~rare]], axis=1)
+    if rare.any():
+        table = np.vstack([table, [a[rare].sum(), b[rare].sum()]])
+    table = table[table.sum(axis=1) > 0]
+    if len(table) < 2:
+        return math.nan, len(table)
+    expected = table.sum(axis=1, keepdims=True) * table.sum(axis=0, keepdims=True) / table.sum()
+    if expected.min() < 1.0:  # the pooled cell itself is tiny: drop it rather than trust its tail
+        table = table[expected.min(axis=1) >= 1.0]
+        if len(table) < 2:
+            return math.nan, len(table)
+        expected = table.sum(axis=1, keepdims=True) * table.sum(axis=0, keepdims=True) / table.sum()
+    x2 = float(((table - expected) ** 2 / expected).sum())
+    return float(stats.chi2.sf(x2, len(table) - 1)), len(table)

@@ -5,7 +5,9 @@ between two seeds of one configuration)."""
 import math
 
 import numpy as np
+import pytest
 
+from nnrecipe import stats
 from nnrecipe.stats import SeedNoise, paired_z, seed_noise, seeded_z, t_as_z
 
 WINDOWS = 700  # text-gpt.yaml's val windows (64 characters each)
@@ -101,3 +103,49 @@ def test_conditional_entropy_of_labels_given_identical_keys():
     assert conditional_entropy(["a", "b", "c"], [0, 1, 1]) == (0.0, 0)  # unique keys: zero
     h, groups = conditional_entropy(["a"] * 4 + ["b"] * 2, [0, 1, 2, 3, 5, 5])
     assert groups == 1 and math.isclose(h, math.log(4) * 4 / 6)  # uniform over 4 labels for 4 of the 6 examples
+
+
+def _random_split_counts(rng, classes: int, n: int, val_share: float = 0.2):
+    """Class counts of an unstratified random split (torch's random_split) of n examples drawn
+    from Zipf-like priors: many rare classes, as real label sets have."""
+    priors = 1.0 / np.arange(1, classes + 1) ** 0.7
+    total = rng.multinomial(n, priors / priors.sum())
+    val = rng.multivariate_hypergeometric(total, int(n * val_share))
+    return total - val, val
+
+
+def _goodness_of_fit_p(train, val):
+    """The rule before issue 25: val against train's shares taken as exact."""
+    from scipy import stats as st
+
+    keep = train > 0
+    expected = train[keep] / train.sum() * val.sum()
+    x2 = float(((val[keep] - expected) ** 2 / expected).sum())
+    return float(st.chi2.sf(x2, keep.sum() - 1))
+
+
+@pytest.mark.parametrize("classes, n", [(10, 2000), (100, 20000), (1000, 100000)])
+def test_homogeneity_false_alarm_rate_on_random_splits_is_nominal(classes, n):
+    # Same data, random 80/20 splits: a class-balance warn is a false alarm. 300 splits at
+    # alpha = 0.01: the rate must stay within 3 simulation SEs of 0.01 (<= 0.027).
+    rng = np.random.default_rng(classes)
+    alpha, sims = 0.01, 300
+    new, old = [], []
+    for _ in range(sims):
+        train, val = _random_split_counts(rng, classes, n)
+        new.append(stats.homogeneity_p(train, val)[0])
+        old.append(_goodness_of_fit_p(train, val))
+    new, old = np.array(new), np.array(old)
+    assert np.isfinite(new).all()
+    assert (new < alpha).mean() <= alpha + 3 * math.sqrt(alpha * (1 - alpha) / sims)
+    assert (new < 0.5).mean() == pytest.approx(0.5, abs=0.1)  # calibrated in the middle too, not merely timid
+    if classes == 1000:  # the old rule warned on most random splits even at its nominal 1e-4
+        assert (old < 1e-4).mean() > 0.5
+
+
+def test_homogeneity_finds_a_real_prior_shift_and_pools_rare_classes():
+    train = np.array([500, 500, 500, 500, 2, 1, 0, 1])
+    assert stats.homogeneity_p(train, np.array([125, 125, 125, 125, 1, 0, 1, 0]))[0] > 0.05
+    p, compared = stats.homogeneity_p(train, np.array([200, 100, 100, 100, 0, 1, 0, 0]))
+    assert p < 1e-6 and compared == 5  # four common classes and one pooled cell of the rare ones
+    assert math.isnan(stats.homogeneity_p(np.array([10, 0]), np.array([0, 0]))[0])

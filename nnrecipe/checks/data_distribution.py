@@ -10,22 +10,11 @@ from nnrecipe.checks import not_for_task
 from nnrecipe.probes.data_groups import DataMeasurements
 from nnrecipe.probes.data_scan import STAT_NAMES, class_counts
 from nnrecipe.spec_stages import InspectDataSpec
+from nnrecipe.stats import homogeneity_p
 from nnrecipe.verdict import Status, Verdict
 
 STAGE = "inspect-data"
 GROSS_Z = 50.0  # an example this far out is a bug (wrong scale, corrupted file), whatever the fraction
-
-
-def chi_square_p(observed: np.ndarray, expected: np.ndarray) -> float:
-    """Pearson's goodness-of-fit p-value, P(chi2_{k-1} > X^2) = Q((k-1)/2, X^2/2).
-
-    torch.special.gammaincc is the regularized upper incomplete gamma: no SciPy import.
-    """
-    import torch
-
-    x2 = float(((observed - expected) ** 2 / expected).sum())
-    dof = len(observed) - 1
-    return float(torch.special.gammaincc(torch.tensor(dof / 2, dtype=torch.float64), torch.tensor(x2 / 2, dtype=torch.float64)))
 
 
 def split_sizes(m: DataMeasurements, cfg: InspectDataSpec) -> Verdict:
@@ -97,21 +86,23 @@ def class_balance(m: DataMeasurements, cfg: InspectDataSpec) -> Verdict:
     problems = []
     if ratio > cfg.imbalance_warn_ratio:
         problems.append(f"the largest train class has {ratio:.1f}x the examples of the smallest")
-    # Chi-square goodness of fit of each held-out split against the train priors.
+    # Each held-out split against train: a 2 x C test of homogeneity (both shares are estimates).
     for name, s in scan.splits.items():
         if name == "train":
             continue
         c = counts(s)
-        keep = priors > 0
-        expected_counts = priors[keep] * c.sum()
-        if c.sum() == 0 or expected_counts.min() < 1 or keep.sum() < 2:
+        if c.sum() == 0:
             continue
-        scaled = c[keep] * expected_counts.sum() / max(c[keep].sum(), 1)  # equal totals, as chisquare requires
-        p = chi_square_p(scaled, expected_counts)
         observed[f"{name}_counts"] = c.tolist()
-        observed[f"{name}_prior_shift_p"] = float(f"{p:.3g}")
-        if p < cfg.prior_shift_p or (c[~keep].sum() > 0):
-            problems.append(f"{name} class frequencies differ from train's beyond chance (chi-square p={p:.2g})")
+        unseen = int(c[train == 0].sum())
+        if unseen:
+            problems.append(f"{name} has {unseen} examples of classes train has none of")
+        p, compared = homogeneity_p(train, c)
+        if math.isfinite(p):
+            observed[f"{name}_prior_shift_p"] = float(f"{p:.3g}")
+            if p < cfg.prior_shift_p:
+                problems.append(f"{name} class frequencies differ from train's beyond chance "
+                                f"(chi-square test of homogeneity over {compared} classes, p={p:.2g})")
     expected = f"ratio <= {cfg.imbalance_warn_ratio}; held-out priors as train (p >= {cfg.prior_shift_p:g})"
     if problems:
         return Verdict(STAGE, "class-balance", Status.WARN, observed=observed, expected=expected, message="; ".join(problems),
