@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from nnrecipe.spec_paths import MISSING, read_path
 
 
@@ -48,14 +50,15 @@ def _suggest(trial, path: str, dim):
 
 def unit(dim, value) -> float:
     """Where a value lies in its dimension, in [0, 1] on the scale it is sampled on
-    (log for log_uniform/log_int); a choice maps to its index / (k - 1)."""
+    (log for log_uniform/log_int); a choice maps to its index / (k - 1). Numeric values may
+    be a NumPy array (elementwise)."""
     kind = dim.kind
     if kind == "choice":
         k = len(dim.choice)
         return dim.choice.index(value) / (k - 1) if k > 1 else 0.5
     low, high = getattr(dim, kind)
     if kind.startswith("log"):
-        return (math.log(value) - math.log(low)) / (math.log(high) - math.log(low))
+        return (np.log(value) - math.log(low)) / (math.log(high) - math.log(low))
     return (value - low) / (high - low)
 
 

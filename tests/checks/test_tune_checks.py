@@ -96,9 +96,12 @@ def test_search_coverage_every_branch():
     assert search_coverage(_m(trials, coverage=[_cov()]), CFG).status == "pass"
     v = search_coverage(_m(trials, coverage=[_cov(max_gap=0.6, gap_range=(0.1, 1.0), diverged_values=[0.5, 0.9])]), CFG)
     assert v.status == "warn" and "2 trial(s) there diverged" in v.message
-    choice = DimCoverage(path="data.batch_size", kind="choice", n=10, untried=[256])
+    choice = DimCoverage(path="data.batch_size", kind="choice", n=10, untried=[256], untried_p=1e-3)
     v = search_coverage(_m(trials, coverage=[_cov(), choice]), CFG)
     assert v.status == "warn" and "256 never tried" in v.message
+    likely = DimCoverage(path="data.batch_size", kind="choice", n=10, untried=[256], untried_p=0.3)
+    v = search_coverage(_m(trials, coverage=[_cov(), likely]), CFG)
+    assert v.status == "pass" and "256 not tried (likely with 10 trials)" in v.message  # said, not judged
     mostly_diverged = [_rec(i, 0.1, diverged=i < 6) for i in range(10)]
     v = search_coverage(_m(mostly_diverged, coverage=[_cov()]), CFG)
     assert v.status == "warn" and "6 of 10 trials diverged" in v.message
