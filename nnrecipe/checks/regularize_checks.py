@@ -5,12 +5,14 @@ the val examples (McNemar's z on one seed's 0/1 correctness, a paired z on per-e
 otherwise), on scores averaged over the seeds both were trained with. Within noise is
 "no effect", never a gain.
 
-A knob trained with two seeds or more (it was within noise on the first) is judged against the
-spread between seeds too (`stats.seeded_z`, the spread pooled over the reference and the knobs
-once the more-seeds round is over): a difference must stand out against "another seed", not
-only against which examples are in val. Language models need this from the start (two seeds of
-one GPT differ by z = 12 over val windows), so their reference trains at every seed before any
-knob is judged, and every knob of theirs is judged against the spread.
+Every knob is judged against the spread between seeds too once it is measured (`stats.seeded_z`,
+the spread pooled over the reference and the knobs after each more-seeds round): a difference
+must stand out against "another seed", not only against which examples are in val. So every
+knob gets a second seed (a first-seed "helped" or "hurt" is re-tested, not only a "no effect"),
+and the ones still within noise get more. Language models need the spread from the start (two
+seeds of one GPT differ by z = 12 over val windows), so their reference trains at every seed
+before any knob is judged. With `seeds: 1` nothing measures the spread: single-seed verdicts
+are then paired over val examples only, and say so.
 """
 
 from __future__ import annotations
@@ -89,12 +91,20 @@ def compare(task: Task, ref: SeedRuns, other: SeedRuns, noise: Optional[SeedNois
 
 
 def noise_for(m: RegularizeMeasurements, other: SeedRuns) -> Optional[SeedNoise]:
-    """The seed spread `other` is judged against: none for early stopping (read off the
-    reference's own runs) and for a knob judged on one seed (unless the task needs the spread
-    from the start), so a knob's verdict does not depend on whether another knob got seeds."""
-    if other is m.early or not (m.task.seed_spread_first or len(other.runs) > 1):
+    """The seed spread `other` is judged against: none for early stopping (its weights are the
+    reference's own runs, stopped earlier: no seed separates them), the measured spread for
+    every knob once there is one, whatever its own number of seeds (a single seed's lead over
+    the reference is partly that seed's luck: 1.4-9 % false "helped"/"hurt" when it was
+    ignored, issue 25)."""
+    if other is m.early:
         return None
     return m.seed_noise
+
+
+def unseeded(m: RegularizeMeasurements, other: SeedRuns) -> bool:
+    """Whether `other` would be judged without the seed spread it needs (a knob, before any is
+    measured: with `seeds: 1` for good)."""
+    return other is not m.early and noise_for(m, other) is None
 
 
 def versus_reference(m: RegularizeMeasurements, other: SeedRuns) -> tuple[float, int]:
@@ -158,6 +168,8 @@ def knob(m: RegularizeMeasurements, result: SeedRuns, cfg: RegularizeSpec) -> Ve
     seeds = f" over {observed['seeds']} seeds" if observed["seeds"] > 1 else ""
     if observed["reference_seeds"] != observed["seeds"]:
         seeds = f" over {observed['seeds']} seed(s) vs the reference's {observed['reference_seeds']}"
+    if unseeded(m, result):
+        seeds += "; one seed: the seed spread is not counted"
     if eff == HURT:
         return Verdict(STAGE, check, Status.WARN, observed=observed, expected=expected,
                        message=f"{result.description} hurt: {change} (z = {z:.1f}{seeds})",

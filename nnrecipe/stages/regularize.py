@@ -21,7 +21,8 @@ from rich.table import Table
 from nnrecipe import atomic
 from nnrecipe.checks import regularize_checks as rules
 from nnrecipe.checks.data_value_checks import data_scaling, suspected_label_errors
-from nnrecipe.checks.regularize_checks import HELPED, NO_EFFECT, RegularizeMeasurements, effect, versus_reference
+from nnrecipe.checks.regularize_checks import (HELPED, NO_EFFECT, RegularizeMeasurements, effect, unseeded,
+                                               versus_reference)
 from nnrecipe.experiments import SeedRuns, Trainer
 from nnrecipe.losses import loss_name, make_loss
 from nnrecipe.pictures import data_value as data_value_pictures
@@ -139,13 +140,14 @@ def _measure_knobs(s: Setup, m: RegularizeMeasurements):
 
 
 def _measure_more_seeds(s: Setup, m: RegularizeMeasurements, edits: dict[str, Knob]) -> None:
-    """More seeds while a difference is within noise (the reference gets them too); the seed
-    spread is re-measured after each round, and its last value judges every knob."""
+    """Another seed for every knob judged without the seed spread (all of them, the first time),
+    and more while a difference is within noise (the reference gets them too); the spread is
+    re-measured after each round, and its last value judges every knob."""
     m.seed_noise = m.measure_noise()
     for i in range(1, len(s.seeds)):
         pending = [r for r in m.knobs + ([m.early] if m.early is not None else [])
                    if not r.skip and r.runs and not any(x.diverged for x in r.runs) and len(r.runs) <= i
-                   and effect(versus_reference(m, r)[0], s.cfg) == NO_EFFECT]
+                   and (unseeded(m, r) or effect(versus_reference(m, r)[0], s.cfg) == NO_EFFECT)]
         if not pending or m.reference.runs[0].diverged:
             break
         while len(m.reference.runs) <= i:

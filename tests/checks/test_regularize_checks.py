@@ -189,18 +189,58 @@ def test_a_diverged_reference_seed_fails_the_gap_and_the_knobs_use_the_finite_se
     assert gap.status is Status.FAIL and gap.observed["diverged_seeds"] == [2]
 
 
-def test_a_knob_judged_on_one_seed_does_not_change_when_another_knob_gets_seeds():
-    """Classification: knob A helps on its one seed (McNemar); knob B was within noise and got a
-    second seed, so a seed spread exists now. A is still judged on its own one seed as before."""
-    ref = _result("reference", 0.80, 0.80)
-    a = SeedRuns("dropout", "dropout", runs=[_run(np.maximum(ref.runs[0].val_scores, _scores(0.3, 9)))])
-    b = _result("weight-decay", 0.80, 0.80, base_seed=40)
-    m = _m(ref, knobs=[a, b])
+def _shifted(name, rng, difficulty, seeds, shift_sd):
+    """A configuration at `seeds` seeds with no real effect: each run's per-example correctness
+    around the examples' own difficulty, the whole run moved by a seed shift (SD in accuracy)."""
+    runs = []
+    for i in range(seeds):
+        p = np.clip(difficulty + rng.normal(0.0, shift_sd), 0.0, 1.0)
+        runs.append(_run((rng.random(len(p)) < p).astype(float), seed=i))
+    return SeedRuns(name, name, runs=runs)
+
+
+@pytest.mark.parametrize("shift_sd", [0.013, 0.02])
+def test_knobs_with_no_effect_are_rarely_helped_or_hurt_once_the_seed_spread_is_counted(shift_sd):
+    """The issue-25 simulation: n = 1000, ~80 % accuracy, a seed moves a whole run by 1.3 or 2
+    points, three knobs with no effect. Judged on its first seed by McNemar, a knob "helped" or
+    "hurt" in 3 % / 12 % of cases here; under the stage's policy now (every knob and the
+    reference get a second seed, the ones within noise a third, the spread pooled and counted)
+    at most the nominal two-sided 0.27 % plus 3 simulation SEs (600 runs: 0.9 %)."""
+    sims, before, after = 600, 0, 0
+    for k in range(sims):
+        rng = np.random.default_rng(k)
+        difficulty = np.clip(rng.beta(2.0, 0.5, N), 0, 1)  # mean accuracy ~0.8, easy and hard examples
+        ref = _shifted("reference", rng, difficulty, 3, shift_sd)
+        knobs = [_shifted(name, rng, difficulty, 3, shift_sd) for name in ("dropout", "weight-decay", "augmentation")]
+        m = _m(ref, knobs=[SeedRuns(r.name, r.name, runs=r.runs[:1]) for r in knobs])
+        before += rc.knob(m, m.knobs[0], CFG).observed["effect"] != "no effect"  # no spread yet: McNemar on one seed
+        # round 1: every knob and the reference at two seeds; round 2: a third for those within noise
+        m = _m(SeedRuns("reference", "reference", runs=ref.runs[:2]), knobs=[SeedRuns(r.name, r.name, runs=r.runs[:2]) for r in knobs])
+        m.seed_noise = m.measure_noise()
+        for mine, full in zip(m.knobs, knobs):
+            if rc.effect(rc.versus_reference(m, mine)[0], CFG) == rc.NO_EFFECT:
+                mine.runs = full.runs
+        m.reference.runs, m.seed_noise = ref.runs, None
+        m.seed_noise = m.measure_noise()
+        v = rc.knob(m, m.knobs[0], CFG)
+        assert "seed_sd" in v.observed and v.observed["seeds"] >= 2
+        after += v.observed["effect"] != "no effect"
+    assert before / sims >= (0.01 if shift_sd < 0.015 else 0.05)  # the old rule's false alarms, reproduced
+    assert after / sims <= 0.0027 + 3 * (0.0027 / sims) ** 0.5
+
+
+def test_a_knob_with_one_seed_is_judged_against_the_measured_spread():
+    """Knob A has one seed, B and C three: once the spread is measured, every knob counts it."""
+    ref = _result("reference", 0.80, 0.80, 0.80)
+    a = SeedRuns("dropout", "dropout", runs=[_run(np.ones(N))])
+    b = _result("weight-decay", 0.80, 0.80, 0.80, base_seed=40)
+    c = _result("augmentation", 0.80, 0.80, 0.80, base_seed=80)
+    m = _m(ref, knobs=[a, b, c])
+    assert rc.unseeded(m, a) and "the seed spread is not counted" in rc.knob(m, a, CFG).message
     m.seed_noise = m.measure_noise()
-    assert m.seed_noise is not None
     va, vb = rc.knob(m, a, CFG), rc.knob(m, b, CFG)
-    assert va.observed["effect"] == "helped" and "seed_sd" not in va.observed
-    assert vb.observed["effect"] == "no effect" and vb.observed["seed_df"] == 2
+    assert va.observed["effect"] == "helped" and va.observed["seed_df"] == 6 and not rc.unseeded(m, a)
+    assert vb.observed["effect"] == "no effect" and vb.observed["seed_df"] == 6
 
 
 def test_one_seed_everywhere_keeps_the_paired_test():
