@@ -31,16 +31,38 @@ def mcnemar_z(a_correct: np.ndarray, b_correct: np.ndarray) -> tuple[float, int,
     return (b - c) / math.sqrt(b + c), b, c
 
 
-def paired_z(a_loss: np.ndarray, b_loss: np.ndarray) -> float:
-    """z for "A has a lower per-example loss than B": mean(B - A) / its standard error."""
+def paired_z(a_loss: np.ndarray, b_loss: np.ndarray, *, blocks: Optional[np.ndarray] = None) -> float:
+    """z for "A has a lower per-example loss than B": mean(B - A) / its standard error.
+
+    `blocks` (a block id per example) marks dependent examples, e.g. consecutive windows of one
+    text: the standard error is then taken over blocks (`block_var`) and t has (blocks - 1)
+    degrees of freedom, returned as the normal z with the same tail."""
     d = np.asarray(b_loss, dtype=np.float64) - np.asarray(a_loss, dtype=np.float64)
-    d = d[np.isfinite(d)]
+    keep = np.isfinite(d)
+    d = d[keep]
     if len(d) < 2:
         return 0.0
-    se = d.std(ddof=1) / math.sqrt(len(d))
-    if se == 0:
+    if blocks is None:
+        var, df = float(d.var(ddof=1)) / len(d), math.inf
+    else:
+        var, df = block_var(d, np.asarray(blocks)[keep])
+    if var <= 0 or df < 1:
         return math.inf if d.mean() > 0 else (-math.inf if d.mean() < 0 else 0.0)
-    return float(d.mean() / se)
+    return t_as_z(float(d.mean()) / math.sqrt(var), df)
+
+
+def block_var(d: np.ndarray, blocks: np.ndarray) -> tuple[float, float]:
+    """(Var of mean(d), its degrees of freedom) when examples within a block are dependent and
+    blocks are not: the cluster-robust (batch means) estimate over B blocks of any sizes,
+    B/(B-1) * sum_k (S_k - n_k mean)^2 / N^2 on B - 1 degrees of freedom. With one example per
+    block it is the usual var(d)/N."""
+    d = np.asarray(d, dtype=np.float64)
+    _, ids = np.unique(blocks, return_inverse=True)
+    b = int(ids.max()) + 1 if len(ids) else 0
+    if b < 2:
+        return 0.0, 0.0
+    resid = np.bincount(ids, weights=d - d.mean(), minlength=b)  # S_k - n_k * mean, per block
+    return float(b / (b - 1) * (resid ** 2).sum() / len(d) ** 2), float(b - 1)
 
 
 def mean_se(values: np.ndarray) -> tuple[float, float]:
@@ -116,7 +138,7 @@ def seed_noise(groups: Iterable[np.ndarray]) -> Optional[SeedNoise]:
     return SeedNoise(between=ss / df, within=rs / rdf, n=n, df=df, configurations=k)
 
 
-def seeded_z(a_err: np.ndarray, b_err: np.ndarray, noise: SeedNoise) -> float:
+def seeded_z(a_err: np.ndarray, b_err: np.ndarray, noise: SeedNoise, *, blocks: Optional[np.ndarray] = None) -> float:
     """z for "A has a lower error than B" when A and B were trained separately, counting both
     noises: which examples are in val (paired over examples, on each side's seed-averaged
     errors; this includes the per-example part of the seed noise) and the shift a seed gives
@@ -126,21 +148,26 @@ def seeded_z(a_err: np.ndarray, b_err: np.ndarray, noise: SeedNoise) -> float:
     t = mean(B - A) / sqrt(V_examples + V_shift) with Welch-Satterthwaite degrees of freedom (the
     shift is estimated from noise.between on noise.df degrees of freedom), returned as the
     normal z with the same tail: a spread measured on few seeds asks for a larger difference.
+    `blocks` as in `paired_z`: the examples' part of the variance is taken over blocks.
     """
     a = np.atleast_2d(np.asarray(a_err, dtype=np.float64))
     b = np.atleast_2d(np.asarray(b_err, dtype=np.float64))
     d = b.mean(axis=0) - a.mean(axis=0)
-    d = d[np.isfinite(d)]
+    keep = np.isfinite(d)
+    d = d[keep]
     if len(d) < 2:
         return 0.0
     c = 1.0 / len(a) + 1.0 / len(b)
-    v_ex = float(d.var(ddof=1)) / len(d)
+    if blocks is None:
+        v_ex, df_ex = float(d.var(ddof=1)) / len(d), float(len(d) - 1)
+    else:
+        v_ex, df_ex = block_var(d, np.asarray(blocks)[keep])
     v = v_ex + noise.shift * c
-    if v <= 0:
+    if v <= 0 or df_ex < 1:
         return math.inf if d.mean() > 0 else (-math.inf if d.mean() < 0 else 0.0)
     t = float(d.mean()) / math.sqrt(v)
     # Var(shift estimate) = Var(between estimate) = 2 between^2 / df: its Satterthwaite share
-    nu = v * v / (v_ex * v_ex / (len(d) - 1) + (c * noise.between) ** 2 / noise.df)
+    nu = v * v / (v_ex * v_ex / df_ex + (c * noise.between) ** 2 / noise.df)
     return t_as_z(t, nu)
 
 

@@ -85,7 +85,7 @@ def compare(task: Task, ref: SeedRuns, other: SeedRuns, noise: Optional[SeedNois
         mine, theirs = _finite_errors(task, other), _finite_errors(task, ref)
         if not len(mine) or not len(theirs):
             return math.nan, len(mine)
-        return seeded_z(mine, theirs, noise), len(mine)
+        return seeded_z(mine, theirs, noise, blocks=task.blocks(mine.shape[1])), len(mine)
     seeds = min(len(ref.runs), len(other.runs))
     return task.better_z(other.scores(seeds), ref.scores(seeds), seeds=seeds), seeds
 
@@ -265,7 +265,7 @@ def augment_preserves_labels(m: RegularizeMeasurements, cfg: RegularizeSpec) -> 
                        message="the reference model is at chance on clean val: nothing to retain")
     judged = m.augment_trained if m.augment_trained is not None else m.augment_reference
     _, a, r = _retention(m, clean, judged)
-    z = paired_z(m.task.errors(clean), m.task.errors(judged))  # z for "clean beats augmented"
+    z = paired_z(m.task.errors(clean), m.task.errors(judged), blocks=m.task.blocks(len(clean)))  # z for "clean beats augmented"
     who = "model trained with it" if m.augment_trained is not None else "reference model"
     if m.augment_trained is not None:
         observed.update({f"augmented_model_on_augmented_{metric}": round(a, 5), "retention": round(r, 4)})

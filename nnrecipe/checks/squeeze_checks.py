@@ -62,7 +62,7 @@ def ensemble_gain(m: SqueezeMeasurements, cfg: SqueezeSpec) -> Verdict:
         return Verdict(STAGE, "ensemble-gain", Status.SKIP, message="fewer than two members")
     name = m.task.score
     average = np.mean([r.val_scores for r in m.members], axis=0)
-    z = paired_z(m.task.errors(m.ensemble_scores), m.task.errors(average))
+    z = paired_z(m.task.errors(m.ensemble_scores), m.task.errors(average), blocks=m.task.blocks(len(average)))
     z_best = m.task.better_z(m.ensemble_scores, m.members[best].val_scores)
     observed = {f"ensemble_val_{name}": round(_metric(m.ensemble_scores), 5),
                 f"average_member_val_{name}": round(float(average.mean()), 5),

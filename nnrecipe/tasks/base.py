@@ -143,10 +143,15 @@ class Task:
         """Per-example scores as errors (lower is better)."""
         return 1.0 - scores if self.higher_is_better else scores
 
+    def blocks(self, n: int) -> Optional[np.ndarray]:
+        """Block ids of n val examples when neighbours are dependent (standard errors are then
+        taken over blocks: stats.block_var); None when the examples are independent."""
+        return None
+
     def better_z(self, a: np.ndarray, b: np.ndarray, *, seeds: int = 1) -> float:
         """z for "A beats B" on the same val examples (scores averaged over `seeds` runs): a
-        paired z on the per-example errors."""
-        return paired_z(self.errors(a), self.errors(b))
+        paired z on the per-example errors, over blocks where examples are dependent."""
+        return paired_z(self.errors(a), self.errors(b), blocks=self.blocks(len(a)))
 
     def rank(self, mean_score: float) -> float:
         """Larger is better: to pick the best of several models by their mean score."""
