@@ -232,3 +232,11 @@ def homogeneity_p(a_counts: np.ndarray, b_counts: np.ndarray) -> tuple[float, in
         expected = table.sum(axis=1, keepdims=True) * table.sum(axis=0, keepdims=True) / table.sum()
     x2 = float(((table - expected) ** 2 / expected).sum())
     return float(stats.chi2.sf(x2, len(table) - 1)), len(table)
+
+
+def examples_to_settle(n: int, z: float, target: float) -> Optional[int]:
+    """About how many examples would carry an observed z (> 0) on n examples to `target`, the
+    effect staying as large: z grows as sqrt(n). None when z <= 0 (nothing to carry)."""
+    if not (z > 0 and math.isfinite(z)):
+        return None
+    return int(math.ceil(n * (target / z) ** 2))

@@ -8,6 +8,7 @@ import numpy as np
 
 from nnrecipe.probes.measurements import OverfitMeasurements
 from nnrecipe.spec_stages import OverfitSpec
+from nnrecipe.stats import examples_to_settle
 from nnrecipe.verdict import Status, Verdict
 
 STAGE = "overfit"
@@ -71,8 +72,11 @@ def beats_baselines(m: OverfitMeasurements, cfg: OverfitSpec) -> Verdict:
                        hint="it fits train but not val: a train/val mismatch in the data pipeline (labels or preprocessing "
                             "differ), or it memorised noise (regularize next)")
     if not_better:
+        n = len(m.model.val_scores)
+        settle = examples_to_settle(n, min(z[k] for k in not_better), cfg.significance_z)
+        words = f"; about {settle} val examples (not {n}) would tell" if settle else ""
         return Verdict(STAGE, "beats-baselines", Status.WARN, observed=observed, expected=expected,
-                       message=f"the model ({at}) is not clearly better on val than the {', '.join(not_better)} predictor",
+                       message=f"the model ({at}) is not clearly better on val than the {', '.join(not_better)} predictor{words}",
                        hint="fitting train did not buy val performance: check that train and val come from one distribution")
     n = m.task.linear_name
     on_par = f" (on par with the {n} model)" if n in z and z[n] < cfg.significance_z else ""
