@@ -111,6 +111,13 @@ def trend(m: ScalingMeasurements, cfg: RegularizeSpec) -> tuple[str, float]:
     return PLATEAU, z
 
 
+def measured_trend(m: ScalingMeasurements, cfg: RegularizeSpec) -> Optional[str]:
+    """trend()'s kind where the curve was measured (two sizes or more, none diverged), else None."""
+    if m.skip or len(m.points) < 2 or any(r.diverged for p in m.points for r in p.result.runs):
+        return None
+    return trend(m, cfg)[0]
+
+
 def data_scaling(m: ScalingMeasurements, cfg: RegularizeSpec) -> Verdict:
     check = "data-scaling"
     metric = m.task.metric

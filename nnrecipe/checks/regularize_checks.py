@@ -53,6 +53,9 @@ class RegularizeMeasurements:
     augment_trained: Optional[np.ndarray] = None  # the model trained with the augmentation, on augmented val
     augment_skip: str = ""
     filters: Optional[FilterMeasure] = None
+    # data-scaling's trend (rising | plateau | falling), None when it did not run: whether more
+    # of the same data would narrow the generalization gap
+    more_data: Optional[str] = None
     # The seed spread the knobs are judged against: set by the stage (after the reference's seeds,
     # each more-seeds round, and once more at the end of them), so that best.yaml and the verdicts
     # use the same number. None until some configuration has two seeds.
@@ -205,8 +208,24 @@ def early_stopping(m: RegularizeMeasurements, cfg: RegularizeSpec) -> Verdict:
                    message=f"training past the best val loss cost nothing beyond noise (z = {z:.1f}); {cost}")
 
 
+def _paired_se(m: RegularizeMeasurements, a, b) -> float:
+    """SE of (a's val metric - b's) on the same val examples: each side's SE, less their
+    covariance, estimated by the correlation of the two runs' per-example scores."""
+    se_a, se_b = (m.task.metric_se(r.val_metric, m.n_val, scores=r.val_scores, target_var=m.val_target_var) for r in (a, b))
+    sa, sb = np.asarray(a.val_scores, dtype=float), np.asarray(b.val_scores, dtype=float)
+    ok = np.isfinite(sa) & np.isfinite(sb)
+    rho = float(np.corrcoef(sa[ok], sb[ok])[0, 1]) if ok.sum() > 2 and sa[ok].std() > 0 and sb[ok].std() > 0 else 0.0
+    rho = min(max(rho, 0.0), 1.0)  # a negative estimate would widen it: keep the independent SE at most
+    return math.sqrt(max(se_a * se_a + se_b * se_b - 2 * rho * se_a * se_b, 0.0))
+
+
 def generalization_gap(m: RegularizeMeasurements, cfg: RegularizeSpec) -> Verdict:
-    """Train minus val metric, for the reference and for best.yaml's configuration."""
+    """Train minus val metric, for the reference and for best.yaml's configuration.
+
+    A gap is a problem to fight only where something measured here can still narrow it: a
+    knob (best.yaml narrows it, paired over val examples) or more data (data-scaling still
+    rising). On a hard task a correct model keeps a gap no knob and no more of the same data
+    closes (an MLP on MNIST-1D: ~0.35): said, not warned."""
     if m.reference is None or not m.reference.runs:
         return Verdict(STAGE, "generalization-gap", Status.SKIP, message="the reference did not train")
     diverged = [r.seed for r in m.reference.runs if r.diverged]
@@ -219,23 +238,31 @@ def generalization_gap(m: RegularizeMeasurements, cfg: RegularizeSpec) -> Verdic
     best = m.best.runs[0] if (m.best is not None and m.best.runs) else ref
     z = cfg.significance_z
     gap_b, gap_a = ref.train_metric - ref.val_metric, best.train_metric - best.val_metric
-    se_b, se_a = (m.task.metric_se(r.val_metric, m.n_val, scores=r.val_scores, target_var=m.val_target_var)
-                  for r in (ref, best))
-    metric = m.task.metric_title
+    se_b = m.task.metric_se(ref.val_metric, m.n_val, scores=ref.val_scores, target_var=m.val_target_var)
+    se_d = _paired_se(m, ref, best) if best is not ref else 0.0
+    metric, name = m.task.metric_title, (m.best.description if m.best is not None else "reference")
     observed = {"gap_before": round(gap_b, 5), "gap_after": round(gap_a, 5), "se_before": round(se_b, 5),
-                "se_after": round(se_a, 5), "best": m.best.description if m.best is not None else "reference"}
-    expected = f"train - val {metric} <= {cfg.max_gap:g} (beyond {z:g} SE), or narrowed significantly"
+                "se_narrowing": round(se_d, 5), "best": name, "more_data": m.more_data}
+    expected = (f"train - val {metric} <= {cfg.max_gap:g} (beyond {z:g} SE), or narrowed beyond noise, or nothing "
+                "measured (knobs, more data) narrows it")
     if gap_b - cfg.max_gap <= z * se_b:
         return Verdict(STAGE, "generalization-gap", Status.PASS, observed=observed, expected=expected,
                        message=f"train - val {metric} gap {gap_b:.3f} is not beyond {cfg.max_gap:g} (± noise): little "
-                               f"overfitting to fight" + (f"; {gap_a:.3f} with {observed['best']}" if m.best is not None else ""))
-    narrowed = gap_b - gap_a > z * math.hypot(se_b, se_a)
-    if gap_a - cfg.max_gap <= z * se_a or narrowed:
+                               f"overfitting to fight" + (f"; {gap_a:.3f} with {name}" if m.best is not None else ""))
+    if best is not ref and gap_b - gap_a > z * se_d:  # paired: both val metrics on the same examples
         return Verdict(STAGE, "generalization-gap", Status.PASS, observed=observed, expected=expected,
-                       message=f"the gap went from {gap_b:.3f} to {gap_a:.3f} with {observed['best']}")
-    return Verdict(STAGE, "generalization-gap", Status.WARN, observed=observed, expected=expected,
-                   message=f"the model still overfits: train - val {metric} gap {gap_b:.3f} -> {gap_a:.3f} ({observed['best']})",
-                   hint="more data is the best regularizer; then stronger augmentation, dropout, weight decay or a smaller model")
+                       message=f"the gap went from {gap_b:.3f} to {gap_a:.3f} with {name}")
+    if m.more_data == "rising" or m.more_data is None:
+        why = ("and more data still raises val (data-scaling): the gap is reducible" if m.more_data
+               else "and data-scaling did not run to say whether more data would narrow it")
+        return Verdict(STAGE, "generalization-gap", Status.WARN, observed=observed, expected=expected,
+                       message=f"the model still overfits: train - val {metric} gap {gap_b:.3f} -> {gap_a:.3f} ({name}) {why}",
+                       hint="more data is the best regularizer; then stronger augmentation, dropout, weight decay or a smaller model")
+    return Verdict(STAGE, "generalization-gap", Status.PASS, observed=observed, expected=expected,
+                   message=f"train - val {metric} gap {gap_b:.3f} -> {gap_a:.3f} ({name}) is beyond {cfg.max_gap:g}, but nothing "
+                           "measured narrows it: no knob beyond noise, and more of the same data is on a plateau "
+                           "(data-scaling); the rest is this model's on this task",
+                   hint="a model with a better prior for this data (e.g. convolutions for signals and images) is the lever")
 
 
 def _retention(m: RegularizeMeasurements, clean: np.ndarray, aug: np.ndarray) -> tuple[float, float, float]:

@@ -20,7 +20,7 @@ from rich.table import Table
 
 from nnrecipe import atomic
 from nnrecipe.checks import regularize_checks as rules
-from nnrecipe.checks.data_value_checks import data_scaling, suspected_label_errors
+from nnrecipe.checks.data_value_checks import data_scaling, measured_trend, suspected_label_errors
 from nnrecipe.checks.regularize_checks import (HELPED, NO_EFFECT, RegularizeMeasurements, effect, unseeded,
                                                versus_reference)
 from nnrecipe.experiments import SeedRuns, Trainer
@@ -85,6 +85,7 @@ def run(spec, ctx: StageContext) -> StageResult:
     _measure_more_seeds(s, m, edits)
     helped, best_spec = _choose_best(s, m, edits)
     scaling = measure_scaling(s.trainer, ref_spec=s.ref_spec, reference=m.reference, data=s.data, cfg=s.cfg)
+    m.more_data = measured_trend(scaling, s.cfg)
     labels = measure_label_errors(s.trainer, spec=best_spec, data=s.trainer.data(best_spec), cfg=s.cfg,
                                   loss=loss_name(best_spec))
     shown = _measure_augmentation(s, m, augmented)
