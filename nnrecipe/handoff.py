@@ -4,7 +4,8 @@
   squeeze from tune's, else regularize's). A best.yaml made from other data settings (another
   source, split or val set) cannot be compared with this run: refused with a note.
 - overfit compares with the baselines' per-example val scores, only when they were measured on
-  the same split (`data_fingerprint`).
+  the same split (`data_fingerprint`); tune and squeeze borrow the seed spread regularize
+  measured, on the same terms (`recorded_seed_noise`).
 - `inspect-data --model RUN_DIR` takes the model a run trained (`find_model`).
 """
 
@@ -74,6 +75,18 @@ def baseline_scores(run: RunDir, data, fingerprint: str) -> tuple[Optional[dict[
     if not arrays:
         return None, "baseline/val_scores.npz is missing; re-run nnrecipe baseline"
     return {k: arrays[k] for k in (data.task.dumb_name, data.task.linear_name) if k in arrays}, ""
+
+
+def recorded_seed_noise(run: RunDir, fingerprint: str):
+    """The seed spread (stats.SeedNoise) the regularize stage measured, when it ran on this same
+    split (`fingerprint`); None otherwise. A later stage that trains one seed per side borrows
+    it: a gain must stand out against another seed, not only against which examples are in val."""
+    from nnrecipe.stats import SeedNoise
+
+    summary = run.read_summary("regularize")
+    if not summary or summary.get("data_fingerprint") != fingerprint or not summary.get("seed_noise"):
+        return None
+    return SeedNoise(**summary["seed_noise"])
 
 
 @dataclasses.dataclass

@@ -240,3 +240,24 @@ def examples_to_settle(n: int, z: float, target: float) -> Optional[int]:
     if not (z > 0 and math.isfinite(z)):
         return None
     return int(math.ceil(n * (target / z) ** 2))
+
+
+def halves(blocks: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two boolean masks splitting examples in two by whole blocks (a block id per example),
+    at random but the same for a given seed: one half to select on, one to confirm on."""
+    ids, inverse = np.unique(np.asarray(blocks), return_inverse=True)
+    order = np.random.default_rng(seed).permutation(len(ids))
+    first = np.zeros(len(ids), dtype=bool)
+    first[order[: (len(ids) + 1) // 2]] = True
+    return first[inverse], ~first[inverse]
+
+
+def pool_noise(noises: Iterable[Optional[SeedNoise]]) -> Optional[SeedNoise]:
+    """One seed spread from several measured on the same val examples (by degrees of freedom):
+    e.g. tune's own fresh seeds and the spread the regularize stage measured."""
+    parts = [s for s in noises if s is not None]
+    if not parts:
+        return None
+    df = sum(s.df for s in parts)
+    return SeedNoise(between=sum(s.between * s.df for s in parts) / df, within=sum(s.within * s.df for s in parts) / df,
+                     n=parts[0].n, df=df, configurations=sum(s.configurations for s in parts))

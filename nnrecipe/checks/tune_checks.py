@@ -1,9 +1,11 @@
 """tune rules: (measurements, settings) -> Verdict.
 
 tune-improves re-trains the best trial and the starting point with a fresh seed: the best
-of N trials on one seed is flattered by that seed, and a gain that survives a new seed,
-paired over the val examples, is not luck of the draw. With several fresh seeds (language
-models' default) the spread between them is measured and counts as noise too.
+of N trials on one seed is flattered by that seed, and by the val examples it was picked on.
+So trials are scored on one half of val (Task.val_halves) and the confirmation is judged on
+the other, paired over its examples, against the seed spread: the one regularize measured on
+this split, pooled with the fresh seeds' own (three or more when regularize measured none;
+language models take three and, having no halves, are confirmed on all of val).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from nnrecipe.checks.regularize_checks import compare, seed_spread
 from nnrecipe.experiments import SeedRuns
 from nnrecipe.probes.tune_analysis import DimCoverage, Importance, TrialRecord
 from nnrecipe.spec_stages import TuneSpec
+from nnrecipe.stats import SeedNoise, pool_noise
 from nnrecipe.verdict import Status, Verdict
 from nnrecipe.tasks import Task
 
@@ -36,12 +39,14 @@ class TuneMeasurements:
     importance: Optional[Importance] = None
     spread: Optional[float] = None  # max - min objective over complete trials
     noise: Optional[float] = None  # standard error of one trial's val metric
+    prior_noise: Optional[SeedNoise] = None  # the seed spread regularize measured on this split
+    confirm_examples: Optional[int] = None  # val examples the confirmation is judged on (the half not selected on)
 
 
 def confirmation_z(m: TuneMeasurements):
     """(z for "the best trial's configuration beats the start" at the fresh seeds, the seed
-    spread it counted: None with one fresh seed each)."""
-    noise = seed_spread(m.task, [m.reference, m.confirmed])
+    spread it counted: its own fresh seeds' and regularize's, pooled; None when neither)."""
+    noise = pool_noise([seed_spread(m.task, [m.reference, m.confirmed]), m.prior_noise])
     return compare(m.task, m.reference, m.confirmed, noise)[0], noise
 
 
@@ -81,11 +86,13 @@ def tune_improves(m: TuneMeasurements, cfg: TuneSpec) -> Verdict:
     conf = sum(r.val_metric for r in confs) / len(confs)
     seeds = [r.seed for r in refs]
     observed.update({"confirm_seeds": seeds, "start_val_fresh_seed": round(ref, 5),
-                     "best_val_fresh_seed": round(conf, 5), "z": round(z, 2) if math.isfinite(z) else z})
+                     "best_val_fresh_seed": round(conf, 5), "z": round(z, 2) if math.isfinite(z) else z,
+                     "confirm_examples": m.confirm_examples or m.n_val})
     if noise is not None:
         observed.update({"seed_sd": float(f"{noise.sd:.3g}"), "seed_df": noise.df})
     at = f"at seed {seeds[0]}" if len(seeds) == 1 else f"over seeds {seeds[0]}-{seeds[-1]}"
-    change = f"val {metric} {ref:.4f} -> {conf:.4f} {at}"
+    on = f" on the {m.confirm_examples} val examples not used to select it" if m.confirm_examples else ""
+    change = f"val {metric} {ref:.4f} -> {conf:.4f} {at}{on}"
     if m.task.score_is_loss:  # z is computed on the per-window cross-entropy: show it
         loss = lambda runs: sum(r.val_loss for r in runs) / len(runs)  # noqa: E731
         change += f" (val loss {loss(refs):.4f} -> {loss(confs):.4f} nats)"

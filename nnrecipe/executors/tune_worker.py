@@ -44,12 +44,19 @@ class Plan:
         return cls(**json.loads(Path(path).read_text()))
 
 
-def make_objective(*, start, space: dict, trainer, seed: int, task, ctx) -> Callable:
-    """The trial's objective (maximised): the task's val metric, always finite (Task.objective)."""
+def make_objective(*, start, space: dict, trainer, seed: int, data, ctx) -> Callable:
+    """The trial's objective (maximised, always finite: Task.objective): the task's metric on
+    the selection half of val (Task.val_halves), so that tune-improves can confirm the winner
+    on examples that did not choose it; on all of val where the task has no halves. The pruner
+    compares intermediate evaluations on all of val (it only stops trials early)."""
     import optuna
 
     from nnrecipe.probes.tune_space import suggest
     from nnrecipe.spec import apply_params
+
+    task = data.task
+    halves = task.val_halves(len(data.val), seed)
+    target_var = task.target_variance(data)
 
     def objective(trial) -> float:
         params = suggest(trial, space)
@@ -70,7 +77,10 @@ def make_objective(*, start, space: dict, trainer, seed: int, task, ctx) -> Call
         trial.set_user_attr("diverged", bool(r.diverged))
         trial.set_user_attr("val_loss", float(r.val_loss) if math.isfinite(r.val_loss) else None)
         trial.set_user_attr("train_metric", float(r.train_metric) if math.isfinite(r.train_metric) else None)
-        return task.objective(r.val_metric)
+        trial.set_user_attr("val_metric_all", float(r.val_metric) if math.isfinite(r.val_metric) else None)
+        if halves is None or r.diverged:
+            return task.objective(r.val_metric)
+        return task.objective(task.metric_of(r.val_scores[halves[0]], target_var))
 
     return objective
 
@@ -92,7 +102,7 @@ def run_worker(plan: Plan, *, ctx, index: int, start, on_idle: Optional[Callable
     else:
         study.sampler, study.pruner = sampler, pruner
     trainer = Trainer(ctx, stage=STAGE, steps=plan.steps, every=plan.every)
-    objective = make_objective(start=start, space=cfg.space, trainer=trainer, seed=plan.seed, task=trainer.data(start).task, ctx=ctx)
+    objective = make_objective(start=start, space=cfg.space, trainer=trainer, seed=plan.seed, data=trainer.data(start), ctx=ctx)
     return ts.work(study, objective, trials=plan.trials, worker=worker, on_idle=on_idle)
 
 

@@ -24,6 +24,7 @@ from nnrecipe.checks.data_value_checks import data_scaling, measured_trend, susp
 from nnrecipe.checks.regularize_checks import (HELPED, NO_EFFECT, RegularizeMeasurements, effect, unseeded,
                                                versus_reference)
 from nnrecipe.experiments import SeedRuns, Trainer
+from nnrecipe.handoff import data_fingerprint
 from nnrecipe.losses import loss_name, make_loss
 from nnrecipe.pictures import data_value as data_value_pictures
 from nnrecipe.pictures import mispredictions
@@ -269,6 +270,9 @@ def _record(s: Setup, m: RegularizeMeasurements, best_spec, best, helped, verdic
     ctx.console.print(_table(rows, m.task))
     return {
         "task": s.data.task.name, "steps": s.trainer.steps, "eval_every": s.trainer.every, "seeds": s.cfg.seeds,
+        # the seed spread the knobs were judged against, for tune's and squeeze's single-seed comparisons
+        "seed_noise": dataclasses.asdict(m.seed_noise) if m.seed_noise is not None else None,
+        "data_fingerprint": data_fingerprint(s.data),
         "experiments": rows,
         "helped": [r.name for _, r in helped],
         "data_scaling": next(v.observed for v in verdicts if v.check == "data-scaling"),

@@ -28,7 +28,7 @@ from nnrecipe.errors import NNRecipeError
 from nnrecipe.probes import tune_analysis as ta
 from nnrecipe.probes import tune_study as ts
 from nnrecipe.experiments import SeedRuns, Trainer, experiment_key
-from nnrecipe.handoff import from_spec, start_spec
+from nnrecipe.handoff import data_fingerprint, from_spec, recorded_seed_noise, start_spec
 from nnrecipe.probes.tune_space import start_values
 from nnrecipe.spec import apply_params
 from nnrecipe.pictures.saver import attach
@@ -94,7 +94,8 @@ def _setup(spec, ctx: StageContext) -> Setup:
     space_text = json.dumps({k: v.model_dump(mode="json", exclude_none=True) for k, v in cfg.space.items()}, sort_keys=True)
     return Setup(spec=spec, ctx=ctx, start=start, source=source, note=note, steps=steps, every=every,
                  storage=storage_url(cfg.storage) if cfg.storage else str(ctx.run.stage_dir(STAGE) / JOURNAL), study=cfg.study or spec.name,
-                 key=experiment_key(start.model_copy(update={"seed": spec.seed}), steps=steps, every=every, extra=space_text))
+                 key=experiment_key(start.model_copy(update={"seed": spec.seed}), steps=steps, every=every,
+                                    extra=space_text + "|select-half"))  # trial values on val's selection half
 
 
 def _open_study(s: Setup):
@@ -158,24 +159,43 @@ def _measure_study(s: Setup, study) -> TuneMeasurements:
     values = [r.value for r in recs if r.state == "complete" and r.value is not None]  # diverged ones too
     if values:
         m.spread = max(values) - min(values)
-        m.noise = data.task.metric_se(max(values), len(data.val))  # one trial's val metric
+        halves = data.task.val_halves(len(data.val), s.spec.seed)  # trials are scored on the selection half
+        m.noise = data.task.metric_se(max(values), int(halves[0].sum()) if halves is not None else len(data.val))
     m.coverage = ta.coverage(cfg.space, recs, p=cfg.coverage_p, random_until=TPE_STARTUP if cfg.sampler == "tpe" else None)
     m.importance = ta.importance(cfg.space, recs, permutations=cfg.permutations, seed=s.spec.seed)
     return m
 
 
 def _measure_confirmation(s: Setup, m: TuneMeasurements) -> None:
-    """The best trial and the starting point at fresh seeds: the search's seed flatters its best."""
+    """The best trial and the starting point at fresh seeds (the search's seed flatters its
+    best), compared on the half of val the trials were not chosen on (the search's examples
+    flatter it too), against the seed spread: regularize's when it measured one on this split,
+    pooled with the fresh seeds' own."""
     if m.best is None or m.best.params == s.start_params:
         return
     trainer = Trainer(s.ctx, stage=STAGE, steps=s.steps, every=s.every)
+    data = trainer.data(s.start)
+    m.prior_noise = recorded_seed_noise(s.ctx.run, data_fingerprint(data))
     candidate = apply_params(s.start, m.best.params)
-    m.reference = SeedRuns("start", f"starting point ({s.source})")
-    m.confirmed = SeedRuns("best", f"trial {m.best.number}")
-    for seed in confirm_seeds(s.spec, m.task):
+    reference = SeedRuns("start", f"starting point ({s.source})")
+    confirmed = SeedRuns("best", f"trial {m.best.number}")
+    for seed in confirm_seeds(s.spec, m.task, spread_known=m.prior_noise is not None):
         tag = "" if seed == s.spec.seed + 1 else f"-seed{seed}"
-        m.reference.runs.append(trainer.train(f"confirm-start{tag}", s.start, seed=seed, keep_model=False))
-        m.confirmed.runs.append(trainer.train(f"confirm-best{tag}", candidate, seed=seed, keep_model=False))
+        reference.runs.append(trainer.train(f"confirm-start{tag}", s.start, seed=seed, keep_model=False))
+        confirmed.runs.append(trainer.train(f"confirm-best{tag}", candidate, seed=seed, keep_model=False))
+    halves = m.task.val_halves(len(data.val), s.spec.seed)
+    if halves is not None:
+        m.confirm_examples = int(halves[1].sum())
+        target_var = m.task.target_variance(data)
+        reference, confirmed = (_on(r, halves[1], m.task, target_var) for r in (reference, confirmed))
+    m.reference, m.confirmed = reference, confirmed
+
+
+def _on(runs: SeedRuns, mask, task, target_var: float) -> SeedRuns:
+    """The runs as scored on the val examples of `mask` only."""
+    part = [dataclasses.replace(r, val_scores=r.val_scores[mask], val_metric=task.metric_of(r.val_scores[mask], target_var))
+            for r in runs.runs]
+    return SeedRuns(runs.name, runs.description, runs=part)
 
 
 def _record(s: Setup, m: TuneMeasurements, *, ran: int, orphans) -> dict:
@@ -205,9 +225,12 @@ def _record(s: Setup, m: TuneMeasurements, *, ran: int, orphans) -> dict:
     }
 
 
-def confirm_seeds(spec, task) -> list[int]:
-    """The fresh seeds (never the search's) for re-training the best trial and the start."""
-    k = spec.stages.tune.confirm_seeds or task.confirm_seeds
+def confirm_seeds(spec, task, *, spread_known: bool) -> list[int]:
+    """The fresh seeds (never the search's) for re-training the best trial and the start: the
+    task's number, and at least three when no earlier stage measured the seed spread, so that
+    the confirmation measures it itself on 4 degrees of freedom (on 2, Student's t needs
+    t = 14 for z = 3: a barely trained start at 9 % against a 96 % best was "within noise")."""
+    k = spec.stages.tune.confirm_seeds or (task.confirm_seeds if spread_known else max(3, task.confirm_seeds))
     return [spec.seed + 1 + i for i in range(k)]
 
 
@@ -278,7 +301,7 @@ def _fmt(v) -> str:
 
 
 def _table(rows: list[dict], params: list[str], task, m: TuneMeasurements, top: int = 10) -> Table:
-    metric = f"val {task.metric_short}"
+    metric = f"val {task.metric_short}" + (" (½)" if task.val_halves(2, 0) is not None else "")  # the selection half
     t = Table(title=f"tune: {len(rows)} trials, best {min(top, len(rows))} (full list: tune/trials.csv)", title_justify="left")
     for col in ("trial", "state", metric, *params, "steps"):
         t.add_column(col, justify="left" if col == "state" else "right")

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nnrecipe.stats import paired_z
+from nnrecipe.stats import halves, paired_z
 
 SEQUENCE_ONLY = "for language models (task: language-model)"
 SEQUENCE_CHECKS = ("causal-dependency", "padding-invariance")  # the baseline's checks of next-token models
@@ -142,6 +142,12 @@ class Task:
     def errors(self, scores: np.ndarray) -> np.ndarray:
         """Per-example scores as errors (lower is better)."""
         return 1.0 - scores if self.higher_is_better else scores
+
+    def val_halves(self, n: int, seed: int) -> Optional[tuple[np.ndarray, np.ndarray]]:
+        """(select, confirm) masks over n val examples, whole blocks each (stats.halves): tune
+        picks its best trial on one half and confirms it on the other. None where the metric
+        cannot be read off a half's per-example scores."""
+        return halves(np.arange(n) if self.blocks(n) is None else self.blocks(n), seed)
 
     def blocks(self, n: int) -> Optional[np.ndarray]:
         """Block ids of n val examples when neighbours are dependent (standard errors are then
