@@ -10,7 +10,7 @@ import numpy as np
 
 from nnrecipe.experiments import Result
 from nnrecipe.spec_stages import SqueezeSpec
-from nnrecipe.stats import paired_z
+from nnrecipe.stats import SeedNoise, paired_z, seeded_z
 from nnrecipe.verdict import Status, Verdict
 from nnrecipe.tasks import Task
 
@@ -35,6 +35,7 @@ class SqueezeMeasurements:
     reloaded_val_loss: Optional[float] = None  # val loss of the reloaded checkpoint
     recorded_val_loss: Optional[float] = None  # val loss recorded when that checkpoint was written
     longer_skip: str = ""
+    seed_noise: Optional[SeedNoise] = None  # the members' seed spread, pooled with regularize's (distillation)
 
     def best_member(self) -> Optional[int]:
         ok = [i for i, r in enumerate(self.members) if not r.diverged]
@@ -105,13 +106,21 @@ def distillation(m: SqueezeMeasurements, cfg: SqueezeSpec) -> Verdict:
     name = m.task.score
     s, h = _metric(m.student.val_scores), _metric(m.hard.val_scores)
     e = _metric(m.ensemble_scores) if m.ensemble_scores is not None else math.nan
-    z = m.task.better_z(m.student.val_scores, m.hard.val_scores)
+    # Two trainings, one seed each: the seed spread counts (a student a seed's luck behind the
+    # twin is not "worse"); without a measured spread, paired over val examples only.
+    if m.seed_noise is not None:
+        z = seeded_z(m.task.errors(m.student.val_scores), m.task.errors(m.hard.val_scores), m.seed_noise,
+                     blocks=m.task.blocks(len(m.hard.val_scores)))
+    else:
+        z = m.task.better_z(m.student.val_scores, m.hard.val_scores)
     gain = m.task.rank(e) - m.task.rank(h)
     kept = (m.task.rank(s) - m.task.rank(h)) / gain if gain > 0 else math.nan
     observed = {f"student_val_{name}": round(s, 5), f"hard_label_val_{name}": round(h, 5),
                 f"ensemble_val_{name}": round(e, 5), "z_soft_vs_hard": round(z, 2) if math.isfinite(z) else z,
                 "fraction_of_ensemble_gain_kept": round(kept, 3) if math.isfinite(kept) else None,
-                "temperature": cfg.distill.temperature, "alpha": cfg.distill.alpha}
+                "temperature": cfg.distill.temperature, "alpha": cfg.distill.alpha,
+                "seed_sd": float(f"{m.seed_noise.sd:.3g}") if m.seed_noise else None,
+                "seed_df": m.seed_noise.df if m.seed_noise else None}
     observed.update({f"test_{k}": v for k, v in m.test.items() if k in ("student", "hard_label")})
     expected = f"soft targets not worse than hard labels by z >= {cfg.significance_z:g}"
     z_gain = m.task.better_z(m.ensemble_scores, m.hard.val_scores) if m.ensemble_scores is not None else 0.0

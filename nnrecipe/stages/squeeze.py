@@ -16,11 +16,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from nnrecipe import atomic
 from nnrecipe.checks.squeeze_checks import SqueezeMeasurements, distillation, ensemble_gain, longer_training
 from nnrecipe.engine import Engine
 from nnrecipe.experiments import Checkpoints, Result, Trainer
-from nnrecipe.handoff import from_spec, start_spec
+from nnrecipe.handoff import data_fingerprint, from_spec, recorded_seed_noise, start_spec
 from nnrecipe.loop import load_checkpoint, resumable
 from nnrecipe.losses import loss_name, make_loss
 from nnrecipe.models import prepare_model
@@ -29,6 +31,7 @@ from nnrecipe.pictures.saver import attach
 from nnrecipe.probes import squeeze as sq
 from nnrecipe.runtime import seed_everything
 from nnrecipe.stages.base import StageContext, StageResult
+from nnrecipe.stats import pool_noise, seed_noise
 
 STAGE = "squeeze"
 
@@ -161,6 +164,11 @@ def _measure_distillation(s: Setup, m: SqueezeMeasurements, models):
     student_spec, augment = _student_spec(s.start, cfg, kind=data.kind, base=ctx.base)
     teacher = sq.combine_outputs([s.engine.predict(mm, data.train) for mm in models], data.task, s.loss)
     steps = cfg.distill.steps or s.steps
+    # the seed spread the student is judged against: the members' (one configuration, K seeds)
+    # pooled with regularize's when it measured one on this split
+    members = [r for r in m.members if not r.diverged]
+    own = seed_noise([np.stack([data.task.errors(r.val_scores) for r in members])]) if len(members) > 1 else None
+    m.seed_noise = pool_noise([own, recorded_seed_noise(ctx.run, data_fingerprint(data))])
     m.hard = s.trainer.train("student-hard-labels", student_spec, seed=spec.seed, steps=steps)
     seed_everything(spec.seed)
     model = prepare_model(student_spec.model_copy(update={"seed": spec.seed}), data, base=ctx.base).to(ctx.device)
