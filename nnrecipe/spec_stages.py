@@ -349,6 +349,11 @@ class TuneSpec(Section):
     def _space(self):
         if not self.space:
             raise ValueError("space: empty; give at least one dimension, e.g. {optim.lr: {log_uniform: [1e-4, 1e-2]}}")
+        # a permutation p-value is at least 1/(permutations + 1): below it nothing could ever matter
+        if self.sensitivity_p < 1.0 / (self.permutations + 1):
+            raise ValueError(f"sensitivity_p {self.sensitivity_p:g} is below 1/(permutations + 1) = "
+                             f"{1.0 / (self.permutations + 1):.2g}, the smallest p {self.permutations} permutations can give: "
+                             "no parameter could ever matter; raise permutations or sensitivity_p")
         return self
 
 

@@ -261,3 +261,14 @@ def pool_noise(noises: Iterable[Optional[SeedNoise]]) -> Optional[SeedNoise]:
     df = sum(s.df for s in parts)
     return SeedNoise(between=sum(s.between * s.df for s in parts) / df, within=sum(s.within * s.df for s in parts) / df,
                      n=parts[0].n, df=df, configurations=sum(s.configurations for s in parts))
+
+
+def end_loss_se(losses: np.ndarray) -> float:
+    """How precisely a run's end-of-training loss is known: the SE of the mean step loss over
+    its last tenth (at least 5 steps). Two runs whose final train losses differ by less than
+    a few of these are a coin flip, not a ranking."""
+    v = np.asarray(losses, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    w = max(5, len(v) // 10)
+    last = v[-w:]
+    return float(last.std(ddof=1) / math.sqrt(len(last))) if len(last) > 1 else 0.0

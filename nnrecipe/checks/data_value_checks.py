@@ -93,10 +93,24 @@ def power_law(examples: list[int], metrics: list[float]) -> tuple[float, float]:
 
 
 def next_doubling_gain(examples: list[int], metrics: list[float]) -> float:
-    """The metric gained by doubling the data once more, by the power-law fit."""
-    a, b = power_law(examples, metrics)
-    n = float(examples[-1])
-    return a * n ** -b - a * (2 * n) ** -b
+    """The metric gained by doubling the data once more, from how the gain per doubling shrank.
+
+    For error = floor + a n^-b, whatever the floor, the gain per doubling shrinks by 2^-b from
+    one doubling to the next: the next is the last one's times that ratio (measured between the
+    last two steps, in [0, 1]). A power law fitted without the floor overstated it ~1.5x (issue
+    25). With one step only: that step's gain per doubling, an upper bound."""
+    x = np.log2(np.asarray(examples, dtype=float))
+    m = np.asarray(metrics, dtype=float)
+    if len(x) < 2 or np.ptp(x) == 0:
+        return math.nan
+    rate = np.diff(m) / np.diff(x)  # gain per doubling of each step, at its midpoint
+    mid = (x[1:] + x[:-1]) / 2
+    if rate[-1] <= 0:
+        return 0.0
+    shrink = 1.0  # per doubling
+    if len(rate) >= 2 and rate[-2] > 0:
+        shrink = min(1.0, float(rate[-1] / rate[-2])) ** (1.0 / (mid[-1] - mid[-2]))
+    return float(rate[-1] * shrink ** (x[-1] + 0.5 - mid[-1]))
 
 
 def trend(m: ScalingMeasurements, cfg: RegularizeSpec) -> tuple[str, float]:
@@ -151,7 +165,8 @@ def data_scaling(m: ScalingMeasurements, cfg: RegularizeSpec) -> Verdict:
     if kind == RISING:
         return Verdict(STAGE, check, Status.PASS, observed=observed, expected=expected,
                        message=f"still rising: val {metric} {metrics[-2]:.4f} -> {metrics[-1]:.4f} {span} (z {z:.1f}); "
-                               f"more data is likely to help: about {slope:+.3f} at twice the data (power-law fit)",
+                               f"more data is likely to help: about {slope:+.3f} at twice the data (from how the "
+                               "gain per doubling shrank)",
                        hint="more real training data is the recipe's first regularizer")
     return Verdict(STAGE, check, Status.PASS, observed=observed, expected=expected,
                    message=f"plateau: val {metric} {metrics[-2]:.4f} -> {metrics[-1]:.4f} {span} is within noise "

@@ -8,7 +8,7 @@ import numpy as np
 
 from nnrecipe.probes.measurements import OverfitMeasurements
 from nnrecipe.spec_stages import OverfitSpec
-from nnrecipe.stats import examples_to_settle
+from nnrecipe.stats import end_loss_se, examples_to_settle
 from nnrecipe.verdict import Status, Verdict
 
 STAGE = "overfit"
@@ -159,14 +159,19 @@ def ladder(m: OverfitMeasurements, cfg: OverfitSpec) -> list[Verdict]:
                                message=f"first rung {name}: train loss {e.train_eval.loss:.4g}; nothing before it to beat"))
             continue
         prev = m.ladder[i - 1]
-        observed["previous_train_loss"] = round(prev.train_eval.loss, 6)
-        expected = "lower train loss than the rung before"
+        se = math.hypot(end_loss_se(e.history.losses.numpy()), end_loss_se(prev.history.losses.numpy()))
+        observed.update({"previous_train_loss": round(prev.train_eval.loss, 6), "end_loss_se": round(se, 6)})
+        expected = f"train loss not above the rung before's beyond {cfg.significance_z:g} x the end points' wobble"
         if e.train_eval.loss < prev.train_eval.loss:
             out.append(Verdict(STAGE, check, Status.PASS, observed=observed, expected=expected,
                                message=f"{name}: train loss {e.train_eval.loss:.4g} < {prev.train_eval.loss:.4g} ({m.ladder_names[i - 1]})"))
         elif fits(prev) and fits(e):
             out.append(Verdict(STAGE, check, Status.PASS, observed=observed, expected=expected,
                                message=f"{name}: both this rung and the one before already fit train (fits-train's target)"))
+        elif e.train_eval.loss - prev.train_eval.loss <= cfg.significance_z * se:
+            out.append(Verdict(STAGE, check, Status.PASS, observed=observed, expected=expected,
+                               message=f"{name}: train loss {e.train_eval.loss:.4g} on par with {prev.train_eval.loss:.4g} "
+                                       f"({m.ladder_names[i - 1]}), within the end points' wobble of {se:.2g}"))
         else:
             out.append(Verdict(STAGE, check, Status.FAIL, observed=observed, expected=expected,
                                message=f"{name}: train loss {e.train_eval.loss:.4g} is not below the previous rung's "

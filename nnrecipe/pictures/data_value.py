@@ -48,7 +48,7 @@ def _scaling_figure(m: ScalingMeasurements):
     if math.isfinite(a):
         xs = np.geomspace(x[0], x[-1] * 2, 50)
         ax.plot(xs, 1 - a * xs ** -b, color="grey", linewidth=1, linestyle=":",
-                label=f"power-law fit: {next_doubling_gain(list(x), list(val)):+.3f} at 2x data")
+                label=f"power-law fit (no floor); expected {next_doubling_gain(list(x), list(val)):+.3f} at 2x data")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("training examples", fontsize=8)
     ax.set_ylabel(metric, fontsize=8)

@@ -305,6 +305,9 @@ def test_loss_decreases():
     assert tc.loss_decreases(m, CFG).status is Status.PASS
     m.larger = _exp("larger", _correct(0.9), train_loss=0.6)
     assert tc.loss_decreases(m, CFG).status is Status.WARN
+    m.larger = _exp("larger", _correct(0.9), train_loss=0.51)  # higher by less than the end points' wobble (~0.014)
+    v = tc.loss_decreases(m, CFG)
+    assert v.status is Status.PASS and "on par" in v.message and v.observed["end_loss_se"] > 0.005
     flat = torch.full((200,), 1.0) + 0.05 * torch.randn(200, generator=torch.Generator().manual_seed(1))
     m.model = _exp("model", _correct(0.9), losses=flat)
     assert tc.loss_decreases(m, CFG).status is Status.FAIL

@@ -97,6 +97,19 @@ def test_ladder():
     assert [v.status for v in oc.ladder(m, CFG)] == [Status.SKIP, Status.PASS]  # both already fit
 
 
+def test_a_ladder_rung_on_par_within_the_losses_wobble_is_not_a_failure():
+    # Two rungs ending at the same loss up to the batches' wobble (step losses around 0.5, SD
+    # 0.1: the last 100 steps' mean is known to ~0.01): 0.51 after 0.50 is a coin flip, before
+    # issue 25 a FAIL half the time; 0.70 after 0.50 is beyond it.
+    g = torch.Generator().manual_seed(0)
+    noisy = lambda: 0.5 + 0.1 * torch.randn(1000, generator=g)  # noqa: E731
+    for later, status in ((0.51, Status.PASS), (0.70, Status.FAIL)):
+        rungs = [_exp(train_loss=0.50, train_metric=0.8, losses=noisy()), _exp(train_loss=later, train_metric=0.8, losses=noisy())]
+        v = oc.ladder(OverfitMeasurements(CLASSIFICATION, ladder=rungs, ladder_names=["a", "b"]), CFG)[1]
+        assert v.status is status and 0.01 < v.observed["end_loss_se"] < 0.02, v
+        assert ("on par" in v.message) == (status is Status.PASS)
+
+
 def test_weights_at_names_the_best_checkpoint_only_when_it_is_not_the_last_step():
     from nnrecipe.checks.overfit_checks import weights_at
 

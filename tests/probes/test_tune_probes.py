@@ -36,6 +36,12 @@ def test_a_malformed_space_names_the_field(space, words):
     assert words in str(err.value) and "stages.tune.space" in str(err.value)
 
 
+def test_a_sensitivity_p_no_permutation_test_can_reach_is_refused():
+    with pytest.raises(SpecError, match=r"stages.tune: sensitivity_p 0.01 is below 1/\(permutations \+ 1\) = 0.05"):
+        load_spec(None, ["stages.tune.sensitivity_p=0.01", "stages.tune.permutations=19"])
+    load_spec(None, ["stages.tune.sensitivity_p=0.05", "stages.tune.permutations=19"])  # reachable: p = 1/20
+
+
 def _study(sampler):
     return optuna.create_study(direction="maximize", sampler=sampler)
 
