@@ -61,14 +61,20 @@ def load(spec, base: Path) -> DataBundle:
 
 def pairs_bundle(out: Mapping, spec, ref: str, task) -> DataBundle:
     """The contract of DESIGN.md: `train`, `val` (`test`) each a Dataset of (x, y) or a pair of
-    tensors (X, Y); `classes` optional."""
+    tensors (X, Y); `classes` optional; `groups` optional: {"val": one id per val example} when
+    val rows are dependent within groups (several crops of one photo, windows of one series),
+    so that standard errors are taken over groups, not rows."""
     missing = [k for k in ("train", "val") if k not in out]
-    unknown = sorted(set(out) - {"train", "val", "test", "classes"})
+    unknown = sorted(set(out) - {"train", "val", "test", "classes", "groups"})
     if missing or unknown:
         what = f"missing {', '.join(missing)}" if missing else f"unknown keys {', '.join(map(str, unknown))}"
-        raise PluginError(f"{FIELD}: {ref} returned a mapping with {what}; expected train, val, test?, classes?")
+        raise PluginError(f"{FIELD}: {ref} returned a mapping with {what}; expected train, val, test?, classes?, groups?")
     classes = [str(c) for c in out["classes"]] if out.get("classes") is not None else None
     parts = {k: _as_split(k, out[k], spec, ref) for k in ("train", "val", "test") if out.get(k) is not None}
+    if out.get("groups") is not None:
+        val = parts["val"]
+        n_val = len(val[1]) if isinstance(val, tuple) else len(val)
+        task = task.with_val_groups(_val_groups(out["groups"], n_val, ref))
     if all(isinstance(p, tuple) for p in parts.values()):
         return tensor_bundle(parts, task=task, source="python", declared_classes=spec.data.num_classes,
                              class_names=classes, description=f"your data: {ref}")
@@ -80,6 +86,27 @@ def pairs_bundle(out: Mapping, spec, ref: str, task) -> DataBundle:
     num_classes, target_dim = task.lazy_outputs(spec.data.num_classes, classes, splits)
     return DataBundle(task=task, source="python", train=splits["train"], val=splits["val"], test=splits.get("test"),
                       num_classes=num_classes, class_names=classes, target_dim=target_dim, description=f"your data: {ref}")
+
+
+def _val_groups(groups: Any, n_val: int, ref: str) -> np.ndarray:
+    """The `groups` entry: a mapping with "val", one group id (int or str) per val example (the
+    train and test entries are accepted and not used yet)."""
+    if not isinstance(groups, Mapping) or set(groups) - {"train", "val", "test"} or "val" not in groups:
+        raise PluginError(f"{FIELD}: {ref} returned groups of type {type(groups).__name__}; expected a mapping "
+                          "{'val': one group id per val example}")
+    try:
+        ids = np.asarray(groups["val"].cpu() if isinstance(groups["val"], torch.Tensor) else groups["val"])
+    except Exception:  # ragged or unconvertible
+        ids = np.asarray([], dtype=object)
+    if ids.ndim != 1 or len(ids) != n_val or ids.dtype.kind not in "iuUSO" or (ids.dtype.kind == "O" and not all(
+            isinstance(v, (str, int)) for v in ids)):
+        raise PluginError(f"{FIELD}: {ref} returned groups['val'] of shape {tuple(ids.shape)} and dtype {ids.dtype}; "
+                          f"expected {n_val} group ids (integers or strings), one per val example")
+    groups_n = len(np.unique(ids.astype(str)))
+    if groups_n < 2:
+        raise PluginError(f"{FIELD}: {ref} returned groups['val'] with {groups_n} group; standard errors over groups "
+                          "need two or more")
+    return ids.astype(str) if ids.dtype.kind == "O" else ids
 
 
 def tokens_bundle(out: Mapping, ref: str) -> DataBundle:

@@ -20,6 +20,7 @@ A method a task cannot answer raises NotImplementedError, never answers for anot
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from pathlib import Path
@@ -116,6 +117,16 @@ class Task:
     supports: ClassVar[frozenset[str]] = frozenset()  # the OPT_IN checks this task has a rule for
     skips: ClassVar[Mapping[str, str]] = {}  # check id -> why it does not apply, in the task's words
 
+    # Val rows that are dependent within groups (crops of one photo, windows of one series), as
+    # the data factory declared them (`groups`): standard errors are then taken over groups.
+    val_groups: Optional[np.ndarray] = None
+
+    def with_val_groups(self, groups: np.ndarray) -> "Task":
+        """This task for one dataset whose val rows come in dependent groups (one id per row)."""
+        twin = copy.copy(self)
+        twin.val_groups = np.asarray(groups)
+        return twin
+
     def __repr__(self) -> str:
         return f"<task {self.name}>"
 
@@ -151,7 +162,10 @@ class Task:
 
     def blocks(self, n: int) -> Optional[np.ndarray]:
         """Block ids of n val examples when neighbours are dependent (standard errors are then
-        taken over blocks: stats.block_var); None when the examples are independent."""
+        taken over blocks: stats.block_var): the declared groups; None when the examples are
+        independent."""
+        if self.val_groups is not None and len(self.val_groups) == n:
+            return self.val_groups
         return None
 
     def better_z(self, a: np.ndarray, b: np.ndarray, *, seeds: int = 1) -> float:

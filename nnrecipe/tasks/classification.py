@@ -78,8 +78,9 @@ class Classification(Task):
         return _Hits(device)
 
     def better_z(self, a, b, *, seeds=1):
-        """McNemar's z on one seed's 0/1 correctness; a paired z on averaged correctness."""
-        if seeds == 1:
+        """McNemar's z on one seed's 0/1 correctness; a paired z on averaged correctness, or
+        over groups where val rows are dependent (McNemar counts rows as independent)."""
+        if seeds == 1 and self.blocks(len(a)) is None:
             return mcnemar_z(a > 0.5, b > 0.5)[0]
         return super().better_z(a, b, seeds=seeds)
 

@@ -84,7 +84,7 @@ class LanguageModel(Task):
         return None  # its metric (token accuracy) is not in the per-window scores (cross-entropy)
 
     def blocks(self, n):
-        return np.arange(n) // max(1, min(self.VAL_BLOCK, n // self.MIN_BLOCKS))
+        return np.arange(n) // max(1, min(self.VAL_BLOCK, n // self.MIN_BLOCKS))  # (no declared groups: windows are cut here)
 
     def metric_se(self, metric, n, *, scores=None, target_var=1.0):
         return binomial_se(metric, n)  # token accuracy, each window counted as one trial (conservative)

@@ -168,6 +168,33 @@ def test_python_plugin_errors(name, message):
         _plugin(name)
 
 
+def _grouped(groups):
+    return _load("data.source=python", f"data.factory={PLANTED}/grouped.py:crops", f"data.args.groups={groups}")
+
+
+def test_declared_val_groups_reach_the_task_and_its_standard_errors():
+    d = _grouped("val")
+    blocks = d.task.blocks(len(d.val))
+    assert len(blocks) == 400 and len(set(blocks.tolist())) == 40 and d.task.name == "classification"
+    assert _grouped("none").task.blocks(400) is None  # undeclared: rows are independent
+    # Ten crops per photo: an accuracy difference that is 10 rows deep per photo is far less
+    # certain than 400 independent rows would make it.
+    rng = np.random.default_rng(0)
+    photo_right = rng.random(40) < 0.8
+    a = np.repeat(photo_right, 10).astype(float)
+    b = np.repeat(photo_right & (rng.random(40) < 0.85), 10).astype(float)
+    assert d.task.better_z(a, b) < _grouped("none").task.better_z(a, b) / 2
+
+
+@pytest.mark.parametrize("groups, message", [
+    ("short", r"groups\['val'\] of shape \(399,\) .*expected 400 group ids"),
+    ("list", r"returned groups of type list; expected a mapping"),
+])
+def test_malformed_groups_are_one_line_errors(groups, message):
+    with pytest.raises(PluginError, match=message):
+        _grouped(groups)
+
+
 def test_empty_split_is_a_data_error(tmp_path):
     (tmp_path / "e.csv").write_text("a,y\n1,0\n")
     with pytest.raises(DataError, match="the val split is empty"):
