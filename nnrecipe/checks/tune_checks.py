@@ -37,6 +37,7 @@ class TuneMeasurements:
     confirmed: Optional[SeedRuns] = None  # the best trial's configuration, re-trained at the confirmation seed
     coverage: list[DimCoverage] = dataclasses.field(default_factory=list)
     importance: Optional[Importance] = None
+    loss_importance: Optional[Importance] = None  # the same test on the trials' val loss
     spread: Optional[float] = None  # max - min objective over complete trials
     noise: Optional[float] = None  # standard error of one trial's val metric
     prior_noise: Optional[SeedNoise] = None  # the seed spread regularize measured on this split
@@ -174,6 +175,15 @@ def sensitivity(m: TuneMeasurements, cfg: TuneSpec) -> Verdict:
         return Verdict(STAGE, check, Status.PASS, observed=observed, expected=expected, message=msg,
                        hint="fix the parameters without effect at a sensible value and spend the trials on the rest" if flat else "")
     within_noise = m.spread is not None and m.noise is not None and m.spread <= cfg.significance_z * m.noise * math.sqrt(2)
+    by_loss = m.loss_importance
+    moves_loss = sorted(k for k, p in (by_loss.p.items() if by_loss else ()) if p <= cfg.sensitivity_p)
+    if within_noise and moves_loss:  # an easy task saturates the metric; the loss still sees the knobs
+        observed["p_val_loss"] = {k: round(v, 3) for k, v in by_loss.p.items()}
+        return Verdict(STAGE, check, Status.PASS, observed=observed, expected=expected,
+                       message=f"the val metric is saturated (every complete trial within {m.spread:.4f} of the others, "
+                               f"noise SE {m.noise:.4f}), but the val loss moves with "
+                               + ", ".join(f"{k} (p = {by_loss.p[k]:.3g})" for k in moves_loss) + ": the knobs reach the model",
+                       hint="the metric cannot rank these trials: a harder val set, or judge by the val loss")
     if within_noise:
         return Verdict(STAGE, check, Status.WARN, observed=observed, expected=expected,
                        message=f"nothing in the space changes the val metric: every complete trial lies within "

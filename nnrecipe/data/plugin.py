@@ -96,7 +96,7 @@ def _val_groups(groups: Any, n_val: int, ref: str) -> np.ndarray:
                           "{'val': one group id per val example}")
     try:
         ids = np.asarray(groups["val"].cpu() if isinstance(groups["val"], torch.Tensor) else groups["val"])
-    except Exception:  # ragged or unconvertible
+    except (TypeError, ValueError, RuntimeError):  # ragged or unconvertible
         ids = np.asarray([], dtype=object)
     if ids.ndim != 1 or len(ids) != n_val or ids.dtype.kind not in "iuUSO" or (ids.dtype.kind == "O" and not all(
             isinstance(v, (str, int)) for v in ids)):

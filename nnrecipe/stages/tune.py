@@ -10,6 +10,7 @@ study. Re-running a stopped tune continues the study; a trial killed half-way ru
 from __future__ import annotations
 
 import dataclasses
+import math
 import functools
 import json
 import os
@@ -163,6 +164,9 @@ def _measure_study(s: Setup, study) -> TuneMeasurements:
         m.noise = data.task.metric_se(max(values), int(halves[0].sum()) if halves is not None else len(data.val))
     m.coverage = ta.coverage(cfg.space, recs, p=cfg.coverage_p, random_until=TPE_STARTUP if cfg.sampler == "tpe" else None)
     m.importance = ta.importance(cfg.space, recs, permutations=cfg.permutations, seed=s.spec.seed)
+    # the val loss, finer than a saturated metric: whether the knobs reach the model at all
+    by_loss = [dataclasses.replace(r, value=-r.val_loss) for r in recs if r.val_loss is not None and math.isfinite(r.val_loss)]
+    m.loss_importance = ta.importance(cfg.space, by_loss, permutations=cfg.permutations, seed=s.spec.seed)
     return m
 
 

@@ -120,6 +120,14 @@ def test_sensitivity_every_branch():
     assert v.status == "pass" and "matter: optim.lr" in v.message and "no detectable effect: model.args.dropout" in v.message
     v = sensitivity(_m(trials, importance=_imp({"train.log_every": 1.0}), spread=0.0, noise=0.015), CFG)
     assert v.status == "warn" and "nothing in the space" in v.message
+    # the same saturated metric (digits: every trial 179/180 on the selection half), but the val
+    # loss moves with the learning rate: the knob is wired, the metric cannot rank the trials
+    v = sensitivity(_m(trials, importance=_imp({"optim.lr": 1.0}), loss_importance=_imp({"optim.lr": 0.001}),
+                       spread=0.0, noise=0.0056), CFG)
+    assert v.status == "pass" and "saturated" in v.message and v.observed["p_val_loss"] == {"optim.lr": 0.001}
+    v = sensitivity(_m(trials, importance=_imp({"optim.lr": 1.0}), loss_importance=_imp({"optim.lr": 0.4}),
+                       spread=0.0, noise=0.0056), CFG)
+    assert v.status == "warn"
     v = sensitivity(_m(trials, importance=_imp({"optim.lr": 0.3}), spread=0.2, noise=0.015), CFG)
     assert v.status == "pass" and "no single parameter" in v.message
 
