@@ -41,8 +41,10 @@ def fits_train(m: OverfitMeasurements, cfg: OverfitSpec) -> Verdict:
     if goal.met(value):
         return Verdict(STAGE, "fits-train", Status.PASS, observed=observed, expected=goal.expected,
                        message=goal.passed.format(name=goal.name, value=value, steps=steps))
+    c = m.collapse
     return Verdict(STAGE, "fits-train", Status.FAIL, observed=observed, expected=goal.expected,
-                   message=goal.failed.format(name=goal.name, value=value, steps=steps), hint=goal.hint)
+                   message=goal.failed.format(name=goal.name, value=value, steps=steps) + (f"; {c.words()}" if c else ""),
+                   hint=c.hint() if c else goal.hint)
 
 
 def beats_baselines(m: OverfitMeasurements, cfg: OverfitSpec) -> Verdict:

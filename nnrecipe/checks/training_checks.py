@@ -14,10 +14,16 @@ import numpy as np
 from nnrecipe.checks import not_for_task
 from nnrecipe.probes.measurements import BaselineMeasurements
 from nnrecipe.spec_stages import BaselineSpec
-from nnrecipe.stats import accuracy_ci95, end_loss_se, examples_to_settle
+from nnrecipe.stats import accuracy_ci95, end_loss_se, examples_to_settle, paired_z
 from nnrecipe.verdict import Status, Verdict
 
 STAGE = "baseline"
+# train-eval-consistency: a gap counts beyond noise and above this share of the constant
+# prediction's loss (a BatchNorm model's eval mode differs a little from its train mode anyway);
+# "at chance in eval mode" is >= 90% of that loss while train mode is <= 50% of it
+MODE_GAP = 0.1
+EVAL_AT_CHANCE, TRAIN_FITS = 0.9, 0.5
+NORM_DRIFT = 0.5  # a layer named as a cause: its running statistics this far from the batch's (SDs, log-variance)
 
 
 def dumb_baselines(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
@@ -65,8 +71,17 @@ def input_independent(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
     observed = {f"val_{name}_real": round(m.model.val_eval.metric, 5), f"val_{name}_zeroed": round(m.zero_input.val_eval.metric, 5),
                 "val_loss_real": round(m.model.val_eval.loss, 5), "val_loss_zeroed": round(m.zero_input.val_eval.loss, 5),
                 "z": round(zval, 2)}
+    modes = m.modes_val
+    if modes is not None:  # both modes: the real-input model on (part of) val in train mode too
+        observed["val_loss_real_train_mode"] = round(float(modes.train_mode.mean()), 5)
     expected = f"z >= {z:g} in favour of real inputs"
     hint = "is x disconnected from the output (overwritten, detached), or were x and y shuffled separately?"
+    if zval < z and modes is not None and _train_mode_fits(modes):  # the input reaches it; eval mode loses it
+        return Verdict(STAGE, "input-independent", Status.FAIL, observed=observed, expected=expected,
+                       message=f"in eval mode the model does no better than on zeroed inputs (z = {zval:.1f}), but in "
+                               f"train mode it does (val loss {modes.train_mode.mean():.4g} against "
+                               f"{modes.eval_mode.mean():.4g}): the input reaches it, eval mode loses it",
+                       hint="see train-eval-consistency: BatchNorm's running statistics or dropout")
     if zval <= 0:  # not better at all: with a real effect this is rare at any val size
         return Verdict(STAGE, "input-independent", Status.FAIL, observed=observed, expected=expected,
                        message=f"trained on zeroed inputs the model does as well on val (z = {zval:.1f}): "
@@ -82,6 +97,46 @@ def input_independent(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
                    message=f"real inputs beat zeroed inputs on val (z = {zval:.1f})")
 
 
+def _train_mode_fits(g) -> bool:
+    """The model at chance in eval mode while it fits in train mode (ModeGap)."""
+    c = g.constant_loss
+    return c > 0 and float(g.eval_mode.mean()) >= EVAL_AT_CHANCE * c and float(g.train_mode.mean()) <= TRAIN_FITS * c
+
+
+def train_eval_consistency(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
+    """The trained model on the same training examples in train mode (no gradient step) and in
+    eval mode: what it learnt must survive the switch (BatchNorm's running statistics, dropout)."""
+    check = "train-eval-consistency"
+    g = m.modes
+    if g is None:
+        return Verdict(STAGE, check, Status.SKIP, message=m.modes_skip or "no trained model")
+    tr, ev = float(g.train_mode.mean()), float(g.eval_mode.mean())
+    z = paired_z(g.train_mode, g.eval_mode)  # z for "train mode has the lower loss"
+    scale = g.constant_loss if g.constant_loss > 0 else max(tr, ev)
+    norms = [d for d in g.norms if d.drift >= NORM_DRIFT][:3]
+    observed = {"train_mode_loss": round(tr, 5), "eval_mode_loss": round(ev, 5), "z": round(z, 2) if math.isfinite(z) else z,
+                "constant_prediction_loss": round(g.constant_loss, 5), "examples": len(g.train_mode),
+                "norm_drift": {d.layer: round(d.drift, 3) for d in g.norms[:5]}, "dropout_layers": g.dropouts}
+    expected = (f"eval-mode loss not above train mode's by more than {MODE_GAP:.0%} of the constant prediction's "
+                f"beyond z = {cfg.significance_z:g}")
+    named = "; ".join(d.words(m.batch_size) for d in norms)
+    cause = (f": BatchNorm's running statistics are far from the batch statistics it learnt with at {named}" if norms else
+             f": dropout at {', '.join(g.dropouts)}" if g.dropouts else "")
+    hint = ("running statistics that lag the batch's: a larger batch or input, a higher BatchNorm momentum, re-estimating "
+            "them on training data (torch.optim.swa_utils.update_bn), or GroupNorm/LayerNorm, which keep no running statistics")
+    if _train_mode_fits(g):
+        return Verdict(STAGE, check, Status.FAIL, observed=observed, expected=expected,
+                       message=f"the model fits train in train mode (loss {tr:.4g}) and is at chance in eval mode "
+                               f"({ev:.4g}; predicting the same for every example: {g.constant_loss:.4g}){cause}", hint=hint)
+    if z >= cfg.significance_z and ev - tr > MODE_GAP * scale:
+        return Verdict(STAGE, check, Status.WARN, observed=observed, expected=expected,
+                       message=f"eval mode is worse than train mode on the same training examples: loss {ev:.4g} against "
+                               f"{tr:.4g} (z = {z:.1f}){cause}", hint=hint)
+    word = " (dropout off in eval mode)" if g.dropouts and ev < tr else ""
+    return Verdict(STAGE, check, Status.PASS, observed=observed, expected=expected,
+                   message=f"train mode {tr:.4g}, eval mode {ev:.4g} on {len(g.train_mode)} training examples{word}")
+
+
 def overfit_one_batch(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
     """A few examples can be memorised: the loss on them reaches ~zero (the batch's floor, where
     identical inputs or contexts come with different targets)."""
@@ -95,9 +150,22 @@ def overfit_one_batch(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
         observed["floor"] = round(floor, 6)
         expected = f"loss <= {o.target_loss:.3g} (the batch's floor {floor:.3g} + margin) within {cfg.overfit_steps} steps (lr {cfg.overfit_lr:g})"
         words = f" (no model can go below {floor:.3g} on this batch: {o.floor.why})"
+    if o.train_curve:  # both modes: a model that fits in train mode and not in eval mode says so
+        observed["final_loss_train_mode"] = round(o.train_curve[-1][1], 6)
     if o.final_loss <= o.target_loss:
         return Verdict(STAGE, "overfit-one-batch", Status.PASS, observed=observed, expected=expected,
                        message=f"{len(o.outputs)} examples memorised: loss {o.final_loss:.3g} after {o.steps_run} steps{words}")
+    if o.collapse is not None:
+        observed.update({"collapsed_from_step": o.collapse.settled_at, "alike_at": o.collapse.layer or None})
+        return Verdict(STAGE, "overfit-one-batch", Status.FAIL, observed=observed, expected=expected,
+                       message=f"{len(o.outputs)} examples could not be memorised: {o.collapse.words()}", hint=o.collapse.hint())
+    train_mode = observed.get("final_loss_train_mode")
+    if train_mode is not None and train_mode <= o.target_loss:
+        return Verdict(STAGE, "overfit-one-batch", Status.FAIL, observed=observed, expected=expected,
+                       message=f"{len(o.outputs)} examples memorised in train mode (loss {train_mode:.3g}) but not in "
+                               f"eval mode (loss {o.final_loss:.3g}) after {o.steps_run} steps{words}",
+                       hint="the model differs between the modes: BatchNorm's running statistics (small batches, low "
+                            "momentum) or dropout; see train-eval-consistency")
     falling = _still_falling(o.losses, floor)
     if falling is not None and falling <= cfg.overfit_falling_ratio:  # a slow learner, not a stuck one
         observed["excess_ratio_last_fifth"] = round(falling, 3)
@@ -137,10 +205,12 @@ def loss_decreases(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
                 "z": round(float(z), 2), "train_loss_end": round(m.model.train_eval.loss, 5)}
     expected = {"z_min": cfg.significance_z, "larger_model": "train loss not higher beyond noise"}
     if z < cfg.significance_z:
+        c = m.collapse
         return Verdict(STAGE, "loss-decreases", Status.FAIL, observed=observed, expected=expected,
                        message=f"the training loss does not go down: {first.mean():.4g} over the first {w} steps, "
-                               f"{last.mean():.4g} over the last (z = {z:.1f})",
-                       hint="the LR is too low or zero (check the schedule), gradients do not flow, or the loss ignores the model")
+                               f"{last.mean():.4g} over the last (z = {z:.1f})" + (f"; {c.words()}" if c else ""),
+                       hint=c.hint() if c else "the LR is too low or zero (check the schedule), gradients do not flow, "
+                                               "or the loss ignores the model")
     if m.larger is None:
         return Verdict(STAGE, "loss-decreases", Status.PASS, observed=observed, expected=expected,
                        message=f"the training loss falls from {first.mean():.4g} to {last.mean():.4g} (z = {z:.1f}); "

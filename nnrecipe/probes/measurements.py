@@ -11,6 +11,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from nnrecipe.probes.diagnosis import Collapse, ModeGap
 from nnrecipe.probes.model_probes import GradStep, InitMeasure, LossShapes, OverfitResult
 from nnrecipe.experiments import Result
 from nnrecipe.tasks import Task
@@ -39,6 +40,13 @@ class BaselineMeasurements:
     overfit: Optional[OverfitResult] = None
     broadcast: Optional[LossShapes] = None  # the user's loss on nnrecipe's target shape and on the data's own
     broadcast_skip: str = ""
+    # diagnoses (probes/diagnosis.py): the trained model's outputs collapsed to one; the trained
+    # model in train mode and in eval mode on training examples (and on val, for input-independent)
+    collapse: Optional[Collapse] = None
+    modes: Optional[ModeGap] = None
+    modes_val: Optional[ModeGap] = None
+    modes_skip: str = ""
+    batch_size: int = 0  # the training batch size (BatchNorm's statistics are per batch)
     # for the pictures: the exact first batch that entered model(x) (InputCapture), predictions
     # (or a next-token model's samples) on a fixed val batch over training, the overfit batch
     input_x: Optional[torch.Tensor] = None
@@ -78,3 +86,4 @@ class OverfitMeasurements:
     ladder: list[Result] = dataclasses.field(default_factory=list)
     ladder_names: list[str] = dataclasses.field(default_factory=list)
     resumed_from: Optional[int] = None  # --resume: the step the model's training continued from
+    collapse: Optional[Collapse] = None  # the trained model gives every example the same output

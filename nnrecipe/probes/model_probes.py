@@ -17,6 +17,7 @@ from nnrecipe.losses import per_example_loss
 from nnrecipe.tasks import Task
 from nnrecipe.tasks.base import LossFloor
 from nnrecipe.models.init import final_linear
+from nnrecipe.probes.diagnosis import Collapse
 
 
 # ----------------------------------------------------------------------------- at initialisation
@@ -192,6 +193,8 @@ class OverfitResult:
     outputs: torch.Tensor  # final eval-mode outputs on the batch
     target_loss: float
     floor: Optional[LossFloor] = None  # the batch's irreducible loss (Task.loss_floor): the target is this plus the margin
+    train_curve: list[tuple[int, float]] = dataclasses.field(default_factory=list)  # (step, train-mode loss) every step
+    collapse: Optional[Collapse] = None  # every example got the same output (probes.diagnosis)
 
 
 def overfit_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable, *, steps: int, lr: float,
@@ -199,13 +202,16 @@ def overfit_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: C
     """Adam on one fixed batch until the eval-mode loss reaches `target` (checked every few steps)."""
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     losses: list[tuple[int, float]] = []
+    trained: list[torch.Tensor] = []  # train-mode losses, read once at the end (no sync per step)
     step = 0
     final = float("inf")
     for step in range(1, steps + 1):
         model.train()
         optimizer.zero_grad(set_to_none=True)
-        loss_fn(model(x), y).backward()
+        loss = loss_fn(model(x), y)
+        loss.backward()
         optimizer.step()
+        trained.append(loss.detach())
         if step % check_every == 0 or step == steps:
             with torch.no_grad():
                 model.eval()
@@ -217,7 +223,9 @@ def overfit_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: C
         model.eval()
         outputs = model(x).float().cpu()
     model.train()
-    return OverfitResult(losses=losses, final_loss=final, steps_run=step, outputs=outputs, target_loss=target)
+    curve = [(i + 1, float(v)) for i, v in enumerate(torch.stack(trained).float().cpu())] if trained else []
+    return OverfitResult(losses=losses, final_loss=final, steps_run=step, outputs=outputs, target_loss=target,
+                         train_curve=curve)
 
 
 # ----------------------------------------------------------------------------- what enters the model

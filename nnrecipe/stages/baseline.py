@@ -18,7 +18,8 @@ from nnrecipe.checks.model_checks import (batch_independence, eval_deterministic
                                           loss_at_init, output_form, reproducible)
 from nnrecipe.checks.plugin_checks import loss_broadcasting
 from nnrecipe.checks.sequence_checks import causal_dependency, padding_invariance
-from nnrecipe.checks.training_checks import dumb_baselines, human_baseline, input_independent, loss_decreases, overfit_one_batch
+from nnrecipe.checks.training_checks import (dumb_baselines, human_baseline, input_independent, loss_decreases,
+                                             overfit_one_batch, train_eval_consistency)
 from nnrecipe.data import build_data
 from nnrecipe.engine import Engine
 from nnrecipe.experiments import Experiment, Logging, TrainPlan, run_in_stage
@@ -28,6 +29,8 @@ from nnrecipe.models import BUILTIN_ARCHS, larger_model_spec, prepare_model, see
 from nnrecipe.optim import make_optimizer
 from nnrecipe.pictures.saver import attach
 from nnrecipe.probes import evaluating
+from nnrecipe.losses import per_example_loss
+from nnrecipe.probes.diagnosis import collapse, mode_gap
 from nnrecipe.probes.measurements import BaselineMeasurements
 from nnrecipe.probes.model_probes import (InputCapture, ZeroInput, dead_units, eval_twice, first_examples, gradient_step,
                                           loss_on_raw_targets, measure_init, overfit_batch)
@@ -36,9 +39,11 @@ from nnrecipe.stages.base import StageContext, StageResult
 
 STAGE = "baseline"
 CHECKS = (reproducible, loss_at_init, init_well, output_form, loss_broadcasting, dumb_baselines, input_independent,
-          overfit_one_batch, loss_decreases, gradients_flow, batch_independence, eval_deterministic, human_baseline)
+          overfit_one_batch, loss_decreases, gradients_flow, batch_independence, eval_deterministic, train_eval_consistency,
+          human_baseline)
 TASK_CHECKS = {"causal-dependency": causal_dependency, "padding-invariance": padding_invariance}  # where Task.supports them
 DYNAMICS_EXAMPLES = 16  # fixed val examples whose predictions are drawn over training
+MODE_EXAMPLES = 256  # training examples the trained model is scored on in train and in eval mode
 VAL_SCORES = "val_scores.npz"  # per-example val scores of every baseline experiment
 
 
@@ -58,7 +63,7 @@ class Setup:
 
 def run(spec, ctx: StageContext) -> StageResult:
     s = _setup(spec, ctx)
-    m = BaselineMeasurements(task=s.data.task, device_type=ctx.device.type)
+    m = BaselineMeasurements(task=s.data.task, device_type=ctx.device.type, batch_size=spec.data.batch_size)
     m.reproducible = tuple(_short_run(spec, ctx, s.loss_fn) for _ in range(2))
     xv, yv = _measure_untrained(s, m)
     _measure_training(s, m, xv, yv)
@@ -152,6 +157,23 @@ def _measure_training(s: Setup, m: BaselineMeasurements, xv: torch.Tensor, yv: t
     linear = data.task.linear_model(spec, data, s.fresh_model).to(ctx.device)  # a language model's: a bigram table
     m.linear = train(data.task.linear_name, linear, folder="linear")
     m.dumb_name, m.dumb_scores = data.task.dumb_name, data.task.dumb_scores(data)
+    _measure_diagnoses(s, m, xv, yv)
+
+
+def _measure_diagnoses(s: Setup, m: BaselineMeasurements, xv: torch.Tensor, yv: torch.Tensor) -> None:
+    """The trained model, looked at for why a check may fail: every output alike (collapse),
+    and train mode against eval mode on training examples and on val."""
+    data, model = s.data, m.model.model
+    xt, yt = (t.to(s.ctx.device) for t in first_examples(data.train, MODE_EXAMPLES))
+    constant = data.task.loss_floor(torch.zeros_like(xt), yt, s.loss).value  # predicting the same for every example
+    curve = [(step, ev.loss) for step, ev in m.model.history.evals]  # val loss at each evaluation
+    m.collapse = collapse(curve, constant=constant, model=model, x=xv)
+    if s.loss == "custom":
+        m.modes_skip = "a per-example loss is needed to compare the modes: a built-in loss (loss.name)"
+        return
+    per_example = lambda out, y: per_example_loss(s.loss, out, y)  # noqa: E731
+    m.modes = mode_gap(model, xt, yt, per_example, constant=constant)
+    m.modes_val = mode_gap(model, xv, yv, per_example, constant=constant)
 
 
 class DynamicsRecorder:
@@ -185,9 +207,13 @@ def _measure_overfit_batch(s: Setup, m: BaselineMeasurements) -> None:
     # back as it reads) followed by different targets. The target is that floor plus the margin.
     p = m.perturb
     floor = data.task.loss_floor(xo, yo, s.loss, receptive=p.receptive if p else None, positional=p.positional if p else True)
-    m.overfit = overfit_batch(s.fresh_model(), xo, yo, s.loss_fn, steps=cfg.overfit_steps, lr=cfg.overfit_lr,
+    model = s.fresh_model()
+    m.overfit = overfit_batch(model, xo, yo, s.loss_fn, steps=cfg.overfit_steps, lr=cfg.overfit_lr,
                               target=floor.value + data.task.overfit_target(yo, cfg.overfit_target))
     m.overfit.floor = floor
+    if m.overfit.final_loss > m.overfit.target_loss:  # why not: every output alike?
+        constant = data.task.loss_floor(torch.zeros_like(xo), yo, s.loss).value
+        m.overfit.collapse = collapse(m.overfit.losses, constant=constant, model=model, x=xo, earlier=m.overfit.train_curve)
     m.overfit_x, m.overfit_y = xo, yo
 
 

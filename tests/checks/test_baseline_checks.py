@@ -310,7 +310,16 @@ def test_loss_decreases():
     assert v.status is Status.PASS and "on par" in v.message and v.observed["end_loss_se"] > 0.005
     flat = torch.full((200,), 1.0) + 0.05 * torch.randn(200, generator=torch.Generator().manual_seed(1))
     m.model = _exp("model", _correct(0.9), losses=flat)
-    assert tc.loss_decreases(m, CFG).status is Status.FAIL
+    v = tc.loss_decreases(m, CFG)
+    assert v.status is Status.FAIL and "the LR is too low" in v.hint
+    from nnrecipe.probes.diagnosis import Collapse
+
+    m.collapse = Collapse(final_loss=1.386, constant_loss=1.386, settled_at=150, lowest=(50, 0.7), layer="classifier.2",
+                          layer_kind="ReLU, every output 0 for every example")
+    v = tc.loss_decreases(m, CFG)  # the specific cause, not the generic hint
+    assert v.status is Status.FAIL and "every example is already alike at classifier.2" in v.message
+    assert "activation on the logits" in v.hint and "too low" not in v.hint
+    m.collapse = None
     m.model = _exp("model", _correct(0.9), losses=torch.tensor([1.0, float("nan")] * 100))
     m.model.history.nonfinite_step = 2
     assert tc.loss_decreases(m, CFG).status is Status.FAIL
@@ -321,3 +330,33 @@ def test_human_baseline():
     assert tc.human_baseline(m, CFG).status is Status.SKIP
     assert tc.human_baseline(m, BaselineSpec(human_accuracy=0.9)).status is Status.PASS
     assert tc.human_baseline(m, BaselineSpec(human_accuracy=0.99)).status is Status.WARN
+
+
+def _modes(train, eval_, *, constant=1.386, norms=(), dropouts=()):
+    from nnrecipe.probes.diagnosis import ModeGap
+
+    return ModeGap(train_mode=np.asarray(train, dtype=float), eval_mode=np.asarray(eval_, dtype=float),
+                   constant_loss=constant, norms=list(norms), dropouts=list(dropouts))
+
+
+def test_train_eval_consistency_every_branch():
+    from nnrecipe.probes.diagnosis import NormDrift
+
+    rng = np.random.default_rng(0)
+    base = rng.gamma(2.0, 0.05, 256)
+    m = BaselineMeasurements(CLASSIFICATION, batch_size=32)
+    assert tc.train_eval_consistency(m, CFG).status is Status.SKIP
+    m.modes = _modes(base, base + rng.normal(0, 0.001, 256))  # the same model either way
+    assert tc.train_eval_consistency(m, CFG).status is Status.PASS
+    stale = NormDrift("features.3", drift=4.2, momentum=0.01, spatial=1)
+    m.modes = _modes(base, base + 0.4 + rng.normal(0, 0.05, 256), norms=[stale])  # worse by 0.4 nats: a warn
+    v = tc.train_eval_consistency(m, CFG)
+    assert v.status is Status.WARN and "features.3 (drift 4.2 SD; momentum 0.01, batches of 32 x 1" in v.message
+    assert "update_bn" in v.hint
+    m.modes = _modes(base, 2.1 + rng.normal(0, 0.05, 256), norms=[stale])  # at chance in eval mode, fitting in train mode
+    assert tc.train_eval_consistency(m, CFG).status is Status.FAIL
+    m.modes = _modes(base + 0.3, base, dropouts=["drop"])  # dropout: eval mode the better one
+    v = tc.train_eval_consistency(m, CFG)
+    assert v.status is Status.PASS and "dropout off" in v.message
+    m.modes = _modes(base, base + 0.05 + rng.normal(0, 0.01, 256))  # beyond noise but immaterial (< 10% of ln 4)
+    assert tc.train_eval_consistency(m, CFG).status is Status.PASS

@@ -31,6 +31,11 @@ def test_fits_train():
     assert v.status is Status.FAIL and "0.9000" in v.message
     r2 = OverfitMeasurements(REGRESSION, model=_exp(train_metric=0.97, metric="r2"))
     assert oc.fits_train(r2, CFG).status is Status.PASS
+    from nnrecipe.probes.diagnosis import Collapse
+
+    collapsed = Collapse(final_loss=2.3026, constant_loss=2.3026, settled_at=175, lowest=(100, 0.86))
+    v = oc.fits_train(OverfitMeasurements(CLASSIFICATION, model=_exp(train_metric=0.1), collapse=collapsed), CFG)
+    assert v.status is Status.FAIL and "after reaching 0.86 at step 100" in v.message and "lower the LR" in v.hint
 
 
 def test_fits_train_divergence_is_a_fail_with_the_step():

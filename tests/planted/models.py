@@ -228,3 +228,49 @@ def frozen(input_shape, num_outputs):
     for p in model.parameters():
         p.requires_grad_(False)
     return model
+
+
+# ----------------------------------------------------------------------------- diagnoses (issue 27)
+
+
+class _ReluLogits(_MLP):
+    """A classifier whose logits pass through a ReLU (torchvision's SqueezeNet ends so): a large
+    step drives every logit below zero, the ReLU outputs 0 for every example, and the loss sits
+    at ln C with no gradient to leave it."""
+
+    def __init__(self, input_shape, num_outputs, width=64):
+        super().__init__(input_shape, num_outputs, width)
+        self.out_act = nn.ReLU()
+
+    def forward(self, x):
+        return self.out_act(self.head(self.features(x)))
+
+
+def relu_logits(input_shape, num_outputs, width: int = 64):
+    return _ReluLogits(input_shape, num_outputs, width)
+
+
+class _BatchNormMLP(nn.Module):
+    """An MLP with BatchNorm after its first layer, whose features carry a large offset (+20:
+    un-centred inputs do this). With momentum 0.001 the running statistics barely leave their
+    init (mean 0, variance 1) in a 200-step run: eval mode normalises with them, and the model
+    that fits in train mode (loss 0.002) is at chance in eval mode (accuracy 0.25, loss 14.5)."""
+
+    def __init__(self, input_shape, num_outputs, momentum: float, width=64):
+        super().__init__()
+        self.fc1 = nn.Linear(math.prod(input_shape), width)
+        self.bn1 = nn.BatchNorm1d(width, momentum=momentum)
+        self.fc2 = nn.Linear(width, width)
+        self.head = nn.Linear(width, num_outputs)
+
+    def forward(self, x):
+        h = torch.relu(self.bn1(self.fc1(x.flatten(1)) + 20.0))
+        return self.head(torch.relu(self.fc2(h)))
+
+
+def batchnorm_stale(input_shape, num_outputs):
+    return _BatchNormMLP(input_shape, num_outputs, momentum=0.001)
+
+
+def batchnorm_good(input_shape, num_outputs):
+    return _BatchNormMLP(input_shape, num_outputs, momentum=0.1)

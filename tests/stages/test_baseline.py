@@ -35,7 +35,7 @@ def test_correct_setup_passes_every_check_and_records_baselines(cli, in_tmp):
     code, v = _run(cli, _spec(in_tmp, name="good"))
     bad = {k: (x["status"], x["message"]) for k, x in v.items() if x["status"] not in ("pass", "skip")}
     assert code == 0 and not bad, bad
-    assert v["human-baseline"]["status"] == "skip" and len(v) == 13
+    assert v["human-baseline"]["status"] == "skip" and len(v) == 14
     run = in_tmp / "runs" / "good"
     summary = json.loads((run / "baseline" / "summary.json").read_text())
     assert summary["metric"] == "accuracy" and summary["baselines"]["majority-class"]["val_accuracy"] == pytest.approx(0.25, abs=0.05)
@@ -81,6 +81,9 @@ PLANTED_BUGS = [
     ("lr-near-zero", {"optim": {"lr": 1e-9}}, "loss-decreases", "fail"),
     ("larger-model-is-not-larger", {"baseline": {"larger_model_args": {"width": 1}}}, "loss-decreases", "warn"),
     ("below-human", {"data": "shuffled_labels", "baseline": {"human_accuracy": 0.9}}, "human-baseline", "warn"),
+    ("relu-on-logits-collapse", {"model": "relu_logits", "baseline": {"overfit_lr": 0.3}}, "overfit-one-batch", "fail"),
+    ("batchnorm-stale-statistics", {"model": "batchnorm_stale"}, "train-eval-consistency", "fail"),
+    ("batchnorm-stale-overfit", {"model": "batchnorm_stale"}, "overfit-one-batch", "fail"),
 ]
 
 
@@ -98,7 +101,25 @@ PASSING_COUNTERPARTS = [
     ("imbalanced-builtin-init", {"data": "imbalanced_binary", "model": "builtin"}, "init-well"),
     ("larger-model", {"baseline": {"larger_model_args": {"width": 256}}}, "loss-decreases"),
     ("above-human", {"baseline": {"human_accuracy": 0.5}}, "human-baseline"),
+    ("batchnorm-momentum-0.1", {"model": "batchnorm_good"}, "train-eval-consistency"),
+    ("relu-logits-at-a-small-lr", {"model": "relu_logits"}, "train-eval-consistency"),
 ]
+
+
+def test_failures_name_their_cause(cli, in_tmp):
+    """The diagnosis, not the generic hint: a dead ReLU on the logits is named as the layer where
+    every example became alike; stale BatchNorm statistics as the layer, its momentum and batch."""
+    _, v = _run(cli, _spec(in_tmp, name="collapse", model="relu_logits", baseline={"overfit_lr": 0.3}))
+    o = v["overfit-one-batch"]
+    assert "every example gets the same output" in o["message"] and "out_act (ReLU, every output 0" in o["message"], o
+    assert "activation on the logits" in o["hint"] and o["observed"]["alike_at"] == "out_act"
+    _, v = _run(cli, _spec(in_tmp, name="stale", model="batchnorm_stale"))
+    t = v["train-eval-consistency"]
+    assert "bn1" in t["message"] and "momentum 0.001" in t["message"] and "batches of 64" in t["message"], t
+    assert t["observed"]["eval_mode_loss"] > 10 * t["observed"]["train_mode_loss"]
+    o, i = v["overfit-one-batch"], v["input-independent"]
+    assert "memorised in train mode" in o["message"] and "train-eval-consistency" in o["hint"], o
+    assert i["status"] == "fail" and "eval mode loses it" in i["message"] and "val_loss_real_train_mode" in i["observed"], i
 
 
 @pytest.mark.parametrize("case, kwargs, check", PASSING_COUNTERPARTS, ids=[p[0] for p in PASSING_COUNTERPARTS])
