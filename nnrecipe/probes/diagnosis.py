@@ -38,21 +38,31 @@ class Collapse:
     lowest: Optional[tuple[int, float]] = None  # (step, loss) it had reached before, when well below
     layer: str = ""  # the first module whose output is the same for every example ("" when none is)
     layer_kind: str = ""  # its type, and "every output 0" when it is an activation that died
+    alike: tuple[int, int] = (0, 0)  # (examples that get one and the same output, examples looked at)
 
     @property
     def dead_activation(self) -> bool:
         return "every output 0" in self.layer_kind
 
+    @property
+    def partial(self) -> bool:
+        return 0 < self.alike[0] < self.alike[1]
+
     def words(self) -> str:
-        best = f" (the best constant prediction: {self.constant_loss:.4g})" if self.constant_loss > 0 else ""
         before = f" after reaching {self.lowest[1]:.4g} at step {self.lowest[0]}" if self.lowest else ""
+        where = f"; they are already alike at {self.layer} ({self.layer_kind})" if self.layer else ""
+        if self.partial:
+            return (f"{self.alike[0]} of {self.alike[1]} examples get one and the same output{where}; the loss stays at "
+                    f"{self.final_loss:.4g} from step {self.settled_at}{before}")
+        best = f" (the best constant prediction: {self.constant_loss:.4g})" if self.constant_loss > 0 else ""
         where = f"; every example is already alike at {self.layer} ({self.layer_kind})" if self.layer else ""
         return (f"every example gets the same output: the loss sits at {self.final_loss:.4g}{best} from step "
                 f"{self.settled_at}{before}{where}")
 
     def hint(self) -> str:
         if self.dead_activation:
-            return (f"{self.layer} outputs 0 for every example and passes no gradient: an activation on the logits "
+            whom = "these examples" if self.partial else "every example"
+            return (f"{self.layer} outputs 0 for {whom} and passes no gradient: an activation on the logits "
                     "(logits must be free to go negative) or after a too large step; drop it, or lower the LR "
                     "(the LR-range test, nnrecipe overfit --lr-range, shows where training breaks down)")
         if self.lowest:
@@ -84,10 +94,19 @@ def final_stretch(curve: list[tuple[int, float]]) -> tuple[int, Optional[tuple[i
 
 
 def first_constant_module(model: nn.Module, x: torch.Tensor) -> tuple[str, str]:
-    """(name, kind) of the first leaf module, in forward order, whose output is the same for
-    every example of x (eval mode); ("", "") when none is before the output."""
-    seen: list[tuple[str, nn.Module, torch.Tensor]] = []
-    hooks = [module.register_forward_hook(lambda mod, inp, out, name=name: seen.append((name, mod, out)))
+    """(name, kind) of the first leaf module, in forward order, whose output is exactly the same
+    for every example of x (eval mode); ("", "") when none is before the output. Exactly: a
+    layer whose large outputs differ in their last digits (the logits before a ReLU that kills
+    them all) is not where the examples became alike."""
+    seen: list[tuple[str, str]] = []  # (name, kind) of each leaf whose output is alike, in call order
+
+    def look(module, inputs, out, name):
+        # judged here, at once: a later in-place op (ReLU(inplace=True)) would change `out`
+        if not seen and isinstance(out, torch.Tensor) and out.is_floating_point() and same_for_every_row(out, rtol=0.0):
+            dead = isinstance(module, ACTIVATIONS) and bool((out == 0).all())
+            seen.append((name, type(module).__name__ + (", every output 0" if dead else "")))
+
+    hooks = [module.register_forward_hook(lambda mod, inp, out, name=name: look(mod, inp, out, name))
              for name, module in model.named_modules() if name and not list(module.children())]
     try:
         with evaluating(model), torch.no_grad():
@@ -95,34 +114,38 @@ def first_constant_module(model: nn.Module, x: torch.Tensor) -> tuple[str, str]:
     finally:
         for h in hooks:
             h.remove()
-    for name, module, out in seen:
-        if isinstance(out, torch.Tensor) and out.is_floating_point() and same_for_every_row(out):
-            kind = type(module).__name__
-            if isinstance(module, ACTIVATIONS) and bool((out == 0).all()):
-                kind += ", every output 0 for every example"
-            return name, kind
-    return "", ""
+    return seen[0] if seen else ("", "")
+
+
+def alike_rows(out: torch.Tensor) -> torch.Tensor:
+    """Indices of the largest group of examples whose outputs are exactly equal (a dead ReLU on
+    the logits gives its victims all-zero rows; a healthy model gives every example its own)."""
+    rows = out.detach().float().reshape(len(out), -1)
+    _, inverse, counts = torch.unique(rows, dim=0, return_inverse=True, return_counts=True)
+    return torch.nonzero(inverse == int(counts.argmax())).flatten()
 
 
 def collapse(curve: list[tuple[int, float]], *, constant: float, model: nn.Module, x: torch.Tensor,
              earlier: Optional[list[tuple[int, float]]] = None) -> Optional[Collapse]:
     """A Collapse when the trained model gives every example of x (which differ) the same
-    output, its loss curve read for when; None otherwise. `earlier`: a finer curve (every
-    step's training loss) to find how low it had been before."""
+    output, or a group of two or more (which differ) exactly one output; its loss curve read for
+    when. None otherwise. `earlier`: a finer curve (every step's training loss) to find how low
+    it had been before."""
     if not curve or not np.isfinite(curve[-1][1]) or same_for_every_row(x):
         return None
     with evaluating(model), torch.no_grad():
         out = model(x)
-    if not same_for_every_row(out):
+    group = torch.arange(len(x)) if same_for_every_row(out) else alike_rows(out).cpu()
+    if len(group) < 2 or same_for_every_row(x[group.to(x.device)]):
         return None
     settled, lowest = final_stretch(curve)
     if earlier:
         before = [p for p in earlier if p[0] < settled and np.isfinite(p[1])]
         low = min(before, key=lambda p: p[1]) if before else None
         lowest = low if low is not None and low[1] < LEARNT_BELOW * curve[-1][1] else None
-    layer, kind = first_constant_module(model, x)
+    layer, kind = first_constant_module(model, x[group.to(x.device)])
     return Collapse(final_loss=curve[-1][1], constant_loss=constant, settled_at=settled, lowest=lowest, layer=layer,
-                    layer_kind=kind)
+                    layer_kind=kind, alike=(len(group), len(x)))
 
 
 # ----------------------------------------------------------------------------- train vs eval mode

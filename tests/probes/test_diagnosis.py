@@ -63,3 +63,17 @@ def test_mode_gap_names_stale_batchnorm_and_leaves_the_model_as_it_was():
     assert g.eval_mode.shape == g.train_mode.shape == (16,) and not g.dropouts
     drop = nn.Sequential(nn.Linear(10, 4), nn.Dropout(0.5))
     assert mode_gap(drop, X, Y, lambda out, y: nn.functional.cross_entropy(out, y, reduction="none"), constant=1.386).dropouts == ["1"]
+
+
+def test_some_examples_behind_a_dead_relu_are_a_partial_collapse():
+    # SqueezeNet 1.1 on digits (bench/architectures.py): 5 of 8 overfit examples end with all
+    # logits at 0 behind its last ReLU, the loss at 5/8 ln 10 = 1.44
+    net = nn.Sequential(nn.Linear(10, 4), nn.ReLU())
+    with torch.no_grad():
+        net[0].weight.zero_()
+        net[0].weight[:, 0] = torch.tensor([1.0, 2.0, 3.0, 4.0])  # logits = relu(c * x0): dead where x0 < 0
+        net[0].bias.zero_()
+    c = collapse([(25, 0.9), (50, 1.1), (75, 1.1)], constant=1.386, model=net, x=X)
+    dead = int((X[:, 0] < 0).sum())
+    assert c is not None and c.partial and c.alike == (dead, 16) and c.layer == "1" and c.dead_activation
+    assert c.words().startswith(f"{dead} of 16 examples get one and the same output; they are already alike at 1 (ReLU")
