@@ -2,6 +2,10 @@
 
     OMP_NUM_THREADS=1 python bench/architectures.py [--archs squeezenet1_1 mobilenet_v3_small ...]
         [--stages baseline overfit] [--steps 500] [--json bench/results/architectures.json]
+        [--set stages.baseline.overfit_examples=32 ...]
+
+A fix a verdict suggests is tried as a variant: "squeezenet1_1@identity=classifier.2" (drop the
+ReLU on the logits), "mobilenet_v3_small@bn_momentum=0.1", or a spec override with --set.
 
 Each model is torchvision's (`weights=None`, `num_classes` set; timm's with `pretrained=False`
 when timm is installed and the name starts with `timm:`), on scikit-learn's digits upsampled to
@@ -88,14 +92,14 @@ def spec_for(arch: str, steps: int) -> dict:
     }
 
 
-def run_one(name: str, stages: list[str], steps: int, out: Path) -> dict:
+def run_one(name: str, stages: list[str], steps: int, out: Path, overrides: list[str] = ()) -> dict:
     path = out / f"{spec_for(name, steps)['name']}.yaml"
     path.write_text(yaml.safe_dump(spec_for(name, steps)))
     row = {"arch": name, "stages": {}}
     for stage in stages:
         t0 = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "nnrecipe.cli", stage, "--config", str(path), "--json",
-                               "--output-dir", str(out / "runs")], capture_output=True, text=True)
+                               "--output-dir", str(out / "runs"), *overrides], capture_output=True, text=True)
         seconds = time.perf_counter() - t0
         try:
             verdicts = json.loads(proc.stdout) if proc.stdout.strip() else []
@@ -119,9 +123,10 @@ def main() -> None:
     ap.add_argument("--stages", nargs="+", default=["baseline", "overfit"])
     ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="spec overrides for every run (a fix to try)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        rows = [run_one(a, args.stages, args.steps, Path(tmp)) for a in args.archs]
+        rows = [run_one(a, args.stages, args.steps, Path(tmp), args.set) for a in args.archs]
     if args.json:
         args.json.write_text(json.dumps({"steps": args.steps, "rows": rows}, indent=1))
 

@@ -76,7 +76,7 @@ def input_independent(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
         observed["val_loss_real_train_mode"] = round(float(modes.train_mode.mean()), 5)
     expected = f"z >= {z:g} in favour of real inputs"
     hint = "is x disconnected from the output (overwritten, detached), or were x and y shuffled separately?"
-    if zval < z and modes is not None and _train_mode_fits(modes):  # the input reaches it; eval mode loses it
+    if zval < z and modes is not None and m.modes is not None and _train_mode_fits(m.modes):  # eval mode loses it
         return Verdict(STAGE, "input-independent", Status.FAIL, observed=observed, expected=expected,
                        message=f"in eval mode the model does no better than on zeroed inputs (z = {zval:.1f}), but in "
                                f"train mode it does (val loss {modes.train_mode.mean():.4g} against "
@@ -155,17 +155,19 @@ def overfit_one_batch(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
     if o.final_loss <= o.target_loss:
         return Verdict(STAGE, "overfit-one-batch", Status.PASS, observed=observed, expected=expected,
                        message=f"{len(o.outputs)} examples memorised: loss {o.final_loss:.3g} after {o.steps_run} steps{words}")
+    train_mode = observed.get("final_loss_train_mode")
+    if train_mode is not None and train_mode <= o.target_loss:  # eval mode is what fails (its outputs may all be alike)
+        alike = "; in eval mode every example gets the same output" if o.collapse and not o.collapse.partial else ""
+        return Verdict(STAGE, "overfit-one-batch", Status.FAIL, observed=observed, expected=expected,
+                       message=f"{len(o.outputs)} examples memorised in train mode (loss {train_mode:.3g}) but not in "
+                               f"eval mode (loss {o.final_loss:.3g}) after {o.steps_run} steps{alike}{words}",
+                       hint=f"the model differs between the modes: BatchNorm over a batch of {len(o.outputs)} (a larger one: "
+                            "stages.baseline.overfit_examples, e.g. 32), a low BatchNorm momentum, or dropout; see "
+                            "train-eval-consistency for the training batches")
     if o.collapse is not None:
         observed.update({"collapsed_from_step": o.collapse.settled_at, "alike_at": o.collapse.layer or None})
         return Verdict(STAGE, "overfit-one-batch", Status.FAIL, observed=observed, expected=expected,
                        message=f"{len(o.outputs)} examples could not be memorised: {o.collapse.words()}", hint=o.collapse.hint())
-    train_mode = observed.get("final_loss_train_mode")
-    if train_mode is not None and train_mode <= o.target_loss:
-        return Verdict(STAGE, "overfit-one-batch", Status.FAIL, observed=observed, expected=expected,
-                       message=f"{len(o.outputs)} examples memorised in train mode (loss {train_mode:.3g}) but not in "
-                               f"eval mode (loss {o.final_loss:.3g}) after {o.steps_run} steps{words}",
-                       hint="the model differs between the modes: BatchNorm's running statistics (small batches, low "
-                            "momentum) or dropout; see train-eval-consistency")
     falling = _still_falling(o.losses, floor)
     if falling is not None and falling <= cfg.overfit_falling_ratio:  # a slow learner, not a stuck one
         observed["excess_ratio_last_fifth"] = round(falling, 3)
