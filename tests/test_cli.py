@@ -44,7 +44,7 @@ def test_run_runs_every_stage_in_order(cli, in_tmp):
                  "train.steps=300", "optim.lr=1e-3", "stages.regularize.seeds=1", "stages.squeeze.members=2",
                  "stages.tune.trials=3", "stages.tune.steps=100")
     assert result.exit_code == 0, result.stderr
-    assert [v["stage"] for v in json.loads(result.stdout)] == (["inspect-data"] * 10 + ["baseline"] * 13 + ["overfit"] * 4
+    assert [v["stage"] for v in json.loads(result.stdout)] == (["inspect-data"] * 10 + ["baseline"] * 14 + ["overfit"] * 4
                                                                + ["regularize"] * 10 + ["tune"] * 3 + ["squeeze"] * 3)
     merged = json.loads((in_tmp / "runs" / "digits-mlp" / "verdicts.json").read_text())
     assert {v["stage"] for v in merged} == {"inspect-data", "baseline", "overfit", "regularize", "tune", "squeeze"}

@@ -167,7 +167,8 @@ def overfit_one_batch(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
     if o.collapse is not None:
         observed.update({"collapsed_from_step": o.collapse.settled_at, "alike_at": o.collapse.layer or None})
         return Verdict(STAGE, "overfit-one-batch", Status.FAIL, observed=observed, expected=expected,
-                       message=f"{len(o.outputs)} examples could not be memorised: {o.collapse.words()}", hint=o.collapse.hint())
+                       message=f"{len(o.outputs)} examples could not be memorised: {o.collapse.words()}{words}",
+                       hint=o.collapse.hint())
     falling = _still_falling(o.losses, floor)
     if falling is not None and falling <= cfg.overfit_falling_ratio:  # a slow learner, not a stuck one
         observed["excess_ratio_last_fifth"] = round(falling, 3)
