@@ -148,6 +148,19 @@ def collapse(curve: list[tuple[int, float]], *, constant: float, model: nn.Modul
                     layer_kind=kind, alike=(len(group), len(x)))
 
 
+def constant_loss(task, x: torch.Tensor, y: torch.Tensor, loss: str) -> float:
+    """The loss of the best prediction that is the same for every example of (x, y): the
+    batch's floor as if every input were alike (Task.loss_floor); 0 where the task cannot say."""
+    return task.loss_floor(torch.zeros_like(x), y, loss).value
+
+
+def trained_collapse(result, *, task, loss: str, x: torch.Tensor, y: torch.Tensor) -> Optional[Collapse]:
+    """collapse() of a trained run (experiments.Result): its val loss at each evaluation, its
+    model on (x, y)."""
+    curve = [(step, ev.loss) for step, ev in result.history.evals]
+    return collapse(curve, constant=constant_loss(task, x, y, loss), model=result.model, x=x)
+
+
 # ----------------------------------------------------------------------------- train vs eval mode
 
 

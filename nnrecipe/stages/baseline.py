@@ -30,7 +30,7 @@ from nnrecipe.optim import make_optimizer
 from nnrecipe.pictures.saver import attach
 from nnrecipe.probes import evaluating
 from nnrecipe.losses import per_example_loss
-from nnrecipe.probes.diagnosis import collapse, mode_gap
+from nnrecipe.probes.diagnosis import collapse, constant_loss, mode_gap, trained_collapse
 from nnrecipe.probes.measurements import BaselineMeasurements
 from nnrecipe.probes.model_probes import (InputCapture, ZeroInput, dead_units, eval_twice, first_examples, gradient_step,
                                           loss_on_raw_targets, measure_init, overfit_batch)
@@ -164,13 +164,12 @@ def _measure_diagnoses(s: Setup, m: BaselineMeasurements, xv: torch.Tensor, yv: 
     """The trained model, looked at for why a check may fail: every output alike (collapse),
     and train mode against eval mode on training examples and on val."""
     data, model = s.data, m.model.model
-    xt, yt = (t.to(s.ctx.device) for t in first_examples(data.train, MODE_EXAMPLES))
-    constant = data.task.loss_floor(torch.zeros_like(xt), yt, s.loss).value  # predicting the same for every example
-    curve = [(step, ev.loss) for step, ev in m.model.history.evals]  # val loss at each evaluation
-    m.collapse = collapse(curve, constant=constant, model=model, x=xv)
+    m.collapse = trained_collapse(m.model, task=data.task, loss=s.loss, x=xv, y=yv)
     if s.loss == "custom":
         m.modes_skip = "a per-example loss is needed to compare the modes: a built-in loss (loss.name)"
         return
+    xt, yt = (t.to(s.ctx.device) for t in first_examples(data.train, MODE_EXAMPLES))
+    constant = constant_loss(data.task, xt, yt, s.loss)
     per_example = lambda out, y: per_example_loss(s.loss, out, y)  # noqa: E731
     m.modes = mode_gap(model, xt, yt, per_example, constant=constant)
     m.modes_val = mode_gap(model, xv, yv, per_example, constant=constant)
@@ -212,8 +211,8 @@ def _measure_overfit_batch(s: Setup, m: BaselineMeasurements) -> None:
                               target=floor.value + data.task.overfit_target(yo, cfg.overfit_target))
     m.overfit.floor = floor
     if m.overfit.final_loss > m.overfit.target_loss:  # why not: every output alike?
-        constant = data.task.loss_floor(torch.zeros_like(xo), yo, s.loss).value
-        m.overfit.collapse = collapse(m.overfit.losses, constant=constant, model=model, x=xo, earlier=m.overfit.train_curve)
+        m.overfit.collapse = collapse(m.overfit.losses, constant=constant_loss(data.task, xo, yo, s.loss), model=model, x=xo,
+                                      earlier=m.overfit.train_curve)
     m.overfit_x, m.overfit_y = xo, yo
 
 

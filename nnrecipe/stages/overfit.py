@@ -10,8 +10,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
-import torch
-
 from nnrecipe.checks.overfit_checks import beats_baselines, fits_train, ladder, lr_range, lr_schedule, weights_at
 from nnrecipe.experiments import Checkpoints, Experiment, experiment_key, run_in_stage
 from nnrecipe.handoff import baseline_scores, data_fingerprint
@@ -21,7 +19,7 @@ from nnrecipe.models import seeded_model
 from nnrecipe.optim import make_optimizer
 from nnrecipe.pictures import mispredictions, overfit, text
 from nnrecipe.pictures.saver import attach
-from nnrecipe.probes.diagnosis import collapse
+from nnrecipe.probes.diagnosis import trained_collapse
 from nnrecipe.probes.lr_range import lr_range_test
 from nnrecipe.probes.measurements import OverfitMeasurements
 from nnrecipe.probes.model_probes import first_examples
@@ -105,9 +103,7 @@ def _measure_model(s: Setup, m: OverfitMeasurements) -> list[tuple[int, str]]:
                       histograms=spec.train.log_histograms, on_eval=on_eval if sampler is not None else None)
     if m.model.model is not None and not m.model.history.diverged:  # why it may not fit: every output alike?
         xt, yt = (t.to(ctx.device) for t in first_examples(s.data.train, 256))
-        constant = s.data.task.loss_floor(torch.zeros_like(xt), yt, loss_name(spec)).value
-        m.collapse = collapse([(step, ev.loss) for step, ev in m.model.history.evals], constant=constant,
-                              model=m.model.model, x=xt)
+        m.collapse = trained_collapse(m.model, task=s.data.task, loss=loss_name(spec), x=xt, y=yt)
     return samples
 
 

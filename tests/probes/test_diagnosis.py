@@ -11,10 +11,10 @@ Y = torch.arange(16) % 4
 
 
 def _head_behind_relu(dead: bool) -> nn.Module:
+    torch.manual_seed(1)  # the same weights whatever ran before in this process
     net = nn.Sequential(nn.Linear(10, 8), nn.ReLU(), nn.Linear(8, 4), nn.ReLU())
-    if dead:  # every logit below zero: the last ReLU outputs 0 for every example
-        with torch.no_grad():
-            net[2].bias.fill_(-100.0)
+    with torch.no_grad():  # dead: every logit below zero, the last ReLU outputs 0 for every example;
+        net[2].bias.fill_(-100.0 if dead else 5.0)  # alive: every logit above zero for these inputs
     return net
 
 
