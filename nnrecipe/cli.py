@@ -72,23 +72,23 @@ def _console(json_out: bool) -> Console:
 
 
 def _run(stages: list[str], *, config, overrides, device, output_dir, json_out, strict, options=None,
-         stop_on_fail=True, junit: Optional[Path] = None) -> tuple[int, list]:
-    from nnrecipe.recipe import prepare_spec, run_stages
-    from nnrecipe.verdict import exit_code, verdicts_json
+         stop_on_fail=True, junit: Optional[Path] = None):
+    """The library's nnrecipe.run, then the verdicts as the command line gives them."""
+    from nnrecipe.api import run
+    from nnrecipe.verdict import verdicts_json
 
-    spec, base = prepare_spec(config=config, overrides=overrides or [], device=device, output_dir=output_dir)
-    console = _console(json_out)
-    results = run_stages(spec=spec, base=base, spec_path=config, stages=stages, console=console, options=options,
-                         stop_on_fail=stop_on_fail)
-    verdicts = [v for r in results for v in r.verdicts]
+    opts = options or {}
+    result = run(config, stages=stages, overrides=list(overrides or []), device=device, output_dir=output_dir,
+                 keep_going=not stop_on_fail, resume=bool(opts.get("resume")), lr_range=bool(opts.get("lr_range")),
+                 trained=opts.get("model"), quiet=False, console=_console(json_out))
     if junit is not None:
         from nnrecipe.junit import write_junit
 
-        write_junit(junit, verdicts, name=spec.name, strict=strict)
+        write_junit(junit, result.verdicts, name=result.name, strict=strict)
     if json_out:
-        sys.stdout.write(verdicts_json(verdicts) + "\n")
+        sys.stdout.write(verdicts_json(result.verdicts) + "\n")
         sys.stdout.flush()
-    return exit_code(verdicts, strict=strict), results
+    return result.exit_code(strict=strict), result
 
 
 @app.command("inspect-data")
@@ -114,17 +114,13 @@ def inspect_data(
 
             if sort_by not in COLUMNS:
                 raise NNRecipeError(f"--sort-by: unknown column {sort_by!r}; one of {', '.join(COLUMNS)}")
-        code, results = _run(["inspect-data"], config=config, overrides=overrides, device=device,
+        code, result = _run(["inspect-data"], config=config, overrides=overrides, device=device,
                              output_dir=output_dir, json_out=json_out, strict=strict, junit=junit,
                              options={"model": str(model) if model else None})
         if any(x is not None for x in (sort_by, class_filter, limit, split)):
-            from nnrecipe.recipe import prepare_spec
             from nnrecipe.stages.inspect_data import CSV_NAME, examples_table
 
-            from nnrecipe.rundir import RunDir
-
-            spec, _ = prepare_spec(config=config, overrides=overrides or [], device=device, output_dir=output_dir)
-            path = RunDir.of(spec.output_dir, spec.name).stage_dir("inspect-data") / CSV_NAME
+            path = result.run_dir / "inspect-data" / CSV_NAME
             cols, rows = examples_table(path, sort_by=sort_by, class_filter=class_filter, limit=limit or 20,
                                         ascending=ascending, split=split)
             table = Table(title=f"examples ({path})")
@@ -238,17 +234,10 @@ def run_all(
     last: Annotated[Optional[str], typer.Option("--to", help="Stop after this stage", show_default=False)] = None,
 ) -> None:
     """The whole recipe: every stage in order, stopping at the first stage with a fail."""
-    from nnrecipe.stages import STAGE_NAMES
-
     with _exit_codes():
-        for flag, value in (("--from", first), ("--to", last)):
-            if value is not None and value not in STAGE_NAMES:
-                raise NNRecipeError(f"{flag}: unknown stage {value!r}; one of {', '.join(STAGE_NAMES)}")
-        lo = STAGE_NAMES.index(first) if first else 0
-        hi = STAGE_NAMES.index(last) if last else len(STAGE_NAMES) - 1
-        if lo > hi:
-            raise NNRecipeError(f"--from {first} comes after --to {last} in the recipe ({' → '.join(STAGE_NAMES)})")
-        code, _ = _run(list(STAGE_NAMES[lo : hi + 1]), config=config, overrides=overrides, device=device,
+        from nnrecipe.api import stage_range
+
+        code, _ = _run(stage_range(first=first, last=last, flags=("--from", "--to")), config=config, overrides=overrides, device=device,
                        output_dir=output_dir, json_out=json_out, strict=strict, junit=junit, stop_on_fail=not keep_going,
                        options={"resume": resume})
         raise typer.Exit(code)

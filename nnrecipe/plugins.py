@@ -62,6 +62,10 @@ def load_factory(ref: str, *, base: Path, field: str) -> Callable[..., Any]:
             raise PluginError(f"{field}: importing {module_part!r} failed: {_one_line(exc)}") from exc
         where = module_part
     fn = getattr(module, func_name, None)
+    if fn is None and module_part == "nnrecipe.objects":
+        from nnrecipe.objects import gone_message
+
+        raise PluginError(gone_message(field, ref))
     if fn is None:
         raise PluginError(f"{field}: {where} has no function {func_name!r}")
     if not callable(fn):

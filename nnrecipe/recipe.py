@@ -38,8 +38,10 @@ def _progress(console: Console) -> Progress:
 
 def run_stages(*, spec: Spec, base: Path, spec_path: Optional[Path], stages: Sequence[str], console: Console,
                options: Optional[dict[str, Any]] = None, stop_on_fail: bool = True,
-               show_tables: bool = True) -> list[StageResult]:
-    """Run the named stages in order; stop after a stage with a fail unless told to keep going."""
+               show_tables: bool = True, progress_console: Optional[Console] = None) -> list[StageResult]:
+    """Run the named stages in order; stop after a stage with a fail unless told to keep going.
+    Messages and tables go to `console`, the progress bars to `progress_console` (default the
+    same; a terminal's or a notebook's: elsewhere, e.g. a log file, there are none)."""
     from nnrecipe.rundir import RunDir
     from nnrecipe.runtime import resolve_device
 
@@ -49,12 +51,14 @@ def run_stages(*, spec: Spec, base: Path, spec_path: Optional[Path], stages: Seq
     run.lock()
     try:
         return _run_locked(run, spec=spec, base=base, spec_path=spec_path, runners=runners, device=device,
-                           console=console, options=options, stop_on_fail=stop_on_fail, show_tables=show_tables)
+                           console=console, options=options, stop_on_fail=stop_on_fail, show_tables=show_tables,
+                           progress_console=progress_console or console)
     finally:
         run.unlock()
 
 
-def _run_locked(run, *, spec, base, spec_path, runners, device, console, options, stop_on_fail, show_tables):
+def _run_locked(run, *, spec, base, spec_path, runners, device, console, options, stop_on_fail, show_tables,
+                progress_console):
     from nnrecipe.runtime import device_description
     from nnrecipe.verdict import Status
 
@@ -63,7 +67,8 @@ def _run_locked(run, *, spec, base, spec_path, runners, device, console, options
     run.write_env(device=device_description(device), seed=spec.seed, spec_path=spec_path)
     console.print(f"[bold]nnrecipe[/] {spec.name}: run directory [cyan]{run.root}[/], device {device_description(device)}")
 
-    ctx = StageContext(spec=spec, base=base, run=run, device=device, console=console, options=dict(options or {}))
+    ctx = StageContext(spec=spec, base=base, run=run, device=device, console=console, options=dict(options or {}),
+                       progress_console=progress_console)
     results: list[StageResult] = []
     try:
         for name, runner in runners:
@@ -103,11 +108,12 @@ def _run_stage(ctx: StageContext, name: str, runner) -> StageResult:
     keep = get_stage(name).keep + (("members", "checkpoints") if ctx.options.get("resume") else ())
     run.reset_stage(name, keep=keep)
     run.stage_dir(name).mkdir(parents=True, exist_ok=True)
-    progress = _progress(ctx.console)
+    shown = ctx.progress_console or ctx.console
+    progress = _progress(shown)
     ctx.progress = progress
     started = time.monotonic()
     try:
-        with progress if ctx.console.is_terminal else contextlib.nullcontext(), user_warnings() as caught:
+        with progress if shown.is_terminal or shown.is_jupyter else contextlib.nullcontext(), user_warnings() as caught:
             result = runner(spec, ctx)
     except KeyboardInterrupt:
         took = time.monotonic() - started

@@ -91,7 +91,7 @@ def _cell(text: str) -> str:
 
 CSS = """
 body{font:14px/1.45 system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;width:100%;margin:.5em 0 1em}td,th{border:1px solid #ddd;padding:4px 6px;vertical-align:top}
+table{border-collapse:collapse;width:100%;margin:.5em 0 1em;table-layout:auto}td,th{border:1px solid #ddd;padding:4px 6px;vertical-align:top;text-align:left}
 th{background:#f4f4f4;text-align:left}code{font-size:12px;word-break:break-all}
 .pass{color:#186a3b}.warn{color:#9a6700}.fail{color:#b3261e;font-weight:bold}.skip{color:#777}
 .advice{border-left:4px solid #ccc;padding:.3em .8em;margin:.6em 0}.advice.fail{border-color:#b3261e}
@@ -110,8 +110,8 @@ window.addEventListener('load',done);})();
 """
 
 
-def html(root: Path, verdicts: Sequence[Verdict], order: Sequence[str]) -> str:
-    root = Path(root)
+def _body(root: Path, verdicts: Sequence[Verdict], order: Sequence[str]) -> list[str]:
+    """The report's content: counts, the stage table, each stage's verdicts, advice and pictures."""
     e = _html.escape
     c = _counts(verdicts)
     body = [f"<h1>nnrecipe report: {e(root.name)}</h1>",
@@ -139,9 +139,36 @@ def html(root: Path, verdicts: Sequence[Verdict], order: Sequence[str]) -> str:
             data = base64.b64encode(png.read_bytes()).decode("ascii")
             body.append(f"<h4>{e(png.stem.replace('_', ' '))}</h4>"
                         f'<img alt="{e(png.stem)}" src="data:image/png;base64,{data}">')
+    return body
+
+
+def html(root: Path, verdicts: Sequence[Verdict], order: Sequence[str]) -> str:
+    """report.html: one self-contained page."""
+    root = Path(root)
+    title = _html.escape(root.name)
     return ("<!doctype html><html><head><meta charset=\"utf-8\">"
-            f"<title>nnrecipe report: {e(root.name)}</title><style>{CSS}</style></head><body>"
-            + "\n".join(body) + f"<script>{SCRIPT}</script></body></html>\n")
+            f"<title>nnrecipe report: {title}</title><style>{CSS}</style></head><body>"
+            + "\n".join(_body(root, verdicts, order)) + f"<script>{SCRIPT}</script></body></html>\n")
+
+
+def fragment(root: Path, verdicts: Sequence[Verdict], order: Sequence[str]) -> str:
+    """The same content for a notebook cell (RecipeResult._repr_html_): a <div> whose styles
+    apply inside it only, so the notebook's own look is left alone."""
+    # two classes: JupyterLab's rules for tables in outputs (right-aligned cells) weigh (0,2,1)
+    css = scoped(CSS, "div.nnrecipe.nnrecipe-report")
+    return f'<div class="nnrecipe nnrecipe-report"><style>{css}</style>' + "\n".join(_body(Path(root), verdicts, order)) + "</div>"
+
+
+def scoped(css: str, scope: str) -> str:
+    """Every rule of `css` limited to elements inside `scope` (body's rules go to the scope itself)."""
+    rules = []
+    for rule in css.replace("\n", "").split("}"):
+        if "{" not in rule:
+            continue
+        selectors, decl = rule.split("{", 1)
+        sel = ",".join(scope if s.strip() == "body" else f"{scope} {s.strip()}" for s in selectors.split(","))
+        rules.append(f"{sel}{{{decl}}}")
+    return "".join(rules)
 
 
 # ----------------------------------------------------------------------------- terminal

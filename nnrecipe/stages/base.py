@@ -29,6 +29,7 @@ class StageContext:
     console: Console
     progress: Any = None  # a rich Progress, or None
     options: dict[str, Any] = dataclasses.field(default_factory=dict)  # stage options from the command line
+    progress_console: Optional[Console] = None  # where progress bars go, when not `console` (a notebook)
     _data: Any = None
     _device_data: Any = None
     _writers: dict[str, Any] = dataclasses.field(default_factory=dict)
