@@ -58,9 +58,7 @@ def run(spec: SpecLike = None, *, model: Any = None, data: Any = None, loss: Any
     from nnrecipe.recipe import run_stages
 
     names = stage_range(stages, first=first, last=last)
-    extra = _override_list(overrides)
-    extra += [f"{k}={json.dumps(str(v))}" for k, v in (("name", name), ("task", task), ("device", device),
-                                                       ("output_dir", output_dir)) if v is not None]
+    extra = spec_overrides(overrides, name=name, task=task, device=device, output_dir=output_dir)
     made = {key: value for key, value in (("model", model), ("data", data), ("loss", loss)) if value is not None}
     shown = console or Console(highlight=False)
     quiet = shown.is_jupyter if quiet is None else quiet
@@ -129,15 +127,17 @@ def resolve_spec(spec: SpecLike, overrides: Sequence[str] = (), *,
 # ----------------------------------------------------------------------------- objects in memory
 
 
-def _override_list(overrides: Overrides) -> list[str]:
+def spec_overrides(overrides: Overrides = None, **fields: Union[str, Path, None]) -> list[str]:
+    """`overrides` as the CLI's key=value strings, then each top-level field given (name, task,
+    device, output_dir): what resolve_spec applies after the spec."""
     if overrides is None:
-        return []
-    if isinstance(overrides, Mapping):
+        out = []
+    elif isinstance(overrides, Mapping):
         # JSON is YAML: each value reaches the schema as the type it has here
-        return [f"{key}={json.dumps(value, default=str)}" for key, value in overrides.items()]
-    if isinstance(overrides, str):
-        return [overrides]
-    return [str(o) for o in overrides]
+        out = [f"{key}={json.dumps(value, default=str)}" for key, value in overrides.items()]
+    else:
+        out = [overrides] if isinstance(overrides, str) else [str(o) for o in overrides]
+    return out + [f"{key}={json.dumps(str(value))}" for key, value in fields.items() if value is not None]
 
 
 def _factories(made: dict[str, Any]) -> dict[str, Any]:

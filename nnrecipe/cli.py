@@ -300,10 +300,10 @@ def validate(
 ) -> None:
     """Print the resolved spec, or every error in it (exit 2)."""
     with _exit_codes():
-        from nnrecipe.recipe import prepare_spec
+        from nnrecipe.api import resolve_spec, spec_overrides
 
         try:
-            spec, base = prepare_spec(config=config, overrides=overrides or [], device=device, output_dir=output_dir)
+            spec, base, _ = resolve_spec(config, spec_overrides(overrides, device=device, output_dir=output_dir))
         except SpecError as exc:
             err = Console(stderr=True, highlight=False)
             where = str(config) if config else "spec"

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from nnrecipe.errors import PluginError
+from nnrecipe.outputs import whole
 from nnrecipe.plugins import call_factory, load_factory, user_code
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -82,7 +83,7 @@ def _checked_loss(loss: LossFn, ref: str) -> LossFn:
 
     def checked(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with user_code("loss.factory", ref):
-            value = loss(out, y)
+            value = loss(whole(out), y)  # the model's whole output: auxiliary heads keep their loss
         if not isinstance(value, torch.Tensor) or value.ndim != 0:
             got = f"a tensor of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
             raise PluginError(f"loss.factory: {ref} returned {got}; expected one number, a tensor of shape () "

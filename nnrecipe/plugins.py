@@ -114,12 +114,16 @@ def reraise(exc: BaseException, field: str, what: str) -> NoReturn:
     raise err from exc
 
 
-def guard_module(model, *, field: str, ref: str):
+def guard_module(model, *, field: str, ref: str, output=None):
     """The user's module, its forward run under the guard wherever nnrecipe calls it (the
     engine, every probe, copies of it): its class becomes a subclass whose forward catches,
-    and checks what it returns: a floating-point tensor with a row per example, of the rank
-    and width of its first output (the shape check at build time sees only the first call).
-    Weights, state_dict keys and the class's name are unchanged."""
+    takes the prediction out of a structured output (`output`: model.output, see
+    nnrecipe/outputs.py) and checks it: a floating-point tensor with a row per example, of the
+    rank and width of its first output (the shape check at build time sees only the first
+    call). Weights, state_dict keys and the class's name are unchanged."""
+    from nnrecipe.outputs import prediction
+
+    model.__dict__["_nnrecipe_output_key"] = output  # per instance; deep copies keep it
     cls = type(model)
     if getattr(cls, "_nnrecipe_guarded", False):
         return model
@@ -132,6 +136,7 @@ def guard_module(model, *, field: str, ref: str):
             reraise(exc, field, f"{ref}: forward")
         finally:
             _RUNNING.pop()
+        out = prediction(out, self.__dict__.get("_nnrecipe_output_key"), field=field, ref=ref)
         _check_output(self, out, args, field, ref)
         return out
 

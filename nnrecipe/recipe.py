@@ -1,7 +1,7 @@
-"""The library behind the CLI: load a spec, prepare the run directory, run stages in order.
+"""Running stages: prepare the run directory, run each stage from its seed, record its verdicts.
 
-Keyword-only functions; errors are typed (nnrecipe.errors) and mapped to exit codes by
-the CLI, never here.
+Called by nnrecipe.api.run (which the CLI calls); errors are typed (nnrecipe.errors) and
+become exit codes in the CLI only.
 """
 
 from __future__ import annotations
@@ -14,21 +14,10 @@ from typing import Any, Optional, Sequence
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from nnrecipe.spec import Spec, load_spec
+from nnrecipe.spec import Spec
 from nnrecipe.stages import STAGE_NAMES, get_stage, load_runner
 from nnrecipe.stages.base import StageContext, StageResult
 from nnrecipe.verdict import print_verdicts
-
-
-def prepare_spec(*, config: Optional[Path], overrides: Sequence[str] = (), device: Optional[str] = None,
-                 output_dir: Optional[Path] = None) -> tuple[Spec, Path]:
-    """The spec as it will run: file, then key=value overrides, then --device/--output-dir."""
-    extra = list(overrides)
-    if device is not None:
-        extra.append(f"device={device}")
-    if output_dir is not None:
-        extra.append(f"output_dir={output_dir}")
-    return load_spec(config, extra)
 
 
 def _progress(console: Console) -> Progress:

@@ -327,6 +327,9 @@ class PythonModel(ModelBase):
     arch: Literal["python"]
     factory: Factory
     args: dict[str, Any] = {}
+    # Where the prediction is in a structured output: a key, attribute or index. Default: a
+    # tensor as it is, a tuple's first element, else `logits`, else `out` (nnrecipe/outputs.py).
+    output: Optional[Union[Annotated[int, Field(ge=0)], Annotated[str, Field(min_length=1)]]] = None
 
 
 ModelSpec = Annotated[

@@ -32,7 +32,7 @@ def build_model(spec, *, input_shape: Sequence[int], num_outputs: int, base: Pat
     model = call_factory(fn, tuple(input_shape), num_outputs, field="model.factory", ref=m.factory, **m.args)
     if not isinstance(model, nn.Module):
         raise PluginError(f"model.factory: {m.factory} returned {type(model).__name__}; expected a torch.nn.Module")
-    return guard_module(model, field="model.factory", ref=m.factory)  # its forward is user code
+    return guard_module(model, field="model.factory", ref=m.factory, output=m.output)  # its forward is user code
 
 
 def check_output_shape(model: nn.Module, x: torch.Tensor, want: tuple[int, ...], *, field: str = "model") -> None:

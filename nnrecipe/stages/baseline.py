@@ -24,7 +24,7 @@ from nnrecipe.data import build_data
 from nnrecipe.engine import Engine
 from nnrecipe.experiments import Experiment, Logging, TrainPlan, run_in_stage
 from nnrecipe.handoff import data_fingerprint
-from nnrecipe.losses import loss_name, make_loss
+from nnrecipe.losses import BUILTIN, loss_name, make_loss
 from nnrecipe.models import BUILTIN_ARCHS, larger_model_spec, prepare_model, seeded_model
 from nnrecipe.optim import make_optimizer
 from nnrecipe.pictures.saver import attach
@@ -155,7 +155,10 @@ def _measure_training(s: Setup, m: BaselineMeasurements, xv: torch.Tensor, yv: t
         m.larger_skip = ("set stages.baseline.larger_model_args for your model" if spec.model.arch == "python"
                          else f"no wider variant of {spec.model.arch}")
     linear = data.task.linear_model(spec, data, s.fresh_model).to(ctx.device)  # a language model's: a bigram table
-    m.linear = train(data.task.linear_name, linear, folder="linear")
+    # nnrecipe's own model trains with the task's loss: a loss of yours may read your model's
+    # whole output (an auxiliary head, a dict) that a plain linear layer does not have
+    own_loss = BUILTIN[data.task.default_loss] if s.loss == "custom" else None
+    m.linear = train(data.task.linear_name, linear, folder="linear", loss_fn=own_loss)
     m.dumb_name, m.dumb_scores = data.task.dumb_name, data.task.dumb_scores(data)
     _measure_diagnoses(s, m, xv, yv)
 
