@@ -297,8 +297,9 @@ def validate(
     config: ConfigOpt = None,
     device: DeviceOpt = None,
     output_dir: OutputOpt = None,
+    data: Annotated[bool, typer.Option("--data/--no-data", help="Also load the data and pass one batch through the model and the loss")] = True,
 ) -> None:
-    """Print the resolved spec, or every error in it (exit 2)."""
+    """Print the resolved spec, or every error in it (exit 2): the schema, the files and functions it names, and (--data) one batch through the model."""
     with _exit_codes():
         from nnrecipe.api import resolve_spec, spec_overrides
 
@@ -310,9 +311,11 @@ def validate(
             for line in exc.errors:
                 err.out(f"{where}: {line}" if not line.startswith(where) else line)
             raise typer.Exit(2) from None
-        from nnrecipe.validation import check_references
+        from nnrecipe.validation import check_one_batch, check_references
 
         problems = check_references(spec, base)  # plugin functions and data files exist
+        if data and not problems:
+            problems = check_one_batch(spec, base)  # what the first stage would meet
         if problems:
             err = Console(stderr=True, highlight=False)
             for line in problems:

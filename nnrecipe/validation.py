@@ -37,3 +37,28 @@ def check_references(spec, base: Path) -> list[str]:
             except NNRecipeError as exc:
                 problems.append(str(exc))
     return problems
+
+
+def check_one_batch(spec, base: Path) -> list[str]:
+    """What a run would meet first, without training: the data loaded, its targets as the task
+    trains on them, the model built, one batch through it and through the loss. One line for
+    the first problem (later steps need the earlier ones), or none."""
+    import torch
+
+    from nnrecipe.data import build_data
+    from nnrecipe.losses import make_loss
+    from nnrecipe.models import prepare_model
+    from nnrecipe.probes.model_probes import first_examples
+
+    try:
+        data = build_data(spec, base=base)
+        data.task.check_targets(data)
+        model = prepare_model(spec, data, base=base)
+        x, y = first_examples(data.train, min(spec.data.batch_size, len(data.train)))
+        with torch.no_grad():
+            loss = make_loss(spec, base=base)(model(x), y)
+        if not torch.isfinite(loss):
+            return [f"loss: {float(loss)} on the first training batch of the untrained model"]
+    except NNRecipeError as exc:
+        return [str(exc)]
+    return []

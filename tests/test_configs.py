@@ -32,6 +32,7 @@ LIGHT = ("stages.regularize.seeds=1", "stages.tune.trials=4", "stages.tune.steps
 NO_FOLDS = ("stages.regularize.label_errors.enabled=false",)
 # MNIST-1D's regularize also runs at half its budget here (1,000 steps; measured 2026-11-27: no
 # warn, 41 verdicts, 2 min 08 s alone).
+EXTERNAL_DATA = ("torchvision-cifar10.yaml",)  # the user's files: not on this machine
 HEAVY = {"mnist1d.yaml": NO_FOLDS + ("stages.regularize.data_scaling.enabled=false", "stages.regularize.steps=1000"),
          "image-folder.yaml": NO_FOLDS, "torchvision.yaml": NO_FOLDS}
 
@@ -45,9 +46,16 @@ def test_there_is_a_config_per_builtin_source():
 def test_config_validates_and_opens_with_its_command(path, cli):
     first = path.read_text().splitlines()[0]
     assert first.startswith("# nnrecipe ") and f"configs/{path.name}" in first
-    result = cli("validate", "--config", path)
+    result = cli("validate", "--config", path, *(("--no-data",) if path.name in EXTERNAL_DATA else ()))
     assert result.exit_code == 0, result.stderr
     assert "name:" in result.stdout
+
+
+def test_validate_loads_the_data_it_names(cli, in_tmp):
+    """validate's default also loads the data and one batch through the model: a config whose
+    data is not on this machine is one line, exit 2 (the same spec without --data passes above)."""
+    result = cli("validate", "--config", CONFIGS / "torchvision-cifar10.yaml", "data.args.root=" + str(in_tmp))
+    assert result.exit_code == 2 and result.stderr.startswith("error: data.args.root: CIFAR10 not found under")
 
 
 @pytest.mark.parametrize("path", [p for p in ALL if p.name in LANGUAGE], ids=lambda p: p.name)

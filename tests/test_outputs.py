@@ -78,3 +78,19 @@ def test_a_dict_without_logits_needs_model_output(cli, in_tmp):
     assert out.exit_code == 2 and out.stderr.count("\n") == 1, out.stderr
     assert "with no logits or out; name the prediction with model.output" in out.stderr
     assert cli("baseline", "--config", spec, "model.output=scores").exit_code == 0
+
+
+@pytest.mark.parametrize("data, model, needle", [
+    ("clean", "named_scores", "with no logits or out; name the prediction with model.output"),
+    ("labels_out_of_range", "mlp", "labels lie outside [0, 4)"),
+    ("clean", "logits_as_list", "whose prediction is a list, not a tensor"),
+])
+def test_validate_meets_what_the_first_stage_would(cli, in_tmp, data, model, needle):
+    """validate loads the data and passes one batch through the model and the loss: wrong
+    structure is one line, exit 2, before any stage runs (--no-data checks the spec only)."""
+    where = "outputs" if model != "mlp" else "models"
+    spec = write_spec(in_tmp, {"name": "v", "data": {"source": "python", "factory": f"{PLANTED}/data_bugs.py:{data}"},
+                               "model": {"arch": "python", "factory": f"{PLANTED}/{where}.py:{model}"}})
+    out = cli("validate", "--config", spec)
+    assert out.exit_code == 2 and out.stderr.count("\n") == 1 and needle in out.stderr, out.stderr
+    assert cli("validate", "--config", spec, "--no-data").exit_code == 0
