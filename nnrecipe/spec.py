@@ -41,7 +41,7 @@ class Spec(Section):
     seed: int = 0
     device: Annotated[str, Field(pattern=DEVICE_PATTERN)] = "auto"
     output_dir: str = "runs"  # the run directory is <output_dir>/<name>, relative to the working directory
-    task: Literal["classification", "regression", "language-model"] = "classification"
+    task: Literal["classification", "multi-label", "regression", "language-model"] = "classification"
     data: DataSpec = DigitsData()
     model: ModelSpec = MlpModel()
     loss: LossSpec = LossSpec()
@@ -81,6 +81,13 @@ class Spec(Section):
                              "the per-window noise; the spread between them is measured), or null for 3")
         if lm and self.loss.name not in ("auto", "cross_entropy"):
             raise ValueError(f"loss: {self.loss.name} does not fit task language-model (cross_entropy over tokens)")
+        if self.task == "multi-label" and self.data.source in CLASSIFICATION_ONLY_SOURCES + ("synthetic", "csv"):
+            raise ValueError(f"task: multi-label needs multi-hot targets (N, K): data.source python or npz; "
+                             f"{self.data.source} gives one label per example")
+        if self.task == "multi-label" and self.loss.name not in ("auto", "bce"):
+            raise ValueError(f"loss: {self.loss.name} does not fit task multi-label: "
+                             + ("a softmax makes the labels compete; multi-label wants one sigmoid per label, loss bce"
+                                if self.loss.name in ("cross_entropy", "nll") else "it wants one sigmoid per label, loss bce"))
         if self.task == "regression" and self.data.source in CLASSIFICATION_ONLY_SOURCES:
             raise ValueError(f"task: regression does not fit data.source: {self.data.source}, which has class labels")
         if self.task == "regression" and self.loss.name in ("cross_entropy", "nll", "bce"):

@@ -32,7 +32,6 @@ LIGHT = ("stages.regularize.seeds=1", "stages.tune.trials=4", "stages.tune.steps
 NO_FOLDS = ("stages.regularize.label_errors.enabled=false",)
 # MNIST-1D's regularize also runs at half its budget here (1,000 steps; measured 2026-11-27: no
 # warn, 41 verdicts, 2 min 08 s alone).
-EXTERNAL_DATA = ("torchvision-cifar10.yaml",)  # the user's files: not on this machine
 HEAVY = {"mnist1d.yaml": NO_FOLDS + ("stages.regularize.data_scaling.enabled=false", "stages.regularize.steps=1000"),
          "image-folder.yaml": NO_FOLDS, "torchvision.yaml": NO_FOLDS}
 
@@ -46,7 +45,7 @@ def test_there_is_a_config_per_builtin_source():
 def test_config_validates_and_opens_with_its_command(path, cli):
     first = path.read_text().splitlines()[0]
     assert first.startswith("# nnrecipe ") and f"configs/{path.name}" in first
-    result = cli("validate", "--config", path, *(("--no-data",) if path.name in EXTERNAL_DATA else ()))
+    result = cli("validate", "--config", path, *(("--no-data",) if path.name in NEEDS_USER_DATA else ()))
     assert result.exit_code == 0, result.stderr
     assert "name:" in result.stdout
 

@@ -64,10 +64,16 @@ def shapes_dtypes(m: DataMeasurements, cfg: InspectDataSpec) -> Verdict:
 
 
 def class_balance(m: DataMeasurements, cfg: InspectDataSpec) -> Verdict:
+    """The task's rule for the shares of its labels (classes: class_shares; multi-label:
+    label_prevalence), or its reason to skip."""
+    if skip := not_for_task(STAGE, "class-balance", m.scan.task):
+        return skip
+    return m.scan.task.class_balance(m, cfg)
+
+
+def class_shares(m: DataMeasurements, cfg: InspectDataSpec) -> Verdict:
     """Imbalance of train classes, the log-priors, and whether val/test priors differ beyond chance."""
     scan = m.scan
-    if skip := not_for_task(STAGE, "class-balance", scan.task):
-        return skip
     if not scan.num_classes:
         return Verdict(STAGE, "class-balance", Status.SKIP, message="unknown number of classes")
     C = scan.num_classes
@@ -110,6 +116,54 @@ def class_balance(m: DataMeasurements, cfg: InspectDataSpec) -> Verdict:
                             "stratify the split when priors differ")
     return Verdict(STAGE, "class-balance", Status.PASS, observed=observed, expected=expected,
                    message=f"train imbalance ratio {ratio:.2f}; held-out priors match train's")
+
+
+def label_prevalence(m: DataMeasurements, cfg: InspectDataSpec) -> Verdict:
+    """Multi-label: each label's share of positive train examples; a label never (or always) on
+    cannot be learned, one rarer than 1 in imbalance_warn_ratio is warned as a class would be;
+    val/test prevalence against train's per label (a 2 x 2 test of homogeneity each,
+    Bonferroni over the labels)."""
+    scan = m.scan
+    names = scan.class_names or [str(k) for k in range(scan.num_classes or 0)]
+
+    def positives(s):
+        t = np.asarray(s.targets).reshape(s.n, -1)
+        return np.nansum(t > 0.5, axis=0).astype(np.int64), s.n
+
+    pos, n = positives(scan.train)
+    prev = pos / max(n, 1)
+    ratio = np.maximum(prev, 1 - prev) / np.maximum(np.minimum(prev, 1 - prev), 1e-12)
+    observed = {"train_positives": pos.tolist(), "train_prevalence": [round(float(p), 4) for p in prev],
+                "max_imbalance_ratio": round(float(ratio.max()), 3) if np.isfinite(ratio.max()) and ratio.max() < 1e9 else "inf"}
+    problems = []
+    never, always = np.nonzero(pos == 0)[0], np.nonzero(pos == n)[0]
+    if len(never) or len(always):
+        problems.append(", ".join([f"label {names[k]} is never on in train" for k in never[:5]]
+                                  + [f"label {names[k]} is on in every train example" for k in always[:5]]))
+    rare = [k for k in np.nonzero(ratio > cfg.imbalance_warn_ratio)[0] if 0 < pos[k] < n]
+    if rare:
+        problems.append(f"{len(rare)} label(s) with over {cfg.imbalance_warn_ratio:g} negatives per positive or the "
+                        f"reverse (e.g. {names[rare[0]]}: prevalence {prev[rare[0]]:.3g})")
+    for name, s in scan.splits.items():
+        if name == "train" or s.n == 0:
+            continue
+        held, hn = positives(s)
+        observed[f"{name}_prevalence"] = [round(float(v), 4) for v in held / max(hn, 1)]
+        ps = [homogeneity_p(np.array([pos[k], n - pos[k]]), np.array([held[k], hn - held[k]]))[0] for k in range(len(pos))]
+        shifted = [k for k, p in enumerate(ps) if math.isfinite(p) and p < cfg.prior_shift_p / len(ps)]
+        if shifted:
+            k = shifted[0]
+            problems.append(f"{name} prevalence of {len(shifted)} label(s) differs from train's beyond chance (e.g. "
+                            f"{names[k]}: {held[k] / max(hn, 1):.3g} vs {prev[k]:.3g}, p={ps[k]:.2g}, Bonferroni over "
+                            f"{len(ps)} labels)")
+    expected = (f"every label on in some and off in other train examples; ratio <= {cfg.imbalance_warn_ratio:g}; "
+                f"held-out prevalence as train (p >= {cfg.prior_shift_p:g} / labels)")
+    if problems:
+        return Verdict(STAGE, "class-balance", Status.WARN, observed=observed, expected=expected, message="; ".join(problems),
+                       hint="baseline sets the final bias to logit(prevalence); report per-label metrics; drop or merge "
+                            "labels with no positives")
+    return Verdict(STAGE, "class-balance", Status.PASS, observed=observed, expected=expected,
+                   message=f"{len(pos)} labels, prevalence {prev.min():.3g} to {prev.max():.3g}; held-out prevalence matches train's")
 
 
 def input_scale(m: DataMeasurements, cfg: InspectDataSpec) -> Verdict:

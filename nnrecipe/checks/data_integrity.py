@@ -84,6 +84,35 @@ def class_label_range(m: DataMeasurements, cfg: InspectDataSpec) -> Verdict:
                    message=f"all labels are integers in [0, {C}) and every class has train examples")
 
 
+def multi_hot_label_range(m: DataMeasurements, cfg: InspectDataSpec) -> Verdict:
+    """Multi-label: K values per example, each 0 or 1 (multi-hot); class indices or
+    probabilities in their place are a fail, naming the examples."""
+    check, scan = "label-range", m.scan
+    K = scan.num_classes
+    problems, bad_examples = [], []
+    for name, s in scan.splits.items():
+        if len(s.y_shape) != 1:
+            return Verdict(STAGE, check, Status.FAIL, observed={"target_shape": list(s.y_shape)},
+                           expected="multi-hot rows, shape (N, K)",
+                           message=f"{name} targets have shape {tuple(s.y_shape)} per example, not a row of K labels",
+                           hint="give one 0/1 value per label, (N, K); class indices (N,) are task: classification")
+        y = np.asarray(s.targets).reshape(s.n, -1)
+        off = np.isfinite(y) & (y != 0) & (y != 1)
+        if off.any():
+            rows = np.nonzero(off.any(axis=1))[0]
+            bad_examples += _where(name, rows)
+            problems.append(f"{name} has {len(rows)} targets with values other than 0 and 1 (e.g. {y[off][0]:g})")
+    observed = {"labels": K, "dtype": scan.train.y_dtype}
+    expected = f"multi-hot: {K} values of 0 or 1 per example"
+    if problems:
+        return Verdict(STAGE, check, Status.FAIL, observed=dict(observed, examples=bad_examples[:MAX_LISTED]),
+                       expected=expected, message="; ".join(problems),
+                       hint="one value per example looks like class indices: task classification, or multi-hot rows "
+                            "(N, K)" if K == 1 else "threshold soft labels, or keep them with your own loss; multi-hot is 0/1")
+    return Verdict(STAGE, check, Status.PASS, observed=observed, expected=expected,
+                   message=f"every target is a row of {K} values of 0 or 1")
+
+
 def non_finite(m: DataMeasurements, cfg: InspectDataSpec) -> Verdict:
     """NaN or Inf anywhere in inputs or targets poisons the loss at the first batch that holds it."""
     counts, examples = {}, []

@@ -133,6 +133,10 @@ def output_form(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
                      "(harmless, log_softmax is idempotent, but redundant)", "return logits, or use loss: nll")
         return v(Status.PASS, "logits", "outputs look like logits, as cross_entropy expects")
     if name == "bce":
+        if probs and init.num_outputs > 1:
+            return v(Status.FAIL, "logits", "the model outputs a softmax (rows in [0, 1] summing to 1) to a loss of one "
+                     "sigmoid per output: the labels compete where they should be independent, and the sigmoid goes in "
+                     "twice", "remove the final softmax; return one logit per label")
         if init.in_unit_interval:
             return v(Status.FAIL, "logits", "every output lies in [0, 1]: a sigmoid went in before "
                      "binary_cross_entropy_with_logits, which applies its own", "remove the final sigmoid; return logits")

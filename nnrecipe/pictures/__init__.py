@@ -213,7 +213,9 @@ def prediction_strip(steps: Sequence[int], predictions: Sequence[np.ndarray], tr
         axes = fig.subplots(1, cols, squeeze=False)[0]
         for ax, step, probs in zip(axes, steps, predictions):
             ax.imshow(probs, cmap="viridis", vmin=0, vmax=1, aspect="auto", interpolation="nearest")
-            ax.scatter(truth, np.arange(len(truth)), marker="s", s=14, facecolors="none", edgecolors="red", linewidths=0.8)
+            rows, cols = (np.nonzero(truth > 0.5) if np.ndim(truth) == 2  # multi-hot: every true label
+                          else (np.arange(len(truth)), truth))
+            ax.scatter(cols, rows, marker="s", s=14, facecolors="none", edgecolors="red", linewidths=0.8)
             ax.set_title(f"step {step}", fontsize=7)
             ax.set_xticks([])
             ax.set_yticks([])

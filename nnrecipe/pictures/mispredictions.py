@@ -35,14 +35,17 @@ def draw(ctx, stage: str, data, wrong, *checks: str, outputs=None, at: str = "")
         save(_confusion(wrong.confusion, data, at), "confusion", *checks)
     if wrong.top:
         shown = wrong.top[:16]
-        if wrong.confusion is not None:  # class targets
+        if "caption" in shown[0]:  # the task wrote its own (multi-label: true labels → predicted labels)
+            items = [(data.val.example(r["index"])[0], r["caption"]) for r in shown]
+            title = "the val examples with the highest loss (true→predicted labels)" + (f"; {at}" if at else "")
+        elif wrong.confusion is not None:  # class targets
             items = [(data.val.example(r["index"])[0], f"{r['true']}→{r['predicted']} {r['p_predicted']:.2f}") for r in shown]
             title = "the most confidently wrong val examples (true→predicted, p)" + (f"; {at}" if at else "")
         else:
             items = [(data.val.example(r["index"])[0], f"{r['target']:.2g}→{r['prediction']:.2g}") for r in shown]
             title = "the largest val residuals (target→prediction)" + (f"; {at}" if at else "")
         save(pictures.example_grid([("val", items)], data.kind, title=title), "mispredictions", *checks)
-    if wrong.confusion is None and outputs is not None:  # real targets: the residuals
+    if wrong.real and outputs is not None:  # real targets: the residuals
         pred = outputs.float().reshape(len(outputs), -1)[:, 0].numpy()
         target = data.targets("val").float().reshape(len(outputs), -1)[:, 0].numpy()
         finite = np.isfinite(pred) & np.isfinite(target)  # a diverged model has no residuals to draw

@@ -17,6 +17,8 @@ class Mispredictions:
     confusion: np.ndarray | None = None  # (C, C): rows true class, columns predicted
     per_class: list[dict] = dataclasses.field(default_factory=list)  # class, support, precision, recall, f1
     top: list[dict] = dataclasses.field(default_factory=list)  # the highest-loss val examples, worst first
+    overall: dict = dataclasses.field(default_factory=dict)  # split-wide metrics beside the task's (multi-label)
+    real: bool = False  # real targets: residual plots apply
 
 
 def residuals(outputs: torch.Tensor, targets: torch.Tensor, *, k: int = 24) -> Mispredictions:
@@ -26,7 +28,39 @@ def residuals(outputs: torch.Tensor, targets: torch.Tensor, *, k: int = 24) -> M
     order = torch.argsort(res, descending=True)[:k]
     top = [{"index": int(i), "target": float(y[i].reshape(-1)[0]), "prediction": float(out[i].reshape(-1)[0]),
             "squared_error": float(res[i])} for i in order]
-    return Mispredictions(top=top)
+    return Mispredictions(top=top, real=True)
+
+
+def label_errors(outputs: torch.Tensor, targets: torch.Tensor, *, class_name=str, k: int = 24) -> Mispredictions:
+    """Multi-hot targets: per label precision / recall / F1 / average precision (threshold 0.5 on
+    the sigmoid), micro-F1 and mean average precision over the labels that occur, and the k
+    examples with the highest binary cross-entropy (true labels -> predicted labels)."""
+    from sklearn.metrics import average_precision_score
+
+    out = outputs.float().cpu()
+    y = targets.cpu().float().reshape(out.shape) > 0.5
+    prob = torch.sigmoid(out)
+    pred = prob > 0.5
+    tp, fp, fn = ((pred & y).sum(0), (pred & ~y).sum(0), (~pred & y).sum(0))
+    per_class, aps = [], []
+    for c in range(out.shape[1]):
+        support, predicted = int(y[:, c].sum()), int(pred[:, c].sum())
+        precision = int(tp[c]) / predicted if predicted else float("nan")
+        recall = int(tp[c]) / support if support else float("nan")
+        f1 = 2 * int(tp[c]) / (2 * int(tp[c]) + int(fp[c]) + int(fn[c])) if support or predicted else float("nan")
+        ap = float(average_precision_score(y[:, c].numpy(), prob[:, c].numpy())) if support else float("nan")
+        aps += [ap] if support else []
+        per_class.append({"class": class_name(c), "support": support, "precision": round(precision, 4),
+                          "recall": round(recall, 4), "f1": round(f1, 4), "average_precision": round(ap, 4)})
+    denom = int(2 * tp.sum() + fp.sum() + fn.sum())
+    overall = {"micro_f1": round(2 * int(tp.sum()) / denom, 4) if denom else 1.0,
+               "mean_average_precision": round(float(np.mean(aps)), 4) if aps else None}
+    loss = F.binary_cross_entropy_with_logits(out, y.float(), reduction="none").mean(dim=1)
+    names = lambda row: "+".join(class_name(c) for c in torch.nonzero(row).flatten().tolist()) or "(none)"  # noqa: E731
+    top = [{"index": int(i), "true": names(y[i]), "predicted": names(pred[i]), "loss": round(float(loss[i]), 4),
+            "caption": f"{names(y[i])}→{names(pred[i])}"}
+           for i in torch.argsort(loss, descending=True)[:k] if bool((pred[i] != y[i]).any())]
+    return Mispredictions(per_class=per_class, top=top, overall=overall)
 
 
 def confusion(outputs: torch.Tensor, targets: torch.Tensor, *, num_classes: int, loss: str, k: int = 24,

@@ -18,7 +18,7 @@ from nnrecipe.checks.data_distribution import class_balance, input_scale, outlie
 from nnrecipe.checks.data_integrity import conflicting_labels, duplicates, label_range, non_finite, split_leakage
 from nnrecipe.errors import NNRecipeError
 from nnrecipe.probes.data_groups import DataMeasurements, measure
-from nnrecipe.probes.data_scan import STAT_NAMES, class_counts, scan_bundle
+from nnrecipe.probes.data_scan import STAT_NAMES, scan_bundle
 from nnrecipe.pictures.saver import Artifacts, FigureSaver, attach
 from nnrecipe.stages.base import StageContext, StageResult
 
@@ -63,7 +63,7 @@ def _draw(spec, ctx: StageContext, data, m: DataMeasurements) -> Artifacts:
                              title="per-example statistics by split"), "stat_histograms", "input-scale", "outliers",
          tag="data/stat_histograms")
     if _class_shares(data):
-        counts = {name: class_counts(s.targets, data.num_classes) for name, s in scan.splits.items()}
+        counts = {name: data.task.share_counts(s.targets, data.num_classes) for name, s in scan.splits.items()}
         save(pictures.bar_counts(counts, [data.class_name(c) for c in range(data.num_classes)], title="class frequencies by split"),
              "class_balance", "label-range", "class-balance", tag="data/class_balance")
     table = ctx.run.stage_dir(STAGE) / CSV_NAME
@@ -89,7 +89,7 @@ def _record(data, m: DataMeasurements, model_summary) -> dict:
         "splits": {name: s.n for name, s in scan.splits.items()},
         "channel_mean": scan.train.channel_mean.tolist(),
         "channel_std": scan.train.channel_std.tolist(),
-        "train_priors": (class_counts(scan.train.targets, data.num_classes) / scan.train.n).tolist()
+        "train_priors": (data.task.share_counts(scan.train.targets, data.num_classes) / scan.train.n).tolist()
         if _class_shares(data) else None,
         "target_mean": np.nanmean(scan.train.targets.reshape(scan.train.n, -1), axis=0).tolist() if real else None,
         "target_var": np.nanvar(scan.train.targets.reshape(scan.train.n, -1), axis=0).tolist() if real else None,

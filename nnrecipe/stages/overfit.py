@@ -158,6 +158,7 @@ def _record(s: Setup, m: OverfitMeasurements, wrong) -> dict:
         "lr_range": {"suggested_lr": m.lr_range.suggested_lr, "diverge_lr": m.lr_range.diverge_lr} if m.lr_range else None,
         "ladder": [{"model": n, **e.summary()} for n, e in zip(m.ladder_names, m.ladder)],
         "per_class": wrong.per_class if wrong else None,
+        "overall": wrong.overall if wrong and wrong.overall else None,  # multi-label: micro-F1, mean average precision
         "confusion": wrong.confusion.tolist() if wrong and wrong.confusion is not None else None,
     }
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 from nnrecipe.tasks.base import Task, TrainGoal
 from nnrecipe.tasks.classification import CLASSIFICATION
 from nnrecipe.tasks.language_model import LANGUAGE_MODEL
+from nnrecipe.tasks.multi_label import MULTI_LABEL
 from nnrecipe.tasks.regression import REGRESSION
 
-TASKS: dict[str, Task] = {t.name: t for t in (CLASSIFICATION, REGRESSION, LANGUAGE_MODEL)}
+TASKS: dict[str, Task] = {t.name: t for t in (CLASSIFICATION, MULTI_LABEL, REGRESSION, LANGUAGE_MODEL)}
 
 
 def get_task(name: str) -> Task:
@@ -20,4 +21,4 @@ def get_task(name: str) -> Task:
     return TASKS[name]
 
 
-__all__ = ["CLASSIFICATION", "LANGUAGE_MODEL", "REGRESSION", "TASKS", "Task", "TrainGoal", "get_task"]
+__all__ = ["CLASSIFICATION", "LANGUAGE_MODEL", "MULTI_LABEL", "REGRESSION", "TASKS", "Task", "TrainGoal", "get_task"]

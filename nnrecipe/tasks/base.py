@@ -255,6 +255,18 @@ class Task:
 
         return label_range_skip(m, self.skip_reason("label-range") or f"no target rule for task {self.name}")
 
+    def class_balance(self, m, cfg):
+        """class-balance: this task's rule for the shares of its labels (checks/data_distribution)."""
+        from nnrecipe.checks.data_distribution import class_shares
+
+        return class_shares(m, cfg)
+
+    def share_counts(self, targets: np.ndarray, num_classes: int) -> np.ndarray:
+        """Examples per class (per label) of a split's targets, for the class-balance picture."""
+        from nnrecipe.probes.data_scan import class_counts
+
+        return class_counts(targets, num_classes)
+
     def train_eval_split(self, data):
         """The split a train score is read on."""
         return data.train
