@@ -8,7 +8,7 @@ import numpy as np
 
 from nnrecipe.checks import not_for_task
 from nnrecipe.probes.data_groups import DataMeasurements
-from nnrecipe.probes.data_scan import STAT_NAMES, class_counts
+from nnrecipe.probes.data_scan import STAT_NAMES, class_counts, is_ids
 from nnrecipe.spec_stages import InspectDataSpec
 from nnrecipe.stats import homogeneity_p
 from nnrecipe.verdict import Status, Verdict
@@ -52,10 +52,15 @@ def shapes_dtypes(m: DataMeasurements, cfg: InspectDataSpec) -> Verdict:
                        message=f"inputs come in {len(all_shapes)} shapes ({per_split})",
                        hint="resize or crop to one shape (data.args.image_size for image folders)")
     dtypes = {s.x_dtype for s in splits.values()}
+    if all(is_ids(d) for d in dtypes):  # token ids, category codes: first-class (input-scale reads their range)
+        return Verdict(STAGE, "shapes-dtypes", Status.PASS, observed=observed, expected="one shape, float inputs or ids",
+                       message=f"every input is {tuple(next(iter(all_shapes)))} {m.scan.train.x_dtype} ids (tokens or "
+                               "category codes: an embedding reads them)")
     if not all(d.startswith(("float", "bfloat")) for d in dtypes):
         return Verdict(STAGE, "shapes-dtypes", Status.FAIL, observed=observed, expected="floating-point inputs",
                        message=f"inputs are {', '.join(sorted(dtypes))}; models take floats",
-                       hint="convert to float32 and scale (e.g. pixels / 255) in the data source")
+                       hint="convert to float32 and scale (e.g. pixels / 255) in the data source; ids (tokens, "
+                            "category codes) as int64")
     if m.scan.task.real_targets and not m.scan.train.y_dtype.startswith(("float", "bfloat")):
         return Verdict(STAGE, "shapes-dtypes", Status.WARN, observed=observed, expected="float targets",
                        message=f"{m.scan.task.name} targets are {m.scan.train.y_dtype}", hint="is this a classification task?")
@@ -170,9 +175,12 @@ def input_scale(m: DataMeasurements, cfg: InspectDataSpec) -> Verdict:
     """Per channel (images, signals) or feature (tables): standardized inputs train best.
 
     For regression the targets are held to the same standard: an MSE on targets in the
-    hundreds makes the loss, the LR and the init all hard to read.
+    hundreds makes the loss, the LR and the init all hard to read. Ids have no scale: their
+    vocabulary instead (id_range).
     """
     s = m.scan.train
+    if s.ids is not None:
+        return id_range(m, cfg)
     mean, std = s.channel_mean, s.channel_std
     unit = "feature" if m.scan.kind == "tabular" else "channel"
     observed = {
@@ -206,8 +214,59 @@ def input_scale(m: DataMeasurements, cfg: InspectDataSpec) -> Verdict:
                    message=f"{len(mean)} {unit}(s): mean in [{mean.min():.3g}, {mean.max():.3g}], std in [{std.min():.3g}, {std.max():.3g}]")
 
 
+def id_range(m: DataMeasurements, cfg: InspectDataSpec) -> Verdict:
+    """input-scale for ids: the vocabulary (distinct values, range) and each position's
+    cardinality. A negative id fails (no embedding row has it). Where there are few positions
+    (category codes, short windows), each position's distribution of ids in a held-out split
+    against train's (a test of homogeneity per position, Bonferroni over positions, as
+    class-balance's): codes encoded differently per split (each split's own encoder) shift it."""
+    scan, train = m.scan, m.scan.train.ids
+    observed = {"ids": True, "min": train.low, "max": train.high, "distinct": len(train.values)}
+    if train.per_feature is not None:
+        observed["cardinality"] = [len(c) for c in train.per_feature[:16]]
+    problems = [f"{name} has {s.ids.negative} negative ids (e.g. {s.ids.low}): an embedding cannot look them up"
+                for name, s in scan.splits.items() if s.ids is not None and s.ids.negative]
+    status = Status.FAIL if problems else Status.PASS
+    for name, s in scan.splits.items():
+        if name == "train" or s.ids is None:
+            continue
+        observed[f"{name}_unseen"] = len(s.ids.values - train.values)
+        if train.per_feature is None or s.ids.per_feature is None:
+            continue
+        shifted = _shifted_positions(train.per_feature, s.ids.per_feature, cfg.prior_shift_p)
+        if shifted:
+            k, p, unseen = shifted[0]
+            status = Status.WARN if status is Status.PASS else status  # a negative id's fail stays
+            problems.append(f"{name}'s ids at {len(shifted)} position(s) are distributed unlike train's (e.g. position {k}: "
+                            f"p={p:.2g}, {unseen} {name} values never at it in train): encoded differently per split?")
+    expected = f"ids >= 0; held-out ids distributed as train's per position (p >= {cfg.prior_shift_p:g} / positions)"
+    if problems:
+        return Verdict(STAGE, "input-scale", status, observed=observed, expected=expected, message="; ".join(problems),
+                       hint="encode categories once, on train, and use that encoding in every split (unseen values "
+                            "to one 'unknown' id)")
+    per = (f"; {len(train.per_feature)} positions of {min(observed['cardinality'])}-{max(observed['cardinality'])} values"
+           if train.per_feature else "")
+    return Verdict(STAGE, "input-scale", Status.PASS, observed=observed, expected=expected,
+                   message=f"ids: {len(train.values)} distinct values in [{train.low}, {train.high}]{per}")
+
+
+def _shifted_positions(train: list, held: list, alpha: float) -> list[tuple[int, float, int]]:
+    """(position, p, held-out values unseen there in train) where the two samples of ids differ
+    beyond chance: Pearson's test of homogeneity at alpha / positions."""
+    out = []
+    for k, (a, b) in enumerate(zip(train, held)):
+        keys = sorted(set(a) | set(b))
+        p, _ = homogeneity_p(np.array([a.get(v, 0) for v in keys]), np.array([b.get(v, 0) for v in keys]))
+        if math.isfinite(p) and p < alpha / len(train):
+            out.append((k, p, len(set(b) - set(a))))
+    return sorted(out, key=lambda t: t[1])
+
+
 def outliers(m: DataMeasurements, cfg: InspectDataSpec) -> Verdict:
     """Examples far from the bulk on a per-example statistic (robust z against train)."""
+    if m.scan.train.ids is not None:
+        return Verdict(STAGE, "outliers", Status.SKIP, message="the inputs are ids (tokens, category codes): an id's "
+                       "value is a name, not a size; per-example statistics of ids mean nothing")
     n = m.scan.train.n
     per_axis = {}
     flagged = np.zeros(n, dtype=bool)

@@ -21,6 +21,35 @@ def linear(input_shape: Sequence[int], num_outputs: int, args) -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), num_outputs, bias=args.bias))
 
 
+class IdLinear(nn.Module):
+    """A linear model of integer inputs (token ids, category codes): a linear layer on their
+    one-hot encoding, one weight vector per (position, id), as an EmbeddingBag sum; where that
+    table would pass `max_weights`, one vector per id wherever it occurs (a bag of ids: the
+    mean, position-free, linear in the id counts)."""
+
+    def __init__(self, positions: int, vocab: int, num_outputs: int, *, max_weights: int = 4_000_000):
+        super().__init__()
+        self.vocab = vocab
+        self.per_position = positions * vocab * num_outputs <= max_weights
+        self.table = nn.EmbeddingBag(positions * vocab if self.per_position else vocab, num_outputs,
+                                     mode="sum" if self.per_position else "mean")
+        nn.init.zeros_(self.table.weight)  # a linear layer on one-hot inputs, started at zero as a bias-only model
+        self.bias = nn.Parameter(torch.zeros(num_outputs))
+        offsets = torch.arange(positions) * vocab if self.per_position else torch.zeros(positions, dtype=torch.long)
+        self.register_buffer("offsets", offsets, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ids = x.reshape(len(x), -1).long().clamp(0, self.vocab - 1) + self.offsets
+        return self.table(ids) + self.bias
+
+
+def id_linear(data) -> IdLinear:
+    """The linear baseline of integer inputs, its vocabulary from every split (so no held-out id
+    falls outside the table) and its bias at the task's ideal (as built-in models start)."""
+    vocab = 1 + max(int(x.max()) for split in data.splits().values() for x, _ in split.iterate(4096))
+    return IdLinear(math.prod(data.input_shape), max(vocab, 1), data.num_outputs)
+
+
 def mlp(input_shape: Sequence[int], num_outputs: int, args) -> nn.Module:
     layers: list[nn.Module] = [nn.Flatten()]
     width = math.prod(input_shape)

@@ -20,6 +20,34 @@ from nnrecipe.tasks import Task
 from nnrecipe.data.bundle import DataBundle, Split
 
 STAT_NAMES = ("mean", "std", "l2")  # the axes along which outliers are sought (l2: the norm)
+ID_DTYPES = ("int8", "int16", "int32", "int64")  # integer inputs read as ids (tokens, category codes); uint8 is bytes
+MAX_FEATURE_COUNTS = 64  # id positions (features) whose distinct values are counted one by one
+
+
+def is_ids(dtype: str) -> bool:
+    """Inputs of this dtype are ids (token ids, category codes), first-class: no scale, a vocabulary."""
+    return dtype in ID_DTYPES
+
+
+@dataclasses.dataclass
+class IdStats:
+    """Integer inputs: their range and how many distinct values each position takes."""
+
+    low: int
+    high: int
+    negative: int  # ids below 0 (an embedding cannot look them up)
+    values: set  # distinct values over all positions
+    per_feature: Optional[list[Counter]]  # value -> count per position, when there are few positions
+
+    def update(self, x: torch.Tensor) -> None:
+        flat = x.reshape(len(x), -1)
+        self.low, self.high = min(self.low, int(flat.min())), max(self.high, int(flat.max()))
+        self.negative += int((flat < 0).sum())
+        self.values |= set(torch.unique(flat).tolist())
+        if self.per_feature is not None:
+            for k, col in enumerate(flat.T):
+                values, counts = torch.unique(col, return_counts=True)
+                self.per_feature[k].update(dict(zip(values.tolist(), counts.tolist())))
 
 
 @dataclasses.dataclass
@@ -38,6 +66,7 @@ class SplitScan:
     channel_sum: np.ndarray  # (C,) sums over finite values, per channel/feature
     channel_sq: np.ndarray
     channel_count: np.ndarray
+    ids: Optional[IdStats] = None  # integer inputs only
 
     @property
     def channel_mean(self) -> np.ndarray:
@@ -119,12 +148,19 @@ def scan_split(split: Split, *, batch_size: int = 1024, progress=None, task_id=N
     ch_sum = ch_sq = ch_count = None
     x_dtype = y_dtype = ""
     y_shape: tuple[int, ...] = ()
+    ids: Optional[IdStats] = None
     for x, y in split.iterate(batch_size):
         x = torch.as_tensor(x).cpu()
         y = torch.as_tensor(y).cpu()
         x_dtype, y_dtype, y_shape = str(x.dtype).removeprefix("torch."), str(y.dtype).removeprefix("torch."), tuple(y.shape[1:])
         shapes[tuple(x.shape[1:])] += len(x)
         hashes += _hash_rows(x)
+        if is_ids(x_dtype) and x.numel():
+            if ids is None:
+                width = x[0].numel()
+                ids = IdStats(int(x.min()), int(x.max()), 0, set(),
+                              [Counter() for _ in range(width)] if width <= MAX_FEATURE_COUNTS else None)
+            ids.update(x)
         mean, std, l2, nonfinite, (s, q, c) = _batch_stats(x)
         stats["mean"].append(mean)
         stats["std"].append(std)
@@ -152,6 +188,7 @@ def scan_split(split: Split, *, batch_size: int = 1024, progress=None, task_id=N
         channel_sum=ch_sum if ch_sum is not None else np.zeros(0),
         channel_sq=ch_sq if ch_sq is not None else np.zeros(0),
         channel_count=ch_count if ch_count is not None else np.zeros(0),
+        ids=ids,
     )
 
 

@@ -298,10 +298,22 @@ class Task:
         return 1.0
 
     def linear_model(self, spec, data, fresh_model: Callable) -> nn.Module:
-        """The linear baseline, built by `fresh_model(model_spec)` (the experiments' seed)."""
+        """The linear baseline, built by `fresh_model(model_spec)` (the experiments' seed); of
+        integer inputs (ids), a linear layer on their one-hot encoding (builtin.IdLinear)."""
         from nnrecipe.spec_sections import LinearModel
 
-        return fresh_model(LinearModel(arch="linear", init_final_bias=True))
+        if data.train.example(0)[0].is_floating_point():
+            return fresh_model(LinearModel(arch="linear", init_final_bias=True))
+        from nnrecipe.losses import loss_name
+        from nnrecipe.models.builtin import id_linear
+
+        model = id_linear(data)
+        loss = loss_name(spec)
+        bias = self.data_bias(self.default_loss if loss == "custom" else loss, data)  # it trains with the task's loss then
+        if bias is not None:
+            with torch.no_grad():
+                model.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
+        return model
 
     def ideal_bias(self, loss: str, *, priors: Optional[np.ndarray] = None,
                    target_mean: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
@@ -379,9 +391,17 @@ class Task:
         """The baseline's wiring probes on the untrained model and val examples: batch-independence
         (a next-token model adds its own, for SEQUENCE_CHECKS). Fills BaselineMeasurements `m`."""
         from nnrecipe.probes.model_probes import batch_dependency
+        from nnrecipe.probes.sequence_probes import NoEmbedding, batch_dependency_tokens
 
-        m.dependency = batch_dependency(model, xv[: min(8, len(xv))], m.dependency_rows)
-        m.dependency_skip = "" if m.dependency is not None else f"inputs are {str(xv.dtype).removeprefix('torch.')}, not differentiable"
+        small = xv[: min(8, len(xv))]
+        if small.is_floating_point():
+            m.dependency = batch_dependency(model, small, m.dependency_rows)
+            return
+        try:  # ids: differentiated at the outputs of the embeddings that read them
+            m.dependency = batch_dependency_tokens(model, small, m.dependency_rows)
+        except NoEmbedding:
+            m.dependency_skip = (f"inputs are {str(xv.dtype).removeprefix('torch.')} ids and no nn.Embedding of the "
+                                 "model reads them: nothing to differentiate")
 
     def baseline_pictures(self, ctx, stage: str, data, m, loss: str):
         """The baseline stage's pictures from its measurements (pictures/baseline.py)."""
