@@ -22,6 +22,8 @@ run: $(STAMP)
 	$(VENV)/bin/nnrecipe run --config $(CONFIG)
 
 test: $(STAMP)
+	$(VENV)/bin/ruff format --check nnrecipe tests bench examples
+	$(VENV)/bin/ruff check nnrecipe tests bench examples
 	$(PY) -m pytest -q --durations=15  # the slowest tests in every CI log: the suite must stay well under 10 min
 
 bench: $(STAMP)  # benchmarks are run by hand, never as tests

@@ -27,8 +27,16 @@ from pathlib import Path
 import yaml
 
 HERE = Path(__file__).resolve()
-TORCHVISION = ("resnet18", "mobilenet_v3_small", "efficientnet_b0", "shufflenet_v2_x0_5", "squeezenet1_1",
-               "regnet_y_400mf", "mnasnet0_5", "convnext_tiny")
+TORCHVISION = (
+    "resnet18",
+    "mobilenet_v3_small",
+    "efficientnet_b0",
+    "shufflenet_v2_x0_5",
+    "squeezenet1_1",
+    "regnet_y_400mf",
+    "mnasnet0_5",
+    "convnext_tiny",
+)
 
 
 def digits_3x32(seed: int = 0):
@@ -98,22 +106,46 @@ def run_one(name: str, stages: list[str], steps: int, out: Path, overrides: list
     row = {"arch": name, "stages": {}}
     for stage in stages:
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "nnrecipe.cli", stage, "--config", str(path), "--json",
-                               "--output-dir", str(out / "runs"), *overrides], capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "nnrecipe.cli",
+                stage,
+                "--config",
+                str(path),
+                "--json",
+                "--output-dir",
+                str(out / "runs"),
+                *overrides,
+            ],
+            capture_output=True,
+            text=True,
+        )
         seconds = time.perf_counter() - t0
         try:
             verdicts = json.loads(proc.stdout) if proc.stdout.strip() else []
         except json.JSONDecodeError:
             verdicts = []
         row["stages"][stage] = {
-            "exit": proc.returncode, "seconds": round(seconds, 1), "error": proc.stderr.strip().splitlines()[-1:] if proc.returncode > 1 else [],
+            "exit": proc.returncode,
+            "seconds": round(seconds, 1),
+            "error": proc.stderr.strip().splitlines()[-1:] if proc.returncode > 1 else [],
             "counts": {s: sum(v["status"] == s for v in verdicts) for s in ("pass", "warn", "fail", "skip")},
-            "alarms": [{"check": v["check"], "status": v["status"], "message": v["message"], "hint": v["hint"]}
-                       for v in verdicts if v["status"] in ("warn", "fail")],
+            "alarms": [
+                {"check": v["check"], "status": v["status"], "message": v["message"], "hint": v["hint"]}
+                for v in verdicts
+                if v["status"] in ("warn", "fail")
+            ],
         }
-        print(f"{name:22s} {stage:9s} exit {proc.returncode} {seconds:6.1f} s {row['stages'][stage]['counts']}", flush=True)
+        print(
+            f"{name:22s} {stage:9s} exit {proc.returncode} {seconds:6.1f} s {row['stages'][stage]['counts']}",
+            flush=True,
+        )
         for a in row["stages"][stage]["alarms"]:
-            print(f"    {a['status']:4s} {a['check']}: {a['message'][:300]}\n         hint: {a['hint'][:200]}", flush=True)
+            print(
+                f"    {a['status']:4s} {a['check']}: {a['message'][:300]}\n         hint: {a['hint'][:200]}", flush=True
+            )
     return row
 
 
@@ -123,7 +155,9 @@ def main() -> None:
     ap.add_argument("--stages", nargs="+", default=["baseline", "overfit"])
     ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--json", type=Path, default=None)
-    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="spec overrides for every run (a fix to try)")
+    ap.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="spec overrides for every run (a fix to try)"
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         rows = [run_one(a, args.stages, args.steps, Path(tmp), args.set) for a in args.archs]

@@ -27,8 +27,11 @@ def main() -> None:
         train = scan_split(TensorSplit("train", x, y), batch_size=2048)
         val = scan_split(TensorSplit("val", x[: n // 10].clone(), y[: n // 10]), batch_size=2048)
         t1 = time.perf_counter()
-        measure(DataScan(task=CLASSIFICATION, kind="image", num_classes=10, class_names=None,
-                         splits={"train": train, "val": val}))
+        measure(
+            DataScan(
+                task=CLASSIFICATION, kind="image", num_classes=10, class_names=None, splits={"train": train, "val": val}
+            )
+        )
         t2 = time.perf_counter()
         print(f"n={n:>7}  scan {t1 - t0:6.2f} s  group+z {t2 - t1:6.2f} s  ({n / (t2 - t0):,.0f} examples/s)")
 

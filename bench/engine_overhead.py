@@ -45,8 +45,14 @@ CPU_WORKLOADS = {
 # ResNet-18 with the CIFAR stem on synthetic images: the shape of a real GPU workload.
 CUDA_WORKLOADS = {
     "resnet18 3x32x32 (batch 512, bf16, channels_last)": [
-        "data.source=synthetic", "model.arch=resnet18", "data.batch_size=512", "train.precision=bf16",
-        "train.channels_last=true", "data.args.num_train=2048", "data.args.num_val=512"],
+        "data.source=synthetic",
+        "model.arch=resnet18",
+        "data.batch_size=512",
+        "train.precision=bf16",
+        "train.channels_last=true",
+        "data.args.num_train=2048",
+        "data.args.num_val=512",
+    ],
 }
 
 
@@ -79,8 +85,9 @@ def hand_loop(model, x, y, *, steps, batch_size, lr, seed, device, amp_dtype=Non
 
 def synthetic_images(n: int, device: torch.device) -> TensorSplit:
     g = torch.Generator().manual_seed(0)
-    return TensorSplit("train", torch.randn(n, 3, 32, 32, generator=g).to(device),
-                       torch.randint(0, 10, (n,), generator=g).to(device))
+    return TensorSplit(
+        "train", torch.randn(n, 3, 32, 32, generator=g).to(device), torch.randint(0, 10, (n,), generator=g).to(device)
+    )
 
 
 def run_workload(name, overrides, *, device, steps, repeats, compile) -> dict:
@@ -107,15 +114,33 @@ def run_workload(name, overrides, *, device, steps, repeats, compile) -> dict:
                 _sync(device)
                 t, c = time.perf_counter(), time.process_time()
                 if kind == "hand":
-                    hand_loop(model, train.x, train.y, steps=steps, batch_size=spec.data.batch_size, lr=spec.optim.lr,
-                              seed=0, device=device, amp_dtype=amp, channels_last=spec.train.channels_last,
-                              compile=spec.train.compile)
+                    hand_loop(
+                        model,
+                        train.x,
+                        train.y,
+                        steps=steps,
+                        batch_size=spec.data.batch_size,
+                        lr=spec.optim.lr,
+                        seed=0,
+                        device=device,
+                        amp_dtype=amp,
+                        channels_last=spec.train.channels_last,
+                        compile=spec.train.compile,
+                    )
                 else:
                     engine = Engine.for_spec(spec.train, device=device, task=get_task(spec.task))
-                    engine.train(TrainPlan(model=model, train=train, loss_fn=loss_fn,
-                                           optimizer=make_optimizer(spec.optim, model.parameters()), steps=steps,
-                                           batch_size=spec.data.batch_size, seed=0,
-                                           log=Logging(writer=writer, every=spec.train.log_every)))
+                    engine.train(
+                        TrainPlan(
+                            model=model,
+                            train=train,
+                            loss_fn=loss_fn,
+                            optimizer=make_optimizer(spec.optim, model.parameters()),
+                            steps=steps,
+                            batch_size=spec.data.batch_size,
+                            seed=0,
+                            log=Logging(writer=writer, every=spec.train.log_every),
+                        )
+                    )
                 _sync(device)
                 elapsed, cpu = time.perf_counter() - t, time.process_time() - c
                 if writer is not None:
@@ -128,12 +153,20 @@ def run_workload(name, overrides, *, device, steps, repeats, compile) -> dict:
     # On a CPU shared with other jobs, CPU time ignores the time the process waited for a core.
     ratios_cpu = [e / h for e, h in zip(cpu_rates["engine"], cpu_rates["hand"])]
     ratios_cpu_log = [e / h for e, h in zip(cpu_rates["engine+logging"], cpu_rates["hand"])]
-    return {"workload": name, "steps": steps, "repeats": repeats,
-            **{f"{k}_steps_per_s": statistics.median(v) for k, v in rates.items()},
-            "ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
-            "ratio_logging": statistics.median(ratios_log), "ratio_logging_min": min(ratios_log),
-            "ratio_logging_max": max(ratios_log),
-            "cpu_time_ratio": statistics.median(ratios_cpu), "cpu_time_ratio_logging": statistics.median(ratios_cpu_log)}
+    return {
+        "workload": name,
+        "steps": steps,
+        "repeats": repeats,
+        **{f"{k}_steps_per_s": statistics.median(v) for k, v in rates.items()},
+        "ratio": statistics.median(ratios),
+        "ratio_min": min(ratios),
+        "ratio_max": max(ratios),
+        "ratio_logging": statistics.median(ratios_log),
+        "ratio_logging_min": min(ratios_log),
+        "ratio_logging_max": max(ratios_log),
+        "cpu_time_ratio": statistics.median(ratios_cpu),
+        "cpu_time_ratio_logging": statistics.median(ratios_cpu_log),
+    }
 
 
 def main() -> None:
@@ -146,9 +179,13 @@ def main() -> None:
     ap.add_argument("--json", default="", help="also write the results here")
     args = ap.parse_args()
     device = resolve_device(args.device)
-    machine = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    print(f"device {device} ({machine}), torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"steps {args.steps}, repeats {args.repeats}")
+    machine = (
+        torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    )
+    print(
+        f"device {device} ({machine}), torch {torch.__version__}, threads {torch.get_num_threads()}, "
+        f"steps {args.steps}, repeats {args.repeats}"
+    )
     workloads = dict(CPU_WORKLOADS, **(CUDA_WORKLOADS if device.type == "cuda" else {}))
     results = []
     for name, overrides in workloads.items():
@@ -158,15 +195,22 @@ def main() -> None:
         res = run_workload(name, overrides, device=device, steps=args.steps, repeats=args.repeats, compile=compile)
         res["compile"] = compile
         results.append(res)
-        print(f"{name + (' compiled' if compile else ''):52s} engine {res['engine_steps_per_s']:7.1f}  "
-              f"+logging {res['engine+logging_steps_per_s']:7.1f}  hand {res['hand_steps_per_s']:7.1f} steps/s   "
-              f"ratio {res['ratio']:.3f} ({res['ratio_min']:.3f}-{res['ratio_max']:.3f})   "
-              f"with logging {res['ratio_logging']:.3f} ({res['ratio_logging_min']:.3f}-{res['ratio_logging_max']:.3f})"
-              + (f"   by CPU time {res['cpu_time_ratio']:.3f}, with logging {res['cpu_time_ratio_logging']:.3f}"
-                 if device.type == "cpu" else ""))
+        print(
+            f"{name + (' compiled' if compile else ''):52s} engine {res['engine_steps_per_s']:7.1f}  "
+            f"+logging {res['engine+logging_steps_per_s']:7.1f}  hand {res['hand_steps_per_s']:7.1f} steps/s   "
+            f"ratio {res['ratio']:.3f} ({res['ratio_min']:.3f}-{res['ratio_max']:.3f})   "
+            f"with logging {res['ratio_logging']:.3f} ({res['ratio_logging_min']:.3f}-{res['ratio_logging_max']:.3f})"
+            + (
+                f"   by CPU time {res['cpu_time_ratio']:.3f}, with logging {res['cpu_time_ratio_logging']:.3f}"
+                if device.type == "cpu"
+                else ""
+            )
+        )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"device": str(device), "machine": machine, "torch": torch.__version__, "results": results}, f, indent=1)
+            json.dump(
+                {"device": str(device), "machine": machine, "torch": torch.__version__, "results": results}, f, indent=1
+            )
 
 
 def _sync(device):

@@ -28,8 +28,15 @@ from pathlib import Path
 
 STAGES = ("inspect-data", "baseline", "overfit", "regularize", "tune", "squeeze")
 # The shipped-config test's light settings: every stage at a fraction of its default work.
-LIGHT = ["stages.regularize.seeds=1", "stages.tune.trials=4", "stages.tune.steps=200", "stages.squeeze.members=2",
-         "stages.squeeze.steps=300", "stages.squeeze.distill.enabled=false", "stages.squeeze.longer.extra_steps=100"]
+LIGHT = [
+    "stages.regularize.seeds=1",
+    "stages.tune.trials=4",
+    "stages.tune.steps=200",
+    "stages.squeeze.members=2",
+    "stages.squeeze.steps=300",
+    "stages.squeeze.distill.enabled=false",
+    "stages.squeeze.longer.extra_steps=100",
+]
 NNRECIPE = [sys.executable, "-m", "nnrecipe.cli"]
 
 
@@ -68,7 +75,10 @@ def per_stage(configs: list[str], light: bool) -> list[dict]:
             for name in STAGES:
                 wall, rss, code = stage(name, config, out, LIGHT if light else [])
                 total += wall
-                print(f"{Path(config).stem + ' ' + name:44s} {wall:7.1f} s  {rss:7.0f} MiB" + ("  (a fail)" if code else ""))
+                print(
+                    f"{Path(config).stem + ' ' + name:44s} {wall:7.1f} s  {rss:7.0f} MiB"
+                    + ("  (a fail)" if code else "")
+                )
                 rows.append({"config": config, "stage": name, "seconds": wall, "peak_rss_mib": rss, "exit": code})
             print(f"{Path(config).stem + ' all six':44s} {total:7.1f} s")
     return rows
@@ -89,11 +99,18 @@ def scaling() -> dict:
         # The cost of each added example, from the differences (the fixed start-up cancels):
         # linear work keeps it flat, n log n lets it grow by the ratio of the logs.
         per_ex = [(times[i + 1] - times[i]) / (sizes[i + 1] - sizes[i]) for i in range(len(sizes) - 1)]
-        print(f"  growth exponent {k:.2f} with the fixed start-up (n log n over this range: {nlogn:.2f}); "
-              f"ms per added example: {', '.join(f'{1000 * p:.3f}' for p in per_ex)} "
-              f"(n log n would grow it {math.log(sizes[-1]) / math.log(sizes[1]):.2f}x)")
-        result["inspect_data"] = {"examples": sizes, "seconds": times, "exponent": k, "nlogn_exponent": nlogn,
-                                  "ms_per_added_example": [1000 * p for p in per_ex]}
+        print(
+            f"  growth exponent {k:.2f} with the fixed start-up (n log n over this range: {nlogn:.2f}); "
+            f"ms per added example: {', '.join(f'{1000 * p:.3f}' for p in per_ex)} "
+            f"(n log n would grow it {math.log(sizes[-1]) / math.log(sizes[1]):.2f}x)"
+        )
+        result["inspect_data"] = {
+            "examples": sizes,
+            "seconds": times,
+            "exponent": k,
+            "nlogn_exponent": nlogn,
+            "ms_per_added_example": [1000 * p for p in per_ex],
+        }
 
         steps, times = [1000, 2000, 4000], []
         for s in steps:
@@ -115,8 +132,10 @@ def main() -> None:
     ap.add_argument("--skip-stages", action="store_true", help="only the scaling measurements")
     ap.add_argument("--json", default="")
     args = ap.parse_args()
-    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
+    print(
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"
+    )
     report: dict = {"light": args.light}
     if not args.skip_stages:
         report["stages"] = per_stage(args.config, args.light)

@@ -31,12 +31,19 @@ def splits(val: int = 360) -> dict:
 
 def make_model(input_shape, num_outputs, width: int = 128) -> nn.Module:
     """The plugin contract's model factory: nnrecipe builds one per experiment."""
-    return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), width), nn.ReLU(), nn.Linear(width, num_outputs))
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(math.prod(input_shape), width), nn.ReLU(), nn.Linear(width, num_outputs)
+    )
 
 
 def main() -> int:
-    result = nnrecipe.run(model=make_model, data=splits(), stages=["baseline", "overfit"], name="digits-script",
-                          overrides={"optim.lr": 1e-3})
+    result = nnrecipe.run(
+        model=make_model,
+        data=splits(),
+        stages=["baseline", "overfit"],
+        name="digits-script",
+        overrides={"optim.lr": 1e-3},
+    )
     for v in result.failed + result.warned:
         print(f"{v.stage}/{v.check}: {v.status.value}: {v.message}\n  what to do: {v.hint}")
     if result.ok:

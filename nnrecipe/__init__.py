@@ -18,8 +18,19 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _API = ("run", "inspect_data", "baseline", "overfit", "regularize", "tune", "squeeze")
-__all__ = ["run", "inspect_data", "baseline", "overfit", "regularize", "tune", "squeeze", "RecipeResult", "Spec",
-           "NNRecipeError", "__version__"]
+__all__ = [
+    "run",
+    "inspect_data",
+    "baseline",
+    "overfit",
+    "regularize",
+    "tune",
+    "squeeze",
+    "RecipeResult",
+    "Spec",
+    "NNRecipeError",
+    "__version__",
+]
 
 if TYPE_CHECKING:
     from nnrecipe.api import baseline, inspect_data, overfit, regularize, run, squeeze, tune
@@ -31,8 +42,12 @@ if TYPE_CHECKING:
 def __getattr__(name: str) -> Any:
     import importlib
 
-    where = {**dict.fromkeys(_API, "nnrecipe.api"), "RecipeResult": "nnrecipe.result", "Spec": "nnrecipe.spec",
-             "NNRecipeError": "nnrecipe.errors"}.get(name)
+    where = {
+        **dict.fromkeys(_API, "nnrecipe.api"),
+        "RecipeResult": "nnrecipe.result",
+        "Spec": "nnrecipe.spec",
+        "NNRecipeError": "nnrecipe.errors",
+    }.get(name)
     if where is None:
         raise AttributeError(f"module 'nnrecipe' has no attribute {name!r}")
     return getattr(importlib.import_module(where), name)

@@ -29,12 +29,27 @@ SpecLike = Union[str, Path, Mapping[str, Any], Spec, None]
 Overrides = Union[Mapping[str, Any], Sequence[str], None]
 
 
-def run(spec: SpecLike = None, *, model: Any = None, data: Any = None, loss: Any = None,
-        stages: Union[str, Sequence[str], None] = None, first: Optional[str] = None, last: Optional[str] = None,
-        overrides: Overrides = None, name: Optional[str] = None, task: Optional[str] = None,
-        device: Optional[str] = None, output_dir: Union[str, Path, None] = None, keep_going: bool = False,
-        resume: bool = False, lr_range: bool = False, trained: Union[str, Path, None] = None,
-        quiet: Optional[bool] = None, console: Optional[Console] = None) -> RecipeResult:
+def run(
+    spec: SpecLike = None,
+    *,
+    model: Any = None,
+    data: Any = None,
+    loss: Any = None,
+    stages: Union[str, Sequence[str], None] = None,
+    first: Optional[str] = None,
+    last: Optional[str] = None,
+    overrides: Overrides = None,
+    name: Optional[str] = None,
+    task: Optional[str] = None,
+    device: Optional[str] = None,
+    output_dir: Union[str, Path, None] = None,
+    keep_going: bool = False,
+    resume: bool = False,
+    lr_range: bool = False,
+    trained: Union[str, Path, None] = None,
+    quiet: Optional[bool] = None,
+    console: Optional[Console] = None,
+) -> RecipeResult:
     """Run stages of the recipe and return their verdicts.
 
     spec: a YAML path, a dict of the same fields, a Spec, or None (the embedded digits
@@ -64,23 +79,37 @@ def run(spec: SpecLike = None, *, model: Any = None, data: Any = None, loss: Any
     quiet = shown.is_jupyter if quiet is None else quiet
     factories = _factories(made)
     with objects.registered(**factories) as refs:
-        resolved, base, path = resolve_spec(spec, [*_object_overrides(refs, made, extra), *extra],
-                                            default_name=None if name else _default_name(made))
+        resolved, base, path = resolve_spec(
+            spec, [*_object_overrides(refs, made, extra), *extra], default_name=None if name else _default_name(made)
+        )
         _refuse_other_processes(resolved, refs)
         if "model" in factories and isinstance(factories["model"], objects.ModuleCopies):
             factories["model"].run_seed = resolved.seed  # experiments at this seed keep the module's weights
-        results = run_stages(spec=resolved, base=base, spec_path=path, stages=names,
-                             console=Console(quiet=True) if quiet else shown, progress_console=shown,
-                             options={"resume": resume, "lr_range": lr_range, "model": str(trained) if trained else None},
-                             stop_on_fail=not keep_going, show_tables=not quiet)
+        results = run_stages(
+            spec=resolved,
+            base=base,
+            spec_path=path,
+            stages=names,
+            console=Console(quiet=True) if quiet else shown,
+            progress_console=shown,
+            options={"resume": resume, "lr_range": lr_range, "model": str(trained) if trained else None},
+            stop_on_fail=not keep_going,
+            show_tables=not quiet,
+        )
     from nnrecipe.rundir import RunDir
 
-    return RecipeResult(name=resolved.name, run_dir=RunDir.of(resolved.output_dir, resolved.name).root,
-                        stages=tuple(results))
+    return RecipeResult(
+        name=resolved.name, run_dir=RunDir.of(resolved.output_dir, resolved.name).root, stages=tuple(results)
+    )
 
 
-def stage_range(stages: Union[str, Sequence[str], None] = None, *, first: Optional[str] = None,
-                last: Optional[str] = None, flags: tuple[str, str] = ("first", "last")) -> list[str]:
+def stage_range(
+    stages: Union[str, Sequence[str], None] = None,
+    *,
+    first: Optional[str] = None,
+    last: Optional[str] = None,
+    flags: tuple[str, str] = ("first", "last"),
+) -> list[str]:
     """The stages to run, in the recipe's order: those named, or from `first` to `last` (whose
     names in messages are `flags`: the CLI's --from and --to)."""
     for flag, value in zip(flags, (first, last)):
@@ -92,18 +121,23 @@ def stage_range(stages: Union[str, Sequence[str], None] = None, *, first: Option
         named = [stages] if isinstance(stages, str) else list(stages)
         unknown = [s for s in named if s not in STAGE_NAMES]
         if unknown or not named:
-            raise NNRecipeError(f"stages: unknown stage {', '.join(map(repr, unknown)) or '(none given)'}; "
-                                f"one of {', '.join(STAGE_NAMES)}")
+            raise NNRecipeError(
+                f"stages: unknown stage {', '.join(map(repr, unknown)) or '(none given)'}; "
+                f"one of {', '.join(STAGE_NAMES)}"
+            )
         return [s for s in STAGE_NAMES if s in named]
     lo = STAGE_NAMES.index(first) if first else 0
     hi = STAGE_NAMES.index(last) if last else len(STAGE_NAMES) - 1
     if lo > hi:
-        raise NNRecipeError(f"{flags[0]} {first} comes after {flags[1]} {last} in the recipe ({' → '.join(STAGE_NAMES)})")
+        raise NNRecipeError(
+            f"{flags[0]} {first} comes after {flags[1]} {last} in the recipe ({' → '.join(STAGE_NAMES)})"
+        )
     return list(STAGE_NAMES[lo : hi + 1])
 
 
-def resolve_spec(spec: SpecLike, overrides: Sequence[str] = (), *,
-                 default_name: Optional[str] = None) -> tuple[Spec, Path, Optional[Path]]:
+def resolve_spec(
+    spec: SpecLike, overrides: Sequence[str] = (), *, default_name: Optional[str] = None
+) -> tuple[Spec, Path, Optional[Path]]:
     """The spec as it will run, the folder its relative paths resolve against, and its file."""
     if spec is None or isinstance(spec, (str, Path)):
         path = Path(spec) if spec is not None else None
@@ -185,9 +219,10 @@ def _default_name(made: dict[str, Any]) -> Optional[str]:
 
 def _refuse_other_processes(spec: Spec, refs: dict[str, str]) -> None:
     if refs and spec.stages.tune.workers > 1:
-        raise SpecError(f"stages.tune.workers: {spec.stages.tune.workers} processes cannot see the objects handed to "
-                        "nnrecipe.run(); use workers 1, or name file.py:function factories in a spec file")
-
+        raise SpecError(
+            f"stages.tune.workers: {spec.stages.tune.workers} processes cannot see the objects handed to "
+            "nnrecipe.run(); use workers 1, or name file.py:function factories in a spec file"
+        )
 
 
 # ----------------------------------------------------------------------------- one function per stage

@@ -168,7 +168,12 @@ def make_cutout(kind: str, size: int = 2, p: float = 1.0) -> Augment:
             cx = torch.randint(0, w, (n, 1, 1), device=dev)
             rows = torch.arange(h, device=dev)[None, :, None]
             cols = torch.arange(w, device=dev)[None, None, :]
-            hole = (rows >= cy - size // 2) & (rows < cy - size // 2 + size) & (cols >= cx - size // 2) & (cols < cx - size // 2 + size)
+            hole = (
+                (rows >= cy - size // 2)
+                & (rows < cy - size // 2 + size)
+                & (cols >= cx - size // 2)
+                & (cols < cx - size // 2 + size)
+            )
             keep = ~hole[:, None, :, :].expand_as(x)
         else:
             length = x.shape[-1]
@@ -200,7 +205,9 @@ def _builtin(name: str, args: dict, kind: str, field: str) -> Augment:
     params = [p for p in inspect.signature(make).parameters if p != "kind"]
     unknown = sorted(set(args) - set(params))
     if unknown:
-        raise SpecError(f"{field}.args: {name} takes {', '.join(params) or 'no arguments'}; unknown {', '.join(unknown)}")
+        raise SpecError(
+            f"{field}.args: {name} takes {', '.join(params) or 'no arguments'}; unknown {', '.join(unknown)}"
+        )
     try:
         return make(kind, **args)
     except (TypeError, ValueError) as exc:
@@ -218,7 +225,9 @@ def build_augment(augments, *, kind: str, base: Path) -> Optional[Augment]:
             fn = load_factory(a.factory, base=base, field=f"{field}.factory")
             made = call_factory(fn, field=f"{field}.factory", ref=a.factory, **a.args)
             if not callable(made):
-                raise PluginError(f"{field}.factory: {a.factory} returned {type(made).__name__}; expected callable(x, y) -> (x, y)")
+                raise PluginError(
+                    f"{field}.factory: {a.factory} returned {type(made).__name__}; expected callable(x, y) -> (x, y)"
+                )
             steps.append(_checked(made, f"{field}.factory", a.factory))
     if not steps:
         return None

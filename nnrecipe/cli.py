@@ -29,14 +29,38 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="Experiment spec (YAML). Default: the embedded digits spec.", show_default=False)]
-OverridesArg = Annotated[Optional[list[str]], typer.Argument(help="key=value overrides of the spec, e.g. optim.lr=1e-3", show_default=False)]
-DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto | cpu | cuda | cuda:N (overrides the spec)", show_default=False)]
-OutputOpt = Annotated[Optional[Path], typer.Option("--output-dir", help="Parent of the run directory (overrides the spec)", show_default=False)]
+ConfigOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--config", "-c", help="Experiment spec (YAML). Default: the embedded digits spec.", show_default=False
+    ),
+]
+OverridesArg = Annotated[
+    Optional[list[str]], typer.Argument(help="key=value overrides of the spec, e.g. optim.lr=1e-3", show_default=False)
+]
+DeviceOpt = Annotated[
+    Optional[str], typer.Option("--device", help="auto | cpu | cuda | cuda:N (overrides the spec)", show_default=False)
+]
+OutputOpt = Annotated[
+    Optional[Path],
+    typer.Option("--output-dir", help="Parent of the run directory (overrides the spec)", show_default=False),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the verdicts as JSON on stdout (tables go to stderr)")]
 StrictOpt = Annotated[bool, typer.Option("--strict", help="Exit 1 on a warn too, not only on a fail")]
-JunitOpt = Annotated[Optional[Path], typer.Option("--junit", help="Also write the verdicts as JUnit XML to this file (a testcase per check, failures for fails; warns too with --strict)", show_default=False)]
-ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its checkpoints (overfit's model, squeeze's members)")]
+JunitOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--junit",
+        help="Also write the verdicts as JUnit XML to this file (a testcase per check, failures for fails; warns too with --strict)",
+        show_default=False,
+    ),
+]
+ResumeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--resume", help="Continue an interrupted run from its checkpoints (overfit's model, squeeze's members)"
+    ),
+]
 
 
 def _debug() -> bool:
@@ -62,7 +86,9 @@ def _exit_codes() -> Iterator[None]:
     except Exception as exc:  # a bug in nnrecipe: say so in one line, keep the traceback for NNRECIPE_DEBUG=1
         if _debug():
             raise
-        err.out(f"internal error: {exc.__class__.__name__}: {' '.join(str(exc).split())} (set NNRECIPE_DEBUG=1 for the traceback)")
+        err.out(
+            f"internal error: {exc.__class__.__name__}: {' '.join(str(exc).split())} (set NNRECIPE_DEBUG=1 for the traceback)"
+        )
         raise typer.Exit(3) from None
 
 
@@ -71,16 +97,37 @@ def _console(json_out: bool) -> Console:
     return Console(stderr=json_out, highlight=False)
 
 
-def _run(stages: list[str], *, config, overrides, device, output_dir, json_out, strict, options=None,
-         stop_on_fail=True, junit: Optional[Path] = None):
+def _run(
+    stages: list[str],
+    *,
+    config,
+    overrides,
+    device,
+    output_dir,
+    json_out,
+    strict,
+    options=None,
+    stop_on_fail=True,
+    junit: Optional[Path] = None,
+):
     """The library's nnrecipe.run, then the verdicts as the command line gives them."""
     from nnrecipe.api import run
     from nnrecipe.verdict import verdicts_json
 
     opts = options or {}
-    result = run(config, stages=stages, overrides=list(overrides or []), device=device, output_dir=output_dir,
-                 keep_going=not stop_on_fail, resume=bool(opts.get("resume")), lr_range=bool(opts.get("lr_range")),
-                 trained=opts.get("model"), quiet=False, console=_console(json_out))
+    result = run(
+        config,
+        stages=stages,
+        overrides=list(overrides or []),
+        device=device,
+        output_dir=output_dir,
+        keep_going=not stop_on_fail,
+        resume=bool(opts.get("resume")),
+        lr_range=bool(opts.get("lr_range")),
+        trained=opts.get("model"),
+        quiet=False,
+        console=_console(json_out),
+    )
     if junit is not None:
         from nnrecipe.junit import write_junit
 
@@ -100,12 +147,28 @@ def inspect_data(
     json_out: JsonOpt = False,
     strict: StrictOpt = False,
     junit: JunitOpt = None,
-    sort_by: Annotated[Optional[str], typer.Option("--sort-by", help="Show examples sorted by this column of examples.csv (z_* by distance from the bulk), largest first")] = None,
-    class_filter: Annotated[Optional[str], typer.Option("--class", help="Show only examples of this class (index or name)")] = None,
+    sort_by: Annotated[
+        Optional[str],
+        typer.Option(
+            "--sort-by",
+            help="Show examples sorted by this column of examples.csv (z_* by distance from the bulk), largest first",
+        ),
+    ] = None,
+    class_filter: Annotated[
+        Optional[str], typer.Option("--class", help="Show only examples of this class (index or name)")
+    ] = None,
     split: Annotated[Optional[str], typer.Option("--split", help="Show only examples of this split")] = None,
-    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Rows to show (default 20 when a filter or sort is given)")] = None,
+    limit: Annotated[
+        Optional[int], typer.Option("--limit", min=1, help="Rows to show (default 20 when a filter or sort is given)")
+    ] = None,
     ascending: Annotated[bool, typer.Option("--ascending", help="Sort smallest first")] = False,
-    model: Annotated[Optional[Path], typer.Option("--model", help="A run directory with a trained model (regularize or overfit): add what it gets wrong on this data and whether it still scores what it did")] = None,
+    model: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--model",
+            help="A run directory with a trained model (regularize or overfit): add what it gets wrong on this data and whether it still scores what it did",
+        ),
+    ] = None,
 ) -> None:
     """Stage 1 — become one with the data: splits, labels, duplicates, leakage, balance, scale, outliers."""
     with _exit_codes():
@@ -114,15 +177,24 @@ def inspect_data(
 
             if sort_by not in COLUMNS:
                 raise NNRecipeError(f"--sort-by: unknown column {sort_by!r}; one of {', '.join(COLUMNS)}")
-        code, result = _run(["inspect-data"], config=config, overrides=overrides, device=device,
-                             output_dir=output_dir, json_out=json_out, strict=strict, junit=junit,
-                             options={"model": str(model) if model else None})
+        code, result = _run(
+            ["inspect-data"],
+            config=config,
+            overrides=overrides,
+            device=device,
+            output_dir=output_dir,
+            json_out=json_out,
+            strict=strict,
+            junit=junit,
+            options={"model": str(model) if model else None},
+        )
         if any(x is not None for x in (sort_by, class_filter, limit, split)):
             from nnrecipe.stages.inspect_data import CSV_NAME, examples_table
 
             path = result.run_dir / "inspect-data" / CSV_NAME
-            cols, rows = examples_table(path, sort_by=sort_by, class_filter=class_filter, limit=limit or 20,
-                                        ascending=ascending, split=split)
+            cols, rows = examples_table(
+                path, sort_by=sort_by, class_filter=class_filter, limit=limit or 20, ascending=ascending, split=split
+            )
             table = Table(title=f"examples ({path})")
             for c in cols:
                 table.add_column(c, no_wrap=True)
@@ -140,11 +212,19 @@ def _stage_command(name: str, doc: str):
         output_dir: OutputOpt = None,
         json_out: JsonOpt = False,
         strict: StrictOpt = False,
-    junit: JunitOpt = None,
+        junit: JunitOpt = None,
     ) -> None:
         with _exit_codes():
-            code, _ = _run([name], config=config, overrides=overrides, device=device, output_dir=output_dir,
-                           json_out=json_out, strict=strict, junit=junit)
+            code, _ = _run(
+                [name],
+                config=config,
+                overrides=overrides,
+                device=device,
+                output_dir=output_dir,
+                json_out=json_out,
+                strict=strict,
+                junit=junit,
+            )
             raise typer.Exit(code)
 
     command.__doc__ = doc
@@ -165,8 +245,17 @@ def overfit(
 ) -> None:
     """Stage 3 — a model large enough to fit the training set; the LR actually applied, audited."""
     with _exit_codes():
-        code, _ = _run(["overfit"], config=config, overrides=overrides, device=device, output_dir=output_dir,
-                       json_out=json_out, strict=strict, junit=junit, options={"lr_range": lr_range, "resume": resume})
+        code, _ = _run(
+            ["overfit"],
+            config=config,
+            overrides=overrides,
+            device=device,
+            output_dir=output_dir,
+            json_out=json_out,
+            strict=strict,
+            junit=junit,
+            options={"lr_range": lr_range, "resume": resume},
+        )
         raise typer.Exit(code)
 
 
@@ -186,9 +275,29 @@ def tune(
     json_out: JsonOpt = False,
     strict: StrictOpt = False,
     junit: JunitOpt = None,
-    workers: Annotated[Optional[int], typer.Option("--workers", min=1, max=64, help="Local processes on one study (stages.tune.workers)", show_default=False)] = None,
-    storage: Annotated[Optional[str], typer.Option("--storage", envvar="NNRECIPE_TUNE_STORAGE", help="Study storage shared by machines, e.g. postgresql://user@host/db (stages.tune.storage); default: a journal in the run directory", show_default=False)] = None,
-    study: Annotated[Optional[str], typer.Option("--study", help="Study name; machines running the same one share it (stages.tune.study; default: the spec's name)", show_default=False)] = None,
+    workers: Annotated[
+        Optional[int],
+        typer.Option(
+            "--workers", min=1, max=64, help="Local processes on one study (stages.tune.workers)", show_default=False
+        ),
+    ] = None,
+    storage: Annotated[
+        Optional[str],
+        typer.Option(
+            "--storage",
+            envvar="NNRECIPE_TUNE_STORAGE",
+            help="Study storage shared by machines, e.g. postgresql://user@host/db (stages.tune.storage); default: a journal in the run directory",
+            show_default=False,
+        ),
+    ] = None,
+    study: Annotated[
+        Optional[str],
+        typer.Option(
+            "--study",
+            help="Study name; machines running the same one share it (stages.tune.study; default: the spec's name)",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Stage 5 — random search over hyperparameters (Optuna), on one machine or many."""
     with _exit_codes():
@@ -196,8 +305,16 @@ def tune(
         for key, value in (("workers", workers), ("storage", storage), ("study", study)):
             if value is not None:
                 extra.append(f"stages.tune.{key}={json.dumps(value)}")  # JSON is YAML: the value stays a string
-        code, _ = _run(["tune"], config=config, overrides=extra, device=device, output_dir=output_dir,
-                       json_out=json_out, strict=strict, junit=junit)
+        code, _ = _run(
+            ["tune"],
+            config=config,
+            overrides=extra,
+            device=device,
+            output_dir=output_dir,
+            json_out=json_out,
+            strict=strict,
+            junit=junit,
+        )
         raise typer.Exit(code)
 
 
@@ -214,8 +331,17 @@ def squeeze(
 ) -> None:
     """Stage 6 — ensembles, distillation, leave it training."""
     with _exit_codes():
-        code, _ = _run(["squeeze"], config=config, overrides=overrides, device=device, output_dir=output_dir,
-                       json_out=json_out, strict=strict, junit=junit, options={"resume": resume})
+        code, _ = _run(
+            ["squeeze"],
+            config=config,
+            overrides=overrides,
+            device=device,
+            output_dir=output_dir,
+            json_out=json_out,
+            strict=strict,
+            junit=junit,
+            options={"resume": resume},
+        )
         raise typer.Exit(code)
 
 
@@ -228,18 +354,36 @@ def run_all(
     json_out: JsonOpt = False,
     strict: StrictOpt = False,
     junit: JunitOpt = None,
-    keep_going: Annotated[bool, typer.Option("--keep-going", help="Run later stages after a stage with a fail")] = False,
+    keep_going: Annotated[
+        bool, typer.Option("--keep-going", help="Run later stages after a stage with a fail")
+    ] = False,
     resume: ResumeOpt = False,
-    first: Annotated[Optional[str], typer.Option("--from", help="Start at this stage (earlier ones' results are read from the run directory)", show_default=False)] = None,
+    first: Annotated[
+        Optional[str],
+        typer.Option(
+            "--from",
+            help="Start at this stage (earlier ones' results are read from the run directory)",
+            show_default=False,
+        ),
+    ] = None,
     last: Annotated[Optional[str], typer.Option("--to", help="Stop after this stage", show_default=False)] = None,
 ) -> None:
     """The whole recipe: every stage in order, stopping at the first stage with a fail."""
     with _exit_codes():
         from nnrecipe.api import stage_range
 
-        code, _ = _run(stage_range(first=first, last=last, flags=("--from", "--to")), config=config, overrides=overrides, device=device,
-                       output_dir=output_dir, json_out=json_out, strict=strict, junit=junit, stop_on_fail=not keep_going,
-                       options={"resume": resume})
+        code, _ = _run(
+            stage_range(first=first, last=last, flags=("--from", "--to")),
+            config=config,
+            overrides=overrides,
+            device=device,
+            output_dir=output_dir,
+            json_out=json_out,
+            strict=strict,
+            junit=junit,
+            stop_on_fail=not keep_going,
+            options={"resume": resume},
+        )
         raise typer.Exit(code)
 
 
@@ -274,7 +418,14 @@ def report_cmd(
 @app.command("init")
 def init(
     folder: Annotated[Path, typer.Argument(help="Where to put nnrecipe.yaml, data.py and model.py")] = Path("."),
-    name: Annotated[Optional[str], typer.Option("--name", help="The experiment's name (its run directory: runs/<name>); default: the folder's name", show_default=False)] = None,
+    name: Annotated[
+        Optional[str],
+        typer.Option(
+            "--name",
+            help="The experiment's name (its run directory: runs/<name>); default: the folder's name",
+            show_default=False,
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing files")] = False,
 ) -> None:
     """Start your own project: a spec plus data.py / model.py templates that run as they are (synthetic images)."""
@@ -297,7 +448,10 @@ def validate(
     config: ConfigOpt = None,
     device: DeviceOpt = None,
     output_dir: OutputOpt = None,
-    data: Annotated[bool, typer.Option("--data/--no-data", help="Also load the data and pass one batch through the model and the loss")] = True,
+    data: Annotated[
+        bool,
+        typer.Option("--data/--no-data", help="Also load the data and pass one batch through the model and the loss"),
+    ] = True,
 ) -> None:
     """Print the resolved spec, or every error in it (exit 2): the schema, the files and functions it names, and (--data) one batch through the model."""
     with _exit_codes():

@@ -67,8 +67,10 @@ def storage_url(url: str, *, environ: Optional[Mapping[str, str]] = None) -> str
         return whole
     if env.get("PGPASSWORD") or _password_file(env) is not None:
         return _without_password(url)
-    raise MissingPassword(f"stages.tune.storage {url}: the password is never kept in the run directory; give the URL again with "
-                          f"--storage or {ENV_STORAGE}, or put the password in PGPASSWORD or ~/.pgpass")
+    raise MissingPassword(
+        f"stages.tune.storage {url}: the password is never kept in the run directory; give the URL again with "
+        f"--storage or {ENV_STORAGE}, or put the password in PGPASSWORD or ~/.pgpass"
+    )
 
 
 def _password_file(env: Mapping[str, str]) -> Optional[Path]:

@@ -31,8 +31,15 @@ class Engine:
     """Evaluates and trains models on one device, for one task (its metric and scores); how a
     run is logged, checkpointed and stopped is the plan's (experiments.TrainPlan)."""
 
-    def __init__(self, *, device: torch.device, task: Task, precision: str = "auto", compile: bool = False,
-                 channels_last: bool = False):
+    def __init__(
+        self,
+        *,
+        device: torch.device,
+        task: Task,
+        precision: str = "auto",
+        compile: bool = False,
+        channels_last: bool = False,
+    ):
         self.device = device
         self.task = task
         self.amp_dtype = autocast_dtype(precision, device)
@@ -42,8 +49,13 @@ class Engine:
     @classmethod
     def for_spec(cls, train_spec, *, device: torch.device, task: Task) -> "Engine":
         """An engine with the spec's speed settings (precision, compile, channels_last)."""
-        return cls(device=device, task=task, precision=train_spec.precision, compile=train_spec.compile,
-                   channels_last=train_spec.channels_last)
+        return cls(
+            device=device,
+            task=task,
+            precision=train_spec.precision,
+            compile=train_spec.compile,
+            channels_last=train_spec.channels_last,
+        )
 
     # ------------------------------------------------------------------ helpers
 
@@ -69,8 +81,16 @@ class Engine:
     # ------------------------------------------------------------------ evaluation
 
     @torch.inference_mode()
-    def evaluate(self, model: nn.Module, split: Split, loss_fn: Callable, *, batch_size: int = 1024,
-                 keep_outputs: bool = False, keep_scores: bool = False) -> EvalResult:
+    def evaluate(
+        self,
+        model: nn.Module,
+        split: Split,
+        loss_fn: Callable,
+        *,
+        batch_size: int = 1024,
+        keep_outputs: bool = False,
+        keep_scores: bool = False,
+    ) -> EvalResult:
         """Mean loss and metric over the entire split, accumulated on the device (one sync at the end).
         keep_outputs also returns the outputs (float32, host); keep_scores the per-example scores
         (the task's example_scores), computed batch by batch: a language model's (N, L, V) logits need not
@@ -94,9 +114,14 @@ class Engine:
             n += len(x)
         model.train(was_training)
         mean_loss = (loss_sum / n).item()
-        return EvalResult(loss=mean_loss, metric=meter.value(n), metric_name=self.task.metric, n=n,
-                          outputs=torch.cat(kept) if keep_outputs else None,
-                          scores=torch.cat(scored).cpu().numpy() if keep_scores else None)
+        return EvalResult(
+            loss=mean_loss,
+            metric=meter.value(n),
+            metric_name=self.task.metric,
+            n=n,
+            outputs=torch.cat(kept) if keep_outputs else None,
+            scores=torch.cat(scored).cpu().numpy() if keep_scores else None,
+        )
 
     @torch.inference_mode()
     def batches_through(self, models: list[nn.Module], split: Split, *, batch_size: int = 1024):
@@ -140,8 +165,12 @@ class Engine:
         # checkpoints keep using `model` itself (no `_orig_mod.` prefixes in saved weights).
         forward = torch.compile(model) if self.compile else model
         data_device = plan.train.device if isinstance(plan.train, TensorSplit) else torch.device("cpu")
-        batches = BatchStream(plan.train, plan.batch_size, torch.Generator(device=data_device).manual_seed(plan.seed),
-                              pin_memory=self.device.type == "cuda")
+        batches = BatchStream(
+            plan.train,
+            plan.batch_size,
+            torch.Generator(device=data_device).manual_seed(plan.seed),
+            pin_memory=self.device.type == "cuda",
+        )
         state = RunState(plan.steps, self.device)
         if plan.checkpoints.resume is not None:
             self._restore(plan, plan.checkpoints.resume, state, batches)
@@ -156,14 +185,24 @@ class Engine:
                 log.losses(state, step)
                 if state.nonfinite_step is not None:
                     break  # the weights are NaN from here on; stop and let the stage say so
-            if evals and (step % evals == 0 or step == steps) and self._evaluate_during(plan, state, log, batches, step):
+            if (
+                evals
+                and (step % evals == 0 or step == steps)
+                and self._evaluate_during(plan, state, log, batches, step)
+            ):
                 break
         log.done()
         es = plan.early_stopping
-        return History(losses=state.losses[:step].float().cpu(), lrs=state.lrs, evals=state.evals, steps_run=step,
-                       nonfinite_step=state.nonfinite_step, best_step=state.best_step,
-                       best_val_loss=state.best_val if state.best_step is not None else None,
-                       stopped_early=bool(es is not None and es.stopped and plan.stop_early and step < plan.steps))
+        return History(
+            losses=state.losses[:step].float().cpu(),
+            lrs=state.lrs,
+            evals=state.evals,
+            steps_run=step,
+            nonfinite_step=state.nonfinite_step,
+            best_step=state.best_step,
+            best_val_loss=state.best_val if state.best_step is not None else None,
+            stopped_early=bool(es is not None and es.stopped and plan.stop_early and step < plan.steps),
+        )
 
     def _step(self, plan: "TrainPlan", forward: nn.Module, batches: BatchStream) -> tuple[torch.Tensor, float]:
         """One optimizer step on the next batch: (the loss, on the device; the LR it applied)."""
@@ -177,8 +216,10 @@ class Engine:
         if not loss.requires_grad:  # backward would fail: say whose it is
             from nnrecipe.errors import PluginError
 
-            raise PluginError("model.factory: the training loss does not depend on the model's trainable parameters "
-                              "(a .detach(), .item() or numpy round-trip in forward?)")
+            raise PluginError(
+                "model.factory: the training loss does not depend on the model's trainable parameters "
+                "(a .detach(), .item() or numpy round-trip in forward?)"
+            )
         plan.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if plan.grad_clip is not None:
@@ -189,7 +230,9 @@ class Engine:
             plan.scheduler.step()
         return loss, lr
 
-    def _evaluate_during(self, plan: "TrainPlan", state: RunState, log: StepLog, batches: BatchStream, step: int) -> bool:
+    def _evaluate_during(
+        self, plan: "TrainPlan", state: RunState, log: StepLog, batches: BatchStream, step: int
+    ) -> bool:
         """The evaluation at `step`: val result, best checkpoint, the caller's hook, early
         stopping, the last checkpoint. True when training stops here."""
         model, ckpt = plan.model, plan.checkpoints
@@ -202,8 +245,15 @@ class Engine:
         es = plan.early_stopping
         stop = es is not None and es.update(step, model, result.loss) and plan.stop_early
         if ckpt.last is not None:
-            save_checkpoint(ckpt.last, model=model, optimizer=plan.optimizer, scheduler=plan.scheduler, step=step,
-                            resume=state.to_resume(step, batches, es), key=ckpt.key)
+            save_checkpoint(
+                ckpt.last,
+                model=model,
+                optimizer=plan.optimizer,
+                scheduler=plan.scheduler,
+                step=step,
+                resume=state.to_resume(step, batches, es),
+                key=ckpt.key,
+            )
         return stop
 
     @staticmethod

@@ -40,4 +40,3 @@ class DeviceError(NNRecipeError):
 
 class RunDirError(NNRecipeError):
     """The run directory cannot be created or written."""
-

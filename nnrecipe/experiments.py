@@ -72,16 +72,36 @@ class TrainPlan:
     log: Logging = Logging()
 
     @classmethod
-    def for_spec(cls, spec, *, model: nn.Module, train: Split, val: Optional[Split], loss_fn: Callable, steps: int,
-                 base: Path, seed: Optional[int] = None, **more) -> "TrainPlan":
+    def for_spec(
+        cls,
+        spec,
+        *,
+        model: nn.Module,
+        train: Split,
+        val: Optional[Split],
+        loss_fn: Callable,
+        steps: int,
+        base: Path,
+        seed: Optional[int] = None,
+        **more,
+    ) -> "TrainPlan":
         """The spec's optimizer, schedule, batch size, seed (unless given) and gradient clipping."""
         from nnrecipe.optim import make_optimizer, make_scheduler
 
         optimizer = make_optimizer(spec.optim, model.parameters())
-        return cls(model=model, train=train, val=val, loss_fn=loss_fn, optimizer=optimizer,
-                   scheduler=make_scheduler(optimizer, spec.optim.schedule, total_steps=steps, base=base), steps=steps,
-                   batch_size=spec.data.batch_size, seed=spec.seed if seed is None else seed,
-                   grad_clip=spec.optim.grad_clip, **more)
+        return cls(
+            model=model,
+            train=train,
+            val=val,
+            loss_fn=loss_fn,
+            optimizer=optimizer,
+            scheduler=make_scheduler(optimizer, spec.optim.schedule, total_steps=steps, base=base),
+            steps=steps,
+            batch_size=spec.data.batch_size,
+            seed=spec.seed if seed is None else seed,
+            grad_clip=spec.optim.grad_clip,
+            **more,
+        )
 
 
 # ----------------------------------------------------------------------------- the result
@@ -105,27 +125,66 @@ class Result:
     name: str = ""
     history: Optional[History] = dataclasses.field(default=None, repr=False)
     train_eval: Optional[EvalResult] = dataclasses.field(default=None, repr=False)
-    val_eval: Optional[EvalResult] = dataclasses.field(default=None, repr=False)  # with outputs where the task keeps them
+    val_eval: Optional[EvalResult] = dataclasses.field(
+        default=None, repr=False
+    )  # with outputs where the task keeps them
     model: Optional[nn.Module] = dataclasses.field(default=None, repr=False)
-    early: Optional["Result"] = dataclasses.field(default=None, repr=False)  # watched: the weights early stopping keeps, scored
+    early: Optional["Result"] = dataclasses.field(
+        default=None, repr=False
+    )  # watched: the weights early stopping keeps, scored
     early_state: Optional[dict] = dataclasses.field(default=None, repr=False)  # ... and those weights (host copies)
     # The step of the weights each number was measured on: val at the best checkpoint where there
     # is one, train at the last step (both at the kept step when early stopping restored weights).
     val_step: Optional[int] = None
     train_step: Optional[int] = None
 
-    RECORD = ("seed", "val_loss", "val_metric", "train_loss", "train_metric", "steps", "diverged", "evals", "stopped_at",
-              "val_step", "train_step")
+    RECORD = (
+        "seed",
+        "val_loss",
+        "val_metric",
+        "train_loss",
+        "train_metric",
+        "steps",
+        "diverged",
+        "evals",
+        "stopped_at",
+        "val_step",
+        "train_step",
+    )
 
     @classmethod
-    def scored(cls, name: str, seed: int, history: History, train_eval: EvalResult, val_eval: EvalResult, *,
-               stopped_at: Optional[int] = None, val_step: Optional[int] = None, **more) -> "Result":
+    def scored(
+        cls,
+        name: str,
+        seed: int,
+        history: History,
+        train_eval: EvalResult,
+        val_eval: EvalResult,
+        *,
+        stopped_at: Optional[int] = None,
+        val_step: Optional[int] = None,
+        **more,
+    ) -> "Result":
         train_step = stopped_at if stopped_at is not None else history.steps_run
-        return cls(seed=seed, val_scores=val_eval.scores, val_loss=val_eval.loss, val_metric=val_eval.metric,
-                   train_loss=train_eval.loss, train_metric=train_eval.metric, steps=history.steps_run,
-                   diverged=history.diverged, evals=[(s, r.loss, r.metric) for s, r in history.evals],
-                   stopped_at=stopped_at, name=name, history=history, train_eval=train_eval, val_eval=val_eval,
-                   val_step=train_step if val_step is None else val_step, train_step=train_step, **more)
+        return cls(
+            seed=seed,
+            val_scores=val_eval.scores,
+            val_loss=val_eval.loss,
+            val_metric=val_eval.metric,
+            train_loss=train_eval.loss,
+            train_metric=train_eval.metric,
+            steps=history.steps_run,
+            diverged=history.diverged,
+            evals=[(s, r.loss, r.metric) for s, r in history.evals],
+            stopped_at=stopped_at,
+            name=name,
+            history=history,
+            train_eval=train_eval,
+            val_eval=val_eval,
+            val_step=train_step if val_step is None else val_step,
+            train_step=train_step,
+            **more,
+        )
 
     def record(self) -> dict:
         """The record without the per-example scores (kept beside it, as an array)."""
@@ -140,9 +199,16 @@ class Result:
     def summary(self) -> dict:
         """The numbers, each beside the step of the weights it was measured on."""
         metric = self.val_eval.metric_name if self.val_eval is not None else "metric"
-        return {"val_loss": self.val_loss, f"val_{metric}": self.val_metric, "val_step": self.val_step,
-                "train_loss": self.train_loss, f"train_{metric}": self.train_metric, "train_step": self.train_step,
-                "steps": self.steps, "diverged": self.diverged}
+        return {
+            "val_loss": self.val_loss,
+            f"val_{metric}": self.val_metric,
+            "val_step": self.val_step,
+            "train_loss": self.train_loss,
+            f"train_{metric}": self.train_metric,
+            "train_step": self.train_step,
+            "steps": self.steps,
+            "diverged": self.diverged,
+        }
 
 
 @dataclasses.dataclass
@@ -197,24 +263,50 @@ def run_experiment(exp: Experiment, *, data, device: torch.device, base: Path, w
     loss_fn = exp.loss_fn if exp.loss_fn is not None else make_loss(spec, base=base)
     augment = build_augment(spec.data.augment, kind=data.kind, base=base) if exp.regularized else None
     watch, stop = _early_stopping(exp, spec)
-    plan = TrainPlan.for_spec(spec, model=model, train=data.train, val=data.val, loss_fn=loss_fn, steps=exp.steps, base=base,
-                              eval_every=exp.eval_every, augment=augment, early_stopping=watch, stop_early=stop,
-                              on_eval=exp.on_eval, checkpoints=exp.checkpoints,
-                              log=Logging(writer=writer, progress=progress, label=exp.name,
-                                          every=min(spec.train.log_every, exp.steps), histograms=exp.histograms))
+    plan = TrainPlan.for_spec(
+        spec,
+        model=model,
+        train=data.train,
+        val=data.val,
+        loss_fn=loss_fn,
+        steps=exp.steps,
+        base=base,
+        eval_every=exp.eval_every,
+        augment=augment,
+        early_stopping=watch,
+        stop_early=stop,
+        on_eval=exp.on_eval,
+        checkpoints=exp.checkpoints,
+        log=Logging(
+            writer=writer,
+            progress=progress,
+            label=exp.name,
+            every=min(spec.train.log_every, exp.steps),
+            histograms=exp.histograms,
+        ),
+    )
     engine = Engine.for_spec(spec.train, device=device, task=data.task)
     history = engine.train(plan)
     if watch is not None and stop and watch.state is not None and not history.diverged:
         model.load_state_dict(watch.state)  # early stopping: the weights of the best evaluation
-    train_eval, val_eval, val_step = _score(engine, model, data, loss_fn, best=exp.checkpoints.best,
-                                            diverged=history.diverged)
+    train_eval, val_eval, val_step = _score(
+        engine, model, data, loss_fn, best=exp.checkpoints.best, diverged=history.diverged
+    )
     if writer is not None:
         for split, r in (("train", train_eval), ("val", val_eval)):
             writer.add_scalar(f"final/{split}_loss", r.loss, history.steps_run)
             writer.add_scalar(f"final/{split}_{r.metric_name}", r.metric, history.steps_run)
     kept = watch is not None and stop and watch.state is not None
-    result = Result.scored(exp.name, spec.seed, history, train_eval, val_eval, stopped_at=watch.best_step if kept else None,
-                           val_step=val_step, model=model if exp.keep_model else None)
+    result = Result.scored(
+        exp.name,
+        spec.seed,
+        history,
+        train_eval,
+        val_eval,
+        stopped_at=watch.best_step if kept else None,
+        val_step=val_step,
+        model=model if exp.keep_model else None,
+    )
     if watch is not None and not stop:
         result.early_state = watch.state
         if watch.state is not None and not history.diverged:
@@ -254,10 +346,23 @@ def _score_weights(engine: Engine, model: nn.Module, watch: EarlyStopping, *, da
     val = engine.evaluate(model, data.val, loss_fn, keep_scores=True)
     train = engine.evaluate(model, data.train, loss_fn)
     model.load_state_dict(final)
-    return Result(seed=result.seed, val_scores=val.scores, val_loss=val.loss, val_metric=val.metric, train_loss=train.loss,
-                  train_metric=train.metric, steps=result.steps, diverged=False, evals=result.evals,
-                  stopped_at=watch.best_step, name=result.name, train_eval=train, val_eval=val,
-                  val_step=watch.best_step, train_step=watch.best_step)
+    return Result(
+        seed=result.seed,
+        val_scores=val.scores,
+        val_loss=val.loss,
+        val_metric=val.metric,
+        train_loss=train.loss,
+        train_metric=train.metric,
+        steps=result.steps,
+        diverged=False,
+        evals=result.evals,
+        stopped_at=watch.best_step,
+        name=result.name,
+        train_eval=train,
+        val_eval=val,
+        val_step=watch.best_step,
+        train_step=watch.best_step,
+    )
 
 
 def run_in_stage(ctx, stage: str, exp: Experiment, *, data, folder: str = "") -> Result:

@@ -57,7 +57,9 @@ def data_fingerprint(data) -> str:
     """Identifies the train/val split a stage ran on, so a later stage compares per-example
     val scores only with scores from the same val examples (same spec, same split_seed)."""
     h = hashlib.sha256()
-    h.update(f"{data.task.name}|{data.num_outputs}|{len(data.train)}|{len(data.val)}|{tuple(data.input_shape)}".encode())
+    h.update(
+        f"{data.task.name}|{data.num_outputs}|{len(data.train)}|{len(data.val)}|{tuple(data.input_shape)}".encode()
+    )
     for name in ("train", "val"):
         h.update(data.targets(name).contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
@@ -111,8 +113,14 @@ def find_model(run_dir: Path) -> TrainedModel:
     if reg.exists() and run.best_spec("regularize").exists():
         ckpt = load_checkpoint(reg)
         spec, _ = load_spec(run.best_spec("regularize"))
-        return TrainedModel(spec, ckpt["model"], str(reg), ckpt.get("val_metric"), ckpt.get("metric_name", ""),
-                            int(ckpt.get("n_val") or 0))
+        return TrainedModel(
+            spec,
+            ckpt["model"],
+            str(reg),
+            ckpt.get("val_metric"),
+            ckpt.get("metric_name", ""),
+            int(ckpt.get("n_val") or 0),
+        )
     ovf = run.checkpoint("overfit", "best.pt")
     if ovf.exists() and run.spec_path.exists():
         spec, _ = load_spec(run.spec_path)
@@ -120,5 +128,7 @@ def find_model(run_dir: Path) -> TrainedModel:
         name = next((k[4:] for k in final if k.startswith("val_") and k != "val_loss"), "")
         # the overfit stage scored the same val split size (n_val 0: take this run's)
         return TrainedModel(from_spec(spec), load_checkpoint(ovf)["model"], str(ovf), final.get(f"val_{name}"), name, 0)
-    raise RunDirError(f"--model: {run_dir} holds no trained model (regularize/checkpoints/best.pt or "
-                      f"overfit/checkpoints/best.pt); run nnrecipe overfit or regularize on it first")
+    raise RunDirError(
+        f"--model: {run_dir} holds no trained model (regularize/checkpoints/best.pt or "
+        f"overfit/checkpoints/best.pt); run nnrecipe overfit or regularize on it first"
+    )

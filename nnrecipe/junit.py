@@ -39,8 +39,15 @@ def junit_xml(verdicts: Sequence[Verdict], *, name: str, strict: bool = False) -
     for stage, vs in stages.items():
         failing = [v.status is Status.FAIL or (strict and v.status is Status.WARN) for v in vs]
         skipped = [v for v in vs if v.status is Status.SKIP]
-        suite = ET.SubElement(root, "testsuite", name=stage, tests=str(len(vs)), failures=str(sum(failing)),
-                              errors="0", skipped=str(len(skipped)))
+        suite = ET.SubElement(
+            root,
+            "testsuite",
+            name=stage,
+            tests=str(len(vs)),
+            failures=str(sum(failing)),
+            errors="0",
+            skipped=str(len(skipped)),
+        )
         for v, fails in zip(vs, failing):
             case = ET.SubElement(suite, "testcase", classname=f"nnrecipe.{stage}", name=v.check)
             if fails:

@@ -71,7 +71,9 @@ class BatchStream:
         if isinstance(self.split, TensorSplit):
             it = self.split.iterate(self.batch_size, shuffle=shuffle, generator=self.generator)
         else:
-            it = self.split.iterate(self.batch_size, shuffle=shuffle, generator=self.generator, pin_memory=self.pin_memory)
+            it = self.split.iterate(
+                self.batch_size, shuffle=shuffle, generator=self.generator, pin_memory=self.pin_memory
+            )
         self._it = (b for b in it if not (self.drop and len(b[0]) < self.batch_size))
 
     def __next__(self) -> Batch:
@@ -119,8 +121,13 @@ class EarlyStopping:
         return self.stop_step is not None
 
     def state_dict(self) -> dict:
-        return {"best_step": self.best_step, "best_loss": self.best_loss, "stop_step": self.stop_step,
-                "since": self._since, "state": self.state}
+        return {
+            "best_step": self.best_step,
+            "best_loss": self.best_loss,
+            "stop_step": self.stop_step,
+            "since": self._since,
+            "state": self.state,
+        }
 
     def load_state_dict(self, d: dict) -> None:
         self.best_step, self.best_loss, self.stop_step = d["best_step"], d["best_loss"], d["stop_step"]
@@ -163,11 +170,17 @@ class RunState:
         return False
 
     def to_resume(self, step: int, batches: BatchStream, early_stopping: Optional[EarlyStopping]) -> dict:
-        return {"losses": self.losses[:step].detach().cpu(), "lrs": list(self.lrs), "batches": batches.state(),
-                "evals": [(s, e.loss, e.metric, e.metric_name, e.n) for s, e in self.evals],
-                "best_step": self.best_step, "best_val": self.best_val, "rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
-                "early_stopping": early_stopping.state_dict() if early_stopping is not None else None}
+        return {
+            "losses": self.losses[:step].detach().cpu(),
+            "lrs": list(self.lrs),
+            "batches": batches.state(),
+            "evals": [(s, e.loss, e.metric, e.metric_name, e.n) for s, e in self.evals],
+            "best_step": self.best_step,
+            "best_val": self.best_val,
+            "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
+            "early_stopping": early_stopping.state_dict() if early_stopping is not None else None,
+        }
 
     def restore(self, checkpoint: dict, *, batches: BatchStream, early_stopping: Optional[EarlyStopping]) -> None:
         """Continue from `checkpoint` (see to_resume) exactly as if the run had never stopped."""
@@ -190,10 +203,17 @@ class StepLog:
     progress bar; the LR where it moved; val results and, optionally, weight histograms."""
 
     def __init__(self, log, *, steps: int, start: int):
-        self.writer, self.progress, self.tag, self.every = log.writer, log.progress, log.tag, max(1, min(log.every, steps))
+        self.writer, self.progress, self.tag, self.every = (
+            log.writer,
+            log.progress,
+            log.tag,
+            max(1, min(log.every, steps)),
+        )
         self.label, self.histograms, self.steps = log.label or log.tag, log.histograms, steps
         self._lr_written: Optional[float] = None  # the last LR written to TensorBoard
-        self._bar = self.progress.add_task(self.label, total=steps, completed=start) if self.progress is not None else None
+        self._bar = (
+            self.progress.add_task(self.label, total=steps, completed=start) if self.progress is not None else None
+        )
 
     def losses(self, state: RunState, step: int) -> None:
         """Read the loss window ending at `step`; set state.nonfinite_step at the first NaN/Inf."""
@@ -209,7 +229,11 @@ class StepLog:
             # step (measured: ~5% of a small MLP's step time).
             for i in range(lo, step):
                 lr = state.lrs[i]
-                if self._lr_written is None or i + 1 == step or abs(lr - self._lr_written) > 0.01 * abs(self._lr_written):
+                if (
+                    self._lr_written is None
+                    or i + 1 == step
+                    or abs(lr - self._lr_written) > 0.01 * abs(self._lr_written)
+                ):
                     self.writer.add_scalar(f"{self.tag}/lr", lr, i + 1)
                     self._lr_written = lr
         if self._bar is not None:
@@ -235,8 +259,16 @@ class StepLog:
             self.progress.update(self._bar, completed=self.steps)
 
 
-def save_checkpoint(path: Path, *, model: nn.Module, optimizer=None, scheduler=None, step: int = 0,
-                    resume: Optional[dict] = None, key: str = "") -> None:
+def save_checkpoint(
+    path: Path,
+    *,
+    model: nn.Module,
+    optimizer=None,
+    scheduler=None,
+    step: int = 0,
+    resume: Optional[dict] = None,
+    key: str = "",
+) -> None:
     """Atomically: a kill during the write leaves the previous checkpoint loadable. `resume`
     holds what the loop needs to continue exactly (RunState.to_resume); `key` identifies the
     experiment, so a resumed run never continues someone else's."""

@@ -86,14 +86,20 @@ def _checked_loss(loss: LossFn, ref: str) -> LossFn:
             value = loss(whole(out), y)  # the model's whole output: auxiliary heads keep their loss
         if not isinstance(value, torch.Tensor) or value.ndim != 0:
             got = f"a tensor of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
-            raise PluginError(f"loss.factory: {ref} returned {got}; expected one number, a tensor of shape () "
-                              "(reduce the per-example losses, e.g. with .mean())")
+            raise PluginError(
+                f"loss.factory: {ref} returned {got}; expected one number, a tensor of shape () "
+                "(reduce the per-example losses, e.g. with .mean())"
+            )
         if not value.is_floating_point():
-            raise PluginError(f"loss.factory: {ref} returned a {str(value.dtype).removeprefix('torch.')} tensor; "
-                              "expected a floating-point loss")
+            raise PluginError(
+                f"loss.factory: {ref} returned a {str(value.dtype).removeprefix('torch.')} tensor; "
+                "expected a floating-point loss"
+            )
         if torch.is_grad_enabled() and isinstance(out, torch.Tensor) and out.requires_grad and not value.requires_grad:
-            raise PluginError(f"loss.factory: {ref} returned a loss that does not depend on the model's outputs: no "
-                              "gradient can reach the model (.item(), .detach() or numpy inside the loss?)")
+            raise PluginError(
+                f"loss.factory: {ref} returned a loss that does not depend on the model's outputs: no "
+                "gradient can reach the model (.item(), .detach() or numpy inside the loss?)"
+            )
         return value
 
     return checked

@@ -38,8 +38,10 @@ def __getattr__(name: str) -> Callable[..., Any]:  # load_factory's getattr(modu
 
 def gone_message(field: str, ref: str) -> str:
     """What a spec naming an object no longer here gets (a recorded spec.yaml run again)."""
-    return (f"{field}: {ref} was an object handed to nnrecipe.run() in another Python session; "
-            "to run this spec again, name a file.py:function instead")
+    return (
+        f"{field}: {ref} was an object handed to nnrecipe.run() in another Python session; "
+        "to run this spec again, name a file.py:function instead"
+    )
 
 
 @contextlib.contextmanager
@@ -93,8 +95,11 @@ def model_factory(model: Any) -> Callable[..., Any]:
     if not callable(model):
         from nnrecipe.errors import PluginError
 
-        raise PluginError(f"model: got {type(model).__name__}; expected a torch.nn.Module or a function that builds one")
+        raise PluginError(
+            f"model: got {type(model).__name__}; expected a torch.nn.Module or a function that builds one"
+        )
     if _takes_no_arguments(model):
+
         @functools.wraps(model)
         def no_arguments(input_shape, num_outputs):
             return model()
@@ -118,6 +123,7 @@ def _takes_no_arguments(fn: Callable[..., Any]) -> bool:
 def data_factory(data: Any) -> Callable[[], Mapping[str, Any]]:
     """The data factory for a mapping of splits (each a Dataset, a DataLoader or a pair of
     tensors, as the plugin contract's), or for a function that returns one."""
+
     def splits():
         out = data() if callable(data) and not isinstance(data, Mapping) else data
         if not isinstance(out, Mapping):
@@ -139,8 +145,10 @@ def dataset_of(key: str, value: Any) -> Any:
     if value.collate_fn is not default_collate:
         from nnrecipe.errors import DataError
 
-        raise DataError(f"data[{key!r}]: a DataLoader with its own collate_fn; nnrecipe batches the Dataset itself "
-                        "with the default collate: hand the Dataset, or tensors (X, Y)")
+        raise DataError(
+            f"data[{key!r}]: a DataLoader with its own collate_fn; nnrecipe batches the Dataset itself "
+            "with the default collate: hand the Dataset, or tensors (X, Y)"
+        )
     return value.dataset
 
 
@@ -154,6 +162,7 @@ def loader_batch_size(data: Any) -> int | None:
 
 def loss_factory(loss: Callable[..., Any]) -> Callable[[], Callable[..., Any]]:
     """The loss factory for a loss object (e.g. nn.CrossEntropyLoss()) or function(outputs, targets)."""
+
     def make():
         return loss
 

@@ -51,12 +51,16 @@ def make_scheduler(optimizer: torch.optim.Optimizer, schedule_spec, *, total_ste
         fn = load_factory(s.factory, base=base, field="optim.schedule.factory")
         sched = call_factory(fn, optimizer, total_steps, field="optim.schedule.factory", ref=s.factory, **s.args)
         if not isinstance(sched, LRScheduler):
-            raise PluginError(f"optim.schedule.factory: {s.factory} returned {type(sched).__name__}; expected an LRScheduler")
+            raise PluginError(
+                f"optim.schedule.factory: {s.factory} returned {type(sched).__name__}; expected an LRScheduler"
+            )
         return UserSchedule(sched, s.factory)
     if s.name == "constant":
         return None  # the recipe's default: a constant LR until the end
     if s.name == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=s.step_size or max(1, total_steps // 3), gamma=s.gamma)
+        return torch.optim.lr_scheduler.StepLR(
+            optimizer, step_size=s.step_size or max(1, total_steps // 3), gamma=s.gamma
+        )
     if s.name == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
     warmup = s.warmup_steps

@@ -34,8 +34,11 @@ def prediction(raw: Any, key: OutputKey, *, field: str, ref: str) -> torch.Tenso
     chosen = _choose(raw, key, field=field, ref=ref)
     if not isinstance(chosen, torch.Tensor):
         where = f"[{key!r}]" if key is not None else ""
-        raise _error(field, f"{ref}: forward returned {_describe(raw)} whose prediction{where} is a "
-                            f"{type(chosen).__name__}, not a tensor; name the tensor with model.output")
+        raise _error(
+            field,
+            f"{ref}: forward returned {_describe(raw)} whose prediction{where} is a "
+            f"{type(chosen).__name__}, not a tensor; name the tensor with model.output",
+        )
     pred = chosen.view_as(chosen)  # a new tensor object: carrying `raw` makes no reference cycle through it
     setattr(pred, _WHOLE, raw)
     return pred
@@ -55,15 +58,20 @@ def _choose(raw: Any, key: OutputKey, *, field: str, ref: str) -> Any:
                 return raw[key]
             return getattr(raw, str(key))  # an object's attribute, a namedtuple's field
         except (KeyError, IndexError, AttributeError, ValueError, TypeError):
-            raise _error(field, f"{ref}: forward returned {_describe(raw)}; model.output {key!r} is not in it") from None
+            raise _error(
+                field, f"{ref}: forward returned {_describe(raw)}; model.output {key!r} is not in it"
+            ) from None
     if isinstance(raw, (tuple, list)) and raw:
         return raw[0]
     for name in CONVENTIONAL:
         found = raw.get(name) if isinstance(raw, Mapping) else getattr(raw, name, None)
         if found is not None:
             return found
-    raise _error(field, f"{ref}: forward returned {_describe(raw)} with no {' or '.join(CONVENTIONAL)}; name the "
-                        "prediction with model.output (a key, attribute or index)")
+    raise _error(
+        field,
+        f"{ref}: forward returned {_describe(raw)} with no {' or '.join(CONVENTIONAL)}; name the "
+        "prediction with model.output (a key, attribute or index)",
+    )
 
 
 def _describe(raw: Any) -> str:
@@ -71,7 +79,9 @@ def _describe(raw: Any) -> str:
         keys = ", ".join(map(str, list(raw)[:8]))
         return f"a {type(raw).__name__} with keys {keys}" if keys else f"an empty {type(raw).__name__}"
     if isinstance(raw, (tuple, list)):
-        return f"a {type(raw).__name__} of {len(raw)}" + (f" ({', '.join(type(r).__name__ for r in raw[:4])})" if raw else "")
+        return f"a {type(raw).__name__} of {len(raw)}" + (
+            f" ({', '.join(type(r).__name__ for r in raw[:4])})" if raw else ""
+        )
     return f"a {type(raw).__name__}"
 
 

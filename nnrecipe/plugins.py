@@ -140,8 +140,11 @@ def guard_module(model, *, field: str, ref: str, output=None):
         _check_output(self, out, args, field, ref)
         return out
 
-    guarded = type(cls.__name__, (cls,), {"forward": forward, "_nnrecipe_guarded": True,
-                                          "__module__": cls.__module__, "__qualname__": cls.__qualname__})
+    guarded = type(
+        cls.__name__,
+        (cls,),
+        {"forward": forward, "_nnrecipe_guarded": True, "__module__": cls.__module__, "__qualname__": cls.__qualname__},
+    )
     try:
         model.__class__ = guarded
     except TypeError:  # a class that cannot be subclassed this way (e.g. TorchScript): unguarded
@@ -155,15 +158,21 @@ def _check_output(module, out, args, field: str, ref: str) -> None:
     from nnrecipe.errors import PluginError
 
     if not isinstance(out, torch.Tensor) or not out.is_floating_point() or out.ndim < 2:
-        got = f"{str(out.dtype).removeprefix('torch.')} of shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
+        got = (
+            f"{str(out.dtype).removeprefix('torch.')} of shape {tuple(out.shape)}"
+            if isinstance(out, torch.Tensor)
+            else type(out).__name__
+        )
         raise PluginError(f"{field}: {ref}: forward returned {got}; expected floating-point outputs, a row per example")
     if args and isinstance(args[0], torch.Tensor) and len(out) != len(args[0]):
         raise PluginError(f"{field}: {ref}: forward returned {len(out)} rows for a batch of {len(args[0])}")
     form = (out.ndim, out.shape[-1])
     first = module.__dict__.setdefault("_nnrecipe_output_form", form)
     if form != first:
-        raise PluginError(f"{field}: {ref}: forward returned shape {tuple(out.shape)}; its first output had "
-                          f"{first[0]} dimensions and {first[1]} values per row")
+        raise PluginError(
+            f"{field}: {ref}: forward returned shape {tuple(out.shape)}; its first output had "
+            f"{first[0]} dimensions and {first[1]} values per row"
+        )
 
 
 def _one_line(exc: BaseException) -> str:
@@ -201,8 +210,15 @@ def user_warnings() -> Iterator[list[CaughtWarning]]:
             if not _RUNNING:
                 return show(message, category, filename, lineno, file, line)
             field, code = _RUNNING[-1]
-            caught.append(CaughtWarning(field=field, code=code, category=category.__name__,
-                                       message=" ".join(str(message).split()), origin=f"{filename}:{lineno}"))
+            caught.append(
+                CaughtWarning(
+                    field=field,
+                    code=code,
+                    category=category.__name__,
+                    message=" ".join(str(message).split()),
+                    origin=f"{filename}:{lineno}",
+                )
+            )
 
         warnings.showwarning = record
         yield caught

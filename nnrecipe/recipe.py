@@ -21,13 +21,28 @@ from nnrecipe.verdict import print_verdicts
 
 
 def _progress(console: Console) -> Progress:
-    return Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=console, transient=True)
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
 
 
-def run_stages(*, spec: Spec, base: Path, spec_path: Optional[Path], stages: Sequence[str], console: Console,
-               options: Optional[dict[str, Any]] = None, stop_on_fail: bool = True,
-               show_tables: bool = True, progress_console: Optional[Console] = None) -> list[StageResult]:
+def run_stages(
+    *,
+    spec: Spec,
+    base: Path,
+    spec_path: Optional[Path],
+    stages: Sequence[str],
+    console: Console,
+    options: Optional[dict[str, Any]] = None,
+    stop_on_fail: bool = True,
+    show_tables: bool = True,
+    progress_console: Optional[Console] = None,
+) -> list[StageResult]:
     """Run the named stages in order; stop after a stage with a fail unless told to keep going.
     Messages and tables go to `console`, the progress bars to `progress_console` (default the
     same; a terminal's or a notebook's: elsewhere, e.g. a log file, there are none)."""
@@ -39,25 +54,45 @@ def run_stages(*, spec: Spec, base: Path, spec_path: Optional[Path], stages: Seq
     run = RunDir.create(spec.output_dir, spec.name, stage_order=STAGE_NAMES)
     run.lock()
     try:
-        return _run_locked(run, spec=spec, base=base, spec_path=spec_path, runners=runners, device=device,
-                           console=console, options=options, stop_on_fail=stop_on_fail, show_tables=show_tables,
-                           progress_console=progress_console or console)
+        return _run_locked(
+            run,
+            spec=spec,
+            base=base,
+            spec_path=spec_path,
+            runners=runners,
+            device=device,
+            console=console,
+            options=options,
+            stop_on_fail=stop_on_fail,
+            show_tables=show_tables,
+            progress_console=progress_console or console,
+        )
     finally:
         run.unlock()
 
 
-def _run_locked(run, *, spec, base, spec_path, runners, device, console, options, stop_on_fail, show_tables,
-                progress_console):
+def _run_locked(
+    run, *, spec, base, spec_path, runners, device, console, options, stop_on_fail, show_tables, progress_console
+):
     from nnrecipe.runtime import device_description
     from nnrecipe.verdict import Status
 
     stages = [name for name, _ in runners]
     run.write_spec(spec.to_yaml())
     run.write_env(device=device_description(device), seed=spec.seed, spec_path=spec_path)
-    console.print(f"[bold]nnrecipe[/] {spec.name}: run directory [cyan]{run.root}[/], device {device_description(device)}")
+    console.print(
+        f"[bold]nnrecipe[/] {spec.name}: run directory [cyan]{run.root}[/], device {device_description(device)}"
+    )
 
-    ctx = StageContext(spec=spec, base=base, run=run, device=device, console=console, options=dict(options or {}),
-                       progress_console=progress_console)
+    ctx = StageContext(
+        spec=spec,
+        base=base,
+        run=run,
+        device=device,
+        console=console,
+        options=dict(options or {}),
+        progress_console=progress_console,
+    )
     results: list[StageResult] = []
     try:
         for name, runner in runners:
@@ -73,8 +108,10 @@ def _run_locked(run, *, spec, base, spec_path, runners, device, console, options
     finally:
         ctx.close()
     run.write_reports(run.read_verdicts())  # report.html embeds every picture: written once, at the end
-    console.print(f"report: {run.root / 'report.md'} · {run.root / 'report.html'} · "
-                  f"TensorBoard: tensorboard --logdir {run.root / 'tb'}")
+    console.print(
+        f"report: {run.root / 'report.md'} · {run.root / 'report.html'} · "
+        f"TensorBoard: tensorboard --logdir {run.root / 'tb'}"
+    )
     return results
 
 
@@ -106,14 +143,26 @@ def _run_stage(ctx: StageContext, name: str, runner) -> StageResult:
             result = runner(spec, ctx)
     except KeyboardInterrupt:
         took = time.monotonic() - started
-        run.record(name, [Verdict(name, "interrupted", Status.SKIP, observed={"after_seconds": round(took, 1)},
-                                  message=f"interrupted (Ctrl-C) after {took:.0f} s: no verdicts for this stage",
-                                  hint="run the stage again" + (" with --resume" if name == "squeeze" else ""))],
-                   {"interrupted": True, "after_seconds": round(took, 1)})
+        run.record(
+            name,
+            [
+                Verdict(
+                    name,
+                    "interrupted",
+                    Status.SKIP,
+                    observed={"after_seconds": round(took, 1)},
+                    message=f"interrupted (Ctrl-C) after {took:.0f} s: no verdicts for this stage",
+                    hint="run the stage again" + (" with --resume" if name == "squeeze" else ""),
+                )
+            ],
+            {"interrupted": True, "after_seconds": round(took, 1)},
+        )
         raise
     except torch.OutOfMemoryError:
-        raise DeviceError(f"out of memory on {device_description(ctx.device)} in the {name} stage: lower "
-                          f"data.batch_size (now {spec.data.batch_size}) or the model's size") from None
+        raise DeviceError(
+            f"out of memory on {device_description(ctx.device)} in the {name} stage: lower "
+            f"data.batch_size (now {spec.data.batch_size}) or the model's size"
+        ) from None
     ctx.progress = None
     if (said := warnings_verdict(name, caught)) is not None:  # what the user's code warned about
         result = dataclasses.replace(result, verdicts=[*result.verdicts, said])

@@ -19,8 +19,7 @@ ADVICE = {Status.FAIL: "fail", Status.WARN: "warn"}
 
 
 def _stages(verdicts: Sequence[Verdict], order: Sequence[str]) -> list[str]:
-    return [s for s in order if any(v.stage == s for v in verdicts)] + sorted(
-        {v.stage for v in verdicts} - set(order))
+    return [s for s in order if any(v.stage == s for v in verdicts)] + sorted({v.stage for v in verdicts} - set(order))
 
 
 def _recipe(stage: str) -> str:
@@ -43,13 +42,19 @@ def _pngs(root: Path, stage: str) -> list[Path]:
 
 # ----------------------------------------------------------------------------- markdown
 
+
 def markdown(root: Path, verdicts: Sequence[Verdict], order: Sequence[str]) -> str:
     root = Path(root)
     c = _counts(verdicts)
-    out = [f"# nnrecipe report: {root.name}", "",
-           "**" + " · ".join(f"{c[s]} {s.value}" for s in Status) + "**", "",
-           f"Spec: [spec.yaml](spec.yaml) · environment: [env.json](env.json) · "
-           f"TensorBoard: `tensorboard --logdir {root / 'tb'}` · self-contained: [report.html](report.html)", ""]
+    out = [
+        f"# nnrecipe report: {root.name}",
+        "",
+        "**" + " · ".join(f"{c[s]} {s.value}" for s in Status) + "**",
+        "",
+        f"Spec: [spec.yaml](spec.yaml) · environment: [env.json](env.json) · "
+        f"TensorBoard: `tensorboard --logdir {root / 'tb'}` · self-contained: [report.html](report.html)",
+        "",
+    ]
     stages = _stages(verdicts, order)
     out += ["| stage | pass | warn | fail | skip |", "|---|---|---|---|---|"]
     for stage in stages:
@@ -114,13 +119,19 @@ def _body(root: Path, verdicts: Sequence[Verdict], order: Sequence[str]) -> list
     """The report's content: counts, the stage table, each stage's verdicts, advice and pictures."""
     e = _html.escape
     c = _counts(verdicts)
-    body = [f"<h1>nnrecipe report: {e(root.name)}</h1>",
-            "<p><b>" + " · ".join(f'<span class="{s.value}">{c[s]} {s.value}</span>' for s in Status) + "</b></p>"]
+    body = [
+        f"<h1>nnrecipe report: {e(root.name)}</h1>",
+        "<p><b>" + " · ".join(f'<span class="{s.value}">{c[s]} {s.value}</span>' for s in Status) + "</b></p>",
+    ]
     stages = _stages(verdicts, order)
     body.append("<table><tr><th>stage</th>" + "".join(f"<th>{s.value}</th>" for s in Status) + "</tr>")
     for stage in stages:
         sc = _counts([v for v in verdicts if v.stage == stage])
-        body.append(f'<tr><td><a href="#{e(stage)}">{e(stage)}</a></td>' + "".join(f"<td>{sc[s]}</td>" for s in Status) + "</tr>")
+        body.append(
+            f'<tr><td><a href="#{e(stage)}">{e(stage)}</a></td>'
+            + "".join(f"<td>{sc[s]}</td>" for s in Status)
+            + "</tr>"
+        )
     body.append("</table>")
     for stage in stages:
         vs = [v for v in verdicts if v.stage == stage]
@@ -129,16 +140,22 @@ def _body(root: Path, verdicts: Sequence[Verdict], order: Sequence[str]) -> list
             body.append(f"<blockquote>{e(_recipe(stage))}</blockquote>")
         body.append("<table><tr><th>check</th><th>status</th><th>message</th><th>observed</th><th>expected</th></tr>")
         for v in vs:
-            body.append(f'<tr><td>{e(v.check)}</td><td class="{v.status.value}">{v.status.value}</td><td>{e(v.message)}</td>'
-                        f"<td><code>{e(_json(v.observed))}</code></td><td>{e(str(v.expected or ''))}</td></tr>")
+            body.append(
+                f'<tr><td>{e(v.check)}</td><td class="{v.status.value}">{v.status.value}</td><td>{e(v.message)}</td>'
+                f"<td><code>{e(_json(v.observed))}</code></td><td>{e(str(v.expected or ''))}</td></tr>"
+            )
         body.append("</table>")
         for v in (v for v in vs if v.status in ADVICE):
-            body.append(f'<div class="advice {v.status.value}"><b>{e(v.check)}</b> ({v.status.value}): {e(v.message)}'
-                        + (f"<br><b>what to do:</b> {e(v.hint)}" if v.hint else "") + "</div>")
+            body.append(
+                f'<div class="advice {v.status.value}"><b>{e(v.check)}</b> ({v.status.value}): {e(v.message)}'
+                + (f"<br><b>what to do:</b> {e(v.hint)}" if v.hint else "")
+                + "</div>"
+            )
         for png in _pngs(root, stage):
             data = base64.b64encode(png.read_bytes()).decode("ascii")
-            body.append(f"<h4>{e(png.stem.replace('_', ' '))}</h4>"
-                        f'<img alt="{e(png.stem)}" src="data:image/png;base64,{data}">')
+            body.append(
+                f'<h4>{e(png.stem.replace("_", " "))}</h4><img alt="{e(png.stem)}" src="data:image/png;base64,{data}">'
+            )
     return body
 
 
@@ -146,9 +163,12 @@ def html(root: Path, verdicts: Sequence[Verdict], order: Sequence[str]) -> str:
     """report.html: one self-contained page."""
     root = Path(root)
     title = _html.escape(root.name)
-    return ("<!doctype html><html><head><meta charset=\"utf-8\">"
-            f"<title>nnrecipe report: {title}</title><style>{CSS}</style></head><body>"
-            + "\n".join(_body(root, verdicts, order)) + f"<script>{SCRIPT}</script></body></html>\n")
+    return (
+        '<!doctype html><html><head><meta charset="utf-8">'
+        f"<title>nnrecipe report: {title}</title><style>{CSS}</style></head><body>"
+        + "\n".join(_body(root, verdicts, order))
+        + f"<script>{SCRIPT}</script></body></html>\n"
+    )
 
 
 def fragment(root: Path, verdicts: Sequence[Verdict], order: Sequence[str]) -> str:
@@ -156,7 +176,11 @@ def fragment(root: Path, verdicts: Sequence[Verdict], order: Sequence[str]) -> s
     apply inside it only, so the notebook's own look is left alone."""
     # two classes: JupyterLab's rules for tables in outputs (right-aligned cells) weigh (0,2,1)
     css = scoped(CSS, "div.nnrecipe.nnrecipe-report")
-    return f'<div class="nnrecipe nnrecipe-report"><style>{css}</style>' + "\n".join(_body(Path(root), verdicts, order)) + "</div>"
+    return (
+        f'<div class="nnrecipe nnrecipe-report"><style>{css}</style>'
+        + "\n".join(_body(Path(root), verdicts, order))
+        + "</div>"
+    )
 
 
 def scoped(css: str, scope: str) -> str:
@@ -172,6 +196,7 @@ def scoped(css: str, scope: str) -> str:
 
 
 # ----------------------------------------------------------------------------- terminal
+
 
 def story(console, root: Path, verdicts: Sequence[Verdict], order: Sequence[str]) -> None:
     from nnrecipe.verdict import print_verdicts

@@ -50,7 +50,9 @@ class RecipeResult:
         found = [v for v in self.verdicts if v.check == check and stage in (None, v.stage)]
         if len(found) != 1:
             have = sorted({v.check for v in self.verdicts})
-            raise KeyError(f"{check!r}: {len(found)} verdicts{'' if stage is None else f' in {stage}'}; checks: {', '.join(have)}")
+            raise KeyError(
+                f"{check!r}: {len(found)} verdicts{'' if stage is None else f' in {stage}'}; checks: {', '.join(have)}"
+            )
         return found[0]
 
     def summary(self, stage: str) -> dict[str, Any]:

@@ -28,7 +28,6 @@ from nnrecipe.errors import RunDirError
 from nnrecipe.verdict import Verdict, jsonable
 
 
-
 class RunDir:
     def __init__(self, root: Path, *, stage_order: Sequence[str] = ()):
         self.root = Path(root)
@@ -47,8 +46,10 @@ class RunDir:
         except OSError:
             holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
             os.close(fd)
-            raise RunDirError(f"output_dir: the run directory {self.root} is in use by nnrecipe ({holder}); wait for it "
-                              "to finish, or give another name= or --output-dir") from None
+            raise RunDirError(
+                f"output_dir: the run directory {self.root} is in use by nnrecipe ({holder}); wait for it "
+                "to finish, or give another name= or --output-dir"
+            ) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()}".encode())
         self._lock_fd = fd
@@ -187,7 +188,9 @@ class RunDir:
         try:
             return [Verdict.from_dict(d) for d in json.loads(path.read_text())]
         except (json.JSONDecodeError, KeyError, ValueError, TypeError):
-            raise RunDirError(f"{path}: not a verdicts file written by nnrecipe; move it away or use another output_dir") from None
+            raise RunDirError(
+                f"{path}: not a verdicts file written by nnrecipe; move it away or use another output_dir"
+            ) from None
 
     def read_summary(self, stage: str) -> Optional[dict[str, Any]]:
         path = self.stage_dir(stage) / "summary.json"

@@ -102,11 +102,16 @@ def make_model(input_shape: tuple[int, ...], num_outputs: int, width: int = 32) 
 def init_project(folder: Path, *, name: str, force: bool = False) -> list[Path]:
     """Write nnrecipe.yaml, data.py and model.py into `folder`; refuse to overwrite unless `force`."""
     folder = Path(folder)
-    files = {"nnrecipe.yaml": SPEC.format(spec=str(folder / "nnrecipe.yaml"), name=name, what="images"),
-             "data.py": DATA_IMAGE, "model.py": MODEL_IMAGE}
+    files = {
+        "nnrecipe.yaml": SPEC.format(spec=str(folder / "nnrecipe.yaml"), name=name, what="images"),
+        "data.py": DATA_IMAGE,
+        "model.py": MODEL_IMAGE,
+    }
     existing = [folder / f for f in files if (folder / f).exists()]
     if existing and not force:
-        raise NNRecipeError(f"{existing[0]}: already exists; nnrecipe init never overwrites (use --force, or another folder)")
+        raise NNRecipeError(
+            f"{existing[0]}: already exists; nnrecipe init never overwrites (use --force, or another folder)"
+        )
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for fname, text in files.items():

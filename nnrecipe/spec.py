@@ -15,6 +15,7 @@ from pydantic import Field, ValidationError, ValidationInfo, model_validator
 
 from nnrecipe.credentials import redact_tree
 from nnrecipe.errors import SpecError
+from nnrecipe.spec_paths import PathError, grow_args, set_path, space_problems
 from nnrecipe.spec_sections import (
     DATA_SOURCES,
     MODEL_ARCHS,
@@ -22,13 +23,12 @@ from nnrecipe.spec_sections import (
     DataSpec,
     DigitsData,
     LossSpec,
-    ModelSpec,
     MlpModel,
+    ModelSpec,
     OptimSpec,
     Section,
     TrainSpec,
 )
-from nnrecipe.spec_paths import PathError, grow_args, set_path, space_problems
 from nnrecipe.spec_stages import StagesSpec
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"  # one path component: a run name cannot escape output_dir
@@ -53,41 +53,63 @@ class Spec(Section):
     def _task_fits(self):
         lm = self.task == "language-model"
         if lm and self.data.source not in ("text", "python"):
-            raise ValueError(f"task: language-model needs token sequences (data.source: text or python); got {self.data.source}")
+            raise ValueError(
+                f"task: language-model needs token sequences (data.source: text or python); got {self.data.source}"
+            )
         if not lm and self.data.source == "text":
             raise ValueError(f"data.source: text makes next-token examples; set task: language-model (got {self.task})")
-        models = [("model", self.model), ("stages.overfit.model", self.stages.overfit.model),
-                  ("stages.squeeze.distill.model", self.stages.squeeze.distill.model)]
+        models = [
+            ("model", self.model),
+            ("stages.overfit.model", self.stages.overfit.model),
+            ("stages.squeeze.distill.model", self.stages.squeeze.distill.model),
+        ]
         models += [(f"stages.overfit.ladder.{i}", m) for i, m in enumerate(self.stages.overfit.ladder)]
         for where, m in models:
             if m is None:
                 continue
             if lm and m.arch not in SEQUENCE_ARCHS + ("python",):
-                raise ValueError(f"{where}.arch: {m.arch} is not a sequence model; task language-model takes "
-                                 f"{', '.join(SEQUENCE_ARCHS)} or python")
+                raise ValueError(
+                    f"{where}.arch: {m.arch} is not a sequence model; task language-model takes "
+                    f"{', '.join(SEQUENCE_ARCHS)} or python"
+                )
             if not lm and m.arch in SEQUENCE_ARCHS:
                 raise ValueError(f"{where}.arch: {m.arch} is a next-token model; set task: language-model")
         if lm and self.data.num_classes is not None:
-            raise ValueError("data.num_classes: a language model's outputs are its vocabulary (data.args.level or "
-                             "your plugin's vocab)")
+            raise ValueError(
+                "data.num_classes: a language model's outputs are its vocabulary (data.args.level or "
+                "your plugin's vocab)"
+            )
         if lm and any(a.name for a in self.data.augment):
-            raise ValueError("data.augment: the built-in augmentations transform images and signals, not token windows; "
-                             "give a factory")
+            raise ValueError(
+                "data.augment: the built-in augmentations transform images and signals, not token windows; "
+                "give a factory"
+            )
         if lm and self.stages.regularize.seeds < 2:
-            raise ValueError("stages.regularize.seeds: a language model needs 2 or more (its seeds differ far beyond the "
-                             "per-window noise; the spread between them is measured before any knob is judged)")
+            raise ValueError(
+                "stages.regularize.seeds: a language model needs 2 or more (its seeds differ far beyond the "
+                "per-window noise; the spread between them is measured before any knob is judged)"
+            )
         if lm and self.stages.tune.confirm_seeds == 1:
-            raise ValueError("stages.tune.confirm_seeds: a language model needs 2 or more (its seeds differ far beyond "
-                             "the per-window noise; the spread between them is measured), or null for 3")
+            raise ValueError(
+                "stages.tune.confirm_seeds: a language model needs 2 or more (its seeds differ far beyond "
+                "the per-window noise; the spread between them is measured), or null for 3"
+            )
         if lm and self.loss.name not in ("auto", "cross_entropy"):
             raise ValueError(f"loss: {self.loss.name} does not fit task language-model (cross_entropy over tokens)")
         if self.task == "multi-label" and self.data.source in CLASSIFICATION_ONLY_SOURCES + ("synthetic", "csv"):
-            raise ValueError(f"task: multi-label needs multi-hot targets (N, K): data.source python or npz; "
-                             f"{self.data.source} gives one label per example")
+            raise ValueError(
+                f"task: multi-label needs multi-hot targets (N, K): data.source python or npz; "
+                f"{self.data.source} gives one label per example"
+            )
         if self.task == "multi-label" and self.loss.name not in ("auto", "bce"):
-            raise ValueError(f"loss: {self.loss.name} does not fit task multi-label: "
-                             + ("a softmax makes the labels compete; multi-label wants one sigmoid per label, loss bce"
-                                if self.loss.name in ("cross_entropy", "nll") else "it wants one sigmoid per label, loss bce"))
+            raise ValueError(
+                f"loss: {self.loss.name} does not fit task multi-label: "
+                + (
+                    "a softmax makes the labels compete; multi-label wants one sigmoid per label, loss bce"
+                    if self.loss.name in ("cross_entropy", "nll")
+                    else "it wants one sigmoid per label, loss bce"
+                )
+            )
         if self.task == "regression" and self.data.source in CLASSIFICATION_ONLY_SOURCES:
             raise ValueError(f"task: regression does not fit data.source: {self.data.source}, which has class labels")
         if self.task == "regression" and self.loss.name in ("cross_entropy", "nll", "bce"):
@@ -127,9 +149,7 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bo
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
         seen.add(key)
     return loader.construct_mapping(node, deep=deep)
 
@@ -209,8 +229,13 @@ def _explain(exc: ValueError) -> str:
 def _format_loc(loc: tuple[Any, ...]) -> str:
     # Tagged unions insert the tag into the path (data.csv.args.path); users wrote data.args.path.
     parts = [str(p) for p in loc]
-    kept = [p for i, p in enumerate(parts)
-            if not (i > 0 and p in DATA_SOURCES + MODEL_ARCHS and (parts[i - 1] in ("data", "model") or parts[i - 1].isdigit()))]
+    kept = [
+        p
+        for i, p in enumerate(parts)
+        if not (
+            i > 0 and p in DATA_SOURCES + MODEL_ARCHS and (parts[i - 1] in ("data", "model") or parts[i - 1].isdigit())
+        )
+    ]
     return ".".join(kept) or "spec"
 
 

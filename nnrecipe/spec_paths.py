@@ -78,7 +78,7 @@ def space_problems(spec, *, validate: Callable[[dict], Any], explain: Callable[[
         if read_path(base, path) is MISSING and not _free_mapping(base, path):
             problems.append(f"{where}: no such field in the spec")
             continue
-        for value in (list(dim.choice) if dim.kind == "choice" else list(getattr(dim, dim.kind))):
+        for value in list(dim.choice) if dim.kind == "choice" else list(getattr(dim, dim.kind)):
             raw = spec.dump()
             try:
                 set_path(raw, path.split("."), value, grow=grow_args)

@@ -201,8 +201,9 @@ class PythonData(DataBase):
 
 
 DataSpec = Annotated[
-    Union[DigitsData, Mnist1dData, SyntheticData, CsvData, NpzData, ImageFolderData, TorchvisionData, TextData,
-          PythonData],
+    Union[
+        DigitsData, Mnist1dData, SyntheticData, CsvData, NpzData, ImageFolderData, TorchvisionData, TextData, PythonData
+    ],
     Field(discriminator="source"),
 ]
 DATA_SOURCES = ("digits", "mnist1d", "synthetic", "csv", "npz", "image-folder", "torchvision", "text", "python")
@@ -333,8 +334,7 @@ class PythonModel(ModelBase):
 
 
 ModelSpec = Annotated[
-    Union[LinearModel, MlpModel, Cnn1dModel, Cnn2dModel, Resnet18Model, Resnet50Model, GptModel, GruModel,
-          PythonModel],
+    Union[LinearModel, MlpModel, Cnn1dModel, Cnn2dModel, Resnet18Model, Resnet50Model, GptModel, GruModel, PythonModel],
     Field(discriminator="arch"),
 ]
 MODEL_ARCHS = ("linear", "mlp", "cnn1d", "cnn2d", "resnet18", "resnet50", "gpt", "gru", "python")

@@ -155,7 +155,9 @@ class OverfitSpec(Section):
     # lr-schedule: fail when the applied LR falls below `lr_min_fraction` of its start before
     # `lr_min_progress` of the steps are done; a decaying schedule at all is a warn here.
     lr_min_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.1
-    lr_min_progress: Annotated[float, Field(gt=0.0, le=1.0)] = 0.75  # a full cosine reaches 10% at 80%: a warn, not a fail
+    lr_min_progress: Annotated[float, Field(gt=0.0, le=1.0)] = (
+        0.75  # a full cosine reaches 10% at 80%: a warn, not a fail
+    )
     lr_range: LRRangeSpec = LRRangeSpec()
     # "Complexify only one at a time": model variants trained in order, each with the same
     # budget; each must end with a lower training loss than the rung before.
@@ -168,8 +170,12 @@ class KnobsSpec(Section):
     reference (the overfit stage's model), with the same seed and budget; null turns it off."""
 
     augment: bool = True  # train with data.augment (skipped, saying so, when the list is empty)
-    dropout: Optional[Annotated[float, Field(gt=0.0, lt=1.0)]] = 0.2  # built-ins' args.dropout; user factories that take `dropout`
-    weight_decay: Optional[Positive] = 1e-3  # optim.weight_decay (L2 added to the gradient for adam/sgd, decoupled for adamw)
+    dropout: Optional[Annotated[float, Field(gt=0.0, lt=1.0)]] = (
+        0.2  # built-ins' args.dropout; user factories that take `dropout`
+    )
+    weight_decay: Optional[Positive] = (
+        1e-3  # optim.weight_decay (L2 added to the gradient for adam/sgd, decoupled for adamw)
+    )
     batch_size: Optional[Annotated[int, Field(ge=1)]] = None  # a smaller batch: noisier gradients
     downsample: Optional[Annotated[int, Field(ge=2)]] = None  # smaller input: data.downsample (images, signals)
     smaller_model: Optional[Annotated[float, Field(gt=0.0, lt=1.0)]] = None  # built-ins: widths x this
@@ -182,6 +188,7 @@ class KnobsSpec(Section):
 
 class LabelErrorsSpec(Section):
     """suspected-label-errors: out-of-fold predictions over the training split (confident learning)."""
+
     enabled: bool = True  # classification only
     folds: Annotated[int, Field(ge=2, le=20)] = 4  # each fold model trains on (folds-1)/folds of train
     steps: Optional[Annotated[int, Field(ge=1)]] = None  # per fold model; None: the stage's budget
@@ -194,6 +201,7 @@ class LabelErrorsSpec(Section):
 
 class DataScalingSpec(Section):
     """data-scaling: the reference trained on nested random subsets of the training set."""
+
     enabled: bool = True
     fractions: list[Annotated[float, Field(gt=0.0, lt=1.0)]] = [0.25, 0.5]  # besides the whole set (the reference run)
 
@@ -264,6 +272,7 @@ class SqueezeSpec(Section):
     distill: DistillSpec = DistillSpec()
     longer: LongerSpec = LongerSpec()
 
+
 Scalar = Union[bool, int, float, str, None]
 # Module-level: inside SpaceDim the field named `int` hides the builtin.
 FloatPair = tuple[float, float]
@@ -285,8 +294,10 @@ class SpaceDim(Section):
     def _one_kind(self):
         given = [k for k in ("uniform", "log_uniform", "int", "log_int", "choice") if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError("give exactly one of uniform, log_uniform, int, log_int, choice"
-                             + (f" (got {', '.join(given)})" if given else ""))
+            raise ValueError(
+                "give exactly one of uniform, log_uniform, int, log_int, choice"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
         kind = given[0]
         if kind == "choice":
             if not self.choice:
@@ -351,9 +362,11 @@ class TuneSpec(Section):
             raise ValueError("space: empty; give at least one dimension, e.g. {optim.lr: {log_uniform: [1e-4, 1e-2]}}")
         # a permutation p-value is at least 1/(permutations + 1): below it nothing could ever matter
         if self.sensitivity_p < 1.0 / (self.permutations + 1):
-            raise ValueError(f"sensitivity_p {self.sensitivity_p:g} is below 1/(permutations + 1) = "
-                             f"{1.0 / (self.permutations + 1):.2g}, the smallest p {self.permutations} permutations can give: "
-                             "no parameter could ever matter; raise permutations or sensitivity_p")
+            raise ValueError(
+                f"sensitivity_p {self.sensitivity_p:g} is below 1/(permutations + 1) = "
+                f"{1.0 / (self.permutations + 1):.2g}, the smallest p {self.permutations} permutations can give: "
+                "no parameter could ever matter; raise permutations or sensitivity_p"
+            )
         return self
 
 

@@ -62,7 +62,7 @@ def block_var(d: np.ndarray, blocks: np.ndarray) -> tuple[float, float]:
     if b < 2:
         return 0.0, 0.0
     resid = np.bincount(ids, weights=d - d.mean(), minlength=b)  # S_k - n_k * mean, per block
-    return float(b / (b - 1) * (resid ** 2).sum() / len(d) ** 2), float(b - 1)
+    return float(b / (b - 1) * (resid**2).sum() / len(d) ** 2), float(b - 1)
 
 
 def mean_se(values: np.ndarray) -> tuple[float, float]:
@@ -130,7 +130,7 @@ def seed_noise(groups: Iterable[np.ndarray]) -> Optional[SeedNoise]:
         ss += float(((means - means.mean()) ** 2).sum())
         df += seeds - 1
         resid = e - e.mean(axis=0) - (means - means.mean())[:, None]
-        rs += float((resid ** 2).sum())
+        rs += float((resid**2).sum())
         rdf += (seeds - 1) * (n - 1)
         k += 1
     if not df or n < 2:
@@ -259,8 +259,13 @@ def pool_noise(noises: Iterable[Optional[SeedNoise]]) -> Optional[SeedNoise]:
     if not parts:
         return None
     df = sum(s.df for s in parts)
-    return SeedNoise(between=sum(s.between * s.df for s in parts) / df, within=sum(s.within * s.df for s in parts) / df,
-                     n=parts[0].n, df=df, configurations=sum(s.configurations for s in parts))
+    return SeedNoise(
+        between=sum(s.between * s.df for s in parts) / df,
+        within=sum(s.within * s.df for s in parts) / df,
+        n=parts[0].n,
+        df=df,
+        configurations=sum(s.configurations for s in parts),
+    )
 
 
 def end_loss_se(losses: np.ndarray) -> float:

@@ -24,8 +24,10 @@ class RecipeFailed(AssertionError):
     def __init__(self, result: RecipeResult, bad: list[Verdict], *, strict: bool):
         self.result, self.verdicts = result, bad
         what = "fail or warn" if strict else "fail"
-        lines = [f"nnrecipe: {len(bad)} check(s) {what} in {', '.join(r.stage for r in result.stages)} "
-                 f"(run directory {result.run_dir}; report.html there shows the pictures)"]
+        lines = [
+            f"nnrecipe: {len(bad)} check(s) {what} in {', '.join(r.stage for r in result.stages)} "
+            f"(run directory {result.run_dir}; report.html there shows the pictures)"
+        ]
         for v in bad:
             lines.append(f"  {v.stage}/{v.check}: {v.status.value}: {v.message}")
             if v.hint:

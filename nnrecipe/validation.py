@@ -20,8 +20,12 @@ PATH_FIELDS = {
 
 def check_references(spec, base: Path) -> list[str]:
     problems: list[str] = []
-    refs = [("data.factory", spec.data.factory), ("model.factory", spec.model.factory),
-            ("loss.factory", spec.loss.factory), ("optim.schedule.factory", spec.optim.schedule.factory)]
+    refs = [
+        ("data.factory", spec.data.factory),
+        ("model.factory", spec.model.factory),
+        ("loss.factory", spec.loss.factory),
+        ("optim.schedule.factory", spec.optim.schedule.factory),
+    ]
     refs += [(f"data.augment.{i}.factory", a.factory) for i, a in enumerate(spec.data.augment)]
     for field, ref in refs:
         if ref is not None:

@@ -150,9 +150,7 @@ def _result_cell(v: Verdict) -> Text:
 def print_verdicts(console: Console, verdicts: Sequence[Verdict], *, title: str = "verdicts") -> None:
     console.print(verdict_table(verdicts, title=title))
     counts = {s: sum(v.status is s for v in verdicts) for s in Status}
-    console.print(
-        "  ".join(f"[{STATUS_STYLE[s]}]{counts[s]} {s.value}[/]" for s in Status)
-    )
+    console.print("  ".join(f"[{STATUS_STYLE[s]}]{counts[s]} {s.value}[/]" for s in Status))
 
 
 def verdicts_json(verdicts: Sequence[Verdict]) -> str:

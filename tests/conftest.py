@@ -52,8 +52,10 @@ def write_spec(folder: Path, spec: dict, name: str = "exp.yaml") -> Path:
 
 def planted_spec(folder: Path, factory: str, *, args: dict | None = None, **extra) -> Path:
     """A spec whose data comes from tests/planted/data_bugs.py:<factory>."""
-    spec = {"name": factory.replace("_", "-"), "data": {"source": "python", "factory": f"{PLANTED}/data_bugs.py:{factory}",
-                                                         "args": args or {}}}
+    spec = {
+        "name": factory.replace("_", "-"),
+        "data": {"source": "python", "factory": f"{PLANTED}/data_bugs.py:{factory}", "args": args or {}},
+    }
     for key, value in extra.items():
         spec[key] = value
     return write_spec(folder, spec, name=f"{factory}.yaml")
@@ -63,6 +65,8 @@ def pytest_collection_modifyitems(config, items):
     """The slowest tests (every stage on a shipped config) first, so that the two xdist workers
     are not left waiting for one of them at the end of the run."""
     slow = [i for i in items if "no_false_alarm" in i.nodeid]
-    slow.sort(key=lambda i: ("mnist1d" not in i.nodeid, "torchvision" not in i.nodeid and "image-folder" not in i.nodeid))
+    slow.sort(
+        key=lambda i: ("mnist1d" not in i.nodeid, "torchvision" not in i.nodeid and "image-folder" not in i.nodeid)
+    )
     rest = [i for i in items if i not in slow]
     items[:] = slow + rest

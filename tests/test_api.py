@@ -19,8 +19,12 @@ from nnrecipe.errors import DataError, NNRecipeError, PluginError, SpecError
 from nnrecipe.verdict import Status, Verdict
 from planted import data_bugs, models
 
-FAST = {"stages.baseline.steps": 200, "stages.baseline.eval_every": 100, "stages.baseline.overfit_steps": 300,
-        "optim.lr": 1e-3}
+FAST = {
+    "stages.baseline.steps": 200,
+    "stages.baseline.eval_every": 100,
+    "stages.baseline.overfit_steps": 300,
+    "optim.lr": 1e-3,
+}
 
 
 def _baseline(tmp_path, **kw):
@@ -57,9 +61,13 @@ def test_a_planted_bug_in_memory_fails_and_names_the_check(tmp_path):
 
 
 def test_the_cli_and_the_library_give_the_same_verdicts_on_one_spec(cli, in_tmp):
-    spec = {"name": "same", "data": {"source": "python", "factory": f"{PLANTED}/data_bugs.py:clean"},
-            "model": {"arch": "python", "factory": f"{PLANTED}/models.py:log_softmax_output"}, "optim": {"lr": 1e-3},
-            "stages": {"baseline": {"steps": 200, "eval_every": 100, "overfit_steps": 300}}}
+    spec = {
+        "name": "same",
+        "data": {"source": "python", "factory": f"{PLANTED}/data_bugs.py:clean"},
+        "model": {"arch": "python", "factory": f"{PLANTED}/models.py:log_softmax_output"},
+        "optim": {"lr": 1e-3},
+        "stages": {"baseline": {"steps": 200, "eval_every": 100, "overfit_steps": 300}},
+    }
     path = write_spec(in_tmp, spec)
     out = cli("baseline", "--config", path, "--json")
     assert out.exit_code in (0, 1), out.stderr
@@ -97,7 +105,9 @@ def test_factories_of_no_arguments_and_of_the_contract(tmp_path):
 
     def contract(input_shape, num_outputs, width=16):
         calls.append((tuple(input_shape), num_outputs, width))
-        return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), width), nn.ReLU(), nn.Linear(width, num_outputs))
+        return nn.Sequential(
+            nn.Flatten(), nn.Linear(math.prod(input_shape), width), nn.ReLU(), nn.Linear(width, num_outputs)
+        )
 
     def no_arguments():
         return models.mlp((1, 8, 8), 4)
@@ -126,8 +136,14 @@ def test_errors_are_typed_and_carry_the_clis_line_never_an_exit(cli, in_tmp):
 
     with pytest.raises(PluginError, match="forward raised SystemExit"):
         _baseline(in_tmp, model=Exits(), data=data_bugs.clean())
-    spec = write_spec(in_tmp, {"name": "raises", "data": {"source": "python", "factory": f"{PLANTED}/data_bugs.py:clean"},
-                               "model": {"arch": "python", "factory": f"{PLANTED}/models.py:raises"}})
+    spec = write_spec(
+        in_tmp,
+        {
+            "name": "raises",
+            "data": {"source": "python", "factory": f"{PLANTED}/data_bugs.py:clean"},
+            "model": {"arch": "python", "factory": f"{PLANTED}/models.py:raises"},
+        },
+    )
     out = cli("baseline", "--config", spec)
     with pytest.raises(PluginError) as raised:
         nnrecipe.baseline(spec, quiet=True)
@@ -146,14 +162,22 @@ def test_a_recorded_spec_that_names_an_object_says_so_when_run_again(cli, in_tmp
     assert again.exit_code == 2
     assert "was an object handed to nnrecipe.run() in another Python session" in again.stderr
     with pytest.raises(SpecError, match="stages.tune.workers"):  # other processes cannot see the objects
-        nnrecipe.tune(model=models.mlp, data=data_bugs.clean(), overrides={"stages.tune.workers": 2},
-                      output_dir=in_tmp / "runs", quiet=True)
+        nnrecipe.tune(
+            model=models.mlp,
+            data=data_bugs.clean(),
+            overrides={"stages.tune.workers": 2},
+            output_dir=in_tmp / "runs",
+            quiet=True,
+        )
 
 
 def test_the_result_renders_the_report_in_a_notebook(tmp_path):
     result = _baseline(tmp_path, model=models.softmax_output((1, 8, 8), 4), data=data_bugs.clean(), name="shown")
     page = result._repr_html_()
-    assert page.startswith('<div class="nnrecipe nnrecipe-report"><style>div.nnrecipe.nnrecipe-report{') and "body{" not in page  # styles kept inside
+    assert (
+        page.startswith('<div class="nnrecipe nnrecipe-report"><style>div.nnrecipe.nnrecipe-report{')
+        and "body{" not in page
+    )  # styles kept inside
     assert page.count("data:image/png;base64,") == len(list((result.run_dir / "baseline").glob("*.png"))) >= 5
     assert '<td class="fail">fail</td>' in page and "what to do:" in page and "output-form" in page
 

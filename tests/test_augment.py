@@ -3,11 +3,10 @@
 import pytest
 import torch
 
+from conftest import PLANTED
 from nnrecipe.augment import BUILTIN, build_augment
 from nnrecipe.errors import PluginError, SpecError
 from nnrecipe.spec_sections import AugmentSpec
-
-from conftest import PLANTED
 
 IMAGES = torch.rand(64, 3, 8, 8)
 SIGNALS = torch.rand(64, 1, 40)
@@ -18,12 +17,25 @@ def _build(kind, *augments):
     return build_augment([AugmentSpec(**a) for a in augments], kind=kind, base=PLANTED)
 
 
-@pytest.mark.parametrize("name, args, kind", [
-    ("hflip", {}, "image"), ("vflip", {}, "image"), ("crop", {"padding": 2}, "image"), ("rotate", {"degrees": 20}, "image"),
-    ("translate", {"fraction": 0.2}, "image"), ("noise", {"std": 0.1}, "image"), ("scale", {}, "image"),
-    ("cutout", {"size": 3}, "image"), ("hflip", {}, "signal"), ("crop", {"padding": 3}, "signal"),
-    ("shift", {"max_shift": 3}, "signal"), ("noise", {}, "signal"), ("cutout", {"size": 5}, "signal"), ("noise", {}, "tabular"),
-])
+@pytest.mark.parametrize(
+    "name, args, kind",
+    [
+        ("hflip", {}, "image"),
+        ("vflip", {}, "image"),
+        ("crop", {"padding": 2}, "image"),
+        ("rotate", {"degrees": 20}, "image"),
+        ("translate", {"fraction": 0.2}, "image"),
+        ("noise", {"std": 0.1}, "image"),
+        ("scale", {}, "image"),
+        ("cutout", {"size": 3}, "image"),
+        ("hflip", {}, "signal"),
+        ("crop", {"padding": 3}, "signal"),
+        ("shift", {"max_shift": 3}, "signal"),
+        ("noise", {}, "signal"),
+        ("cutout", {"size": 5}, "signal"),
+        ("noise", {}, "tabular"),
+    ],
+)
 def test_builtins_keep_shapes_and_labels_and_draw_per_example(name, args, kind):
     x = {"image": IMAGES, "signal": SIGNALS, "tabular": torch.rand(64, 10)}[kind]
     torch.manual_seed(0)

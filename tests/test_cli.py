@@ -29,7 +29,9 @@ def test_json_goes_alone_to_stdout(cli):
     result = cli("inspect-data", "--json")
     assert result.exit_code == 0
     verdicts = json.loads(result.stdout)
-    assert {v["status"] for v in verdicts} == {"pass"} and all(set(v) >= {"observed", "expected", "hint"} for v in verdicts)
+    assert {v["status"] for v in verdicts} == {"pass"} and all(
+        set(v) >= {"observed", "expected", "hint"} for v in verdicts
+    )
     assert "run directory" in result.stderr  # the humans' lines went to stderr
 
 
@@ -40,12 +42,28 @@ def test_a_fail_exits_1_and_a_warn_exits_1_only_with_strict(cli, in_tmp):
 
 
 def test_run_runs_every_stage_in_order(cli, in_tmp):
-    result = cli("run", "--json", "data.source=synthetic", "data.args.class_sep=8", "stages.baseline.steps=100",
-                 "train.steps=300", "optim.lr=1e-3", "stages.regularize.seeds=1", "stages.squeeze.members=2",
-                 "stages.tune.trials=3", "stages.tune.steps=100")
+    result = cli(
+        "run",
+        "--json",
+        "data.source=synthetic",
+        "data.args.class_sep=8",
+        "stages.baseline.steps=100",
+        "train.steps=300",
+        "optim.lr=1e-3",
+        "stages.regularize.seeds=1",
+        "stages.squeeze.members=2",
+        "stages.tune.trials=3",
+        "stages.tune.steps=100",
+    )
     assert result.exit_code == 0, result.stderr
-    assert [v["stage"] for v in json.loads(result.stdout)] == (["inspect-data"] * 10 + ["baseline"] * 14 + ["overfit"] * 4
-                                                               + ["regularize"] * 10 + ["tune"] * 3 + ["squeeze"] * 3)
+    assert [v["stage"] for v in json.loads(result.stdout)] == (
+        ["inspect-data"] * 10
+        + ["baseline"] * 14
+        + ["overfit"] * 4
+        + ["regularize"] * 10
+        + ["tune"] * 3
+        + ["squeeze"] * 3
+    )
     merged = json.loads((in_tmp / "runs" / "digits-mlp" / "verdicts.json").read_text())
     assert {v["stage"] for v in merged} == {"inspect-data", "baseline", "overfit", "regularize", "tune", "squeeze"}
     summary = json.loads((in_tmp / "runs" / "digits-mlp" / "squeeze" / "summary.json").read_text())
@@ -60,7 +78,9 @@ def test_run_stops_at_the_first_stage_with_a_fail(cli, in_tmp):
 
 
 def test_output_dir_and_overrides(cli, in_tmp):
-    result = cli("inspect-data", "--output-dir", in_tmp / "elsewhere", "name=other", "stages.inspect_data.min_val_size=1000")
+    result = cli(
+        "inspect-data", "--output-dir", in_tmp / "elsewhere", "name=other", "stages.inspect_data.min_val_size=1000"
+    )
     assert result.exit_code == 0  # a warn only
     verdicts = json.loads((in_tmp / "elsewhere" / "other" / "verdicts.json").read_text())
     assert [v["status"] for v in verdicts if v["check"] == "split-sizes"] == ["warn"]
@@ -81,13 +101,18 @@ def test_validate_prints_every_error(cli, in_tmp):
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 3 and all(line.startswith(str(path)) for line in lines)
-    assert any("optim.lr" in l for l in lines) and any("seeed: unknown key" in l for l in lines)
-    assert any("train.steps" in l for l in lines)
+    assert any("optim.lr" in line for line in lines) and any("seeed: unknown key" in line for line in lines)
+    assert any("train.steps" in line for line in lines)
 
 
 def test_validate_checks_that_plugins_and_files_exist(cli, in_tmp):
-    path = write_spec(in_tmp, {"data": {"source": "python", "factory": "missing.py:make"},
-                               "model": {"arch": "python", "factory": f"{PLANTED}/models.py:nope"}})
+    path = write_spec(
+        in_tmp,
+        {
+            "data": {"source": "python", "factory": "missing.py:make"},
+            "model": {"arch": "python", "factory": f"{PLANTED}/models.py:nope"},
+        },
+    )
     result = cli("validate", "--config", path)
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
@@ -99,15 +124,29 @@ BAD = [
     ({"optim": {"lrr": 1}}, "optim.lrr: unknown key"),
     ({"train": {"steps": "many"}}, "train.steps: Input should be a valid integer"),
     ({"data": {"source": "csv", "args": {"path": "nowhere.csv", "target": "y"}}}, "data.args.path: "),
-    ({"data": {"source": "python", "factory": "no_such_pkg.data:make"}}, "data.factory: module 'no_such_pkg.data' not found"),
+    (
+        {"data": {"source": "python", "factory": "no_such_pkg.data:make"}},
+        "data.factory: module 'no_such_pkg.data' not found",
+    ),
     ({"data": {"source": "python", "factory": f"{PLANTED}/data_bugs.py:no_function"}}, "has no function 'no_function'"),
     ({"data": {"source": "python", "factory": f"{PLANTED}/data_bugs.py:raises"}}, "raised RuntimeError: cannot open"),
     ({"data": {"source": "python", "factory": f"{PLANTED}/broken_import.py:make_data"}}, "failed: ModuleNotFoundError"),
 ]
 
 
-@pytest.mark.parametrize("spec, message", BAD, ids=["unknown-key", "wrong-type", "missing-file", "module-missing",
-                                                     "function-missing", "factory-raises", "import-fails"])
+@pytest.mark.parametrize(
+    "spec, message",
+    BAD,
+    ids=[
+        "unknown-key",
+        "wrong-type",
+        "missing-file",
+        "module-missing",
+        "function-missing",
+        "factory-raises",
+        "import-fails",
+    ],
+)
 def test_bad_specs_exit_2_with_one_line(cli, in_tmp, spec, message):
     result = cli("inspect-data", "--config", write_spec(in_tmp, spec))
     assert result.exit_code == 2

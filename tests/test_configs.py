@@ -4,9 +4,8 @@ import json
 
 import pytest
 
-from nnrecipe.spec import load_spec
-
 from conftest import CONFIGS
+from nnrecipe.spec import load_spec
 
 ALL = sorted(CONFIGS.glob("*.yaml"))
 NEEDS_USER_DATA = {"torchvision-cifar10.yaml"}  # needs CIFAR-10 on disk (or a download)
@@ -21,10 +20,16 @@ PAPER = {"mnist1d-linear.yaml", "mnist1d-mlp.yaml", "mnist1d-cnn.yaml"}
 # regularize, tune and squeeze on a toy language model.
 LANGUAGE = {"text-gpt.yaml"}
 LIGHT_LM = ("stages.baseline.steps=60", "stages.baseline.eval_every=30")
-LIGHT = ("stages.regularize.seeds=1", "stages.tune.trials=4", "stages.tune.steps=200",
-         "stages.squeeze.members=2", "stages.squeeze.steps=300",
-         "stages.squeeze.distill.enabled=false", "stages.squeeze.longer.extra_steps=100",
-         "stages.regularize.data_scaling.fractions=[0.5]")
+LIGHT = (
+    "stages.regularize.seeds=1",
+    "stages.tune.trials=4",
+    "stages.tune.steps=200",
+    "stages.squeeze.members=2",
+    "stages.squeeze.steps=300",
+    "stages.squeeze.distill.enabled=false",
+    "stages.squeeze.longer.extra_steps=100",
+    "stages.regularize.data_scaling.fractions=[0.5]",
+)
 # The convolutional configs' regularize runs are the suite's longest (MNIST-1D: 2000 CNN steps
 # each; its 4 label-error folds alone took ~2 min here): they run without the label-error folds
 # (and MNIST-1D without data-scaling). Measured with both on for every config (the whole test at
@@ -32,8 +37,11 @@ LIGHT = ("stages.regularize.seeds=1", "stages.tune.trials=4", "stages.tune.steps
 NO_FOLDS = ("stages.regularize.label_errors.enabled=false",)
 # MNIST-1D's regularize also runs at half its budget here (1,000 steps; measured 2026-11-27: no
 # warn, 41 verdicts, 2 min 08 s alone).
-HEAVY = {"mnist1d.yaml": NO_FOLDS + ("stages.regularize.data_scaling.enabled=false", "stages.regularize.steps=1000"),
-         "image-folder.yaml": NO_FOLDS, "torchvision.yaml": NO_FOLDS}
+HEAVY = {
+    "mnist1d.yaml": NO_FOLDS + ("stages.regularize.data_scaling.enabled=false", "stages.regularize.steps=1000"),
+    "image-folder.yaml": NO_FOLDS,
+    "torchvision.yaml": NO_FOLDS,
+}
 
 
 def test_there_is_a_config_per_builtin_source():
@@ -61,16 +69,30 @@ def test_validate_loads_the_data_it_names(cli, in_tmp):
 def test_language_model_config_has_no_false_alarm_up_to_baseline(path, cli):
     result = cli("run", "--config", path, "--to", "baseline", "--json", "--strict", *LIGHT_LM)
     verdicts = json.loads(result.stdout) if result.stdout.strip() else []
-    alarms = [(v["stage"], v["check"], v["status"], v["message"]) for v in verdicts if v["status"] not in ("pass", "skip")]
+    alarms = [
+        (v["stage"], v["check"], v["status"], v["message"]) for v in verdicts if v["status"] not in ("pass", "skip")
+    ]
     assert result.exit_code == 0 and not alarms, (alarms, result.stderr[-2000:])
     assert {v["stage"] for v in verdicts} == {"inspect-data", "baseline"}
     checks = {v["check"]: v["status"] for v in verdicts}
-    for check in ("vocabulary", "non-printable", "sequence-lengths", "duplicate-windows", "causal-dependency",
-                  "padding-invariance", "loss-at-init", "batch-independence", "dumb-baselines", "loss-decreases"):
+    for check in (
+        "vocabulary",
+        "non-printable",
+        "sequence-lengths",
+        "duplicate-windows",
+        "causal-dependency",
+        "padding-invariance",
+        "loss-at-init",
+        "batch-independence",
+        "dumb-baselines",
+        "loss-decreases",
+    ):
         assert checks[check] == "pass", check
 
 
-@pytest.mark.parametrize("path", [p for p in ALL if p.name not in NEEDS_USER_DATA | PAPER | LANGUAGE], ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", [p for p in ALL if p.name not in NEEDS_USER_DATA | PAPER | LANGUAGE], ids=lambda p: p.name
+)
 def test_every_available_stage_has_no_false_alarm_on_shipped_config(path, cli):
     """`nnrecipe run --strict` on each shipped config: no fail and no warn, in any stage.
 
@@ -82,19 +104,44 @@ def test_every_available_stage_has_no_false_alarm_on_shipped_config(path, cli):
     """
     result = cli("run", "--config", path, "--json", "--strict", *LIGHT, *HEAVY.get(path.name, ()))
     verdicts = json.loads(result.stdout) if result.stdout.strip() else []
-    alarms = [(v["stage"], v["check"], v["status"], v["message"]) for v in verdicts if v["status"] not in ("pass", "skip")]
+    alarms = [
+        (v["stage"], v["check"], v["status"], v["message"]) for v in verdicts if v["status"] not in ("pass", "skip")
+    ]
     assert result.exit_code == 0 and not alarms, (alarms, result.stderr[-2000:])
     stages = {v["stage"] for v in verdicts}
     assert stages == {"inspect-data", "baseline", "overfit", "regularize", "tune", "squeeze"}
     checks = {v["check"] for v in verdicts}
-    assert {"split-sizes", "non-finite", "split-leakage", "input-scale", "outliers", "reproducible", "loss-at-init",
-            "input-independent", "overfit-one-batch", "gradients-flow", "batch-independence", "fits-train",
-            "beats-baselines", "lr-schedule", "dropout", "early-stopping", "generalization-gap", "first-layer-filters",
-            "combined", "data-scaling", "suspected-label-errors", "ensemble-gain", "longer-training"} <= checks
+    assert {
+        "split-sizes",
+        "non-finite",
+        "split-leakage",
+        "input-scale",
+        "outliers",
+        "reproducible",
+        "loss-at-init",
+        "input-independent",
+        "overfit-one-batch",
+        "gradients-flow",
+        "batch-independence",
+        "fits-train",
+        "beats-baselines",
+        "lr-schedule",
+        "dropout",
+        "early-stopping",
+        "generalization-gap",
+        "first-layer-filters",
+        "combined",
+        "data-scaling",
+        "suspected-label-errors",
+        "ensemble-gain",
+        "longer-training",
+    } <= checks
 
 
 def test_config_needing_user_data_says_which_field(cli, tmp_path):
-    result = cli("inspect-data", "--config", CONFIGS / "torchvision-cifar10.yaml", f"data.args.root={tmp_path / 'none'}")
+    result = cli(
+        "inspect-data", "--config", CONFIGS / "torchvision-cifar10.yaml", f"data.args.root={tmp_path / 'none'}"
+    )
     assert result.exit_code == 2
     assert result.stderr.startswith("error: data.args.root: CIFAR10 not found") and "download=true" in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -12,14 +12,23 @@ from nnrecipe.rundir import RunDir
 from nnrecipe.spec import build_spec
 
 
-@pytest.mark.parametrize("url, expected", [
-    ("postgresql://alice:s3cret@db:5432/tune", "postgresql://alice:***@db:5432/tune"),
-    ("postgresql+psycopg://alice:p%40ss@db/tune?sslmode=require", "postgresql+psycopg://alice:***@db/tune?sslmode=require"),
-    ("postgresql://db/tune?user=alice&password=s3cret&sslmode=require", "postgresql://db/tune?user=alice&password=***&sslmode=require"),
-    ("see mysql://u:pw@h/d and s3://key:secret@bucket/x", "see mysql://u:***@h/d and s3://key:***@bucket/x"),
-    ("postgresql://alice@db/tune", "postgresql://alice@db/tune"),  # no password: unchanged
-    ("runs/study.journal", "runs/study.journal"),
-])
+@pytest.mark.parametrize(
+    "url, expected",
+    [
+        ("postgresql://alice:s3cret@db:5432/tune", "postgresql://alice:***@db:5432/tune"),
+        (
+            "postgresql+psycopg://alice:p%40ss@db/tune?sslmode=require",
+            "postgresql+psycopg://alice:***@db/tune?sslmode=require",
+        ),
+        (
+            "postgresql://db/tune?user=alice&password=s3cret&sslmode=require",
+            "postgresql://db/tune?user=alice&password=***&sslmode=require",
+        ),
+        ("see mysql://u:pw@h/d and s3://key:secret@bucket/x", "see mysql://u:***@h/d and s3://key:***@bucket/x"),
+        ("postgresql://alice@db/tune", "postgresql://alice@db/tune"),  # no password: unchanged
+        ("runs/study.journal", "runs/study.journal"),
+    ],
+)
 def test_redact_keeps_user_and_host_and_hides_the_password(url, expected):
     assert redact(url) == expected
     assert redact(expected) == expected  # idempotent
@@ -28,7 +37,12 @@ def test_redact_keeps_user_and_host_and_hides_the_password(url, expected):
 
 def test_redact_tree_reaches_nested_strings_and_keeps_other_values():
     tree = {"a": ["x", ("postgresql://u:pw@h/d", 3)], "b": {"c": "postgresql://u:pw@h/d"}, "d": None, "e": 1.5}
-    assert redact_tree(tree) == {"a": ["x", ("postgresql://u:***@h/d", 3)], "b": {"c": "postgresql://u:***@h/d"}, "d": None, "e": 1.5}
+    assert redact_tree(tree) == {
+        "a": ["x", ("postgresql://u:***@h/d", 3)],
+        "b": {"c": "postgresql://u:***@h/d"},
+        "d": None,
+        "e": 1.5,
+    }
 
 
 def test_a_url_with_its_password_is_used_as_it_is():
@@ -45,8 +59,10 @@ def test_a_redacted_url_takes_the_whole_url_from_the_environment_only_when_it_is
 
 def test_a_redacted_url_leaves_the_password_to_libpq_when_pgpassword_or_a_password_file_has_it(tmp_path):
     assert storage_url("postgresql://u:***@h/d", environ={"PGPASSWORD": "pw"}) == "postgresql://u@h/d"
-    assert (storage_url("postgresql://h/d?user=u&password=***&sslmode=require", environ={"PGPASSWORD": "pw"})
-            == "postgresql://h/d?user=u&sslmode=require")
+    assert (
+        storage_url("postgresql://h/d?user=u&password=***&sslmode=require", environ={"PGPASSWORD": "pw"})
+        == "postgresql://h/d?user=u&sslmode=require"
+    )
     (tmp_path / ".pgpass").write_text("h:5432:d:u:pw\n")
     assert storage_url("postgresql://u:***@h/d", environ={"HOME": str(tmp_path)}) == "postgresql://u@h/d"
     other = tmp_path / "elsewhere"
@@ -55,8 +71,11 @@ def test_a_redacted_url_leaves_the_password_to_libpq_when_pgpassword_or_a_passwo
 
 
 def test_a_redacted_url_with_no_password_anywhere_says_where_to_put_it(tmp_path):
-    with pytest.raises(MissingPassword, match=r"postgresql://u:\*\*\*@h/d: the password is never kept in the run directory;"
-                                              r" .*--storage or NNRECIPE_TUNE_STORAGE, or .*PGPASSWORD or ~/.pgpass"):
+    with pytest.raises(
+        MissingPassword,
+        match=r"postgresql://u:\*\*\*@h/d: the password is never kept in the run directory;"
+        r" .*--storage or NNRECIPE_TUNE_STORAGE, or .*PGPASSWORD or ~/.pgpass",
+    ):
         storage_url("postgresql://u:***@h/d", environ={"HOME": str(tmp_path)})
 
 

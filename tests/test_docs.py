@@ -7,9 +7,12 @@ from conftest import REPO
 # The ways a check id reaches a Verdict in nnrecipe/: Verdict(STAGE, "id", ...), a local
 # `check = "id"` (or `check, metric = "id", ...`), a regularize knob Knob("id", ...) or _resized("id", ...),
 # overfit's ladder.
-PATTERNS = [r'Verdict\(\s*\w+,\s*"([a-z][a-z0-9-]+)"', r'\bcheck(?:,\s*\w+)*\s*=\s*"([a-z][a-z0-9-]+)"',
-            r'Knob\(\s*"([a-z][a-z0-9-]+)"',
-            r'_resized\(\s*"([a-z-]+)"']  # the model-size knobs
+PATTERNS = [
+    r'Verdict\(\s*\w+,\s*"([a-z][a-z0-9-]+)"',
+    r'\bcheck(?:,\s*\w+)*\s*=\s*"([a-z][a-z0-9-]+)"',
+    r'Knob\(\s*"([a-z][a-z0-9-]+)"',
+    r'_resized\(\s*"([a-z-]+)"',
+]  # the model-size knobs
 
 
 def code_check_ids() -> set[str]:

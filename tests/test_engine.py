@@ -24,18 +24,36 @@ CPU = torch.device("cpu")
 
 def _train(overrides, *, steps=300, checkpoint=None, lazy=False):
     """Everything built afresh from the spec, as a new process would."""
-    spec, base = load_spec(None, ["data.source=synthetic", "data.args.class_sep=4", "model.args.hidden=[32]", "optim.lr=3e-3", *overrides])
+    spec, base = load_spec(
+        None, ["data.source=synthetic", "data.args.class_sep=4", "model.args.hidden=[32]", "optim.lr=3e-3", *overrides]
+    )
     seed_everything(spec.seed)
     data = build_data(spec, base=base)
-    train = LazySplit("train", torch.utils.data.TensorDataset(data.train.x, data.train.y), num_workers=0) if lazy else data.train
+    train = (
+        LazySplit("train", torch.utils.data.TensorDataset(data.train.x, data.train.y), num_workers=0)
+        if lazy
+        else data.train
+    )
     model = build_model(spec, input_shape=data.input_shape, num_outputs=data.num_outputs, base=base)
     engine = Engine.for_spec(spec.train, device=CPU, task=get_task(spec.task))
     opt = make_optimizer(spec.optim, model.parameters())
     sched = make_scheduler(opt, spec.optim.schedule, total_steps=steps, base=base)
-    history = engine.train(TrainPlan(model=model, train=train, val=data.val, loss_fn=make_loss(spec, base=base),
-                                     optimizer=opt, scheduler=sched, steps=steps, batch_size=spec.data.batch_size,
-                                     seed=spec.seed, eval_every=100, checkpoints=Checkpoints(last=checkpoint),
-                                     log=Logging(every=25)))
+    history = engine.train(
+        TrainPlan(
+            model=model,
+            train=train,
+            val=data.val,
+            loss_fn=make_loss(spec, base=base),
+            optimizer=opt,
+            scheduler=sched,
+            steps=steps,
+            batch_size=spec.data.batch_size,
+            seed=spec.seed,
+            eval_every=100,
+            checkpoints=Checkpoints(last=checkpoint),
+            log=Logging(every=25),
+        )
+    )
     return history, model, data, engine, spec
 
 
@@ -101,7 +119,12 @@ def test_checkpoint_is_written_and_loads_with_weights_only(tmp_path):
 
 def test_non_finite_loss_stops_training_and_is_reported():
     h, *_ = _train(["optim.lr=1e6", "optim.name=sgd", "optim.momentum=0.0"], steps=200)
-    assert h.diverged and h.steps_run < 200 and h.steps_run % 25 == 0 and h.steps_run - 25 < h.nonfinite_step <= h.steps_run
+    assert (
+        h.diverged
+        and h.steps_run < 200
+        and h.steps_run % 25 == 0
+        and h.steps_run - 25 < h.nonfinite_step <= h.steps_run
+    )
     assert torch.isfinite(h.losses[: h.nonfinite_step - 1]).all() and not torch.isfinite(h.losses[h.nonfinite_step - 1])
 
 
@@ -138,14 +161,28 @@ def test_channels_last_converts_conv_weights_and_inputs_and_learns_the_same():
         data = build_data(spec, base=base)
         model = build_model(spec, input_shape=data.input_shape, num_outputs=data.num_outputs, base=base)
         engine = Engine.for_spec(spec.train, device=CPU, task=get_task(spec.task))
-        h = engine.train(TrainPlan(model=model, train=data.train, val=data.val, loss_fn=make_loss(spec, base=base),
-                                   optimizer=make_optimizer(spec.optim, model.parameters()), steps=60,
-                                   batch_size=spec.data.batch_size, seed=spec.seed, eval_every=60, log=Logging(every=25)))
+        h = engine.train(
+            TrainPlan(
+                model=model,
+                train=data.train,
+                val=data.val,
+                loss_fn=make_loss(spec, base=base),
+                optimizer=make_optimizer(spec.optim, model.parameters()),
+                steps=60,
+                batch_size=spec.data.batch_size,
+                seed=spec.seed,
+                eval_every=60,
+                log=Logging(every=25),
+            )
+        )
         return h, model
+
     h1, m1 = run([])
     h2, m2 = run(["train.channels_last=true"])
+
     def last_conv(m):  # the first conv has one input channel: its weight is both layouts at once
         return [c for c in m.modules() if isinstance(c, nn.Conv2d)][-1].weight
+
     assert last_conv(m2).is_contiguous(memory_format=torch.channels_last)
     assert not last_conv(m1).is_contiguous(memory_format=torch.channels_last)
     # The same arithmetic in another memory order: equal up to float summation order.
@@ -157,16 +194,33 @@ def test_tensorboard_lr_curve_keeps_the_schedule_shape_with_few_points(tmp_path,
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from torch.utils.tensorboard import SummaryWriter
 
-    spec, base = load_spec(None, ["data.source=synthetic", "model.args.hidden=[16]", "optim.lr=1e-2",
-                                  f"optim.schedule.name={schedule}", "optim.schedule.warmup_steps=30"])
+    spec, base = load_spec(
+        None,
+        [
+            "data.source=synthetic",
+            "model.args.hidden=[16]",
+            "optim.lr=1e-2",
+            f"optim.schedule.name={schedule}",
+            "optim.schedule.warmup_steps=30",
+        ],
+    )
     data = build_data(spec, base=base)
     model = build_model(spec, input_shape=data.input_shape, num_outputs=data.num_outputs, base=base)
     opt = make_optimizer(spec.optim, model.parameters())
     with SummaryWriter(str(tmp_path)) as writer:
-        h = Engine(device=CPU, task=get_task(spec.task)).train(TrainPlan(
-            model=model, train=data.train, loss_fn=make_loss(spec, base=base), optimizer=opt,
-            scheduler=make_scheduler(opt, spec.optim.schedule, total_steps=300, base=base), steps=300,
-            batch_size=64, seed=0, log=Logging(writer=writer, every=25)))
+        h = Engine(device=CPU, task=get_task(spec.task)).train(
+            TrainPlan(
+                model=model,
+                train=data.train,
+                loss_fn=make_loss(spec, base=base),
+                optimizer=opt,
+                scheduler=make_scheduler(opt, spec.optim.schedule, total_steps=300, base=base),
+                steps=300,
+                batch_size=64,
+                seed=0,
+                log=Logging(writer=writer, every=25),
+            )
+        )
     acc = EventAccumulator(str(tmp_path))
     acc.Reload()
     points = [(e.step, e.value) for e in acc.Scalars("train/lr")]
@@ -186,11 +240,12 @@ def test_tensorboard_lr_curve_keeps_the_schedule_shape_with_few_points(tmp_path,
 def test_per_example_scores_are_computed_batch_by_batch_without_keeping_outputs():
     """A language model's val scores (per-window cross-entropy) come out of the evaluation
     itself: its (N, L, V) logits need not be kept on the host for them."""
+    import torch.nn.functional as F
+
     from nnrecipe.data.bundle import TensorSplit
     from nnrecipe.engine import Engine
     from nnrecipe.losses import IGNORE_INDEX
     from nnrecipe.models.sequence import GPT
-    import torch.nn.functional as F
 
     torch.manual_seed(0)
     x = torch.randint(0, 11, (37, 8))

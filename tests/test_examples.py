@@ -22,7 +22,9 @@ def _env():
 
 
 def test_the_script_runs_two_stages_and_exits_0(in_tmp):
-    out = subprocess.run([sys.executable, EXAMPLES / "script.py"], capture_output=True, text=True, timeout=300, env=_env())
+    out = subprocess.run(
+        [sys.executable, EXAMPLES / "script.py"], capture_output=True, text=True, timeout=300, env=_env()
+    )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert re.search(r"val accuracy after overfit: 0\.9\d\d", out.stdout)
     verdicts = (in_tmp / "runs" / "digits-script" / "verdicts.json").read_text()
@@ -31,8 +33,23 @@ def test_the_script_runs_two_stages_and_exits_0(in_tmp):
 
 def test_the_pytest_example_passes_and_its_planted_bug_is_caught(in_tmp):
     # its own pytest, without this suite's xdist options; the third test expects RecipeFailed
-    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
-                          EXAMPLES / "test_my_model.py"], capture_output=True, text=True, timeout=300, env=_env())
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-o",
+            "addopts=",
+            EXAMPLES / "test_my_model.py",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=_env(),
+    )
     assert out.returncode == 0 and "3 passed" in out.stdout, out.stdout[-3000:]
 
 
@@ -59,6 +76,20 @@ def test_the_notebook_executes_and_shows_its_reports(tmp_path):
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         pytest.skip("Chromium is not installed (Debian: apt-get install chromium; .ci/run installs it)")
-    dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000",
-                          "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
-    assert dom.count('class="nnrecipe nnrecipe-report"') == 2 and re.search(r'<td>output-form</td><td class="fail">fail</td>', dom)
+    dom = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    assert dom.count('class="nnrecipe nnrecipe-report"') == 2 and re.search(
+        r'<td>output-form</td><td class="fail">fail</td>', dom
+    )

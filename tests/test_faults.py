@@ -11,9 +11,8 @@ import time
 
 import torch
 
-from nnrecipe.rundir import RunDir
-
 from conftest import PLANTED, write_spec
+from nnrecipe.rundir import RunDir
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -26,12 +25,20 @@ def _wait_for(path, proc, timeout=120.0):
 
 
 def test_sigint_leaves_valid_verdicts_and_marks_the_stage_interrupted(in_tmp):
-    path = write_spec(in_tmp, {"name": "int", "data": {"source": "synthetic"}, "train": {"steps": 100000, "eval_every": 50}})
+    path = write_spec(
+        in_tmp, {"name": "int", "data": {"source": "synthetic"}, "train": {"steps": 100000, "eval_every": 50}}
+    )
     # As from a terminal: SIGINT at its default, whatever this test process inherited (a shell
     # starts background jobs with SIGINT ignored, and Python then keeps ignoring it).
-    proc = subprocess.Popen([sys.executable, "-m", "nnrecipe.cli", "overfit", "--config", str(path)], cwd=in_tmp, env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nnrecipe.cli", "overfit", "--config", str(path)],
+        cwd=in_tmp,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     _wait_for(in_tmp / "runs" / "int" / "overfit" / "checkpoints" / "last.pt", proc)  # training is under way
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
@@ -46,8 +53,10 @@ def test_sigint_leaves_valid_verdicts_and_marks_the_stage_interrupted(in_tmp):
 
 def test_sigkill_during_checkpoint_writes_leaves_the_previous_one_loadable(tmp_path):
     target = tmp_path / "ckpt.pt"
-    writer = ("import sys, torch\nfrom nnrecipe import atomic\nt = torch.randn(4_000_000)\ni = 0\n"
-              "while True:\n    i += 1\n    atomic.torch_save(sys.argv[1], {'step': i, 'w': t})\n")
+    writer = (
+        "import sys, torch\nfrom nnrecipe import atomic\nt = torch.randn(4_000_000)\ni = 0\n"
+        "while True:\n    i += 1\n    atomic.torch_save(sys.argv[1], {'step': i, 'w': t})\n"
+    )
     for delay in (0.05, 0.2, 0.4):
         proc = subprocess.Popen([sys.executable, "-c", writer, str(target)], env=ENV)
         _wait_for(target, proc)
@@ -72,7 +81,9 @@ def test_a_second_process_on_the_same_run_directory_is_refused(cli, in_tmp):
 
 
 def test_out_of_memory_is_advice_about_the_batch_size(cli, in_tmp):
-    path = write_spec(in_tmp, {"name": "oom", "model": {"arch": "python", "factory": f"{PLANTED}/models.py:out_of_memory"}})
+    path = write_spec(
+        in_tmp, {"name": "oom", "model": {"arch": "python", "factory": f"{PLANTED}/models.py:out_of_memory"}}
+    )
     result = cli("baseline", "--config", path)
     assert result.exit_code == 2
     line = result.stderr.strip().splitlines()[-1]
@@ -80,12 +91,23 @@ def test_out_of_memory_is_advice_about_the_batch_size(cli, in_tmp):
 
 
 def test_overfit_resume_after_sigkill_continues_from_the_checkpoint_and_matches(cli, in_tmp):
-    spec = {"name": "long", "data": {"source": "synthetic", "args": {"num_train": 2000}},
-            "model": {"arch": "mlp", "args": {"hidden": [64, 64], "dropout": 0.1}},  # dropout: the RNG stream must resume too
-            "train": {"steps": 1500, "eval_every": 100}}
+    spec = {
+        "name": "long",
+        "data": {"source": "synthetic", "args": {"num_train": 2000}},
+        "model": {
+            "arch": "mlp",
+            "args": {"hidden": [64, 64], "dropout": 0.1},
+        },  # dropout: the RNG stream must resume too
+        "train": {"steps": 1500, "eval_every": 100},
+    }
     path = write_spec(in_tmp, spec)
-    proc = subprocess.Popen([sys.executable, "-m", "nnrecipe.cli", "overfit", "--config", str(path)], cwd=in_tmp, env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nnrecipe.cli", "overfit", "--config", str(path)],
+        cwd=in_tmp,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     last = in_tmp / "runs" / "long" / "overfit" / "checkpoints" / "last.pt"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:

@@ -16,13 +16,27 @@ from nnrecipe.models.builtin import IdLinear
 from nnrecipe.verdict import Status
 from planted import ids
 
-FAST = {"optim.lr": 1e-3, "stages.baseline.steps": 400, "stages.baseline.eval_every": 100,
-        "stages.baseline.overfit_steps": 300, "train.steps": 1500, "train.eval_every": 300}
+FAST = {
+    "optim.lr": 1e-3,
+    "stages.baseline.steps": 400,
+    "stages.baseline.eval_every": 100,
+    "stages.baseline.overfit_steps": 300,
+    "train.steps": 1500,
+    "train.eval_every": 300,
+}
 
 
 def _run(tmp_path, stages, data="codes", model=ids.embedded, **kw):
-    return nnrecipe.run(model=model, data=getattr(ids, data)(), stages=stages, overrides={**FAST, **kw},
-                        output_dir=tmp_path / "runs", name=data.replace("_", "-"), quiet=True, keep_going=True)
+    return nnrecipe.run(
+        model=model,
+        data=getattr(ids, data)(),
+        stages=stages,
+        overrides={**FAST, **kw},
+        output_dir=tmp_path / "runs",
+        name=data.replace("_", "-"),
+        quiet=True,
+        keep_going=True,
+    )
 
 
 @pytest.mark.parametrize("data", ["codes", "tokens"])
@@ -37,11 +51,14 @@ def test_ids_pass_inspect_data_baseline_and_overfit(tmp_path, data):
     assert linear > 0.5 if data == "codes" else linear > 0.34  # the id linear learns (chance is 1/3)
 
 
-@pytest.mark.parametrize("data, model, check, status, needle", [
-    ("codes_reencoded", "embedded", "input-scale", "warn", "encoded differently per split"),
-    ("negative_ids", "embedded", "input-scale", "fail", "negative ids"),
-    ("tokens", "mixes_batch", "batch-independence", "fail", ""),
-])
+@pytest.mark.parametrize(
+    "data, model, check, status, needle",
+    [
+        ("codes_reencoded", "embedded", "input-scale", "warn", "encoded differently per split"),
+        ("negative_ids", "embedded", "input-scale", "fail", "negative ids"),
+        ("tokens", "mixes_batch", "batch-independence", "fail", ""),
+    ],
+)
 def test_bugs_of_ids_are_caught(tmp_path, data, model, check, status, needle):
     stage = "baseline" if check == "batch-independence" else "inspect-data"
     v = _run(tmp_path, [stage], data=data, model=getattr(ids, model)).verdict(check)

@@ -14,12 +14,11 @@ import math
 import numpy as np
 import torch
 
+from conftest import CONFIGS
 from nnrecipe.data import build_data
 from nnrecipe.experiments import Experiment, run_experiment
 from nnrecipe.spec import load_spec
 from nnrecipe.stats import mcnemar_z
-
-from conftest import CONFIGS
 
 ROWS = ("linear", "mlp", "cnn")  # the paper's order: 32%, 68%, 94% test accuracy
 STEPS = 400  # a tenth of the paper's 6,000 steps keeps the test to a few seconds on one CPU thread
@@ -35,8 +34,12 @@ def test_cnn_beats_mlp_beats_logistic_regression_beyond_noise():
     correct = {}
     for row, (spec, base) in specs.items():
         spec = spec.model_copy(update={"data": spec.data.model_copy(update={"augment": []})})
-        run = run_experiment(Experiment(row, spec, steps=STEPS, eval_every=STEPS, seed=0), data=data, base=base,
-                             device=torch.device("cpu"))
+        run = run_experiment(
+            Experiment(row, spec, steps=STEPS, eval_every=STEPS, seed=0),
+            data=data,
+            base=base,
+            device=torch.device("cpu"),
+        )
         assert not run.diverged and run.steps == STEPS
         correct[row] = np.asarray(run.val_scores) > 0.5
     n = len(correct["linear"])
@@ -45,4 +48,4 @@ def test_cnn_beats_mlp_beats_logistic_regression_beyond_noise():
     z_chance = (accuracy["linear"] - chance) / math.sqrt(chance * (1 - chance) / n)  # binomial, 10 balanced classes
     z_mlp, *_ = mcnemar_z(correct["mlp"], correct["linear"])
     z_cnn, *_ = mcnemar_z(correct["cnn"], correct["mlp"])
-    assert (z_chance >= Z and z_mlp >= Z and z_cnn >= Z), (accuracy, z_chance, z_mlp, z_cnn)
+    assert z_chance >= Z and z_mlp >= Z and z_cnn >= Z, (accuracy, z_chance, z_mlp, z_cnn)

@@ -16,13 +16,28 @@ from nnrecipe.tasks.multi_label import example_f1
 from nnrecipe.verdict import Status
 from planted import multilabel
 
-FAST = {"task": "multi-label", "optim.lr": 1e-3, "stages.baseline.steps": 300, "stages.baseline.eval_every": 100,
-        "stages.baseline.overfit_steps": 300, "train.steps": 1500, "train.eval_every": 300}
+FAST = {
+    "task": "multi-label",
+    "optim.lr": 1e-3,
+    "stages.baseline.steps": 300,
+    "stages.baseline.eval_every": 100,
+    "stages.baseline.overfit_steps": 300,
+    "train.steps": 1500,
+    "train.eval_every": 300,
+}
 
 
 def _run(tmp_path, stages, *, data="clean", model=multilabel.mlp, **kw):
-    return nnrecipe.run(model=model, data=getattr(multilabel, data)(), stages=stages, overrides={**FAST, **kw},
-                        output_dir=tmp_path / "runs", name=data.replace("_", "-"), quiet=True, keep_going=True)
+    return nnrecipe.run(
+        model=model,
+        data=getattr(multilabel, data)(),
+        stages=stages,
+        overrides={**FAST, **kw},
+        output_dir=tmp_path / "runs",
+        name=data.replace("_", "-"),
+        quiet=True,
+        keep_going=True,
+    )
 
 
 def test_example_f1_is_sklearns_samples_average():
@@ -68,17 +83,21 @@ def test_label_errors_agree_with_sklearn():
     pred = (out > 0).numpy()
     assert wrong.overall["micro_f1"] == pytest.approx(f1_score(y.numpy(), pred, average="micro"), abs=1e-4)
     assert wrong.overall["mean_average_precision"] == pytest.approx(
-        average_precision_score(y.numpy(), torch.sigmoid(out).numpy(), average="macro"), abs=1e-4)
+        average_precision_score(y.numpy(), torch.sigmoid(out).numpy(), average="macro"), abs=1e-4
+    )
     assert [r["f1"] for r in wrong.per_class] == pytest.approx(list(f1_score(y.numpy(), pred, average=None)), abs=1e-4)
     assert wrong.top and all(r["true"] != r["predicted"] for r in wrong.top)
 
 
-@pytest.mark.parametrize("data, model, check, status", [
-    ("class_indices", "mlp", "label-range", "fail"),
-    ("soft_labels", "mlp", "label-range", "fail"),
-    ("never_on", "mlp", "class-balance", "warn"),
-    ("clean", "softmax_head", "output-form", "fail"),
-])
+@pytest.mark.parametrize(
+    "data, model, check, status",
+    [
+        ("class_indices", "mlp", "label-range", "fail"),
+        ("soft_labels", "mlp", "label-range", "fail"),
+        ("never_on", "mlp", "class-balance", "warn"),
+        ("clean", "softmax_head", "output-form", "fail"),
+    ],
+)
 def test_each_planted_bug_is_caught(tmp_path, data, model, check, status):
     stage = "baseline" if check == "output-form" else "inspect-data"
     result = _run(tmp_path, [stage], data=data, model=getattr(multilabel, model))
@@ -89,15 +108,27 @@ def test_each_planted_bug_is_caught(tmp_path, data, model, check, status):
 
 
 def test_a_softmax_loss_for_multi_label_is_refused_in_one_line():
-    with pytest.raises(SpecError, match="loss: cross_entropy does not fit task multi-label: a softmax makes the labels compete"):
-        nnrecipe.run(model=multilabel.mlp, data=multilabel.clean(), stages="baseline",
-                     overrides={"task": "multi-label", "loss": "cross_entropy"})
+    with pytest.raises(
+        SpecError, match="loss: cross_entropy does not fit task multi-label: a softmax makes the labels compete"
+    ):
+        nnrecipe.run(
+            model=multilabel.mlp,
+            data=multilabel.clean(),
+            stages="baseline",
+            overrides={"task": "multi-label", "loss": "cross_entropy"},
+        )
 
 
 def test_class_indices_cannot_be_trained_on_as_multi_hot(cli, in_tmp):
-    spec = write_spec(in_tmp, {"name": "idx", "task": "multi-label",
-                               "data": {"source": "python", "factory": f"{PLANTED}/multilabel.py:class_indices"},
-                               "model": {"arch": "python", "factory": f"{PLANTED}/multilabel.py:mlp"}})
+    spec = write_spec(
+        in_tmp,
+        {
+            "name": "idx",
+            "task": "multi-label",
+            "data": {"source": "python", "factory": f"{PLANTED}/multilabel.py:class_indices"},
+            "model": {"arch": "python", "factory": f"{PLANTED}/multilabel.py:mlp"},
+        },
+    )
     out = cli("baseline", "--config", spec)
     assert out.exit_code == 2 and "class indices? multi-label trains on K values of 0 or 1" in out.stderr
 

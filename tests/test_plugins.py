@@ -1,9 +1,8 @@
 import pytest
 
+from conftest import PLANTED
 from nnrecipe.errors import PluginError
 from nnrecipe.plugins import call_factory, load_factory
-
-from conftest import PLANTED
 
 
 def test_file_reference_resolves_against_the_base_folder():
@@ -16,12 +15,15 @@ def test_module_reference():
     assert fn({"a": 1}) == '{"a": 1}'
 
 
-@pytest.mark.parametrize("ref, message", [
-    ("nothere.py:f", r"model\.factory: .*nothere\.py not found"),
-    ("data_bugs.py:nope", r"model\.factory: .*data_bugs\.py has no function 'nope'"),
-    ("no_such_pkg.mod:f", r"model\.factory: module 'no_such_pkg.mod' not found"),
-    ("broken_import.py:make_data", r"model\.factory: importing .*broken_import\.py failed: ModuleNotFoundError"),
-])
+@pytest.mark.parametrize(
+    "ref, message",
+    [
+        ("nothere.py:f", r"model\.factory: .*nothere\.py not found"),
+        ("data_bugs.py:nope", r"model\.factory: .*data_bugs\.py has no function 'nope'"),
+        ("no_such_pkg.mod:f", r"model\.factory: module 'no_such_pkg.mod' not found"),
+        ("broken_import.py:make_data", r"model\.factory: importing .*broken_import\.py failed: ModuleNotFoundError"),
+    ],
+)
 def test_load_errors_name_field_and_target(ref, message):
     with pytest.raises(PluginError, match=message):
         load_factory(ref, base=PLANTED, field="model.factory")

@@ -59,7 +59,7 @@ def test_report_writes_markdown_and_a_self_contained_html(cli, run_dir):
     page = (root / "report.html").read_text()
     srcs = re.findall(r'src="([^"]*)"', page)
     assert len(srcs) == len(pictures) and all(s.startswith("data:image/png;base64,") for s in srcs)
-    assert "href=\"http" not in page and "<link" not in page  # nothing fetched from elsewhere
+    assert 'href="http' not in page and "<link" not in page  # nothing fetched from elsewhere
 
 
 def test_a_fail_is_a_junit_failure_with_what_to_do(cli, in_tmp):
@@ -72,8 +72,13 @@ def test_a_fail_is_a_junit_failure_with_what_to_do(cli, in_tmp):
     assert cli("report", in_tmp / "runs" / "nan-inputs").exit_code == 1
 
 
-@pytest.mark.parametrize("args,needle", [(["--from", "tuning"], "--from: unknown stage 'tuning'"),
-                                         (["--from", "tune", "--to", "overfit"], "--from tune comes after --to overfit")])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--from", "tuning"], "--from: unknown stage 'tuning'"),
+        (["--from", "tune", "--to", "overfit"], "--from tune comes after --to overfit"),
+    ],
+)
 def test_run_slice_errors_are_one_line_exit_2(cli, args, needle):
     result = cli("run", *args)
     assert result.exit_code == 2 and needle in result.stderr and len(result.stderr.strip().splitlines()) == 1
@@ -88,9 +93,22 @@ def _chromium_dom(page) -> tuple[dict, str]:
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         pytest.skip("Chromium is not installed (Debian: apt-get install chromium; .ci/run installs it)")
-    proc = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000",
-                           "--enable-logging=stderr", "--v=0", "--dump-dom", page.as_uri()],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--virtual-time-budget=10000",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     body = re.search(r"<body([^>]*)>", proc.stdout)
     assert body, proc.stderr[-2000:]
     return dict(re.findall(r'data-([a-z-]+)="([^"]*)"', body.group(1))), proc.stderr

@@ -11,7 +11,9 @@ def test_init_writes_a_project_that_runs_as_it_is(cli, in_tmp):
     assert cli("validate", "--config", spec).exit_code == 0
     # the first three stages, on a shorter budget (the whole recipe at the template's settings was run by hand:
     # 42 verdicts, no warn or fail)
-    result = cli("run", "--config", spec, "--to", "overfit", "--json", "--strict", "train.steps=300", "stages.baseline.steps=100")
+    result = cli(
+        "run", "--config", spec, "--to", "overfit", "--json", "--strict", "train.steps=300", "stages.baseline.steps=100"
+    )
     verdicts = json.loads(result.stdout)
     assert result.exit_code == 0, [(v["check"], v["status"], v["message"]) for v in verdicts if v["status"] != "pass"]
     assert {v["stage"] for v in verdicts} == {"inspect-data", "baseline", "overfit"}

@@ -1,10 +1,9 @@
 import pytest
 import yaml
 
+from conftest import CONFIGS, write_spec
 from nnrecipe.errors import SpecError
 from nnrecipe.spec import Spec, apply_overrides, load_spec, parse_override
-
-from conftest import CONFIGS, write_spec
 
 
 def test_defaults_are_the_digits_config():
@@ -27,19 +26,29 @@ def test_unknown_key_names_its_dotted_path(tmp_path):
 
 
 def test_all_errors_are_reported_at_once(tmp_path):
-    path = write_spec(tmp_path, {
-        "seed": "zero",
-        "optim": {"lr": -1},
-        "data": {"source": "csv", "args": {"pathx": "a.csv"}},
-        "model": {"arch": "mlp", "args": {"hidden": ["wide"]}},
-        "stages": {"inspect_data": {"outlier_z": 0}},
-    })
+    path = write_spec(
+        tmp_path,
+        {
+            "seed": "zero",
+            "optim": {"lr": -1},
+            "data": {"source": "csv", "args": {"pathx": "a.csv"}},
+            "model": {"arch": "mlp", "args": {"hidden": ["wide"]}},
+            "stages": {"inspect_data": {"outlier_z": 0}},
+        },
+    )
     with pytest.raises(SpecError) as exc:
         load_spec(path)
     errors = exc.value.errors
     paths = {e.split(":")[0] for e in errors}
-    assert {"seed", "optim.lr", "data.args.path", "data.args.target", "data.args.pathx",
-            "model.args.hidden.0", "stages.inspect_data.outlier_z"} <= paths
+    assert {
+        "seed",
+        "optim.lr",
+        "data.args.path",
+        "data.args.target",
+        "data.args.pathx",
+        "model.args.hidden.0",
+        "stages.inspect_data.outlier_z",
+    } <= paths
     assert "and" in str(exc.value) and "more" in str(exc.value)  # the one-line form says there are more
 
 
@@ -136,7 +145,9 @@ def test_a_dumped_spec_with_factories_loads_back_unchanged():
     # best.yaml files and tune's trials are dumps of a spec: they must validate to the same spec.
     from nnrecipe.spec import Spec, load_spec
 
-    spec, _ = load_spec(None, ["loss.factory=my.py:loss", "optim.schedule.factory=my.py:sched", "optim.schedule.args={k: 1}"])
+    spec, _ = load_spec(
+        None, ["loss.factory=my.py:loss", "optim.schedule.factory=my.py:sched", "optim.schedule.args={k: 1}"]
+    )
     assert Spec.model_validate(spec.dump()) == spec
     with pytest.raises(SpecError, match="not both"):
         load_spec(None, ["optim.schedule.name=cosine", "optim.schedule.factory=my.py:sched"])

@@ -12,16 +12,45 @@ from hypothesis import strategies as st
 from nnrecipe.errors import NNRecipeError, SpecError
 from nnrecipe.spec import apply_overrides, build_spec, load_spec, parse_override
 
-FIELDS = ["seed", "name", "device", "task", "data.source", "data.batch_size", "data.args.scale", "data.augment",
-          "model.arch", "model.args.hidden", "model.args.dropout", "optim.lr", "optim.name", "optim.schedule",
-          "train.steps", "train.early_stopping", "stages.overfit.steps", "stages.regularize.knobs.dropout",
-          "stages.squeeze.members", "loss", "nonsense", "data.args", "stages"]
+FIELDS = [
+    "seed",
+    "name",
+    "device",
+    "task",
+    "data.source",
+    "data.batch_size",
+    "data.args.scale",
+    "data.augment",
+    "model.arch",
+    "model.args.hidden",
+    "model.args.dropout",
+    "optim.lr",
+    "optim.name",
+    "optim.schedule",
+    "train.steps",
+    "train.early_stopping",
+    "stages.overfit.steps",
+    "stages.regularize.knobs.dropout",
+    "stages.squeeze.members",
+    "loss",
+    "nonsense",
+    "data.args",
+    "stages",
+]
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True, allow_infinity=True),
-                    st.text(max_size=12))
-values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                                        st.dictionaries(st.text(max_size=6), inner, max_size=3)), max_leaves=8)
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**6), 10**6),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=6), inner, max_size=3)),
+    max_leaves=8,
+)
 
 
 def _one_line(exc: NNRecipeError) -> bool:
@@ -50,8 +79,11 @@ def test_any_override_value_builds_a_spec_or_is_a_spec_error(key, value):
 
 
 @SETTINGS
-@given(raw=st.dictionaries(st.sampled_from(["seed", "name", "data", "model", "optim", "train", "stages", "task", "x"]),
-                           values, max_size=4))
+@given(
+    raw=st.dictionaries(
+        st.sampled_from(["seed", "name", "data", "model", "optim", "train", "stages", "task", "x"]), values, max_size=4
+    )
+)
 def test_any_mapping_builds_a_spec_or_is_a_spec_error(raw):
     try:
         build_spec(raw)

@@ -39,13 +39,15 @@ def test_per_example_flips_are_not_counted_twice():
     p = rng.beta(2, 0.5, 1000)  # each example's chance to be right
 
     def runs(k, tau=0.0, gain=0.0):
-        return 1 - np.stack([rng.random(1000) < np.clip(p + gain + rng.normal(0, tau), 0, 1) for _ in range(k)]).astype(float)
+        return 1 - np.stack([rng.random(1000) < np.clip(p + gain + rng.normal(0, tau), 0, 1) for _ in range(k)]).astype(
+            float
+        )
 
     flips = [seed_noise([runs(3), runs(3)]) for _ in range(200)]
     per_example = np.mean([f.within / f.n for f in flips])  # what counting the flips twice would add
     assert np.mean([f.shift for f in flips]) < 0.35 * per_example  # > 0 only because it is clipped at 0
     shifted = [seed_noise([runs(3, 0.02), runs(3, 0.02)]).shift for _ in range(200)]
-    assert abs(np.mean(shifted) - 0.02 ** 2) < 0.25 * 0.02 ** 2
+    assert abs(np.mean(shifted) - 0.02**2) < 0.25 * 0.02**2
     nulls = [seeded_z(a, b, seed_noise([a, b])) for a, b in ((runs(3), runs(3)) for _ in range(150))]
     assert 0.7 < np.std(nulls) < 1.15 and sum(abs(z) >= 3 for z in nulls) <= 2
     gains = [seeded_z(b, a, seed_noise([a, b])) for a, b in ((runs(3), runs(3, gain=0.03)) for _ in range(100))]
@@ -92,8 +94,9 @@ def test_a_seed_spread_of_zero_leaves_the_paired_test_as_it_was():
     rng = np.random.default_rng(2)
     a, b = rng.random(500), rng.random(500) + 0.05
     # the same statistic, read as Student's t with 499 degrees of freedom: 3.56 vs 3.58
-    assert math.isclose(seeded_z(a, b, SeedNoise(between=0.0, within=0.0, n=500, df=10, configurations=2)),
-                        paired_z(a, b), rel_tol=0.01)
+    assert math.isclose(
+        seeded_z(a, b, SeedNoise(between=0.0, within=0.0, n=500, df=10, configurations=2)), paired_z(a, b), rel_tol=0.01
+    )
 
 
 def test_conditional_entropy_of_labels_given_identical_keys():

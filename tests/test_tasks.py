@@ -55,8 +55,10 @@ def test_no_task_name_is_compared_outside_the_tasks_package():
 
 def test_the_scan_finds_what_it_exists_to_find(tmp_path):
     planted = tmp_path / "planted.py"
-    planted.write_text('if task == "classification":\n    pass\nx = task in ("regression", "x")\n'
-                       'y = {"language-model": 1}.get(task)\nz = task != "multi-label"\n')
+    planted.write_text(
+        'if task == "classification":\n    pass\nx = task in ("regression", "x")\n'
+        'y = {"language-model": 1}.get(task)\nz = task != "multi-label"\n'
+    )
     assert len(task_name_uses(planted)) == 4
     clean = tmp_path / "clean.py"
     clean.write_text('if data.task.higher_is_better:\n    pass\nname = "classification"\n')
@@ -86,10 +88,13 @@ def test_a_better_model_scores_better_by_the_tasks_own_rule(task):
     assert 0 < task.metric_se(0.7, 500) < 0.1
 
 
-@pytest.mark.parametrize("task,out,y,expected", [
-    (CLASSIFICATION, torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 1.0]]), torch.tensor([0, 0, 0]), [1.0, 0.0, 1.0]),
-    (REGRESSION, torch.tensor([[1.0], [3.0]]), torch.tensor([[1.0], [1.0]]), [0.0, 4.0]),
-])
+@pytest.mark.parametrize(
+    "task,out,y,expected",
+    [
+        (CLASSIFICATION, torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 1.0]]), torch.tensor([0, 0, 0]), [1.0, 0.0, 1.0]),
+        (REGRESSION, torch.tensor([[1.0], [3.0]]), torch.tensor([[1.0], [1.0]]), [0.0, 4.0]),
+    ],
+)
 def test_example_scores_and_meter_agree(task, out, y, expected):
     assert task.example_scores(out, y).tolist() == expected
     meter = task.meter(torch.device("cpu"))
@@ -137,14 +142,25 @@ def test_a_new_task_answers_nothing_it_was_not_told():
         bare.example_scores(torch.zeros(2, 3), torch.zeros(2))
     with pytest.raises(NotImplementedError):
         bare.meter(torch.device("cpu"))
-    for ask in (lambda: bare.dumb_scores(None), lambda: bare.metric_se(0.5, 10), lambda: bare.objective(0.5),
-                lambda: bare.num_outputs(None), lambda: bare.metric_of(np.ones(3))):
+    for ask in (
+        lambda: bare.dumb_scores(None),
+        lambda: bare.metric_se(0.5, 10),
+        lambda: bare.objective(0.5),
+        lambda: bare.num_outputs(None),
+        lambda: bare.metric_of(np.ones(3)),
+    ):
         with pytest.raises(NotImplementedError):
             ask()
     assert bare.mispredictions(torch.zeros(2, 3), torch.zeros(2), num_classes=3, loss="mse") is None
     # the checks whose rule is a task's own skip until the task opts in, saying so
-    for check in ("human-baseline", "class-balance", "conflicting-labels", "suspected-label-errors",
-                  "augment-preserves-labels", "distillation"):
+    for check in (
+        "human-baseline",
+        "class-balance",
+        "conflicting-labels",
+        "suspected-label-errors",
+        "augment-preserves-labels",
+        "distillation",
+    ):
         assert bare.skip_reason(check) == f"task bare has no rule for {check}"
     assert bare.skip_reason("causal-dependency") and bare.skip_reason("loss-at-init") == ""
 
@@ -181,10 +197,14 @@ def test_a_language_model_s_floor_counts_the_context_it_reads():
     # "a b a c": after "a" comes b once and c once; with two tokens of context every context is unique
     x = torch.tensor([[0, 1, 0, 2]])
     y = torch.tensor([[1, 0, 2, -100]])
-    assert LANGUAGE_MODEL.loss_floor(x, y, "cross_entropy", receptive=1, positional=False).value == \
-        pytest.approx(2 / 3 * math.log(2))
+    assert LANGUAGE_MODEL.loss_floor(x, y, "cross_entropy", receptive=1, positional=False).value == pytest.approx(
+        2 / 3 * math.log(2)
+    )
     assert LANGUAGE_MODEL.loss_floor(x, y, "cross_entropy", receptive=2, positional=False).value == 0.0
     # absolute positions tell the two "a"s apart; a model that reads nothing gets no lower floor than the prefix
     assert LANGUAGE_MODEL.loss_floor(x, y, "cross_entropy", receptive=1, positional=True).value == 0.0
     assert LANGUAGE_MODEL.loss_floor(x, y, "cross_entropy", receptive=0).value == 0.0
-    assert "the 1 token the model reads" in LANGUAGE_MODEL.loss_floor(x, y, "cross_entropy", receptive=1, positional=False).why
+    assert (
+        "the 1 token the model reads"
+        in LANGUAGE_MODEL.loss_floor(x, y, "cross_entropy", receptive=1, positional=False).why
+    )

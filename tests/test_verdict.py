@@ -35,15 +35,31 @@ def test_jsonable_handles_numpy_torch_and_non_finite():
 
 
 def test_round_trip_through_json():
-    v = Verdict("baseline", "x", Status.WARN, observed={"k": [1, 2]}, expected="<= 3", message="msg", hint="do", artifacts=("a.png",))
+    v = Verdict(
+        "baseline",
+        "x",
+        Status.WARN,
+        observed={"k": [1, 2]},
+        expected="<= 3",
+        message="msg",
+        hint="do",
+        artifacts=("a.png",),
+    )
     again = Verdict.from_dict(json.loads(verdicts_json([v]))[0])
     assert again == dataclasses.replace(v, observed={"k": [1, 2]})
 
 
 def test_table_renders_brackets_literally():
     console = Console(record=True, width=80)
-    v = Verdict("inspect-data", "input-scale", Status.WARN, observed=[0, 255], expected="[dog, cat]",
-                message="pixels in [0, 255] [bold]x[/bold]", hint="divide by 255")
+    v = Verdict(
+        "inspect-data",
+        "input-scale",
+        Status.WARN,
+        observed=[0, 255],
+        expected="[dog, cat]",
+        message="pixels in [0, 255] [bold]x[/bold]",
+        hint="divide by 255",
+    )
     print_verdicts(console, [v])
     text = console.export_text()
     assert "[0, 255]" in text and "[bold]x[/bold]" in text and "→ divide by 255" in text

@@ -41,9 +41,15 @@ def class_label_range(m: DataMeasurements, cfg: InspectDataSpec) -> Verdict:
     for name, s in scan.splits.items():
         y = s.targets
         if s.y_shape != ():
-            return Verdict(STAGE, check, Status.FAIL, observed={"target_shape": list(s.y_shape)}, expected="class indices, shape (N,)",
-                           message=f"{name} targets have shape {tuple(s.y_shape)} per example, not one class index",
-                           hint="give integer class indices (N,), not one-hot or probability vectors")
+            return Verdict(
+                STAGE,
+                check,
+                Status.FAIL,
+                observed={"target_shape": list(s.y_shape)},
+                expected="class indices, shape (N,)",
+                message=f"{name} targets have shape {tuple(s.y_shape)} per example, not one class index",
+                hint="give integer class indices (N,), not one-hot or probability vectors",
+            )
         finite = np.isfinite(y)
         if s.y_dtype.startswith("float") or s.y_dtype == "bool":
             nonint = finite & (y != np.round(y))
@@ -56,32 +62,74 @@ def class_label_range(m: DataMeasurements, cfg: InspectDataSpec) -> Verdict:
             out = finite & (y < 0)
         if out.any():
             bad_examples += _where(name, np.nonzero(out)[0])
-            problems.append(f"{name} has {int(out.sum())} labels outside [0, {C})" if C else f"{name} has negative labels")
+            problems.append(
+                f"{name} has {int(out.sum())} labels outside [0, {C})" if C else f"{name} has negative labels"
+            )
     ys = np.concatenate([s.targets for s in scan.splits.values()])
     ys = ys[np.isfinite(ys)]
-    observed = {"min": float(ys.min()) if len(ys) else None, "max": float(ys.max()) if len(ys) else None,
-                "num_classes": C, "dtype": scan.train.y_dtype}
+    observed = {
+        "min": float(ys.min()) if len(ys) else None,
+        "max": float(ys.max()) if len(ys) else None,
+        "num_classes": C,
+        "dtype": scan.train.y_dtype,
+    }
     expected = f"integers in [0, {C})" if C else "integers in [0, C)"
     if C is None:
-        return Verdict(STAGE, check, Status.FAIL, observed=observed, expected=expected,
-                       message="the number of classes is unknown: labels are not integers" + (f"; {'; '.join(problems)}" if problems else ""),
-                       hint="give integer class indices, or declare data.num_classes")
+        return Verdict(
+            STAGE,
+            check,
+            Status.FAIL,
+            observed=observed,
+            expected=expected,
+            message="the number of classes is unknown: labels are not integers"
+            + (f"; {'; '.join(problems)}" if problems else ""),
+            hint="give integer class indices, or declare data.num_classes",
+        )
     if problems:
-        return Verdict(STAGE, check, Status.FAIL, observed=dict(observed, examples=bad_examples[:MAX_LISTED]), expected=expected,
-                       message="; ".join(problems),
-                       hint="labels must index the model's outputs: remap them to 0..C-1 (1-based labels are a classic)")
+        return Verdict(
+            STAGE,
+            check,
+            Status.FAIL,
+            observed=dict(observed, examples=bad_examples[:MAX_LISTED]),
+            expected=expected,
+            message="; ".join(problems),
+            hint="labels must index the model's outputs: remap them to 0..C-1 (1-based labels are a classic)",
+        )
     train_y = scan.train.targets[np.isfinite(scan.train.targets)].astype(np.int64)
     empty = np.nonzero(np.bincount(train_y, minlength=C)[:C] == 0)[0]
     if len(empty):
-        hint = "labels look 1-based: subtract 1" if list(empty) == [0] else "check the label mapping, or declare data.num_classes"
-        return Verdict(STAGE, check, Status.WARN, observed=dict(observed, empty_classes=empty.tolist()), expected=expected,
-                       message=f"{len(empty)} of {C} classes have no train examples: {empty.tolist()[:MAX_LISTED]}", hint=hint)
+        hint = (
+            "labels look 1-based: subtract 1"
+            if list(empty) == [0]
+            else "check the label mapping, or declare data.num_classes"
+        )
+        return Verdict(
+            STAGE,
+            check,
+            Status.WARN,
+            observed=dict(observed, empty_classes=empty.tolist()),
+            expected=expected,
+            message=f"{len(empty)} of {C} classes have no train examples: {empty.tolist()[:MAX_LISTED]}",
+            hint=hint,
+        )
     if scan.train.y_dtype.startswith("float"):
-        return Verdict(STAGE, check, Status.WARN, observed=observed, expected="integer dtype",
-                       message=f"labels are whole numbers stored as {scan.train.y_dtype}",
-                       hint="store labels as int64: cross_entropy reads float targets as class probabilities")
-    return Verdict(STAGE, check, Status.PASS, observed=observed, expected=expected,
-                   message=f"all labels are integers in [0, {C}) and every class has train examples")
+        return Verdict(
+            STAGE,
+            check,
+            Status.WARN,
+            observed=observed,
+            expected="integer dtype",
+            message=f"labels are whole numbers stored as {scan.train.y_dtype}",
+            hint="store labels as int64: cross_entropy reads float targets as class probabilities",
+        )
+    return Verdict(
+        STAGE,
+        check,
+        Status.PASS,
+        observed=observed,
+        expected=expected,
+        message=f"all labels are integers in [0, {C}) and every class has train examples",
+    )
 
 
 def multi_hot_label_range(m: DataMeasurements, cfg: InspectDataSpec) -> Verdict:
@@ -92,10 +140,15 @@ def multi_hot_label_range(m: DataMeasurements, cfg: InspectDataSpec) -> Verdict:
     problems, bad_examples = [], []
     for name, s in scan.splits.items():
         if len(s.y_shape) != 1:
-            return Verdict(STAGE, check, Status.FAIL, observed={"target_shape": list(s.y_shape)},
-                           expected="multi-hot rows, shape (N, K)",
-                           message=f"{name} targets have shape {tuple(s.y_shape)} per example, not a row of K labels",
-                           hint="give one 0/1 value per label, (N, K); class indices (N,) are task: classification")
+            return Verdict(
+                STAGE,
+                check,
+                Status.FAIL,
+                observed={"target_shape": list(s.y_shape)},
+                expected="multi-hot rows, shape (N, K)",
+                message=f"{name} targets have shape {tuple(s.y_shape)} per example, not a row of K labels",
+                hint="give one 0/1 value per label, (N, K); class indices (N,) are task: classification",
+            )
         y = np.asarray(s.targets).reshape(s.n, -1)
         off = np.isfinite(y) & (y != 0) & (y != 1)
         if off.any():
@@ -105,12 +158,25 @@ def multi_hot_label_range(m: DataMeasurements, cfg: InspectDataSpec) -> Verdict:
     observed = {"labels": K, "dtype": scan.train.y_dtype}
     expected = f"multi-hot: {K} values of 0 or 1 per example"
     if problems:
-        return Verdict(STAGE, check, Status.FAIL, observed=dict(observed, examples=bad_examples[:MAX_LISTED]),
-                       expected=expected, message="; ".join(problems),
-                       hint="one value per example looks like class indices: task classification, or multi-hot rows "
-                            "(N, K)" if K == 1 else "threshold soft labels, or keep them with your own loss; multi-hot is 0/1")
-    return Verdict(STAGE, check, Status.PASS, observed=observed, expected=expected,
-                   message=f"every target is a row of {K} values of 0 or 1")
+        return Verdict(
+            STAGE,
+            check,
+            Status.FAIL,
+            observed=dict(observed, examples=bad_examples[:MAX_LISTED]),
+            expected=expected,
+            message="; ".join(problems),
+            hint="one value per example looks like class indices: task classification, or multi-hot rows (N, K)"
+            if K == 1
+            else "threshold soft labels, or keep them with your own loss; multi-hot is 0/1",
+        )
+    return Verdict(
+        STAGE,
+        check,
+        Status.PASS,
+        observed=observed,
+        expected=expected,
+        message=f"every target is a row of {K} values of 0 or 1",
+    )
 
 
 def non_finite(m: DataMeasurements, cfg: InspectDataSpec) -> Verdict:
@@ -122,10 +188,18 @@ def non_finite(m: DataMeasurements, cfg: InspectDataSpec) -> Verdict:
         examples += _where(name, bad)
     total = sum(counts.values())
     if total:
-        return Verdict(STAGE, "non-finite", Status.FAIL, observed=dict(counts, examples=examples[:MAX_LISTED]), expected=0,
-                       message=f"{total} examples hold NaN or Inf (inputs or targets), e.g. {', '.join(examples[:5])}",
-                       hint="fix the source (a division by zero in preprocessing, a missing value) or drop the examples")
-    return Verdict(STAGE, "non-finite", Status.PASS, observed=counts, expected=0, message="no NaN or Inf in inputs or targets")
+        return Verdict(
+            STAGE,
+            "non-finite",
+            Status.FAIL,
+            observed=dict(counts, examples=examples[:MAX_LISTED]),
+            expected=0,
+            message=f"{total} examples hold NaN or Inf (inputs or targets), e.g. {', '.join(examples[:5])}",
+            hint="fix the source (a division by zero in preprocessing, a missing value) or drop the examples",
+        )
+    return Verdict(
+        STAGE, "non-finite", Status.PASS, observed=counts, expected=0, message="no NaN or Inf in inputs or targets"
+    )
 
 
 def duplicates(m: DataMeasurements, cfg: InspectDataSpec) -> Verdict:
@@ -133,16 +207,33 @@ def duplicates(m: DataMeasurements, cfg: InspectDataSpec) -> Verdict:
     n = m.scan.train.n
     extra = m.train_extra_copies
     frac = extra / max(n, 1)
-    observed = {"extra_copies": extra, "groups": m.train_dup_groups, "largest_group": m.largest_dup_group, "fraction": round(frac, 6)}
+    observed = {
+        "extra_copies": extra,
+        "groups": m.train_dup_groups,
+        "largest_group": m.largest_dup_group,
+        "fraction": round(frac, 6),
+    }
     expected = f"fraction <= {cfg.max_duplicate_fraction}"
     if frac > cfg.max_duplicate_fraction:
-        return Verdict(STAGE, "duplicates", Status.WARN, observed=observed, expected=expected,
-                       message=f"{extra} of {n} train examples ({frac:.2%}) repeat another train example "
-                               f"({m.train_dup_groups} groups, largest {m.largest_dup_group})",
-                       hint="deduplicate, or check the loader does not return the same item for different indices; "
-                            "the dup_count column of examples.csv lists them")
-    return Verdict(STAGE, "duplicates", Status.PASS, observed=observed, expected=expected,
-                   message="no exact duplicates in train" if extra == 0 else f"{extra} duplicates, within the allowed fraction")
+        return Verdict(
+            STAGE,
+            "duplicates",
+            Status.WARN,
+            observed=observed,
+            expected=expected,
+            message=f"{extra} of {n} train examples ({frac:.2%}) repeat another train example "
+            f"({m.train_dup_groups} groups, largest {m.largest_dup_group})",
+            hint="deduplicate, or check the loader does not return the same item for different indices; "
+            "the dup_count column of examples.csv lists them",
+        )
+    return Verdict(
+        STAGE,
+        "duplicates",
+        Status.PASS,
+        observed=observed,
+        expected=expected,
+        message="no exact duplicates in train" if extra == 0 else f"{extra} duplicates, within the allowed fraction",
+    )
 
 
 def split_leakage(m: DataMeasurements, cfg: InspectDataSpec) -> Verdict:
@@ -155,11 +246,25 @@ def split_leakage(m: DataMeasurements, cfg: InspectDataSpec) -> Verdict:
     examples = [e for s, idx in m.leaked.items() for e in _where(s, idx)]
     expected = f"fraction <= {cfg.max_leak_fraction}"
     if fracs[worst] > cfg.max_leak_fraction:
-        return Verdict(STAGE, "split-leakage", Status.FAIL, observed=dict(counts, examples=examples[:MAX_LISTED]), expected=expected,
-                       message=f"{counts[worst]} of {m.scan.splits[worst].n} {worst} examples ({fracs[worst]:.2%}) also occur in train",
-                       hint="split before augmenting or deduplicate across splits; the in_train column of examples.csv lists them")
-    return Verdict(STAGE, "split-leakage", Status.PASS, observed=counts, expected=expected,
-                   message="no held-out example occurs in train" if not any(counts.values()) else "leakage within the allowed fraction")
+        return Verdict(
+            STAGE,
+            "split-leakage",
+            Status.FAIL,
+            observed=dict(counts, examples=examples[:MAX_LISTED]),
+            expected=expected,
+            message=f"{counts[worst]} of {m.scan.splits[worst].n} {worst} examples ({fracs[worst]:.2%}) also occur in train",
+            hint="split before augmenting or deduplicate across splits; the in_train column of examples.csv lists them",
+        )
+    return Verdict(
+        STAGE,
+        "split-leakage",
+        Status.PASS,
+        observed=counts,
+        expected=expected,
+        message="no held-out example occurs in train"
+        if not any(counts.values())
+        else "leakage within the allowed fraction",
+    )
 
 
 def conflicting_labels(m: DataMeasurements, cfg: InspectDataSpec) -> Verdict:
@@ -174,9 +279,21 @@ def conflicting_labels(m: DataMeasurements, cfg: InspectDataSpec) -> Verdict:
         observed["first"] = [f"{s}[{i}]={lab:g}" for s, i, lab in m.conflicts[0].members[:6]]
     expected = f"0 groups (fail above a fraction of {cfg.conflict_fail_fraction})"
     if not m.conflicts:
-        return Verdict(STAGE, "conflicting-labels", Status.PASS, observed=observed, expected=expected,
-                       message="no identical inputs carry different labels")
+        return Verdict(
+            STAGE,
+            "conflicting-labels",
+            Status.PASS,
+            observed=observed,
+            expected=expected,
+            message="no identical inputs carry different labels",
+        )
     status = Status.FAIL if frac > cfg.conflict_fail_fraction else Status.WARN
-    return Verdict(STAGE, "conflicting-labels", status, observed=observed, expected=expected,
-                   message=f"{len(m.conflicts)} groups of identical inputs carry different labels ({involved} examples, {frac:.2%})",
-                   hint="relabel or drop them; the conflict column of examples.csv lists them")
+    return Verdict(
+        STAGE,
+        "conflicting-labels",
+        status,
+        observed=observed,
+        expected=expected,
+        message=f"{len(m.conflicts)} groups of identical inputs carry different labels ({involved} examples, {frac:.2%})",
+        hint="relabel or drop them; the conflict column of examples.csv lists them",
+    )

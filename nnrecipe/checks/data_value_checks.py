@@ -16,12 +16,12 @@ from typing import Optional
 import numpy as np
 
 from nnrecipe.checks.regularize_checks import compare, seed_spread
-from nnrecipe.probes.label_errors import LabelErrors
 from nnrecipe.experiments import SeedRuns
+from nnrecipe.probes.label_errors import LabelErrors
 from nnrecipe.spec_stages import RegularizeSpec
 from nnrecipe.stats import wilson_interval
-from nnrecipe.verdict import Status, Verdict
 from nnrecipe.tasks import Task
+from nnrecipe.verdict import Status, Verdict
 
 STAGE = "regularize"
 RISING, PLATEAU, FALLING = "rising", "plateau", "falling"
@@ -41,28 +41,54 @@ def suspected_label_errors(m: LabelErrorMeasurements, cfg: RegularizeSpec) -> Ve
         return Verdict(STAGE, check, Status.SKIP, expected=expected, message=m.skip or "not measured")
     e = m.errors
     if e.diverged_folds == e.folds:
-        return Verdict(STAGE, check, Status.WARN, observed={"folds": e.folds, "diverged_folds": e.diverged_folds},
-                       expected=expected, message=f"all {e.folds} fold models diverged: no out-of-fold predictions",
-                       hint="make the reference train first (the overfit stage's checks say how)")
+        return Verdict(
+            STAGE,
+            check,
+            Status.WARN,
+            observed={"folds": e.folds, "diverged_folds": e.diverged_folds},
+            expected=expected,
+            message=f"all {e.folds} fold models diverged: no out-of-fold predictions",
+            hint="make the reference train first (the overfit stage's checks say how)",
+        )
     k, n = len(e.ranked), e.n
     lo, hi = wilson_interval(k, n)
-    observed = {"suspects": k, "train_examples": n, "rate": round(k / n, 5), "rate_ci95": [round(lo, 5), round(hi, 5)],
-                "folds": e.folds, "out_of_fold_accuracy": round(e.oof_accuracy, 4), "diverged_folds": e.diverged_folds,
-                "unjudged_examples": len(e.labels) - n}  # in diverged folds: no prediction, not counted
+    observed = {
+        "suspects": k,
+        "train_examples": n,
+        "rate": round(k / n, 5),
+        "rate_ci95": [round(lo, 5), round(hi, 5)],
+        "folds": e.folds,
+        "out_of_fold_accuracy": round(e.oof_accuracy, 4),
+        "diverged_folds": e.diverged_folds,
+        "unjudged_examples": len(e.labels) - n,
+    }  # in diverged folds: no prediction, not counted
     top = e.rows()[:3]
-    examples = ", ".join(f"#{r['train_index']} given {r['given']} (p {r['p_given']:.2f}) looks like {r['suggested']}"
-                         for r in top)
+    examples = ", ".join(
+        f"#{r['train_index']} given {r['given']} (p {r['p_given']:.2f}) looks like {r['suggested']}" for r in top
+    )
     if lo > c.max_rate:
-        return Verdict(STAGE, check, Status.WARN, observed=observed, expected=expected,
-                       message=f"{k} of {n} training labels ({k / n:.1%}, 95% CI {lo:.1%}-{hi:.1%}) look wrong to "
-                               f"models that never saw them (out-of-fold accuracy {e.oof_accuracy:.1%}); worst: {examples}",
-                       hint="look at suspected_label_errors.png and .csv; relabel or drop the confirmed ones "
-                            "(noisy labels cap accuracy and teach the model the noise). Where out-of-fold accuracy "
-                            "is low, examples that are merely hard are flagged too")
+        return Verdict(
+            STAGE,
+            check,
+            Status.WARN,
+            observed=observed,
+            expected=expected,
+            message=f"{k} of {n} training labels ({k / n:.1%}, 95% CI {lo:.1%}-{hi:.1%}) look wrong to "
+            f"models that never saw them (out-of-fold accuracy {e.oof_accuracy:.1%}); worst: {examples}",
+            hint="look at suspected_label_errors.png and .csv; relabel or drop the confirmed ones "
+            "(noisy labels cap accuracy and teach the model the noise). Where out-of-fold accuracy "
+            "is low, examples that are merely hard are flagged too",
+        )
     msg = f"{k} of {n} training labels ({k / n:.1%}) suspected"
-    return Verdict(STAGE, check, Status.PASS, observed=observed, expected=expected,
-                   message=msg + (f"; worst: {examples}" if top else ""),
-                   hint="the suspects are in suspected_label_errors.csv: ambiguous examples end up there too" if k else "")
+    return Verdict(
+        STAGE,
+        check,
+        Status.PASS,
+        observed=observed,
+        expected=expected,
+        message=msg + (f"; worst: {examples}" if top else ""),
+        hint="the suspects are in suspected_label_errors.csv: ambiguous examples end up there too" if k else "",
+    )
 
 
 @dataclasses.dataclass
@@ -137,38 +163,70 @@ def data_scaling(m: ScalingMeasurements, cfg: RegularizeSpec) -> Verdict:
     metric = m.task.metric
     expected = f"the val {metric} does not fall with more data (paired z > -{cfg.significance_z:g})"
     if m.skip or len(m.points) < 2:
-        return Verdict(STAGE, check, Status.SKIP, expected=expected, message=m.skip or "fewer than two training-set sizes")
+        return Verdict(
+            STAGE, check, Status.SKIP, expected=expected, message=m.skip or "fewer than two training-set sizes"
+        )
     if any(r.diverged for p in m.points for r in p.result.runs):
         bad = [f"{p.fraction:.0%}" for p in m.points if any(r.diverged for r in p.result.runs)]
-        return Verdict(STAGE, check, Status.WARN, observed={"diverged": bad}, expected=expected,
-                       message=f"training diverged on {', '.join(bad)} of the training set: no learning curve",
-                       hint="make the reference train stably first")
+        return Verdict(
+            STAGE,
+            check,
+            Status.WARN,
+            observed={"diverged": bad},
+            expected=expected,
+            message=f"training diverged on {', '.join(bad)} of the training set: no learning curve",
+            hint="make the reference train stably first",
+        )
     metrics = [float(np.mean([r.val_metric for r in p.result.runs])) for p in m.points]
     train = [float(np.mean([r.train_metric for r in p.result.runs])) for p in m.points]
     examples = [p.examples for p in m.points]
     kind, z = trend(m, cfg)
     slope = next_doubling_gain(examples, metrics)
     gain = metrics[-1] - metrics[-2]
-    observed = {"examples": examples, f"val_{metric}": [round(v, 5) for v in metrics],
-                f"train_{metric}": [round(v, 5) for v in train], "last_step_gain": round(gain, 5),
-                "z": round(z, 2) if math.isfinite(z) else z, "predicted_gain_at_2x": round(slope, 5),
-                "seeds": len(m.points[-1].result.runs), "trend": kind}
+    observed = {
+        "examples": examples,
+        f"val_{metric}": [round(v, 5) for v in metrics],
+        f"train_{metric}": [round(v, 5) for v in train],
+        "last_step_gain": round(gain, 5),
+        "z": round(z, 2) if math.isfinite(z) else z,
+        "predicted_gain_at_2x": round(slope, 5),
+        "seeds": len(m.points[-1].result.runs),
+        "trend": kind,
+    }
     span = f"from {examples[-2]} to {examples[-1]} examples"
     if m.task.score_is_loss:  # z is computed on the per-window cross-entropy: show it
         losses = [float(np.mean([r.val_loss for r in p.result.runs])) for p in m.points[-2:]]
         span += f" (val loss {losses[0]:.4f} -> {losses[1]:.4f} nats)"
     if kind == FALLING:
-        return Verdict(STAGE, check, Status.WARN, observed=observed, expected=expected,
-                       message=f"more data made val {metric} worse: {metrics[-2]:.4f} -> {metrics[-1]:.4f} {span} (z {z:.1f})",
-                       hint="the examples the smaller subset leaves out differ from val: look for label noise "
-                            "(suspected-label-errors) or a second distribution mixed into the training split")
+        return Verdict(
+            STAGE,
+            check,
+            Status.WARN,
+            observed=observed,
+            expected=expected,
+            message=f"more data made val {metric} worse: {metrics[-2]:.4f} -> {metrics[-1]:.4f} {span} (z {z:.1f})",
+            hint="the examples the smaller subset leaves out differ from val: look for label noise "
+            "(suspected-label-errors) or a second distribution mixed into the training split",
+        )
     if kind == RISING:
-        return Verdict(STAGE, check, Status.PASS, observed=observed, expected=expected,
-                       message=f"still rising: val {metric} {metrics[-2]:.4f} -> {metrics[-1]:.4f} {span} (z {z:.1f}); "
-                               f"more data is likely to help: about {slope:+.3f} at twice the data (from how the "
-                               "gain per doubling shrank)",
-                       hint="more real training data is the recipe's first regularizer")
-    return Verdict(STAGE, check, Status.PASS, observed=observed, expected=expected,
-                   message=f"plateau: val {metric} {metrics[-2]:.4f} -> {metrics[-1]:.4f} {span} is within noise "
-                           f"(z {z:.1f}); more of the same data is unlikely to help much",
-                   hint="capacity, features or the labels limit this model, not the amount of data")
+        return Verdict(
+            STAGE,
+            check,
+            Status.PASS,
+            observed=observed,
+            expected=expected,
+            message=f"still rising: val {metric} {metrics[-2]:.4f} -> {metrics[-1]:.4f} {span} (z {z:.1f}); "
+            f"more data is likely to help: about {slope:+.3f} at twice the data (from how the "
+            "gain per doubling shrank)",
+            hint="more real training data is the recipe's first regularizer",
+        )
+    return Verdict(
+        STAGE,
+        check,
+        Status.PASS,
+        observed=observed,
+        expected=expected,
+        message=f"plateau: val {metric} {metrics[-2]:.4f} -> {metrics[-1]:.4f} {span} is within noise "
+        f"(z {z:.1f}); more of the same data is unlikely to help much",
+        hint="capacity, features or the labels limit this model, not the amount of data",
+    )

@@ -27,17 +27,33 @@ def reproducible(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
     cuda = m.device_type == "cuda"
     tol = cfg.cuda_rtol * np.maximum(np.abs(a[:n]), 1e-8) if cuda else 0.0
     bad = bool(np.any(diff > tol)) or len(a) != len(b)
-    observed = {"max_abs_diff": float(diff.max()) if n else 0.0, "first_different_step": first, "steps": n,
-                "loss_step1": [float(a[0]), float(b[0])] if n else None}
+    observed = {
+        "max_abs_diff": float(diff.max()) if n else 0.0,
+        "first_different_step": first,
+        "steps": n,
+        "loss_step1": [float(a[0]), float(b[0])] if n else None,
+    }
     expected = f"relative difference <= {cfg.cuda_rtol:g}" if cuda else "bitwise identical losses"
     if bad:
-        return Verdict(STAGE, "reproducible", Status.FAIL, observed=observed, expected=expected,
-                       message=f"two runs with seed-for-seed the same spec differ from step {first} "
-                               f"(max loss difference {diff.max():.3g})",
-                       hint="look for unseeded randomness in your data or model code: np.random/random without a seed, "
-                            "a time-based seed, os.urandom; draw from torch's generator (nnrecipe seeds it)")
-    return Verdict(STAGE, "reproducible", Status.PASS, observed=observed, expected=expected,
-                   message=f"{n} steps of two fresh runs agree" + (" within tolerance" if cuda else " bit for bit"))
+        return Verdict(
+            STAGE,
+            "reproducible",
+            Status.FAIL,
+            observed=observed,
+            expected=expected,
+            message=f"two runs with seed-for-seed the same spec differ from step {first} "
+            f"(max loss difference {diff.max():.3g})",
+            hint="look for unseeded randomness in your data or model code: np.random/random without a seed, "
+            "a time-based seed, os.urandom; draw from torch's generator (nnrecipe seeds it)",
+        )
+    return Verdict(
+        STAGE,
+        "reproducible",
+        Status.PASS,
+        observed=observed,
+        expected=expected,
+        message=f"{n} steps of two fresh runs agree" + (" within tolerance" if cuda else " bit for bit"),
+    )
 
 
 def loss_at_init(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
@@ -55,21 +71,43 @@ def loss_at_init(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
     tol = {k: cfg.significance_z * se + cfg.init_allowance * abs(v) for k, v in candidates.items()}
     desc = init.task.init_descriptions(init.loss_name)
     expected = {desc[k]: round(v, 4) for k, v in candidates.items()}
-    obs = {"loss": round(observed, 5), "se": round(se, 5), "tolerance": {desc[k]: round(t, 4) for k, t in tol.items()},
-           "loss_fn": init.loss_name}
+    obs = {
+        "loss": round(observed, 5),
+        "se": round(se, 5),
+        "tolerance": {desc[k]: round(t, 4) for k, t in tol.items()},
+        "loss_fn": init.loss_name,
+    }
     if any(abs(observed - v) <= tol[k] for k, v in candidates.items()):
         k = min(candidates, key=lambda k: abs(observed - candidates[k]))
-        return Verdict(STAGE, "loss-at-init", Status.PASS, observed=obs, expected=expected,
-                       message=f"loss at init {observed:.4g} matches {desc[k]} = {candidates[k]:.4g} (±{tol[k]:.2g})")
+        return Verdict(
+            STAGE,
+            "loss-at-init",
+            Status.PASS,
+            observed=obs,
+            expected=expected,
+            message=f"loss at init {observed:.4g} matches {desc[k]} = {candidates[k]:.4g} (±{tol[k]:.2g})",
+        )
     if observed > max(v + tol[k] for k, v in candidates.items()):
-        return Verdict(STAGE, "loss-at-init", Status.FAIL, observed=obs, expected=expected,
-                       message=f"loss at init {observed:.4g} is above what the loss implies "
-                               f"({', '.join(f'{desc[k]} = {v:.4g}' for k, v in candidates.items())})",
-                       hint="the untrained model is confidently wrong: a huge final-layer init, unscaled inputs, "
-                            "or outputs that are not what the loss expects (see output-form)")
-    return Verdict(STAGE, "loss-at-init", Status.WARN, observed=obs, expected=expected,
-                   message=f"loss at init {observed:.4g} is below what an untrained model should give",
-                   hint="does the model see its labels (leaked into the input), or was it loaded pre-trained?")
+        return Verdict(
+            STAGE,
+            "loss-at-init",
+            Status.FAIL,
+            observed=obs,
+            expected=expected,
+            message=f"loss at init {observed:.4g} is above what the loss implies "
+            f"({', '.join(f'{desc[k]} = {v:.4g}' for k, v in candidates.items())})",
+            hint="the untrained model is confidently wrong: a huge final-layer init, unscaled inputs, "
+            "or outputs that are not what the loss expects (see output-form)",
+        )
+    return Verdict(
+        STAGE,
+        "loss-at-init",
+        Status.WARN,
+        observed=obs,
+        expected=expected,
+        message=f"loss at init {observed:.4g} is below what an untrained model should give",
+        hint="does the model see its labels (leaked into the input), or was it loaded pre-trained?",
+    )
 
 
 def _bernoulli_kl(p: np.ndarray, q: np.ndarray) -> float:
@@ -93,22 +131,44 @@ def init_well(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
         else:
             pp, qq = np.clip(p, 1e-12, 1), np.clip(q, 1e-12, 1)
             kl = float(np.sum(np.where(p > 0, p * np.log(pp / qq), 0.0)))
-        observed = {"kl_priors_vs_predicted": round(kl, 5), "mean_predicted": _round(q), "final_bias": _round(init.final_bias)}
+        observed = {
+            "kl_priors_vs_predicted": round(kl, 5),
+            "mean_predicted": _round(q),
+            "final_bias": _round(init.final_bias),
+        }
         expected = {"kl_max": cfg.init_kl_warn, "train_priors": _round(p), "ideal_bias": _round(ideal)}
         text = f"mean predicted distribution at init vs train priors: KL = {kl:.3g} nats ({who})"
         status = Status.FAIL if kl > cfg.init_kl_fail else Status.WARN if kl > cfg.init_kl_warn else Status.PASS
     else:  # real outputs: their mean against the target mean
         dev = np.abs(init.mean_output - init.target_mean) / np.maximum(init.target_std, 1e-12)
-        observed = {"mean_prediction": _round(init.mean_output), "offset_in_stds": _round(dev), "final_bias": _round(init.final_bias)}
-        expected = {"max_offset_in_stds": cfg.init_mean_warn, "target_mean": _round(init.target_mean), "ideal_bias": _round(ideal)}
+        observed = {
+            "mean_prediction": _round(init.mean_output),
+            "offset_in_stds": _round(dev),
+            "final_bias": _round(init.final_bias),
+        }
+        expected = {
+            "max_offset_in_stds": cfg.init_mean_warn,
+            "target_mean": _round(init.target_mean),
+            "ideal_bias": _round(ideal),
+        }
         text = f"mean prediction at init is {float(dev.max()):.3g} target stds from the target mean ({who})"
         status = Status.WARN if float(dev.max()) > cfg.init_mean_warn else Status.PASS
     if status is Status.PASS:
         return Verdict(STAGE, "init-well", status, observed=observed, expected=expected, message=text)
-    bias_text = f"set the final layer's bias to {_round(ideal, 6)}" if ideal is not None else "initialise the final layer's bias"
-    return Verdict(STAGE, "init-well", status, observed=observed, expected=expected,
-                   message=text + "; the first steps will be spent learning the bias (the hockey stick)",
-                   hint=f"{bias_text}, and keep the final weights small")
+    bias_text = (
+        f"set the final layer's bias to {_round(ideal, 6)}"
+        if ideal is not None
+        else "initialise the final layer's bias"
+    )
+    return Verdict(
+        STAGE,
+        "init-well",
+        status,
+        observed=observed,
+        expected=expected,
+        message=text + "; the first steps will be spent learning the bias (the hockey stick)",
+        hint=f"{bias_text}, and keep the final weights small",
+    )
 
 
 def output_form(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
@@ -118,35 +178,68 @@ def output_form(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
     if name not in ("cross_entropy", "bce", "nll"):
         return Verdict(STAGE, "output-form", Status.SKIP, message=f"loss {name}: no constraint on the output form")
     probs = init.in_unit_interval and init.rows_sum_to_one
-    observed = {"in_[0,1]": init.in_unit_interval, "rows_sum_to_1": init.rows_sum_to_one,
-                "rows_logsumexp_0": init.rows_logsumexp_zero, "loss": name}
+    observed = {
+        "in_[0,1]": init.in_unit_interval,
+        "rows_sum_to_1": init.rows_sum_to_one,
+        "rows_logsumexp_0": init.rows_logsumexp_zero,
+        "loss": name,
+    }
 
     def v(status, expected, message, hint=""):
         return Verdict(STAGE, "output-form", status, observed=observed, expected=expected, message=message, hint=hint)
 
     if name == "cross_entropy":
         if probs:
-            return v(Status.FAIL, "logits", "the model outputs probabilities (rows in [0, 1] summing to 1) but cross_entropy "
-                     "applies log_softmax itself: a softmax went in twice", "remove the final softmax; return logits")
+            return v(
+                Status.FAIL,
+                "logits",
+                "the model outputs probabilities (rows in [0, 1] summing to 1) but cross_entropy "
+                "applies log_softmax itself: a softmax went in twice",
+                "remove the final softmax; return logits",
+            )
         if init.rows_logsumexp_zero:
-            return v(Status.WARN, "logits", "the model outputs log-probabilities; cross_entropy applies log_softmax again "
-                     "(harmless, log_softmax is idempotent, but redundant)", "return logits, or use loss: nll")
+            return v(
+                Status.WARN,
+                "logits",
+                "the model outputs log-probabilities; cross_entropy applies log_softmax again "
+                "(harmless, log_softmax is idempotent, but redundant)",
+                "return logits, or use loss: nll",
+            )
         return v(Status.PASS, "logits", "outputs look like logits, as cross_entropy expects")
     if name == "bce":
         if probs and init.num_outputs > 1:
-            return v(Status.FAIL, "logits", "the model outputs a softmax (rows in [0, 1] summing to 1) to a loss of one "
-                     "sigmoid per output: the labels compete where they should be independent, and the sigmoid goes in "
-                     "twice", "remove the final softmax; return one logit per label")
+            return v(
+                Status.FAIL,
+                "logits",
+                "the model outputs a softmax (rows in [0, 1] summing to 1) to a loss of one "
+                "sigmoid per output: the labels compete where they should be independent, and the sigmoid goes in "
+                "twice",
+                "remove the final softmax; return one logit per label",
+            )
         if init.in_unit_interval:
-            return v(Status.FAIL, "logits", "every output lies in [0, 1]: a sigmoid went in before "
-                     "binary_cross_entropy_with_logits, which applies its own", "remove the final sigmoid; return logits")
+            return v(
+                Status.FAIL,
+                "logits",
+                "every output lies in [0, 1]: a sigmoid went in before "
+                "binary_cross_entropy_with_logits, which applies its own",
+                "remove the final sigmoid; return logits",
+            )
         return v(Status.PASS, "logits", "outputs look like logits, as bce (with logits) expects")
     if probs:
-        return v(Status.FAIL, "log-probabilities", "the model outputs probabilities but nll wants log-probabilities",
-                 "end the model with log_softmax, or return logits and use loss: cross_entropy")
+        return v(
+            Status.FAIL,
+            "log-probabilities",
+            "the model outputs probabilities but nll wants log-probabilities",
+            "end the model with log_softmax, or return logits and use loss: cross_entropy",
+        )
     if not init.rows_logsumexp_zero:
-        return v(Status.FAIL, "log-probabilities", "raw logits go to nll, which only reads -output[y]: the loss can fall "
-                 "without bound while nothing is learned", "end the model with log_softmax, or use loss: cross_entropy")
+        return v(
+            Status.FAIL,
+            "log-probabilities",
+            "raw logits go to nll, which only reads -output[y]: the loss can fall "
+            "without bound while nothing is learned",
+            "end the model with log_softmax, or use loss: cross_entropy",
+        )
     return v(Status.PASS, "log-probabilities", "outputs are log-probabilities, as nll expects")
 
 
@@ -160,25 +253,51 @@ def batch_independence(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
     own = [float(dep[k, i]) for k, i in enumerate(rows)]
     # gradient: d out[i] / d x[j]; change: out[i] watched while example j is changed (no embedding to differentiate)
     by_gradient = m.dependency_by == "gradient"
-    observed = {"batch": n, "rows_tested": rows, "measured_by": m.dependency_by,
-                ("cross_gradients" if by_gradient else "cross_changes"): len(leaks),
-                "examples": [f"out[{i}] <- x[{j}]" for i, j in leaks[:8]]}
+    observed = {
+        "batch": n,
+        "rows_tested": rows,
+        "measured_by": m.dependency_by,
+        ("cross_gradients" if by_gradient else "cross_changes"): len(leaks),
+        "examples": [f"out[{i}] <- x[{j}]" for i, j in leaks[:8]],
+    }
     expected = "no gradient across examples" if by_gradient else "no output moves when another example changes"
     if leaks:
         i, j = leaks[0]
-        how = (f"get gradient from other examples' inputs, e.g. out[{i}] from x[{j}]" if by_gradient else
-               f"change when other examples' inputs change, e.g. out[{i}] when x[{j}] does")
-        return Verdict(STAGE, "batch-independence", Status.FAIL, observed=observed, expected=expected,
-                       message=f"{len(leaks)} outputs {how}",
-                       hint="a view/reshape where a permute/transpose was meant mixes the batch; or a batch-level "
-                            "operation (mean over dim 0) in forward")
+        how = (
+            f"get gradient from other examples' inputs, e.g. out[{i}] from x[{j}]"
+            if by_gradient
+            else f"change when other examples' inputs change, e.g. out[{i}] when x[{j}] does"
+        )
+        return Verdict(
+            STAGE,
+            "batch-independence",
+            Status.FAIL,
+            observed=observed,
+            expected=expected,
+            message=f"{len(leaks)} outputs {how}",
+            hint="a view/reshape where a permute/transpose was meant mixes the batch; or a batch-level "
+            "operation (mean over dim 0) in forward",
+        )
     if all(o == 0 for o in own):
-        return Verdict(STAGE, "batch-independence", Status.WARN, observed=observed,
-                       expected="gradient on the own input" if by_gradient else "outputs that move with their own input",
-                       message="no output depends on any input at all", hint="see input-independent")
-    return Verdict(STAGE, "batch-independence", Status.PASS, observed=observed, expected=expected,
-                   message=f"each of outputs {rows} depends on its own input only (batch of {n}, eval mode"
-                           + ("" if by_gradient else "; by changing each example") + ")")
+        return Verdict(
+            STAGE,
+            "batch-independence",
+            Status.WARN,
+            observed=observed,
+            expected="gradient on the own input" if by_gradient else "outputs that move with their own input",
+            message="no output depends on any input at all",
+            hint="see input-independent",
+        )
+    return Verdict(
+        STAGE,
+        "batch-independence",
+        Status.PASS,
+        observed=observed,
+        expected=expected,
+        message=f"each of outputs {rows} depends on its own input only (batch of {n}, eval mode"
+        + ("" if by_gradient else "; by changing each example")
+        + ")",
+    )
 
 
 def eval_deterministic(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
@@ -188,11 +307,23 @@ def eval_deterministic(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
     observed = {"max_abs_diff": m.eval_diff}
     expected = f"<= {tol:.3g}" if cuda else "identical"
     if m.eval_diff > tol:
-        return Verdict(STAGE, "eval-deterministic", Status.FAIL, observed=observed, expected=expected,
-                       message=f"two eval passes over the same batch differ by up to {m.eval_diff:.3g}",
-                       hint="dropout or noise stays on in eval: use nn.Dropout modules (or F.dropout(training=self.training))")
-    return Verdict(STAGE, "eval-deterministic", Status.PASS, observed=observed, expected=expected,
-                   message="two eval passes give the same outputs")
+        return Verdict(
+            STAGE,
+            "eval-deterministic",
+            Status.FAIL,
+            observed=observed,
+            expected=expected,
+            message=f"two eval passes over the same batch differ by up to {m.eval_diff:.3g}",
+            hint="dropout or noise stays on in eval: use nn.Dropout modules (or F.dropout(training=self.training))",
+        )
+    return Verdict(
+        STAGE,
+        "eval-deterministic",
+        Status.PASS,
+        observed=observed,
+        expected=expected,
+        message="two eval passes give the same outputs",
+    )
 
 
 def gradients_flow(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
@@ -203,7 +334,11 @@ def gradients_flow(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
     nonfinite = [n for n, ok in zip(g.names, g.grad_finite) if not ok]
     frozen = [n for n, v, c in zip(g.names, g.grad_norm, g.changed) if v and not c and not ignored(n)]
     weights = list(g.weight_rms)
-    ratio = g.weight_rms[weights[0]] / g.weight_rms[weights[-1]] if len(weights) >= 2 and g.weight_rms[weights[-1]] > 0 else None
+    ratio = (
+        g.weight_rms[weights[0]] / g.weight_rms[weights[-1]]
+        if len(weights) >= 2 and g.weight_rms[weights[-1]] > 0
+        else None
+    )
     worst_dead = max(g.dead.items(), key=lambda kv: kv[1]) if g.dead else None
     observed = {
         "parameters": len(g.names),
@@ -215,8 +350,12 @@ def gradients_flow(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
         "max_dead_fraction": {worst_dead[0]: round(worst_dead[1], 3)} if worst_dead else None,
         "grad_norms": {n: round(v, 6) if v is not None else None for n, v in list(zip(g.names, g.grad_norm))[:12]},
     }
-    expected = {"no_gradient": 0, "first_last_rms_ratio_min": cfg.vanish_ratio, "total_norm_max": cfg.explode_norm,
-                "dead_fraction_max": cfg.dead_unit_warn}
+    expected = {
+        "no_gradient": 0,
+        "first_last_rms_ratio_min": cfg.vanish_ratio,
+        "total_norm_max": cfg.explode_norm,
+        "dead_fraction_max": cfg.dead_unit_warn,
+    }
     fails, warns = [], []
     if nonfinite:
         fails.append(f"non-finite gradients in {', '.join(nonfinite[:3])}")
@@ -233,11 +372,31 @@ def gradients_flow(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
     if g.total_norm > cfg.explode_norm:
         warns.append(f"exploding gradients: global norm {g.total_norm:.3g} after one batch")
     if fails:
-        return Verdict(STAGE, "gradients-flow", Status.FAIL, observed=observed, expected=expected, message="; ".join(fails + warns),
-                       hint="a layer defined but unused, a .detach()/.item()/numpy round-trip in forward, requires_grad "
-                            "turned off, or dead ReLUs (a large negative bias); list deliberate ones in stages.baseline.ignore_params")
+        return Verdict(
+            STAGE,
+            "gradients-flow",
+            Status.FAIL,
+            observed=observed,
+            expected=expected,
+            message="; ".join(fails + warns),
+            hint="a layer defined but unused, a .detach()/.item()/numpy round-trip in forward, requires_grad "
+            "turned off, or dead ReLUs (a large negative bias); list deliberate ones in stages.baseline.ignore_params",
+        )
     if warns:
-        return Verdict(STAGE, "gradients-flow", Status.WARN, observed=observed, expected=expected, message="; ".join(warns),
-                       hint="check the initialisation scale and the activations; normalisation layers or residual connections help")
-    return Verdict(STAGE, "gradients-flow", Status.PASS, observed=observed, expected=expected,
-                   message=f"all {len(g.names)} trainable parameters get finite, non-zero gradients and move after one step")
+        return Verdict(
+            STAGE,
+            "gradients-flow",
+            Status.WARN,
+            observed=observed,
+            expected=expected,
+            message="; ".join(warns),
+            hint="check the initialisation scale and the activations; normalisation layers or residual connections help",
+        )
+    return Verdict(
+        STAGE,
+        "gradients-flow",
+        Status.PASS,
+        observed=observed,
+        expected=expected,
+        message=f"all {len(g.names)} trainable parameters get finite, non-zero gradients and move after one step",
+    )

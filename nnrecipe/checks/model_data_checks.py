@@ -41,16 +41,39 @@ def model_on_data(m: Optional[ModelOnData], cfg) -> Verdict:
         return Verdict(STAGE, check, Status.SKIP, expected=expected, message="no --model RUN_DIR given")
     observed = {"model": m.source, f"val_{m.metric_name}_now": round(m.now, 5), "n_val_now": m.n_now}
     if m.recorded is None or not math.isfinite(m.recorded):
-        return Verdict(STAGE, check, Status.SKIP, observed=observed, expected=expected,
-                       message="the run directory did not record the model's val metric (re-run its stage)")
+        return Verdict(
+            STAGE,
+            check,
+            Status.SKIP,
+            observed=observed,
+            expected=expected,
+            message="the run directory did not record the model's val metric (re-run its stage)",
+        )
     dz = drop_z(m)
-    observed.update({f"val_{m.metric_name}_when_trained": round(m.recorded, 5), "n_val_when_trained": m.n_recorded,
-                     "drop_z": round(dz, 2)})
+    observed.update(
+        {
+            f"val_{m.metric_name}_when_trained": round(m.recorded, 5),
+            "n_val_when_trained": m.n_recorded,
+            "drop_z": round(dz, 2),
+        }
+    )
     if not math.isfinite(m.now) or dz >= z:
-        return Verdict(STAGE, check, Status.FAIL, observed=observed, expected=expected,
-                       message=f"the model scores {m.now:.4f} here but {m.recorded:.4f} when it was trained (z {dz:.1f}): "
-                               "this data is not what it learned from",
-                       hint="compare preprocessing and normalisation, the label order (class names) and the split "
-                            "with the run's spec.yaml; the examples grid shows what the model is fed")
-    return Verdict(STAGE, check, Status.PASS, observed=observed, expected=expected,
-                   message=f"val {m.metric_name} {m.now:.4f} here, {m.recorded:.4f} when trained (z {dz:.1f})")
+        return Verdict(
+            STAGE,
+            check,
+            Status.FAIL,
+            observed=observed,
+            expected=expected,
+            message=f"the model scores {m.now:.4f} here but {m.recorded:.4f} when it was trained (z {dz:.1f}): "
+            "this data is not what it learned from",
+            hint="compare preprocessing and normalisation, the label order (class names) and the split "
+            "with the run's spec.yaml; the examples grid shows what the model is fed",
+        )
+    return Verdict(
+        STAGE,
+        check,
+        Status.PASS,
+        observed=observed,
+        expected=expected,
+        message=f"val {m.metric_name} {m.now:.4f} here, {m.recorded:.4f} when trained (z {dz:.1f})",
+    )

@@ -17,7 +17,10 @@ STAGE = "overfit"
 def _divergence(m: OverfitMeasurements) -> dict:
     h = m.model.history
     finite = h.losses[np.isfinite(h.losses.numpy())]
-    return {"non_finite_at_step": h.nonfinite_step, "last_finite_loss": round(float(finite[-1]), 6) if len(finite) else None}
+    return {
+        "non_finite_at_step": h.nonfinite_step,
+        "last_finite_loss": round(float(finite[-1]), 6) if len(finite) else None,
+    }
 
 
 def weights_at(step, last: int) -> str:
@@ -30,21 +33,44 @@ def fits_train(m: OverfitMeasurements, cfg: OverfitSpec) -> Verdict:
     e = m.model
     if e.history.diverged:
         d = _divergence(m)
-        return Verdict(STAGE, "fits-train", Status.FAIL, observed=d, expected="finite losses",
-                       message=f"the loss became NaN/Inf at step {d['non_finite_at_step']} (last finite loss {d['last_finite_loss']})",
-                       hint="lower the LR (try the suggestion of --lr-range), clip gradients (optim.grad_clip), check the data scale")
+        return Verdict(
+            STAGE,
+            "fits-train",
+            Status.FAIL,
+            observed=d,
+            expected="finite losses",
+            message=f"the loss became NaN/Inf at step {d['non_finite_at_step']} (last finite loss {d['last_finite_loss']})",
+            hint="lower the LR (try the suggestion of --lr-range), clip gradients (optim.grad_clip), check the data scale",
+        )
     goal = m.task.train_goal(cfg)  # accuracy, R^2 or bits per token, each against its target
     value, steps = goal.value(e.train_eval), e.history.steps_run
     # train is measured on the weights of the last step (val, in beats-baselines, at the best checkpoint)
-    observed = {goal.name.replace(" ", "_"): round(value, goal.digits), "train_loss": round(e.train_eval.loss, 6),
-                **goal.extra(e.train_eval), "steps": steps, "train_step": e.train_step}
+    observed = {
+        goal.name.replace(" ", "_"): round(value, goal.digits),
+        "train_loss": round(e.train_eval.loss, 6),
+        **goal.extra(e.train_eval),
+        "steps": steps,
+        "train_step": e.train_step,
+    }
     if goal.met(value):
-        return Verdict(STAGE, "fits-train", Status.PASS, observed=observed, expected=goal.expected,
-                       message=goal.passed.format(name=goal.name, value=value, steps=steps))
+        return Verdict(
+            STAGE,
+            "fits-train",
+            Status.PASS,
+            observed=observed,
+            expected=goal.expected,
+            message=goal.passed.format(name=goal.name, value=value, steps=steps),
+        )
     c = m.collapse
-    return Verdict(STAGE, "fits-train", Status.FAIL, observed=observed, expected=goal.expected,
-                   message=goal.failed.format(name=goal.name, value=value, steps=steps) + (f"; {c.words()}" if c else ""),
-                   hint=c.hint() if c else goal.hint)
+    return Verdict(
+        STAGE,
+        "fits-train",
+        Status.FAIL,
+        observed=observed,
+        expected=goal.expected,
+        message=goal.failed.format(name=goal.name, value=value, steps=steps) + (f"; {c.words()}" if c else ""),
+        hint=c.hint() if c else goal.hint,
+    )
 
 
 def beats_baselines(m: OverfitMeasurements, cfg: OverfitSpec) -> Verdict:
@@ -53,14 +79,25 @@ def beats_baselines(m: OverfitMeasurements, cfg: OverfitSpec) -> Verdict:
     if m.baseline_scores is None:
         return Verdict(STAGE, "beats-baselines", Status.SKIP, message=m.baseline_skip)
     if m.model.history.diverged:
-        return Verdict(STAGE, "beats-baselines", Status.FAIL, observed=_divergence(m), expected="a trained model",
-                       message="the model diverged; it beats nothing", hint="see fits-train")
+        return Verdict(
+            STAGE,
+            "beats-baselines",
+            Status.FAIL,
+            observed=_divergence(m),
+            expected="a trained model",
+            message="the model diverged; it beats nothing",
+            hint="see fits-train",
+        )
     z = {name: round(m.task.better_z(m.model.val_scores, s), 2) for name, s in m.baseline_scores.items()}
     score = {name: round(float(np.mean(s)), 5) for name, s in m.baseline_scores.items()}
     metric = m.task.score
     at = weights_at(m.model.val_step, m.model.steps)  # val is judged at the best checkpoint, train at the last step
-    observed = {f"val_{metric}": round(float(np.mean(m.model.val_scores)), 5), "val_step": m.model.val_step,
-                f"baseline_val_{metric}": score, "z": z}
+    observed = {
+        f"val_{metric}": round(float(np.mean(m.model.val_scores)), 5),
+        "val_step": m.model.val_step,
+        f"baseline_val_{metric}": score,
+        "z": z,
+    }
     expected = f"z >= {cfg.significance_z:g} against the majority/mean predictor; not worse than any baseline"
     worse = [n for n, v in z.items() if v <= -cfg.significance_z]
     # A model that fits train should clearly beat predicting the majority class / the mean; against
@@ -68,23 +105,41 @@ def beats_baselines(m: OverfitMeasurements, cfg: OverfitSpec) -> Verdict:
     dumb = [n for n in z if n != m.task.linear_name]
     not_better = [n for n in dumb if -cfg.significance_z < z[n] < cfg.significance_z]
     if worse:
-        return Verdict(STAGE, "beats-baselines", Status.FAIL, observed=observed, expected=expected,
-                       message=f"the model ({at}) is worse on val than the baseline(s) {', '.join(worse)} "
-                               f"(z = {', '.join(str(z[n]) for n in worse)})",
-                       hint="it fits train but not val: a train/val mismatch in the data pipeline (labels or preprocessing "
-                            "differ), or it memorised noise (regularize next)")
+        return Verdict(
+            STAGE,
+            "beats-baselines",
+            Status.FAIL,
+            observed=observed,
+            expected=expected,
+            message=f"the model ({at}) is worse on val than the baseline(s) {', '.join(worse)} "
+            f"(z = {', '.join(str(z[n]) for n in worse)})",
+            hint="it fits train but not val: a train/val mismatch in the data pipeline (labels or preprocessing "
+            "differ), or it memorised noise (regularize next)",
+        )
     if not_better:
         n = len(m.model.val_scores)
         settle = examples_to_settle(n, min(z[k] for k in not_better), cfg.significance_z)
         words = f"; about {settle} val examples (not {n}) would tell" if settle else ""
-        return Verdict(STAGE, "beats-baselines", Status.WARN, observed=observed, expected=expected,
-                       message=f"the model ({at}) is not clearly better on val than the {', '.join(not_better)} predictor{words}",
-                       hint="fitting train did not buy val performance: check that train and val come from one distribution")
+        return Verdict(
+            STAGE,
+            "beats-baselines",
+            Status.WARN,
+            observed=observed,
+            expected=expected,
+            message=f"the model ({at}) is not clearly better on val than the {', '.join(not_better)} predictor{words}",
+            hint="fitting train did not buy val performance: check that train and val come from one distribution",
+        )
     n = m.task.linear_name
     on_par = f" (on par with the {n} model)" if n in z and z[n] < cfg.significance_z else ""
-    return Verdict(STAGE, "beats-baselines", Status.PASS, observed=observed, expected=expected,
-                   message=f"the model ({at}) beats the dumb baselines on val "
-                           f"({', '.join(f'{n} z={v}' for n, v in z.items())}){on_par}")
+    return Verdict(
+        STAGE,
+        "beats-baselines",
+        Status.PASS,
+        observed=observed,
+        expected=expected,
+        message=f"the model ({at}) beats the dumb baselines on val "
+        f"({', '.join(f'{n} z={v}' for n, v in z.items())}){on_par}",
+    )
 
 
 def lr_schedule(m: OverfitMeasurements, cfg: OverfitSpec) -> Verdict:
@@ -97,25 +152,49 @@ def lr_schedule(m: OverfitMeasurements, cfg: OverfitSpec) -> Verdict:
     top = int(np.argmax(lrs[:cut]))  # the start, or the end of a warmup
     start = float(lrs[top])
     low = top + np.nonzero(lrs[top:cut] < cfg.lr_min_fraction * start)[0]
-    observed = {"schedule": m.schedule, "lr_first": float(lrs[0]), "lr_min": float(lrs.min()), "lr_last": float(lrs[-1]),
-                "steps": n, "first_step_below": int(low[0]) + 1 if len(low) else None}
+    observed = {
+        "schedule": m.schedule,
+        "lr_first": float(lrs[0]),
+        "lr_min": float(lrs.min()),
+        "lr_last": float(lrs[-1]),
+        "steps": n,
+        "first_step_below": int(low[0]) + 1 if len(low) else None,
+    }
     expected = f"lr >= {cfg.lr_min_fraction:g} x start for the first {cfg.lr_min_progress:.0%} of steps; constant in this stage"
     if len(low):
         step = int(low[0]) + 1
-        return Verdict(STAGE, "lr-schedule", Status.FAIL, observed=observed, expected=expected,
-                       message=f"the LR fell to {lrs[low[0]]:.3g} ({lrs[low[0]] / start:.2%} of its start) at step {step} "
-                               f"of {n}: training is secretly stopping",
-                       hint="a schedule written for epochs is being stepped per batch (StepLR(step_size=30) means 30 "
-                            "optimizer steps here); keep it constant in this stage")
+        return Verdict(
+            STAGE,
+            "lr-schedule",
+            Status.FAIL,
+            observed=observed,
+            expected=expected,
+            message=f"the LR fell to {lrs[low[0]]:.3g} ({lrs[low[0]] / start:.2%} of its start) at step {step} "
+            f"of {n}: training is secretly stopping",
+            hint="a schedule written for epochs is being stepped per batch (StepLR(step_size=30) means 30 "
+            "optimizer steps here); keep it constant in this stage",
+        )
     peak = float(lrs.max())
-    decays = bool(np.any(lrs[int(np.argmax(lrs)):] < peak * (1 - 1e-6)))  # down from its peak (a warmup alone is fine)
+    decays = bool(np.any(lrs[int(np.argmax(lrs)) :] < peak * (1 - 1e-6)))  # down from its peak (a warmup alone is fine)
     if decays:
-        return Verdict(STAGE, "lr-schedule", Status.WARN, observed=observed, expected=expected,
-                       message=f"a decaying schedule ({m.schedule}) in the overfit stage: the LR ends at "
-                               f"{lrs[-1] / peak:.0%} of its peak",
-                       hint="the recipe: keep the LR constant here and tune a decay at the very end")
-    return Verdict(STAGE, "lr-schedule", Status.PASS, observed=observed, expected=expected,
-                   message=f"constant LR {lrs[0]:.3g} over all {n} steps")
+        return Verdict(
+            STAGE,
+            "lr-schedule",
+            Status.WARN,
+            observed=observed,
+            expected=expected,
+            message=f"a decaying schedule ({m.schedule}) in the overfit stage: the LR ends at "
+            f"{lrs[-1] / peak:.0%} of its peak",
+            hint="the recipe: keep the LR constant here and tune a decay at the very end",
+        )
+    return Verdict(
+        STAGE,
+        "lr-schedule",
+        Status.PASS,
+        observed=observed,
+        expected=expected,
+        message=f"constant LR {lrs[0]:.3g} over all {n} steps",
+    )
 
 
 def lr_range(m: OverfitMeasurements, cfg: OverfitSpec) -> Verdict:
@@ -123,22 +202,51 @@ def lr_range(m: OverfitMeasurements, cfg: OverfitSpec) -> Verdict:
     r = m.lr_range
     if r is None:
         return Verdict(STAGE, "lr-range", Status.SKIP, message="not requested (nnrecipe overfit --lr-range)")
-    observed = {"suggested_lr": r.suggested_lr, "min_loss_lr": r.min_loss_lr, "diverge_lr": r.diverge_lr, "spec_lr": m.lr0}
+    observed = {
+        "suggested_lr": r.suggested_lr,
+        "min_loss_lr": r.min_loss_lr,
+        "diverge_lr": r.diverge_lr,
+        "spec_lr": m.lr0,
+    }
     expected = "spec lr below the loss minimum of the sweep"
     if r.suggested_lr is None:
-        return Verdict(STAGE, "lr-range", Status.WARN, observed=observed, expected=expected,
-                       message="the sweep diverged before the loss could be read",
-                       hint="lower stages.overfit.lr_range.min_lr, or check the data scale")
+        return Verdict(
+            STAGE,
+            "lr-range",
+            Status.WARN,
+            observed=observed,
+            expected=expected,
+            message="the sweep diverged before the loss could be read",
+            hint="lower stages.overfit.lr_range.min_lr, or check the data scale",
+        )
     if r.diverge_lr is not None and m.lr0 >= r.diverge_lr:
-        return Verdict(STAGE, "lr-range", Status.FAIL, observed=observed, expected=expected,
-                       message=f"the loss diverges from lr {r.diverge_lr:.3g} on, and the spec trains at {m.lr0:.3g}",
-                       hint=f"use about {r.suggested_lr:.2g}")
+        return Verdict(
+            STAGE,
+            "lr-range",
+            Status.FAIL,
+            observed=observed,
+            expected=expected,
+            message=f"the loss diverges from lr {r.diverge_lr:.3g} on, and the spec trains at {m.lr0:.3g}",
+            hint=f"use about {r.suggested_lr:.2g}",
+        )
     if r.min_loss_lr is not None and m.lr0 > r.min_loss_lr:
-        return Verdict(STAGE, "lr-range", Status.WARN, observed=observed, expected=expected,
-                       message=f"the spec's lr {m.lr0:.3g} is past the sweep's loss minimum ({r.min_loss_lr:.3g}): unstable",
-                       hint=f"use about {r.suggested_lr:.2g}")
-    return Verdict(STAGE, "lr-range", Status.PASS, observed=observed, expected=expected,
-                   message=f"suggested lr {r.suggested_lr:.2g} (steepest descent); the spec's {m.lr0:.3g} is below the loss minimum")
+        return Verdict(
+            STAGE,
+            "lr-range",
+            Status.WARN,
+            observed=observed,
+            expected=expected,
+            message=f"the spec's lr {m.lr0:.3g} is past the sweep's loss minimum ({r.min_loss_lr:.3g}): unstable",
+            hint=f"use about {r.suggested_lr:.2g}",
+        )
+    return Verdict(
+        STAGE,
+        "lr-range",
+        Status.PASS,
+        observed=observed,
+        expected=expected,
+        message=f"suggested lr {r.suggested_lr:.2g} (steepest descent); the spec's {m.lr0:.3g} is below the loss minimum",
+    )
 
 
 def ladder(m: OverfitMeasurements, cfg: OverfitSpec) -> list[Verdict]:
@@ -151,32 +259,84 @@ def ladder(m: OverfitMeasurements, cfg: OverfitSpec) -> list[Verdict]:
 
     for i, (e, name) in enumerate(zip(m.ladder, m.ladder_names)):
         check = f"ladder-{i}"
-        observed = {"model": name, "train_loss": round(e.train_eval.loss, 6), f"train_{e.train_eval.metric_name}": round(e.train_eval.metric, 5)}
+        observed = {
+            "model": name,
+            "train_loss": round(e.train_eval.loss, 6),
+            f"train_{e.train_eval.metric_name}": round(e.train_eval.metric, 5),
+        }
         if e.history.diverged:
-            out.append(Verdict(STAGE, check, Status.FAIL, observed=observed, expected="finite losses",
-                               message=f"{name}: the loss became NaN/Inf at step {e.history.nonfinite_step}", hint="lower the LR"))
+            out.append(
+                Verdict(
+                    STAGE,
+                    check,
+                    Status.FAIL,
+                    observed=observed,
+                    expected="finite losses",
+                    message=f"{name}: the loss became NaN/Inf at step {e.history.nonfinite_step}",
+                    hint="lower the LR",
+                )
+            )
             continue
         if i == 0:
-            out.append(Verdict(STAGE, check, Status.SKIP, observed=observed,
-                               message=f"first rung {name}: train loss {e.train_eval.loss:.4g}; nothing before it to beat"))
+            out.append(
+                Verdict(
+                    STAGE,
+                    check,
+                    Status.SKIP,
+                    observed=observed,
+                    message=f"first rung {name}: train loss {e.train_eval.loss:.4g}; nothing before it to beat",
+                )
+            )
             continue
         prev = m.ladder[i - 1]
         se = math.hypot(end_loss_se(e.history.losses.numpy()), end_loss_se(prev.history.losses.numpy()))
         observed.update({"previous_train_loss": round(prev.train_eval.loss, 6), "end_loss_se": round(se, 6)})
         expected = f"train loss not above the rung before's beyond {cfg.significance_z:g} x the end points' wobble"
         if e.train_eval.loss < prev.train_eval.loss:
-            out.append(Verdict(STAGE, check, Status.PASS, observed=observed, expected=expected,
-                               message=f"{name}: train loss {e.train_eval.loss:.4g} < {prev.train_eval.loss:.4g} ({m.ladder_names[i - 1]})"))
+            out.append(
+                Verdict(
+                    STAGE,
+                    check,
+                    Status.PASS,
+                    observed=observed,
+                    expected=expected,
+                    message=f"{name}: train loss {e.train_eval.loss:.4g} < {prev.train_eval.loss:.4g} ({m.ladder_names[i - 1]})",
+                )
+            )
         elif fits(prev) and fits(e):
-            out.append(Verdict(STAGE, check, Status.PASS, observed=observed, expected=expected,
-                               message=f"{name}: both this rung and the one before already fit train (fits-train's target)"))
+            out.append(
+                Verdict(
+                    STAGE,
+                    check,
+                    Status.PASS,
+                    observed=observed,
+                    expected=expected,
+                    message=f"{name}: both this rung and the one before already fit train (fits-train's target)",
+                )
+            )
         elif e.train_eval.loss - prev.train_eval.loss <= cfg.significance_z * se:
-            out.append(Verdict(STAGE, check, Status.PASS, observed=observed, expected=expected,
-                               message=f"{name}: train loss {e.train_eval.loss:.4g} on par with {prev.train_eval.loss:.4g} "
-                                       f"({m.ladder_names[i - 1]}), within the end points' wobble of {se:.2g}"))
+            out.append(
+                Verdict(
+                    STAGE,
+                    check,
+                    Status.PASS,
+                    observed=observed,
+                    expected=expected,
+                    message=f"{name}: train loss {e.train_eval.loss:.4g} on par with {prev.train_eval.loss:.4g} "
+                    f"({m.ladder_names[i - 1]}), within the end points' wobble of {se:.2g}",
+                )
+            )
         else:
-            out.append(Verdict(STAGE, check, Status.FAIL, observed=observed, expected=expected,
-                               message=f"{name}: train loss {e.train_eval.loss:.4g} is not below the previous rung's "
-                                       f"{prev.train_eval.loss:.4g}",
-                               hint="this change made fitting harder: undo it, or change one thing at a time"))
+            out.append(
+                Verdict(
+                    STAGE,
+                    check,
+                    Status.FAIL,
+                    observed=observed,
+                    expected=expected,
+                    message=f"{name}: train loss {e.train_eval.loss:.4g} is not below the previous rung's "
+                    f"{prev.train_eval.loss:.4g}",
+                    hint="this change made fitting harder: undo it, or change one thing at a time",
+                )
+            )
     return out

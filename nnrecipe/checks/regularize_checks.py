@@ -24,8 +24,8 @@ from typing import Optional
 import numpy as np
 
 from nnrecipe.checks import not_for_task
-from nnrecipe.probes.filters import FilterMeasure
 from nnrecipe.experiments import SeedRuns
+from nnrecipe.probes.filters import FilterMeasure
 from nnrecipe.spec_stages import RegularizeSpec
 from nnrecipe.stats import SeedNoise, paired_z, seed_noise, seeded_z
 from nnrecipe.tasks import Task
@@ -33,7 +33,9 @@ from nnrecipe.verdict import Status, Verdict
 
 STAGE = "regularize"
 HELPED, NO_EFFECT, HURT = "helped", "no effect", "hurt"
-FILTERS_MIN_SIZE = 16  # positions per filter below which smoothness says nothing (3x3 or 5-tap edge detectors are rough)
+FILTERS_MIN_SIZE = (
+    16  # positions per filter below which smoothness says nothing (3x3 or 5-tap edge detectors are rough)
+)
 
 
 @dataclasses.dataclass
@@ -156,15 +158,26 @@ def knob(m: RegularizeMeasurements, result: SeedRuns, cfg: RegularizeSpec) -> Ve
     if result.skip:
         return Verdict(STAGE, check, Status.SKIP, message=f"{result.description}: {result.skip}")
     if any(r.diverged for r in result.runs):
-        return Verdict(STAGE, check, Status.FAIL, observed={"diverged_seeds": [r.seed for r in result.runs if r.diverged]},
-                       expected="finite losses", message=f"{result.description}: training diverged (NaN/Inf loss)",
-                       hint="this setting breaks training: lower it, or look for a bug in your augmentation/model code")
+        return Verdict(
+            STAGE,
+            check,
+            Status.FAIL,
+            observed={"diverged_seeds": [r.seed for r in result.runs if r.diverged]},
+            expected="finite losses",
+            message=f"{result.description}: training diverged (NaN/Inf loss)",
+            hint="this setting breaks training: lower it, or look for a bug in your augmentation/model code",
+        )
     observed, eff, z = _versus(m, result, cfg)
     metric = m.task.metric_title
     key = m.task.metric
     if not math.isfinite(z):
-        return Verdict(STAGE, check, Status.SKIP, observed=observed,
-                       message=f"{result.description}: the reference has no finite run to compare with")
+        return Verdict(
+            STAGE,
+            check,
+            Status.SKIP,
+            observed=observed,
+            message=f"{result.description}: the reference has no finite run to compare with",
+        )
     change = f"val {metric} {observed[f'reference_val_{key}']:.4f} -> {observed[f'val_{key}']:.4f}"
     if m.task.score_is_loss:  # z is computed on the per-window cross-entropy: show it
         change += f", val loss {observed['reference_val_loss']:.4f} -> {observed['val_loss']:.4f} nats"
@@ -174,44 +187,93 @@ def knob(m: RegularizeMeasurements, result: SeedRuns, cfg: RegularizeSpec) -> Ve
     if unseeded(m, result):
         seeds += "; one seed: the seed spread is not counted"
     if eff == HURT:
-        return Verdict(STAGE, check, Status.WARN, observed=observed, expected=expected,
-                       message=f"{result.description} hurt: {change} (z = {z:.1f}{seeds})",
-                       hint="too strong for this model and data: weaken it; best.yaml leaves it out")
+        return Verdict(
+            STAGE,
+            check,
+            Status.WARN,
+            observed=observed,
+            expected=expected,
+            message=f"{result.description} hurt: {change} (z = {z:.1f}{seeds})",
+            hint="too strong for this model and data: weaken it; best.yaml leaves it out",
+        )
     word = "helped" if eff == HELPED else "no effect beyond noise"
-    return Verdict(STAGE, check, Status.PASS, observed=observed, expected=expected,
-                   message=f"{result.description}: {word}, {change} (z = {z:.1f}{seeds})")
+    return Verdict(
+        STAGE,
+        check,
+        Status.PASS,
+        observed=observed,
+        expected=expected,
+        message=f"{result.description}: {word}, {change} (z = {z:.1f}{seeds})",
+    )
 
 
 def early_stopping(m: RegularizeMeasurements, cfg: RegularizeSpec) -> Verdict:
     """What training past the best val loss cost: the weights early stopping keeps vs the end."""
     if m.early is None or not m.early.runs:
-        return Verdict(STAGE, "early-stopping", Status.SKIP,
-                       message=m.early.skip if m.early is not None else "stages.regularize.knobs.early_stopping is off")
+        return Verdict(
+            STAGE,
+            "early-stopping",
+            Status.SKIP,
+            message=m.early.skip if m.early is not None else "stages.regularize.knobs.early_stopping is off",
+        )
     observed, eff, z = _versus(m, m.early, cfg)
     first, ref = m.early.runs[0], m.reference.runs[0]
-    observed.update({"kept_step": first.stopped_at, "steps": ref.steps, "patience": m.patience,
-                     "val_loss_at_kept": round(first.val_loss, 5), "val_loss_at_end": round(ref.val_loss, 5)})
+    observed.update(
+        {
+            "kept_step": first.stopped_at,
+            "steps": ref.steps,
+            "patience": m.patience,
+            "val_loss_at_kept": round(first.val_loss, 5),
+            "val_loss_at_end": round(ref.val_loss, 5),
+        }
+    )
     expected = f"patience {m.patience} evaluations on val loss; a gain counts at z >= {cfg.significance_z:g}"
     cost = f"val loss {first.val_loss:.4g} at step {first.stopped_at} vs {ref.val_loss:.4g} at step {ref.steps}"
     if first.stopped_at == ref.steps and eff != HURT:
-        return Verdict(STAGE, "early-stopping", Status.PASS, observed=observed, expected=expected,
-                       message=f"the val loss was lowest at the last evaluation (step {ref.steps}): nothing to stop; "
-                               "a longer budget may still help")
+        return Verdict(
+            STAGE,
+            "early-stopping",
+            Status.PASS,
+            observed=observed,
+            expected=expected,
+            message=f"the val loss was lowest at the last evaluation (step {ref.steps}): nothing to stop; "
+            "a longer budget may still help",
+        )
     if eff == HURT:
-        return Verdict(STAGE, "early-stopping", Status.WARN, observed=observed, expected=expected,
-                       message=f"stopping early hurt the val metric (z = {z:.1f}); {cost}",
-                       hint="val loss and the metric disagree here: raise stages.regularize.patience, or stop on the metric")
+        return Verdict(
+            STAGE,
+            "early-stopping",
+            Status.WARN,
+            observed=observed,
+            expected=expected,
+            message=f"stopping early hurt the val metric (z = {z:.1f}); {cost}",
+            hint="val loss and the metric disagree here: raise stages.regularize.patience, or stop on the metric",
+        )
     if eff == HELPED:
-        return Verdict(STAGE, "early-stopping", Status.PASS, observed=observed, expected=expected,
-                       message=f"training past step {first.stopped_at} cost val metric (z = {z:.1f}): early stopping helped; {cost}")
-    return Verdict(STAGE, "early-stopping", Status.PASS, observed=observed, expected=expected,
-                   message=f"training past the best val loss cost nothing beyond noise (z = {z:.1f}); {cost}")
+        return Verdict(
+            STAGE,
+            "early-stopping",
+            Status.PASS,
+            observed=observed,
+            expected=expected,
+            message=f"training past step {first.stopped_at} cost val metric (z = {z:.1f}): early stopping helped; {cost}",
+        )
+    return Verdict(
+        STAGE,
+        "early-stopping",
+        Status.PASS,
+        observed=observed,
+        expected=expected,
+        message=f"training past the best val loss cost nothing beyond noise (z = {z:.1f}); {cost}",
+    )
 
 
 def _paired_se(m: RegularizeMeasurements, a, b) -> float:
     """SE of (a's val metric - b's) on the same val examples: each side's SE, less their
     covariance, estimated by the correlation of the two runs' per-example scores."""
-    se_a, se_b = (m.task.metric_se(r.val_metric, m.n_val, scores=r.val_scores, target_var=m.val_target_var) for r in (a, b))
+    se_a, se_b = (
+        m.task.metric_se(r.val_metric, m.n_val, scores=r.val_scores, target_var=m.val_target_var) for r in (a, b)
+    )
     sa, sb = np.asarray(a.val_scores, dtype=float), np.asarray(b.val_scores, dtype=float)
     ok = np.isfinite(sa) & np.isfinite(sb)
     rho = float(np.corrcoef(sa[ok], sb[ok])[0, 1]) if ok.sum() > 2 and sa[ok].std() > 0 and sb[ok].std() > 0 else 0.0
@@ -230,10 +292,15 @@ def generalization_gap(m: RegularizeMeasurements, cfg: RegularizeSpec) -> Verdic
         return Verdict(STAGE, "generalization-gap", Status.SKIP, message="the reference did not train")
     diverged = [r.seed for r in m.reference.runs if r.diverged]
     if diverged:  # the reference's own verdict; the knobs are compared with its finite seeds
-        return Verdict(STAGE, "generalization-gap", Status.FAIL, observed={"diverged_seeds": diverged},
-                       expected="the reference trains at every seed",
-                       message=f"the reference diverged (NaN/Inf loss) at seed(s) {diverged}",
-                       hint="training is unstable across seeds: lower the LR or clip gradients (optim.grad_clip)")
+        return Verdict(
+            STAGE,
+            "generalization-gap",
+            Status.FAIL,
+            observed={"diverged_seeds": diverged},
+            expected="the reference trains at every seed",
+            message=f"the reference diverged (NaN/Inf loss) at seed(s) {diverged}",
+            hint="training is unstable across seeds: lower the LR or clip gradients (optim.grad_clip)",
+        )
     ref = m.reference.runs[0]
     best = m.best.runs[0] if (m.best is not None and m.best.runs) else ref
     z = cfg.significance_z
@@ -241,28 +308,63 @@ def generalization_gap(m: RegularizeMeasurements, cfg: RegularizeSpec) -> Verdic
     se_b = m.task.metric_se(ref.val_metric, m.n_val, scores=ref.val_scores, target_var=m.val_target_var)
     se_d = _paired_se(m, ref, best) if best is not ref else 0.0
     metric, name = m.task.metric_title, (m.best.description if m.best is not None else "reference")
-    observed = {"gap_before": round(gap_b, 5), "gap_after": round(gap_a, 5), "se_before": round(se_b, 5),
-                "se_narrowing": round(se_d, 5), "best": name, "more_data": m.more_data}
-    expected = (f"train - val {metric} <= {cfg.max_gap:g} (beyond {z:g} SE), or narrowed beyond noise, or nothing "
-                "measured (knobs, more data) narrows it")
+    observed = {
+        "gap_before": round(gap_b, 5),
+        "gap_after": round(gap_a, 5),
+        "se_before": round(se_b, 5),
+        "se_narrowing": round(se_d, 5),
+        "best": name,
+        "more_data": m.more_data,
+    }
+    expected = (
+        f"train - val {metric} <= {cfg.max_gap:g} (beyond {z:g} SE), or narrowed beyond noise, or nothing "
+        "measured (knobs, more data) narrows it"
+    )
     if gap_b - cfg.max_gap <= z * se_b:
-        return Verdict(STAGE, "generalization-gap", Status.PASS, observed=observed, expected=expected,
-                       message=f"train - val {metric} gap {gap_b:.3f} is not beyond {cfg.max_gap:g} (± noise): little "
-                               f"overfitting to fight" + (f"; {gap_a:.3f} with {name}" if m.best is not None else ""))
+        return Verdict(
+            STAGE,
+            "generalization-gap",
+            Status.PASS,
+            observed=observed,
+            expected=expected,
+            message=f"train - val {metric} gap {gap_b:.3f} is not beyond {cfg.max_gap:g} (± noise): little "
+            f"overfitting to fight" + (f"; {gap_a:.3f} with {name}" if m.best is not None else ""),
+        )
     if best is not ref and gap_b - gap_a > z * se_d:  # paired: both val metrics on the same examples
-        return Verdict(STAGE, "generalization-gap", Status.PASS, observed=observed, expected=expected,
-                       message=f"the gap went from {gap_b:.3f} to {gap_a:.3f} with {name}")
+        return Verdict(
+            STAGE,
+            "generalization-gap",
+            Status.PASS,
+            observed=observed,
+            expected=expected,
+            message=f"the gap went from {gap_b:.3f} to {gap_a:.3f} with {name}",
+        )
     if m.more_data == "rising" or m.more_data is None:
-        why = ("and more data still raises val (data-scaling): the gap is reducible" if m.more_data
-               else "and data-scaling did not run to say whether more data would narrow it")
-        return Verdict(STAGE, "generalization-gap", Status.WARN, observed=observed, expected=expected,
-                       message=f"the model still overfits: train - val {metric} gap {gap_b:.3f} -> {gap_a:.3f} ({name}) {why}",
-                       hint="more data is the best regularizer; then stronger augmentation, dropout, weight decay or a smaller model")
-    return Verdict(STAGE, "generalization-gap", Status.PASS, observed=observed, expected=expected,
-                   message=f"train - val {metric} gap {gap_b:.3f} -> {gap_a:.3f} ({name}) is beyond {cfg.max_gap:g}, but nothing "
-                           "measured narrows it: no knob beyond noise, and more of the same data is on a plateau "
-                           "(data-scaling); the rest is this model's on this task",
-                   hint="a model with a better prior for this data (e.g. convolutions for signals and images) is the lever")
+        why = (
+            "and more data still raises val (data-scaling): the gap is reducible"
+            if m.more_data
+            else "and data-scaling did not run to say whether more data would narrow it"
+        )
+        return Verdict(
+            STAGE,
+            "generalization-gap",
+            Status.WARN,
+            observed=observed,
+            expected=expected,
+            message=f"the model still overfits: train - val {metric} gap {gap_b:.3f} -> {gap_a:.3f} ({name}) {why}",
+            hint="more data is the best regularizer; then stronger augmentation, dropout, weight decay or a smaller model",
+        )
+    return Verdict(
+        STAGE,
+        "generalization-gap",
+        Status.PASS,
+        observed=observed,
+        expected=expected,
+        message=f"train - val {metric} gap {gap_b:.3f} -> {gap_a:.3f} ({name}) is beyond {cfg.max_gap:g}, but nothing "
+        "measured narrows it: no knob beyond noise, and more of the same data is on a plateau "
+        "(data-scaling); the rest is this model's on this task",
+        hint="a model with a better prior for this data (e.g. convolutions for signals and images) is the lever",
+    )
 
 
 def _retention(m: RegularizeMeasurements, clean: np.ndarray, aug: np.ndarray) -> tuple[float, float, float]:
@@ -285,35 +387,66 @@ def augment_preserves_labels(m: RegularizeMeasurements, cfg: RegularizeSpec) -> 
     metric = m.task.metric_title
     clean = m.augment_clean
     c, a_ref, r_ref = _retention(m, clean, m.augment_reference)
-    observed = {f"clean_val_{metric}": round(c, 5), f"reference_on_augmented_{metric}": round(a_ref, 5),
-                "reference_retention": round(r_ref, 4) if math.isfinite(r_ref) else None, "chance": round(m.chance, 4)}
+    observed = {
+        f"clean_val_{metric}": round(c, 5),
+        f"reference_on_augmented_{metric}": round(a_ref, 5),
+        "reference_retention": round(r_ref, 4) if math.isfinite(r_ref) else None,
+        "chance": round(m.chance, 4),
+    }
     if not math.isfinite(r_ref):
-        return Verdict(STAGE, "augment-preserves-labels", Status.SKIP, observed=observed,
-                       message="the reference model is at chance on clean val: nothing to retain")
+        return Verdict(
+            STAGE,
+            "augment-preserves-labels",
+            Status.SKIP,
+            observed=observed,
+            message="the reference model is at chance on clean val: nothing to retain",
+        )
     judged = m.augment_trained if m.augment_trained is not None else m.augment_reference
     _, a, r = _retention(m, clean, judged)
-    z = paired_z(m.task.errors(clean), m.task.errors(judged), blocks=m.task.blocks(len(clean)))  # z for "clean beats augmented"
+    z = paired_z(
+        m.task.errors(clean), m.task.errors(judged), blocks=m.task.blocks(len(clean))
+    )  # z for "clean beats augmented"
     who = "model trained with it" if m.augment_trained is not None else "reference model"
     if m.augment_trained is not None:
         observed.update({f"augmented_model_on_augmented_{metric}": round(a, 5), "retention": round(r, 4)})
     observed["z_drop"] = round(z, 2)
-    expected = (f"retention of the above-chance {metric} >= {cfg.augment_warn_retention:g} "
-                f"(fail below {cfg.augment_fail_retention:g}) when the drop is beyond z {cfg.significance_z:g}")
+    expected = (
+        f"retention of the above-chance {metric} >= {cfg.augment_warn_retention:g} "
+        f"(fail below {cfg.augment_fail_retention:g}) when the drop is beyond z {cfg.significance_z:g}"
+    )
     significant = z >= cfg.significance_z
     if significant and r < cfg.augment_fail_retention and m.augment_trained is not None:
-        return Verdict(STAGE, "augment-preserves-labels", Status.FAIL, observed=observed, expected=expected,
-                       message=f"even a model trained with the augmentation reaches only {a:.3f} on augmented val "
-                               f"(clean {c:.3f}, {r:.0%} retained): augmented inputs no longer determine their labels",
-                       hint="e.g. a flip of images whose label depends on direction (digits, text, left/right): drop it "
-                            "or transform the label with it (see augment.png)")
+        return Verdict(
+            STAGE,
+            "augment-preserves-labels",
+            Status.FAIL,
+            observed=observed,
+            expected=expected,
+            message=f"even a model trained with the augmentation reaches only {a:.3f} on augmented val "
+            f"(clean {c:.3f}, {r:.0%} retained): augmented inputs no longer determine their labels",
+            hint="e.g. a flip of images whose label depends on direction (digits, text, left/right): drop it "
+            "or transform the label with it (see augment.png)",
+        )
     if significant and r < cfg.augment_warn_retention:
-        return Verdict(STAGE, "augment-preserves-labels", Status.WARN, observed=observed, expected=expected,
-                       message=f"the {who} keeps {r:.0%} of its above-chance {metric} on augmented val "
-                               f"({a:.3f} vs clean {c:.3f}): a strong augmentation, or one that blurs some labels",
-                       hint="look at augment.png: can you still tell every label? if so weaken it; if not drop it")
-    return Verdict(STAGE, "augment-preserves-labels", Status.PASS, observed=observed, expected=expected,
-                   message=f"labels survive: the {who} keeps {r:.0%} on augmented val ({a:.3f} vs clean {c:.3f}; "
-                           f"the reference alone keeps {r_ref:.0%})")
+        return Verdict(
+            STAGE,
+            "augment-preserves-labels",
+            Status.WARN,
+            observed=observed,
+            expected=expected,
+            message=f"the {who} keeps {r:.0%} of its above-chance {metric} on augmented val "
+            f"({a:.3f} vs clean {c:.3f}): a strong augmentation, or one that blurs some labels",
+            hint="look at augment.png: can you still tell every label? if so weaken it; if not drop it",
+        )
+    return Verdict(
+        STAGE,
+        "augment-preserves-labels",
+        Status.PASS,
+        observed=observed,
+        expected=expected,
+        message=f"labels survive: the {who} keeps {r:.0%} on augmented val ({a:.3f} vs clean {c:.3f}; "
+        f"the reference alone keeps {r_ref:.0%})",
+    )
 
 
 def first_layer_filters(m: RegularizeMeasurements, cfg: RegularizeSpec) -> Verdict:
@@ -324,44 +457,90 @@ def first_layer_filters(m: RegularizeMeasurements, cfg: RegularizeSpec) -> Verdi
     if f is None or f.skip:
         return Verdict(STAGE, "first-layer-filters", Status.SKIP, message=f.skip if f is not None else "not measured")
     z = (f.trained_corr - f.null_mean) / f.null_std if f.null_std > 0 else math.nan
-    observed = {"layer": f.layer, "trained_corr": round(f.trained_corr, 4), "init_corr": round(f.init_corr, 4),
-                "init_null_mean": round(f.null_mean, 4), "init_null_std": round(f.null_std, 4),
-                "z": round(z, 2) if math.isfinite(z) else None, "filter_size": f.filter_size}
+    observed = {
+        "layer": f.layer,
+        "trained_corr": round(f.trained_corr, 4),
+        "init_corr": round(f.init_corr, 4),
+        "init_null_mean": round(f.null_mean, 4),
+        "init_null_std": round(f.null_std, 4),
+        "z": round(z, 2) if math.isfinite(z) else None,
+        "filter_size": f.filter_size,
+    }
     expected = f"neighbouring weights more correlated than at random init, by z >= {cfg.significance_z:g}"
     if f.filter_size < FILTERS_MIN_SIZE:
-        return Verdict(STAGE, "first-layer-filters", Status.SKIP, observed=observed,
-                       message=f"{f.layer}: filters of {f.filter_size} positions are too small to judge by smoothness "
-                               "(small edge detectors are rough by design); see filters.png")
+        return Verdict(
+            STAGE,
+            "first-layer-filters",
+            Status.SKIP,
+            observed=observed,
+            message=f"{f.layer}: filters of {f.filter_size} positions are too small to judge by smoothness "
+            "(small edge detectors are rough by design); see filters.png",
+        )
     if not math.isfinite(z) or z < cfg.significance_z:
-        return Verdict(STAGE, "first-layer-filters", Status.WARN, observed=observed, expected=expected,
-                       message=f"{f.layer}: trained filters are no smoother than random init "
-                               f"(neighbour correlation {f.trained_corr:.3f} vs {f.null_mean:.3f} ± {f.null_std:.3f})",
-                       hint="the inputs may be scrambled on the way in (a view/reshape where a permute was meant, a "
-                            "wrong channel order) or the layer barely trains; see filters.png")
-    return Verdict(STAGE, "first-layer-filters", Status.PASS, observed=observed, expected=expected,
-                   message=f"{f.layer}: trained filters are smooth (neighbour correlation {f.trained_corr:.3f} "
-                           f"vs {f.null_mean:.3f} ± {f.null_std:.3f} at init, z = {z:.0f})")
+        return Verdict(
+            STAGE,
+            "first-layer-filters",
+            Status.WARN,
+            observed=observed,
+            expected=expected,
+            message=f"{f.layer}: trained filters are no smoother than random init "
+            f"(neighbour correlation {f.trained_corr:.3f} vs {f.null_mean:.3f} ± {f.null_std:.3f})",
+            hint="the inputs may be scrambled on the way in (a view/reshape where a permute was meant, a "
+            "wrong channel order) or the layer barely trains; see filters.png",
+        )
+    return Verdict(
+        STAGE,
+        "first-layer-filters",
+        Status.PASS,
+        observed=observed,
+        expected=expected,
+        message=f"{f.layer}: trained filters are smooth (neighbour correlation {f.trained_corr:.3f} "
+        f"vs {f.null_mean:.3f} ± {f.null_std:.3f} at init, z = {z:.0f})",
+    )
 
 
 def combined(m: RegularizeMeasurements, cfg: RegularizeSpec, helped: list[str]) -> Verdict:
     """The knobs that helped, trained together once more: does the combination hold up?"""
     if not helped:
-        return Verdict(STAGE, "combined", Status.SKIP, message="no knob helped beyond noise: best.yaml is the reference")
+        return Verdict(
+            STAGE, "combined", Status.SKIP, message="no knob helped beyond noise: best.yaml is the reference"
+        )
     if len(helped) == 1 or m.combined is None:
-        return Verdict(STAGE, "combined", Status.PASS, observed={"knobs": helped},
-                       message=f"one knob helped ({helped[0]}); its run is the verification of best.yaml")
+        return Verdict(
+            STAGE,
+            "combined",
+            Status.PASS,
+            observed={"knobs": helped},
+            message=f"one knob helped ({helped[0]}); its run is the verification of best.yaml",
+        )
     if any(r.diverged for r in m.combined.runs):
-        return Verdict(STAGE, "combined", Status.FAIL, observed={"knobs": helped}, expected="finite losses",
-                       message="the knobs that helped one at a time diverge together",
-                       hint="best.yaml keeps the best single knob; combine the others one at a time")
+        return Verdict(
+            STAGE,
+            "combined",
+            Status.FAIL,
+            observed={"knobs": helped},
+            expected="finite losses",
+            message="the knobs that helped one at a time diverge together",
+            hint="best.yaml keeps the best single knob; combine the others one at a time",
+        )
     observed, eff, z = _versus(m, m.combined, cfg)
     observed["knobs"] = helped
     if eff == HELPED:
-        return Verdict(STAGE, "combined", Status.PASS, observed=observed,
-                       expected=f"better than the reference by z >= {cfg.significance_z:g}",
-                       message=f"{len(helped)} knobs together beat the reference (z = {z:.1f}): best.yaml combines them")
-    return Verdict(STAGE, "combined", Status.WARN, observed=observed,
-                   expected=f"better than the reference by z >= {cfg.significance_z:g}",
-                   message=f"{', '.join(helped)} together are not better than the reference (z = {z:.1f}); "
-                           "best.yaml keeps the best single knob",
-                   hint="regularizers overlap: combine them one at a time, weakening each")
+        return Verdict(
+            STAGE,
+            "combined",
+            Status.PASS,
+            observed=observed,
+            expected=f"better than the reference by z >= {cfg.significance_z:g}",
+            message=f"{len(helped)} knobs together beat the reference (z = {z:.1f}): best.yaml combines them",
+        )
+    return Verdict(
+        STAGE,
+        "combined",
+        Status.WARN,
+        observed=observed,
+        expected=f"better than the reference by z >= {cfg.significance_z:g}",
+        message=f"{', '.join(helped)} together are not better than the reference (z = {z:.1f}); "
+        "best.yaml keeps the best single knob",
+        hint="regularizers overlap: combine them one at a time, weakening each",
+    )

@@ -43,24 +43,48 @@ def dumb_baselines(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
         observed["z_linear_vs_model"] = round(z_linear, 2)
     expected = f"model beats the {m.dumb_name} by z >= {z:g}; linear not better by z >= {z:g}"
     if z_dumb <= -z:
-        return Verdict(STAGE, "dumb-baselines", Status.FAIL, observed=observed, expected=expected,
-                       message=f"the model is worse than the {m.dumb_name} predictor (z = {z_dumb:.1f})",
-                       hint="the training loop or the data pipeline is broken: see the other baseline checks")
+        return Verdict(
+            STAGE,
+            "dumb-baselines",
+            Status.FAIL,
+            observed=observed,
+            expected=expected,
+            message=f"the model is worse than the {m.dumb_name} predictor (z = {z_dumb:.1f})",
+            hint="the training loop or the data pipeline is broken: see the other baseline checks",
+        )
     if z_dumb < z:
         n = len(model.val_scores)
         settle = examples_to_settle(n, z_dumb, z)
         words = f"; about {settle} val examples (not {n}) would tell" if settle else ""
-        return Verdict(STAGE, "dumb-baselines", Status.WARN, observed=observed, expected=expected,
-                       message=f"the model is not clearly better than the {m.dumb_name} predictor (z = {z_dumb:.1f}{words})",
-                       hint="too few steps for this model (stages.baseline.steps), too low an LR, or no signal reaches the model")
+        return Verdict(
+            STAGE,
+            "dumb-baselines",
+            Status.WARN,
+            observed=observed,
+            expected=expected,
+            message=f"the model is not clearly better than the {m.dumb_name} predictor (z = {z_dumb:.1f}{words})",
+            hint="too few steps for this model (stages.baseline.steps), too low an LR, or no signal reaches the model",
+        )
     linear_name = task.linear_text
     if z_linear >= z:
-        return Verdict(STAGE, "dumb-baselines", Status.WARN, observed=observed, expected=expected,
-                       message=f"{linear_name} beats yours on val (z = {z_linear:.1f})",
-                       hint="for this budget the model underperforms a linear one: undertrained, badly initialised, or a bug")
-    return Verdict(STAGE, "dumb-baselines", Status.PASS, observed=observed, expected=expected,
-                   message=f"the model beats the {m.dumb_name} predictor (z = {z_dumb:.1f})"
-                           + (f" and is not beaten by {linear_name} (z = {z_linear:.1f})" if linear else ""))
+        return Verdict(
+            STAGE,
+            "dumb-baselines",
+            Status.WARN,
+            observed=observed,
+            expected=expected,
+            message=f"{linear_name} beats yours on val (z = {z_linear:.1f})",
+            hint="for this budget the model underperforms a linear one: undertrained, badly initialised, or a bug",
+        )
+    return Verdict(
+        STAGE,
+        "dumb-baselines",
+        Status.PASS,
+        observed=observed,
+        expected=expected,
+        message=f"the model beats the {m.dumb_name} predictor (z = {z_dumb:.1f})"
+        + (f" and is not beaten by {linear_name} (z = {z_linear:.1f})" if linear else ""),
+    )
 
 
 def input_independent(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
@@ -68,33 +92,62 @@ def input_independent(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
     task, z = m.task, cfg.significance_z
     zval = task.better_z(m.model.val_scores, m.zero_input.val_scores)
     name = m.model.val_eval.metric_name
-    observed = {f"val_{name}_real": round(m.model.val_eval.metric, 5), f"val_{name}_zeroed": round(m.zero_input.val_eval.metric, 5),
-                "val_loss_real": round(m.model.val_eval.loss, 5), "val_loss_zeroed": round(m.zero_input.val_eval.loss, 5),
-                "z": round(zval, 2)}
+    observed = {
+        f"val_{name}_real": round(m.model.val_eval.metric, 5),
+        f"val_{name}_zeroed": round(m.zero_input.val_eval.metric, 5),
+        "val_loss_real": round(m.model.val_eval.loss, 5),
+        "val_loss_zeroed": round(m.zero_input.val_eval.loss, 5),
+        "z": round(zval, 2),
+    }
     modes = m.modes_val
     if modes is not None:  # both modes: the real-input model on (part of) val in train mode too
         observed["val_loss_real_train_mode"] = round(float(modes.train_mode.mean()), 5)
     expected = f"z >= {z:g} in favour of real inputs"
     hint = "is x disconnected from the output (overwritten, detached), or were x and y shuffled separately?"
     if zval < z and modes is not None and m.modes is not None and _train_mode_fits(m.modes):  # eval mode loses it
-        return Verdict(STAGE, "input-independent", Status.FAIL, observed=observed, expected=expected,
-                       message=f"in eval mode the model does no better than on zeroed inputs (z = {zval:.1f}), but in "
-                               f"train mode it does (val loss {modes.train_mode.mean():.4g} against "
-                               f"{modes.eval_mode.mean():.4g}): the input reaches it, eval mode loses it",
-                       hint="see train-eval-consistency: BatchNorm's running statistics or dropout")
+        return Verdict(
+            STAGE,
+            "input-independent",
+            Status.FAIL,
+            observed=observed,
+            expected=expected,
+            message=f"in eval mode the model does no better than on zeroed inputs (z = {zval:.1f}), but in "
+            f"train mode it does (val loss {modes.train_mode.mean():.4g} against "
+            f"{modes.eval_mode.mean():.4g}): the input reaches it, eval mode loses it",
+            hint="see train-eval-consistency: BatchNorm's running statistics or dropout",
+        )
     if zval <= 0:  # not better at all: with a real effect this is rare at any val size
-        return Verdict(STAGE, "input-independent", Status.FAIL, observed=observed, expected=expected,
-                       message=f"trained on zeroed inputs the model does as well on val (z = {zval:.1f}): "
-                               "it extracts nothing from the input", hint=hint)
+        return Verdict(
+            STAGE,
+            "input-independent",
+            Status.FAIL,
+            observed=observed,
+            expected=expected,
+            message=f"trained on zeroed inputs the model does as well on val (z = {zval:.1f}): "
+            "it extracts nothing from the input",
+            hint=hint,
+        )
     if zval < z:  # better, but not beyond noise: a small val set cannot tell a weak model from a broken one
         n = len(m.model.val_scores)
         observed["val_examples_to_settle"] = examples_to_settle(n, zval, z)
-        return Verdict(STAGE, "input-independent", Status.WARN, observed=observed, expected=expected,
-                       message=f"real inputs do better than zeroed ones, but not beyond noise (z = {zval:.1f}): "
-                               f"too few val examples ({n}) to tell; about {observed['val_examples_to_settle']} would settle it",
-                       hint="a larger val set, or more steps (stages.baseline.steps); if it stays, " + hint)
-    return Verdict(STAGE, "input-independent", Status.PASS, observed=observed, expected=expected,
-                   message=f"real inputs beat zeroed inputs on val (z = {zval:.1f})")
+        return Verdict(
+            STAGE,
+            "input-independent",
+            Status.WARN,
+            observed=observed,
+            expected=expected,
+            message=f"real inputs do better than zeroed ones, but not beyond noise (z = {zval:.1f}): "
+            f"too few val examples ({n}) to tell; about {observed['val_examples_to_settle']} would settle it",
+            hint="a larger val set, or more steps (stages.baseline.steps); if it stays, " + hint,
+        )
+    return Verdict(
+        STAGE,
+        "input-independent",
+        Status.PASS,
+        observed=observed,
+        expected=expected,
+        message=f"real inputs beat zeroed inputs on val (z = {zval:.1f})",
+    )
 
 
 def _train_mode_fits(g) -> bool:
@@ -114,27 +167,62 @@ def train_eval_consistency(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdic
     z = paired_z(g.train_mode, g.eval_mode)  # z for "train mode has the lower loss"
     scale = g.constant_loss if g.constant_loss > 0 else max(tr, ev)
     norms = [d for d in g.norms if d.drift >= NORM_DRIFT][:3]
-    observed = {"train_mode_loss": round(tr, 5), "eval_mode_loss": round(ev, 5), "z": round(z, 2) if math.isfinite(z) else z,
-                "constant_prediction_loss": round(g.constant_loss, 5), "examples": len(g.train_mode),
-                "norm_drift": {d.layer: round(d.drift, 3) for d in g.norms[:5]}, "dropout_layers": g.dropouts}
-    expected = (f"eval-mode loss not above train mode's by more than {MODE_GAP:.0%} of the constant prediction's "
-                f"beyond z = {cfg.significance_z:g}")
+    observed = {
+        "train_mode_loss": round(tr, 5),
+        "eval_mode_loss": round(ev, 5),
+        "z": round(z, 2) if math.isfinite(z) else z,
+        "constant_prediction_loss": round(g.constant_loss, 5),
+        "examples": len(g.train_mode),
+        "norm_drift": {d.layer: round(d.drift, 3) for d in g.norms[:5]},
+        "dropout_layers": g.dropouts,
+    }
+    expected = (
+        f"eval-mode loss not above train mode's by more than {MODE_GAP:.0%} of the constant prediction's "
+        f"beyond z = {cfg.significance_z:g}"
+    )
     named = "; ".join(d.words(m.batch_size) for d in norms)
-    cause = (f": BatchNorm's running statistics are far from the batch statistics it learnt with at {named}" if norms else
-             f": dropout at {', '.join(g.dropouts)}" if g.dropouts else "")
-    hint = ("running statistics that lag the batch's: a larger batch or input, a higher BatchNorm momentum, re-estimating "
-            "them on training data (torch.optim.swa_utils.update_bn), or GroupNorm/LayerNorm, which keep no running statistics")
+    cause = (
+        f": BatchNorm's running statistics are far from the batch statistics it learnt with at {named}"
+        if norms
+        else f": dropout at {', '.join(g.dropouts)}"
+        if g.dropouts
+        else ""
+    )
+    hint = (
+        "running statistics that lag the batch's: a larger batch or input, a higher BatchNorm momentum, re-estimating "
+        "them on training data (torch.optim.swa_utils.update_bn), or GroupNorm/LayerNorm, which keep no running statistics"
+    )
     if _train_mode_fits(g):
-        return Verdict(STAGE, check, Status.FAIL, observed=observed, expected=expected,
-                       message=f"the model fits train in train mode (loss {tr:.4g}) and is at chance in eval mode "
-                               f"({ev:.4g}; predicting the same for every example: {g.constant_loss:.4g}){cause}", hint=hint)
+        return Verdict(
+            STAGE,
+            check,
+            Status.FAIL,
+            observed=observed,
+            expected=expected,
+            message=f"the model fits train in train mode (loss {tr:.4g}) and is at chance in eval mode "
+            f"({ev:.4g}; predicting the same for every example: {g.constant_loss:.4g}){cause}",
+            hint=hint,
+        )
     if z >= cfg.significance_z and ev - tr > MODE_GAP * scale:
-        return Verdict(STAGE, check, Status.WARN, observed=observed, expected=expected,
-                       message=f"eval mode is worse than train mode on the same training examples: loss {ev:.4g} against "
-                               f"{tr:.4g} (z = {z:.1f}){cause}", hint=hint)
+        return Verdict(
+            STAGE,
+            check,
+            Status.WARN,
+            observed=observed,
+            expected=expected,
+            message=f"eval mode is worse than train mode on the same training examples: loss {ev:.4g} against "
+            f"{tr:.4g} (z = {z:.1f}){cause}",
+            hint=hint,
+        )
     word = " (dropout off in eval mode)" if g.dropouts and ev < tr else ""
-    return Verdict(STAGE, check, Status.PASS, observed=observed, expected=expected,
-                   message=f"train mode {tr:.4g}, eval mode {ev:.4g} on {len(g.train_mode)} training examples{word}")
+    return Verdict(
+        STAGE,
+        check,
+        Status.PASS,
+        observed=observed,
+        expected=expected,
+        message=f"train mode {tr:.4g}, eval mode {ev:.4g} on {len(g.train_mode)} training examples{word}",
+    )
 
 
 def overfit_one_batch(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
@@ -142,8 +230,12 @@ def overfit_one_batch(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
     identical inputs or contexts come with different targets)."""
     o = m.overfit
     floor = o.floor.value if o.floor is not None else 0.0
-    observed = {"final_loss": round(o.final_loss, 6), "steps": o.steps_run, "examples": len(o.outputs),
-                "curve": [(s, round(v, 5)) for s, v in o.losses[:: max(1, len(o.losses) // 6)]]}
+    observed = {
+        "final_loss": round(o.final_loss, 6),
+        "steps": o.steps_run,
+        "examples": len(o.outputs),
+        "curve": [(s, round(v, 5)) for s, v in o.losses[:: max(1, len(o.losses) // 6)]],
+    }
     expected = f"loss <= {o.target_loss:.3g} within {cfg.overfit_steps} steps (lr {cfg.overfit_lr:g})"
     words = ""
     if floor > 0:
@@ -153,34 +245,64 @@ def overfit_one_batch(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
     if o.train_curve:  # both modes: a model that fits in train mode and not in eval mode says so
         observed["final_loss_train_mode"] = round(o.train_curve[-1][1], 6)
     if o.final_loss <= o.target_loss:
-        return Verdict(STAGE, "overfit-one-batch", Status.PASS, observed=observed, expected=expected,
-                       message=f"{len(o.outputs)} examples memorised: loss {o.final_loss:.3g} after {o.steps_run} steps{words}")
+        return Verdict(
+            STAGE,
+            "overfit-one-batch",
+            Status.PASS,
+            observed=observed,
+            expected=expected,
+            message=f"{len(o.outputs)} examples memorised: loss {o.final_loss:.3g} after {o.steps_run} steps{words}",
+        )
     train_mode = observed.get("final_loss_train_mode")
     if train_mode is not None and train_mode <= o.target_loss:  # eval mode is what fails (its outputs may all be alike)
         alike = "; in eval mode every example gets the same output" if o.collapse and not o.collapse.partial else ""
-        return Verdict(STAGE, "overfit-one-batch", Status.FAIL, observed=observed, expected=expected,
-                       message=f"{len(o.outputs)} examples memorised in train mode (loss {train_mode:.3g}) but not in "
-                               f"eval mode (loss {o.final_loss:.3g}) after {o.steps_run} steps{alike}{words}",
-                       hint=f"the model differs between the modes: BatchNorm over a batch of {len(o.outputs)} (a larger one: "
-                            "stages.baseline.overfit_examples, e.g. 32), a low BatchNorm momentum, or dropout; see "
-                            "train-eval-consistency for the training batches")
+        return Verdict(
+            STAGE,
+            "overfit-one-batch",
+            Status.FAIL,
+            observed=observed,
+            expected=expected,
+            message=f"{len(o.outputs)} examples memorised in train mode (loss {train_mode:.3g}) but not in "
+            f"eval mode (loss {o.final_loss:.3g}) after {o.steps_run} steps{alike}{words}",
+            hint=f"the model differs between the modes: BatchNorm over a batch of {len(o.outputs)} (a larger one: "
+            "stages.baseline.overfit_examples, e.g. 32), a low BatchNorm momentum, or dropout; see "
+            "train-eval-consistency for the training batches",
+        )
     if o.collapse is not None:
         observed.update({"collapsed_from_step": o.collapse.settled_at, "alike_at": o.collapse.layer or None})
-        return Verdict(STAGE, "overfit-one-batch", Status.FAIL, observed=observed, expected=expected,
-                       message=f"{len(o.outputs)} examples could not be memorised: {o.collapse.words()}{words}",
-                       hint=o.collapse.hint())
+        return Verdict(
+            STAGE,
+            "overfit-one-batch",
+            Status.FAIL,
+            observed=observed,
+            expected=expected,
+            message=f"{len(o.outputs)} examples could not be memorised: {o.collapse.words()}{words}",
+            hint=o.collapse.hint(),
+        )
     falling = _still_falling(o.losses, floor)
     if falling is not None and falling <= cfg.overfit_falling_ratio:  # a slow learner, not a stuck one
         observed["excess_ratio_last_fifth"] = round(falling, 3)
-        return Verdict(STAGE, "overfit-one-batch", Status.WARN, observed=observed, expected=expected,
-                       message=f"loss {o.final_loss:.3g} after {o.steps_run} steps is above the target but still "
-                               f"falling: its excess over the floor shrank to {falling:.0%} over the last fifth{words}",
-                       hint="raise stages.baseline.overfit_steps or overfit_lr; a model stuck above the target fails")
-    return Verdict(STAGE, "overfit-one-batch", Status.FAIL, observed=observed, expected=expected,
-                   message=f"{len(o.outputs)} examples could not be memorised: loss {o.final_loss:.3g} after "
-                           f"{o.steps_run} steps{words}",
-                   hint="a model that cannot fit 8 examples has a bug: inputs not reaching the output, a wrong loss, "
-                        "frozen or detached layers, labels not matching the inputs")
+        return Verdict(
+            STAGE,
+            "overfit-one-batch",
+            Status.WARN,
+            observed=observed,
+            expected=expected,
+            message=f"loss {o.final_loss:.3g} after {o.steps_run} steps is above the target but still "
+            f"falling: its excess over the floor shrank to {falling:.0%} over the last fifth{words}",
+            hint="raise stages.baseline.overfit_steps or overfit_lr; a model stuck above the target fails",
+        )
+    return Verdict(
+        STAGE,
+        "overfit-one-batch",
+        Status.FAIL,
+        observed=observed,
+        expected=expected,
+        message=f"{len(o.outputs)} examples could not be memorised: loss {o.final_loss:.3g} after "
+        f"{o.steps_run} steps{words}",
+        hint="a model that cannot fit 8 examples has a bug: inputs not reaching the output, a wrong loss, "
+        "frozen or detached layers, labels not matching the inputs",
+    )
 
 
 def _still_falling(losses: list[tuple[int, float]], floor: float) -> Optional[float]:
@@ -198,39 +320,79 @@ def loss_decreases(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
     h = m.model.history
     losses = h.losses.numpy().astype(np.float64)
     if h.diverged or not np.isfinite(losses).all():
-        return Verdict(STAGE, "loss-decreases", Status.FAIL, observed={"non_finite_at_step": h.nonfinite_step}, expected="finite losses",
-                       message=f"the loss became NaN/Inf at step {h.nonfinite_step}", hint="lower the LR, clip gradients, check the inputs")
+        return Verdict(
+            STAGE,
+            "loss-decreases",
+            Status.FAIL,
+            observed={"non_finite_at_step": h.nonfinite_step},
+            expected="finite losses",
+            message=f"the loss became NaN/Inf at step {h.nonfinite_step}",
+            hint="lower the LR, clip gradients, check the inputs",
+        )
     w = max(5, len(losses) // 10)
     first, last = losses[:w], losses[-w:]
     se = math.sqrt(first.var(ddof=1) / w + last.var(ddof=1) / w)
     z = (first.mean() - last.mean()) / se if se > 0 else (math.inf if first.mean() > last.mean() else 0.0)
-    observed = {"first_window": round(float(first.mean()), 5), "last_window": round(float(last.mean()), 5), "window": w,
-                "z": round(float(z), 2), "train_loss_end": round(m.model.train_eval.loss, 5)}
+    observed = {
+        "first_window": round(float(first.mean()), 5),
+        "last_window": round(float(last.mean()), 5),
+        "window": w,
+        "z": round(float(z), 2),
+        "train_loss_end": round(m.model.train_eval.loss, 5),
+    }
     expected = {"z_min": cfg.significance_z, "larger_model": "train loss not higher beyond noise"}
     if z < cfg.significance_z:
         c = m.collapse
-        return Verdict(STAGE, "loss-decreases", Status.FAIL, observed=observed, expected=expected,
-                       message=f"the training loss does not go down: {first.mean():.4g} over the first {w} steps, "
-                               f"{last.mean():.4g} over the last (z = {z:.1f})" + (f"; {c.words()}" if c else ""),
-                       hint=c.hint() if c else "the LR is too low or zero (check the schedule), gradients do not flow, "
-                                               "or the loss ignores the model")
+        return Verdict(
+            STAGE,
+            "loss-decreases",
+            Status.FAIL,
+            observed=observed,
+            expected=expected,
+            message=f"the training loss does not go down: {first.mean():.4g} over the first {w} steps, "
+            f"{last.mean():.4g} over the last (z = {z:.1f})" + (f"; {c.words()}" if c else ""),
+            hint=c.hint()
+            if c
+            else "the LR is too low or zero (check the schedule), gradients do not flow, or the loss ignores the model",
+        )
     if m.larger is None:
-        return Verdict(STAGE, "loss-decreases", Status.PASS, observed=observed, expected=expected,
-                       message=f"the training loss falls from {first.mean():.4g} to {last.mean():.4g} (z = {z:.1f}); "
-                               f"no larger-model comparison ({m.larger_skip})")
+        return Verdict(
+            STAGE,
+            "loss-decreases",
+            Status.PASS,
+            observed=observed,
+            expected=expected,
+            message=f"the training loss falls from {first.mean():.4g} to {last.mean():.4g} (z = {z:.1f}); "
+            f"no larger-model comparison ({m.larger_skip})",
+        )
     base_loss, big_loss = m.model.train_eval.loss, m.larger.train_eval.loss
     # each end point wobbles with the batches: a larger model "higher" by less than that is a coin flip
     se = math.hypot(end_loss_se(losses), end_loss_se(m.larger.history.losses.numpy()))
     observed.update({"larger_train_loss_end": round(big_loss, 5), "end_loss_se": round(se, 6)})
     if big_loss - base_loss > cfg.significance_z * se:
-        return Verdict(STAGE, "loss-decreases", Status.WARN, observed=observed, expected=expected,
-                       message=f"the training loss falls, but a larger model ends higher on train ({big_loss:.4g} vs "
-                               f"{base_loss:.4g}, beyond the end points' wobble of {se:.2g})",
-                       hint="capacity does not help: an optimisation problem (LR, init) or a bottleneck the width does not touch")
-    than = (f"a larger model goes lower ({big_loss:.4g} < {base_loss:.4g})" if big_loss < base_loss else
-            f"a larger model ends on par ({big_loss:.4g} vs {base_loss:.4g}, within the end points' wobble of {se:.2g})")
-    return Verdict(STAGE, "loss-decreases", Status.PASS, observed=observed, expected=expected,
-                   message=f"the training loss falls from {first.mean():.4g} to {last.mean():.4g} (z = {z:.1f}); {than}")
+        return Verdict(
+            STAGE,
+            "loss-decreases",
+            Status.WARN,
+            observed=observed,
+            expected=expected,
+            message=f"the training loss falls, but a larger model ends higher on train ({big_loss:.4g} vs "
+            f"{base_loss:.4g}, beyond the end points' wobble of {se:.2g})",
+            hint="capacity does not help: an optimisation problem (LR, init) or a bottleneck the width does not touch",
+        )
+    than = (
+        f"a larger model goes lower ({big_loss:.4g} < {base_loss:.4g})"
+        if big_loss < base_loss
+        else f"a larger model ends on par ({big_loss:.4g} vs {base_loss:.4g}, within the end points' wobble of {se:.2g})"
+    )
+    return Verdict(
+        STAGE,
+        "loss-decreases",
+        Status.PASS,
+        observed=observed,
+        expected=expected,
+        message=f"the training loss falls from {first.mean():.4g} to {last.mean():.4g} (z = {z:.1f}); {than}",
+    )
 
 
 def human_baseline(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
@@ -244,8 +406,20 @@ def human_baseline(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
     observed = {"model_val_accuracy": round(acc, 5), "ci95": round(ci, 4), "gap": round(cfg.human_accuracy - acc, 5)}
     expected = {"human_accuracy": cfg.human_accuracy}
     if acc + ci < cfg.human_accuracy:
-        return Verdict(STAGE, "human-baseline", Status.WARN, observed=observed, expected=expected,
-                       message=f"val accuracy {acc:.3f} (±{ci:.3f}) is below human accuracy {cfg.human_accuracy:.3f}",
-                       hint="expected this early: the gap is what the overfit, regularize and tune stages are for")
-    return Verdict(STAGE, "human-baseline", Status.PASS, observed=observed, expected=expected,
-                   message=f"val accuracy {acc:.3f} (±{ci:.3f}) reaches human accuracy {cfg.human_accuracy:.3f}")
+        return Verdict(
+            STAGE,
+            "human-baseline",
+            Status.WARN,
+            observed=observed,
+            expected=expected,
+            message=f"val accuracy {acc:.3f} (±{ci:.3f}) is below human accuracy {cfg.human_accuracy:.3f}",
+            hint="expected this early: the gap is what the overfit, regularize and tune stages are for",
+        )
+    return Verdict(
+        STAGE,
+        "human-baseline",
+        Status.PASS,
+        observed=observed,
+        expected=expected,
+        message=f"val accuracy {acc:.3f} (±{ci:.3f}) reaches human accuracy {cfg.human_accuracy:.3f}",
+    )

@@ -19,8 +19,8 @@ from nnrecipe.experiments import SeedRuns
 from nnrecipe.probes.tune_analysis import DimCoverage, Importance, TrialRecord
 from nnrecipe.spec_stages import TuneSpec
 from nnrecipe.stats import SeedNoise, pool_noise
-from nnrecipe.verdict import Status, Verdict
 from nnrecipe.tasks import Task
+from nnrecipe.verdict import Status, Verdict
 
 STAGE = "tune"
 
@@ -56,14 +56,27 @@ def tune_improves(m: TuneMeasurements, cfg: TuneSpec) -> Verdict:
     check, metric = "tune-improves", m.task.metric_title
     finished = [r for r in m.trials if r.value is not None]
     if not finished:
-        return Verdict(STAGE, check, Status.FAIL, observed={"finished_trials": 0}, expected=f"{m.requested} finished trials",
-                       message="no trial finished", hint="look at tune/worker-*.log and the trials' TensorBoard curves")
+        return Verdict(
+            STAGE,
+            check,
+            Status.FAIL,
+            observed={"finished_trials": 0},
+            expected=f"{m.requested} finished trials",
+            message="no trial finished",
+            hint="look at tune/worker-*.log and the trials' TensorBoard curves",
+        )
     usable = [r for r in finished if r.state == "complete" and not r.diverged]
     diverged = sum(r.diverged for r in finished)
     if not usable:
-        return Verdict(STAGE, check, Status.FAIL, observed={"finished_trials": len(finished), "diverged": diverged},
-                       expected="at least one complete trial that trains", message=f"every trial diverged or was pruned ({diverged} diverged)",
-                       hint="the space holds no working setting: narrow it (lower learning rates first)")
+        return Verdict(
+            STAGE,
+            check,
+            Status.FAIL,
+            observed={"finished_trials": len(finished), "diverged": diverged},
+            expected="at least one complete trial that trains",
+            message=f"every trial diverged or was pruned ({diverged} diverged)",
+            hint="the space holds no working setting: narrow it (lower learning rates first)",
+        )
     b = m.best
     observed = {"best_trial": b.number, "best_val": round(b.value, 5), "best_params": b.params, "trials": len(finished)}
     expected = f"the best trial beats the starting point at a fresh seed by z >= {cfg.significance_z:g}"
@@ -73,22 +86,40 @@ def tune_improves(m: TuneMeasurements, cfg: TuneSpec) -> Verdict:
             observed["start_val"] = round(start.value, 5)
     if m.confirmed is None or m.reference is None:
         # The starting point itself was the best trial: nothing to confirm.
-        return Verdict(STAGE, check, Status.PASS, observed=observed, expected=expected,
-                       message=f"the starting point (trial {b.number}) was the best of {len(finished)} trials: "
-                               f"val {metric} {b.value:.4f}; best.yaml keeps it")
+        return Verdict(
+            STAGE,
+            check,
+            Status.PASS,
+            observed=observed,
+            expected=expected,
+            message=f"the starting point (trial {b.number}) was the best of {len(finished)} trials: "
+            f"val {metric} {b.value:.4f}; best.yaml keeps it",
+        )
     refs, confs = m.reference.runs, m.confirmed.runs
     if any(r.diverged for r in refs + confs):
         who = "the best trial's configuration" if any(r.diverged for r in confs) else "the starting point"
-        return Verdict(STAGE, check, Status.FAIL, observed=observed, expected=expected,
-                       message=f"{who} diverged when re-trained with a fresh seed",
-                       hint="it trains only on a lucky seed: lower the learning rate or narrow the space")
+        return Verdict(
+            STAGE,
+            check,
+            Status.FAIL,
+            observed=observed,
+            expected=expected,
+            message=f"{who} diverged when re-trained with a fresh seed",
+            hint="it trains only on a lucky seed: lower the learning rate or narrow the space",
+        )
     z, noise = confirmation_z(m)
     ref = sum(r.val_metric for r in refs) / len(refs)
     conf = sum(r.val_metric for r in confs) / len(confs)
     seeds = [r.seed for r in refs]
-    observed.update({"confirm_seeds": seeds, "start_val_fresh_seed": round(ref, 5),
-                     "best_val_fresh_seed": round(conf, 5), "z": round(z, 2) if math.isfinite(z) else z,
-                     "confirm_examples": m.confirm_examples or m.n_val})
+    observed.update(
+        {
+            "confirm_seeds": seeds,
+            "start_val_fresh_seed": round(ref, 5),
+            "best_val_fresh_seed": round(conf, 5),
+            "z": round(z, 2) if math.isfinite(z) else z,
+            "confirm_examples": m.confirm_examples or m.n_val,
+        }
+    )
     if noise is not None:
         observed.update({"seed_sd": float(f"{noise.sd:.3g}"), "seed_df": noise.df})
     at = f"at seed {seeds[0]}" if len(seeds) == 1 else f"over seeds {seeds[0]}-{seeds[-1]}"
@@ -98,15 +129,33 @@ def tune_improves(m: TuneMeasurements, cfg: TuneSpec) -> Verdict:
         loss = lambda runs: sum(r.val_loss for r in runs) / len(runs)  # noqa: E731
         change += f" (val loss {loss(refs):.4f} -> {loss(confs):.4f} nats)"
     if z >= cfg.significance_z:
-        return Verdict(STAGE, check, Status.PASS, observed=observed, expected=expected,
-                       message=f"trial {b.number} beats the starting point: {change} (z = {z:.1f}); best.yaml holds it")
+        return Verdict(
+            STAGE,
+            check,
+            Status.PASS,
+            observed=observed,
+            expected=expected,
+            message=f"trial {b.number} beats the starting point: {change} (z = {z:.1f}); best.yaml holds it",
+        )
     if z <= -cfg.significance_z:
-        return Verdict(STAGE, check, Status.WARN, observed=observed, expected=expected,
-                       message=f"the best trial ({b.number}) is worse than the starting point at a fresh seed: {change} "
-                               f"(z = {z:.1f}); its lead was seed luck",
-                       hint="trials are decided by seed noise: give each trial more steps, or use a larger val set; best.yaml keeps the start")
-    return Verdict(STAGE, check, Status.PASS, observed=observed, expected=expected,
-                   message=f"no gain beyond noise over the starting point: {change} (z = {z:.1f}); best.yaml keeps the start")
+        return Verdict(
+            STAGE,
+            check,
+            Status.WARN,
+            observed=observed,
+            expected=expected,
+            message=f"the best trial ({b.number}) is worse than the starting point at a fresh seed: {change} "
+            f"(z = {z:.1f}); its lead was seed luck",
+            hint="trials are decided by seed noise: give each trial more steps, or use a larger val set; best.yaml keeps the start",
+        )
+    return Verdict(
+        STAGE,
+        check,
+        Status.PASS,
+        observed=observed,
+        expected=expected,
+        message=f"no gain beyond noise over the starting point: {change} (z = {z:.1f}); best.yaml keeps the start",
+    )
 
 
 def search_coverage(m: TuneMeasurements, cfg: TuneSpec) -> Verdict:
@@ -123,31 +172,52 @@ def search_coverage(m: TuneMeasurements, cfg: TuneSpec) -> Verdict:
         if c.kind == "choice":
             d.update({"untried": c.untried, "untried_p": float(f"{c.untried_p:.3g}")})
             if c.untried and c.untried_p < cfg.coverage_p:
-                problems.append(f"{c.path}: {', '.join(map(repr, c.untried))} never tried (random sampling "
-                                f"leaves that with p <= {c.untried_p:.2g})")
+                problems.append(
+                    f"{c.path}: {', '.join(map(repr, c.untried))} never tried (random sampling "
+                    f"leaves that with p <= {c.untried_p:.2g})"
+                )
             elif c.untried:  # as random sampling of this many trials often does: said, not judged
                 notes.append(f"{c.path}: {', '.join(map(repr, c.untried))} not tried (likely with {c.n} trials)")
         else:
-            d.update({"max_gap": round(c.max_gap, 3), "critical_gap": round(c.critical_gap, 3), "gap": list(c.gap_range)})
+            d.update(
+                {"max_gap": round(c.max_gap, 3), "critical_gap": round(c.critical_gap, 3), "gap": list(c.gap_range)}
+            )
             if c.max_gap > c.critical_gap:
                 where = f"no usable trial in {c.path} {c.gap_range[0]:g} .. {c.gap_range[1]:g}"
                 if c.diverged_values:
                     where += f" ({len(c.diverged_values)} trial(s) there diverged)"
-                problems.append(f"{where}: a gap of {c.max_gap:.0%} of the range, random sampling leaves at most "
-                                f"{c.critical_gap:.0%} (p = {cfg.coverage_p:g})")
+                problems.append(
+                    f"{where}: a gap of {c.max_gap:.0%} of the range, random sampling leaves at most "
+                    f"{c.critical_gap:.0%} (p = {cfg.coverage_p:g})"
+                )
         if c.best_position is not None and c.kind != "choice" and (c.best_position < 0.05 or c.best_position > 0.95):
-            notes.append(f"the best {c.path} ({c.best_value:.4g}) lies at the {'low' if c.best_position < 0.5 else 'high'} "
-                         "edge of its range: the optimum may lie beyond it")
+            notes.append(
+                f"the best {c.path} ({c.best_value:.4g}) lies at the {'low' if c.best_position < 0.5 else 'high'} "
+                "edge of its range: the optimum may lie beyond it"
+            )
         observed["dimensions"][c.path] = d
     if diverged * 2 > len(finished):
         problems.append(f"{diverged} of {len(finished)} trials diverged")
     expected = f"no choice untried nor gap wider than random sampling leaves (p = {cfg.coverage_p:g}); at most half the trials diverged"
     tail = ("; " + "; ".join(notes)) if notes else ""
     if problems:
-        return Verdict(STAGE, check, Status.WARN, observed=observed, expected=expected, message="; ".join(problems) + tail,
-                       hint="narrow a range where trials diverge (it wastes trials), or raise stages.tune.trials")
-    return Verdict(STAGE, check, Status.PASS, observed=observed, expected=expected,
-                   message=f"{len(finished)} trials cover {len(m.coverage)} dimension(s) as random sampling should{tail}")
+        return Verdict(
+            STAGE,
+            check,
+            Status.WARN,
+            observed=observed,
+            expected=expected,
+            message="; ".join(problems) + tail,
+            hint="narrow a range where trials diverge (it wastes trials), or raise stages.tune.trials",
+        )
+    return Verdict(
+        STAGE,
+        check,
+        Status.PASS,
+        observed=observed,
+        expected=expected,
+        message=f"{len(finished)} trials cover {len(m.coverage)} dimension(s) as random sampling should{tail}",
+    )
 
 
 def sensitivity(m: TuneMeasurements, cfg: TuneSpec) -> Verdict:
@@ -156,41 +226,80 @@ def sensitivity(m: TuneMeasurements, cfg: TuneSpec) -> Verdict:
     imp = m.importance
     if imp is None:
         complete = sum(r.state == "complete" and r.value is not None for r in m.trials)
-        return Verdict(STAGE, check, Status.SKIP, observed={"complete_trials": complete},
-                       message=f"{complete} complete trial(s): too few to tell which parameters matter (5 or more, "
-                               "with a parameter that varies)")
+        return Verdict(
+            STAGE,
+            check,
+            Status.SKIP,
+            observed={"complete_trials": complete},
+            message=f"{complete} complete trial(s): too few to tell which parameters matter (5 or more, "
+            "with a parameter that varies)",
+        )
     matters = sorted((k for k, p in imp.p.items() if p <= cfg.sensitivity_p), key=lambda k: -imp.explained[k])
     flat = [k for k in imp.p if k not in matters]
-    observed = {"importance": {k: round(v, 3) for k, v in imp.share.items()},
-                "loo_r2": {k: round(v, 3) for k, v in imp.explained.items()},
-                "p": {k: round(v, 3) for k, v in imp.p.items()}, "complete_trials": imp.n,
-                "spread": round(m.spread, 5) if m.spread is not None else None,
-                "noise_se": round(m.noise, 5) if m.noise is not None else None}
-    expected = f"a parameter matters at permutation p <= {cfg.sensitivity_p:g} ({imp.permutations} shuffles of the val metric)"
+    observed = {
+        "importance": {k: round(v, 3) for k, v in imp.share.items()},
+        "loo_r2": {k: round(v, 3) for k, v in imp.explained.items()},
+        "p": {k: round(v, 3) for k, v in imp.p.items()},
+        "complete_trials": imp.n,
+        "spread": round(m.spread, 5) if m.spread is not None else None,
+        "noise_se": round(m.noise, 5) if m.noise is not None else None,
+    }
+    expected = (
+        f"a parameter matters at permutation p <= {cfg.sensitivity_p:g} ({imp.permutations} shuffles of the val metric)"
+    )
     fmt = lambda ks: ", ".join(f"{k} ({imp.share[k]:.0%}, p = {imp.p[k]:.3g})" for k in ks)  # noqa: E731
     if matters:
         msg = f"matter: {fmt(matters)}"
         if flat:
             msg += f"; no detectable effect: {fmt(flat)}"
-        return Verdict(STAGE, check, Status.PASS, observed=observed, expected=expected, message=msg,
-                       hint="fix the parameters without effect at a sensible value and spend the trials on the rest" if flat else "")
-    within_noise = m.spread is not None and m.noise is not None and m.spread <= cfg.significance_z * m.noise * math.sqrt(2)
+        return Verdict(
+            STAGE,
+            check,
+            Status.PASS,
+            observed=observed,
+            expected=expected,
+            message=msg,
+            hint="fix the parameters without effect at a sensible value and spend the trials on the rest"
+            if flat
+            else "",
+        )
+    within_noise = (
+        m.spread is not None and m.noise is not None and m.spread <= cfg.significance_z * m.noise * math.sqrt(2)
+    )
     by_loss = m.loss_importance
     moves_loss = sorted(k for k, p in (by_loss.p.items() if by_loss else ()) if p <= cfg.sensitivity_p)
     if within_noise and moves_loss:  # an easy task saturates the metric; the loss still sees the knobs
         observed["p_val_loss"] = {k: round(v, 3) for k, v in by_loss.p.items()}
-        return Verdict(STAGE, check, Status.PASS, observed=observed, expected=expected,
-                       message=f"the val metric is saturated (every complete trial within {m.spread:.4f} of the others, "
-                               f"noise SE {m.noise:.4f}), but the val loss moves with "
-                               + ", ".join(f"{k} (p = {by_loss.p[k]:.3g})" for k in moves_loss) + ": the knobs reach the model",
-                       hint="the metric cannot rank these trials: a harder val set, or judge by the val loss")
+        return Verdict(
+            STAGE,
+            check,
+            Status.PASS,
+            observed=observed,
+            expected=expected,
+            message=f"the val metric is saturated (every complete trial within {m.spread:.4f} of the others, "
+            f"noise SE {m.noise:.4f}), but the val loss moves with "
+            + ", ".join(f"{k} (p = {by_loss.p[k]:.3g})" for k in moves_loss)
+            + ": the knobs reach the model",
+            hint="the metric cannot rank these trials: a harder val set, or judge by the val loss",
+        )
     if within_noise:
-        return Verdict(STAGE, check, Status.WARN, observed=observed, expected=expected,
-                       message=f"nothing in the space changes the val metric: every complete trial lies within "
-                               f"{m.spread:.4f} of the others (noise SE {m.noise:.4f})",
-                       hint="the tuned fields may not reach the model (a factory that ignores an argument?), or the "
-                            "ranges are too narrow: widen them or tune other fields")
-    return Verdict(STAGE, check, Status.PASS, observed=observed, expected=expected,
-                   message=f"the trials differ (spread {m.spread or 0:.4f}) but no single parameter explains it: {fmt(flat)}",
-                   hint="interactions or too few trials: raise stages.tune.trials")
-
+        return Verdict(
+            STAGE,
+            check,
+            Status.WARN,
+            observed=observed,
+            expected=expected,
+            message=f"nothing in the space changes the val metric: every complete trial lies within "
+            f"{m.spread:.4f} of the others (noise SE {m.noise:.4f})",
+            hint="the tuned fields may not reach the model (a factory that ignores an argument?), or the "
+            "ranges are too narrow: widen them or tune other fields",
+        )
+    return Verdict(
+        STAGE,
+        check,
+        Status.PASS,
+        observed=observed,
+        expected=expected,
+        message=f"the trials differ (spread {m.spread or 0:.4f}) but no single parameter explains it: {fmt(flat)}",
+        hint="interactions or too few trials: raise stages.tune.trials",
+    )

@@ -46,7 +46,9 @@ def _check_usable(data: DataBundle, spec) -> None:
             raise DataError(f"{where}: the {name} split is empty")
         for what, t in zip(("inputs", "targets"), split.example(0)):
             if torch.as_tensor(t).numel() == 0:
-                raise DataError(f"{where}: the {name} {what} have shape {tuple(torch.as_tensor(t).shape)} per example: no values")
+                raise DataError(
+                    f"{where}: the {name} {what} have shape {tuple(torch.as_tensor(t).shape)} per example: no values"
+                )
     data.task.check_usable(data, where)
 
 

@@ -44,13 +44,17 @@ class TensorSplit:
         if torch.device(device) == self.x.device:
             return self
         non_blocking = torch.device(device).type == "cuda"
-        return TensorSplit(self.name, self.x.to(device, non_blocking=non_blocking), self.y.to(device, non_blocking=non_blocking))
+        return TensorSplit(
+            self.name, self.x.to(device, non_blocking=non_blocking), self.y.to(device, non_blocking=non_blocking)
+        )
 
     def subset(self, index: torch.Tensor) -> "TensorSplit":
         index = index.to(self.x.device)
         return TensorSplit(self.name, self.x[index], self.y[index])
 
-    def iterate(self, batch_size: int, *, shuffle: bool = False, generator: Optional[torch.Generator] = None) -> Iterator[Batch]:
+    def iterate(
+        self, batch_size: int, *, shuffle: bool = False, generator: Optional[torch.Generator] = None
+    ) -> Iterator[Batch]:
         """One pass over the split. Shuffling draws a permutation on the data's own device."""
         n = len(self)
         if shuffle:
@@ -103,7 +107,9 @@ class LazySplit:
             # Re-raised by a DataLoader worker with the worker's traceback in the message: keep the
             # message proper, from the traceback's last line ("nnrecipe.errors.DataError: ...").
             at = text.rfind("nnrecipe.errors.")
-            return type(exc)(text[at:].split(": ", 1)[1].strip() if at >= 0 else text.split("Original Traceback")[0].strip())
+            return type(exc)(
+                text[at:].split(": ", 1)[1].strip() if at >= 0 else text.split("Original Traceback")[0].strip()
+            )
         # DataLoader workers re-raise with the worker's traceback in the message; keep its last line.
         lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
         text = lines[-1] if lines else exc.__class__.__name__
@@ -112,8 +118,14 @@ class LazySplit:
         cls = PluginError if self.owner == "data.factory" else DataError
         return cls(f"{self.owner}: reading the {self.name} split failed: {text}")
 
-    def iterate(self, batch_size: int, *, shuffle: bool = False, generator: Optional[torch.Generator] = None,
-                pin_memory: bool = False) -> Iterator[Batch]:
+    def iterate(
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        generator: Optional[torch.Generator] = None,
+        pin_memory: bool = False,
+    ) -> Iterator[Batch]:
         loader = DataLoader(
             self.dataset,
             batch_size=batch_size,
@@ -134,8 +146,12 @@ class LazySplit:
                 self._reraise(exc)
             x, y = _as_pair(batch, self)
             if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)):
-                raise self._error(TypeError(f"examples must be (x, y) of numbers; a batch of them holds "
-                                            f"({type(x).__name__}, {type(y).__name__})"))
+                raise self._error(
+                    TypeError(
+                        f"examples must be (x, y) of numbers; a batch of them holds "
+                        f"({type(x).__name__}, {type(y).__name__})"
+                    )
+                )
             yield x, y
 
     def example(self, i: int) -> Batch:
@@ -148,7 +164,9 @@ class LazySplit:
     def subset(self, index: torch.Tensor) -> "LazySplit":
         from torch.utils.data import Subset
 
-        return LazySplit(self.name, Subset(self.dataset, index.tolist()), num_workers=self.num_workers, owner=self.owner)
+        return LazySplit(
+            self.name, Subset(self.dataset, index.tolist()), num_workers=self.num_workers, owner=self.owner
+        )
 
     def materialize(self, batch_size: int = 256) -> TensorSplit:
         xs, ys = zip(*self.iterate(batch_size)) if len(self) else ((), ())
@@ -260,8 +278,9 @@ class DataBundle:
     def to(self, device: torch.device | str) -> "DataBundle":
         """Move in-memory splits to the device once; lazy splits stay on the host."""
         moved = {k: (s.to(device) if isinstance(s, TensorSplit) else s) for k, s in self.splits().items()}
-        return dataclasses.replace(self, train=moved["train"], val=moved["val"], test=moved.get("test"),
-                                   _targets=self._targets)
+        return dataclasses.replace(
+            self, train=moved["train"], val=moved["val"], test=moved.get("test"), _targets=self._targets
+        )
 
 
 class _Pooled(Dataset):
@@ -301,4 +320,6 @@ def downsample(data: DataBundle, factor: int) -> DataBundle:
         return LazySplit(split.name, _Pooled(split, pool), num_workers=split.num_workers, owner=split.owner)
 
     moved = {k: apply(s) for k, s in data.splits().items()}
-    return dataclasses.replace(data, train=moved["train"], val=moved["val"], test=moved.get("test"), _targets=data._targets)
+    return dataclasses.replace(
+        data, train=moved["train"], val=moved["val"], test=moved.get("test"), _targets=data._targets
+    )

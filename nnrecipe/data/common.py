@@ -22,7 +22,9 @@ def resolve_path(path: str, base: Path, *, field: str, must_exist: bool = True) 
     return p
 
 
-def held_out_indices(y: torch.Tensor, *, fraction: float, seed: int, stratify: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def held_out_indices(
+    y: torch.Tensor, *, fraction: float, seed: int, stratify: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Split indices into (kept, held out). Stratified by class so val priors match train's."""
     n = len(y)
     g = torch.Generator().manual_seed(seed)
@@ -42,8 +44,15 @@ def held_out_indices(y: torch.Tensor, *, fraction: float, seed: int, stratify: b
 
 
 def carve_splits(
-    x: torch.Tensor, y: torch.Tensor, *, task: Task, val_fraction: float, test_fraction: float, seed: int,
-    val: Optional[tuple[torch.Tensor, torch.Tensor]] = None, test: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    task: Task,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    val: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+    test: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Train/val/test from one pool; only the splits the source lacks are carved out."""
     from nnrecipe.errors import DataError
@@ -76,29 +85,45 @@ def standardize(splits: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[st
     return {k: (((xs.double() - mean) / std).float(), ys) for k, (xs, ys) in splits.items()}
 
 
-def standardize_targets(splits: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def standardize_targets(
+    splits: dict[str, tuple[torch.Tensor, torch.Tensor]],
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Regression targets to mean 0, std 1 per column, fitted on train: losses then read in
     units of the target's spread, and an MSE of 1 is the mean predictor's."""
     y = splits["train"][1].double().reshape(len(splits["train"][1]), -1)
     mean, std = y.mean(dim=0), y.std(dim=0).clamp_min(1e-8)
-    return {k: (xs, ((ys.double().reshape(len(ys), -1) - mean) / std).float().reshape(ys.shape)) for k, (xs, ys) in splits.items()}
+    return {
+        k: (xs, ((ys.double().reshape(len(ys), -1) - mean) / std).float().reshape(ys.shape))
+        for k, (xs, ys) in splits.items()
+    }
 
 
-def infer_num_classes(declared: Optional[int], class_names: Optional[list[str]], ys: list[torch.Tensor]) -> Optional[int]:
+def infer_num_classes(
+    declared: Optional[int], class_names: Optional[list[str]], ys: list[torch.Tensor]
+) -> Optional[int]:
     """Declared C wins; else the class names; else max integer label + 1. None for float labels."""
     if declared is not None:
         return declared
     if class_names:
         return len(class_names)
-    if ys and all(not y.dtype.is_floating_point and not y.dtype == torch.bool for y in ys) and any(y.numel() for y in ys):
+    if (
+        ys
+        and all(not y.dtype.is_floating_point and not y.dtype == torch.bool for y in ys)
+        and any(y.numel() for y in ys)
+    ):
         top = max(int(y.max()) for y in ys if y.numel())
         return max(top + 1, 2)
     return None
 
 
 def tensor_bundle(
-    splits: dict[str, tuple[torch.Tensor, torch.Tensor]], *, task: Task, source: str, declared_classes: Optional[int],
-    class_names: Optional[list[str]] = None, description: str = "",
+    splits: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    *,
+    task: Task,
+    source: str,
+    declared_classes: Optional[int],
+    class_names: Optional[list[str]] = None,
+    description: str = "",
 ) -> DataBundle:
     """Bundle in-memory splits: float32 inputs, targets as the task takes them (regression: (N, k) floats)."""
     for name in ("train", "val"):

@@ -33,13 +33,20 @@ def load(spec, base: Path) -> DataBundle:
     if spec.data.args.scale == "unit":
         x = x / 16.0  # pixels are integers in [0, 16]
     splits = carve_splits(
-        x, y, task=get_task(spec.task), val_fraction=spec.data.val_fraction, test_fraction=spec.data.test_fraction,
+        x,
+        y,
+        task=get_task(spec.task),
+        val_fraction=spec.data.val_fraction,
+        test_fraction=spec.data.test_fraction,
         seed=spec.data.split_seed,
     )
     if spec.data.args.scale == "standardize":
         splits = standardize(splits)
     return tensor_bundle(
-        splits, task=get_task(spec.task), source="digits", declared_classes=spec.data.num_classes,
+        splits,
+        task=get_task(spec.task),
+        source="digits",
+        declared_classes=spec.data.num_classes,
         class_names=[str(i) for i in range(10)],
         description="scikit-learn digits: 8x8 grayscale images of handwritten digits",
     )

@@ -72,7 +72,9 @@ def _targets_of(ds: Dataset) -> torch.Tensor:
     return torch.as_tensor(targets, dtype=torch.int64)
 
 
-def _finish(spec, parts: dict[str, Dataset], *, source: str, class_names: Optional[list[str]], description: str) -> DataBundle:
+def _finish(
+    spec, parts: dict[str, Dataset], *, source: str, class_names: Optional[list[str]], description: str
+) -> DataBundle:
     """Carve missing val/test splits, wrap as lazy splits, decode into memory when small."""
     d = spec.data
     train = parts["train"]
@@ -93,8 +95,13 @@ def _finish(spec, parts: dict[str, Dataset], *, source: str, class_names: Option
             split = split.materialize()
         splits[name] = split
     return DataBundle(
-        task=get_task(spec.task), source=source, train=splits["train"], val=splits["val"], test=splits.get("test"),
-        num_classes=infer_num_classes(d.num_classes, class_names, [targets]), class_names=class_names,
+        task=get_task(spec.task),
+        source=source,
+        train=splits["train"],
+        val=splits["val"],
+        test=splits.get("test"),
+        num_classes=infer_num_classes(d.num_classes, class_names, [targets]),
+        class_names=class_names,
         description=description,
     )
 
@@ -108,19 +115,32 @@ def load_image_folder(spec, base: Path) -> DataBundle:
     a = spec.data.args
     transform = _transform(a.image_size, a.mean, a.std)
     parts: dict[str, Dataset] = {}
-    train = _image_folder(resolve_path(a.root, base, field="data.args.root"), field="data.args.root",
-                          transform=transform, grayscale=a.grayscale)
+    train = _image_folder(
+        resolve_path(a.root, base, field="data.args.root"),
+        field="data.args.root",
+        transform=transform,
+        grayscale=a.grayscale,
+    )
     parts["train"] = train
     for key, split in (("val_root", "val"), ("test_root", "test")):
         root = getattr(a, key)
         if root is not None:
-            ds = _image_folder(resolve_path(root, base, field=f"data.args.{key}"), field=f"data.args.{key}",
-                               transform=transform, grayscale=a.grayscale)
+            ds = _image_folder(
+                resolve_path(root, base, field=f"data.args.{key}"),
+                field=f"data.args.{key}",
+                transform=transform,
+                grayscale=a.grayscale,
+            )
             if ds.classes != train.classes:
                 raise DataError(f"data.args.{key}: class folders {ds.classes} differ from train's {train.classes}")
             parts[split] = ds
-    return _finish(spec, parts, source="image-folder", class_names=list(train.classes),
-                   description=f"image folder {a.root}: {len(train)} train images, {len(train.classes)} classes")
+    return _finish(
+        spec,
+        parts,
+        source="image-folder",
+        class_names=list(train.classes),
+        description=f"image folder {a.root}: {len(train)} train images, {len(train.classes)} classes",
+    )
 
 
 def load_torchvision(spec, base: Path) -> DataBundle:
@@ -157,5 +177,6 @@ def load_torchvision(spec, base: Path) -> DataBundle:
         parts["test"] = make("test")
     classes = getattr(parts["train"], "classes", None)
     class_names = [str(c) for c in classes] if classes else None
-    return _finish(spec, parts, source="torchvision", class_names=class_names,
-                   description=f"torchvision {a.name} from {root}")
+    return _finish(
+        spec, parts, source="torchvision", class_names=class_names, description=f"torchvision {a.name} from {root}"
+    )

@@ -43,7 +43,11 @@ def blobs(a, g: torch.Generator, counts: dict[str, int]):
             y = torch.where(flip, torch.randint(0, a.num_classes, y.shape, generator=g), y)
         splits[name] = (x, y)
     names = [f"class{c}" for c in range(a.num_classes)]
-    return splits, names, f"synthetic blobs: {a.num_classes} classes, {a.num_features} features, separation {a.class_sep}"
+    return (
+        splits,
+        names,
+        f"synthetic blobs: {a.num_classes} classes, {a.num_features} features, separation {a.class_sep}",
+    )
 
 
 def linear(a, g: torch.Generator, counts: dict[str, int]):
@@ -65,5 +69,11 @@ def load(spec, base: Path) -> DataBundle:
     counts = {"train": a.num_train, "val": a.num_val, "test": a.num_test}
     task = get_task(spec.task)
     splits, names, desc = task.synthetic_splits(a, g, counts)  # blobs or linear, as the task's targets are
-    return tensor_bundle(splits, task=task, source="synthetic", declared_classes=spec.data.num_classes,
-                         class_names=names, description=desc)
+    return tensor_bundle(
+        splits,
+        task=task,
+        source="synthetic",
+        declared_classes=spec.data.num_classes,
+        class_names=names,
+        description=desc,
+    )

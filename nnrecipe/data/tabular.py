@@ -10,8 +10,7 @@ import numpy as np
 import torch
 
 from nnrecipe.data.bundle import DataBundle
-from nnrecipe.data.common import (carve_splits, resolve_path, standardize, standardize_targets,
-                                  tensor_bundle)
+from nnrecipe.data.common import carve_splits, resolve_path, standardize, standardize_targets, tensor_bundle
 from nnrecipe.errors import DataError
 from nnrecipe.tasks import get_task
 
@@ -46,9 +45,7 @@ def _read_csv(path: Path, *, target: str, features: Optional[list[str]], delimit
             x[:, j] = np.array(col, dtype=np.float64)
         except ValueError:
             bad = next(i for i, v in enumerate(col) if not _is_number(v))
-            raise DataError(
-                f"{field}: {path} column {c!r} is not numeric (line {bad + 2}: {col[bad]!r})"
-            ) from None
+            raise DataError(f"{field}: {path} column {c!r} is not numeric (line {bad + 2}: {col[bad]!r})") from None
     y_raw = np.array([r[index[target]].strip() for r in rows])
     return x, y_raw
 
@@ -68,7 +65,10 @@ def load_csv(spec, base: Path) -> DataBundle:
         value = getattr(a, key)
         if value is not None:
             p = resolve_path(value, base, field=f"data.args.{key}")
-            read[key] = (p, *_read_csv(p, target=a.target, features=a.features, delimiter=a.delimiter, field=f"data.args.{key}"))
+            read[key] = (
+                p,
+                *_read_csv(p, target=a.target, features=a.features, delimiter=a.delimiter, field=f"data.args.{key}"),
+            )
     task = get_task(spec.task)
     p, x, y_raw = read["path"]
     y, names = task.column_targets(y_raw, names=None, field="data.args.path", path=p)
@@ -79,12 +79,23 @@ def load_csv(spec, base: Path) -> DataBundle:
             y2, _ = task.column_targets(y2_raw, names=names, field=f"data.args.{key}", path=p2)
             extra[split] = (torch.as_tensor(x2), y2)
     splits = carve_splits(
-        torch.as_tensor(x), y, task=task, val_fraction=spec.data.val_fraction,
-        test_fraction=spec.data.test_fraction, seed=spec.data.split_seed, **extra,
+        torch.as_tensor(x),
+        y,
+        task=task,
+        val_fraction=spec.data.val_fraction,
+        test_fraction=spec.data.test_fraction,
+        seed=spec.data.split_seed,
+        **extra,
     )
     splits = _rescale(splits, a)
-    return tensor_bundle(splits, task=task, source="csv", declared_classes=spec.data.num_classes,
-                         class_names=names, description=f"CSV {read['path'][0].name}: {x.shape[1]} features")
+    return tensor_bundle(
+        splits,
+        task=task,
+        source="csv",
+        declared_classes=spec.data.num_classes,
+        class_names=names,
+        description=f"CSV {read['path'][0].name}: {x.shape[1]} features",
+    )
 
 
 def load_npz(spec, base: Path) -> DataBundle:
@@ -99,7 +110,9 @@ def load_npz(spec, base: Path) -> DataBundle:
     for key_field in ("x_key", "y_key"):
         key = getattr(a, key_field)
         if key not in arrays:
-            raise DataError(f"data.args.{key_field}: array {key!r} not in {path} (arrays: {', '.join(arrays) or 'none'})")
+            raise DataError(
+                f"data.args.{key_field}: array {key!r} not in {path} (arrays: {', '.join(arrays) or 'none'})"
+            )
 
     def pair(xk: str, yk: str):
         if xk in arrays and yk in arrays:
@@ -109,13 +122,23 @@ def load_npz(spec, base: Path) -> DataBundle:
         return None
 
     splits = carve_splits(
-        torch.as_tensor(arrays[a.x_key]), _npz_targets(arrays[a.y_key], task), task=task,
-        val_fraction=spec.data.val_fraction, test_fraction=spec.data.test_fraction, seed=spec.data.split_seed,
-        val=pair(a.x_val_key, a.y_val_key), test=pair(a.x_test_key, a.y_test_key),
+        torch.as_tensor(arrays[a.x_key]),
+        _npz_targets(arrays[a.y_key], task),
+        task=task,
+        val_fraction=spec.data.val_fraction,
+        test_fraction=spec.data.test_fraction,
+        seed=spec.data.split_seed,
+        val=pair(a.x_val_key, a.y_val_key),
+        test=pair(a.x_test_key, a.y_test_key),
     )
     splits = _rescale(splits, a)
-    return tensor_bundle(splits, task=task, source="npz", declared_classes=spec.data.num_classes,
-                         description=f"npz {path.name}: inputs {tuple(arrays[a.x_key].shape[1:])}")
+    return tensor_bundle(
+        splits,
+        task=task,
+        source="npz",
+        declared_classes=spec.data.num_classes,
+        description=f"npz {path.name}: inputs {tuple(arrays[a.x_key].shape[1:])}",
+    )
 
 
 def _rescale(splits, args):

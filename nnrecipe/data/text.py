@@ -48,8 +48,8 @@ class SequenceInfo:
         ids, i = [], 0
         while i < len(text):
             for n in range(min(longest, len(text) - i), 0, -1):
-                if text[i:i + n] in lookup:
-                    ids.append(lookup[text[i:i + n]])
+                if text[i : i + n] in lookup:
+                    ids.append(lookup[text[i : i + n]])
                     i += n
                     break
             else:
@@ -79,8 +79,9 @@ def read_corpus(args, base: Path) -> tuple[str, list[tuple[str, int]]]:
             try:
                 docs.append((str(f.relative_to(p)) if p.is_dir() else f.name, f.read_text(encoding="utf-8")))
             except UnicodeDecodeError as exc:
-                raise DataError(f"data.args.path: {f} is not UTF-8 text (byte {exc.start}); "
-                                "convert it, or point to text files only") from None
+                raise DataError(
+                    f"data.args.path: {f} is not UTF-8 text (byte {exc.start}); convert it, or point to text files only"
+                ) from None
     if args.max_chars is not None:  # the documents that were read, the last one cut short
         kept, left = [], args.max_chars
         for name, d in docs:
@@ -103,8 +104,16 @@ def cut(stream: torch.Tensor, context: int, stride: int) -> tuple[torch.Tensor, 
     return w[:, :-1].contiguous(), w[:, 1:].contiguous()
 
 
-def sequence_bundle(streams: dict[str, torch.Tensor], info: SequenceInfo, *, stride: int, source: str,
-                    description: str, field: str = "data", windows: dict | None = None) -> DataBundle:
+def sequence_bundle(
+    streams: dict[str, torch.Tensor],
+    info: SequenceInfo,
+    *,
+    stride: int,
+    source: str,
+    description: str,
+    field: str = "data",
+    windows: dict | None = None,
+) -> DataBundle:
     """Windows of each split's stream; train at `stride`, val/test without overlap. `windows`
     (a plugin's own (X, Y) per split) are taken as given: their bugs are for the checks to find."""
     splits = {}
@@ -115,30 +124,44 @@ def sequence_bundle(streams: dict[str, torch.Tensor], info: SequenceInfo, *, str
                 raise PluginError(f"{field}: the {name} windows have {x.shape[1]} tokens; context is {info.context}")
             bad = ~((y == IGNORE_INDEX) | ((y >= 0) & (y < info.size)))
             if bad.any():
-                raise PluginError(f"{field}: the {name} targets hold {int(y[bad][0])}; token ids lie in "
-                                  f"[0, {info.size}) and {IGNORE_INDEX} marks padding")
+                raise PluginError(
+                    f"{field}: the {name} targets hold {int(y[bad][0])}; token ids lie in "
+                    f"[0, {info.size}) and {IGNORE_INDEX} marks padding"
+                )
         else:
             x, y = cut(ids.long(), info.context, stride if name == "train" else info.context)
         if len(x) == 0:
-            raise DataError(f"{field}: the {name} split has {len(ids)} tokens, fewer than one window of "
-                            f"{info.context} + 1; lower data.args.context or give more text")
+            raise DataError(
+                f"{field}: the {name} split has {len(ids)} tokens, fewer than one window of "
+                f"{info.context} + 1; lower data.args.context or give more text"
+            )
         splits[name] = TensorSplit(name, x, y)
     for name, ids in streams.items():
         bad = (ids < 0) | (ids >= info.size)
         if bad.any():
             raise (PluginError if field == "data.factory" else DataError)(
                 f"{field}: the {name} token ids must lie in [0, {info.size}) (the vocabulary's size); "
-                f"found {int(ids[bad][0])}")
+                f"found {int(ids[bad][0])}"
+            )
     info.streams = streams
-    return DataBundle(task=LANGUAGE_MODEL, source=source, train=splits["train"], val=splits["val"],
-                      test=splits.get("test"), num_classes=info.size, class_names=[shown(t) for t in info.vocab],
-                      description=description, sequence=info)
+    return DataBundle(
+        task=LANGUAGE_MODEL,
+        source=source,
+        train=splits["train"],
+        val=splits["val"],
+        test=splits.get("test"),
+        num_classes=info.size,
+        class_names=[shown(t) for t in info.vocab],
+        description=description,
+        sequence=info,
+    )
 
 
 def shown(token: str) -> str:
     """A token as it can be printed in a table or a picture: whitespace and controls escaped."""
     return {"\n": "\\n", "\t": "\\t", " ": "␣", "\r": "\\r"}.get(token) or (
-        token if token.isprintable() else token.encode("unicode_escape").decode("ascii"))
+        token if token.isprintable() else token.encode("unicode_escape").decode("ascii")
+    )
 
 
 def load(spec, base: Path) -> DataBundle:
@@ -160,6 +183,11 @@ def load(spec, base: Path) -> DataBundle:
         streams["test"] = ids[n_train + n_val :]
     info = SequenceInfo(vocab=vocab, level=args.level, context=args.context, prompt=args.prompt, documents=documents)
     where = "the Python documentation (pydoc_data.topics)" if args.path is None else str(args.path)
-    return sequence_bundle(streams, info, stride=args.stride or args.context, source="text",
-                           description=f"{where}: {n:,} {args.level}s, vocabulary {len(vocab)}, "
-                                       f"windows of {args.context}", field="data.args")
+    return sequence_bundle(
+        streams,
+        info,
+        stride=args.stride or args.context,
+        source="text",
+        description=f"{where}: {n:,} {args.level}s, vocabulary {len(vocab)}, windows of {args.context}",
+        field="data.args",
+    )

@@ -88,21 +88,27 @@ def make_objective(*, start, space: dict, trainer, seed: int, data, ctx) -> Call
 def run_worker(plan: Plan, *, ctx, index: int, start, on_idle: Optional[Callable[[], None]] = None, study=None) -> int:
     """Run trials until the study has `plan.trials` finished; returns how many this worker ran."""
     from nnrecipe.credentials import storage_url
+    from nnrecipe.experiments import Trainer
     from nnrecipe.probes import tune_study as ts
     from nnrecipe.probes.tune_space import start_values
-    from nnrecipe.experiments import Trainer
 
     cfg = start.stages.tune
     worker = ts.worker_name(index)
     sampler = ts.make_sampler(cfg.sampler, seed=plan.seed, start=start_values(start, cfg.space), worker=worker)
     pruner = ts.make_pruner(cfg.pruner, steps=plan.steps, warmup=cfg.prune_warmup)
     if study is None:
-        storage = ts.open_storage(storage_url(plan.storage), heartbeat_interval=cfg.heartbeat_interval, grace_period=cfg.grace_period)
-        study = ts.open_study(storage=storage, name=plan.study, key=plan.key, sampler=sampler, pruner=pruner, create=False)
+        storage = ts.open_storage(
+            storage_url(plan.storage), heartbeat_interval=cfg.heartbeat_interval, grace_period=cfg.grace_period
+        )
+        study = ts.open_study(
+            storage=storage, name=plan.study, key=plan.key, sampler=sampler, pruner=pruner, create=False
+        )
     else:
         study.sampler, study.pruner = sampler, pruner
     trainer = Trainer(ctx, stage=STAGE, steps=plan.steps, every=plan.every)
-    objective = make_objective(start=start, space=cfg.space, trainer=trainer, seed=plan.seed, data=trainer.data(start), ctx=ctx)
+    objective = make_objective(
+        start=start, space=cfg.space, trainer=trainer, seed=plan.seed, data=trainer.data(start), ctx=ctx
+    )
     return ts.work(study, objective, trials=plan.trials, worker=worker, on_idle=on_idle)
 
 
@@ -138,8 +144,13 @@ def main(argv: list[str]) -> int:
 
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1") or 1))
         start, _ = load_spec(Path(plan.start_yaml))
-        ctx = StageContext(spec=start, base=Path(plan.base), run=RunDir(Path(plan.run_root)),
-                           device=resolve_device(plan.device), console=Console(stderr=True))
+        ctx = StageContext(
+            spec=start,
+            base=Path(plan.base),
+            run=RunDir(Path(plan.run_root)),
+            device=resolve_device(plan.device),
+            console=Console(stderr=True),
+        )
         try:
             run_worker(plan, ctx=ctx, index=index, start=start)
         finally:

@@ -47,7 +47,9 @@ def check_output_shape(model: nn.Module, x: torch.Tensor, want: tuple[int, ...],
         raise  # out of memory: the stage runner turns it into advice; a user model's: already one line
     except Exception as exc:
         cls = PluginError if field == "model.factory" else SpecError
-        raise cls(f"{field}: forward on a batch of shape {tuple(x.shape)} raised {exc.__class__.__name__}: {exc}") from exc
+        raise cls(
+            f"{field}: forward on a batch of shape {tuple(x.shape)} raised {exc.__class__.__name__}: {exc}"
+        ) from exc
     finally:
         model.train(was_training)
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(want):
@@ -55,8 +57,10 @@ def check_output_shape(model: nn.Module, x: torch.Tensor, want: tuple[int, ...],
         what = f"{len(x)} windows of {x.shape[1]} tokens" if len(want) == 3 and x.dim() == 2 else str(len(x))
         raise PluginError(f"{field}: the model returns {got} for a batch of {what}; expected {want}")
     if not out.is_floating_point():
-        raise PluginError(f"{field}: the model returns {str(out.dtype).removeprefix('torch.')} outputs; expected "
-                          "floating point (logits or values) that gradients can flow through")
+        raise PluginError(
+            f"{field}: the model returns {str(out.dtype).removeprefix('torch.')} outputs; expected "
+            "floating point (logits or values) that gradients can flow through"
+        )
 
 
 BUILTIN_ARCHS = ("linear", "mlp", "cnn1d", "cnn2d", "resnet18", "resnet50")
@@ -75,7 +79,8 @@ def prepare_model(spec, data, *, base: Path, model_spec=None) -> nn.Module:
     check_output_shape(model, x, data.task.output_shape(x, data.num_outputs), field=field)
     if not any(p.requires_grad for p in model.parameters()):
         raise (PluginError if field == "model.factory" else SpecError)(
-            f"{field}: the model has no trainable parameters (all frozen, or none): nothing can be trained")
+            f"{field}: the model has no trainable parameters (all frozen, or none): nothing can be trained"
+        )
     if spec.model.arch in BUILTIN_ARCHS and spec.model.init_final_bias:
         data.task.init_output_layer(model, data, loss_name(spec))  # the final bias at the task's ideal
     if spec.model.pretrained:  # after the bias init: a pretrained head keeps its own bias

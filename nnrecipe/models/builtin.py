@@ -31,8 +31,9 @@ class IdLinear(nn.Module):
         super().__init__()
         self.vocab = vocab
         self.per_position = positions * vocab * num_outputs <= max_weights
-        self.table = nn.EmbeddingBag(positions * vocab if self.per_position else vocab, num_outputs,
-                                     mode="sum" if self.per_position else "mean")
+        self.table = nn.EmbeddingBag(
+            positions * vocab if self.per_position else vocab, num_outputs, mode="sum" if self.per_position else "mean"
+        )
         nn.init.zeros_(self.table.weight)  # a linear layer on one-hot inputs, started at zero as a bias-only model
         self.bias = nn.Parameter(torch.zeros(num_outputs))
         offsets = torch.arange(positions) * vocab if self.per_position else torch.zeros(positions, dtype=torch.long)

@@ -30,8 +30,9 @@ class CausalSelfAttention(nn.Module):
         n, t, c = x.shape
         q, k, v = self.qkv(x).split(c, dim=2)
         q, k, v = (z.view(n, t, self.n_head, c // self.n_head).transpose(1, 2) for z in (q, k, v))  # (N, H, T, D)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=self.mask[:t, :t],
-                                           dropout_p=self.dropout if self.training else 0.0)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=self.mask[:t, :t], dropout_p=self.dropout if self.training else 0.0
+        )
         return self.proj(y.transpose(1, 2).reshape(n, t, c))
 
 
@@ -40,7 +41,9 @@ class Block(nn.Module):
         super().__init__()
         self.ln1, self.ln2 = nn.LayerNorm(n_embd), nn.LayerNorm(n_embd)
         self.attn = CausalSelfAttention(n_embd, n_head, context, dropout)
-        self.mlp = nn.Sequential(nn.Linear(n_embd, 4 * n_embd), nn.GELU(), nn.Linear(4 * n_embd, n_embd), nn.Dropout(dropout))
+        self.mlp = nn.Sequential(
+            nn.Linear(n_embd, 4 * n_embd), nn.GELU(), nn.Linear(4 * n_embd, n_embd), nn.Dropout(dropout)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.ln1(x))
@@ -106,7 +109,9 @@ class Bigram(nn.Module):
 
 
 def gpt(input_shape: tuple[int, ...], num_outputs: int, args) -> nn.Module:
-    return GPT(num_outputs, input_shape[0], n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd, dropout=args.dropout)
+    return GPT(
+        num_outputs, input_shape[0], n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd, dropout=args.dropout
+    )
 
 
 def gru(input_shape: tuple[int, ...], num_outputs: int, args) -> nn.Module:

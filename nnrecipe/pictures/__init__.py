@@ -47,8 +47,7 @@ def _display_range(xs: list[np.ndarray]) -> tuple[float, float]:
     return (float(lo), float(hi)) if hi > lo else (float(lo) - 0.5, float(lo) + 0.5)
 
 
-def example_grid(examples: Sequence[tuple[str, list[tuple[torch.Tensor, str]]]], kind: str, *, title: str,
-                 scale=None):
+def example_grid(examples: Sequence[tuple[str, list[tuple[torch.Tensor, str]]]], kind: str, *, title: str, scale=None):
     """Rows of examples, [(row label, [(x, caption), ...]), ...], drawn into ONE axes.
 
     One mosaic image (or one set of offset lines) instead of a subplot per example: a
@@ -153,7 +152,12 @@ def bar_counts(counts: dict[str, Sequence[int]], labels: Sequence[str], *, title
     for i, (name, c) in enumerate(counts.items()):
         total = max(1, sum(c))
         ax.bar(pos + i * width, np.asarray(c) / total, width=width, label=f"{name} (n={total})")
-    ax.set_xticks(pos + width * (len(counts) - 1) / 2, [str(label) for label in labels], fontsize=7, rotation=45 if len(labels) > 12 else 0)
+    ax.set_xticks(
+        pos + width * (len(counts) - 1) / 2,
+        [str(label) for label in labels],
+        fontsize=7,
+        rotation=45 if len(labels) > 12 else 0,
+    )
     ax.set_ylabel("fraction", fontsize=8)
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7)
@@ -199,8 +203,14 @@ def hbars(values: dict[str, float], *, title: str, xlabel: str, logx: bool = Tru
     return fig
 
 
-def prediction_strip(steps: Sequence[int], predictions: Sequence[np.ndarray], truth: np.ndarray, *,
-                     distributions: bool, labels: Optional[Sequence[str]] = None):
+def prediction_strip(
+    steps: Sequence[int],
+    predictions: Sequence[np.ndarray],
+    truth: np.ndarray,
+    *,
+    distributions: bool,
+    labels: Optional[Sequence[str]] = None,
+):
     """Predictions on a fixed val batch over training.
 
     `distributions` (class probabilities): one heatmap per evaluation (examples x classes,
@@ -213,8 +223,11 @@ def prediction_strip(steps: Sequence[int], predictions: Sequence[np.ndarray], tr
         axes = fig.subplots(1, cols, squeeze=False)[0]
         for ax, step, probs in zip(axes, steps, predictions):
             ax.imshow(probs, cmap="viridis", vmin=0, vmax=1, aspect="auto", interpolation="nearest")
-            rows, cols = (np.nonzero(truth > 0.5) if np.ndim(truth) == 2  # multi-hot: every true label
-                          else (np.arange(len(truth)), truth))
+            rows, cols = (
+                np.nonzero(truth > 0.5)
+                if np.ndim(truth) == 2  # multi-hot: every true label
+                else (np.arange(len(truth)), truth)
+            )
             ax.scatter(cols, rows, marker="s", s=14, facecolors="none", edgecolors="red", linewidths=0.8)
             ax.set_title(f"step {step}", fontsize=7)
             ax.set_xticks([])
@@ -227,7 +240,7 @@ def prediction_strip(steps: Sequence[int], predictions: Sequence[np.ndarray], tr
     p = np.stack([np.asarray(q).reshape(len(q), -1)[:, 0] for q in predictions], axis=1)  # (examples, evals)
     t = np.asarray(truth).reshape(len(truth), -1)[:, 0]
     for i in range(len(p)):
-        line, = ax.plot(steps, p[i], linewidth=1.0)
+        (line,) = ax.plot(steps, p[i], linewidth=1.0)
         ax.axhline(t[i], color=line.get_color(), linestyle=":", linewidth=0.8)
     ax.set_xlabel("step", fontsize=8)
     ax.set_title("prediction dynamics: predictions on a fixed val batch (dotted: targets)", fontsize=9)

@@ -16,27 +16,67 @@ def draw(ctx, stage: str, data, m, loss: str) -> Artifacts:
     save = FigureSaver(ctx, stage)
     if m.input_x is not None:
         shown = min(len(m.input_x), 32)
-        rows = [(f"batch[{r}:]", [(m.input_x[i], f"y={task.label_text(data, m.input_y[i])}") for i in range(r, min(shown, r + 8))])
-                for r in range(0, shown, 8)]
+        rows = [
+            (
+                f"batch[{r}:]",
+                [(m.input_x[i], f"y={task.label_text(data, m.input_y[i])}") for i in range(r, min(shown, r + 8))],
+            )
+            for r in range(0, shown, 8)
+        ]
         scale = None
         if kind == "tabular" and hasattr(data.train, "x"):
             x = data.train.x.float()
             scale = (x.mean(0).flatten().cpu().numpy(), x.std(0).flatten().cpu().numpy())
-        save(pictures.example_grid(rows, kind, title="the exact tensor entering model(x) in the first training step", scale=scale),
-             "model_input", "dumb-baselines", "input-independent")
-    save(task.dynamics_picture([s for s, _ in m.dynamics], [q for _, q in m.dynamics], m.dynamics_y.cpu().numpy()),
-         "prediction_dynamics", "loss-decreases")
-    series = {e.name: (np.arange(1, len(e.history.losses) + 1), e.history.losses.numpy())
-              for e in (m.model, m.zero_input, m.larger, m.linear) if e is not None}
+        save(
+            pictures.example_grid(
+                rows, kind, title="the exact tensor entering model(x) in the first training step", scale=scale
+            ),
+            "model_input",
+            "dumb-baselines",
+            "input-independent",
+        )
+    save(
+        task.dynamics_picture([s for s, _ in m.dynamics], [q for _, q in m.dynamics], m.dynamics_y.cpu().numpy()),
+        "prediction_dynamics",
+        "loss-decreases",
+    )
+    series = {
+        e.name: (np.arange(1, len(e.history.losses) + 1), e.history.losses.numpy())
+        for e in (m.model, m.zero_input, m.larger, m.linear)
+        if e is not None
+    }
     positive = all((v[1] > 0).all() for v in series.values())
-    save(pictures.curves(series, title="training loss of each baseline experiment", ylabel="loss", logy=bool(positive)),
-         "curves", "loss-decreases", "input-independent", "dumb-baselines")
-    save(pictures.hbars(dict(zip(m.grad.names, m.grad.grad_norm)), xlabel="gradient L2 norm",
-                        title="gradient norm per parameter after one batch (red: none or zero)"),
-         "gradient_norms", "gradients-flow")
+    save(
+        pictures.curves(series, title="training loss of each baseline experiment", ylabel="loss", logy=bool(positive)),
+        "curves",
+        "loss-decreases",
+        "input-independent",
+        "dumb-baselines",
+    )
+    save(
+        pictures.hbars(
+            dict(zip(m.grad.names, m.grad.grad_norm)),
+            xlabel="gradient L2 norm",
+            title="gradient norm per parameter after one batch (red: none or zero)",
+        ),
+        "gradient_norms",
+        "gradients-flow",
+    )
     o, xo, yo = m.overfit, m.overfit_x, m.overfit_y
-    o_rows = [("batch", [(xo[i].cpu(), f"y={task.label_text(data, yo[i])} ŷ={task.prediction_text(data, o.outputs[i], loss)}")
-                         for i in range(len(xo))])]
-    save(pictures.example_grid(o_rows, kind, title=f"overfit one batch: labels vs predictions after {o.steps_run} steps"),
-         "overfit_one_batch", "overfit-one-batch")
+    o_rows = [
+        (
+            "batch",
+            [
+                (xo[i].cpu(), f"y={task.label_text(data, yo[i])} ŷ={task.prediction_text(data, o.outputs[i], loss)}")
+                for i in range(len(xo))
+            ],
+        )
+    ]
+    save(
+        pictures.example_grid(
+            o_rows, kind, title=f"overfit one batch: labels vs predictions after {o.steps_run} steps"
+        ),
+        "overfit_one_batch",
+        "overfit-one-batch",
+    )
     return save.arts

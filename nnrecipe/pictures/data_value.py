@@ -24,11 +24,22 @@ def draw(ctx, stage: str, scaling: ScalingMeasurements, labels: LabelErrorMeasur
         csv_path = ctx.run.stage_dir(stage) / "suspected_label_errors.csv"
         write_csv(csv_path, rows)
         if rows and cfg.label_errors.show:
-            items = [(data.train.example(r["train_index"])[0],
-                      f"#{r['train_index']} {r['given']}→{r['suggested']} {r['p_given']:.2f}") for r in rows[: cfg.label_errors.show]]
-            save(pictures.example_grid([("train", items)], data.kind,
-                                       title="suspected label errors (given→what out-of-fold models say, p of given)"),
-                 "suspected_label_errors", "suspected-label-errors")
+            items = [
+                (
+                    data.train.example(r["train_index"])[0],
+                    f"#{r['train_index']} {r['given']}→{r['suggested']} {r['p_given']:.2f}",
+                )
+                for r in rows[: cfg.label_errors.show]
+            ]
+            save(
+                pictures.example_grid(
+                    [("train", items)],
+                    data.kind,
+                    title="suspected label errors (given→what out-of-fold models say, p of given)",
+                ),
+                "suspected_label_errors",
+                "suspected-label-errors",
+            )
         if rows:
             save.add(csv_path, "suspected-label-errors")
     return save.arts
@@ -47,8 +58,14 @@ def _scaling_figure(m: ScalingMeasurements):
     a, b = power_law(list(x), list(val))
     if math.isfinite(a):
         xs = np.geomspace(x[0], x[-1] * 2, 50)
-        ax.plot(xs, 1 - a * xs ** -b, color="grey", linewidth=1, linestyle=":",
-                label=f"power-law fit (no floor); expected {next_doubling_gain(list(x), list(val)):+.3f} at 2x data")
+        ax.plot(
+            xs,
+            1 - a * xs**-b,
+            color="grey",
+            linewidth=1,
+            linestyle=":",
+            label=f"power-law fit (no floor); expected {next_doubling_gain(list(x), list(val)):+.3f} at 2x data",
+        )
     ax.set_xscale("log", base=2)
     ax.set_xlabel("training examples", fontsize=8)
     ax.set_ylabel(metric, fontsize=8)

@@ -39,7 +39,9 @@ def draw(ctx, stage: str, data, wrong, *checks: str, outputs=None, at: str = "")
             items = [(data.val.example(r["index"])[0], r["caption"]) for r in shown]
             title = "the val examples with the highest loss (true→predicted labels)" + (f"; {at}" if at else "")
         elif wrong.confusion is not None:  # class targets
-            items = [(data.val.example(r["index"])[0], f"{r['true']}→{r['predicted']} {r['p_predicted']:.2f}") for r in shown]
+            items = [
+                (data.val.example(r["index"])[0], f"{r['true']}→{r['predicted']} {r['p_predicted']:.2f}") for r in shown
+            ]
             title = "the most confidently wrong val examples (true→predicted, p)" + (f"; {at}" if at else "")
         else:
             items = [(data.val.example(r["index"])[0], f"{r['target']:.2g}→{r['prediction']:.2g}") for r in shown]
@@ -63,14 +65,23 @@ def _confusion(c: np.ndarray, data, at: str = ""):
         for i in range(len(c)):
             for j in range(len(c)):
                 if c[i, j]:
-                    ax.text(j, i, str(c[i, j]), ha="center", va="center", fontsize=6,
-                            color="white" if rates[i, j] > 0.5 else "black")
+                    ax.text(
+                        j,
+                        i,
+                        str(c[i, j]),
+                        ha="center",
+                        va="center",
+                        fontsize=6,
+                        color="white" if rates[i, j] > 0.5 else "black",
+                    )
     names = [data.class_name(i) for i in range(len(c))]
     ax.set_xticks(range(len(c)), names, fontsize=6, rotation=90)
     ax.set_yticks(range(len(c)), names, fontsize=6)
     ax.set_xlabel("predicted", fontsize=8)
     ax.set_ylabel("true", fontsize=8)
-    ax.set_title("confusion matrix on val (counts; colour: share of the true class)" + (f"\n{at}" if at else ""), fontsize=8)
+    ax.set_title(
+        "confusion matrix on val (counts; colour: share of the true class)" + (f"\n{at}" if at else ""), fontsize=8
+    )
     return fig
 
 

@@ -3,19 +3,24 @@ batch with its labels, and the first layer's filters at init and after training.
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from nnrecipe import pictures
-from nnrecipe.probes.filters import filter_mosaic
 from nnrecipe.pictures.saver import FigureSaver
+from nnrecipe.probes.filters import filter_mosaic
 
 
 def draw(ctx, m, *, data, shown, preds, stage: str) -> dict[str, list[str]]:
     save = FigureSaver(ctx, stage)
 
-    results = [r for r in [m.reference] + m.knobs + ([m.early] if m.early is not None else []) + ([m.combined] if m.combined else [])
-               if r is not None and r.runs and not r.skip]
+    results = [
+        r
+        for r in [m.reference]
+        + m.knobs
+        + ([m.early] if m.early is not None else [])
+        + ([m.combined] if m.combined else [])
+        if r is not None and r.runs and not r.skip
+    ]
     names = [r.name for r in results]
     if results:
         save(_compare(m, results), "experiments", *names, "generalization-gap", "combined")
@@ -26,20 +31,37 @@ def draw(ctx, m, *, data, shown, preds, stage: str) -> dict[str, list[str]]:
                 series[r.name] = (np.array([s for s, _, _ in run.evals]), np.array([v for _, v, _ in run.evals]))
         if series:
             finite = all(np.isfinite(v).all() and (v > 0).all() for _, v in series.values())
-            save(pictures.curves(series, title="val loss along training (first seed)", ylabel="val loss", logy=finite),
-                 "val_curves", "early-stopping", *names)
+            save(
+                pictures.curves(series, title="val loss along training (first seed)", ylabel="val loss", logy=finite),
+                "val_curves",
+                "early-stopping",
+                *names,
+            )
     if shown is not None:
         clean, augmented, labels = shown
+
         def caption(i, pred=None):
             y = labels[i]
             text = data.task.short_label(data, y)
             return text if pred is None else f"{text}→{pred}"
+
         p = [data.task.short_label(data, v) for v in preds]
-        rows = [("clean", [(clean[i], caption(i)) for i in range(len(clean))]),
-                ("augmented", [(augmented[i], caption(i, p[i])) for i in range(len(augmented))])]
-        save(pictures.example_grid(rows, data.kind, title="val batch, clean and augmented (label→prediction of the model trained with it)"
-                                     if m.augment_trained is not None else "val batch, clean and augmented (label→reference model's prediction)"),
-             "augment", "augment-preserves-labels", "augmentation")
+        rows = [
+            ("clean", [(clean[i], caption(i)) for i in range(len(clean))]),
+            ("augmented", [(augmented[i], caption(i, p[i])) for i in range(len(augmented))]),
+        ]
+        save(
+            pictures.example_grid(
+                rows,
+                data.kind,
+                title="val batch, clean and augmented (label→prediction of the model trained with it)"
+                if m.augment_trained is not None
+                else "val batch, clean and augmented (label→reference model's prediction)",
+            ),
+            "augment",
+            "augment-preserves-labels",
+            "augmentation",
+        )
     f = m.filters
     if f is not None and f.trained is not None:
         save(_filters(f), "filters", "first-layer-filters")
@@ -56,10 +78,16 @@ def _compare(m, results):
         vals = [x.val_metric for x in r.runs]
         v = float(np.mean(vals))
         se = m.task.metric_se(v, m.n_val, scores=r.runs[0].val_scores, target_var=m.val_target_var)
-        ax.errorbar(v, i, xerr=1.96 * se, fmt="o", color="tab:blue", capsize=3, label="val (95% interval)" if i == 0 else None)
-        ax.plot([x.train_metric for x in r.runs], [i] * len(r.runs), "x", color="tab:red", label="train" if i == 0 else None)
+        ax.errorbar(
+            v, i, xerr=1.96 * se, fmt="o", color="tab:blue", capsize=3, label="val (95% interval)" if i == 0 else None
+        )
+        ax.plot(
+            [x.train_metric for x in r.runs], [i] * len(r.runs), "x", color="tab:red", label="train" if i == 0 else None
+        )
         if len(vals) > 1:
-            ax.plot(vals, [i] * len(vals), ".", color="tab:gray", markersize=4, label="val per seed" if i == 0 else None)
+            ax.plot(
+                vals, [i] * len(vals), ".", color="tab:gray", markersize=4, label="val per seed" if i == 0 else None
+            )
     ref = float(np.mean([x.val_metric for x in m.reference.runs])) if m.reference.runs else None
     if ref is not None:
         ax.axvline(ref, color="tab:blue", linestyle=":", linewidth=1)
@@ -86,6 +114,8 @@ def _filters(f):
         ax.set_title(title, fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(f"first layer {f.layer}: neighbour correlation {f.init_corr:.3f} at init, {f.trained_corr:.3f} trained",
-                 fontsize=9)
+    fig.suptitle(
+        f"first layer {f.layer}: neighbour correlation {f.init_corr:.3f} at init, {f.trained_corr:.3f} trained",
+        fontsize=9,
+    )
     return fig

@@ -56,9 +56,18 @@ def text_panel(blocks: Sequence[tuple[str, str]], *, title: str, width: int = 10
     ax.axis("off")
     ax.set_title(title, fontsize=9)
     for i, (text, is_label) in enumerate(lines):
-        ax.text(0, 1 - (i + 0.5) / max(len(lines), 1), text, family="monospace", fontsize=7,
-                color="#a33" if is_label else "black", weight="bold" if is_label else "normal",
-                va="center", transform=ax.transAxes, parse_math=False)
+        ax.text(
+            0,
+            1 - (i + 0.5) / max(len(lines), 1),
+            text,
+            family="monospace",
+            fontsize=7,
+            color="#a33" if is_label else "black",
+            weight="bold" if is_label else "normal",
+            va="center",
+            transform=ax.transAxes,
+            parse_math=False,
+        )
     return fig
 
 
@@ -70,38 +79,83 @@ def baseline(ctx, stage: str, data, m) -> Artifacts:
     save = FigureSaver(ctx, stage)
     info = data.sequence
     if m.input_x is not None:
-        rows = [(f"x[{i}] -> y[{i}]", f"{info.decode(m.input_x[i].long())}\n{info.decode(m.input_y[i].long())}")
-                for i in range(min(6, len(m.input_x)))]
-        save(text_panel(rows, title="the exact windows entering model(x) in the first training step (input, then target)"),
-             "model_input", "dumb-baselines", "input-independent")
+        rows = [
+            (f"x[{i}] -> y[{i}]", f"{info.decode(m.input_x[i].long())}\n{info.decode(m.input_y[i].long())}")
+            for i in range(min(6, len(m.input_x)))
+        ]
+        save(
+            text_panel(
+                rows, title="the exact windows entering model(x) in the first training step (input, then target)"
+            ),
+            "model_input",
+            "dumb-baselines",
+            "input-independent",
+        )
         save.text("\n\n".join(f"{label}\n{body}" for label, body in rows), "model_input")
     if m.dynamics:
         blocks = [(f"step {s}", t) for s, t in m.dynamics]
-        save(text_panel(blocks, title=f"samples from the prompt {info.prompt!r} over training (same sampling seed)"),
-             "prediction_dynamics", "loss-decreases")
+        save(
+            text_panel(blocks, title=f"samples from the prompt {info.prompt!r} over training (same sampling seed)"),
+            "prediction_dynamics",
+            "loss-decreases",
+        )
         save.text("\n\n".join(f"--- step {s}\n{t}" for s, t in m.dynamics), "samples", "loss-decreases")
     if m.causal is not None:
-        save(causal_map(m.causal.matrix, m.causal.positions,
-                        title="what each output position may see: gradient on each input position (red: the diagonal)"),
-             "causal_dependency", "causal-dependency")
+        save(
+            causal_map(
+                m.causal.matrix,
+                m.causal.positions,
+                title="what each output position may see: gradient on each input position (red: the diagonal)",
+            ),
+            "causal_dependency",
+            "causal-dependency",
+        )
     elif m.perturb is not None:  # no embedding to differentiate: one input token changed at a time
-        save(causal_map(m.perturb.matrix, m.perturb.positions, what="change",
-                        title="what each output reads: its change when one input token changes (red: the diagonal)"),
-             "causal_dependency", "causal-dependency")
+        save(
+            causal_map(
+                m.perturb.matrix,
+                m.perturb.positions,
+                what="change",
+                title="what each output reads: its change when one input token changes (red: the diagonal)",
+            ),
+            "causal_dependency",
+            "causal-dependency",
+        )
     o, yo = m.overfit, m.overfit_y
     if o is not None:
         pred = o.outputs.argmax(dim=-1)
-        rows = [(f"window {i}: target, then prediction", f"{info.decode(yo[i])}\n{info.decode(pred[i])}")
-                for i in range(min(4, len(yo)))]
-        save(text_panel(rows, title=f"overfit one batch: targets vs greedy predictions after {o.steps_run} steps"),
-             "overfit_one_batch", "overfit-one-batch")
-    series = {e.name: (np.arange(1, len(e.history.losses) + 1), e.history.losses.numpy())
-              for e in (m.model, m.zero_input, m.larger, m.linear) if e is not None}
-    save(pictures.curves(series, title="training loss of each baseline experiment (nats per token)", ylabel="loss", logy=True),
-         "curves", "loss-decreases", "input-independent", "dumb-baselines")
-    save(pictures.hbars(dict(zip(m.grad.names, m.grad.grad_norm)), xlabel="gradient L2 norm",
-                        title="gradient norm per parameter after one batch (red: none or zero)"),
-         "gradient_norms", "gradients-flow")
+        rows = [
+            (f"window {i}: target, then prediction", f"{info.decode(yo[i])}\n{info.decode(pred[i])}")
+            for i in range(min(4, len(yo)))
+        ]
+        save(
+            text_panel(rows, title=f"overfit one batch: targets vs greedy predictions after {o.steps_run} steps"),
+            "overfit_one_batch",
+            "overfit-one-batch",
+        )
+    series = {
+        e.name: (np.arange(1, len(e.history.losses) + 1), e.history.losses.numpy())
+        for e in (m.model, m.zero_input, m.larger, m.linear)
+        if e is not None
+    }
+    save(
+        pictures.curves(
+            series, title="training loss of each baseline experiment (nats per token)", ylabel="loss", logy=True
+        ),
+        "curves",
+        "loss-decreases",
+        "input-independent",
+        "dumb-baselines",
+    )
+    save(
+        pictures.hbars(
+            dict(zip(m.grad.names, m.grad.grad_norm)),
+            xlabel="gradient L2 norm",
+            title="gradient norm per parameter after one batch (red: none or zero)",
+        ),
+        "gradient_norms",
+        "gradients-flow",
+    )
     return save.arts
 
 
@@ -109,8 +163,13 @@ def samples(ctx, stage: str, data, written: list[tuple[int, str]], *checks: str)
     """samples.txt and its picture: what the model wrote from the prompt at each evaluation."""
     save = FigureSaver(ctx, stage)
     if written:
-        save(text_panel([(f"step {s}", t) for s, t in written[-6:]],
-                        title=f"samples from the prompt {data.sequence.prompt!r} (same sampling seed)"),
-             "samples", *checks)
+        save(
+            text_panel(
+                [(f"step {s}", t) for s, t in written[-6:]],
+                title=f"samples from the prompt {data.sequence.prompt!r} (same sampling seed)",
+            ),
+            "samples",
+            *checks,
+        )
         save.text("\n\n".join(f"--- step {s}\n{t}" for s, t in written), "samples", *checks)
     return save.arts

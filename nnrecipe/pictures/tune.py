@@ -79,8 +79,9 @@ def _scatter(ax, x, recs, m) -> None:
         if not idx:
             continue
         colours = ["tab:red" if recs[i].diverged else "tab:blue" for i in idx]
-        ax.scatter([x[i] for i in idx], [recs[i].value for i in idx], marker=marker, c=colours, s=18, alpha=0.8,
-                   label=state)
+        ax.scatter(
+            [x[i] for i in idx], [recs[i].value for i in idx], marker=marker, c=colours, s=18, alpha=0.8, label=state
+        )
     if m.best is not None:
         j = next((i for i, r in enumerate(recs) if r.number == m.best.number), None)
         if j is not None:

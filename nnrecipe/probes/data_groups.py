@@ -94,10 +94,14 @@ def measure(scan: DataScan) -> DataMeasurements:
             members = order[start[g] : start[g] + total_counts[g]]
             distinct = np.unique(labels[members])
             if len(distinct) > 1:
-                conflicts.append(Conflict(
-                    members=[(names[split_of[m]], int(index_of[m]), float(labels[m])) for m in members[:MAX_LISTED]],
-                    labels=distinct.tolist(),
-                ))
+                conflicts.append(
+                    Conflict(
+                        members=[
+                            (names[split_of[m]], int(index_of[m]), float(labels[m])) for m in members[:MAX_LISTED]
+                        ],
+                        labels=distinct.tolist(),
+                    )
+                )
                 for m in members:
                     conflict_flags[names[split_of[m]]][index_of[m]] = True
 

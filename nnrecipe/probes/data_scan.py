@@ -16,8 +16,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from nnrecipe.tasks import Task
 from nnrecipe.data.bundle import DataBundle, Split
+from nnrecipe.tasks import Task
 
 STAT_NAMES = ("mean", "std", "l2")  # the axes along which outliers are sought (l2: the norm)
 ID_DTYPES = ("int8", "int16", "int32", "int64")  # integer inputs read as ids (tokens, category codes); uint8 is bytes
@@ -137,8 +137,13 @@ def _batch_stats(x: torch.Tensor):
     l2 = xd.norm(dim=1).numpy()
     fc = finite.reshape(xc.shape)
     xz = torch.where(fc, xd.reshape(xc.shape), torch.zeros((), dtype=torch.float64))
-    return mean, std, l2, nonfinite, (xz.sum(dim=(0, 2)).numpy(), (xz**2).sum(dim=(0, 2)).numpy(),
-                                      fc.sum(dim=(0, 2)).double().numpy())
+    return (
+        mean,
+        std,
+        l2,
+        nonfinite,
+        (xz.sum(dim=(0, 2)).numpy(), (xz**2).sum(dim=(0, 2)).numpy(), fc.sum(dim=(0, 2)).double().numpy()),
+    )
 
 
 def scan_split(split: Split, *, batch_size: int = 1024, progress=None, task_id=None) -> SplitScan:
@@ -152,14 +157,23 @@ def scan_split(split: Split, *, batch_size: int = 1024, progress=None, task_id=N
     for x, y in split.iterate(batch_size):
         x = torch.as_tensor(x).cpu()
         y = torch.as_tensor(y).cpu()
-        x_dtype, y_dtype, y_shape = str(x.dtype).removeprefix("torch."), str(y.dtype).removeprefix("torch."), tuple(y.shape[1:])
+        x_dtype, y_dtype, y_shape = (
+            str(x.dtype).removeprefix("torch."),
+            str(y.dtype).removeprefix("torch."),
+            tuple(y.shape[1:]),
+        )
         shapes[tuple(x.shape[1:])] += len(x)
         hashes += _hash_rows(x)
         if is_ids(x_dtype) and x.numel():
             if ids is None:
                 width = x[0].numel()
-                ids = IdStats(int(x.min()), int(x.max()), 0, set(),
-                              [Counter() for _ in range(width)] if width <= MAX_FEATURE_COUNTS else None)
+                ids = IdStats(
+                    int(x.min()),
+                    int(x.max()),
+                    0,
+                    set(),
+                    [Counter() for _ in range(width)] if width <= MAX_FEATURE_COUNTS else None,
+                )
             ids.update(x)
         mean, std, l2, nonfinite, (s, q, c) = _batch_stats(x)
         stats["mean"].append(mean)
@@ -197,5 +211,6 @@ def scan_bundle(bundle: DataBundle, *, progress=None) -> DataScan:
     for name, split in bundle.splits().items():
         task_id = progress.add_task(f"scanning {name}", total=len(split)) if progress is not None else None
         scans[name] = scan_split(split, progress=progress, task_id=task_id)
-    return DataScan(task=bundle.task, kind=bundle.kind, num_classes=bundle.num_classes,
-                    class_names=bundle.class_names, splits=scans)
+    return DataScan(
+        task=bundle.task, kind=bundle.kind, num_classes=bundle.num_classes, class_names=bundle.class_names, splits=scans
+    )

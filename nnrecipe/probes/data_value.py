@@ -52,7 +52,17 @@ def measure_label_errors(trainer, *, spec, data, cfg, loss: str) -> LabelErrorMe
         return LabelErrorMeasurements(skip=data.task.skip_reason("suspected-label-errors"))
     if len(data.train) < 10 * c.folds:
         return LabelErrorMeasurements(skip=f"{len(data.train)} training examples are too few for {c.folds} folds")
-    errors = label_errors.measure(spec, data=data, base=ctx.base, device=ctx.device, folds=c.folds, seed=spec.seed,
-                                  steps=c.steps or trainer.steps, every=trainer.every, loss=loss,
-                                  writer_for=lambda name: ctx.writer(trainer.stage, name), progress=ctx.progress)
+    errors = label_errors.measure(
+        spec,
+        data=data,
+        base=ctx.base,
+        device=ctx.device,
+        folds=c.folds,
+        seed=spec.seed,
+        steps=c.steps or trainer.steps,
+        every=trainer.every,
+        loss=loss,
+        writer_for=lambda name: ctx.writer(trainer.stage, name),
+        progress=ctx.progress,
+    )
     return LabelErrorMeasurements(errors=errors)

@@ -27,7 +27,18 @@ from nnrecipe.probes import evaluating
 SETTLED_RTOL = 0.01  # within 1% of where the curve ends: the final stretch
 LEARNT_BELOW = 0.9  # below 90% of that before: it had learnt something first
 SAME_RTOL = 1e-4  # rows equal to this relative tolerance: one output for every example
-ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.Hardswish, nn.SiLU, nn.GELU, nn.ELU, nn.LeakyReLU, nn.Sigmoid, nn.Tanh)
+ACTIVATIONS = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.Hardtanh,
+    nn.Hardswish,
+    nn.SiLU,
+    nn.GELU,
+    nn.ELU,
+    nn.LeakyReLU,
+    nn.Sigmoid,
+    nn.Tanh,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,24 +63,34 @@ class Collapse:
         before = f" after reaching {self.lowest[1]:.4g} at step {self.lowest[0]}" if self.lowest else ""
         where = f"; they are already alike at {self.layer} ({self.layer_kind})" if self.layer else ""
         if self.partial:
-            return (f"{self.alike[0]} of {self.alike[1]} examples get one and the same output{where}; the loss stays at "
-                    f"{self.final_loss:.4g} from step {self.settled_at}{before}")
+            return (
+                f"{self.alike[0]} of {self.alike[1]} examples get one and the same output{where}; the loss stays at "
+                f"{self.final_loss:.4g} from step {self.settled_at}{before}"
+            )
         best = f" (the best constant prediction: {self.constant_loss:.4g})" if self.constant_loss > 0 else ""
         where = f"; every example is already alike at {self.layer} ({self.layer_kind})" if self.layer else ""
-        return (f"every example gets the same output: the loss sits at {self.final_loss:.4g}{best} from step "
-                f"{self.settled_at}{before}{where}")
+        return (
+            f"every example gets the same output: the loss sits at {self.final_loss:.4g}{best} from step "
+            f"{self.settled_at}{before}{where}"
+        )
 
     def hint(self) -> str:
         if self.dead_activation:
             whom = "these examples" if self.partial else "every example"
-            return (f"{self.layer} outputs 0 for {whom} and passes no gradient: an activation on the logits "
-                    "(logits must be free to go negative) or after a too large step; drop it, or lower the LR "
-                    "(the LR-range test, nnrecipe overfit --lr-range, shows where training breaks down)")
+            return (
+                f"{self.layer} outputs 0 for {whom} and passes no gradient: an activation on the logits "
+                "(logits must be free to go negative) or after a too large step; drop it, or lower the LR "
+                "(the LR-range test, nnrecipe overfit --lr-range, shows where training breaks down)"
+            )
         if self.lowest:
-            return ("a too large step threw the model to a constant: lower the LR (the LR-range test, nnrecipe overfit "
-                    "--lr-range, shows where training breaks down)")
+            return (
+                "a too large step threw the model to a constant: lower the LR (the LR-range test, nnrecipe overfit "
+                "--lr-range, shows where training breaks down)"
+            )
         where = f" from {self.layer} on" if self.layer else ""
-        return f"the output does not depend on the input{where}: is x overwritten, detached or multiplied by zero there?"
+        return (
+            f"the output does not depend on the input{where}: is x overwritten, detached or multiplied by zero there?"
+        )
 
 
 def same_for_every_row(t: torch.Tensor, rtol: float = SAME_RTOL) -> bool:
@@ -106,8 +127,11 @@ def first_constant_module(model: nn.Module, x: torch.Tensor) -> tuple[str, str]:
             dead = isinstance(module, ACTIVATIONS) and bool((out == 0).all())
             seen.append((name, type(module).__name__ + (", every output 0" if dead else "")))
 
-    hooks = [module.register_forward_hook(lambda mod, inp, out, name=name: look(mod, inp, out, name))
-             for name, module in model.named_modules() if name and not list(module.children())]
+    hooks = [
+        module.register_forward_hook(lambda mod, inp, out, name=name: look(mod, inp, out, name))
+        for name, module in model.named_modules()
+        if name and not list(module.children())
+    ]
     try:
         with evaluating(model), torch.no_grad():
             model(x)
@@ -125,8 +149,14 @@ def alike_rows(out: torch.Tensor) -> torch.Tensor:
     return torch.nonzero(inverse == int(counts.argmax())).flatten()
 
 
-def collapse(curve: list[tuple[int, float]], *, constant: float, model: nn.Module, x: torch.Tensor,
-             earlier: Optional[list[tuple[int, float]]] = None) -> Optional[Collapse]:
+def collapse(
+    curve: list[tuple[int, float]],
+    *,
+    constant: float,
+    model: nn.Module,
+    x: torch.Tensor,
+    earlier: Optional[list[tuple[int, float]]] = None,
+) -> Optional[Collapse]:
     """A Collapse when the trained model gives every example of x (which differ) the same
     output, or a group of two or more (which differ) exactly one output; its loss curve read for
     when. None otherwise. `earlier`: a finer curve (every step's training loss) to find how low
@@ -144,8 +174,15 @@ def collapse(curve: list[tuple[int, float]], *, constant: float, model: nn.Modul
         low = min(before, key=lambda p: p[1]) if before else None
         lowest = low if low is not None and low[1] < LEARNT_BELOW * curve[-1][1] else None
     layer, kind = first_constant_module(model, x[group.to(x.device)])
-    return Collapse(final_loss=curve[-1][1], constant_loss=constant, settled_at=settled, lowest=lowest, layer=layer,
-                    layer_kind=kind, alike=(len(group), len(x)))
+    return Collapse(
+        final_loss=curve[-1][1],
+        constant_loss=constant,
+        settled_at=settled,
+        lowest=lowest,
+        layer=layer,
+        layer_kind=kind,
+        alike=(len(group), len(x)),
+    )
 
 
 def constant_loss(task, x: torch.Tensor, y: torch.Tensor, loss: str) -> float:
@@ -176,8 +213,10 @@ class NormDrift:
     def words(self, batch_size: int) -> str:
         """With the training batch size: the batch statistics were taken over batch x spatial values."""
         mom = "a cumulative average" if self.momentum is None else f"momentum {self.momentum:g}"
-        return (f"{self.layer} (drift {self.drift:.2g} SD; {mom}, batches of {batch_size} x {self.spatial} "
-                f"position(s) per channel)")
+        return (
+            f"{self.layer} (drift {self.drift:.2g} SD; {mom}, batches of {batch_size} x {self.spatial} "
+            f"position(s) per channel)"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,8 +234,11 @@ def mode_gap(model: nn.Module, x: torch.Tensor, y: torch.Tensor, per_example: Ca
     twin = copy.deepcopy(model)
     drifts: list[NormDrift] = []
     # a pre-hook: the running statistics before this forward moves them toward the batch's
-    hooks = [m.register_forward_pre_hook(lambda mod, inp, name=name: drifts.append(_drift(name, mod, inp[0])))
-             for name, m in twin.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    hooks = [
+        m.register_forward_pre_hook(lambda mod, inp, name=name: drifts.append(_drift(name, mod, inp[0])))
+        for name, m in twin.named_modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+    ]
     try:
         twin.train()
         with torch.no_grad():
@@ -207,8 +249,13 @@ def mode_gap(model: nn.Module, x: torch.Tensor, y: torch.Tensor, per_example: Ca
     with evaluating(model), torch.no_grad():
         eval_loss = per_example(model(x), y)
     dropouts = [name for name, m in model.named_modules() if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0]
-    return ModeGap(train_mode=train_loss.detach().double().cpu().numpy(), eval_mode=eval_loss.detach().double().cpu().numpy(),
-                   constant_loss=constant, norms=sorted(drifts, key=lambda d: -d.drift), dropouts=dropouts)
+    return ModeGap(
+        train_mode=train_loss.detach().double().cpu().numpy(),
+        eval_mode=eval_loss.detach().double().cpu().numpy(),
+        constant_loss=constant,
+        norms=sorted(drifts, key=lambda d: -d.drift),
+        dropouts=dropouts,
+    )
 
 
 def _drift(name: str, bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> NormDrift:

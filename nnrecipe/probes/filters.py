@@ -78,8 +78,9 @@ def neighbour_corr(f: Filters) -> tuple[float, int]:
     return num / math.sqrt(den_a * den_b), pairs
 
 
-def measure_filters(trained: nn.Module, init: nn.Module, input_shape: tuple[int, ...], *, draws: int = 20,
-                    seed: int = 0) -> FilterMeasure:
+def measure_filters(
+    trained: nn.Module, init: nn.Module, input_shape: tuple[int, ...], *, draws: int = 20, seed: int = 0
+) -> FilterMeasure:
     """Neighbour correlation of the trained first layer, of the same layer at init, and its null
     distribution: the layer's own reset_parameters() drawn `draws` times (default inits)."""
     import copy
@@ -103,8 +104,9 @@ def measure_filters(trained: nn.Module, init: nn.Module, input_shape: tuple[int,
     finally:
         torch.random.set_rng_state(state)
     null_arr = np.asarray(null)
-    return FilterMeasure(ft.layer, rt, ri, float(null_arr.mean()), float(null_arr.std(ddof=1)), pairs,
-                         int(np.prod(ft.spatial)), ft, fi)
+    return FilterMeasure(
+        ft.layer, rt, ri, float(null_arr.mean()), float(null_arr.std(ddof=1)), pairs, int(np.prod(ft.spatial)), ft, fi
+    )
 
 
 def filter_mosaic(f: Filters, *, max_filters: int = 64) -> np.ndarray:
@@ -122,7 +124,9 @@ def filter_mosaic(f: Filters, *, max_filters: int = 64) -> np.ndarray:
             r, c = divmod(i, cols)
             x = w[i]
             lo, hi = np.nanmin(x), np.nanmax(x)
-            mosaic[r * (h + 1) : r * (h + 1) + h, c * (wd + 1) : c * (wd + 1) + wd] = (x - lo) / (hi - lo) if hi > lo else 0.5
+            mosaic[r * (h + 1) : r * (h + 1) + h, c * (wd + 1) : c * (wd + 1) + wd] = (
+                (x - lo) / (hi - lo) if hi > lo else 0.5
+            )
         return mosaic
     flat = w.reshape(len(w), -1, f.spatial[-1]).mean(axis=1)
     scale = np.abs(flat).max(axis=1, keepdims=True)

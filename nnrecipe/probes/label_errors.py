@@ -46,9 +46,16 @@ class LabelErrors:
         for rank, i in enumerate(self.ranked, start=1):
             p = self.probs[i]
             suggested = int(p.argmax())
-            out.append({"rank": rank, "train_index": int(i), "given": class_name(int(self.labels[i])),
-                        "suggested": class_name(suggested), "p_given": round(float(p[self.labels[i]]), 4),
-                        "p_suggested": round(float(p[suggested]), 4)})
+            out.append(
+                {
+                    "rank": rank,
+                    "train_index": int(i),
+                    "given": class_name(int(self.labels[i])),
+                    "suggested": class_name(suggested),
+                    "p_given": round(float(p[self.labels[i]]), 4),
+                    "p_suggested": round(float(p[suggested]), 4),
+                }
+            )
         return out
 
 
@@ -66,8 +73,20 @@ def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> list[np.ndarr
     return [np.flatnonzero(assignment == k) for k in range(folds)]
 
 
-def out_of_fold(spec, *, data, base, device, folds: int, seed: int, steps: int, every: int, loss: str,
-                writer_for=None, progress=None) -> tuple[np.ndarray, np.ndarray, int]:
+def out_of_fold(
+    spec,
+    *,
+    data,
+    base,
+    device,
+    folds: int,
+    seed: int,
+    steps: int,
+    every: int,
+    loss: str,
+    writer_for=None,
+    progress=None,
+) -> tuple[np.ndarray, np.ndarray, int]:
     """(n, C) probabilities for each training example from the fold model that did not train on it,
     which examples got them, and how many fold models diverged (their examples get none)."""
     from nnrecipe.engine import Engine
@@ -83,10 +102,21 @@ def out_of_fold(spec, *, data, base, device, folds: int, seed: int, steps: int, 
         fold_data = data.with_train(data.train.subset(keep))
         # Only the held-out predictions are used: evaluate val once at the end, unless the
         # configuration stops early (then its evaluations choose the weights).
-        exp = Experiment(f"label-errors fold {k + 1}/{folds}", spec, steps=steps, seed=seed + k,
-                         eval_every=every if spec.train.early_stopping else steps)
-        t = run_experiment(exp, data=fold_data, base=base, device=device, progress=progress,
-                           writer=writer_for(f"label-errors-fold{k}") if writer_for else None)
+        exp = Experiment(
+            f"label-errors fold {k + 1}/{folds}",
+            spec,
+            steps=steps,
+            seed=seed + k,
+            eval_every=every if spec.train.early_stopping else steps,
+        )
+        t = run_experiment(
+            exp,
+            data=fold_data,
+            base=base,
+            device=device,
+            progress=progress,
+            writer=writer_for(f"label-errors-fold{k}") if writer_for else None,
+        )
         if t.diverged:
             diverged += 1
             continue
@@ -109,15 +139,44 @@ def find(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
     sub = probs[:, present]
     sub = sub / np.clip(sub.sum(axis=1, keepdims=True), 1e-12, None)
     given = np.array([remap[c] for c in labels])
-    return np.asarray(find_label_issues(given, sub, filter_by="prune_by_noise_rate",
-                                        return_indices_ranked_by="self_confidence", n_jobs=1), dtype=np.int64)
+    return np.asarray(
+        find_label_issues(
+            given, sub, filter_by="prune_by_noise_rate", return_indices_ranked_by="self_confidence", n_jobs=1
+        ),
+        dtype=np.int64,
+    )
 
 
-def measure(spec, *, data, base, device, folds: int, seed: int, steps: int, every: int, loss: str,
-            writer_for=None, progress=None) -> LabelErrors:
-    probs, predicted, diverged = out_of_fold(spec, data=data, base=base, device=device, folds=folds, seed=seed,
-                                             steps=steps, every=every, loss=loss, writer_for=writer_for, progress=progress)
+def measure(
+    spec,
+    *,
+    data,
+    base,
+    device,
+    folds: int,
+    seed: int,
+    steps: int,
+    every: int,
+    loss: str,
+    writer_for=None,
+    progress=None,
+) -> LabelErrors:
+    probs, predicted, diverged = out_of_fold(
+        spec,
+        data=data,
+        base=base,
+        device=device,
+        folds=folds,
+        seed=seed,
+        steps=steps,
+        every=every,
+        loss=loss,
+        writer_for=writer_for,
+        progress=progress,
+    )
     labels = data.targets("train").long().numpy()
     judged = np.flatnonzero(predicted)
     ranked = judged[find(labels[judged], probs[judged])] if len(judged) else np.empty(0, dtype=np.int64)
-    return LabelErrors(folds=folds, labels=labels, probs=probs, ranked=ranked, predicted=predicted, diverged_folds=diverged)
+    return LabelErrors(
+        folds=folds, labels=labels, probs=probs, ranked=ranked, predicted=predicted, diverged_folds=diverged
+    )

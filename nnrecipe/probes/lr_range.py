@@ -15,8 +15,21 @@ import torch
 from nnrecipe.probes.measurements import LRRangeResult
 
 
-def lr_range_test(model, split, loss_fn, optimizer, *, device, batch_size: int, seed: int, steps: int, min_lr: float,
-                  max_lr: float, smoothing: float, diverge_factor: float) -> LRRangeResult:
+def lr_range_test(
+    model,
+    split,
+    loss_fn,
+    optimizer,
+    *,
+    device,
+    batch_size: int,
+    seed: int,
+    steps: int,
+    min_lr: float,
+    max_lr: float,
+    smoothing: float,
+    diverge_factor: float,
+) -> LRRangeResult:
     model.to(device).train()
     g = torch.Generator(device=split.device).manual_seed(seed)
     lrs = min_lr * (max_lr / min_lr) ** (np.arange(steps) / max(1, steps - 1))
@@ -46,16 +59,22 @@ def lr_range_test(model, split, loss_fn, optimizer, *, device, batch_size: int, 
     valid = np.isfinite(smoothed)
     suggested = min_loss_lr = None
     if valid.sum() >= 10:
-        s, l = smoothed[valid], lrs[valid]
+        s, lr_kept = smoothed[valid], lrs[valid]
         k = int(np.argmin(s))
-        min_loss_lr = float(l[k])
+        min_loss_lr = float(lr_kept[k])
         if k >= 5:
-            slope = np.gradient(s[: k + 1], np.log(l[: k + 1]))  # d loss / d log(lr)
-            suggested = float(l[int(np.argmin(slope[2:])) + 2])  # skip the noisy start
+            slope = np.gradient(s[: k + 1], np.log(lr_kept[: k + 1]))  # d loss / d log(lr)
+            suggested = float(lr_kept[int(np.argmin(slope[2:])) + 2])  # skip the noisy start
         else:
-            suggested = float(l[k]) / 10
-    return LRRangeResult(lrs=lrs, losses=losses, smoothed=smoothed, suggested_lr=suggested, min_loss_lr=min_loss_lr,
-                         diverge_lr=float(lrs[diverge_at]) if diverge_at is not None else None)
+            suggested = float(lr_kept[k]) / 10
+    return LRRangeResult(
+        lrs=lrs,
+        losses=losses,
+        smoothed=smoothed,
+        suggested_lr=suggested,
+        min_loss_lr=min_loss_lr,
+        diverge_lr=float(lrs[diverge_at]) if diverge_at is not None else None,
+    )
 
 
 def _endless(split, batch_size: int, generator: torch.Generator):

@@ -11,9 +11,9 @@ from typing import Optional
 import numpy as np
 import torch
 
+from nnrecipe.experiments import Result
 from nnrecipe.probes.diagnosis import Collapse, ModeGap
 from nnrecipe.probes.model_probes import GradStep, InitMeasure, LossShapes, OverfitResult
-from nnrecipe.experiments import Result
 from nnrecipe.tasks import Task
 
 
@@ -35,7 +35,9 @@ class BaselineMeasurements:
     linear: Optional[Result] = None
     larger: Optional[Result] = None
     larger_skip: str = ""  # why there is no larger model
-    dumb_scores: Optional[np.ndarray] = None  # the task's dumb predictor (majority class, mean, unigram), per val example
+    dumb_scores: Optional[np.ndarray] = (
+        None  # the task's dumb predictor (majority class, mean, unigram), per val example
+    )
     dumb_name: str = ""
     overfit: Optional[OverfitResult] = None
     broadcast: Optional[LossShapes] = None  # the user's loss on nnrecipe's target shape and on the data's own

@@ -26,8 +26,15 @@ def residuals(outputs: torch.Tensor, targets: torch.Tensor, *, k: int = 24) -> M
     out, y = outputs.float().cpu(), targets.cpu()
     res = (out.reshape(len(out), -1) - y.float().reshape(len(y), -1)).pow(2).mean(dim=1)
     order = torch.argsort(res, descending=True)[:k]
-    top = [{"index": int(i), "target": float(y[i].reshape(-1)[0]), "prediction": float(out[i].reshape(-1)[0]),
-            "squared_error": float(res[i])} for i in order]
+    top = [
+        {
+            "index": int(i),
+            "target": float(y[i].reshape(-1)[0]),
+            "prediction": float(out[i].reshape(-1)[0]),
+            "squared_error": float(res[i]),
+        }
+        for i in order
+    ]
     return Mispredictions(top=top, real=True)
 
 
@@ -50,40 +57,82 @@ def label_errors(outputs: torch.Tensor, targets: torch.Tensor, *, class_name=str
         f1 = 2 * int(tp[c]) / (2 * int(tp[c]) + int(fp[c]) + int(fn[c])) if support or predicted else float("nan")
         ap = float(average_precision_score(y[:, c].numpy(), prob[:, c].numpy())) if support else float("nan")
         aps += [ap] if support else []
-        per_class.append({"class": class_name(c), "support": support, "precision": round(precision, 4),
-                          "recall": round(recall, 4), "f1": round(f1, 4), "average_precision": round(ap, 4)})
+        per_class.append(
+            {
+                "class": class_name(c),
+                "support": support,
+                "precision": round(precision, 4),
+                "recall": round(recall, 4),
+                "f1": round(f1, 4),
+                "average_precision": round(ap, 4),
+            }
+        )
     denom = int(2 * tp.sum() + fp.sum() + fn.sum())
-    overall = {"micro_f1": round(2 * int(tp.sum()) / denom, 4) if denom else 1.0,
-               "mean_average_precision": round(float(np.mean(aps)), 4) if aps else None}
+    overall = {
+        "micro_f1": round(2 * int(tp.sum()) / denom, 4) if denom else 1.0,
+        "mean_average_precision": round(float(np.mean(aps)), 4) if aps else None,
+    }
     loss = F.binary_cross_entropy_with_logits(out, y.float(), reduction="none").mean(dim=1)
     names = lambda row: "+".join(class_name(c) for c in torch.nonzero(row).flatten().tolist()) or "(none)"  # noqa: E731
-    top = [{"index": int(i), "true": names(y[i]), "predicted": names(pred[i]), "loss": round(float(loss[i]), 4),
-            "caption": f"{names(y[i])}→{names(pred[i])}"}
-           for i in torch.argsort(loss, descending=True)[:k] if bool((pred[i] != y[i]).any())]
+    top = [
+        {
+            "index": int(i),
+            "true": names(y[i]),
+            "predicted": names(pred[i]),
+            "loss": round(float(loss[i]), 4),
+            "caption": f"{names(y[i])}→{names(pred[i])}",
+        }
+        for i in torch.argsort(loss, descending=True)[:k]
+        if bool((pred[i] != y[i]).any())
+    ]
     return Mispredictions(per_class=per_class, top=top, overall=overall)
 
 
-def confusion(outputs: torch.Tensor, targets: torch.Tensor, *, num_classes: int, loss: str, k: int = 24,
-              class_name=str) -> Mispredictions:
+def confusion(
+    outputs: torch.Tensor, targets: torch.Tensor, *, num_classes: int, loss: str, k: int = 24, class_name=str
+) -> Mispredictions:
     """Class targets: the confusion matrix, per-class metrics and the k most confidently wrong."""
     out = outputs.float().cpu()
     y = targets.cpu().long()
     logp = out if loss == "nll" else F.log_softmax(out, dim=1)  # nll models return log-probabilities
     per_example = -logp.gather(1, y.reshape(-1, 1)).squeeze(1)
     pred = out.argmax(dim=1)
-    conf = torch.bincount(y * num_classes + pred, minlength=num_classes * num_classes).reshape(num_classes, num_classes).numpy()
+    conf = (
+        torch.bincount(y * num_classes + pred, minlength=num_classes * num_classes)
+        .reshape(num_classes, num_classes)
+        .numpy()
+    )
     per_class = []
     for c in range(num_classes):
         tp, support, predicted = conf[c, c], conf[c].sum(), conf[:, c].sum()
         precision = tp / predicted if predicted else float("nan")
         recall = tp / support if support else float("nan")
-        f1 = 2 * precision * recall / (precision + recall) if predicted and support and (precision + recall) > 0 else float("nan")
-        per_class.append({"class": class_name(c), "support": int(support), "precision": round(float(precision), 4),
-                          "recall": round(float(recall), 4), "f1": round(float(f1), 4)})
+        f1 = (
+            2 * precision * recall / (precision + recall)
+            if predicted and support and (precision + recall) > 0
+            else float("nan")
+        )
+        per_class.append(
+            {
+                "class": class_name(c),
+                "support": int(support),
+                "precision": round(float(precision), 4),
+                "recall": round(float(recall), 4),
+                "f1": round(float(f1), 4),
+            }
+        )
     wrong = torch.nonzero(pred != y).flatten()
     order = wrong[torch.argsort(per_example[wrong], descending=True)][:k]
     probs = logp.exp()
-    top = [{"index": int(i), "true": class_name(int(y[i])), "predicted": class_name(int(pred[i])),
-            "p_predicted": round(float(probs[i, pred[i]]), 4), "p_true": round(float(probs[i, y[i]]), 4),
-            "loss": round(float(per_example[i]), 4)} for i in order]
+    top = [
+        {
+            "index": int(i),
+            "true": class_name(int(y[i])),
+            "predicted": class_name(int(pred[i])),
+            "p_predicted": round(float(probs[i, pred[i]]), 4),
+            "p_true": round(float(probs[i, y[i]]), 4),
+            "loss": round(float(per_example[i]), 4),
+        }
+        for i in order
+    ]
     return Mispredictions(confusion=conf, per_class=per_class, top=top)

@@ -17,8 +17,13 @@ def evaluate(spec, ctx, trained):
     from nnrecipe.losses import make_loss
     from nnrecipe.models import prepare_model
 
-    eval_spec = spec.model_copy(update={"model": trained.spec.model, "loss": trained.spec.loss,
-                                        "data": spec.data.model_copy(update={"downsample": trained.spec.data.downsample})})
+    eval_spec = spec.model_copy(
+        update={
+            "model": trained.spec.model,
+            "loss": trained.spec.loss,
+            "data": spec.data.model_copy(update={"downsample": trained.spec.data.downsample}),
+        }
+    )
     data = ctx.data() if eval_spec.data.downsample == spec.data.downsample else build_data(eval_spec, base=ctx.base)
     model = prepare_model(eval_spec, data, base=ctx.base)
     try:
@@ -27,5 +32,6 @@ def evaluate(spec, ctx, trained):
         first = str(exc).strip().splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
         raise NNRecipeError(f"--model: {trained.source} does not fit a model built for this data ({first})") from None
     result = Engine.for_spec(eval_spec.train, device=ctx.device, task=data.task).evaluate(
-        model, data.val, make_loss(eval_spec, base=ctx.base), keep_outputs=True, keep_scores=True)
+        model, data.val, make_loss(eval_spec, base=ctx.base), keep_outputs=True, keep_scores=True
+    )
     return data, result, eval_spec

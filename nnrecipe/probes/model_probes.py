@@ -14,11 +14,10 @@ import torch
 from torch import nn
 
 from nnrecipe.losses import per_example_loss
-from nnrecipe.tasks import Task
-from nnrecipe.tasks.base import LossFloor
 from nnrecipe.models.init import final_linear
 from nnrecipe.probes.diagnosis import Collapse
-
+from nnrecipe.tasks import Task
+from nnrecipe.tasks.base import LossFloor
 
 # ----------------------------------------------------------------------------- at initialisation
 
@@ -57,7 +56,11 @@ def measure_init(model: nn.Module, data, *, loss_name: str, builtin_bias_init: b
     rows = task.output_rows(out)  # one prediction per row (a language model: every position's)
     layer = final_linear(model, data.num_outputs)
     m = InitMeasure(
-        task=task, loss_name=loss_name, val_losses=losses, n_val=len(out), num_outputs=data.num_outputs,
+        task=task,
+        loss_name=loss_name,
+        val_losses=losses,
+        n_val=len(out),
+        num_outputs=data.num_outputs,
         builtin_bias_init=builtin_bias_init,
         final_bias=layer.bias.detach().double().cpu().numpy() if layer is not None and layer.bias is not None else None,
         in_unit_interval=bool(((rows >= 0) & (rows <= 1)).all()),
@@ -143,11 +146,21 @@ def gradient_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: C
             finite.append(bool(torch.isfinite(g).all()))
             norms.append(float(g.norm()))
     total = float(np.sqrt(sum(n**2 for n in norms if n is not None and np.isfinite(n))))
-    rms = {n: float(p.grad.detach().float().pow(2).mean().sqrt()) for n, p in params if p.grad is not None and p.ndim >= 2}
+    rms = {
+        n: float(p.grad.detach().float().pow(2).mean().sqrt()) for n, p in params if p.grad is not None and p.ndim >= 2
+    }
     optimizer.step()
     changed = [not torch.equal(b, p.detach()) for b, (_, p) in zip(before, params)]
-    return GradStep(names=[n for n, _ in params], numel=[p.numel() for _, p in params], grad_norm=norms,
-                    grad_finite=finite, changed=changed, total_norm=total, dead={}, weight_rms=rms)
+    return GradStep(
+        names=[n for n, _ in params],
+        numel=[p.numel() for _, p in params],
+        grad_norm=norms,
+        grad_finite=finite,
+        changed=changed,
+        total_norm=total,
+        dead={},
+        weight_rms=rms,
+    )
 
 
 @torch.no_grad()
@@ -166,7 +179,11 @@ def dead_units(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
             def hook(mod, inputs, output, name=name, calls=calls):
                 calls["n"] += 1
                 o = output.detach()
-                alive = (o > 0).reshape(o.shape[0], o.shape[1], -1).any(dim=2).any(dim=0) if o.ndim > 1 else (o > 0).any().reshape(1)
+                alive = (
+                    (o > 0).reshape(o.shape[0], o.shape[1], -1).any(dim=2).any(dim=0)
+                    if o.ndim > 1
+                    else (o > 0).any().reshape(1)
+                )
                 key = name if calls["n"] == 1 else f"{name}#{calls['n']}"
                 results[key] = float(1.0 - alive.float().mean())
 
@@ -192,13 +209,24 @@ class OverfitResult:
     steps_run: int
     outputs: torch.Tensor  # final eval-mode outputs on the batch
     target_loss: float
-    floor: Optional[LossFloor] = None  # the batch's irreducible loss (Task.loss_floor): the target is this plus the margin
+    floor: Optional[LossFloor] = (
+        None  # the batch's irreducible loss (Task.loss_floor): the target is this plus the margin
+    )
     train_curve: list[tuple[int, float]] = dataclasses.field(default_factory=list)  # (step, train-mode loss) every step
     collapse: Optional[Collapse] = None  # every example got the same output (probes.diagnosis)
 
 
-def overfit_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable, *, steps: int, lr: float,
-                  target: float, check_every: int = 25) -> OverfitResult:
+def overfit_batch(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: Callable,
+    *,
+    steps: int,
+    lr: float,
+    target: float,
+    check_every: int = 25,
+) -> OverfitResult:
     """Adam on one fixed batch until the eval-mode loss reaches `target` (checked every few steps)."""
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     losses: list[tuple[int, float]] = []
@@ -224,8 +252,9 @@ def overfit_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: C
         outputs = model(x).float().cpu()
     model.train()
     curve = [(i + 1, float(v)) for i, v in enumerate(torch.stack(trained).float().cpu())] if trained else []
-    return OverfitResult(losses=losses, final_loss=final, steps_run=step, outputs=outputs, target_loss=target,
-                         train_curve=curve)
+    return OverfitResult(
+        losses=losses, final_loss=final, steps_run=step, outputs=outputs, target_loss=target, train_curve=curve
+    )
 
 
 # ----------------------------------------------------------------------------- what enters the model
@@ -312,5 +341,11 @@ def loss_on_raw_targets(loss_fn: Callable, out: torch.Tensor, y: torch.Tensor, r
             theirs = float(loss_fn(out, theirs_y))
         except PluginError as exc:
             refused = str(exc)
-    return LossShapes(ours=ours, theirs=theirs, our_shape=tuple(y.shape), their_shape=tuple(theirs_y.shape),
-                      outputs_shape=tuple(out.shape), refused=refused)
+    return LossShapes(
+        ours=ours,
+        theirs=theirs,
+        our_shape=tuple(y.shape),
+        their_shape=tuple(theirs_y.shape),
+        outputs_shape=tuple(out.shape),
+        refused=refused,
+    )

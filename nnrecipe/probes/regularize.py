@@ -82,8 +82,13 @@ def build_knobs(spec, *, original_augment, data_kind: str, base: Path) -> list[K
         _resized("larger-model", spec, cfg.larger_model, cfg.larger_model_args),
     ]
     if cfg.pretrained is not None:
-        knobs.append(Knob("pretrained", f"pretrained weights {Path(cfg.pretrained).name}",
-                          _model_edit(lambda ms: ms.model_copy(update={"pretrained": cfg.pretrained}))))
+        knobs.append(
+            Knob(
+                "pretrained",
+                f"pretrained weights {Path(cfg.pretrained).name}",
+                _model_edit(lambda ms: ms.model_copy(update={"pretrained": cfg.pretrained})),
+            )
+        )
     return [k for k in knobs if k is not None]
 
 
@@ -92,10 +97,17 @@ def _augmentation(original_augment, data_kind: str) -> Knob:
         names = ", ".join(a.name or a.factory for a in original_augment)
         return Knob("augmentation", f"augment: {names}", _edit("data", augment=list(original_augment)))
     if data_kind == "sequence":
-        return Knob("augmentation", "augmentation", skip="data.augment is empty (token windows have no built-in "
-                                                         "augmentation; a factory can add one)")
-    return Knob("augmentation", "augmentation", skip="data.augment is empty: list built-ins (e.g. {name: crop, "
-                                                     "args: {padding: 1}}) or your factory to measure it")
+        return Knob(
+            "augmentation",
+            "augmentation",
+            skip="data.augment is empty (token windows have no built-in augmentation; a factory can add one)",
+        )
+    return Knob(
+        "augmentation",
+        "augmentation",
+        skip="data.augment is empty: list built-ins (e.g. {name: crop, "
+        "args: {padding: 1}}) or your factory to measure it",
+    )
 
 
 def _dropout(m, p: float, base: Path) -> Knob:
@@ -110,12 +122,16 @@ def _dropout(m, p: float, base: Path) -> Knob:
         skip = f"the built-in {m.arch} model has no dropout"
     elif m.args.dropout >= p:
         skip = f"the model already has dropout {m.args.dropout:g}"
-    return Knob("dropout", f"dropout {p:g}", None if skip else _model_edit(lambda ms: _set_args(ms, dropout=p)), skip=skip)
+    return Knob(
+        "dropout", f"dropout {p:g}", None if skip else _model_edit(lambda ms: _set_args(ms, dropout=p)), skip=skip
+    )
 
 
 def _weight_decay(spec, wd: float) -> Knob:
     if spec.optim.weight_decay >= wd:
-        return Knob("weight-decay", f"weight decay {wd:g}", skip=f"optim.weight_decay is already {spec.optim.weight_decay:g}")
+        return Knob(
+            "weight-decay", f"weight decay {wd:g}", skip=f"optim.weight_decay is already {spec.optim.weight_decay:g}"
+        )
     return Knob("weight-decay", f"weight decay {wd:g}", _edit("optim", weight_decay=wd))
 
 

@@ -95,8 +95,16 @@ def causal_gradients(model: nn.Module, x: torch.Tensor, positions: list[int], *,
             nz = np.nonzero(later > 0)[0]
             first.append(int(t + 1 + nz[0]) if len(nz) else None)
             reach.append(int(nz[-1]) + 1 if len(nz) else 0)
-    return CausalMeasure(positions=list(positions), past=past, future=future, first_future=first, reach=reach, matrix=np.stack(rows),
-                         length=int(x.shape[1]), windows=int(x.shape[0]))
+    return CausalMeasure(
+        positions=list(positions),
+        past=past,
+        future=future,
+        first_future=first,
+        reach=reach,
+        matrix=np.stack(rows),
+        length=int(x.shape[1]),
+        windows=int(x.shape[0]),
+    )
 
 
 @dataclasses.dataclass
@@ -106,7 +114,9 @@ class PerturbMeasure:
     positions: list[int]  # t: every token after t was changed at once
     moved: list[float]  # max |change| of the outputs at positions <= t, relative to the outputs' scale (0: causal)
     first_moved: list[Optional[int]]  # the earliest output position <= t that moved
-    receptive: int  # how many tokens an output reads at most (itself and those before it; 0: none), from one-token changes
+    receptive: (
+        int  # how many tokens an output reads at most (itself and those before it; 0: none), from one-token changes
+    )
     positional: bool  # whether an output also depends on where its tokens sit (absolute positions), not only on them
     matrix: np.ndarray  # (positions, L): relative change of output t when only input s changes (nan: not changed)
     length: int
@@ -114,8 +124,16 @@ class PerturbMeasure:
 
 
 @torch.no_grad()
-def causal_perturbation(model: nn.Module, x: torch.Tensor, positions: list[int], vocab: int, *, rtol: float,
-                        seed: int = 0, max_inputs: int = 128) -> PerturbMeasure:
+def causal_perturbation(
+    model: nn.Module,
+    x: torch.Tensor,
+    positions: list[int],
+    vocab: int,
+    *,
+    rtol: float,
+    seed: int = 0,
+    max_inputs: int = 128,
+) -> PerturbMeasure:
     """In eval mode: change every token after t, and the outputs at positions <= t must not move
     (beyond rtol of the outputs' largest value: float noise). Then change one input position at
     a time: the map of which outputs each input moves, and how far back an output reads (a
@@ -154,8 +172,16 @@ def causal_perturbation(model: nn.Module, x: torch.Tensor, positions: list[int],
         later = model(torch.cat([x[:, :1], x[:, :-1]], dim=1)).float()
         j = max(receptive, 1)  # output j (and after) of the shifted window reads what output j - 1 read
         positional = j >= length or bool(((later[:, j:] - out[:, j - 1 : length - 1]).abs().max() / scale) > rtol)
-    return PerturbMeasure(positions=list(positions), moved=moved, first_moved=first, receptive=receptive,
-                          positional=positional, matrix=matrix, length=length, windows=int(x.shape[0]))
+    return PerturbMeasure(
+        positions=list(positions),
+        moved=moved,
+        first_moved=first,
+        receptive=receptive,
+        positional=positional,
+        matrix=matrix,
+        length=length,
+        windows=int(x.shape[0]),
+    )
 
 
 def _other_tokens(tokens: torch.Tensor, vocab: int, g: torch.Generator) -> torch.Tensor:
@@ -165,8 +191,9 @@ def _other_tokens(tokens: torch.Tensor, vocab: int, g: torch.Generator) -> torch
 
 
 @torch.no_grad()
-def batch_dependency_perturbation(model: nn.Module, x: torch.Tensor, rows: list[int], vocab: int, *, rtol: float,
-                                  seed: int = 0) -> np.ndarray:
+def batch_dependency_perturbation(
+    model: nn.Module, x: torch.Tensor, rows: list[int], vocab: int, *, rtol: float, seed: int = 0
+) -> np.ndarray:
     """batch-independence for any model of token windows: max |change of out[i]| when window j
     changes, relative to the outputs' scale, a (len(rows), N) matrix (0 off the diagonal when the
     examples are independent)."""
@@ -236,8 +263,9 @@ class PaddingMeasure:
 
 
 @torch.no_grad()
-def padding_change(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable, *, pad: int,
-                   pad_token: int = 0) -> PaddingMeasure:
+def padding_change(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable, *, pad: int, pad_token: int = 0
+) -> PaddingMeasure:
     """The loss of the first L - pad tokens of each window, alone and followed by `pad`
     padding positions whose targets are IGNORE_INDEX (the windows keep the model's length)."""
     with evaluating(model):
@@ -251,8 +279,9 @@ def padding_change(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: 
 
 
 @torch.no_grad()
-def generate(model: nn.Module, info, *, tokens: int, device: torch.device, seed: int = 0,
-             temperature: float = 1.0) -> str:
+def generate(
+    model: nn.Module, info, *, tokens: int, device: torch.device, seed: int = 0, temperature: float = 1.0
+) -> str:
     """Sample `tokens` tokens after the prompt, each from the model's distribution at the last
     position (a fixed generator seed: samples at successive evaluations differ by the model only)."""
     g = torch.Generator(device="cpu").manual_seed(seed)
@@ -323,8 +352,10 @@ def measure_wiring(m, model: nn.Module, data, xv: torch.Tensor, yv: torch.Tensor
             m.padding = padding_change(model, xv[:16], yv[:16], loss_fn, pad=cfg.padding_tokens)
         except (RuntimeError, PluginError) as exc:  # e.g. a position table added without slicing: only full windows fit
             cause = exc.__cause__ if isinstance(exc, PluginError) and exc.__cause__ is not None else exc
-            m.padding_skip = (f"the model does not take windows of {length - cfg.padding_tokens} tokens "
-                              f"({cause.__class__.__name__}: {str(cause).splitlines()[0][:80]})")
+            m.padding_skip = (
+                f"the model does not take windows of {length - cfg.padding_tokens} tokens "
+                f"({cause.__class__.__name__}: {str(cause).splitlines()[0][:80]})"
+            )
     else:
         m.padding_skip = f"windows of {length} tokens leave no room for {cfg.padding_tokens} padding tokens"
 

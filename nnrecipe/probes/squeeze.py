@@ -46,8 +46,9 @@ class EnsemblePass:
         return [float(p.mean()) for p in self.prefixes]
 
 
-def ensemble_pass(engine: Engine, models: list[torch.nn.Module], split, *, task: Task, loss: str,
-                  batch_size: int = 256) -> EnsemblePass:
+def ensemble_pass(
+    engine: Engine, models: list[torch.nn.Module], split, *, task: Task, loss: str, batch_size: int = 256
+) -> EnsemblePass:
     """Score every member and every prefix ensemble batch by batch: no member's outputs are
     kept for the whole split (a language model's are windows x context x vocabulary)."""
     k = len(models)
@@ -76,8 +77,9 @@ def ensemble_pass(engine: Engine, models: list[torch.nn.Module], split, *, task:
     as_np = lambda parts: torch.cat(parts).cpu().numpy()  # noqa: E731  (one sync per list, at the end)
     pairs = k * (k - 1) / 2
     spread = float(max_diff / (abs_sum / max(count, 1)).clamp_min(1e-12)) if k > 1 else 0.0
-    disagreement = (float(torch.triu(differ, diagonal=1).sum() / pairs / max(examples, 1)) if k > 1 else 0.0) \
-        if labelled else None
+    disagreement = (
+        (float(torch.triu(differ, diagonal=1).sum() / pairs / max(examples, 1)) if k > 1 else 0.0) if labelled else None
+    )
     return EnsemblePass([as_np(p) for p in members], [as_np(p) for p in prefixes], spread, disagreement)
 
 
@@ -116,8 +118,21 @@ def regression_distill_loss(alpha: float):
     return loss
 
 
-def train_student(spec, *, model, data, teacher_train: torch.Tensor, device, steps: int, every: int, seed: int, base: Path,
-                  augment=None, writer=None, progress=None) -> Result:
+def train_student(
+    spec,
+    *,
+    model,
+    data,
+    teacher_train: torch.Tensor,
+    device,
+    steps: int,
+    every: int,
+    seed: int,
+    base: Path,
+    augment=None,
+    writer=None,
+    progress=None,
+) -> Result:
     """Train `model` on the ensemble's soft targets over the train split (in memory), then
     score it on the real train and val splits like any other experiment (Result.model: it)."""
     cfg = spec.stages.squeeze.distill
@@ -125,28 +140,65 @@ def train_student(spec, *, model, data, teacher_train: torch.Tensor, device, ste
     y = train.y.to(device)
     targets, loss_fn, plain = data.task.distill_targets(teacher_train.to(device), y, cfg)
     soft = TensorSplit("train", train.x.to(device), targets)
-    plan = TrainPlan.for_spec(spec, model=model, train=soft, val=data.val, loss_fn=loss_fn, steps=steps, base=base,
-                              seed=seed, eval_every=every, augment=augment,
-                              log=Logging(writer=writer, progress=progress, label="student (soft targets)",
-                                          every=min(spec.train.log_every, steps)))
+    plan = TrainPlan.for_spec(
+        spec,
+        model=model,
+        train=soft,
+        val=data.val,
+        loss_fn=loss_fn,
+        steps=steps,
+        base=base,
+        seed=seed,
+        eval_every=every,
+        augment=augment,
+        log=Logging(
+            writer=writer, progress=progress, label="student (soft targets)", every=min(spec.train.log_every, steps)
+        ),
+    )
     engine = Engine.for_spec(spec.train, device=device, task=data.task)
     return _scored(engine, model, data, plain, name="student", seed=seed, history=engine.train(plan))
 
 
-def _scored(engine, model, data, loss_fn, *, name: str, seed: int, history: Optional[History] = None,
-            steps: int = 0) -> Result:
+def _scored(
+    engine, model, data, loss_fn, *, name: str, seed: int, history: Optional[History] = None, steps: int = 0
+) -> Result:
     """The model on whole train and val splits; without a history, as loaded (at `steps`)."""
     tr = engine.evaluate(model, data.train, loss_fn)
     va = engine.evaluate(model, data.val, loss_fn, keep_scores=True)
     if history is not None:
         return Result.scored(name, seed, history, tr, va, model=model)
-    return Result(seed=seed, val_scores=va.scores, val_loss=va.loss, val_metric=va.metric, train_loss=tr.loss,
-                  train_metric=tr.metric, steps=steps, diverged=False, evals=[], name=name, train_eval=tr, val_eval=va,
-                  val_step=steps, train_step=steps)
+    return Result(
+        seed=seed,
+        val_scores=va.scores,
+        val_loss=va.loss,
+        val_metric=va.metric,
+        train_loss=tr.loss,
+        train_metric=tr.metric,
+        steps=steps,
+        diverged=False,
+        evals=[],
+        name=name,
+        train_eval=tr,
+        val_eval=va,
+        val_step=steps,
+        train_step=steps,
+    )
 
 
-def continue_training(spec, *, model, checkpoint: Path, data, loss_fn, device, steps: int, every: int, seed: int,
-                      writer=None, progress=None) -> tuple[Result, Result]:
+def continue_training(
+    spec,
+    *,
+    model,
+    checkpoint: Path,
+    data,
+    loss_fn,
+    device,
+    steps: int,
+    every: int,
+    seed: int,
+    writer=None,
+    progress=None,
+) -> tuple[Result, Result]:
     """Reload a member's last checkpoint (weights and optimizer state, so Adam's moments and the
     LR the schedule had reached carry on) and train `steps` more at that LR. Returns the
     reloaded model's scores (steps = the checkpoint's step) and the scores at the end."""
@@ -159,10 +211,19 @@ def continue_training(spec, *, model, checkpoint: Path, data, loss_fn, device, s
         optimizer.load_state_dict(state["optimizer"])
     engine = Engine.for_spec(spec.train, device=device, task=data.task)
     before = _scored(engine, model, data, loss_fn, name="reloaded", seed=seed, steps=int(state.get("step", 0)))
-    plan = TrainPlan(model=model, train=data.train, val=data.val, loss_fn=loss_fn, optimizer=optimizer, steps=steps,
-                     batch_size=spec.data.batch_size, seed=seed, eval_every=every, grad_clip=spec.optim.grad_clip,
-                     log=Logging(writer=writer, progress=progress, label="longer training",
-                                 every=min(spec.train.log_every, steps)))
+    plan = TrainPlan(
+        model=model,
+        train=data.train,
+        val=data.val,
+        loss_fn=loss_fn,
+        optimizer=optimizer,
+        steps=steps,
+        batch_size=spec.data.batch_size,
+        seed=seed,
+        eval_every=every,
+        grad_clip=spec.optim.grad_clip,
+        log=Logging(writer=writer, progress=progress, label="longer training", every=min(spec.train.log_every, steps)),
+    )
     after = _scored(engine, model, data, loss_fn, name="longer", seed=seed, history=engine.train(plan))
     return before, after
 
@@ -173,5 +234,3 @@ def checkpoint_val_loss(member_evals: list, step: int) -> Optional[float]:
         if s == step:
             return loss
     return None
-
-

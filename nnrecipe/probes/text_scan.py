@@ -55,8 +55,9 @@ def scan_text(data, *, examples: int = 6, seed: int = 0) -> TextMeasurements:
     streams = {k: s.cpu().numpy().astype(np.int64) for k, s in info.streams.items()}
     counts = {k: np.bincount(s, minlength=v)[:v] for k, s in streams.items()}
     total = sum(counts.values())
-    nonprintable = {_shown(info.vocab[i]): int(total[i]) for i in range(v)
-                    if total[i] and _nonprintable(info.vocab[i], info.level)}
+    nonprintable = {
+        _shown(info.vocab[i]): int(total[i]) for i in range(v) if total[i] and _nonprintable(info.vocab[i], info.level)
+    }
     newline = info.encode("\n") if info.level != "custom" else []
     train = streams["train"]
     if len(newline) == 1:
@@ -76,7 +77,9 @@ def scan_text(data, *, examples: int = 6, seed: int = 0) -> TextMeasurements:
         hits = np.array([k in train_keys for k in keys.tolist()], dtype=bool)
         leaked[name] = int(hits.sum())
         for i in np.flatnonzero(hits)[:3]:
-            leak_examples.append(f"{name} window {i}: {info.decode(streams[name][i * info.context : i * info.context + length])}")
+            leak_examples.append(
+                f"{name} window {i}: {info.decode(streams[name][i * info.context : i * info.context + length])}"
+            )
     x = data.train.x if hasattr(data.train, "x") else None
     train_repeats = 0
     if x is not None and len(x):
@@ -86,11 +89,21 @@ def scan_text(data, *, examples: int = 6, seed: int = 0) -> TextMeasurements:
     n_train = len(data.train)
     pick = rng.choice(n_train, size=min(examples, n_train), replace=False) if n_train else []
     shown_examples = [f"#{int(i)}: {info.decode(data.train.example(int(i))[0])}" for i in pick]
-    return TextMeasurements(level=info.level, vocab=info.vocab, shown=[_shown(t) for t in info.vocab], context=info.context,
-                            counts=counts, windows={k: len(sp) for k, sp in data.splits().items()},
-                            documents=list(info.documents), line_lengths=line_lengths, nonprintable=nonprintable,
-                            leaked=leaked, train_repeats=int(train_repeats), examples=shown_examples,
-                            leak_examples=leak_examples)
+    return TextMeasurements(
+        level=info.level,
+        vocab=info.vocab,
+        shown=[_shown(t) for t in info.vocab],
+        context=info.context,
+        counts=counts,
+        windows={k: len(sp) for k, sp in data.splits().items()},
+        documents=list(info.documents),
+        line_lengths=line_lengths,
+        nonprintable=nonprintable,
+        leaked=leaked,
+        train_repeats=int(train_repeats),
+        examples=shown_examples,
+        leak_examples=leak_examples,
+    )
 
 
 def _shown(token: str) -> str:

@@ -40,12 +40,24 @@ def records(study) -> list[TrialRecord]:
         inter = {int(k): float(v) for k, v in t.intermediate_values.items()}
         value = t.value if t.state == TrialState.COMPLETE else (inter[max(inter)] if inter else None)
         a = t.user_attrs
-        out.append(TrialRecord(
-            number=t.number, state="complete" if t.state == TrialState.COMPLETE else "pruned", value=value,
-            params=dict(t.params), steps=a.get("steps", max(inter) if inter else None), diverged=bool(a.get("diverged", False)),
-            val_loss=a.get("val_loss"), train_metric=a.get("train_metric"),
-            seconds=(t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else None,
-            worker=a.get("worker", ""), retry_of=t.system_attrs.get("failed_trial"), intermediate=inter))
+        out.append(
+            TrialRecord(
+                number=t.number,
+                state="complete" if t.state == TrialState.COMPLETE else "pruned",
+                value=value,
+                params=dict(t.params),
+                steps=a.get("steps", max(inter) if inter else None),
+                diverged=bool(a.get("diverged", False)),
+                val_loss=a.get("val_loss"),
+                train_metric=a.get("train_metric"),
+                seconds=(t.datetime_complete - t.datetime_start).total_seconds()
+                if t.datetime_complete and t.datetime_start
+                else None,
+                worker=a.get("worker", ""),
+                retry_of=t.system_attrs.get("failed_trial"),
+                intermediate=inter,
+            )
+        )
     return out
 
 
@@ -66,7 +78,7 @@ def max_spacing_tail(n: int, x: float) -> float:
         base = 1.0 - j * x
         if base <= 0:
             break
-        total += (-1) ** (j + 1) * math.comb(n + 1, j) * base ** n
+        total += (-1) ** (j + 1) * math.comb(n + 1, j) * base**n
     return min(max(total, 0.0), 1.0)
 
 
@@ -124,7 +136,9 @@ class DimCoverage:
     path: str
     kind: str
     n: int  # usable trials (finished, not diverged)
-    max_gap: Optional[float] = None  # numeric: the largest stretch without a usable trial, in [0, 1] of the sampled scale
+    max_gap: Optional[float] = (
+        None  # numeric: the largest stretch without a usable trial, in [0, 1] of the sampled scale
+    )
     gap_range: Optional[tuple[Any, Any]] = None  # that stretch in the parameter's own units
     critical_gap: Optional[float] = None  # what random sampling leaves with probability coverage_p
     untried: list = dataclasses.field(default_factory=list)  # choice: values no usable trial had
@@ -137,16 +151,24 @@ class DimCoverage:
 def _from_unit(dim, u: float):
     kind = dim.kind
     low, high = getattr(dim, kind)
-    v = math.exp(math.log(low) + u * (math.log(high) - math.log(low))) if kind.startswith("log") else low + u * (high - low)
+    v = (
+        math.exp(math.log(low) + u * (math.log(high) - math.log(low)))
+        if kind.startswith("log")
+        else low + u * (high - low)
+    )
     return round(v) if kind in ("int", "log_int") else float(f"{v:.4g}")
 
 
-def coverage(space: dict, recs: list[TrialRecord], *, p: float, random_until: Optional[int] = None) -> list[DimCoverage]:
+def coverage(
+    space: dict, recs: list[TrialRecord], *, p: float, random_until: Optional[int] = None
+) -> list[DimCoverage]:
     """Per dimension: the largest gap between usable trials (edges included) against the gap
     random sampling of as many trials leaves with probability p; choices never tried.
     `random_until` (TPE) limits the gap test to the trials sampled at random (by number)."""
     usable = [r for r in recs if not r.diverged and r.value is not None]
-    best = max((r for r in recs if r.state == "complete" and not r.diverged), key=lambda r: (r.value, -r.number), default=None)
+    best = max(
+        (r for r in recs if r.state == "complete" and not r.diverged), key=lambda r: (r.value, -r.number), default=None
+    )
     out = []
     for path, dim in space.items():
         c = DimCoverage(path, dim.kind, len(usable))
@@ -189,8 +211,12 @@ def _fanova_share(space: dict, recs: list[TrialRecord], values, seed: int) -> di
 
     dists = {path: distribution(dim) for path, dim in space.items()}
     study = optuna.create_study(direction="maximize")
-    study.add_trials([optuna.trial.create_trial(params={k: r.params[k] for k in dists}, distributions=dists, value=float(v))
-                      for r, v in zip(recs, values)])
+    study.add_trials(
+        [
+            optuna.trial.create_trial(params={k: r.params[k] for k in dists}, distributions=dists, value=float(v))
+            for r, v in zip(recs, values)
+        ]
+    )
     imp = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=seed))
     return {k: float(imp.get(k, 0.0)) for k in dists}
 
@@ -226,8 +252,13 @@ def importance(space: dict, recs: list[TrialRecord], *, permutations: int, seed:
         return None
     values = np.array([r.value for r in complete], dtype=np.float64)
     if np.ptp(values) == 0:  # every trial scored the same: nothing to explain
-        return Importance({k: 1.0 / len(varying) for k in varying}, {k: 0.0 for k in varying}, {k: 1.0 for k in varying},
-                          0, len(complete))
+        return Importance(
+            {k: 1.0 / len(varying) for k in varying},
+            {k: 0.0 for k in varying},
+            {k: 1.0 for k in varying},
+            0,
+            len(complete),
+        )
     rng = np.random.default_rng(seed)
     y = np.column_stack([values] + [rng.permutation(values) for _ in range(permutations)])
     k = max(2, len(complete) // 5)

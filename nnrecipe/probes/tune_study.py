@@ -53,7 +53,7 @@ def database_url(url: str) -> str:
 
     for module, scheme in (("psycopg", "postgresql+psycopg"), ("psycopg2", "postgresql+psycopg2")):
         if importlib.util.find_spec(module) is not None:
-            return scheme + url[len("postgresql"):]
+            return scheme + url[len("postgresql") :]
     return url
 
 
@@ -66,11 +66,15 @@ def open_storage(storage: str, *, heartbeat_interval: int, grace_period: int):
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats, retries
                 return _rdb_retrying(database_url(storage), heartbeat_interval, grace_period)
         except ImportError:
-            raise StorageError(f"--storage {redact(storage)}: the database driver is not installed; for PostgreSQL: "
-                               "pip install 'nnrecipe[postgres]' (psycopg)") from None
+            raise StorageError(
+                f"--storage {redact(storage)}: the database driver is not installed; for PostgreSQL: "
+                "pip install 'nnrecipe[postgres]' (psycopg)"
+            ) from None
         except Exception as exc:  # sqlalchemy's errors: bad URL, refused connection, bad password, unknown database
             reason = " ".join(str(getattr(exc, "orig", None) or exc).split())[:300]
-            raise StorageError(f"--storage {redact(storage)}: cannot open the study storage ({exc.__class__.__name__}: {reason})") from None
+            raise StorageError(
+                f"--storage {redact(storage)}: cannot open the study storage ({exc.__class__.__name__}: {reason})"
+            ) from None
     from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
     try:
@@ -105,10 +109,16 @@ def _rdb(url: str, heartbeat_interval: int, grace_period: int):
 
     # Optuna 4.9 renamed the callback argument; take whichever this version has.
     params = inspect.signature(optuna.storages.RDBStorage).parameters
-    callback = "heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in params else "failed_trial_callback"
+    callback = (
+        "heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in params else "failed_trial_callback"
+    )
     return optuna.storages.RDBStorage(
-        url, heartbeat_interval=heartbeat_interval, grace_period=grace_period, **{callback: _retry(max_retry=3)},
-        engine_kwargs={"connect_args": {"connect_timeout": 10}} if url.startswith("postgres") else None)
+        url,
+        heartbeat_interval=heartbeat_interval,
+        grace_period=grace_period,
+        **{callback: _retry(max_retry=3)},
+        engine_kwargs={"connect_args": {"connect_timeout": 10}} if url.startswith("postgres") else None,
+    )
 
 
 class TrialSeededRandomSampler(optuna.samplers.RandomSampler):
@@ -175,15 +185,18 @@ def open_study(*, storage, name: str, key: str, sampler=None, pruner=None, creat
     """Create (or load) the study; a study holding another experiment's trials is refused."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if create:
-        study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
-                                    sampler=sampler, pruner=pruner)
+        study = optuna.create_study(
+            study_name=name, storage=storage, direction="maximize", load_if_exists=True, sampler=sampler, pruner=pruner
+        )
         if KEY_ATTR not in study.user_attrs:
             study.set_user_attr(KEY_ATTR, key)
     else:
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
     if study.user_attrs.get(KEY_ATTR) not in (None, key):
-        raise StorageError(f"study {name!r} already holds trials of another experiment (a different starting spec, "
-                           "space or budget): give another --study (stages.tune.study), or delete that study")
+        raise StorageError(
+            f"study {name!r} already holds trials of another experiment (a different starting spec, "
+            "space or budget): give another --study (stages.tune.study), or delete that study"
+        )
     return study
 
 

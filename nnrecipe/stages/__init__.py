@@ -21,11 +21,28 @@ class StageInfo:
 
 STAGES: tuple[StageInfo, ...] = (
     StageInfo("inspect-data", "inspect_data", "nnrecipe.stages.inspect_data", "Become one with the data"),
-    StageInfo("baseline", "baseline", "nnrecipe.stages.baseline", "Set up the end-to-end training/evaluation skeleton + get dumb baselines"),
+    StageInfo(
+        "baseline",
+        "baseline",
+        "nnrecipe.stages.baseline",
+        "Set up the end-to-end training/evaluation skeleton + get dumb baselines",
+    ),
     StageInfo("overfit", "overfit", "nnrecipe.stages.overfit", "Overfit: a model large enough to fit the training set"),
-    StageInfo("regularize", "regularize", "nnrecipe.stages.regularize", "Regularize: give up some training loss for validation loss"),
-    StageInfo("tune", "tune", "nnrecipe.stages.tune", "Tune: random search over hyperparameters", keep=("study.journal",)),
-    StageInfo("squeeze", "squeeze", "nnrecipe.stages.squeeze", "Squeeze out the juice: ensembles, distillation, leave it training"),
+    StageInfo(
+        "regularize",
+        "regularize",
+        "nnrecipe.stages.regularize",
+        "Regularize: give up some training loss for validation loss",
+    ),
+    StageInfo(
+        "tune", "tune", "nnrecipe.stages.tune", "Tune: random search over hyperparameters", keep=("study.journal",)
+    ),
+    StageInfo(
+        "squeeze",
+        "squeeze",
+        "nnrecipe.stages.squeeze",
+        "Squeeze out the juice: ensembles, distillation, leave it training",
+    ),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
 

@@ -14,34 +14,71 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from nnrecipe.checks.model_checks import (batch_independence, eval_deterministic, gradients_flow, init_well,
-                                          loss_at_init, output_form, reproducible)
+from nnrecipe.checks.model_checks import (
+    batch_independence,
+    eval_deterministic,
+    gradients_flow,
+    init_well,
+    loss_at_init,
+    output_form,
+    reproducible,
+)
 from nnrecipe.checks.plugin_checks import loss_broadcasting
 from nnrecipe.checks.sequence_checks import causal_dependency, padding_invariance
-from nnrecipe.checks.training_checks import (dumb_baselines, human_baseline, input_independent, loss_decreases,
-                                             overfit_one_batch, train_eval_consistency)
+from nnrecipe.checks.training_checks import (
+    dumb_baselines,
+    human_baseline,
+    input_independent,
+    loss_decreases,
+    overfit_one_batch,
+    train_eval_consistency,
+)
 from nnrecipe.data import build_data
 from nnrecipe.engine import Engine
 from nnrecipe.experiments import Experiment, Logging, TrainPlan, run_in_stage
 from nnrecipe.handoff import data_fingerprint
-from nnrecipe.losses import BUILTIN, loss_name, make_loss
+from nnrecipe.losses import BUILTIN, loss_name, make_loss, per_example_loss
 from nnrecipe.models import BUILTIN_ARCHS, larger_model_spec, prepare_model, seeded_model
 from nnrecipe.optim import make_optimizer
 from nnrecipe.pictures.saver import attach
 from nnrecipe.probes import evaluating
-from nnrecipe.losses import per_example_loss
 from nnrecipe.probes.diagnosis import collapse, constant_loss, mode_gap, trained_collapse
 from nnrecipe.probes.measurements import BaselineMeasurements
-from nnrecipe.probes.model_probes import (InputCapture, ZeroInput, dead_units, eval_twice, first_examples, gradient_step,
-                                          loss_on_raw_targets, measure_init, overfit_batch)
+from nnrecipe.probes.model_probes import (
+    InputCapture,
+    ZeroInput,
+    dead_units,
+    eval_twice,
+    first_examples,
+    gradient_step,
+    loss_on_raw_targets,
+    measure_init,
+    overfit_batch,
+)
 from nnrecipe.runtime import seed_everything
 from nnrecipe.stages.base import StageContext, StageResult
 
 STAGE = "baseline"
-CHECKS = (reproducible, loss_at_init, init_well, output_form, loss_broadcasting, dumb_baselines, input_independent,
-          overfit_one_batch, loss_decreases, gradients_flow, batch_independence, eval_deterministic, train_eval_consistency,
-          human_baseline)
-TASK_CHECKS = {"causal-dependency": causal_dependency, "padding-invariance": padding_invariance}  # where Task.supports them
+CHECKS = (
+    reproducible,
+    loss_at_init,
+    init_well,
+    output_form,
+    loss_broadcasting,
+    dumb_baselines,
+    input_independent,
+    overfit_one_batch,
+    loss_decreases,
+    gradients_flow,
+    batch_independence,
+    eval_deterministic,
+    train_eval_consistency,
+    human_baseline,
+)
+TASK_CHECKS = {
+    "causal-dependency": causal_dependency,
+    "padding-invariance": padding_invariance,
+}  # where Task.supports them
 DYNAMICS_EXAMPLES = 16  # fixed val examples whose predictions are drawn over training
 MODE_EXAMPLES = 256  # training examples the trained model is scored on in train and in eval mode
 VAL_SCORES = "val_scores.npz"  # per-example val scores of every baseline experiment
@@ -76,8 +113,14 @@ def run(spec, ctx: StageContext) -> StageResult:
 
 def _setup(spec, ctx: StageContext) -> Setup:
     data = ctx.device_data()
-    return Setup(spec=spec, ctx=ctx, data=data, loss_fn=make_loss(spec, base=ctx.base), loss=loss_name(spec),
-                 engine=Engine.for_spec(spec.train, device=ctx.device, task=data.task))
+    return Setup(
+        spec=spec,
+        ctx=ctx,
+        data=data,
+        loss_fn=make_loss(spec, base=ctx.base),
+        loss=loss_name(spec),
+        engine=Engine.for_spec(spec.train, device=ctx.device, task=data.task),
+    )
 
 
 def _short_run(spec, ctx: StageContext, loss_fn) -> np.ndarray:
@@ -87,9 +130,16 @@ def _short_run(spec, ctx: StageContext, loss_fn) -> np.ndarray:
     data = build_data(spec, base=ctx.base).to(ctx.device)
     model = prepare_model(spec, data, base=ctx.base).to(ctx.device)
     steps = spec.stages.baseline.reproducible_steps
-    plan = TrainPlan(model=model, train=data.train, loss_fn=loss_fn, optimizer=make_optimizer(spec.optim, model.parameters()),
-                     steps=steps, batch_size=spec.data.batch_size, seed=spec.seed,
-                     log=Logging(label="reproducible", every=steps))
+    plan = TrainPlan(
+        model=model,
+        train=data.train,
+        loss_fn=loss_fn,
+        optimizer=make_optimizer(spec.optim, model.parameters()),
+        steps=steps,
+        batch_size=spec.data.batch_size,
+        seed=spec.seed,
+        log=Logging(label="reproducible", every=steps),
+    )
     return Engine.for_spec(spec.train, device=ctx.device, task=data.task).train(plan).losses.double().numpy()
 
 
@@ -136,8 +186,16 @@ def _measure_training(s: Setup, m: BaselineMeasurements, xv: torch.Tensor, yv: t
     record = DynamicsRecorder(s, ctx.writer(STAGE, "model"), xv[:DYNAMICS_EXAMPLES], yv[:DYNAMICS_EXAMPLES])
 
     def train(name: str, model, *, folder: str = "", loss_fn=None, on_eval=None):
-        exp = Experiment(name, spec, steps=cfg.steps, eval_every=min(cfg.eval_every, cfg.steps), model=model,
-                         loss_fn=s.loss_fn if loss_fn is None else loss_fn, regularized=False, on_eval=on_eval)
+        exp = Experiment(
+            name,
+            spec,
+            steps=cfg.steps,
+            eval_every=min(cfg.eval_every, cfg.steps),
+            model=model,
+            loss_fn=s.loss_fn if loss_fn is None else loss_fn,
+            regularized=False,
+            on_eval=on_eval,
+        )
         return run_in_stage(ctx, STAGE, exp, data=data, folder=folder)
 
     model = s.fresh_model()
@@ -152,8 +210,11 @@ def _measure_training(s: Setup, m: BaselineMeasurements, xv: torch.Tensor, yv: t
     if bigger is not None:
         m.larger = train("larger", s.fresh_model(bigger))
     else:
-        m.larger_skip = ("set stages.baseline.larger_model_args for your model" if spec.model.arch == "python"
-                         else f"no wider variant of {spec.model.arch}")
+        m.larger_skip = (
+            "set stages.baseline.larger_model_args for your model"
+            if spec.model.arch == "python"
+            else f"no wider variant of {spec.model.arch}"
+        )
     linear = data.task.linear_model(spec, data, s.fresh_model).to(ctx.device)  # a language model's: a bigram table
     # nnrecipe's own model trains with the task's loss: a loss of yours may read your model's
     # whole output (an auxiliary head, a dict) that a plain linear layer does not have
@@ -204,18 +265,35 @@ def _measure_overfit_batch(s: Setup, m: BaselineMeasurements) -> None:
     cfg, data, device = s.spec.stages.baseline, s.data, s.ctx.device
     idx = data.task.overfit_examples(data.targets("train"), cfg.overfit_examples, data.num_outputs)
     pairs = [data.train.example(i) for i in idx]
-    xo, yo = torch.stack([p[0] for p in pairs]).to(device), torch.stack([torch.as_tensor(p[1]) for p in pairs]).to(device)
+    xo, yo = (
+        torch.stack([p[0] for p in pairs]).to(device),
+        torch.stack([torch.as_tensor(p[1]) for p in pairs]).to(device),
+    )
     # A batch may not allow zero: identical inputs (a next-token model: identical contexts as far
     # back as it reads) followed by different targets. The target is that floor plus the margin.
     p = m.perturb
-    floor = data.task.loss_floor(xo, yo, s.loss, receptive=p.receptive if p else None, positional=p.positional if p else True)
+    floor = data.task.loss_floor(
+        xo, yo, s.loss, receptive=p.receptive if p else None, positional=p.positional if p else True
+    )
     model = s.fresh_model()
-    m.overfit = overfit_batch(model, xo, yo, s.loss_fn, steps=cfg.overfit_steps, lr=cfg.overfit_lr,
-                              target=floor.value + data.task.overfit_target(yo, cfg.overfit_target))
+    m.overfit = overfit_batch(
+        model,
+        xo,
+        yo,
+        s.loss_fn,
+        steps=cfg.overfit_steps,
+        lr=cfg.overfit_lr,
+        target=floor.value + data.task.overfit_target(yo, cfg.overfit_target),
+    )
     m.overfit.floor = floor
     if m.overfit.final_loss > m.overfit.target_loss:  # why not: every output alike?
-        m.overfit.collapse = collapse(m.overfit.losses, constant=constant_loss(data.task, xo, yo, s.loss), model=model, x=xo,
-                                      earlier=m.overfit.train_curve)
+        m.overfit.collapse = collapse(
+            m.overfit.losses,
+            constant=constant_loss(data.task, xo, yo, s.loss),
+            model=model,
+            x=xo,
+            earlier=m.overfit.train_curve,
+        )
     m.overfit_x, m.overfit_y = xo, yo
 
 
@@ -235,15 +313,19 @@ def _record(s: Setup, m: BaselineMeasurements) -> dict:
         "steps": spec.stages.baseline.steps,
         "val_n": m.model.val_eval.n,
         "baselines": {
-            m.dumb_name: {f"val_{metric}": data.task.dumb_metric(data, m.dumb_scores),
-                          "val_scores_mean": float(np.mean(m.dumb_scores))},
+            m.dumb_name: {
+                f"val_{metric}": data.task.dumb_metric(data, m.dumb_scores),
+                "val_scores_mean": float(np.mean(m.dumb_scores)),
+            },
             "linear": m.linear.summary() if m.linear else None,
             "zero-input": m.zero_input.summary() if m.zero_input else None,
         },
         "model": m.model.summary(),
         "larger": m.larger.summary() if m.larger else None,
-        "loss_at_init": {"observed": float(np.mean(m.init.val_losses)) if m.init.val_losses is not None else None,
-                         "reference": m.init.reference},
+        "loss_at_init": {
+            "observed": float(np.mean(m.init.val_losses)) if m.init.val_losses is not None else None,
+            "reference": m.init.reference,
+        },
         "train_priors": m.init.train_priors.tolist() if m.init.train_priors is not None else None,
         "target_mean": m.init.target_mean.tolist() if m.init.target_mean is not None else None,
         "overfit_one_batch": {"final_loss": m.overfit.final_loss, "steps": m.overfit.steps_run},

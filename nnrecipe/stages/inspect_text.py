@@ -10,9 +10,9 @@ import numpy as np
 
 from nnrecipe import pictures
 from nnrecipe.checks.text_checks import duplicate_windows, non_printable, sequence_lengths, text_splits, vocabulary
-from nnrecipe.probes.text_scan import scan_text
 from nnrecipe.pictures.saver import FigureSaver, attach
 from nnrecipe.pictures.text import text_panel, token_bars
+from nnrecipe.probes.text_scan import scan_text
 from nnrecipe.stages.base import StageContext, StageResult
 
 STAGE = "inspect-data"
@@ -25,16 +25,29 @@ def run(spec, ctx: StageContext, data) -> StageResult:
     verdicts = [check(m, cfg) for check in CHECKS]
 
     save = FigureSaver(ctx, STAGE)
-    save(text_panel([(e.split(":", 1)[0], e.split(": ", 1)[1]) for e in m.examples],
-                    title=f"random train windows — {data.description}"), "examples_grid", "split-sizes", "sequence-lengths")
+    save(
+        text_panel(
+            [(e.split(":", 1)[0], e.split(": ", 1)[1]) for e in m.examples],
+            title=f"random train windows — {data.description}",
+        ),
+        "examples_grid",
+        "split-sizes",
+        "sequence-lengths",
+    )
     save.text("\n\n".join(m.examples), "examples", "split-sizes")
     for name, counts in m.counts.items():
         if name == "train":
-            save(token_bars(counts.astype(np.float64), m.shown, title="the 40 most frequent train tokens (share of tokens)"),
-                 "token_frequencies", "vocabulary")
+            save(
+                token_bars(
+                    counts.astype(np.float64), m.shown, title="the 40 most frequent train tokens (share of tokens)"
+                ),
+                "token_frequencies",
+                "vocabulary",
+            )
     table = ["token\tid\t" + "\t".join(m.counts)] + [
         f"{m.shown[i]}\t{i}\t" + "\t".join(str(int(c[i])) for c in m.counts.values())
-        for i in np.argsort(-m.counts["train"])]
+        for i in np.argsort(-m.counts["train"])
+    ]
     save.text("\n".join(table), "vocabulary", "vocabulary", "non-printable")
     docs = np.array([n for _, n in m.documents], dtype=np.float64)
     hist = {}

@@ -46,15 +46,26 @@ class Setup:
 
     def train(self, name: str, model, *, steps: int, **more):
         """No regularizers here: the spec's optimizer and schedule on the bare model."""
-        exp = Experiment(name, self.spec, steps=steps, eval_every=self.every, model=model, loss_fn=self.loss_fn,
-                         regularized=False, **more)
+        exp = Experiment(
+            name,
+            self.spec,
+            steps=steps,
+            eval_every=self.every,
+            model=model,
+            loss_fn=self.loss_fn,
+            regularized=False,
+            **more,
+        )
         return run_in_stage(self.ctx, STAGE, exp, data=self.data)
 
 
 def run(spec, ctx: StageContext) -> StageResult:
     s = _setup(spec, ctx)
-    m = OverfitMeasurements(task=s.data.task, lr0=spec.optim.lr,
-                            schedule="custom" if spec.optim.schedule.factory else spec.optim.schedule.name)
+    m = OverfitMeasurements(
+        task=s.data.task,
+        lr0=spec.optim.lr,
+        schedule="custom" if spec.optim.schedule.factory else spec.optim.schedule.name,
+    )
     if spec.stages.overfit.lr_range.enabled or ctx.options.get("lr_range"):
         _measure_lr_range(s, m)
     samples = _measure_model(s, m)
@@ -69,17 +80,36 @@ def run(spec, ctx: StageContext) -> StageResult:
 def _setup(spec, ctx: StageContext) -> Setup:
     cfg = spec.stages.overfit
     steps, data = cfg.steps or spec.train.steps, ctx.device_data()
-    return Setup(spec=spec, ctx=ctx, data=data, loss_fn=make_loss(spec, base=ctx.base), model_spec=cfg.model or spec.model,
-                 steps=steps, every=min(cfg.eval_every or spec.train.eval_every, steps), fingerprint=data_fingerprint(data))
+    return Setup(
+        spec=spec,
+        ctx=ctx,
+        data=data,
+        loss_fn=make_loss(spec, base=ctx.base),
+        model_spec=cfg.model or spec.model,
+        steps=steps,
+        every=min(cfg.eval_every or spec.train.eval_every, steps),
+        fingerprint=data_fingerprint(data),
+    )
 
 
 def _measure_lr_range(s: Setup, m: OverfitMeasurements) -> None:
     """The LR range test on a fresh copy of the stage's model."""
     r, spec = s.spec.stages.overfit.lr_range, s.spec
     model = s.fresh_model(s.model_spec)
-    m.lr_range = lr_range_test(model, s.data.train, s.loss_fn, make_optimizer(spec.optim, model.parameters()),
-                               device=s.ctx.device, batch_size=spec.data.batch_size, seed=spec.seed, steps=r.steps,
-                               min_lr=r.min_lr, max_lr=r.max_lr, smoothing=r.smoothing, diverge_factor=r.diverge_factor)
+    m.lr_range = lr_range_test(
+        model,
+        s.data.train,
+        s.loss_fn,
+        make_optimizer(spec.optim, model.parameters()),
+        device=s.ctx.device,
+        batch_size=spec.data.batch_size,
+        seed=spec.seed,
+        steps=r.steps,
+        min_lr=r.min_lr,
+        max_lr=r.max_lr,
+        smoothing=r.smoothing,
+        diverge_factor=r.diverge_factor,
+    )
 
 
 def _measure_model(s: Setup, m: OverfitMeasurements) -> list[tuple[int, str]]:
@@ -99,8 +129,14 @@ def _measure_model(s: Setup, m: OverfitMeasurements) -> list[tuple[int, str]]:
         samples.append((step, sampler(net, ctx.writer(STAGE, "model"), step)))
 
     checkpoints = Checkpoints(last=last, best=ctx.run.checkpoint(STAGE, "best.pt"), key=key, resume=resume)
-    m.model = s.train("model", s.fresh_model(s.model_spec), steps=s.steps, checkpoints=checkpoints,
-                      histograms=spec.train.log_histograms, on_eval=on_eval if sampler is not None else None)
+    m.model = s.train(
+        "model",
+        s.fresh_model(s.model_spec),
+        steps=s.steps,
+        checkpoints=checkpoints,
+        histograms=spec.train.log_histograms,
+        on_eval=on_eval if sampler is not None else None,
+    )
     if m.model.model is not None and not m.model.history.diverged:  # why it may not fit: every output alike?
         xt, yt = (t.to(ctx.device) for t in first_examples(s.data.train, 256))
         m.collapse = trained_collapse(m.model, task=s.data.task, loss=loss_name(spec), x=xt, y=yt)
@@ -117,7 +153,11 @@ def _measure_ladder(s: Setup, m: OverfitMeasurements) -> None:
 
 def _describe(model_spec) -> str:
     args = model_spec.args if isinstance(model_spec.args, dict) else model_spec.args.model_dump()
-    brief = ", ".join(f"{k}={v}" for k, v in args.items() if k in ("hidden", "channels", "width", "dropout") or model_spec.arch == "python")
+    brief = ", ".join(
+        f"{k}={v}"
+        for k, v in args.items()
+        if k in ("hidden", "channels", "width", "dropout") or model_spec.arch == "python"
+    )
     return f"{model_spec.arch}({brief})"
 
 
@@ -126,12 +166,30 @@ def _draw(s: Setup, m: OverfitMeasurements, samples):
     for a next-token model what it writes from the prompt."""
     ctx, data = s.ctx, s.data
     outputs = m.model.val_eval.outputs
-    wrong = None if outputs is None else data.task.mispredictions(
-        outputs, data.targets("val"), num_classes=data.num_outputs, loss=loss_name(s.spec), class_name=data.class_name)
+    wrong = (
+        None
+        if outputs is None
+        else data.task.mispredictions(
+            outputs,
+            data.targets("val"),
+            num_classes=data.num_outputs,
+            loss=loss_name(s.spec),
+            class_name=data.class_name,
+        )
+    )
     arts = [overfit.draw(ctx, STAGE, m), text.samples(ctx, STAGE, data, samples, "fits-train")]
     if wrong is not None:
-        arts.append(mispredictions.draw(ctx, STAGE, data, wrong, "beats-baselines", outputs=outputs,
-                                        at=weights_at(m.model.val_step, m.model.steps)))
+        arts.append(
+            mispredictions.draw(
+                ctx,
+                STAGE,
+                data,
+                wrong,
+                "beats-baselines",
+                outputs=outputs,
+                at=weights_at(m.model.val_step, m.model.steps),
+            )
+        )
     return wrong, arts
 
 
@@ -152,13 +210,17 @@ def _record(s: Setup, m: OverfitMeasurements, wrong) -> dict:
         "best_step": h.best_step,
         "best_val_loss": h.best_val_loss,
         "evals": [{"step": st, "val_loss": r.loss, f"val_{r.metric_name}": r.metric} for st, r in h.evals],
-        "checkpoints": {"best": ctx.rel(best) if best.exists() else None, "last": ctx.rel(last) if last.exists() else None},
+        "checkpoints": {
+            "best": ctx.rel(best) if best.exists() else None,
+            "last": ctx.rel(last) if last.exists() else None,
+        },
         "val_scores": VAL_SCORES,
         "lr": {"first": h.lrs[0] if h.lrs else None, "last": h.lrs[-1] if h.lrs else None, "schedule": m.schedule},
-        "lr_range": {"suggested_lr": m.lr_range.suggested_lr, "diverge_lr": m.lr_range.diverge_lr} if m.lr_range else None,
+        "lr_range": {"suggested_lr": m.lr_range.suggested_lr, "diverge_lr": m.lr_range.diverge_lr}
+        if m.lr_range
+        else None,
         "ladder": [{"model": n, **e.summary()} for n, e in zip(m.ladder_names, m.ladder)],
         "per_class": wrong.per_class if wrong else None,
         "overall": wrong.overall if wrong and wrong.overall else None,  # multi-label: micro-F1, mean average precision
         "confusion": wrong.confusion.tolist() if wrong and wrong.confusion is not None else None,
     }
-

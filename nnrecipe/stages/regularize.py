@@ -21,8 +21,14 @@ from rich.table import Table
 from nnrecipe import atomic
 from nnrecipe.checks import regularize_checks as rules
 from nnrecipe.checks.data_value_checks import data_scaling, measured_trend, suspected_label_errors
-from nnrecipe.checks.regularize_checks import (HELPED, NO_EFFECT, RegularizeMeasurements, effect, unseeded,
-                                               versus_reference)
+from nnrecipe.checks.regularize_checks import (
+    HELPED,
+    NO_EFFECT,
+    RegularizeMeasurements,
+    effect,
+    unseeded,
+    versus_reference,
+)
 from nnrecipe.experiments import SeedRuns, Trainer
 from nnrecipe.handoff import data_fingerprint
 from nnrecipe.losses import loss_name, make_loss
@@ -43,12 +49,14 @@ def reference_spec(spec, *, steps: int, every: int):
     no augmentation, no early stopping, the stage's budget."""
     model = spec.stages.overfit.model or spec.model
     stages = spec.stages.model_copy(update={"overfit": spec.stages.overfit.model_copy(update={"model": None})})
-    return spec.model_copy(update={
-        "model": model,
-        "data": spec.data.model_copy(update={"augment": []}),
-        "train": spec.train.model_copy(update={"steps": steps, "eval_every": every, "early_stopping": None}),
-        "stages": stages,
-    })
+    return spec.model_copy(
+        update={
+            "model": model,
+            "data": spec.data.model_copy(update={"augment": []}),
+            "train": spec.train.model_copy(update={"steps": steps, "eval_every": every, "early_stopping": None}),
+            "stages": stages,
+        }
+    )
 
 
 @dataclasses.dataclass
@@ -79,23 +87,35 @@ class Setup:
 
 def run(spec, ctx: StageContext) -> StageResult:
     s = _setup(spec, ctx)
-    m = RegularizeMeasurements(task=s.data.task, n_val=len(s.data.val), patience=s.cfg.patience,
-                               chance=s.data.task.chance(s.data), val_target_var=s.data.task.target_variance(s.data))
+    m = RegularizeMeasurements(
+        task=s.data.task,
+        n_val=len(s.data.val),
+        patience=s.cfg.patience,
+        chance=s.data.task.chance(s.data),
+        val_target_var=s.data.task.target_variance(s.data),
+    )
     _measure_reference(s, m)
     edits, augmented = _measure_knobs(s, m)
     _measure_more_seeds(s, m, edits)
     helped, best_spec = _choose_best(s, m, edits)
     scaling = measure_scaling(s.trainer, ref_spec=s.ref_spec, reference=m.reference, data=s.data, cfg=s.cfg)
     m.more_data = measured_trend(scaling, s.cfg)
-    labels = measure_label_errors(s.trainer, spec=best_spec, data=s.trainer.data(best_spec), cfg=s.cfg,
-                                  loss=loss_name(best_spec))
+    labels = measure_label_errors(
+        s.trainer, spec=best_spec, data=s.trainer.data(best_spec), cfg=s.cfg, loss=loss_name(best_spec)
+    )
     shown = _measure_augmentation(s, m, augmented)
     _measure_filters(s, m)
     best = _best_run(s, m, best_spec)
     verdicts = [rules.knob(m, r, s.cfg) for r in m.knobs]
-    verdicts += [rules.early_stopping(m, s.cfg), rules.generalization_gap(m, s.cfg), rules.augment_preserves_labels(m, s.cfg),
-                 rules.first_layer_filters(m, s.cfg), rules.combined(m, s.cfg, [r.name for _, r in helped]),
-                 data_scaling(scaling, s.cfg), suspected_label_errors(labels, s.cfg)]
+    verdicts += [
+        rules.early_stopping(m, s.cfg),
+        rules.generalization_gap(m, s.cfg),
+        rules.augment_preserves_labels(m, s.cfg),
+        rules.first_layer_filters(m, s.cfg),
+        rules.combined(m, s.cfg, [r.name for _, r in helped]),
+        data_scaling(scaling, s.cfg),
+        suspected_label_errors(labels, s.cfg),
+    ]
     arts = _draw(s, m, best_spec, best, scaling, labels, shown)
     summary = _record(s, m, best_spec, best, helped, verdicts, labels)
     return StageResult(STAGE, attach(verdicts, *arts), summary)
@@ -105,9 +125,15 @@ def _setup(spec, ctx: StageContext) -> Setup:
     cfg, o = spec.stages.regularize, spec.stages.overfit
     steps = cfg.steps or o.steps or spec.train.steps
     every = min(cfg.eval_every or o.eval_every or spec.train.eval_every, steps)
-    return Setup(spec=spec, ctx=ctx, ref_spec=reference_spec(spec, steps=steps, every=every), data=ctx.device_data(),
-                 trainer=Trainer(ctx, stage=STAGE, steps=steps, every=every),
-                 seeds=[spec.seed + i for i in range(cfg.seeds)], watch=cfg.patience if cfg.knobs.early_stopping else None)
+    return Setup(
+        spec=spec,
+        ctx=ctx,
+        ref_spec=reference_spec(spec, steps=steps, every=every),
+        data=ctx.device_data(),
+        trainer=Trainer(ctx, stage=STAGE, steps=steps, every=every),
+        seeds=[spec.seed + i for i in range(cfg.seeds)],
+        watch=cfg.patience if cfg.knobs.early_stopping else None,
+    )
 
 
 def _measure_reference(s: Setup, m: RegularizeMeasurements) -> None:
@@ -128,7 +154,9 @@ def _measure_knobs(s: Setup, m: RegularizeMeasurements):
     knobs = build_knobs(s.ref_spec, original_augment=s.spec.data.augment, data_kind=s.data.kind, base=s.ctx.base)
     edits: dict[str, Knob] = {k.name: k for k in knobs}
     if m.early is not None:
-        edits["early-stopping"] = Knob("early-stopping", m.early.description, _edit("train", early_stopping=s.cfg.patience))
+        edits["early-stopping"] = Knob(
+            "early-stopping", m.early.description, _edit("train", early_stopping=s.cfg.patience)
+        )
     augmented = None
     for k in knobs:
         result = SeedRuns(k.name, k.description, skip=k.skip)
@@ -147,9 +175,15 @@ def _measure_more_seeds(s: Setup, m: RegularizeMeasurements, edits: dict[str, Kn
     re-measured after each round, and its last value judges every knob."""
     m.seed_noise = m.measure_noise()
     for i in range(1, len(s.seeds)):
-        pending = [r for r in m.knobs + ([m.early] if m.early is not None else [])
-                   if not r.skip and r.runs and not any(x.diverged for x in r.runs) and len(r.runs) <= i
-                   and (unseeded(m, r) or effect(versus_reference(m, r)[0], s.cfg) == NO_EFFECT)]
+        pending = [
+            r
+            for r in m.knobs + ([m.early] if m.early is not None else [])
+            if not r.skip
+            and r.runs
+            and not any(x.diverged for x in r.runs)
+            and len(r.runs) <= i
+            and (unseeded(m, r) or effect(versus_reference(m, r)[0], s.cfg) == NO_EFFECT)
+        ]
         if not pending or m.reference.runs[0].diverged:
             break
         while len(m.reference.runs) <= i:
@@ -165,8 +199,11 @@ def _choose_best(s: Setup, m: RegularizeMeasurements, edits: dict[str, Knob]):
     """The knobs that helped, best first, and best.yaml's spec: the best knob, or all of them
     together when that run (at as many seeds) helps too."""
     candidates = m.knobs + ([m.early] if m.early is not None and m.early.runs else [])
-    scored = [(versus_reference(m, r)[0], r) for r in candidates if not r.skip and r.runs
-              and not any(x.diverged for x in r.runs)]
+    scored = [
+        (versus_reference(m, r)[0], r)
+        for r in candidates
+        if not r.skip and r.runs and not any(x.diverged for x in r.runs)
+    ]
     helped = sorted(((z, r) for z, r in scored if effect(z, s.cfg) == HELPED), key=lambda t: -t[0])
     best_spec, m.best = s.ref_spec, None
     if helped:
@@ -235,7 +272,8 @@ def _best_run(s: Setup, m: RegularizeMeasurements, best_spec):
     model = prepare_model(best_spec, best_data, base=s.ctx.base)
     model.load_state_dict(state)
     return state, Engine.for_spec(best_spec.train, device=s.ctx.device, task=s.data.task).evaluate(
-        model, best_data.val, make_loss(best_spec, base=s.ctx.base), keep_outputs=s.data.task.keeps_val_outputs)
+        model, best_data.val, make_loss(best_spec, base=s.ctx.base), keep_outputs=s.data.task.keeps_val_outputs
+    )
 
 
 def _draw(s: Setup, m: RegularizeMeasurements, best_spec, best, scaling, labels, shown) -> list:
@@ -243,11 +281,22 @@ def _draw(s: Setup, m: RegularizeMeasurements, best_spec, best, scaling, labels,
     best.yaml's configuration gets wrong on val."""
     ctx, data = s.ctx, s.data
     shown, preds = shown or (None, None)
-    arts = [regularize_pictures.draw(ctx, m, data=data, shown=shown, preds=preds, stage=STAGE),
-            data_value_pictures.draw(ctx, STAGE, scaling, labels, data=data, cfg=s.cfg)]
+    arts = [
+        regularize_pictures.draw(ctx, m, data=data, shown=shown, preds=preds, stage=STAGE),
+        data_value_pictures.draw(ctx, STAGE, scaling, labels, data=data, cfg=s.cfg),
+    ]
     outputs = best[1].outputs if best is not None else None
-    wrong = None if outputs is None else data.task.mispredictions(
-        outputs, data.targets("val"), num_classes=data.num_outputs, loss=loss_name(best_spec), class_name=data.class_name)
+    wrong = (
+        None
+        if outputs is None
+        else data.task.mispredictions(
+            outputs,
+            data.targets("val"),
+            num_classes=data.num_outputs,
+            loss=loss_name(best_spec),
+            class_name=data.class_name,
+        )
+    )
     if wrong is not None:  # no confusion matrix over a vocabulary: overfit and squeeze write samples
         arts.append(mispredictions.draw(ctx, STAGE, data, wrong, "generalization-gap", outputs=outputs))
     return arts
@@ -258,49 +307,83 @@ def _record(s: Setup, m: RegularizeMeasurements, best_spec, best, helped, verdic
     whether the data it sees later is the same); the table; the summary."""
     ctx, run = s.ctx, s.ctx.run
     best_yaml = run.best_spec(STAGE)
-    atomic.write_text(best_yaml, f"# nnrecipe run --config {ctx.rel(best_yaml)}\n"
-                                 f"# regularize's best configuration: {m.best.description if m.best else 'the reference (no knob helped)'}\n"
-                                 + best_spec.to_yaml())
+    atomic.write_text(
+        best_yaml,
+        f"# nnrecipe run --config {ctx.rel(best_yaml)}\n"
+        f"# regularize's best configuration: {m.best.description if m.best else 'the reference (no knob helped)'}\n"
+        + best_spec.to_yaml(),
+    )
     best_ckpt = None
     if best is not None:
         (state, val), best_ckpt = best, run.checkpoint(STAGE, "best.pt")
-        atomic.torch_save(best_ckpt, {"model": {k: v.detach().cpu() for k, v in state.items()}, "spec": best_yaml.name,
-                                      "val_metric": val.metric, "metric_name": val.metric_name, "n_val": val.n})
+        atomic.torch_save(
+            best_ckpt,
+            {
+                "model": {k: v.detach().cpu() for k, v in state.items()},
+                "spec": best_yaml.name,
+                "val_metric": val.metric,
+                "metric_name": val.metric_name,
+                "n_val": val.n,
+            },
+        )
     rows = _rows(m, s.cfg)
     ctx.console.print(_table(rows, m.task))
     return {
-        "task": s.data.task.name, "steps": s.trainer.steps, "eval_every": s.trainer.every, "seeds": s.cfg.seeds,
+        "task": s.data.task.name,
+        "steps": s.trainer.steps,
+        "eval_every": s.trainer.every,
+        "seeds": s.cfg.seeds,
         # the seed spread the knobs were judged against, for tune's and squeeze's single-seed comparisons
         "seed_noise": dataclasses.asdict(m.seed_noise) if m.seed_noise is not None else None,
         "data_fingerprint": data_fingerprint(s.data),
         "experiments": rows,
         "helped": [r.name for _, r in helped],
         "data_scaling": next(v.observed for v in verdicts if v.check == "data-scaling"),
-        "label_errors": {"suspects": len(labels.errors.ranked), "csv": "suspected_label_errors.csv"} if labels.errors else None,
-        "best": {"name": m.best.name if m.best else "reference", "description": m.best.description if m.best else "reference",
-                 "spec": ctx.rel(best_yaml), "checkpoint": ctx.rel(best_ckpt) if best_ckpt else None},
+        "label_errors": {"suspects": len(labels.errors.ranked), "csv": "suspected_label_errors.csv"}
+        if labels.errors
+        else None,
+        "best": {
+            "name": m.best.name if m.best else "reference",
+            "description": m.best.description if m.best else "reference",
+            "spec": ctx.rel(best_yaml),
+            "checkpoint": ctx.rel(best_ckpt) if best_ckpt else None,
+        },
     }
 
 
 def _rows(m: RegularizeMeasurements, cfg) -> list[dict]:
     rows = []
-    for r in [m.reference] + m.knobs + ([m.early] if m.early is not None else []) + ([m.combined] if m.combined else []):
+    for r in (
+        [m.reference] + m.knobs + ([m.early] if m.early is not None else []) + ([m.combined] if m.combined else [])
+    ):
         if r.skip or not r.runs:
             rows.append({"name": r.name, "description": r.description, "effect": "skipped", "reason": r.skip})
             continue
         z, seeds = versus_reference(m, r) if r is not m.reference else (0.0, len(r.runs))
-        mean = lambda a: float(sum(getattr(x, a) for x in r.runs[:seeds]) / seeds)  # noqa: E731
-        rows.append({"name": r.name, "description": r.description, "seeds": seeds,
-                     "effect": "reference" if r is m.reference else effect(z, cfg),
-                     "z": round(z, 2) if math.isfinite(z) else None,
-                     "val_metric": round(mean("val_metric"), 5), "val_loss": round(mean("val_loss"), 5),
-                     "train_metric": round(mean("train_metric"), 5), "diverged": any(x.diverged for x in r.runs)})
+        means = {
+            a: round(float(sum(getattr(x, a) for x in r.runs[:seeds]) / seeds), 5)
+            for a in ("val_metric", "val_loss", "train_metric")
+        }
+        rows.append(
+            {
+                "name": r.name,
+                "description": r.description,
+                "seeds": seeds,
+                "effect": "reference" if r is m.reference else effect(z, cfg),
+                "z": round(z, 2) if math.isfinite(z) else None,
+                **means,
+                "diverged": any(x.diverged for x in r.runs),
+            }
+        )
     return rows
 
 
 def _table(rows: list[dict], task) -> Table:
     metric = task.metric_short
-    t = Table(title="regularize: one knob at a time (vs the reference, paired on val; seed spread counted once measured)", title_justify="left")
+    t = Table(
+        title="regularize: one knob at a time (vs the reference, paired on val; seed spread counted once measured)",
+        title_justify="left",
+    )
     for col in ("experiment", f"val {metric}", "val loss", f"train {metric}", "z", "seeds", "effect"):
         t.add_column(col, justify="left" if col in ("experiment", "effect") else "right")
     for r in rows:
@@ -308,7 +391,13 @@ def _table(rows: list[dict], task) -> Table:
             t.add_row(r["description"], "", "", "", "", "", f"skipped: {r['reason']}")
             continue
         colour = {"helped": "green", "hurt": "yellow"}.get(r["effect"], "")
-        t.add_row(r["description"], f"{r['val_metric']:.4f}", f"{r['val_loss']:.4g}", f"{r['train_metric']:.4f}",
-                  "" if r["effect"] == "reference" else f"{r['z']:.1f}", str(r["seeds"]),
-                  f"[{colour}]{r['effect']}[/]" if colour else r["effect"])
+        t.add_row(
+            r["description"],
+            f"{r['val_metric']:.4f}",
+            f"{r['val_loss']:.4g}",
+            f"{r['train_metric']:.4f}",
+            "" if r["effect"] == "reference" else f"{r['z']:.1f}",
+            str(r["seeds"]),
+            f"[{colour}]{r['effect']}[/]" if colour else r["effect"],
+        )
     return t

@@ -66,11 +66,20 @@ def run(spec, ctx: StageContext) -> StageResult:
     cfg = spec.stages.squeeze
     verdicts = [ensemble_gain(m, cfg), distillation(m, cfg), longer_training(m, cfg)]
     arts = squeeze_pictures.draw(ctx, m, test_curve=test_curve, stage=STAGE)
-    summary = {"start": s.source, "start_note": s.note, "steps": s.steps, "members": cfg.members, "resumed_members": resumed,
-               "continued_members": [{"member": i, "from_step": st} for i, st in continued],
-               "member_val": [round(float(r.val_scores.mean()), 5) for r in m.members],
-               "ensemble_val": round(float(m.ensemble_scores.mean()), 5), "size_curve_val": m.size_curve,
-               "size_curve_test": test_curve, "test": m.test, **_record_final(s, m, models, student_spec)}
+    summary = {
+        "start": s.source,
+        "start_note": s.note,
+        "steps": s.steps,
+        "members": cfg.members,
+        "resumed_members": resumed,
+        "continued_members": [{"member": i, "from_step": st} for i, st in continued],
+        "member_val": [round(float(r.val_scores.mean()), 5) for r in m.members],
+        "ensemble_val": round(float(m.ensemble_scores.mean()), 5),
+        "size_curve_val": m.size_curve,
+        "size_curve_test": test_curve,
+        "test": m.test,
+        **_record_final(s, m, models, student_spec),
+    }
     return StageResult(STAGE, attach(verdicts, arts), summary)
 
 
@@ -84,10 +93,23 @@ def _setup(spec, ctx: StageContext) -> Setup:
     every = min(cfg.eval_every or start.train.eval_every, steps)
     trainer = Trainer(ctx, stage=STAGE, steps=steps, every=every)
     data = trainer.data(start)
-    text = start.model_copy(update={"stages": None, "name": "", "output_dir": ""}).model_dump_json() + f"|{steps}|{every}"
-    return Setup(spec=spec, ctx=ctx, start=start, source=source, note=note, steps=steps, every=every, trainer=trainer,
-                 data=data, engine=Engine.for_spec(start.train, device=ctx.device, task=data.task),
-                 members_dir=ctx.run.stage_dir(STAGE) / "members", key=hashlib.sha256(text.encode()).hexdigest()[:16])
+    text = (
+        start.model_copy(update={"stages": None, "name": "", "output_dir": ""}).model_dump_json() + f"|{steps}|{every}"
+    )
+    return Setup(
+        spec=spec,
+        ctx=ctx,
+        start=start,
+        source=source,
+        note=note,
+        steps=steps,
+        every=every,
+        trainer=trainer,
+        data=data,
+        engine=Engine.for_spec(start.train, device=ctx.device, task=data.task),
+        members_dir=ctx.run.stage_dir(STAGE) / "members",
+        key=hashlib.sha256(text.encode()).hexdigest()[:16],
+    )
 
 
 def _measure_members(s: Setup):
@@ -113,7 +135,9 @@ def _measure_members(s: Setup):
             model, meta, partial = _train_member(s, label, seed, resume)
             if partial is not None:
                 continued.append((i, partial))
-            atomic.torch_save(weights, {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "seed": seed})
+            atomic.torch_save(
+                weights, {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "seed": seed}
+            )
             atomic.write_json(meta_path, meta)  # written last: the member counts as finished from here
         models.append(model)
         records.append(meta["run"])
@@ -128,7 +152,11 @@ def _train_member(s: Setup, label: str, seed: int, resume: bool):
     if partial is None:
         shutil.rmtree(s.ctx.run.tb_dir(STAGE) / label, ignore_errors=True)  # a killed attempt's curves
     t = s.trainer.train(label, s.start, seed=seed, checkpoints=Checkpoints(last=last, key=member_key, resume=partial))
-    return t.model, {"key": s.key, "seed": seed, "run": t.record()}, int(partial["step"]) if partial is not None else None
+    return (
+        t.model,
+        {"key": s.key, "seed": seed, "run": t.record()},
+        int(partial["step"]) if partial is not None else None,
+    )
 
 
 def _measure_ensemble(s: Setup, m: SqueezeMeasurements, models, records) -> list[float]:
@@ -172,9 +200,20 @@ def _measure_distillation(s: Setup, m: SqueezeMeasurements, models):
     m.hard = s.trainer.train("student-hard-labels", student_spec, seed=spec.seed, steps=steps)
     seed_everything(spec.seed)
     model = prepare_model(student_spec.model_copy(update={"seed": spec.seed}), data, base=ctx.base).to(ctx.device)
-    m.student = sq.train_student(student_spec, model=model, data=data, teacher_train=teacher, device=ctx.device,
-                                 steps=steps, every=s.every, seed=spec.seed, base=ctx.base, augment=augment,
-                                 writer=ctx.writer(STAGE, "student-soft-targets"), progress=ctx.progress)
+    m.student = sq.train_student(
+        student_spec,
+        model=model,
+        data=data,
+        teacher_train=teacher,
+        device=ctx.device,
+        steps=steps,
+        every=s.every,
+        seed=spec.seed,
+        base=ctx.base,
+        augment=augment,
+        writer=ctx.writer(STAGE, "student-soft-targets"),
+        progress=ctx.progress,
+    )
     if data.test is not None:
         m.test["student"] = _test_score(s, m.student.model)
         m.test["hard_label"] = _test_score(s, m.hard.model)
@@ -193,9 +232,18 @@ def _measure_longer(s: Setup, m: SqueezeMeasurements) -> None:
         return
     model = prepare_model(s.start.model_copy(update={"seed": spec.seed + best}), s.data, base=ctx.base).to(ctx.device)
     m.longer_before, m.longer_after = sq.continue_training(
-        s.start, model=model, checkpoint=last, data=s.data, loss_fn=make_loss(s.start, base=ctx.base), device=ctx.device,
-        steps=cfg.longer.extra_steps or s.steps, every=s.every, seed=spec.seed + 1000 + best,
-        writer=ctx.writer(STAGE, "longer-training"), progress=ctx.progress)
+        s.start,
+        model=model,
+        checkpoint=last,
+        data=s.data,
+        loss_fn=make_loss(s.start, base=ctx.base),
+        device=ctx.device,
+        steps=cfg.longer.extra_steps or s.steps,
+        every=s.every,
+        seed=spec.seed + 1000 + best,
+        writer=ctx.writer(STAGE, "longer-training"),
+        progress=ctx.progress,
+    )
     m.reloaded_val_loss = m.longer_before.val_loss
     m.recorded_val_loss = sq.checkpoint_val_loss(m.members[best].evals, m.longer_before.steps)
     if s.data.test is not None:
@@ -214,8 +262,12 @@ def _student_spec(start, cfg, *, kind: str, base):
     leave targets alone, so soft targets pass through)."""
     from nnrecipe.augment import build_augment
 
-    student = start.model_copy(update={"model": cfg.distill.model or start.model,
-                                       "train": start.train.model_copy(update={"early_stopping": None})})
+    student = start.model_copy(
+        update={
+            "model": cfg.distill.model or start.model,
+            "train": start.train.model_copy(update={"early_stopping": None}),
+        }
+    )
     if any(a.factory for a in start.data.augment):
         student = student.model_copy(update={"data": student.data.model_copy(update={"augment": []})})
     return student, build_augment(student.data.augment, kind=kind, base=base)
@@ -228,20 +280,35 @@ def _record_final(s: Setup, m: SqueezeMeasurements, models, student_spec) -> dic
     if best is None:
         return {}
     start, ctx, cfg = s.start, s.ctx, s.spec.stages.squeeze
-    cands = [("best member", float(m.members[best].val_scores.mean()), start.model_copy(update={"seed": start.seed + best}),
-              models[best].state_dict())]
+    cands = [
+        (
+            "best member",
+            float(m.members[best].val_scores.mean()),
+            start.model_copy(update={"seed": start.seed + best}),
+            models[best].state_dict(),
+        )
+    ]
     after = m.longer_after
     if after is not None and not after.diverged and after.model is not None:
-        longer_spec = start.model_copy(update={"train": start.train.model_copy(
-            update={"steps": s.steps + (cfg.longer.extra_steps or s.steps)})})
+        longer_spec = start.model_copy(
+            update={"train": start.train.model_copy(update={"steps": s.steps + (cfg.longer.extra_steps or s.steps)})}
+        )
         cands.append(("trained on", float(after.val_scores.mean()), longer_spec, after.model.state_dict()))
     if m.student is not None and not m.student.diverged and m.student.model is not None:
         cands.append(("student", float(m.student.val_scores.mean()), student_spec, m.student.model.state_dict()))
     name, _, final_spec, state = max(cands, key=lambda c: m.task.rank(c[1]))
     out = ctx.run.stage_dir(STAGE)
     atomic.torch_save(out / "final.pt", {k: v.detach().cpu() for k, v in state.items()})  # a plain state dict
-    atomic.write_text(out / "final.yaml", f"# nnrecipe run --config {ctx.rel(out / 'final.yaml')}\n"
-                                          f"# squeeze's final single network: {name} (started from {s.source})\n"
-                                          + final_spec.to_yaml())
-    return {"final": {"name": name, "weights": ctx.rel(out / "final.pt"), "spec": ctx.rel(out / "final.yaml"),
-                      "test": m.test.get({"best member": "best_member", "trained on": "longer", "student": "student"}[name])}}
+    atomic.write_text(
+        out / "final.yaml",
+        f"# nnrecipe run --config {ctx.rel(out / 'final.yaml')}\n"
+        f"# squeeze's final single network: {name} (started from {s.source})\n" + final_spec.to_yaml(),
+    )
+    return {
+        "final": {
+            "name": name,
+            "weights": ctx.rel(out / "final.pt"),
+            "spec": ctx.rel(out / "final.yaml"),
+            "test": m.test.get({"best member": "best_member", "trained on": "longer", "student": "student"}[name]),
+        }
+    }

@@ -10,9 +10,9 @@ study. Re-running a stopped tune continues the study; a trial killed half-way ru
 from __future__ import annotations
 
 import dataclasses
-import math
 import functools
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -23,19 +23,19 @@ from typing import Any, Optional
 from rich.table import Table
 
 from nnrecipe import atomic
-from nnrecipe.credentials import ENV_STORAGE, redact, storage_url
 from nnrecipe.checks.tune_checks import TuneMeasurements, confirmation_z, search_coverage, sensitivity, tune_improves
+from nnrecipe.credentials import ENV_STORAGE, redact, storage_url
 from nnrecipe.errors import NNRecipeError
-from nnrecipe.probes import tune_analysis as ta
-from nnrecipe.probes import tune_study as ts
+from nnrecipe.executors.tune_worker import Plan, run_worker
 from nnrecipe.experiments import SeedRuns, Trainer, experiment_key
 from nnrecipe.handoff import data_fingerprint, from_spec, recorded_seed_noise, start_spec
-from nnrecipe.probes.tune_space import start_values
-from nnrecipe.spec import apply_params
 from nnrecipe.pictures.saver import attach
 from nnrecipe.pictures.tune import draw
+from nnrecipe.probes import tune_analysis as ta
+from nnrecipe.probes import tune_study as ts
+from nnrecipe.probes.tune_space import start_values
+from nnrecipe.spec import apply_params
 from nnrecipe.stages.base import StageContext, StageResult
-from nnrecipe.executors.tune_worker import Plan, run_worker
 
 STAGE = "tune"
 JOURNAL = "study.journal"  # kept when the stage re-runs: the study continues
@@ -92,11 +92,23 @@ def _setup(spec, ctx: StageContext) -> Setup:
         start, source, note = from_spec(spec), "the spec", ""
     steps = cfg.steps or start.train.steps
     every = min(cfg.eval_every or start.train.eval_every, steps)
-    space_text = json.dumps({k: v.model_dump(mode="json", exclude_none=True) for k, v in cfg.space.items()}, sort_keys=True)
-    return Setup(spec=spec, ctx=ctx, start=start, source=source, note=note, steps=steps, every=every,
-                 storage=storage_url(cfg.storage) if cfg.storage else str(ctx.run.stage_dir(STAGE) / JOURNAL), study=cfg.study or spec.name,
-                 key=experiment_key(start.model_copy(update={"seed": spec.seed}), steps=steps, every=every,
-                                    extra=space_text + "|select-half"))  # trial values on val's selection half
+    space_text = json.dumps(
+        {k: v.model_dump(mode="json", exclude_none=True) for k, v in cfg.space.items()}, sort_keys=True
+    )
+    return Setup(
+        spec=spec,
+        ctx=ctx,
+        start=start,
+        source=source,
+        note=note,
+        steps=steps,
+        every=every,
+        storage=storage_url(cfg.storage) if cfg.storage else str(ctx.run.stage_dir(STAGE) / JOURNAL),
+        study=cfg.study or spec.name,
+        key=experiment_key(
+            start.model_copy(update={"seed": spec.seed}), steps=steps, every=every, extra=space_text + "|select-half"
+        ),
+    )  # trial values on val's selection half
 
 
 def _open_study(s: Setup):
@@ -112,7 +124,9 @@ def _open_study(s: Setup):
             raise
         aside = s.out / f"study-{time.strftime('%Y%m%dT%H%M%S')}.journal.old"
         os.replace(s.storage, aside)
-        s.note = (s.note + "; " if s.note else "") + f"the previous study (another space or starting spec) was moved to {s.ctx.rel(aside)}"
+        s.note = (
+            s.note + "; " if s.note else ""
+        ) + f"the previous study (another space or starting spec) was moved to {s.ctx.rel(aside)}"
         storage = ts.open_storage(s.storage, heartbeat_interval=cfg.heartbeat_interval, grace_period=cfg.grace_period)
         study = ts.open_study(storage=storage, name=s.study, key=s.key, create=True)
     orphans = ts.recover_orphans(study) if s.local else []
@@ -127,16 +141,35 @@ def _run_workers(s: Setup, study) -> int:
     had = sum(1 for t in study.get_trials(deepcopy=False) if t.state in ts.FINISHED)
     start_yaml = s.out / "start.yaml"
     atomic.write_text(start_yaml, f"# the tune stage's starting point ({s.source})\n" + s.start.to_yaml())
-    plan = Plan(run_root=str(ctx.run.root.resolve()), base=str(ctx.base), start_yaml=str(start_yaml), storage=redact(s.storage),
-                study=s.study, key=s.key, trials=cfg.trials, seed=spec.seed, steps=s.steps, every=s.every, device=str(ctx.device))
+    plan = Plan(
+        run_root=str(ctx.run.root.resolve()),
+        base=str(ctx.base),
+        start_yaml=str(start_yaml),
+        storage=redact(s.storage),
+        study=s.study,
+        key=s.key,
+        trials=cfg.trials,
+        seed=spec.seed,
+        steps=s.steps,
+        every=s.every,
+        device=str(ctx.device),
+    )
     plan.write(s.out / "worker.json")
     children = [_spawn(s.out, i, storage=s.storage) for i in range(1, cfg.workers)]
-    ctx.console.print(f"tune: study [cyan]{s.study}[/] on {redact(s.storage) if not s.local else ctx.rel(s.storage)}: "
-                      f"{had} of {cfg.trials} trials finished" + (f", {len(children) + 1} workers" if children else ""))
+    ctx.console.print(
+        f"tune: study [cyan]{s.study}[/] on {redact(s.storage) if not s.local else ctx.rel(s.storage)}: "
+        f"{had} of {cfg.trials} trials finished" + (f", {len(children) + 1} workers" if children else "")
+    )
     try:
-        ran = run_worker(plan, ctx=ctx, index=0, start=s.start, study=study,
-                         on_idle=(lambda: _watch(children, study)) if children else None)
-        for proc, log in children:
+        ran = run_worker(
+            plan,
+            ctx=ctx,
+            index=0,
+            start=s.start,
+            study=study,
+            on_idle=(lambda: _watch(children, study)) if children else None,
+        )
+        for proc, _log in children:
             proc.wait()
         _watch(children, study)
     finally:
@@ -162,10 +195,14 @@ def _measure_study(s: Setup, study) -> TuneMeasurements:
         m.spread = max(values) - min(values)
         halves = data.task.val_halves(len(data.val), s.spec.seed)  # trials are scored on the selection half
         m.noise = data.task.metric_se(max(values), int(halves[0].sum()) if halves is not None else len(data.val))
-    m.coverage = ta.coverage(cfg.space, recs, p=cfg.coverage_p, random_until=TPE_STARTUP if cfg.sampler == "tpe" else None)
+    m.coverage = ta.coverage(
+        cfg.space, recs, p=cfg.coverage_p, random_until=TPE_STARTUP if cfg.sampler == "tpe" else None
+    )
     m.importance = ta.importance(cfg.space, recs, permutations=cfg.permutations, seed=s.spec.seed)
     # the val loss, finer than a saturated metric: whether the knobs reach the model at all
-    by_loss = [dataclasses.replace(r, value=-r.val_loss) for r in recs if r.val_loss is not None and math.isfinite(r.val_loss)]
+    by_loss = [
+        dataclasses.replace(r, value=-r.val_loss) for r in recs if r.val_loss is not None and math.isfinite(r.val_loss)
+    ]
     m.loss_importance = ta.importance(cfg.space, by_loss, permutations=cfg.permutations, seed=s.spec.seed)
     return m
 
@@ -197,8 +234,10 @@ def _measure_confirmation(s: Setup, m: TuneMeasurements) -> None:
 
 def _on(runs: SeedRuns, mask, task, target_var: float) -> SeedRuns:
     """The runs as scored on the val examples of `mask` only."""
-    part = [dataclasses.replace(r, val_scores=r.val_scores[mask], val_metric=task.metric_of(r.val_scores[mask], target_var))
-            for r in runs.runs]
+    part = [
+        dataclasses.replace(r, val_scores=r.val_scores[mask], val_metric=task.metric_of(r.val_scores[mask], target_var))
+        for r in runs.runs
+    ]
     return SeedRuns(runs.name, runs.description, runs=part)
 
 
@@ -212,18 +251,30 @@ def _record(s: Setup, m: TuneMeasurements, *, ran: int, orphans) -> dict:
         best_spec = apply_params(s.start, m.best.params)
     why = f"trial {m.best.number}" if best_spec is not s.start else "the starting point (no trial beat it beyond noise)"
     best_yaml = ctx.run.best_spec(STAGE)
-    atomic.write_text(best_yaml, f"# nnrecipe run --config {ctx.rel(best_yaml)}\n# tune's best configuration: {why}\n"
-                                 + best_spec.model_copy(update={"stages": spec.stages}).to_yaml())
+    atomic.write_text(
+        best_yaml,
+        f"# nnrecipe run --config {ctx.rel(best_yaml)}\n# tune's best configuration: {why}\n"
+        + best_spec.model_copy(update={"stages": spec.stages}).to_yaml(),
+    )
     rows = _rows(m.trials, cfg.space)
     _write_csv(s.out / "trials.csv", rows, list(cfg.space))
     ctx.console.print(_table(rows, list(cfg.space), m.task, m))
     _hparams(ctx, m.trials, m.task)
     return {
-        "study": s.study, "storage": "run directory journal" if s.local else redact(s.storage), "start": s.source,
-        "start_note": s.note, "steps_per_trial": s.steps, "requested": cfg.trials, "finished": len(m.trials),
-        "ran_here": ran, "recovered": orphans, "sampler": cfg.sampler, "pruner": cfg.pruner,
+        "study": s.study,
+        "storage": "run directory journal" if s.local else redact(s.storage),
+        "start": s.source,
+        "start_note": s.note,
+        "steps_per_trial": s.steps,
+        "requested": cfg.trials,
+        "finished": len(m.trials),
+        "ran_here": ran,
+        "recovered": orphans,
+        "sampler": cfg.sampler,
+        "pruner": cfg.pruner,
         "best": {"trial": m.best.number, "value": m.best.value, "params": m.best.params} if m.best else None,
-        "best_spec": ctx.rel(best_yaml), "best_is_start": best_spec is s.start,
+        "best_spec": ctx.rel(best_yaml),
+        "best_is_start": best_spec is s.start,
         "importance": m.importance.share if m.importance else None,
         "importance_p": m.importance.p if m.importance else None,
     }
@@ -243,8 +294,12 @@ def _spawn(out, index: int, *, storage: str):
     holds it redacted, and a command line is visible to every user of the machine (ps)."""
     log = open(out / f"worker-{index}.log", "w")
     env = dict(os.environ, PYTHONUNBUFFERED="1", **{ENV_STORAGE: storage})
-    proc = subprocess.Popen([sys.executable, "-m", "nnrecipe.executors.tune_worker", str(out / "worker.json"), str(index)],
-                            stdout=log, stderr=subprocess.STDOUT, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nnrecipe.executors.tune_worker", str(out / "worker.json"), str(index)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
     return proc, log
 
 
@@ -280,11 +335,21 @@ def _clear_trial_curves(ctx, keep: set[int]) -> None:
 
 
 def _rows(recs, space) -> list[dict]:
-    return [{"trial": r.number, "state": r.state, "value": None if r.value is None else round(r.value, 5),
-             **{k: r.params.get(k) for k in space}, "steps": r.steps, "diverged": r.diverged,
-             "val_loss": None if r.val_loss is None else round(r.val_loss, 5),
-             "seconds": None if r.seconds is None else round(r.seconds, 1), "worker": r.worker, "retry_of": r.retry_of}
-            for r in recs]
+    return [
+        {
+            "trial": r.number,
+            "state": r.state,
+            "value": None if r.value is None else round(r.value, 5),
+            **{k: r.params.get(k) for k in space},
+            "steps": r.steps,
+            "diverged": r.diverged,
+            "val_loss": None if r.val_loss is None else round(r.val_loss, 5),
+            "seconds": None if r.seconds is None else round(r.seconds, 1),
+            "worker": r.worker,
+            "retry_of": r.retry_of,
+        }
+        for r in recs
+    ]
 
 
 def _write_csv(path, rows: list[dict], params: list[str]) -> None:
@@ -306,7 +371,9 @@ def _fmt(v) -> str:
 
 def _table(rows: list[dict], params: list[str], task, m: TuneMeasurements, top: int = 10) -> Table:
     metric = f"val {task.metric_short}" + (" (½)" if task.val_halves(2, 0) is not None else "")  # the selection half
-    t = Table(title=f"tune: {len(rows)} trials, best {min(top, len(rows))} (full list: tune/trials.csv)", title_justify="left")
+    t = Table(
+        title=f"tune: {len(rows)} trials, best {min(top, len(rows))} (full list: tune/trials.csv)", title_justify="left"
+    )
     for col in ("trial", "state", metric, *params, "steps"):
         t.add_column(col, justify="left" if col == "state" else "right")
     shown = sorted((r for r in rows if r["value"] is not None), key=lambda r: (-r["value"], r["trial"]))[:top]

@@ -35,11 +35,20 @@ from nnrecipe.stats import halves, paired_z
 SEQUENCE_ONLY = "for language models (task: language-model)"
 SEQUENCE_CHECKS = ("causal-dependency", "padding-invariance")  # the baseline's checks of next-token models
 # Checks whose rule only holds for some tasks: a task opts in by listing them in `supports`.
-OPT_IN = ("class-balance", "conflicting-labels", "human-baseline", "suspected-label-errors", "augment-preserves-labels",
-          "distillation", *SEQUENCE_CHECKS)
+OPT_IN = (
+    "class-balance",
+    "conflicting-labels",
+    "human-baseline",
+    "suspected-label-errors",
+    "augment-preserves-labels",
+    "distillation",
+    *SEQUENCE_CHECKS,
+)
 HUMAN_ACCURACY = "human accuracy applies to classification"
-LABEL_ERRORS = ("classification only (regression has no label to doubt, see the residuals; "
-                "a language model's targets are its own text)")
+LABEL_ERRORS = (
+    "classification only (regression has no label to doubt, see the residuals; "
+    "a language model's targets are its own text)"
+)
 
 
 def binomial_se(metric: float, n: int) -> float:
@@ -68,8 +77,10 @@ class TrainGoal:
     digits: int = 5  # rounding of the observed value
     passed: str = "{name} {value:.4f} after {steps} steps: the model fits the training set"
     failed: str = "{name} reached only {value:.4f} after {steps} steps"
-    hint: str = ("a larger model (stages.overfit.model), more steps, a better LR (--lr-range); no regularization "
-                 "here: weight decay and dropout off")
+    hint: str = (
+        "a larger model (stages.overfit.model), more steps, a better LR (--lr-range); no regularization "
+        "here: weight decay and dropout off"
+    )
     extra: Callable[[Any], dict] = lambda e: {}  # more observed values from the train EvalResult
 
     def met(self, value: float) -> bool:
@@ -112,7 +123,9 @@ class Task:
     real_targets: ClassVar[bool] = False  # targets are real values: their dtype and scale are judged
     keeps_val_outputs: ClassVar[bool] = True  # val outputs are kept for pictures (mispredictions, residuals)
     seed_spread_first: ClassVar[bool] = False  # seeds differ beyond the per-example noise: measured first
-    score_is_loss: ClassVar[bool] = False  # z is computed on the loss (nats): verdicts show the val loss beside the metric
+    score_is_loss: ClassVar[bool] = (
+        False  # z is computed on the loss (nats): verdicts show the val loss beside the metric
+    )
     confirm_seeds: ClassVar[int] = 1  # tune: fresh seeds for the best trial when the spec leaves it null
     supports: ClassVar[frozenset[str]] = frozenset()  # the OPT_IN checks this task has a rule for
     skips: ClassVar[Mapping[str, str]] = {}  # check id -> why it does not apply, in the task's words
@@ -177,7 +190,9 @@ class Task:
         """Larger is better: to pick the best of several models by their mean score."""
         return mean_score if self.higher_is_better else -mean_score
 
-    def metric_se(self, metric: float, n: int, *, scores: Optional[np.ndarray] = None, target_var: float = 1.0) -> float:
+    def metric_se(
+        self, metric: float, n: int, *, scores: Optional[np.ndarray] = None, target_var: float = 1.0
+    ) -> float:
         """Standard error of the metric measured on n examples (from the per-example `scores`
         where the task's metric needs them)."""
         raise NotImplementedError
@@ -212,7 +227,9 @@ class Task:
         """In-memory targets as the loss takes them."""
         return y
 
-    def declared_outputs(self, declared: Optional[int], class_names, ys: list[torch.Tensor]) -> tuple[Optional[int], int]:
+    def declared_outputs(
+        self, declared: Optional[int], class_names, ys: list[torch.Tensor]
+    ) -> tuple[Optional[int], int]:
         """(num_classes, target_dim) of in-memory targets (after bundle_targets)."""
         return None, 1
 
@@ -309,14 +326,17 @@ class Task:
 
         model = id_linear(data)
         loss = loss_name(spec)
-        bias = self.data_bias(self.default_loss if loss == "custom" else loss, data)  # it trains with the task's loss then
+        bias = self.data_bias(
+            self.default_loss if loss == "custom" else loss, data
+        )  # it trains with the task's loss then
         if bias is not None:
             with torch.no_grad():
                 model.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
         return model
 
-    def ideal_bias(self, loss: str, *, priors: Optional[np.ndarray] = None,
-                   target_mean: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
+    def ideal_bias(
+        self, loss: str, *, priors: Optional[np.ndarray] = None, target_mean: Optional[np.ndarray] = None
+    ) -> Optional[np.ndarray]:
         """The final bias that makes a model with zero weights predict the training distribution."""
         return None
 
@@ -338,11 +358,22 @@ class Task:
 
     def init_descriptions(self, loss: str) -> dict[str, str]:
         """The names of loss-at-init's references: "uniform" (zero outputs) and "prior"."""
-        return {"uniform": {"cross_entropy": "-log(1/C)", "nll": "-log(1/C)", "bce": "log 2", "mse": "E[y^2] (zero output)",
-                            "huber": "huber(y) (zero output)"}.get(loss, "uniform"),
-                "prior": {"cross_entropy": "entropy of the priors", "nll": "entropy of the priors",
-                          "bce": "binary entropy of the priors", "mse": "Var(y) (bias at the mean)",
-                          "huber": "huber(y - mean)"}.get(loss, "prior")}
+        return {
+            "uniform": {
+                "cross_entropy": "-log(1/C)",
+                "nll": "-log(1/C)",
+                "bce": "log 2",
+                "mse": "E[y^2] (zero output)",
+                "huber": "huber(y) (zero output)",
+            }.get(loss, "uniform"),
+            "prior": {
+                "cross_entropy": "entropy of the priors",
+                "nll": "entropy of the priors",
+                "bce": "binary entropy of the priors",
+                "mse": "Var(y) (bias at the mean)",
+                "huber": "huber(y - mean)",
+            }.get(loss, "prior"),
+        }
 
     def overfit_examples(self, y: torch.Tensor, k: int, num_outputs: int) -> list[int]:
         """Which k train examples overfit-one-batch memorises."""
@@ -352,8 +383,9 @@ class Task:
         """overfit-one-batch's margin above the batch's floor, on a batch with targets y."""
         return target
 
-    def loss_floor(self, x: torch.Tensor, y: torch.Tensor, loss: str, *, receptive: Optional[int] = None,
-                   positional: bool = True) -> LossFloor:
+    def loss_floor(
+        self, x: torch.Tensor, y: torch.Tensor, loss: str, *, receptive: Optional[int] = None, positional: bool = True
+    ) -> LossFloor:
         """The lowest mean loss any model can reach on this very batch: above zero where
         identical inputs (or contexts) come with different targets."""
         return LossFloor(0.0, "")
@@ -387,7 +419,9 @@ class Task:
         """(N, C) class probabilities from class outputs, by the loss (suspected-label-errors)."""
         raise NotImplementedError
 
-    def probe_wiring(self, m, model: nn.Module, data, xv: torch.Tensor, yv: torch.Tensor, loss_fn: Callable, cfg) -> None:
+    def probe_wiring(
+        self, m, model: nn.Module, data, xv: torch.Tensor, yv: torch.Tensor, loss_fn: Callable, cfg
+    ) -> None:
         """The baseline's wiring probes on the untrained model and val examples: batch-independence
         (a next-token model adds its own, for SEQUENCE_CHECKS). Fills BaselineMeasurements `m`."""
         from nnrecipe.probes.model_probes import batch_dependency
@@ -400,8 +434,10 @@ class Task:
         try:  # ids: differentiated at the outputs of the embeddings that read them
             m.dependency = batch_dependency_tokens(model, small, m.dependency_rows)
         except NoEmbedding:
-            m.dependency_skip = (f"inputs are {str(xv.dtype).removeprefix('torch.')} ids and no nn.Embedding of the "
-                                 "model reads them: nothing to differentiate")
+            m.dependency_skip = (
+                f"inputs are {str(xv.dtype).removeprefix('torch.')} ids and no nn.Embedding of the "
+                "model reads them: nothing to differentiate"
+            )
 
     def baseline_pictures(self, ctx, stage: str, data, m, loss: str):
         """The baseline stage's pictures from its measurements (pictures/baseline.py)."""
@@ -444,8 +480,9 @@ class Task:
             rows.append((f"y∈[{lo:.3g},{hi:.3g}]", [(int(i), f"#{int(i)} y={t[i]:.3g}") for i in pick]))
         return rows
 
-    def mispredictions(self, outputs: torch.Tensor, targets: torch.Tensor, *, num_classes: int, loss: str,
-                       class_name=str, k: int = 24):
+    def mispredictions(
+        self, outputs: torch.Tensor, targets: torch.Tensor, *, num_classes: int, loss: str, class_name=str, k: int = 24
+    ):
         """What the model gets wrong on val (probes.mispredictions), or None where no picture applies."""
         return None
 

@@ -54,8 +54,11 @@ def prior_bias(loss: str, priors: Optional[np.ndarray]) -> Optional[np.ndarray]:
 def distribution_statistics(data, rows: torch.Tensor, loss: str) -> dict:
     """The train and val priors and the mean predicted distribution over the output rows."""
     probs = torch.sigmoid(rows) if loss == "bce" else F.softmax(rows, dim=1)
-    return {"train_priors": data.priors("train"), "val_priors": data.priors("val"),
-            "mean_predicted": probs.double().mean(dim=0).numpy()}
+    return {
+        "train_priors": data.priors("train"),
+        "val_priors": data.priors("val"),
+        "mean_predicted": probs.double().mean(dim=0).numpy(),
+    }
 
 
 class Classification(Task):
@@ -110,8 +113,11 @@ class Classification(Task):
         """The labels are read once when neither data.num_classes nor class names say C."""
         from nnrecipe.data.common import infer_num_classes
 
-        ys = [] if (declared or class_names) else [torch.cat([y.reshape(-1) for _, y in s.iterate(256)])
-                                                   for s in splits.values()]
+        ys = (
+            []
+            if (declared or class_names)
+            else [torch.cat([y.reshape(-1) for _, y in s.iterate(256)]) for s in splits.values()]
+        )
         return infer_num_classes(declared, class_names, ys), 1
 
     def check_usable(self, data, where):
@@ -130,20 +136,28 @@ class Classification(Task):
         for name in data.splits():
             y = data.targets(name)
             if y.ndim != 1:
-                raise DataError(f"data: the {name} targets have shape {tuple(y.shape[1:])} per example; classification "
-                                f"trains on one class index per example {more}")
+                raise DataError(
+                    f"data: the {name} targets have shape {tuple(y.shape[1:])} per example; classification "
+                    f"trains on one class index per example {more}"
+                )
             bad = (~torch.isfinite(y.double())) | (y.double() != y.double().round()) if y.is_floating_point() else None
             if bad is not None and bad.any():
                 i = int(torch.nonzero(bad)[0])
-                raise DataError(f"data: {int(bad.sum())} {name} labels are not whole numbers (e.g. {name}[{i}] = "
-                                f"{float(y[i]):g}); class indices are integers in [0, C) {more}")
+                raise DataError(
+                    f"data: {int(bad.sum())} {name} labels are not whole numbers (e.g. {name}[{i}] = "
+                    f"{float(y[i]):g}); class indices are integers in [0, C) {more}"
+                )
             if C is None:
-                raise DataError(f"data: the number of classes is unknown; give integer labels or data.num_classes {more}")
+                raise DataError(
+                    f"data: the number of classes is unknown; give integer labels or data.num_classes {more}"
+                )
             out = (y < 0) | (y >= C)
             if out.any():
                 i = int(torch.nonzero(out)[0])
-                raise DataError(f"data: {int(out.sum())} {name} labels lie outside [0, {C}) (e.g. {name}[{i}] = "
-                                f"{float(y[i]):g}); remap them to 0..{C - 1} or declare data.num_classes {more}")
+                raise DataError(
+                    f"data: {int(out.sum())} {name} labels lie outside [0, {C}) (e.g. {name}[{i}] = "
+                    f"{float(y[i]):g}); remap them to 0..{C - 1} or declare data.num_classes {more}"
+                )
 
     def column_targets(self, values: np.ndarray, *, names: Optional[list[str]], field: str, path: Path):
         """Integer-looking labels stay integers; anything else is a class name (val/test files
@@ -287,8 +301,11 @@ class Classification(Task):
     def distill_targets(self, teacher, y, cfg):
         from nnrecipe.probes.squeeze import distill_loss, soft_targets
 
-        return (soft_targets(teacher, y, cfg.temperature), distill_loss(cfg.temperature, cfg.alpha),
-                distill_loss(1.0, 0.0))
+        return (
+            soft_targets(teacher, y, cfg.temperature),
+            distill_loss(cfg.temperature, cfg.alpha),
+            distill_loss(1.0, 0.0),
+        )
 
 
 CLASSIFICATION = Classification()

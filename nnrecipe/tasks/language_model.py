@@ -33,7 +33,12 @@ class _TokenAccuracy:
 
 class LanguageModel(Task):
     name = "language-model"
-    metric, metric_title, metric_symbol, metric_short = "token_accuracy", "token accuracy", "token accuracy", "token acc"
+    metric, metric_title, metric_symbol, metric_short = (
+        "token_accuracy",
+        "token accuracy",
+        "token accuracy",
+        "token acc",
+    )
     score, score_title = "cross_entropy", "cross-entropy"  # nats per token, averaged over each window
     higher_is_better = False
     default_loss = "cross_entropy"
@@ -54,18 +59,18 @@ class LanguageModel(Task):
     supports = frozenset(SEQUENCE_CHECKS)
     skips: Mapping[str, str] = {
         "init-well": "a language model starts uniform over its vocabulary (loss-at-init checks ln V); "
-                     "the token frequencies are learnt in its first steps",
+        "the token frequencies are learnt in its first steps",
         "human-baseline": HUMAN_ACCURACY,
         "first-layer-filters": "a language model's first layer is a token embedding: no filters to look at",
         "suspected-label-errors": LABEL_ERRORS,
         "distillation": "not for language models yet: the soft targets are the ensemble's distribution at every "
-                        "train position (windows x context x vocabulary), and soft against hard labels at one "
-                        "seed each would be judged within a language model's seed spread, which takes "
-                        "students at several seeds",
+        "train position (windows x context x vocabulary), and soft against hard labels at one "
+        "seed each would be judged within a language model's seed spread, which takes "
+        "students at several seeds",
         "augment-preserves-labels": "a language model's per-window score is its cross-entropy: the retention of "
-                                    "token accuracy under augmentation is not measured",
+        "token accuracy under augmentation is not measured",
         "model-on-data": "inspect-data --model: not for language models yet (their samples are in overfit and "
-                         "regularize)",
+        "regularize)",
     }
 
     # ---- measures
@@ -84,7 +89,9 @@ class LanguageModel(Task):
         return None  # its metric (token accuracy) is not in the per-window scores (cross-entropy)
 
     def blocks(self, n):
-        return np.arange(n) // max(1, min(self.VAL_BLOCK, n // self.MIN_BLOCKS))  # (no declared groups: windows are cut here)
+        return np.arange(n) // max(
+            1, min(self.VAL_BLOCK, n // self.MIN_BLOCKS)
+        )  # (no declared groups: windows are cut here)
 
     def metric_se(self, metric, n, *, scores=None, target_var=1.0):
         return binomial_se(metric, n)  # token accuracy, each window counted as one trial (conservative)
@@ -96,13 +103,18 @@ class LanguageModel(Task):
         return {"val_bits_per_token": loss / math.log(2)}  # bits per character for char-level text
 
     def train_goal(self, cfg):
-        return TrainGoal("train bits per token", cfg.target_train_bits, lambda e: e.loss / math.log(2),
-                         higher_is_better=False, digits=4,
-                         passed="{value:.3f} bits per token on train after {steps} steps",
-                         failed="train loss only reached {value:.3f} bits per token after {steps} steps",
-                         hint="a larger model (stages.overfit.model), more steps, a better LR (--lr-range); or set "
-                              "stages.overfit.target_train_bits for your tokenization",
-                         extra=lambda e: {"train_token_accuracy": round(e.metric, 5)})
+        return TrainGoal(
+            "train bits per token",
+            cfg.target_train_bits,
+            lambda e: e.loss / math.log(2),
+            higher_is_better=False,
+            digits=4,
+            passed="{value:.3f} bits per token on train after {steps} steps",
+            failed="train loss only reached {value:.3f} bits per token after {steps} steps",
+            hint="a larger model (stages.overfit.model), more steps, a better LR (--lr-range); or set "
+            "stages.overfit.target_train_bits for your tokenization",
+            extra=lambda e: {"train_token_accuracy": round(e.metric, 5)},
+        )
 
     # ---- targets and data
 

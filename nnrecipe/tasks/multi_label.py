@@ -53,9 +53,11 @@ class MultiLabel(Task):
     default_loss = "bce"
     dumb_name = "prevalence"
     supports = frozenset({"class-balance", "augment-preserves-labels", "distillation"})
-    skips = {"conflicting-labels": "multi-label: identical inputs may share some labels and not others; no rule",
-             "human-baseline": HUMAN_ACCURACY,
-             "suspected-label-errors": "multi-label: confident learning ranks one class per example; no rule here"}
+    skips = {
+        "conflicting-labels": "multi-label: identical inputs may share some labels and not others; no rule",
+        "human-baseline": HUMAN_ACCURACY,
+        "suspected-label-errors": "multi-label: confident learning ranks one class per example; no rule here",
+    }
 
     # ---- measures
 
@@ -112,17 +114,23 @@ class MultiLabel(Task):
         for name in data.splits():
             y = data.targets(name)
             if y.ndim != 2 or y.shape[1] != data.num_outputs:
-                raise DataError(f"data: the {name} targets have shape {tuple(y.shape[1:])} per example; multi-label trains "
-                                f"on {data.num_outputs} values of 0 or 1 per example (multi-hot) {more}")
+                raise DataError(
+                    f"data: the {name} targets have shape {tuple(y.shape[1:])} per example; multi-label trains "
+                    f"on {data.num_outputs} values of 0 or 1 per example (multi-hot) {more}"
+                )
             bad = (y != 0) & (y != 1)
             if bad.any() and y.shape[1] == 1:
-                raise DataError(f"data: the {name} targets have one value per example, up to {float(y.max()):g}: class "
-                                "indices? multi-label trains on K values of 0 or 1 per example (multi-hot); one class "
-                                f"per example is task: classification {more}")
+                raise DataError(
+                    f"data: the {name} targets have one value per example, up to {float(y.max()):g}: class "
+                    "indices? multi-label trains on K values of 0 or 1 per example (multi-hot); one class "
+                    f"per example is task: classification {more}"
+                )
             if bad.any():
                 i, k = (int(v) for v in torch.nonzero(bad)[0])
-                raise DataError(f"data: {int(bad.any(dim=1).sum())} {name} targets are not 0 or 1 (e.g. {name}[{i}][{k}] = "
-                                f"{float(y[i, k]):g}); multi-hot labels are 0 or 1 {more}")
+                raise DataError(
+                    f"data: {int(bad.any(dim=1).sum())} {name} targets are not 0 or 1 (e.g. {name}[{i}][{k}] = "
+                    f"{float(y[i, k]):g}); multi-hot labels are 0 or 1 {more}"
+                )
 
     def label_range(self, m, cfg):
         from nnrecipe.checks.data_integrity import multi_hot_label_range
@@ -164,8 +172,11 @@ class MultiLabel(Task):
         return self.ideal_bias(loss, priors=prevalence(data.targets("train")))
 
     def init_statistics(self, data, rows, out, loss):
-        return {"train_priors": prevalence(data.targets("train")), "val_priors": prevalence(data.targets("val")),
-                "mean_predicted": torch.sigmoid(rows.double()).mean(dim=0).numpy()}
+        return {
+            "train_priors": prevalence(data.targets("train")),
+            "val_priors": prevalence(data.targets("val")),
+            "mean_predicted": torch.sigmoid(rows.double()).mean(dim=0).numpy(),
+        }
 
     # ---- words and pictures
 
@@ -236,9 +247,10 @@ class MultiLabel(Task):
         def student(out, target):
             out = out.float()
             if target.shape[1] == 2 * out.shape[1]:
-                soft_t, hard = target[:, : out.shape[1]], target[:, out.shape[1]:]
-                return (alpha * t * t * F.binary_cross_entropy_with_logits(out / t, soft_t)
-                        + (1 - alpha) * F.binary_cross_entropy_with_logits(out, hard))
+                soft_t, hard = target[:, : out.shape[1]], target[:, out.shape[1] :]
+                return alpha * t * t * F.binary_cross_entropy_with_logits(out / t, soft_t) + (
+                    1 - alpha
+                ) * F.binary_cross_entropy_with_logits(out, hard)
             return F.binary_cross_entropy_with_logits(out, target.float())
 
         return rows, student, student

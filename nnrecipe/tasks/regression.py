@@ -42,11 +42,13 @@ class Regression(Task):
     dumb_name = "mean"
     real_targets = True
     supports = frozenset({"augment-preserves-labels", "distillation"})
-    skips = {"label-range": "regression: targets are real numbers; their range is reported by shapes-dtypes",
-             "conflicting-labels": "regression: identical inputs may have different targets by noise",
-             "class-balance": "regression task",
-             "human-baseline": HUMAN_ACCURACY,
-             "suspected-label-errors": LABEL_ERRORS}
+    skips = {
+        "label-range": "regression: targets are real numbers; their range is reported by shapes-dtypes",
+        "conflicting-labels": "regression: identical inputs may have different targets by noise",
+        "class-balance": "regression task",
+        "human-baseline": HUMAN_ACCURACY,
+        "suspected-label-errors": LABEL_ERRORS,
+    }
 
     # ---- measures
 
@@ -93,7 +95,9 @@ class Regression(Task):
         try:
             return torch.as_tensor(values.astype(np.float32)), None
         except ValueError:
-            raise DataError(f"data.args.target: {path} target column is not numeric; regression needs numbers") from None
+            raise DataError(
+                f"data.args.target: {path} target column is not numeric; regression needs numbers"
+            ) from None
 
     def array_targets(self, values):
         return torch.as_tensor(values.astype(np.float32))
@@ -147,8 +151,11 @@ class Regression(Task):
 
     def init_statistics(self, data, rows, out, loss):
         ytr = data.targets("train").double().reshape(len(data.targets("train")), -1)
-        return {"target_mean": ytr.mean(dim=0).numpy(), "target_std": ytr.std(dim=0).numpy(),
-                "mean_output": out.double().mean(dim=0).numpy()}
+        return {
+            "target_mean": ytr.mean(dim=0).numpy(),
+            "target_std": ytr.std(dim=0).numpy(),
+            "mean_output": out.double().mean(dim=0).numpy(),
+        }
 
     def overfit_target(self, y, target):
         """In units of the batch's target variance (an MSE of Var(y) is the mean predictor's)."""
@@ -165,8 +172,10 @@ class Regression(Task):
             groups.setdefault(r.tobytes(), []).append(i)
         spread = [float(((t[idx] - t[idx].mean(dim=0)) ** 2).sum()) for idx in groups.values()]
         ambiguous = sum(v > 0 for v in spread)
-        return LossFloor(sum(spread) / t.numel(), f"{ambiguous} group{'s' * (ambiguous != 1)} of identical inputs "
-                                                  "with different targets")
+        return LossFloor(
+            sum(spread) / t.numel(),
+            f"{ambiguous} group{'s' * (ambiguous != 1)} of identical inputs with different targets",
+        )
 
     # ---- pictures
 

@@ -8,24 +8,35 @@ import torch
 
 from nnrecipe.checks import model_checks as mc
 from nnrecipe.checks import training_checks as tc
+from nnrecipe.experiments import Result
 from nnrecipe.loop import EvalResult, History
 from nnrecipe.probes.measurements import BaselineMeasurements
 from nnrecipe.probes.model_probes import GradStep, InitMeasure, OverfitResult
-from nnrecipe.experiments import Result
 from nnrecipe.spec_stages import BaselineSpec
-from nnrecipe.verdict import Status
 from nnrecipe.tasks import CLASSIFICATION, REGRESSION
 from nnrecipe.tasks.base import LossFloor
+from nnrecipe.verdict import Status
 
 CFG = BaselineSpec()
 RNG = np.random.default_rng(0)
 
 
 def _exp(name, scores, *, losses=None, train_loss=0.5, metric="accuracy"):
-    losses = torch.linspace(2.0, 0.5, 200) + 0.01 * torch.randn(200, generator=torch.Generator().manual_seed(0)) if losses is None else losses
-    ev = EvalResult(loss=float(train_loss), metric=float(np.mean(scores)), metric_name=metric, n=len(scores),
-                    scores=np.asarray(scores, dtype=float))
-    return Result.scored(name, 0, History(losses=losses, lrs=[1e-3] * len(losses), evals=[], steps_run=len(losses)), ev, ev)
+    losses = (
+        torch.linspace(2.0, 0.5, 200) + 0.01 * torch.randn(200, generator=torch.Generator().manual_seed(0))
+        if losses is None
+        else losses
+    )
+    ev = EvalResult(
+        loss=float(train_loss),
+        metric=float(np.mean(scores)),
+        metric_name=metric,
+        n=len(scores),
+        scores=np.asarray(scores, dtype=float),
+    )
+    return Result.scored(
+        name, 0, History(losses=losses, lrs=[1e-3] * len(losses), evals=[], steps_run=len(losses)), ev, ev
+    )
 
 
 def _correct(p, n=500, seed=0):
@@ -33,6 +44,7 @@ def _correct(p, n=500, seed=0):
 
 
 # ---------------------------------------------------------------- reproducible
+
 
 def test_reproducible_bitwise_on_cpu():
     a = RNG.random(20)
@@ -54,12 +66,21 @@ def test_reproducible_tolerance_on_cuda():
 
 # ---------------------------------------------------------------- loss at init
 
+
 def _init(loss_name="cross_entropy", losses=None, builtin=True, reference=None, **kw):
     C = 10
     ref = reference or {"uniform": math.log(C), "prior": math.log(C)}
     losses = np.full(1000, math.log(C)) + RNG.normal(0, 0.05, 1000) if losses is None else losses
-    return InitMeasure(task=CLASSIFICATION, loss_name=loss_name, val_losses=losses, n_val=len(losses), num_outputs=C,
-                       builtin_bias_init=builtin, reference=ref, **kw)
+    return InitMeasure(
+        task=CLASSIFICATION,
+        loss_name=loss_name,
+        val_losses=losses,
+        n_val=len(losses),
+        num_outputs=C,
+        builtin_bias_init=builtin,
+        reference=ref,
+        **kw,
+    )
 
 
 def test_loss_at_init_pass_fail_warn_and_skip():
@@ -93,6 +114,7 @@ def test_user_model_may_start_uniform_or_at_the_priors():
 
 # ---------------------------------------------------------------- init well
 
+
 def test_init_well_classification():
     p = np.array([0.9, 0.1])
     good = _init(train_priors=p, mean_predicted=np.array([0.88, 0.12]))
@@ -105,8 +127,16 @@ def test_init_well_classification():
 
 
 def test_init_well_regression():
-    base = dict(task=REGRESSION, loss_name="mse", val_losses=np.ones(10), n_val=10, num_outputs=1, builtin_bias_init=False,
-                target_mean=np.array([50.0]), target_std=np.array([10.0]))
+    base = dict(
+        task=REGRESSION,
+        loss_name="mse",
+        val_losses=np.ones(10),
+        n_val=10,
+        num_outputs=1,
+        builtin_bias_init=False,
+        target_mean=np.array([50.0]),
+        target_std=np.array([10.0]),
+    )
     ok = InitMeasure(mean_output=np.array([51.0]), **base)
     assert mc.init_well(BaselineMeasurements(REGRESSION, init=ok), CFG).status is Status.PASS
     off = InitMeasure(mean_output=np.array([0.0]), **base)
@@ -116,23 +146,28 @@ def test_init_well_regression():
 
 # ---------------------------------------------------------------- output form
 
-@pytest.mark.parametrize("loss, unit, sum1, lse0, status", [
-    ("cross_entropy", False, False, False, Status.PASS),
-    ("cross_entropy", True, True, False, Status.FAIL),  # softmax twice
-    ("cross_entropy", False, False, True, Status.WARN),  # log-softmax: redundant
-    ("nll", False, False, True, Status.PASS),
-    ("nll", False, False, False, Status.FAIL),  # raw logits to nll
-    ("nll", True, True, False, Status.FAIL),  # probabilities to nll
-    ("bce", False, False, False, Status.PASS),
-    ("bce", True, False, False, Status.FAIL),  # sigmoid before bce-with-logits
-    ("mse", False, False, False, Status.SKIP),
-])
+
+@pytest.mark.parametrize(
+    "loss, unit, sum1, lse0, status",
+    [
+        ("cross_entropy", False, False, False, Status.PASS),
+        ("cross_entropy", True, True, False, Status.FAIL),  # softmax twice
+        ("cross_entropy", False, False, True, Status.WARN),  # log-softmax: redundant
+        ("nll", False, False, True, Status.PASS),
+        ("nll", False, False, False, Status.FAIL),  # raw logits to nll
+        ("nll", True, True, False, Status.FAIL),  # probabilities to nll
+        ("bce", False, False, False, Status.PASS),
+        ("bce", True, False, False, Status.FAIL),  # sigmoid before bce-with-logits
+        ("mse", False, False, False, Status.SKIP),
+    ],
+)
 def test_output_form(loss, unit, sum1, lse0, status):
     init = _init(loss_name=loss, in_unit_interval=unit, rows_sum_to_one=sum1, rows_logsumexp_zero=lse0)
     assert mc.output_form(BaselineMeasurements(CLASSIFICATION, init=init), CFG).status is status
 
 
 # ---------------------------------------------------------------- one batch
+
 
 def test_batch_independence():
     dep = np.eye(8)[[0, 4, 7]]
@@ -143,7 +178,10 @@ def test_batch_independence():
     assert v.status is Status.FAIL and "out[4] <- x[5]" in v.observed["examples"]
     m.dependency = np.zeros((3, 8))
     assert mc.batch_independence(m, CFG).status is Status.WARN
-    assert mc.batch_independence(BaselineMeasurements(CLASSIFICATION, dependency_skip="int inputs"), CFG).status is Status.SKIP
+    assert (
+        mc.batch_independence(BaselineMeasurements(CLASSIFICATION, dependency_skip="int inputs"), CFG).status
+        is Status.SKIP
+    )
     changed = BaselineMeasurements(CLASSIFICATION, dependency=dep, dependency_rows=[0, 4, 7], dependency_by="change")
     changed.dependency = np.eye(8)[[0, 4, 7]]
     changed.dependency[2, 1] = 0.2
@@ -160,24 +198,34 @@ def test_eval_deterministic():
 
 
 def _grad(**kw):
-    base = dict(names=["fc1.weight", "fc1.bias", "head.weight", "head.bias"], numel=[8, 2, 4, 2],
-                grad_norm=[0.1, 0.05, 0.2, 0.1], grad_finite=[True] * 4, changed=[True] * 4, total_norm=0.25,
-                dead={"act1": 0.1}, weight_rms={"fc1.weight": 0.01, "head.weight": 0.02})
+    base = dict(
+        names=["fc1.weight", "fc1.bias", "head.weight", "head.bias"],
+        numel=[8, 2, 4, 2],
+        grad_norm=[0.1, 0.05, 0.2, 0.1],
+        grad_finite=[True] * 4,
+        changed=[True] * 4,
+        total_norm=0.25,
+        dead={"act1": 0.1},
+        weight_rms={"fc1.weight": 0.01, "head.weight": 0.02},
+    )
     base.update(kw)
     return GradStep(**base)
 
 
-@pytest.mark.parametrize("kw, status, words", [
-    ({}, Status.PASS, "all 4"),
-    ({"grad_norm": [None, 0.05, 0.2, 0.1]}, Status.FAIL, "no gradient"),
-    ({"grad_norm": [0.0, 0.05, 0.2, 0.1]}, Status.FAIL, "no gradient"),
-    ({"grad_finite": [False, True, True, True]}, Status.FAIL, "non-finite"),
-    ({"changed": [False, True, True, True]}, Status.FAIL, "did not change"),
-    ({"dead": {"act1": 1.0}}, Status.FAIL, "dead"),
-    ({"dead": {"act1": 0.7}}, Status.WARN, "dead"),
-    ({"weight_rms": {"fc1.weight": 1e-7, "head.weight": 0.02}}, Status.WARN, "vanishing"),
-    ({"total_norm": 1e6}, Status.WARN, "exploding"),
-])
+@pytest.mark.parametrize(
+    "kw, status, words",
+    [
+        ({}, Status.PASS, "all 4"),
+        ({"grad_norm": [None, 0.05, 0.2, 0.1]}, Status.FAIL, "no gradient"),
+        ({"grad_norm": [0.0, 0.05, 0.2, 0.1]}, Status.FAIL, "no gradient"),
+        ({"grad_finite": [False, True, True, True]}, Status.FAIL, "non-finite"),
+        ({"changed": [False, True, True, True]}, Status.FAIL, "did not change"),
+        ({"dead": {"act1": 1.0}}, Status.FAIL, "dead"),
+        ({"dead": {"act1": 0.7}}, Status.WARN, "dead"),
+        ({"weight_rms": {"fc1.weight": 1e-7, "head.weight": 0.02}}, Status.WARN, "vanishing"),
+        ({"total_norm": 1e6}, Status.WARN, "exploding"),
+    ],
+)
 def test_gradients_flow(kw, status, words):
     v = mc.gradients_flow(BaselineMeasurements(CLASSIFICATION, grad=_grad(**kw)), CFG)
     assert v.status is status and words in v.message
@@ -190,6 +238,7 @@ def test_gradients_flow_ignore_params():
 
 # ---------------------------------------------------------------- training experiments
 
+
 def test_input_independent_uses_a_paired_test():
     real, zero = _correct(0.9), _correct(0.25, seed=1)
     m = BaselineMeasurements(CLASSIFICATION, model=_exp("model", real), zero_input=_exp("zero", zero))
@@ -201,7 +250,9 @@ def test_input_independent_uses_a_paired_test():
 
 def test_input_independent_regression():
     err = RNG.random(300)
-    m = BaselineMeasurements(REGRESSION, model=_exp("m", err * 0.1, metric="r2"), zero_input=_exp("z", err, metric="r2"))
+    m = BaselineMeasurements(
+        REGRESSION, model=_exp("m", err * 0.1, metric="r2"), zero_input=_exp("z", err, metric="r2")
+    )
     assert tc.input_independent(m, CFG).status is Status.PASS
     m.model = _exp("m", np.random.default_rng(7).random(300), metric="r2")  # as good as zeros, up to noise
     assert tc.input_independent(m, CFG).status in (Status.FAIL, Status.WARN)
@@ -247,8 +298,13 @@ def test_input_independent_never_passes_a_model_that_ignores_its_input():
 
 def test_dumb_baselines():
     maj = _correct(0.3, seed=2)
-    m = BaselineMeasurements(CLASSIFICATION, model=_exp("model", _correct(0.9)), linear=_exp("linear", _correct(0.7, seed=3)),
-                             dumb_scores=maj, dumb_name="majority-class")
+    m = BaselineMeasurements(
+        CLASSIFICATION,
+        model=_exp("model", _correct(0.9)),
+        linear=_exp("linear", _correct(0.7, seed=3)),
+        dumb_scores=maj,
+        dumb_name="majority-class",
+    )
     assert tc.dumb_baselines(m, CFG).status is Status.PASS
     m.linear = _exp("linear", np.ones(500))
     assert tc.dumb_baselines(m, CFG).status is Status.WARN  # a linear model beats it
@@ -259,19 +315,33 @@ def test_dumb_baselines():
 
 
 def test_overfit_one_batch():
-    ok = OverfitResult(losses=[(25, 0.5), (50, 0.01)], final_loss=0.01, steps_run=50, outputs=torch.zeros(8, 2), target_loss=0.05)
+    ok = OverfitResult(
+        losses=[(25, 0.5), (50, 0.01)], final_loss=0.01, steps_run=50, outputs=torch.zeros(8, 2), target_loss=0.05
+    )
     assert tc.overfit_one_batch(BaselineMeasurements(CLASSIFICATION, overfit=ok), CFG).status is Status.PASS
-    stuck = OverfitResult(losses=[(500, 1.38)], final_loss=1.38, steps_run=500, outputs=torch.zeros(8, 2), target_loss=0.05)
+    stuck = OverfitResult(
+        losses=[(500, 1.38)], final_loss=1.38, steps_run=500, outputs=torch.zeros(8, 2), target_loss=0.05
+    )
     assert tc.overfit_one_batch(BaselineMeasurements(CLASSIFICATION, overfit=stuck), CFG).status is Status.FAIL
-    nan = OverfitResult(losses=[(25, math.nan)], final_loss=math.nan, steps_run=25, outputs=torch.zeros(8, 2), target_loss=0.05)
+    nan = OverfitResult(
+        losses=[(25, math.nan)], final_loss=math.nan, steps_run=25, outputs=torch.zeros(8, 2), target_loss=0.05
+    )
     assert tc.overfit_one_batch(BaselineMeasurements(CLASSIFICATION, overfit=nan), CFG).status is Status.FAIL
 
 
 def _overfit(curve, target=0.05, floor=None):
     steps = [25 * (i + 1) for i in range(len(curve))]
-    return BaselineMeasurements(CLASSIFICATION, overfit=OverfitResult(
-        losses=list(zip(steps, curve)), final_loss=curve[-1], steps_run=steps[-1], outputs=torch.zeros(8, 2),
-        target_loss=target, floor=floor))
+    return BaselineMeasurements(
+        CLASSIFICATION,
+        overfit=OverfitResult(
+            losses=list(zip(steps, curve)),
+            final_loss=curve[-1],
+            steps_run=steps[-1],
+            outputs=torch.zeros(8, 2),
+            target_loss=target,
+            floor=floor,
+        ),
+    )
 
 
 def test_overfit_one_batch_judges_against_the_batch_floor_and_says_it():
@@ -300,8 +370,11 @@ def test_overfit_one_batch_warns_on_a_slow_learner_and_fails_a_stuck_one():
 
 
 def test_loss_decreases():
-    m = BaselineMeasurements(CLASSIFICATION, model=_exp("model", _correct(0.9), train_loss=0.5),
-                             larger=_exp("larger", _correct(0.9), train_loss=0.4))
+    m = BaselineMeasurements(
+        CLASSIFICATION,
+        model=_exp("model", _correct(0.9), train_loss=0.5),
+        larger=_exp("larger", _correct(0.9), train_loss=0.4),
+    )
     assert tc.loss_decreases(m, CFG).status is Status.PASS
     m.larger = _exp("larger", _correct(0.9), train_loss=0.6)
     assert tc.loss_decreases(m, CFG).status is Status.WARN
@@ -314,8 +387,14 @@ def test_loss_decreases():
     assert v.status is Status.FAIL and "the LR is too low" in v.hint
     from nnrecipe.probes.diagnosis import Collapse
 
-    m.collapse = Collapse(final_loss=1.386, constant_loss=1.386, settled_at=150, lowest=(50, 0.7), layer="classifier.2",
-                          layer_kind="ReLU, every output 0 for every example")
+    m.collapse = Collapse(
+        final_loss=1.386,
+        constant_loss=1.386,
+        settled_at=150,
+        lowest=(50, 0.7),
+        layer="classifier.2",
+        layer_kind="ReLU, every output 0 for every example",
+    )
     v = tc.loss_decreases(m, CFG)  # the specific cause, not the generic hint
     assert v.status is Status.FAIL and "every example is already alike at classifier.2" in v.message
     assert "activation on the logits" in v.hint and "too low" not in v.hint
@@ -335,8 +414,13 @@ def test_human_baseline():
 def _modes(train, eval_, *, constant=1.386, norms=(), dropouts=()):
     from nnrecipe.probes.diagnosis import ModeGap
 
-    return ModeGap(train_mode=np.asarray(train, dtype=float), eval_mode=np.asarray(eval_, dtype=float),
-                   constant_loss=constant, norms=list(norms), dropouts=list(dropouts))
+    return ModeGap(
+        train_mode=np.asarray(train, dtype=float),
+        eval_mode=np.asarray(eval_, dtype=float),
+        constant_loss=constant,
+        norms=list(norms),
+        dropouts=list(dropouts),
+    )
 
 
 def test_train_eval_consistency_every_branch():
@@ -353,7 +437,9 @@ def test_train_eval_consistency_every_branch():
     v = tc.train_eval_consistency(m, CFG)
     assert v.status is Status.WARN and "features.3 (drift 4.2 SD; momentum 0.01, batches of 32 x 1" in v.message
     assert "update_bn" in v.hint
-    m.modes = _modes(base, 2.1 + rng.normal(0, 0.05, 256), norms=[stale])  # at chance in eval mode, fitting in train mode
+    m.modes = _modes(
+        base, 2.1 + rng.normal(0, 0.05, 256), norms=[stale]
+    )  # at chance in eval mode, fitting in train mode
     assert tc.train_eval_consistency(m, CFG).status is Status.FAIL
     m.modes = _modes(base + 0.3, base, dropouts=["drop"])  # dropout: eval mode the better one
     v = tc.train_eval_consistency(m, CFG)

@@ -10,8 +10,8 @@ from nnrecipe.data.bundle import TensorSplit
 from nnrecipe.probes.data_groups import measure
 from nnrecipe.probes.data_scan import DataScan, scan_split
 from nnrecipe.spec_stages import InspectDataSpec
-from nnrecipe.verdict import Status
 from nnrecipe.tasks import CLASSIFICATION, REGRESSION
+from nnrecipe.verdict import Status
 
 CFG = InspectDataSpec()
 
@@ -28,8 +28,13 @@ def meas(train, val, *, task=CLASSIFICATION, num_classes=4, kind="image", test=N
     splits = {"train": TensorSplit("train", *train), "val": TensorSplit("val", *val)}
     if test is not None:
         splits["test"] = TensorSplit("test", *test)
-    scan = DataScan(task=task, kind=kind, num_classes=num_classes, class_names=None,
-                    splits={k: scan_split(s) for k, s in splits.items()})
+    scan = DataScan(
+        task=task,
+        kind=kind,
+        num_classes=num_classes,
+        class_names=None,
+        splits={k: scan_split(s) for k, s in splits.items()},
+    )
     return measure(scan)
 
 
@@ -39,8 +44,18 @@ def clean():
     return meas((x[:600], y[:600]), (x[600:], y[600:]))
 
 
-ALL = [dist.split_sizes, dist.shapes_dtypes, integ.label_range, integ.non_finite, integ.duplicates, integ.split_leakage,
-       integ.conflicting_labels, dist.class_balance, dist.input_scale, dist.outliers]
+ALL = [
+    dist.split_sizes,
+    dist.shapes_dtypes,
+    integ.label_range,
+    integ.non_finite,
+    integ.duplicates,
+    integ.split_leakage,
+    integ.conflicting_labels,
+    dist.class_balance,
+    dist.input_scale,
+    dist.outliers,
+]
 
 
 @pytest.mark.parametrize("check", ALL, ids=lambda c: c.__name__)
@@ -193,7 +208,9 @@ def test_heavy_tailed_but_clean_tabular_data_does_not_alarm():
 def test_small_val_warns_with_the_confidence_interval():
     x, y = _data(700)
     v = dist.split_sizes(meas((x[:650], y[:650]), (x[650:], y[650:])), CFG)
-    assert v.status is Status.WARN and v.observed["val_accuracy_ci95"] == pytest.approx(1.96 * np.sqrt(0.25 / 50), abs=1e-4)
+    assert v.status is Status.WARN and v.observed["val_accuracy_ci95"] == pytest.approx(
+        1.96 * np.sqrt(0.25 / 50), abs=1e-4
+    )
 
 
 def test_shape_mismatch_between_splits_fails():
@@ -223,7 +240,9 @@ def test_unstandardized_regression_targets_warn():
     t = 150 + 75 * torch.randn(400, 1)  # e.g. diabetes progression, 25..346
     v = dist.input_scale(meas((x, t), (x[:200], t[:200]), task=REGRESSION, num_classes=None, kind="tabular"), CFG)
     assert v.status is Status.WARN and "targets far from standardized" in v.message
-    ok = dist.input_scale(meas((x, (t - 150) / 75), (x[:200], t[:200]), task=REGRESSION, num_classes=None, kind="tabular"), CFG)
+    ok = dist.input_scale(
+        meas((x, (t - 150) / 75), (x[:200], t[:200]), task=REGRESSION, num_classes=None, kind="tabular"), CFG
+    )
     assert ok.status is Status.PASS
 
 
@@ -237,8 +256,13 @@ def _label_scan(train_y: np.ndarray, val_y: np.ndarray):
     from nnrecipe.tasks import MULTI_LABEL
 
     split = lambda y: SimpleNamespace(targets=y.astype(np.float64), n=len(y))  # noqa: E731
-    scan = SimpleNamespace(task=MULTI_LABEL, num_classes=train_y.shape[1], class_names=None,
-                           splits={"train": split(train_y), "val": split(val_y)}, train=split(train_y))
+    scan = SimpleNamespace(
+        task=MULTI_LABEL,
+        num_classes=train_y.shape[1],
+        class_names=None,
+        splits={"train": split(train_y), "val": split(val_y)},
+        train=split(train_y),
+    )
     return SimpleNamespace(scan=scan)
 
 
@@ -256,7 +280,9 @@ def test_label_prevalence_false_alarm_rate_on_random_splits_and_a_real_shift():
         alarms += dist.label_prevalence(_label_scan(y[order[:800]], y[order[800:]]), cfg).status is Status.WARN
     assert alarms / 500 <= 0.02, alarms  # measured: 1.2 % (nominal 1 %, +-0.45 % at 500 splits)
     y = (rng.random((1000, 6)) < prevalence).astype(np.float64)
-    val = (rng.random((300, 6)) < np.where(np.arange(6) == 3, 0.55, prevalence)).astype(np.float64)  # label 3: 0.3 -> 0.55
+    val = (rng.random((300, 6)) < np.where(np.arange(6) == 3, 0.55, prevalence)).astype(
+        np.float64
+    )  # label 3: 0.3 -> 0.55
     v = dist.label_prevalence(_label_scan(y, val), cfg)
     assert v.status is Status.WARN and "val prevalence of 1 label(s) differs" in v.message and "e.g. 3:" in v.message
 
@@ -265,4 +291,8 @@ def test_label_prevalence_names_labels_never_on_and_rare_ones():
     y = np.zeros((500, 3))
     y[:250, 0], y[:5, 1] = 1, 1  # label 2 never on, label 1 on 1 in 100
     v = dist.label_prevalence(_label_scan(y, y[:100]), InspectDataSpec())
-    assert v.status is Status.WARN and "label 2 is never on in train" in v.message and "e.g. 1: prevalence 0.01" in v.message
+    assert (
+        v.status is Status.WARN
+        and "label 2 is never on in train" in v.message
+        and "e.g. 1: prevalence 0.01" in v.message
+    )

@@ -5,13 +5,20 @@ import math
 import numpy as np
 import pytest
 
-from nnrecipe.checks.data_value_checks import (LabelErrorMeasurements, ScalingMeasurements, ScalingPoint,
-                                               data_scaling, next_doubling_gain, power_law, suspected_label_errors)
-from nnrecipe.probes.label_errors import LabelErrors
+from nnrecipe.checks.data_value_checks import (
+    LabelErrorMeasurements,
+    ScalingMeasurements,
+    ScalingPoint,
+    data_scaling,
+    next_doubling_gain,
+    power_law,
+    suspected_label_errors,
+)
 from nnrecipe.experiments import Result, SeedRuns
+from nnrecipe.probes.label_errors import LabelErrors
 from nnrecipe.spec_stages import RegularizeSpec
-from nnrecipe.verdict import Status
 from nnrecipe.tasks import CLASSIFICATION
+from nnrecipe.verdict import Status
 
 CFG = RegularizeSpec()
 
@@ -20,8 +27,14 @@ def _errors(n=1000, suspects=10, diverged=0, folds=4):
     labels = np.zeros(n, dtype=np.int64)
     probs = np.tile([0.9, 0.1], (n, 1))
     predicted = np.arange(n) >= n * diverged // folds  # a diverged fold's examples get no prediction
-    return LabelErrors(folds=folds, labels=labels, probs=probs, ranked=np.arange(suspects), predicted=predicted,
-                       diverged_folds=diverged)
+    return LabelErrors(
+        folds=folds,
+        labels=labels,
+        probs=probs,
+        ranked=np.arange(suspects),
+        predicted=predicted,
+        diverged_folds=diverged,
+    )
 
 
 def test_few_suspects_pass_and_many_warn_beyond_noise():
@@ -52,8 +65,17 @@ def test_all_folds_diverged_warns_and_not_measured_skips():
 
 def _point(frac, n, correct, diverged=False):
     scores = np.asarray(correct, dtype=float)
-    run = Result(seed=0, val_scores=scores, val_loss=1.0, val_metric=float(scores.mean()), train_loss=0.1,
-              train_metric=1.0, steps=100, diverged=diverged, evals=[])
+    run = Result(
+        seed=0,
+        val_scores=scores,
+        val_loss=1.0,
+        val_metric=float(scores.mean()),
+        train_loss=0.1,
+        train_metric=1.0,
+        steps=100,
+        diverged=diverged,
+        evals=[],
+    )
     return ScalingPoint(frac, n, SeedRuns(f"{frac}", "", runs=[run]))
 
 
@@ -62,8 +84,11 @@ def _curve(acc, n_val=2000, seed=0, diverged=False):
     rng = np.random.default_rng(seed)
     u = rng.random(n_val)
     sizes = [250, 500, 1000]
-    return ScalingMeasurements(CLASSIFICATION, n_val, [_point(f, n, u < a, diverged and f == 1.0)
-                                                        for f, n, a in zip((0.25, 0.5, 1.0), sizes, acc)])
+    return ScalingMeasurements(
+        CLASSIFICATION,
+        n_val,
+        [_point(f, n, u < a, diverged and f == 1.0) for f, n, a in zip((0.25, 0.5, 1.0), sizes, acc)],
+    )
 
 
 def test_rising_plateau_and_falling_curves():

@@ -5,12 +5,12 @@ import pytest
 import torch
 
 from nnrecipe.checks import overfit_checks as oc
+from nnrecipe.experiments import Result
 from nnrecipe.loop import EvalResult, History
 from nnrecipe.probes.measurements import LRRangeResult, OverfitMeasurements
-from nnrecipe.experiments import Result
 from nnrecipe.spec_stages import OverfitSpec
-from nnrecipe.verdict import Status
 from nnrecipe.tasks import CLASSIFICATION, REGRESSION
+from nnrecipe.verdict import Status
 
 CFG = OverfitSpec()
 
@@ -61,24 +61,39 @@ def test_beats_baselines():
     assert oc.beats_baselines(m, CFG).status is Status.WARN  # not better than the majority class
     m.model = _exp(scores=np.zeros(400))
     assert oc.beats_baselines(m, CFG).status is Status.FAIL
-    assert oc.beats_baselines(OverfitMeasurements(CLASSIFICATION, model=_exp(), baseline_skip="no baseline"), CFG).status is Status.SKIP
+    assert (
+        oc.beats_baselines(OverfitMeasurements(CLASSIFICATION, model=_exp(), baseline_skip="no baseline"), CFG).status
+        is Status.SKIP
+    )
 
 
-@pytest.mark.parametrize("lrs, status", [
-    ([3e-4] * 1000, Status.PASS),
-    ([3e-4 * 0.1 ** (i // 30) for i in range(1000)], Status.FAIL),  # StepLR(30) per batch
-    ([3e-4 * 0.5 * (1 + np.cos(np.pi * i / 1000)) for i in range(1000)], Status.WARN),  # cosine: low only at the end
-    ([3e-4 * min(1.0, (i + 1) / 100) for i in range(1000)], Status.PASS),  # warmup, then constant
-    ([3e-4] * 850 + [1e-6] * 150, Status.WARN),  # a drop after 80% of training: allowed, but a decay
-])
+@pytest.mark.parametrize(
+    "lrs, status",
+    [
+        ([3e-4] * 1000, Status.PASS),
+        ([3e-4 * 0.1 ** (i // 30) for i in range(1000)], Status.FAIL),  # StepLR(30) per batch
+        (
+            [3e-4 * 0.5 * (1 + np.cos(np.pi * i / 1000)) for i in range(1000)],
+            Status.WARN,
+        ),  # cosine: low only at the end
+        ([3e-4 * min(1.0, (i + 1) / 100) for i in range(1000)], Status.PASS),  # warmup, then constant
+        ([3e-4] * 850 + [1e-6] * 150, Status.WARN),  # a drop after 80% of training: allowed, but a decay
+    ],
+)
 def test_lr_schedule(lrs, status):
     assert oc.lr_schedule(OverfitMeasurements(CLASSIFICATION, model=_exp(lrs=lrs), lr0=3e-4), CFG).status is status
 
 
 def _range(suggested=1e-3, min_loss=1e-2, diverge=1e-1):
     lrs = np.geomspace(1e-7, 10, 50)
-    return LRRangeResult(lrs=lrs, losses=np.ones(50), smoothed=np.ones(50), suggested_lr=suggested, min_loss_lr=min_loss,
-                         diverge_lr=diverge)
+    return LRRangeResult(
+        lrs=lrs,
+        losses=np.ones(50),
+        smoothed=np.ones(50),
+        suggested_lr=suggested,
+        min_loss_lr=min_loss,
+        diverge_lr=diverge,
+    )
 
 
 def test_lr_range():
@@ -94,7 +109,11 @@ def test_lr_range():
 
 
 def test_ladder():
-    rungs = [_exp(train_loss=1.0, train_metric=0.5), _exp(train_loss=0.5, train_metric=0.8), _exp(train_loss=0.7, train_metric=0.7)]
+    rungs = [
+        _exp(train_loss=1.0, train_metric=0.5),
+        _exp(train_loss=0.5, train_metric=0.8),
+        _exp(train_loss=0.7, train_metric=0.7),
+    ]
     m = OverfitMeasurements(CLASSIFICATION, ladder=rungs, ladder_names=["a", "b", "c"])
     assert [v.status for v in oc.ladder(m, CFG)] == [Status.SKIP, Status.PASS, Status.FAIL]
     fitted = [_exp(train_loss=0.001, train_metric=1.0), _exp(train_loss=0.002, train_metric=1.0)]
@@ -109,7 +128,10 @@ def test_a_ladder_rung_on_par_within_the_losses_wobble_is_not_a_failure():
     g = torch.Generator().manual_seed(0)
     noisy = lambda: 0.5 + 0.1 * torch.randn(1000, generator=g)  # noqa: E731
     for later, status in ((0.51, Status.PASS), (0.70, Status.FAIL)):
-        rungs = [_exp(train_loss=0.50, train_metric=0.8, losses=noisy()), _exp(train_loss=later, train_metric=0.8, losses=noisy())]
+        rungs = [
+            _exp(train_loss=0.50, train_metric=0.8, losses=noisy()),
+            _exp(train_loss=later, train_metric=0.8, losses=noisy()),
+        ]
         v = oc.ladder(OverfitMeasurements(CLASSIFICATION, ladder=rungs, ladder_names=["a", "b"]), CFG)[1]
         assert v.status is status and 0.01 < v.observed["end_loss_se"] < 0.02, v
         assert ("on par" in v.message) == (status is Status.PASS)

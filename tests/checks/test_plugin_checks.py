@@ -20,8 +20,9 @@ CFG = BaselineSpec()
 
 
 def _w(message="broadcasting", origin="model.py:12"):
-    return CaughtWarning(field="model.factory", code="model.py:net: forward", category="UserWarning", message=message,
-                         origin=origin)
+    return CaughtWarning(
+        field="model.factory", code="model.py:net: forward", category="UserWarning", message=message, origin=origin
+    )
 
 
 def test_user_warnings_is_no_verdict_without_warnings_and_a_warn_with_them():
@@ -35,19 +36,23 @@ def test_the_recorder_keeps_warnings_from_user_code_and_shows_the_rest():
     with record_user_warnings() as caught:
         with user_code("loss.factory", "loss.py:mse"):
             line = inspect.currentframe().f_lineno + 1
-            warnings.warn("inside")
+            warnings.warn("inside", stacklevel=1)
         with pytest.warns(UserWarning, match="outside"):  # not user code: shown as Python would
-            warnings.warn("outside")
+            warnings.warn("outside", stacklevel=1)
     assert [(w.field, w.code, w.message) for w in caught] == [("loss.factory", "loss.py:mse", "inside")]
     assert caught[0].origin == f"{__file__}:{line}"
     with pytest.warns(UserWarning, match="after"):  # the recorder is gone: shown, not kept
-        warnings.warn("after")
+        warnings.warn("after", stacklevel=1)
     assert len(caught) == 1
 
 
 def _shapes(ours, theirs, refused=""):
-    return BaselineMeasurements(REGRESSION, broadcast=LossShapes(ours=ours, theirs=theirs, our_shape=(64, 1),
-                                                                 their_shape=(64,), outputs_shape=(64, 1), refused=refused))
+    return BaselineMeasurements(
+        REGRESSION,
+        broadcast=LossShapes(
+            ours=ours, theirs=theirs, our_shape=(64, 1), their_shape=(64,), outputs_shape=(64, 1), refused=refused
+        ),
+    )
 
 
 def test_loss_broadcasting_both_ways_and_its_skips():
@@ -56,5 +61,7 @@ def test_loss_broadcasting_both_ways_and_its_skips():
     assert v.status is Status.PASS and "both ways" in v.message
     refused = loss_broadcasting(_shapes(1.0, None, refused=str(PluginError("loss.factory: shapes differ"))), CFG)
     assert refused.status is Status.PASS and "refuses" in refused.message
-    skip = loss_broadcasting(BaselineMeasurements(REGRESSION, broadcast_skip="the built-in loss (mse) is nnrecipe's"), CFG)
+    skip = loss_broadcasting(
+        BaselineMeasurements(REGRESSION, broadcast_skip="the built-in loss (mse) is nnrecipe's"), CFG
+    )
     assert skip.status is Status.SKIP and "built-in" in skip.message

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from nnrecipe.checks import regularize_checks as rc
-from nnrecipe.probes.filters import FilterMeasure
 from nnrecipe.experiments import Result, SeedRuns
+from nnrecipe.probes.filters import FilterMeasure
 from nnrecipe.spec_stages import RegularizeSpec
-from nnrecipe.verdict import Status
 from nnrecipe.tasks import CLASSIFICATION, LANGUAGE_MODEL
 from nnrecipe.tasks.base import binomial_se
+from nnrecipe.verdict import Status
 
 CFG = RegularizeSpec()
 N = 1000
@@ -22,8 +22,18 @@ def _scores(p, seed, n=N):
 
 
 def _run(scores, *, seed=0, train=1.0, diverged=False, stopped_at=None, evals=()):
-    return Result(seed=seed, val_scores=scores, val_loss=1 - scores.mean(), val_metric=float(scores.mean()), train_loss=0.01,
-               train_metric=train, steps=1000, diverged=diverged, evals=list(evals), stopped_at=stopped_at)
+    return Result(
+        seed=seed,
+        val_scores=scores,
+        val_loss=1 - scores.mean(),
+        val_metric=float(scores.mean()),
+        train_loss=0.01,
+        train_metric=train,
+        steps=1000,
+        diverged=diverged,
+        evals=list(evals),
+        stopped_at=stopped_at,
+    )
 
 
 def _result(name, *ps, base_seed=0, **kw):
@@ -75,7 +85,11 @@ def test_diverged_knob_fails_and_skipped_knob_skips():
 
 def test_early_stopping_reports_what_training_past_the_best_cost():
     ref = _result("reference", 0.7)
-    kept = SeedRuns("early-stopping", "early stopping", runs=[_run(np.maximum(ref.runs[0].val_scores, _scores(0.4, 3)), stopped_at=400)])
+    kept = SeedRuns(
+        "early-stopping",
+        "early stopping",
+        runs=[_run(np.maximum(ref.runs[0].val_scores, _scores(0.4, 3)), stopped_at=400)],
+    )
     v = rc.early_stopping(_m(ref, early=kept), CFG)
     assert v.status is Status.PASS and v.observed["effect"] == "helped" and v.observed["kept_step"] == 400
     same = SeedRuns("early-stopping", "early stopping", runs=[_run(ref.runs[0].val_scores.copy(), stopped_at=1000)])
@@ -113,7 +127,9 @@ def _correlated_pair(rng, gain: float, n: int = N):
     the same (1.0), so its gap is narrower by `gain`."""
     difficulty = rng.beta(0.3, 0.15, n)  # mean ~0.67, most examples always right or always wrong, as real models have
     ref = SeedRuns("reference", "reference", runs=[_run((rng.random(n) < difficulty).astype(float), train=1.0)])
-    best = SeedRuns("dropout", "dropout", runs=[_run((rng.random(n) < np.clip(difficulty + gain, 0, 1)).astype(float), train=1.0)])
+    best = SeedRuns(
+        "dropout", "dropout", runs=[_run((rng.random(n) < np.clip(difficulty + gain, 0, 1)).astype(float), train=1.0)]
+    )
     return ref, best
 
 
@@ -133,7 +149,7 @@ def test_the_narrowed_gap_is_paired_over_val_examples():
         v = rc.generalization_gap(_m(ref, best=best, more_data="rising"), CFG)
         paired += v.status is Status.PASS
         se_b, se_a = (binomial_se(r.runs[0].val_metric, N) for r in (ref, best))
-        unpaired += v.observed["gap_before"] - v.observed["gap_after"] > 3 * (se_a ** 2 + se_b ** 2) ** 0.5
+        unpaired += v.observed["gap_before"] - v.observed["gap_after"] > 3 * (se_a**2 + se_b**2) ** 0.5
     assert paired > 5 * unpaired and paired / 200 > 0.4  # measured: 52 % paired, 1.5 % unpaired
 
 
@@ -145,13 +161,18 @@ def test_augment_preserves_labels():
     assert rc.augment_preserves_labels(m, CFG).status is Status.WARN
     m.augment_reference = _scores(0.5, 2)  # about half survive; without a model trained with it, only a warn
     assert rc.augment_preserves_labels(m, CFG).status is Status.WARN
-    m.augment_trained = clean * _scores(0.98, 3)  # a model trained with it recovers: a 1-pixel shift, not a label change
+    m.augment_trained = clean * _scores(
+        0.98, 3
+    )  # a model trained with it recovers: a 1-pixel shift, not a label change
     v = rc.augment_preserves_labels(m, CFG)
     assert v.status is Status.PASS and v.observed["reference_retention"] < 0.5 and v.observed["retention"] > 0.9
     m.augment_trained = _scores(0.5, 4)  # even trained with it: the labels are gone (a flip of left/right)
     v = rc.augment_preserves_labels(m, CFG)
     assert v.status is Status.FAIL and v.observed["retention"] < 0.5
-    assert rc.augment_preserves_labels(_m(_result("reference", 0.9), augment_skip="data.augment is empty"), CFG).status is Status.SKIP
+    assert (
+        rc.augment_preserves_labels(_m(_result("reference", 0.9), augment_skip="data.augment is empty"), CFG).status
+        is Status.SKIP
+    )
 
 
 def _filters(trained, null_mean=-0.02, null_std=0.01, size=64):
@@ -171,7 +192,9 @@ def test_combined():
     ref = _result("reference", 0.8)
     assert rc.combined(_m(ref), CFG, []).status is Status.SKIP
     assert rc.combined(_m(ref), CFG, ["dropout"]).status is Status.PASS
-    good = SeedRuns("combined", "dropout + weight-decay", runs=[_run(np.maximum(ref.runs[0].val_scores, _scores(0.5, 4)))])
+    good = SeedRuns(
+        "combined", "dropout + weight-decay", runs=[_run(np.maximum(ref.runs[0].val_scores, _scores(0.5, 4)))]
+    )
     assert rc.combined(_m(ref, combined=good), CFG, ["dropout", "weight-decay"]).status is Status.PASS
     flat = SeedRuns("combined", "dropout + weight-decay", runs=[_run(ref.runs[0].val_scores.copy())])
     assert rc.combined(_m(ref, combined=flat), CFG, ["dropout", "weight-decay"]).status is Status.WARN
@@ -183,8 +206,19 @@ def _lm_result(name, rng, base, seeds, effect=0.0):
     runs = []
     for i in range(seeds):
         ce = base + effect + rng.normal(0, 0.016) + rng.normal(0, 0.02, len(base))
-        runs.append(Result(seed=i, val_scores=ce, val_loss=float(ce.mean()), val_metric=0.5, train_loss=1.8, train_metric=0.5,
-                        steps=500, diverged=False, evals=[]))
+        runs.append(
+            Result(
+                seed=i,
+                val_scores=ce,
+                val_loss=float(ce.mean()),
+                val_metric=0.5,
+                train_loss=1.8,
+                train_metric=0.5,
+                steps=500,
+                diverged=False,
+                evals=[],
+            )
+        )
     return SeedRuns(name, name, runs=runs)
 
 
@@ -258,7 +292,10 @@ def test_knobs_with_no_effect_are_rarely_helped_or_hurt_once_the_seed_spread_is_
         m = _m(ref, knobs=[SeedRuns(r.name, r.name, runs=r.runs[:1]) for r in knobs])
         before += rc.knob(m, m.knobs[0], CFG).observed["effect"] != "no effect"  # no spread yet: McNemar on one seed
         # round 1: every knob and the reference at two seeds; round 2: a third for those within noise
-        m = _m(SeedRuns("reference", "reference", runs=ref.runs[:2]), knobs=[SeedRuns(r.name, r.name, runs=r.runs[:2]) for r in knobs])
+        m = _m(
+            SeedRuns("reference", "reference", runs=ref.runs[:2]),
+            knobs=[SeedRuns(r.name, r.name, runs=r.runs[:2]) for r in knobs],
+        )
         m.seed_noise = m.measure_noise()
         for mine, full in zip(m.knobs, knobs):
             if rc.effect(rc.versus_reference(m, mine)[0], CFG) == rc.NO_EFFECT:

@@ -6,8 +6,8 @@ from nnrecipe.checks.sequence_checks import causal_dependency, padding_invarianc
 from nnrecipe.probes.measurements import BaselineMeasurements
 from nnrecipe.probes.sequence_probes import CausalMeasure, PaddingMeasure, PerturbMeasure, TargetLeak
 from nnrecipe.spec_stages import BaselineSpec
-from nnrecipe.verdict import Status
 from nnrecipe.tasks import CLASSIFICATION, LANGUAGE_MODEL, REGRESSION
+from nnrecipe.verdict import Status
 
 CFG = BaselineSpec()
 N = [400_000] * 3
@@ -15,9 +15,16 @@ NATURAL = TargetLeak(lags=[0, 1, 2], rates=[0.10, 0.09, 0.10], natural=[0.10, 0.
 
 
 def causal(future, reach, positions=(0, 20, 40, 62), length=64) -> CausalMeasure:
-    return CausalMeasure(positions=list(positions), past=[1.0] * len(positions), future=list(future),
-                         first_future=[t + 1 if r else None for t, r in zip(positions, reach)], reach=list(reach),
-                         matrix=np.ones((len(positions), length)), length=length, windows=4)
+    return CausalMeasure(
+        positions=list(positions),
+        past=[1.0] * len(positions),
+        future=list(future),
+        first_future=[t + 1 if r else None for t, r in zip(positions, reach)],
+        reach=list(reach),
+        matrix=np.ones((len(positions), length)),
+        length=length,
+        windows=4,
+    )
 
 
 def lm(**kw) -> BaselineMeasurements:
@@ -48,7 +55,9 @@ def test_targets_copied_from_the_inputs_fail_before_any_gradient():
     copy = TargetLeak(lags=[0, 1, 2], rates=[1.0, 0.09, 0.1], natural=[0.10, 0.09, 0.10], n=[10_000] * 3, chance=0.064)
     v = causal_dependency(lm(causal=causal([0] * 4, [0] * 4), leak=copy), CFG)
     assert v.status is Status.FAIL and "not shifted" in v.message
-    wrong_way = TargetLeak(lags=[0, 1, 2], rates=[0.1, 0.97, 0.1], natural=[0.10, 0.09, 0.10], n=[10_000] * 3, chance=0.064)
+    wrong_way = TargetLeak(
+        lags=[0, 1, 2], rates=[0.1, 0.97, 0.1], natural=[0.10, 0.09, 0.10], n=[10_000] * 3, chance=0.064
+    )
     v = causal_dependency(lm(causal=causal([0] * 4, [0] * 4), leak=wrong_way), CFG)
     assert v.status is Status.FAIL and "wrong way" in v.message
 
@@ -66,9 +75,16 @@ def test_an_excess_within_noise_of_the_margin_does_not_fail():
 
 
 def perturb(first_moved=(None,) * 4, receptive=64, positions=(0, 20, 40, 62)) -> PerturbMeasure:
-    return PerturbMeasure(positions=list(positions), moved=[0.0 if f is None else 0.3 for f in first_moved],
-                          first_moved=list(first_moved), receptive=receptive, positional=True,
-                          matrix=np.ones((len(positions), 64)), length=64, windows=4)
+    return PerturbMeasure(
+        positions=list(positions),
+        moved=[0.0 if f is None else 0.3 for f in first_moved],
+        first_moved=list(first_moved),
+        receptive=receptive,
+        positional=True,
+        matrix=np.ones((len(positions), 64)),
+        length=64,
+        windows=4,
+    )
 
 
 def test_without_an_embedding_changing_tokens_judges_the_model():
@@ -84,8 +100,9 @@ def test_without_an_embedding_changing_tokens_judges_the_model():
 
 def test_changing_tokens_catches_what_the_embedding_gradient_does_not_see():
     # e.g. a second path that reads the ids as floats: no gradient through the embedding, yet it looks ahead
-    v = causal_dependency(lm(causal=causal([0] * 4, [0] * 4), perturb=perturb(first_moved=(0, 5, None, None)),
-                             leak=NATURAL), CFG)
+    v = causal_dependency(
+        lm(causal=causal([0] * 4, [0] * 4), perturb=perturb(first_moved=(0, 5, None, None)), leak=NATURAL), CFG
+    )
     assert v.status is Status.FAIL and "when the tokens after position 0 change" in v.message
 
 

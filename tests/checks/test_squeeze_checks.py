@@ -5,9 +5,9 @@ import numpy as np
 from nnrecipe.checks import squeeze_checks as sc
 from nnrecipe.experiments import Result
 from nnrecipe.spec_stages import SqueezeSpec
-from nnrecipe.verdict import Status
-from nnrecipe.tasks import CLASSIFICATION
 from nnrecipe.stats import seed_noise
+from nnrecipe.tasks import CLASSIFICATION
+from nnrecipe.verdict import Status
 
 CFG = SqueezeSpec()
 N = 1000
@@ -18,8 +18,17 @@ def _scores(p, seed):
 
 
 def _run(scores, *, diverged=False, steps=1000, val_loss=0.5):
-    return Result(seed=0, val_scores=scores, val_loss=val_loss, val_metric=float(scores.mean()), train_loss=0.1,
-               train_metric=1.0, steps=steps, diverged=diverged, evals=[])
+    return Result(
+        seed=0,
+        val_scores=scores,
+        val_loss=val_loss,
+        val_metric=float(scores.mean()),
+        train_loss=0.1,
+        train_metric=1.0,
+        steps=steps,
+        diverged=diverged,
+        evals=[],
+    )
 
 
 def _members(k=5):
@@ -29,25 +38,44 @@ def _members(k=5):
 def test_ensemble_gain_both_ways():
     members = _members()
     better = np.maximum(members[0].val_scores, _scores(0.6, 99))
-    v = sc.ensemble_gain(sc.SqueezeMeasurements(CLASSIFICATION, members=members, ensemble_scores=better, disagreement=0.2), CFG)
+    v = sc.ensemble_gain(
+        sc.SqueezeMeasurements(CLASSIFICATION, members=members, ensemble_scores=better, disagreement=0.2), CFG
+    )
     assert v.status is Status.PASS and "gains beyond noise" in v.message and v.observed["z_vs_average_member"] >= 3
     same = members[0].val_scores.copy()
     same = members[0].val_scores.copy()  # as good as one member, no better
-    v = sc.ensemble_gain(sc.SqueezeMeasurements(CLASSIFICATION, members=members, ensemble_scores=same, disagreement=0.2), CFG)
+    v = sc.ensemble_gain(
+        sc.SqueezeMeasurements(CLASSIFICATION, members=members, ensemble_scores=same, disagreement=0.2), CFG
+    )
     assert v.status is Status.PASS and "no gain" in v.message, v.message
     copies = [_run(members[0].val_scores.copy()) for _ in range(5)]
-    v = sc.ensemble_gain(sc.SqueezeMeasurements(CLASSIFICATION, members=copies, ensemble_scores=same, disagreement=0.0,
-                                                output_spread=1e-7), CFG)
+    v = sc.ensemble_gain(
+        sc.SqueezeMeasurements(
+            CLASSIFICATION, members=copies, ensemble_scores=same, disagreement=0.0, output_spread=1e-7
+        ),
+        CFG,
+    )
     assert v.status is Status.WARN and "identical" in v.message
-    all_right = [_run(np.ones(N)) for _ in range(5)]  # an easy task: every member right everywhere, yet different networks
-    v = sc.ensemble_gain(sc.SqueezeMeasurements(CLASSIFICATION, members=all_right, ensemble_scores=np.ones(N),
-                                                disagreement=0.0, output_spread=0.3), CFG)
+    all_right = [
+        _run(np.ones(N)) for _ in range(5)
+    ]  # an easy task: every member right everywhere, yet different networks
+    v = sc.ensemble_gain(
+        sc.SqueezeMeasurements(
+            CLASSIFICATION, members=all_right, ensemble_scores=np.ones(N), disagreement=0.0, output_spread=0.3
+        ),
+        CFG,
+    )
     assert v.status is Status.PASS
     worse = members[0].val_scores * _scores(0.7, 5)
-    v = sc.ensemble_gain(sc.SqueezeMeasurements(CLASSIFICATION, members=members, ensemble_scores=worse, disagreement=0.2), CFG)
+    v = sc.ensemble_gain(
+        sc.SqueezeMeasurements(CLASSIFICATION, members=members, ensemble_scores=worse, disagreement=0.2), CFG
+    )
     assert v.status is Status.WARN and "worse than its average member" in v.message
     members[2] = _run(_scores(0.1, 3), diverged=True)
-    assert sc.ensemble_gain(sc.SqueezeMeasurements(CLASSIFICATION, members=members, ensemble_scores=better), CFG).status is Status.FAIL
+    assert (
+        sc.ensemble_gain(sc.SqueezeMeasurements(CLASSIFICATION, members=members, ensemble_scores=better), CFG).status
+        is Status.FAIL
+    )
 
 
 def test_distillation_both_ways():
@@ -67,8 +95,9 @@ def test_distillation_both_ways():
 def test_longer_training_both_ways():
     before = _run(_scores(0.8, 1), steps=1000)
     after = _run(np.maximum(before.val_scores, _scores(0.5, 2)), steps=1000)
-    m = sc.SqueezeMeasurements(CLASSIFICATION, longer_before=before, longer_after=after, recorded_val_loss=0.5,
-                               reloaded_val_loss=0.5)
+    m = sc.SqueezeMeasurements(
+        CLASSIFICATION, longer_before=before, longer_after=after, recorded_val_loss=0.5, reloaded_val_loss=0.5
+    )
     v = sc.longer_training(m, CFG)
     assert v.status is Status.PASS and "leave it training" in v.message
     m.reloaded_val_loss = 0.7  # the checkpoint did not bring the model back
@@ -94,8 +123,13 @@ def test_distillation_counts_the_seed_spread_of_the_members():
     for _ in range(sims):
         difficulty = rng.beta(2.0, 0.5, N)
         members = [run(difficulty) for _ in range(5)]
-        m = sc.SqueezeMeasurements(CLASSIFICATION, members=members, ensemble_scores=members[0].val_scores,
-                                   student=run(difficulty), hard=run(difficulty))
+        m = sc.SqueezeMeasurements(
+            CLASSIFICATION,
+            members=members,
+            ensemble_scores=members[0].val_scores,
+            student=run(difficulty),
+            hard=run(difficulty),
+        )
         before += sc.distillation(m, CFG).status is Status.WARN
         m.seed_noise = seed_noise([np.stack([1 - r.val_scores for r in members])])
         v = sc.distillation(m, CFG)

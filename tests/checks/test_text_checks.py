@@ -14,11 +14,21 @@ CFG = InspectDataSpec()
 
 def text(**kw) -> TextMeasurements:
     vocab = list("abc \n")
-    base = dict(level="char", vocab=vocab, shown=["a", "b", "c", "␣", "\\n"], context=64,
-                counts={"train": np.array([400, 300, 200, 90, 10]), "val": np.array([40, 30, 20, 9, 1])},
-                windows={"train": 6000, "val": 700}, documents=[("a", 2000), ("b", 3000)],
-                line_lengths=np.array([40, 50, 60]), nonprintable={}, leaked={"val": 2}, train_repeats=3,
-                examples=["#1: abc"], leak_examples=[])
+    base = dict(
+        level="char",
+        vocab=vocab,
+        shown=["a", "b", "c", "␣", "\\n"],
+        context=64,
+        counts={"train": np.array([400, 300, 200, 90, 10]), "val": np.array([40, 30, 20, 9, 1])},
+        windows={"train": 6000, "val": 700},
+        documents=[("a", 2000), ("b", 3000)],
+        line_lengths=np.array([40, 50, 60]),
+        nonprintable={},
+        leaked={"val": 2},
+        train_repeats=3,
+        examples=["#1: abc"],
+        leak_examples=[],
+    )
     base.update(kw)
     return TextMeasurements(**base)
 
@@ -44,8 +54,10 @@ def test_val_tokens_never_seen_in_train_warn():
 
 
 def test_control_characters_warn_and_a_plugin_vocabulary_skips():
-    m = text(nonprintable={"\\r": 500}, counts={"train": np.array([40000, 30000, 20000, 9000, 1000]),
-                                                  "val": np.array([4000, 3000, 2000, 900, 100])})
+    m = text(
+        nonprintable={"\\r": 500},
+        counts={"train": np.array([40000, 30000, 20000, 9000, 1000]), "val": np.array([4000, 3000, 2000, 900, 100])},
+    )
     v = non_printable(m, CFG)
     assert v.status is Status.WARN and "\\r" in v.message
     assert non_printable(dataclasses.replace(m, level="custom"), CFG).status is Status.SKIP

@@ -17,8 +17,17 @@ def _rec(number, value, lr=1e-3, state="complete", diverged=False):
 
 
 def _run(correct: np.ndarray, seed=1, diverged=False):
-    return Result(seed=seed, val_scores=correct.astype(float), val_loss=0.3, val_metric=float(correct.mean()), train_loss=0.1,
-               train_metric=1.0, steps=100, diverged=diverged, evals=[])
+    return Result(
+        seed=seed,
+        val_scores=correct.astype(float),
+        val_loss=0.3,
+        val_metric=float(correct.mean()),
+        train_loss=0.1,
+        train_metric=1.0,
+        steps=100,
+        diverged=diverged,
+        evals=[],
+    )
 
 
 def _m(trials, **kw):
@@ -29,7 +38,10 @@ def _confirmed(ref_acc: float, best_acc: float, *, diverged=False):
     rng = np.random.default_rng(0)
     base = rng.random(N_VAL)
     ref, best = base < ref_acc, base < best_acc  # nested: every example the weaker gets right, the stronger does too
-    return (SeedRuns("start", "start", runs=[_run(ref)]), SeedRuns("best", "trial 3", runs=[_run(best, diverged=diverged)]))
+    return (
+        SeedRuns("start", "start", runs=[_run(ref)]),
+        SeedRuns("best", "trial 3", runs=[_run(best, diverged=diverged)]),
+    )
 
 
 def test_tune_improves_every_branch():
@@ -56,13 +68,26 @@ def test_tune_improves_every_branch():
 def _lm_confirmed(rng, base, shift: float, seeds: int = 3):
     """A language model's confirmation runs (per-window val cross-entropy): each seed shifts the
     whole run (text-gpt.yaml: 0.016 nats between seeds); `shift` is the best trial's true gain."""
+
     def runs(effect):
         out = []
         for i in range(seeds):
             ce = base + effect + rng.normal(0, 0.016) + rng.normal(0, 0.02, len(base))
-            out.append(Result(seed=1 + i, val_scores=ce, val_loss=float(ce.mean()), val_metric=0.5, train_loss=1.8,
-                           train_metric=0.5, steps=500, diverged=False, evals=[]))
+            out.append(
+                Result(
+                    seed=1 + i,
+                    val_scores=ce,
+                    val_loss=float(ce.mean()),
+                    val_metric=0.5,
+                    train_loss=1.8,
+                    train_metric=0.5,
+                    steps=500,
+                    diverged=False,
+                    evals=[],
+                )
+            )
         return out
+
     return SeedRuns("start", "start", runs=runs(0.0)), SeedRuns("best", "trial 3", runs=runs(-shift))
 
 
@@ -70,8 +95,12 @@ def test_language_model_confirmation_counts_the_seed_spread():
     """At three fresh seeds each, a best trial no better than the start passes as "no gain"
     (never "seed luck" or "beats"), and a real gain of 0.2 nats is confirmed."""
     trials = [_rec(0, 0.50), _rec(3, 0.55)]
-    lm = lambda ref, best: TuneMeasurements(task=LANGUAGE_MODEL, n_val=700, trials=trials, requested=2,  # noqa: E731
-                                            best=trials[1], reference=ref, confirmed=best)
+
+    def lm(ref, best):
+        return TuneMeasurements(
+            task=LANGUAGE_MODEL, n_val=700, trials=trials, requested=2, best=trials[1], reference=ref, confirmed=best
+        )
+
     calls = []
     for seed in range(20):
         rng = np.random.default_rng(seed)
@@ -110,23 +139,47 @@ def test_search_coverage_every_branch():
 
 
 def _imp(p: dict, explained=None):
-    return Importance(share={k: 1 / len(p) for k in p}, explained=explained or {k: 0.5 for k in p}, p=p, permutations=999, n=12)
+    return Importance(
+        share={k: 1 / len(p) for k in p}, explained=explained or {k: 0.5 for k in p}, p=p, permutations=999, n=12
+    )
 
 
 def test_sensitivity_every_branch():
     trials = [_rec(i, 0.9) for i in range(12)]
     assert sensitivity(_m(trials[:3]), CFG).status == "skip"
-    v = sensitivity(_m(trials, importance=_imp({"optim.lr": 0.001, "model.args.dropout": 0.6}), spread=0.1, noise=0.01), CFG)
-    assert v.status == "pass" and "matter: optim.lr" in v.message and "no detectable effect: model.args.dropout" in v.message
+    v = sensitivity(
+        _m(trials, importance=_imp({"optim.lr": 0.001, "model.args.dropout": 0.6}), spread=0.1, noise=0.01), CFG
+    )
+    assert (
+        v.status == "pass"
+        and "matter: optim.lr" in v.message
+        and "no detectable effect: model.args.dropout" in v.message
+    )
     v = sensitivity(_m(trials, importance=_imp({"train.log_every": 1.0}), spread=0.0, noise=0.015), CFG)
     assert v.status == "warn" and "nothing in the space" in v.message
     # the same saturated metric (digits: every trial 179/180 on the selection half), but the val
     # loss moves with the learning rate: the knob is wired, the metric cannot rank the trials
-    v = sensitivity(_m(trials, importance=_imp({"optim.lr": 1.0}), loss_importance=_imp({"optim.lr": 0.001}),
-                       spread=0.0, noise=0.0056), CFG)
+    v = sensitivity(
+        _m(
+            trials,
+            importance=_imp({"optim.lr": 1.0}),
+            loss_importance=_imp({"optim.lr": 0.001}),
+            spread=0.0,
+            noise=0.0056,
+        ),
+        CFG,
+    )
     assert v.status == "pass" and "saturated" in v.message and v.observed["p_val_loss"] == {"optim.lr": 0.001}
-    v = sensitivity(_m(trials, importance=_imp({"optim.lr": 1.0}), loss_importance=_imp({"optim.lr": 0.4}),
-                       spread=0.0, noise=0.0056), CFG)
+    v = sensitivity(
+        _m(
+            trials,
+            importance=_imp({"optim.lr": 1.0}),
+            loss_importance=_imp({"optim.lr": 0.4}),
+            spread=0.0,
+            noise=0.0056,
+        ),
+        CFG,
+    )
     assert v.status == "warn"
     v = sensitivity(_m(trials, importance=_imp({"optim.lr": 0.3}), spread=0.2, noise=0.015), CFG)
     assert v.status == "pass" and "no single parameter" in v.message
@@ -172,10 +225,21 @@ def test_tune_improves_pools_its_fresh_seeds_with_the_spread_regularize_measured
     trials = [_rec(0, 0.80), _rec(3, 0.85)]
     base = np.random.default_rng(4).random(500) < 0.8
     ref = SeedRuns("start", "start", runs=[_run(base.astype(float))])
-    best = SeedRuns("best", "trial 3", runs=[_run(np.maximum(base, np.random.default_rng(5).random(500) < 0.5).astype(float))])
+    best = SeedRuns(
+        "best", "trial 3", runs=[_run(np.maximum(base, np.random.default_rng(5).random(500) < 0.5).astype(float))]
+    )
     prior = SeedNoise(between=1e-4, within=0.15, n=500, df=6, configurations=3)
-    m = TuneMeasurements(task=CLASSIFICATION, n_val=1000, trials=trials, requested=2, best=trials[1], reference=ref,
-                         confirmed=best, prior_noise=prior, confirm_examples=500)
+    m = TuneMeasurements(
+        task=CLASSIFICATION,
+        n_val=1000,
+        trials=trials,
+        requested=2,
+        best=trials[1],
+        reference=ref,
+        confirmed=best,
+        prior_noise=prior,
+        confirm_examples=500,
+    )
     v = tune_improves(m, CFG)
     assert v.observed["seed_df"] == 6 and v.observed["confirm_examples"] == 500, v.observed
     assert v.status == "pass" and "beats" in v.message and "500 val examples not used to select it" in v.message

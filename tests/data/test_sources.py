@@ -5,12 +5,11 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import CONFIGS, PLANTED
 from nnrecipe.data import build_data
 from nnrecipe.data.bundle import LazySplit, TensorSplit
 from nnrecipe.errors import DataError, PluginError
 from nnrecipe.spec import load_spec
-
-from conftest import CONFIGS, PLANTED
 
 
 def _load(*overrides, config=None):
@@ -105,8 +104,13 @@ def _image_folder(root, sizes=((8, 8),), per_class=12):
 
 def test_image_folder_lazy_and_in_memory(tmp_path):
     _image_folder(tmp_path / "imgs")
-    lazy = _load("data.source=image-folder", f"data.args.root={tmp_path / 'imgs'}", "data.args.grayscale=true",
-                 "data.in_memory=never", "data.num_workers=0")
+    lazy = _load(
+        "data.source=image-folder",
+        f"data.args.root={tmp_path / 'imgs'}",
+        "data.args.grayscale=true",
+        "data.in_memory=never",
+        "data.num_workers=0",
+    )
     assert isinstance(lazy.train, LazySplit) and lazy.class_names == ["cat", "dog"] and lazy.input_shape == (1, 8, 8)
     mem = _load("data.source=image-folder", f"data.args.root={tmp_path / 'imgs'}", "data.args.grayscale=true")
     assert isinstance(mem.train, TensorSplit)
@@ -128,8 +132,12 @@ def test_truncated_or_non_image_file_is_named(tmp_path, workers):
     bad = tmp_path / "imgs" / "dog" / "5.png"
     bad.write_bytes(bad.read_bytes()[:30])  # truncated
     with pytest.raises(DataError, match=r"5\.png: not a readable image"):
-        _load("data.source=image-folder", f"data.args.root={tmp_path / 'imgs'}", "data.in_memory=never",
-              f"data.num_workers={workers}").train.materialize()
+        _load(
+            "data.source=image-folder",
+            f"data.args.root={tmp_path / 'imgs'}",
+            "data.in_memory=never",
+            f"data.num_workers={workers}",
+        ).train.materialize()
 
 
 def test_image_folder_missing_root(tmp_path):
@@ -138,7 +146,9 @@ def test_image_folder_missing_root(tmp_path):
 
 
 def test_torchvision_fakedata_and_unknown_names():
-    d = _load("data.source=torchvision", "data.args.name=FakeData", "data.args.kwargs={size: 100, image_size: [3, 8, 8]}")
+    d = _load(
+        "data.source=torchvision", "data.args.name=FakeData", "data.args.kwargs={size: 100, image_size: [3, 8, 8]}"
+    )
     assert d.input_shape == (3, 8, 8) and len(d.train) + len(d.val) == 100 and abs(len(d.val) - 20) <= 5
     with pytest.raises(DataError, match="torchvision.datasets has no dataset 'NotADataset'"):
         _load("data.source=torchvision", "data.args.name=NotADataset")
@@ -147,7 +157,9 @@ def test_torchvision_fakedata_and_unknown_names():
 
 
 def _plugin(name, **extra):
-    return _load("data.source=python", f"data.factory={PLANTED}/data_bugs.py:{name}", *[f"{k}={v}" for k, v in extra.items()])
+    return _load(
+        "data.source=python", f"data.factory={PLANTED}/data_bugs.py:{name}", *[f"{k}={v}" for k, v in extra.items()]
+    )
 
 
 def test_python_plugin_pairs_and_lazy_datasets():
@@ -157,12 +169,15 @@ def test_python_plugin_pairs_and_lazy_datasets():
     assert isinstance(lazy.train, LazySplit) and lazy.num_classes == 4 and lazy.input_shape == (1, 8, 8)
 
 
-@pytest.mark.parametrize("name, message", [
-    ("raises", r"data\.factory: .*data_bugs\.py:raises raised RuntimeError: cannot open /data/missing\.h5"),
-    ("returns_list", r"returned list; expected a mapping"),
-    ("missing_val", r"missing val"),
-    ("nonexistent", r"has no function 'nonexistent'"),
-])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("raises", r"data\.factory: .*data_bugs\.py:raises raised RuntimeError: cannot open /data/missing\.h5"),
+        ("returns_list", r"returned list; expected a mapping"),
+        ("missing_val", r"missing val"),
+        ("nonexistent", r"has no function 'nonexistent'"),
+    ],
+)
 def test_python_plugin_errors(name, message):
     with pytest.raises(PluginError, match=message):
         _plugin(name)
@@ -186,10 +201,13 @@ def test_declared_val_groups_reach_the_task_and_its_standard_errors():
     assert d.task.better_z(a, b) < _grouped("none").task.better_z(a, b) / 2
 
 
-@pytest.mark.parametrize("groups, message", [
-    ("short", r"groups\['val'\] of shape \(399,\) .*expected 400 group ids"),
-    ("list", r"returned groups of type list; expected a mapping"),
-])
+@pytest.mark.parametrize(
+    "groups, message",
+    [
+        ("short", r"groups\['val'\] of shape \(399,\) .*expected 400 group ids"),
+        ("list", r"returned groups of type list; expected a mapping"),
+    ],
+)
 def test_malformed_groups_are_one_line_errors(groups, message):
     with pytest.raises(PluginError, match=message):
         _grouped(groups)

@@ -5,12 +5,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import PLANTED
 from nnrecipe.data import build_data
 from nnrecipe.errors import DataError, PluginError, SpecError
 from nnrecipe.spec import build_spec
 from nnrecipe.tasks import LANGUAGE_MODEL
-
-from conftest import PLANTED
 
 
 def lm_spec(**data) -> object:
@@ -29,7 +28,11 @@ def test_the_embedded_corpus_is_cut_into_shifted_windows_split_by_position():
     assert n_train + n_val == 20_000 and n_val == 2000
     assert torch.equal(data.val.x[0], info.streams["val"][:32])
     assert info.decode(info.encode("The ")) == "The "
-    assert sum(n for _, n in info.documents) + 2 * (len(info.documents) - 1) >= 20_000 > sum(n for _, n in info.documents[:-1])
+    assert (
+        sum(n for _, n in info.documents) + 2 * (len(info.documents) - 1)
+        >= 20_000
+        > sum(n for _, n in info.documents[:-1])
+    )
 
 
 def test_a_folder_of_files_at_byte_level_and_overlapping_train_windows(tmp_path):
@@ -45,11 +48,14 @@ def test_a_folder_of_files_at_byte_level_and_overlapping_train_windows(tmp_path)
     assert "é" in info.decode(info.streams["train"][:20].tolist())
 
 
-@pytest.mark.parametrize("args, message", [
-    ({"path": "missing.txt"}, "data.args.path: .*missing.txt does not exist"),
-    ({"path": "latin1.txt"}, "is not UTF-8 text"),
-    ({"path": "short.txt", "context": 64}, "the val split has .* tokens, fewer than one window"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ({"path": "missing.txt"}, "data.args.path: .*missing.txt does not exist"),
+        ({"path": "latin1.txt"}, "is not UTF-8 text"),
+        ({"path": "short.txt", "context": 64}, "the val split has .* tokens, fewer than one window"),
+    ],
+)
 def test_bad_text_inputs_name_the_field(tmp_path, args, message):
     (tmp_path / "latin1.txt").write_bytes("caf\xe9 ".encode("latin-1") * 50)
     (tmp_path / "short.txt").write_text("x" * 200)
@@ -57,25 +63,44 @@ def test_bad_text_inputs_name_the_field(tmp_path, args, message):
         build_data(lm_spec(args=args), base=tmp_path)
 
 
-@pytest.mark.parametrize("raw, message", [
-    ({"task": "classification", "data": {"source": "text"}}, "data.source: text makes next-token examples"),
-    ({"task": "language-model", "data": {"source": "digits"}}, "needs token sequences"),
-    ({"task": "language-model", "data": {"source": "text"}, "model": {"arch": "mlp"}}, "not a sequence model"),
-    ({"task": "classification", "model": {"arch": "gru"}}, "is a next-token model"),
-    ({"task": "language-model", "data": {"source": "text"}, "model": {"arch": "gpt"}, "loss": "mse"}, "does not fit"),
-    ({"task": "language-model", "data": {"source": "text", "augment": [{"name": "shift"}]}, "model": {"arch": "gpt"}},
-     "not token windows"),
-    ({"task": "language-model", "data": {"source": "text"}, "model": {"arch": "gpt", "args": {"n_embd": 30}}},
-     "not a multiple of n_head"),
-])
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"task": "classification", "data": {"source": "text"}}, "data.source: text makes next-token examples"),
+        ({"task": "language-model", "data": {"source": "digits"}}, "needs token sequences"),
+        ({"task": "language-model", "data": {"source": "text"}, "model": {"arch": "mlp"}}, "not a sequence model"),
+        ({"task": "classification", "model": {"arch": "gru"}}, "is a next-token model"),
+        (
+            {"task": "language-model", "data": {"source": "text"}, "model": {"arch": "gpt"}, "loss": "mse"},
+            "does not fit",
+        ),
+        (
+            {
+                "task": "language-model",
+                "data": {"source": "text", "augment": [{"name": "shift"}]},
+                "model": {"arch": "gpt"},
+            },
+            "not token windows",
+        ),
+        (
+            {"task": "language-model", "data": {"source": "text"}, "model": {"arch": "gpt", "args": {"n_embd": 30}}},
+            "not a multiple of n_head",
+        ),
+    ],
+)
 def test_task_source_and_model_must_agree(raw, message):
     with pytest.raises(SpecError, match=message):
         build_spec(raw)
 
 
 def _plugin(factory: str, **args):
-    return build_spec({"task": "language-model", "model": {"arch": "gpt"},
-                       "data": {"source": "python", "factory": f"{PLANTED}/sequence.py:{factory}", "args": args}})
+    return build_spec(
+        {
+            "task": "language-model",
+            "model": {"arch": "gpt"},
+            "data": {"source": "python", "factory": f"{PLANTED}/sequence.py:{factory}", "args": args},
+        }
+    )
 
 
 def test_the_plugin_contract_streams_or_hand_cut_windows():
@@ -87,19 +112,30 @@ def test_the_plugin_contract_streams_or_hand_cut_windows():
 
 def test_plugin_mistakes_are_one_line_errors(tmp_path):
     bad = tmp_path / "bad.py"
-    bad.write_text("import torch\n"
-                   "def no_vocab():\n    return {'train': torch.arange(100), 'val': torch.arange(50), 'context': 8}\n"
-                   "def floats():\n    return {'train': torch.rand(100), 'val': torch.rand(50), 'vocab': ['a'], 'context': 8}\n"
-                   "def too_big():\n    return {'train': torch.arange(100), 'val': torch.arange(50), 'vocab': ['a'], 'context': 8}\n"
-                   "def bad_stride():\n    return {'train': torch.zeros(100, dtype=torch.long), 'val': torch.zeros(50, dtype=torch.long),"
-                   " 'vocab': ['a'], 'context': 8, 'stride': -1}\n"
-                   "def vocab_none():\n    return {'train': torch.zeros(100, dtype=torch.long), 'val': torch.zeros(50, dtype=torch.long),"
-                   " 'vocab': None, 'context': 8}\n")
-    for factory, message in (("no_vocab", "missing vocab"), ("floats", "1-D tensor of integer token ids"),
-                             ("too_big", r"train token ids must lie in \[0, 1\) .*found 1"),
-                             ("bad_stride", "stride -1; expected an integer >= 1"), ("vocab_none", "returned vocab NoneType")):
-        spec = build_spec({"task": "language-model", "model": {"arch": "gpt"},
-                           "data": {"source": "python", "factory": f"{bad}:{factory}"}})
+    bad.write_text(
+        "import torch\n"
+        "def no_vocab():\n    return {'train': torch.arange(100), 'val': torch.arange(50), 'context': 8}\n"
+        "def floats():\n    return {'train': torch.rand(100), 'val': torch.rand(50), 'vocab': ['a'], 'context': 8}\n"
+        "def too_big():\n    return {'train': torch.arange(100), 'val': torch.arange(50), 'vocab': ['a'], 'context': 8}\n"
+        "def bad_stride():\n    return {'train': torch.zeros(100, dtype=torch.long), 'val': torch.zeros(50, dtype=torch.long),"
+        " 'vocab': ['a'], 'context': 8, 'stride': -1}\n"
+        "def vocab_none():\n    return {'train': torch.zeros(100, dtype=torch.long), 'val': torch.zeros(50, dtype=torch.long),"
+        " 'vocab': None, 'context': 8}\n"
+    )
+    for factory, message in (
+        ("no_vocab", "missing vocab"),
+        ("floats", "1-D tensor of integer token ids"),
+        ("too_big", r"train token ids must lie in \[0, 1\) .*found 1"),
+        ("bad_stride", "stride -1; expected an integer >= 1"),
+        ("vocab_none", "returned vocab NoneType"),
+    ):
+        spec = build_spec(
+            {
+                "task": "language-model",
+                "model": {"arch": "gpt"},
+                "data": {"source": "python", "factory": f"{bad}:{factory}"},
+            }
+        )
         with pytest.raises(PluginError, match=message):
             build_data(spec, base=tmp_path)
 

@@ -1,11 +1,10 @@
 import pytest
 import torch
 
+from conftest import PLANTED
 from nnrecipe.errors import PluginError, SpecError
 from nnrecipe.models import build_model, check_output_shape
 from nnrecipe.spec import load_spec
-
-from conftest import PLANTED
 
 
 def _build(shape, *overrides, outputs=10):
@@ -13,10 +12,19 @@ def _build(shape, *overrides, outputs=10):
     return build_model(spec, input_shape=shape, num_outputs=outputs, base=base)
 
 
-@pytest.mark.parametrize("arch, shape", [
-    ("linear", (1, 8, 8)), ("mlp", (16,)), ("cnn1d", (1, 40)), ("cnn1d", (40,)), ("cnn2d", (1, 8, 8)),
-    ("cnn2d", (3, 32, 32)), ("resnet18", (3, 32, 32)), ("resnet18", (1, 8, 8)),
-])
+@pytest.mark.parametrize(
+    "arch, shape",
+    [
+        ("linear", (1, 8, 8)),
+        ("mlp", (16,)),
+        ("cnn1d", (1, 40)),
+        ("cnn1d", (40,)),
+        ("cnn2d", (1, 8, 8)),
+        ("cnn2d", (3, 32, 32)),
+        ("resnet18", (3, 32, 32)),
+        ("resnet18", (1, 8, 8)),
+    ],
+)
 def test_builtin_models_map_a_batch_to_n_by_outputs(arch, shape):
     model = _build(shape, f"model.arch={arch}")
     check_output_shape(model, torch.randn(2, *shape), (2, 10))
@@ -33,7 +41,9 @@ def test_dropout_is_used_when_asked():
 
 
 def test_wrong_input_rank_names_the_arch():
-    with pytest.raises(SpecError, match=r"model\.arch: cnn2d needs inputs of shape \(C, H, W\); the data gives \(16,\)"):
+    with pytest.raises(
+        SpecError, match=r"model\.arch: cnn2d needs inputs of shape \(C, H, W\); the data gives \(16,\)"
+    ):
         _build((16,), "model.arch=cnn2d")
 
 
@@ -53,10 +63,13 @@ def test_python_model_factory():
     check_output_shape(model, torch.randn(3, 1, 8, 8), (3, 10), field="model.factory")
 
 
-@pytest.mark.parametrize("name, message", [
-    ("not_a_module", "returned str; expected a torch.nn.Module"),
-    ("raises", "raised ValueError: unsupported input shape"),
-])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("not_a_module", "returned str; expected a torch.nn.Module"),
+        ("raises", "raised ValueError: unsupported input shape"),
+    ],
+)
 def test_python_model_factory_errors(name, message):
     with pytest.raises(PluginError, match=message):
         _build((1, 8, 8), "model.arch=python", f"model.factory={PLANTED}/models.py:{name}")

@@ -235,6 +235,7 @@ def per_example_loss(**kw):
 
 def detached_loss(**kw):
     """A loss computed outside autograd: no gradient reaches the model."""
+
     def loss(out, y):
         return torch.nn.functional.cross_entropy(out.detach(), y)
 

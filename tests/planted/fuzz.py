@@ -17,8 +17,14 @@ N = 24
 def _misbehave(how: dict) -> None:
     """Raise or exit when told to."""
     if how.get("raise"):
-        raise {"value": ValueError, "key": KeyError, "type": TypeError, "runtime": RuntimeError,
-               "index": IndexError, "zero": ZeroDivisionError}[how["raise"]]("told to")
+        raise {
+            "value": ValueError,
+            "key": KeyError,
+            "type": TypeError,
+            "runtime": RuntimeError,
+            "index": IndexError,
+            "zero": ZeroDivisionError,
+        }[how["raise"]]("told to")
     if "exit" in how:
         sys.exit(how["exit"])
 
@@ -29,8 +35,9 @@ def _array(spec: dict, n: int):
     g = np.random.default_rng(spec.get("seed", 0))
     kind = spec.get("dtype", "float32")
     if kind == "object":
-        return np.array([[("a" if j % 2 else 1.5) for j in range(int(np.prod(shape[1:])) or 1)] for _ in range(n)],
-                        dtype=object).reshape(n, -1)
+        return np.array(
+            [[("a" if j % 2 else 1.5) for j in range(int(np.prod(shape[1:])) or 1)] for _ in range(n)], dtype=object
+        ).reshape(n, -1)
     if kind in ("int64", "uint8"):
         a = g.integers(spec.get("low", 0), spec.get("high", 3), size=shape).astype(kind)
     elif kind == "bool":

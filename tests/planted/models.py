@@ -9,7 +9,9 @@ from torch import nn
 
 
 def good(input_shape, num_outputs, width: int = 32):
-    return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), width), nn.ReLU(), nn.Linear(width, num_outputs))
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(math.prod(input_shape), width), nn.ReLU(), nn.Linear(width, num_outputs)
+    )
 
 
 def wrong_outputs(input_shape, num_outputs):

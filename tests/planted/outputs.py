@@ -30,6 +30,7 @@ def with_aux(input_shape, num_outputs):
 
 def main_and_aux_loss(weight: float = 0.4):
     """The loss that trains both heads (torchvision's recipe for its auxiliary classifiers)."""
+
     def loss(out, y):
         logits, aux = out
         return F.cross_entropy(logits, y) + weight * F.cross_entropy(aux, y)

@@ -31,8 +31,9 @@ def test_hashes_find_every_duplicate_among_100k():
     x[99_000:] = x[:1000]  # 1000 exact copies
     s = scan_split(TensorSplit("train", x, torch.zeros(100_000, dtype=torch.long)), batch_size=4096)
     val = scan_split(TensorSplit("val", x[5000:5010].clone(), torch.zeros(10, dtype=torch.long)))
-    m = measure(DataScan(task=CLASSIFICATION, kind="image", num_classes=2, class_names=None,
-                         splits={"train": s, "val": val}))
+    m = measure(
+        DataScan(task=CLASSIFICATION, kind="image", num_classes=2, class_names=None, splits={"train": s, "val": val})
+    )
     assert m.train_extra_copies == 1000 and m.train_dup_groups == 1000 and m.largest_dup_group == 2
     assert len(m.leaked["val"]) == 10
 

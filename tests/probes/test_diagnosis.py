@@ -62,7 +62,9 @@ def test_mode_gap_names_stale_batchnorm_and_leaves_the_model_as_it_was():
     assert g.norms[0].layer == "1" and g.norms[0].drift > 1 and g.norms[0].momentum == 0.001
     assert g.eval_mode.shape == g.train_mode.shape == (16,) and not g.dropouts
     drop = nn.Sequential(nn.Linear(10, 4), nn.Dropout(0.5))
-    assert mode_gap(drop, X, Y, lambda out, y: nn.functional.cross_entropy(out, y, reduction="none"), constant=1.386).dropouts == ["1"]
+    assert mode_gap(
+        drop, X, Y, lambda out, y: nn.functional.cross_entropy(out, y, reduction="none"), constant=1.386
+    ).dropouts == ["1"]
 
 
 def test_some_examples_behind_a_dead_relu_are_a_partial_collapse():

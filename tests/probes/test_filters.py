@@ -1,6 +1,5 @@
 """The first-layer filter measure: smooth filters score high, random ones like their init."""
 
-
 import numpy as np
 import torch
 from torch import nn
@@ -16,7 +15,9 @@ def _smooth_linear(out=32, shape=(1, 8, 8), seed=0):
     with torch.no_grad():
         for i in range(out):
             cy, cx = torch.rand(2, generator=g) * 8
-            layer.weight[i] = torch.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 8).reshape(-1) * torch.randn(1, generator=g)
+            layer.weight[i] = torch.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 8).reshape(-1) * torch.randn(
+                1, generator=g
+            )
     return nn.Sequential(nn.Flatten(), layer)
 
 

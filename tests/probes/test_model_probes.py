@@ -11,11 +11,17 @@ from nnrecipe.data import build_data
 from nnrecipe.engine import Engine
 from nnrecipe.models import larger_model_spec, prepare_model
 from nnrecipe.models.init import final_linear
-from nnrecipe.tasks import CLASSIFICATION, REGRESSION
-from nnrecipe.probes.model_probes import (InputCapture, batch_dependency, dead_units, eval_twice, gradient_step,
-                                          measure_init, overfit_batch)
+from nnrecipe.probes.model_probes import (
+    InputCapture,
+    batch_dependency,
+    dead_units,
+    eval_twice,
+    gradient_step,
+    measure_init,
+    overfit_batch,
+)
 from nnrecipe.spec import load_spec
-
+from nnrecipe.tasks import CLASSIFICATION, REGRESSION
 from planted import models as planted
 
 
@@ -29,7 +35,9 @@ def test_prepare_model_puts_the_final_bias_at_the_log_priors():
     model = prepare_model(spec, data, base=Path("."))
     assert np.allclose(final_linear(model, 2).bias.detach().numpy(), np.log(data.priors()), atol=1e-6)
     off, _ = load_spec(None, ["data.source=synthetic", "model.init_final_bias=false"])
-    assert not np.allclose(final_linear(prepare_model(off, data, base=Path(".")), 2).bias.detach().numpy(), np.log(data.priors()))
+    assert not np.allclose(
+        final_linear(prepare_model(off, data, base=Path(".")), 2).bias.detach().numpy(), np.log(data.priors())
+    )
 
 
 def test_regression_init_predicts_the_target_mean():
@@ -43,11 +51,23 @@ def test_regression_init_predicts_the_target_mean():
 def test_measure_init_reference_values():
     spec, data = _data()
     model = prepare_model(spec, data, base=Path("."))
-    m = measure_init(model, data, loss_name="cross_entropy", builtin_bias_init=True, predict=Engine(device=torch.device("cpu"), task=CLASSIFICATION).predict)
+    m = measure_init(
+        model,
+        data,
+        loss_name="cross_entropy",
+        builtin_bias_init=True,
+        predict=Engine(device=torch.device("cpu"), task=CLASSIFICATION).predict,
+    )
     assert m.reference["uniform"] == np.float64(math.log(4)) or abs(m.reference["uniform"] - math.log(4)) < 1e-6
     assert abs(m.val_losses.mean() - math.log(4)) < 0.2 and not m.in_unit_interval
     soft = nn.Sequential(model, nn.Softmax(dim=1))
-    s = measure_init(soft, data, loss_name="cross_entropy", builtin_bias_init=False, predict=Engine(device=torch.device("cpu"), task=CLASSIFICATION).predict)
+    s = measure_init(
+        soft,
+        data,
+        loss_name="cross_entropy",
+        builtin_bias_init=False,
+        predict=Engine(device=torch.device("cpu"), task=CLASSIFICATION).predict,
+    )
     assert s.in_unit_interval and s.rows_sum_to_one
 
 
@@ -77,8 +97,10 @@ def test_eval_twice():
 def test_gradient_step_finds_unused_and_detached_parameters():
     x, y = torch.randn(16, 1, 8, 8), torch.arange(16) % 4
     loss = nn.functional.cross_entropy
-    for factory, expected_missing in ((planted.unused_layer, {"extra.weight", "extra.bias"}),
-                                      (planted.detached_layer, {"fc1.weight", "fc1.bias"})):
+    for factory, expected_missing in (
+        (planted.unused_layer, {"extra.weight", "extra.bias"}),
+        (planted.detached_layer, {"fc1.weight", "fc1.bias"}),
+    ):
         model = factory((1, 8, 8), 4)
         g = gradient_step(model, x, y, loss, torch.optim.Adam(model.parameters(), lr=1e-3))
         assert {n for n, v in zip(g.names, g.grad_norm) if v is None} == expected_missing
@@ -97,7 +119,9 @@ def test_overfit_batch_reaches_the_target_or_reports_the_loss():
     torch.manual_seed(0)
     r = overfit_batch(planted.mlp((1, 8, 8), 4), x, y, nn.functional.cross_entropy, steps=500, lr=1e-3, target=0.05)
     assert r.final_loss <= 0.05 and r.steps_run < 500 and r.outputs.shape == (8, 4)
-    r = overfit_batch(planted.ignores_input((1, 8, 8), 4), x, y, nn.functional.cross_entropy, steps=100, lr=1e-3, target=0.05)
+    r = overfit_batch(
+        planted.ignores_input((1, 8, 8), 4), x, y, nn.functional.cross_entropy, steps=100, lr=1e-3, target=0.05
+    )
     assert r.final_loss > 1.0 and r.steps_run == 100
 
 
@@ -132,6 +156,13 @@ def test_larger_model_spec():
     assert larger_model_spec(cnn).args.channels == [64, 128, 128]
     user, _ = load_spec(None, ["model.arch=python", "model.factory=m.py:f", "model.args.width=8"])
     assert larger_model_spec(user) is None
-    user2, _ = load_spec(None, ["model.arch=python", "model.factory=m.py:f", "model.args.width=8",
-                                "stages.baseline.larger_model_args={width: 16}"])
+    user2, _ = load_spec(
+        None,
+        [
+            "model.arch=python",
+            "model.factory=m.py:f",
+            "model.args.width=8",
+            "stages.baseline.larger_model_args={width: 16}",
+        ],
+    )
     assert larger_model_spec(user2).args == {"width": 16}

@@ -8,11 +8,17 @@ import torch.nn.functional as F
 
 from nnrecipe.losses import make_loss
 from nnrecipe.models.sequence import GRU
-from nnrecipe.probes.sequence_probes import (NoEmbedding, _other_tokens, batch_dependency_perturbation,
-                                             batch_dependency_tokens, causal_gradients, causal_perturbation,
-                                             padding_change, target_leak)
+from nnrecipe.probes.sequence_probes import (
+    NoEmbedding,
+    _other_tokens,
+    batch_dependency_perturbation,
+    batch_dependency_tokens,
+    causal_gradients,
+    causal_perturbation,
+    padding_change,
+    target_leak,
+)
 from nnrecipe.spec import build_spec
-
 from planted import sequence as planted
 
 L, V = 16, len(planted.VOCAB)
@@ -126,8 +132,11 @@ RTOL = 1e-5
 
 def test_changing_later_tokens_moves_no_earlier_output_of_a_causal_model(windows):
     x, _ = windows
-    for model, reach, positional in ((planted.gpt((L,), V), L, True), (planted.causal_conv((L,), V), 3, False),
-                                     (planted.onehot_gru((L,), V), L, True)):
+    for model, reach, positional in (
+        (planted.gpt((L,), V), L, True),
+        (planted.causal_conv((L,), V), 3, False),
+        (planted.onehot_gru((L,), V), L, True),
+    ):
         p = causal_perturbation(model, x[:4], POSITIONS, V, rtol=RTOL)
         assert p.moved == [0.0] * len(POSITIONS) and p.first_moved == [None] * len(POSITIONS), model
         assert p.receptive == reach and p.positional is positional, (model, p.receptive, p.positional)

@@ -8,28 +8,39 @@ from nnrecipe.errors import SpecError
 from nnrecipe.probes import tune_study as ts
 from nnrecipe.probes.tune_analysis import TrialRecord, coverage, critical_gap, importance
 from nnrecipe.probes.tune_space import start_values
-from nnrecipe.spec import apply_params
-from nnrecipe.spec import load_spec
+from nnrecipe.spec import apply_params, load_spec
 from nnrecipe.spec_stages import SpaceDim
 
 
 def test_params_edit_the_spec_and_the_start_is_read_back():
-    spec, _ = load_spec(None, ["stages.tune.space={optim.lr: {log_uniform: [1e-4, 1e-2]}, "
-                               "model.args.dropout: {uniform: [0.0, 0.5]}, data.batch_size: {choice: [32, 64, 128]}}"])
+    spec, _ = load_spec(
+        None,
+        [
+            "stages.tune.space={optim.lr: {log_uniform: [1e-4, 1e-2]}, "
+            "model.args.dropout: {uniform: [0.0, 0.5]}, data.batch_size: {choice: [32, 64, 128]}}"
+        ],
+    )
     edited = apply_params(spec, {"optim.lr": 1e-3, "model.args.dropout": 0.25, "data.batch_size": 128})
     assert (edited.optim.lr, edited.model.args.dropout, edited.data.batch_size) == (1e-3, 0.25, 128)
-    assert start_values(spec, spec.stages.tune.space) == {"optim.lr": 3e-4, "model.args.dropout": 0.0, "data.batch_size": 64}
+    assert start_values(spec, spec.stages.tune.space) == {
+        "optim.lr": 3e-4,
+        "model.args.dropout": 0.0,
+        "data.batch_size": 64,
+    }
 
 
-@pytest.mark.parametrize("space, words", [
-    ("{optim.lrr: {log_uniform: [1e-4, 1e-2]}}", "stages.tune.space.optim.lrr: no such field"),
-    ("{optim.lr: {uniform: [0.1, 0.01]}}", "low 0.1 must be below high 0.01"),
-    ("{data.batch_size: {choice: []}}", "choice: an empty list"),
-    ("{optim.lr: {uniform: [-1, 1]}}", "stages.tune.space.optim.lr: -1.0 is refused"),
-    ("{data.val_fraction: {uniform: [0.1, 0.3]}}", "of data only batch_size, downsample"),
-    ("{seed: {int: [0, 9]}}", "only fields under"),
-    ("{optim.lr: {uniform: [0.1, 0.2], choice: [1]}}", "exactly one of"),
-])
+@pytest.mark.parametrize(
+    "space, words",
+    [
+        ("{optim.lrr: {log_uniform: [1e-4, 1e-2]}}", "stages.tune.space.optim.lrr: no such field"),
+        ("{optim.lr: {uniform: [0.1, 0.01]}}", "low 0.1 must be below high 0.01"),
+        ("{data.batch_size: {choice: []}}", "choice: an empty list"),
+        ("{optim.lr: {uniform: [-1, 1]}}", "stages.tune.space.optim.lr: -1.0 is refused"),
+        ("{data.val_fraction: {uniform: [0.1, 0.3]}}", "of data only batch_size, downsample"),
+        ("{seed: {int: [0, 9]}}", "only fields under"),
+        ("{optim.lr: {uniform: [0.1, 0.2], choice: [1]}}", "exactly one of"),
+    ],
+)
 def test_a_malformed_space_names_the_field(space, words):
     with pytest.raises(SpecError) as err:
         load_spec(None, [f"stages.tune.space={space}"])
@@ -99,8 +110,14 @@ def test_importance_finds_a_u_shaped_effect_and_not_a_dummy():
     false = 0
     for seed in range(20):
         r = np.random.default_rng(100 + seed)
-        noise = [_rec(i, float(r.normal()), **{"optim.lr": float(10 ** r.uniform(-5, -1)), "model.args.dropout": float(r.uniform(0, 0.5))})
-                 for i in range(15)]
+        noise = [
+            _rec(
+                i,
+                float(r.normal()),
+                **{"optim.lr": float(10 ** r.uniform(-5, -1)), "model.args.dropout": float(r.uniform(0, 0.5))},
+            )
+            for i in range(15)
+        ]
         false += min(importance(space, noise, permutations=199, seed=seed).p.values()) <= 0.05
     assert false <= 3
 
@@ -114,7 +131,9 @@ def _random_studies(space: dict, *, studies: int, trials: int):
     out = []
     for k in range(studies):
         study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=k))
-        out.append([TrialRecord(number=i, state="complete", value=0.9, params=study.ask(dists).params) for i in range(trials)])
+        out.append(
+            [TrialRecord(number=i, state="complete", value=0.9, params=study.ask(dists).params) for i in range(trials)]
+        )
     return out
 
 
@@ -126,17 +145,22 @@ def _warn_rate(space, studies, p=0.01):
     cfg = TuneSpec(space=space, coverage_p=p)
     warns = 0
     for recs in studies:
-        m = TuneMeasurements(task=CLASSIFICATION, n_val=500, trials=recs, requested=len(recs), coverage=coverage(space, recs, p=p))
+        m = TuneMeasurements(
+            task=CLASSIFICATION, n_val=500, trials=recs, requested=len(recs), coverage=coverage(space, recs, p=p)
+        )
         warns += search_coverage(m, cfg).status == "warn"
     return warns / len(studies)
 
 
-@pytest.mark.parametrize("space", [
-    {"model.args.depth": SpaceDim(int=(1, 4))},
-    {"model.args.width": SpaceDim(log_int=(8, 512))},
-    {"data.batch_size": SpaceDim(choice=(16, 32, 64, 128, 256, 512))},
-    {"model.args.hidden": SpaceDim(choice=(1, 2, 3, 4, 5, 6, 7, 8))},
-])
+@pytest.mark.parametrize(
+    "space",
+    [
+        {"model.args.depth": SpaceDim(int=(1, 4))},
+        {"model.args.width": SpaceDim(log_int=(8, 512))},
+        {"data.batch_size": SpaceDim(choice=(16, 32, 64, 128, 256, 512))},
+        {"model.args.hidden": SpaceDim(choice=(1, 2, 3, 4, 5, 6, 7, 8))},
+    ],
+)
 def test_search_coverage_false_warn_rate_under_optunas_random_sampler_is_nominal(space):
     # 20 trials of real random search leave no real hole: a warn is a false alarm. Before issue
     # 25 the continuous null warned on int: [1, 4] every time, and "choice never tried" on 6
@@ -149,8 +173,13 @@ def test_search_coverage_false_warn_rate_under_optunas_random_sampler_is_nominal
 def test_discrete_coverage_still_sees_a_hole():
     # Every trial in 1..2 of int: [1, 8]: values 3..8 never tried in 20 trials.
     space = {"model.args.depth": SpaceDim(int=(1, 8))}
-    recs = [TrialRecord(number=i, state="complete", value=0.9, params={"model.args.depth": 1 + i % 2}) for i in range(20)]
+    recs = [
+        TrialRecord(number=i, state="complete", value=0.9, params={"model.args.depth": 1 + i % 2}) for i in range(20)
+    ]
     assert _warn_rate(space, [recs]) == 1.0
     choice = {"data.batch_size": SpaceDim(choice=(16, 32, 64, 128))}  # 4 choices, 40 trials, 128 never: p <= 4 (3/4)^40
-    recs = [TrialRecord(number=i, state="complete", value=0.9, params={"data.batch_size": (16, 32, 64)[i % 3]}) for i in range(40)]
+    recs = [
+        TrialRecord(number=i, state="complete", value=0.9, params={"data.batch_size": (16, 32, 64)[i % 3]})
+        for i in range(40)
+    ]
     assert _warn_rate(choice, [recs]) == 1.0

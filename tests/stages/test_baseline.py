@@ -17,7 +17,9 @@ def _spec(folder, *, model="mlp", data="clean", name=None, baseline=None, **extr
     spec = {
         "name": name or f"{model}-{data}".replace("_", "-"),
         "data": {"source": "python", "factory": f"{PLANTED}/data_bugs.py:{data}"},
-        "model": {"arch": "python", "factory": f"{PLANTED}/models.py:{model}"} if model != "builtin" else {"arch": "mlp"},
+        "model": {"arch": "python", "factory": f"{PLANTED}/models.py:{model}"}
+        if model != "builtin"
+        else {"arch": "mlp"},
         "optim": {"lr": 1e-3},
         "stages": {"baseline": {**FAST, **(baseline or {})}},
     }
@@ -38,9 +40,17 @@ def test_correct_setup_passes_every_check_and_records_baselines(cli, in_tmp):
     assert v["human-baseline"]["status"] == "skip" and len(v) == 14
     run = in_tmp / "runs" / "good"
     summary = json.loads((run / "baseline" / "summary.json").read_text())
-    assert summary["metric"] == "accuracy" and summary["baselines"]["majority-class"]["val_accuracy"] == pytest.approx(0.25, abs=0.05)
+    assert summary["metric"] == "accuracy" and summary["baselines"]["majority-class"]["val_accuracy"] == pytest.approx(
+        0.25, abs=0.05
+    )
     assert summary["baselines"]["linear"]["val_accuracy"] > 0.5 and summary["model"]["val_accuracy"] > 0.9
-    for png in ("model_input.png", "prediction_dynamics.png", "curves.png", "gradient_norms.png", "overfit_one_batch.png"):
+    for png in (
+        "model_input.png",
+        "prediction_dynamics.png",
+        "curves.png",
+        "gradient_norms.png",
+        "overfit_one_batch.png",
+    ):
         assert (run / "baseline" / png).stat().st_size > 1000, png
     for exp in ("model", "zero-input", "linear"):  # one TensorBoard run per experiment
         assert list((run / "tb" / "baseline" / exp).glob("events.out.tfevents.*")), exp
@@ -119,7 +129,9 @@ def test_failures_name_their_cause(cli, in_tmp):
     assert t["observed"]["eval_mode_loss"] > 10 * t["observed"]["train_mode_loss"]
     o, i = v["overfit-one-batch"], v["input-independent"]
     assert "memorised in train mode" in o["message"] and "train-eval-consistency" in o["hint"], o
-    assert i["status"] == "fail" and "eval mode loses it" in i["message"] and "val_loss_real_train_mode" in i["observed"], i
+    assert (
+        i["status"] == "fail" and "eval mode loses it" in i["message"] and "val_loss_real_train_mode" in i["observed"]
+    ), i
 
 
 @pytest.mark.parametrize("case, kwargs, check", PASSING_COUNTERPARTS, ids=[p[0] for p in PASSING_COUNTERPARTS])
@@ -129,7 +141,9 @@ def test_passing_counterpart(cli, in_tmp, case, kwargs, check):
 
 
 def test_regression_baseline(cli, in_tmp):
-    result = cli("baseline", "data.source=synthetic", "task=regression", "name=reg", "stages.baseline.steps=200", "--json")
+    result = cli(
+        "baseline", "data.source=synthetic", "task=regression", "name=reg", "stages.baseline.steps=200", "--json"
+    )
     assert result.exit_code == 0, result.stderr
     v = {x["check"]: x for x in json.loads(result.stdout)}
     assert v["output-form"]["status"] == "skip" and v["dumb-baselines"]["status"] == "pass"
@@ -143,10 +157,14 @@ def test_lazy_data_through_a_dataloader(cli, in_tmp):
 
 
 def _regression(folder, name, *, model="mlp", loss=None):
-    spec = {"name": name, "task": "regression",
-            "data": {"source": "python", "factory": f"{PLANTED}/regression.py:data"},
-            "model": {"arch": "python", "factory": f"{PLANTED}/regression.py:{model}"},
-            "optim": {"lr": 1e-3}, "stages": {"baseline": FAST}}
+    spec = {
+        "name": name,
+        "task": "regression",
+        "data": {"source": "python", "factory": f"{PLANTED}/regression.py:data"},
+        "model": {"arch": "python", "factory": f"{PLANTED}/regression.py:{model}"},
+        "optim": {"lr": 1e-3},
+        "stages": {"baseline": FAST},
+    }
     if loss:
         spec["loss"] = {"factory": f"{PLANTED}/regression.py:{loss}"}
     return write_spec(folder, spec, name=f"{name}.yaml")

@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import PLANTED, write_spec
 from nnrecipe.data import build_data
 from nnrecipe.probes import label_errors
 from nnrecipe.spec import load_spec
-
-from conftest import PLANTED, write_spec
 
 KNOBS_OFF = {"dropout": None, "weight_decay": None, "early_stopping": False}
 
@@ -24,11 +23,27 @@ def _digits_errors(**planted):
     mod = importlib.util.module_from_spec(spec_)
     spec_.loader.exec_module(mod)
     args = "{" + ", ".join(f"{k}: {v}" for k, v in planted.items()) + "}"
-    spec, base = load_spec(None, ["data.source=python", f"data.factory={PLANTED}/label_data.py:noisy_digits",
-                                  f"data.args={args}", "train.steps=1000"])
+    spec, base = load_spec(
+        None,
+        [
+            "data.source=python",
+            f"data.factory={PLANTED}/label_data.py:noisy_digits",
+            f"data.args={args}",
+            "train.steps=1000",
+        ],
+    )
     data = build_data(spec, base=base)
-    e = label_errors.measure(spec, data=data, base=base, device=torch.device("cpu"), folds=4, seed=0, steps=1000,
-                             every=500, loss="cross_entropy")
+    e = label_errors.measure(
+        spec,
+        data=data,
+        base=base,
+        device=torch.device("cpu"),
+        folds=4,
+        seed=0,
+        steps=1000,
+        every=500,
+        loss="cross_entropy",
+    )
     changed = set(mod.planted(**planted)[1])
     found = set(e.ranked.tolist())
     hit = len(found & changed)
@@ -63,17 +78,31 @@ def test_stratified_folds_cover_every_example_once_and_spread_each_class():
 
 
 def _regularize(cli, folder, name, data, *, regularize=None, **extra):
-    spec = {"name": name, "data": data, "train": {"steps": 600, "eval_every": 200},
-            "stages": {"regularize": {"seeds": 1, "knobs": KNOBS_OFF, **(regularize or {})}}, **extra}
+    spec = {
+        "name": name,
+        "data": data,
+        "train": {"steps": 600, "eval_every": 200},
+        "stages": {"regularize": {"seeds": 1, "knobs": KNOBS_OFF, **(regularize or {})}},
+        **extra,
+    }
     result = cli("regularize", "--config", write_spec(folder, spec, name=f"{name}.yaml"), "--json")
     assert result.exit_code in (0, 1), result.stderr
     return {v["check"]: v for v in json.loads(result.stdout)}, folder / "runs" / name / "regularize"
 
 
 def test_noisy_labels_warn_with_a_ranked_csv_and_a_picture(cli, in_tmp):
-    v, out = _regularize(cli, in_tmp, "noisy", {"source": "python", "factory": f"{PLANTED}/label_data.py:noisy_digits",
-                                                "args": {"fraction": 0.0, "uniform": 0.15}},
-                         regularize={"data_scaling": {"enabled": False}}, train={"steps": 1000, "eval_every": 250})
+    v, out = _regularize(
+        cli,
+        in_tmp,
+        "noisy",
+        {
+            "source": "python",
+            "factory": f"{PLANTED}/label_data.py:noisy_digits",
+            "args": {"fraction": 0.0, "uniform": 0.15},
+        },
+        regularize={"data_scaling": {"enabled": False}},
+        train={"steps": 1000, "eval_every": 250},
+    )
     s = v["suspected-label-errors"]
     assert s["status"] == "warn" and s["observed"]["rate_ci95"][0] > 0.05, s
     rows = (out / "suspected_label_errors.csv").read_text().splitlines()
@@ -81,12 +110,20 @@ def test_noisy_labels_warn_with_a_ranked_csv_and_a_picture(cli, in_tmp):
     assert (out / "suspected_label_errors.png").stat().st_size > 1000
     assert any(a.endswith("suspected_label_errors.png") for a in s["artifacts"])
     # what best.yaml's configuration gets wrong on val, as after the overfit stage
-    assert (out / "confusion.png").exists() and (out / "per_class.csv").exists() and (out / "mispredictions.png").exists()
+    assert (
+        (out / "confusion.png").exists() and (out / "per_class.csv").exists() and (out / "mispredictions.png").exists()
+    )
 
 
 def test_clean_digits_pass(cli, in_tmp):
-    v, _ = _regularize(cli, in_tmp, "clean", {"source": "python", "factory": f"{PLANTED}/label_data.py:clean_digits"},
-                       regularize={"data_scaling": {"enabled": False}}, train={"steps": 1000, "eval_every": 250})
+    v, _ = _regularize(
+        cli,
+        in_tmp,
+        "clean",
+        {"source": "python", "factory": f"{PLANTED}/label_data.py:clean_digits"},
+        regularize={"data_scaling": {"enabled": False}},
+        train={"steps": 1000, "eval_every": 250},
+    )
     assert v["suspected-label-errors"]["status"] == "pass" and v["suspected-label-errors"]["observed"]["rate"] < 0.02
 
 
@@ -98,8 +135,14 @@ FLAT = {"num_train": 800, "num_val": 4000, "num_features": 8, "num_classes": 4, 
 
 @pytest.mark.parametrize("args,trend", [(RISING, "rising"), (FLAT, "plateau")])
 def test_data_scaling_says_rising_or_plateau(cli, in_tmp, args, trend):
-    v, out = _regularize(cli, in_tmp, trend, {"source": "synthetic", "args": args},
-                         regularize={"label_errors": {"enabled": False}}, model={"arch": "mlp", "args": {"hidden": [64]}})
+    v, out = _regularize(
+        cli,
+        in_tmp,
+        trend,
+        {"source": "synthetic", "args": args},
+        regularize={"label_errors": {"enabled": False}},
+        model={"arch": "mlp", "args": {"hidden": [64]}},
+    )
     d = v["data-scaling"]
     assert d["status"] == "pass" and d["observed"]["trend"] == trend, d
     assert d["observed"]["examples"] == [200, 400, 800]
@@ -108,9 +151,13 @@ def test_data_scaling_says_rising_or_plateau(cli, in_tmp, args, trend):
 
 
 def test_regression_gets_residual_plots_and_no_label_check(cli, in_tmp):
-    v, out = _regularize(cli, in_tmp, "reg", {"source": "synthetic", "args": {"num_train": 400, "num_val": 200}},
-                         task="regression")
-    assert v["suspected-label-errors"]["status"] == "skip" and "classification only" in v["suspected-label-errors"]["message"]
+    v, out = _regularize(
+        cli, in_tmp, "reg", {"source": "synthetic", "args": {"num_train": 400, "num_val": 200}}, task="regression"
+    )
+    assert (
+        v["suspected-label-errors"]["status"] == "skip"
+        and "classification only" in v["suspected-label-errors"]["message"]
+    )
     assert v["data-scaling"]["status"] == "pass" and len(v["data-scaling"]["observed"]["val_r2"]) == 3
     assert (out / "residuals.png").stat().st_size > 1000 and (out / "mispredictions.csv").exists()
 
@@ -118,10 +165,19 @@ def test_regression_gets_residual_plots_and_no_label_check(cli, in_tmp):
 def test_a_smaller_input_best_is_judged_on_its_own_inputs(cli, in_tmp):
     """best.yaml downsamples: its mispredictions, saved val metric and label-error folds use 8x8
     inputs (weights trained on 8x8 loaded into a 16x16 model would not even fit)."""
-    v, out = _regularize(cli, in_tmp, "blocky", {"source": "python", "factory": f"{PLANTED}/label_data.py:blocky"},
-                         regularize={"knobs": {**KNOBS_OFF, "downsample": 2}, "data_scaling": {"enabled": False},
-                                     "label_errors": {"folds": 2}},
-                         model={"arch": "mlp", "args": {"hidden": [256]}}, train={"steps": 400, "eval_every": 100})
+    v, out = _regularize(
+        cli,
+        in_tmp,
+        "blocky",
+        {"source": "python", "factory": f"{PLANTED}/label_data.py:blocky"},
+        regularize={
+            "knobs": {**KNOBS_OFF, "downsample": 2},
+            "data_scaling": {"enabled": False},
+            "label_errors": {"folds": 2},
+        },
+        model={"arch": "mlp", "args": {"hidden": [256]}},
+        train={"steps": 400, "eval_every": 100},
+    )
     assert v["smaller-input"]["observed"]["effect"] == "helped", v["smaller-input"]  # measured z 6.0
     assert v["suspected-label-errors"]["observed"]["folds"] == 2  # the folds trained (on 8x8 inputs)
     saved = torch.load(out / "checkpoints" / "best.pt", weights_only=True)
@@ -130,8 +186,13 @@ def test_a_smaller_input_best_is_judged_on_its_own_inputs(cli, in_tmp):
 
 
 def test_a_diverged_regression_model_gets_verdicts_not_a_crash(cli, in_tmp):
-    spec = {"name": "nan", "task": "regression", "data": {"source": "synthetic", "args": {"num_train": 200, "num_val": 100}},
-            "optim": {"lr": 1e6}, "train": {"steps": 60, "eval_every": 20}}
+    spec = {
+        "name": "nan",
+        "task": "regression",
+        "data": {"source": "synthetic", "args": {"num_train": 200, "num_val": 100}},
+        "optim": {"lr": 1e6},
+        "train": {"steps": 60, "eval_every": 20},
+    }
     result = cli("overfit", "--config", write_spec(in_tmp, spec, name="nan.yaml"), "--json")
     assert result.exit_code == 1, result.stderr  # a fail verdict, not an internal error (exit 3)
     assert any(v["status"] == "fail" for v in json.loads(result.stdout))

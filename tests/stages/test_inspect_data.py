@@ -7,8 +7,15 @@ import pytest
 
 from conftest import planted_spec
 
-EXPECTED_FILES = ["examples_grid.png", "stat_histograms.png", "outliers.png", "class_balance.png", "examples.csv",
-                  "summary.json", "verdicts.json"]
+EXPECTED_FILES = [
+    "examples_grid.png",
+    "stat_histograms.png",
+    "outliers.png",
+    "class_balance.png",
+    "examples.csv",
+    "summary.json",
+    "verdicts.json",
+]
 
 
 def _verdicts(result):
@@ -39,7 +46,9 @@ def test_tensorboard_can_read_the_images_and_verdict_text(cli, in_tmp):
     assert cli("inspect-data", "--config", planted_spec(in_tmp, "clean")).exit_code == 0
     acc = EventAccumulator(str(in_tmp / "runs" / "clean" / "tb" / "inspect-data"), size_guidance={"images": 0})
     acc.Reload()
-    assert {"data/examples_grid", "data/outliers", "data/stat_histograms", "data/class_balance"} <= set(acc.Tags()["images"])
+    assert {"data/examples_grid", "data/outliers", "data/stat_histograms", "data/class_balance"} <= set(
+        acc.Tags()["images"]
+    )
     image = acc.Images("data/examples_grid")[0]
     assert image.width > 100 and image.height > 100 and image.encoded_image_string[:4] == b"\x89PNG"
     assert "verdicts/text_summary" in acc.Tags()["tensors"]
@@ -89,7 +98,7 @@ def test_sort_and_filter_the_per_example_table(cli, in_tmp):
     spec = planted_spec(in_tmp, "outliers")
     result = cli("inspect-data", "--config", spec, "--sort-by", "z_max", "--limit", "3", "--split", "train")
     assert result.exit_code == 0, result.stderr
-    table = result.stdout[result.stdout.index("examples ("):]
+    table = result.stdout[result.stdout.index("examples (") :]
     rows = [line for line in table.splitlines() if line.startswith("│ train")]
     assert len(rows) == 3 and {r.split("│")[2].strip() for r in rows} <= {"0", "1", "2", "3"}
     result = cli("inspect-data", "--config", spec, "--class", "2", "--limit", "5")
@@ -107,6 +116,10 @@ def test_regression_data_runs_with_label_checks_skipped(cli, in_tmp):
     result = cli("inspect-data", "data.source=synthetic", "task=regression", "name=reg", "--json")
     assert result.exit_code == 0, result.stderr
     verdicts = _verdicts(result)
-    assert {k for k, v in verdicts.items() if v["status"] == "skip"} == {"label-range", "conflicting-labels", "class-balance"}
+    assert {k for k, v in verdicts.items() if v["status"] == "skip"} == {
+        "label-range",
+        "conflicting-labels",
+        "class-balance",
+    }
     summary = json.loads((in_tmp / "runs" / "reg" / "inspect-data" / "summary.json").read_text())
     assert summary["target_var"][0] > 0.5

@@ -6,9 +6,16 @@ from conftest import PLANTED, write_spec
 
 
 def _spec(folder, name, factory):
-    return write_spec(folder, {"name": name, "data": {"source": "python", "factory": f"{PLANTED}/label_data.py:{factory}"},
-                               "train": {"steps": 400, "eval_every": 100},
-                               "stages": {"overfit": {"ladder": []}}}, name=f"{name}.yaml")
+    return write_spec(
+        folder,
+        {
+            "name": name,
+            "data": {"source": "python", "factory": f"{PLANTED}/label_data.py:{factory}"},
+            "train": {"steps": 400, "eval_every": 100},
+            "stages": {"overfit": {"ladder": []}},
+        },
+        name=f"{name}.yaml",
+    )
 
 
 def test_a_model_on_its_own_data_passes_and_on_unnormalised_data_fails(cli, in_tmp):
@@ -20,7 +27,9 @@ def test_a_model_on_its_own_data_passes_and_on_unnormalised_data_fails(cli, in_t
     v = {x["check"]: x for x in json.loads(r.stdout)}["model-on-data"]
     assert v["status"] == "pass" and v["observed"]["drop_z"] == 0.0, v  # the same val split, the same weights
     out = run_dir / "inspect-data"
-    assert (out / "confusion.png").exists() and (out / "per_class.csv").exists() and (out / "mispredictions.png").exists()
+    assert (
+        (out / "confusion.png").exists() and (out / "per_class.csv").exists() and (out / "mispredictions.png").exists()
+    )
     assert any(a.endswith("confusion.png") for a in v["artifacts"])
 
     # the same model fed transposed images: the pipeline changed between training and now

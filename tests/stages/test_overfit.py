@@ -64,7 +64,12 @@ def test_val_encoded_differently_fails_beats_baselines(cli, in_tmp):
 
 
 PROBLEMS = [
-    ("lr-stepped-per-batch", {"optim": {"schedule": {"factory": f"{PLANTED}/schedules.py:epoch_step_lr"}}}, "lr-schedule", "fail"),
+    (
+        "lr-stepped-per-batch",
+        {"optim": {"schedule": {"factory": f"{PLANTED}/schedules.py:epoch_step_lr"}}},
+        "lr-schedule",
+        "fail",
+    ),
     ("cosine-in-overfit", {"optim": {"schedule": "cosine"}}, "lr-schedule", "warn"),
     ("huge-weight-decay", {"optim": {"weight_decay": 5.0}}, "fits-train", "fail"),
     ("lr-diverges", {"optim": {"name": "sgd", "lr": 1e30, "momentum": 0.0}}, "fits-train", "fail"),
@@ -83,7 +88,11 @@ def test_planted_problem_is_caught(cli, in_tmp, case, kwargs, check, status):
 def test_divergence_names_the_step_and_the_last_finite_loss(cli, in_tmp):
     _, v = _overfit(cli, _spec(in_tmp, "nan", optim={"name": "sgd", "lr": 1e30, "momentum": 0.0}))
     o = v["fits-train"]["observed"]
-    assert 1 <= o["non_finite_at_step"] <= 50 and o["last_finite_loss"] > 0 and "NaN/Inf at step" in v["fits-train"]["message"]
+    assert (
+        1 <= o["non_finite_at_step"] <= 50
+        and o["last_finite_loss"] > 0
+        and "NaN/Inf at step" in v["fits-train"]["message"]
+    )
 
 
 def test_warmup_then_constant_user_schedule_passes(cli, in_tmp):
@@ -136,8 +145,12 @@ def test_confusion_per_class_metrics_and_worst_examples(cli, in_tmp):
 def test_each_number_names_the_weights_it_was_measured_on(cli, in_tmp):
     """An LR that jumps for the last third wrecks the last step's model: val is judged at the
     best checkpoint (an earlier step), train at the last step, and each number says which."""
-    path = _spec(in_tmp, "spike", optim={"schedule": {"factory": f"{PLANTED}/schedules.py:late_spike"}},
-                 train={"steps": 300, "eval_every": 50})
+    path = _spec(
+        in_tmp,
+        "spike",
+        optim={"schedule": {"factory": f"{PLANTED}/schedules.py:late_spike"}},
+        train={"steps": 300, "eval_every": 50},
+    )
     assert cli("baseline", "--config", path).exit_code in (0, 1)
     _, v = _overfit(cli, path)
     summary = json.loads((in_tmp / "runs" / "spike" / "overfit" / "summary.json").read_text())

@@ -2,20 +2,26 @@
 
 import json
 
-from nnrecipe.spec import load_spec
-
 from conftest import PLANTED, write_spec
+from nnrecipe.spec import load_spec
 
 OFF = {"dropout": None, "weight_decay": None, "early_stopping": False}  # knobs a test does not need
 OFF_DATA = {"data_scaling": {"enabled": False}, "label_errors": {"enabled": False}}  # tests/stages/test_data_value.py
 
 
 def _spec(folder, name, data, *, knobs=None, augment=None, steps=300, regularize=None, source="python", **extra):
-    d = {"source": source, **({"factory": f"{PLANTED}/regularize_data.py:{data}"} if source == "python" else {"args": data})}
+    d = {
+        "source": source,
+        **({"factory": f"{PLANTED}/regularize_data.py:{data}"} if source == "python" else {"args": data}),
+    }
     if augment is not None:
         d["augment"] = augment
-    spec = {"name": name, "data": d, "train": {"steps": steps, "eval_every": max(1, steps // 10)},
-            "stages": {"regularize": {"seeds": 1, "knobs": {**OFF, **(knobs or {})}, **OFF_DATA, **(regularize or {})}}}
+    spec = {
+        "name": name,
+        "data": d,
+        "train": {"steps": steps, "eval_every": max(1, steps // 10)},
+        "stages": {"regularize": {"seeds": 1, "knobs": {**OFF, **(knobs or {})}, **OFF_DATA, **(regularize or {})}},
+    }
     spec.update(extra)
     return write_spec(folder, spec, name=f"{name}.yaml")
 
@@ -27,7 +33,9 @@ def _regularize(cli, path, *args):
 
 
 def test_a_flip_of_direction_dependent_labels_fails_and_a_label_aware_flip_passes(cli, in_tmp):
-    code, v = _regularize(cli, _spec(in_tmp, "flip", "left_right", augment=[{"name": "hflip"}], knobs={"augment": True}))
+    code, v = _regularize(
+        cli, _spec(in_tmp, "flip", "left_right", augment=[{"name": "hflip"}], knobs={"augment": True})
+    )
     assert code == 1 and v["augment-preserves-labels"]["status"] == "fail"
     assert v["augment-preserves-labels"]["observed"]["retention"] < 0.5
     assert v["augmentation"]["status"] == "warn" and v["augmentation"]["observed"]["effect"] == "hurt"
@@ -50,15 +58,32 @@ def test_scrambled_pixels_leave_filters_like_noise_and_real_digits_do_not(cli, i
 
 def test_early_stopping_helps_on_noisy_labels_and_best_yaml_runs(cli, in_tmp):
     """A small training set with 40% wrong labels: the MLP memorises them; stopping early is a real gain."""
-    noisy = {"num_train": 300, "num_val": 1000, "num_features": 20, "num_classes": 4, "class_sep": 1.5, "label_noise": 0.4}
-    path = _spec(in_tmp, "noisy", noisy, source="synthetic", knobs={"early_stopping": True},
-                 model={"arch": "mlp", "args": {"hidden": [256, 256]}}, optim={"lr": 1e-3},
-                 train={"steps": 1500, "eval_every": 100})
+    noisy = {
+        "num_train": 300,
+        "num_val": 1000,
+        "num_features": 20,
+        "num_classes": 4,
+        "class_sep": 1.5,
+        "label_noise": 0.4,
+    }
+    path = _spec(
+        in_tmp,
+        "noisy",
+        noisy,
+        source="synthetic",
+        knobs={"early_stopping": True},
+        model={"arch": "mlp", "args": {"hidden": [256, 256]}},
+        optim={"lr": 1e-3},
+        train={"steps": 1500, "eval_every": 100},
+    )
     code, v = _regularize(cli, path)
     es = v["early-stopping"]
     assert code == 0 and es["status"] == "pass" and es["observed"]["effect"] == "helped" and es["observed"]["z"] >= 3
     assert es["observed"]["kept_step"] < 1500 and es["observed"]["val_loss_at_kept"] < es["observed"]["val_loss_at_end"]
-    assert v["generalization-gap"]["status"] == "pass" and v["generalization-gap"]["observed"]["gap_after"] < v["generalization-gap"]["observed"]["gap_before"]
+    assert (
+        v["generalization-gap"]["status"] == "pass"
+        and v["generalization-gap"]["observed"]["gap_after"] < v["generalization-gap"]["observed"]["gap_before"]
+    )
     run = in_tmp / "runs" / "noisy" / "regularize"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["helped"] == ["early-stopping"] and summary["best"]["name"] == "early-stopping"
@@ -75,11 +100,23 @@ def test_early_stopping_helps_on_noisy_labels_and_best_yaml_runs(cli, in_tmp):
 
 
 def test_a_knob_that_changes_nothing_is_no_effect_even_after_more_seeds(cli, in_tmp):
-    path = _spec(in_tmp, "noop", {"class_sep": 3.0}, source="synthetic", knobs={"weight_decay": 1e-12}, steps=200,
-                 regularize={"seeds": 2})
+    path = _spec(
+        in_tmp,
+        "noop",
+        {"class_sep": 3.0},
+        source="synthetic",
+        knobs={"weight_decay": 1e-12},
+        steps=200,
+        regularize={"seeds": 2},
+    )
     code, v = _regularize(cli, path)
     wd = v["weight-decay"]
-    assert code == 0 and wd["status"] == "pass" and wd["observed"]["effect"] == "no effect" and wd["observed"]["seeds"] == 2
+    assert (
+        code == 0
+        and wd["status"] == "pass"
+        and wd["observed"]["effect"] == "no effect"
+        and wd["observed"]["seeds"] == 2
+    )
     assert abs(wd["observed"]["z"]) < 3 and v["combined"]["status"] == "skip"
     tb = in_tmp / "runs" / "noop" / "tb" / "regularize"
     assert {"reference", "reference-seed1", "weight-decay", "weight-decay-seed1"} <= {p.name for p in tb.iterdir()}
@@ -89,10 +126,26 @@ def test_every_knob_runs_and_pretrained_weights_help(cli, in_tmp):
     donor = _spec(in_tmp, "donor", "left_right", steps=300)
     assert cli("overfit", "--config", donor).exit_code == 0
     weights = in_tmp / "runs" / "donor" / "overfit" / "checkpoints" / "last.pt"
-    knobs = {"batch_size": 16, "downsample": 2, "smaller_model": 0.5, "larger_model": 2.0, "pretrained": str(weights),
-             "dropout": 0.2, "weight_decay": 1e-3, "early_stopping": True}
+    knobs = {
+        "batch_size": 16,
+        "downsample": 2,
+        "smaller_model": 0.5,
+        "larger_model": 2.0,
+        "pretrained": str(weights),
+        "dropout": 0.2,
+        "weight_decay": 1e-3,
+        "early_stopping": True,
+    }
     code, v = _regularize(cli, _spec(in_tmp, "knobs", "left_right", knobs=knobs, steps=10))
-    for check in ("smaller-batch", "smaller-input", "smaller-model", "larger-model", "pretrained", "dropout", "weight-decay"):
+    for check in (
+        "smaller-batch",
+        "smaller-input",
+        "smaller-model",
+        "larger-model",
+        "pretrained",
+        "dropout",
+        "weight-decay",
+    ):
         assert v[check]["status"] in ("pass", "warn") and v[check]["observed"]["seeds"] == 1, v[check]
     assert v["pretrained"]["observed"]["effect"] == "helped" and v["pretrained"]["observed"]["val_accuracy"] > 0.95
     assert v["augmentation"]["status"] == "skip"

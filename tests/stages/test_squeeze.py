@@ -9,17 +9,22 @@ import time
 
 import torch
 
-from nnrecipe.spec import load_spec
-
 from conftest import PLANTED, write_spec
+from nnrecipe.spec import load_spec
 
 QUICK = {"members": 3, "longer": {"enabled": False}, "distill": {"enabled": False}}
 
 
 def _spec(folder, name, *, data, model=None, train=None, squeeze=None, task="classification", optim=None):
-    spec = {"name": name, "task": task, "data": data, "model": model or {"arch": "mlp", "args": {"hidden": [64]}},
-            "optim": optim or {"lr": 1e-3}, "train": train or {"steps": 300, "eval_every": 100},
-            "stages": {"squeeze": squeeze or QUICK}}
+    spec = {
+        "name": name,
+        "task": task,
+        "data": data,
+        "model": model or {"arch": "mlp", "args": {"hidden": [64]}},
+        "optim": optim or {"lr": 1e-3},
+        "train": train or {"steps": 300, "eval_every": 100},
+        "stages": {"squeeze": squeeze or QUICK},
+    }
     return write_spec(folder, spec, name=f"{name}.yaml")
 
 
@@ -31,9 +36,20 @@ def _squeeze(cli, path, *args):
 
 def test_seeded_members_beat_their_members_on_a_small_noisy_task(cli, in_tmp):
     """Regression from 200 noisy examples with a wide MLP: each seed overfits the noise its own way."""
-    data = {"source": "synthetic", "args": {"num_train": 200, "num_val": 5000, "num_test": 1000, "num_features": 16, "noise_std": 1.0}}
-    path = _spec(in_tmp, "noisy", data=data, task="regression", model={"arch": "mlp", "args": {"hidden": [256, 256]}},
-                 optim={"lr": 3e-3}, train={"steps": 800, "eval_every": 100}, squeeze={**QUICK, "members": 5})
+    data = {
+        "source": "synthetic",
+        "args": {"num_train": 200, "num_val": 5000, "num_test": 1000, "num_features": 16, "noise_std": 1.0},
+    }
+    path = _spec(
+        in_tmp,
+        "noisy",
+        data=data,
+        task="regression",
+        model={"arch": "mlp", "args": {"hidden": [256, 256]}},
+        optim={"lr": 3e-3},
+        train={"steps": 800, "eval_every": 100},
+        squeeze={**QUICK, "members": 5},
+    )
     code, v = _squeeze(cli, path)
     e = v["ensemble-gain"]
     assert code == 0 and e["status"] == "pass" and "gains beyond noise" in e["message"]
@@ -59,11 +75,26 @@ def test_members_that_ignore_the_seed_are_caught(cli, in_tmp):
 def test_soft_targets_beat_hard_labels_when_the_labels_are_noisy(cli, in_tmp):
     """30% wrong train labels; members stop early, so their predictions on train are cleaner than
     the labels: a student on their soft targets beats the same student on the hard labels."""
-    data = {"source": "synthetic", "args": {"num_train": 500, "num_val": 1000, "num_test": 1000, "num_features": 20,
-                                            "num_classes": 4, "class_sep": 3.0, "label_noise": 0.3}}
-    path = _spec(in_tmp, "distill", data=data, model={"arch": "mlp", "args": {"hidden": [256, 256]}},
-                 train={"steps": 1500, "eval_every": 50, "early_stopping": 3},
-                 squeeze={"members": 5, "longer": {"enabled": False}})
+    data = {
+        "source": "synthetic",
+        "args": {
+            "num_train": 500,
+            "num_val": 1000,
+            "num_test": 1000,
+            "num_features": 20,
+            "num_classes": 4,
+            "class_sep": 3.0,
+            "label_noise": 0.3,
+        },
+    }
+    path = _spec(
+        in_tmp,
+        "distill",
+        data=data,
+        model={"arch": "mlp", "args": {"hidden": [256, 256]}},
+        train={"steps": 1500, "eval_every": 50, "early_stopping": 3},
+        squeeze={"members": 5, "longer": {"enabled": False}},
+    )
     code, v = _squeeze(cli, path)
     d = v["distillation"]
     assert code == 0 and d["status"] == "pass" and "beats" in d["message"] and d["observed"]["z_soft_vs_hard"] >= 3
@@ -73,25 +104,40 @@ def test_soft_targets_beat_hard_labels_when_the_labels_are_noisy(cli, in_tmp):
 
 def test_training_on_and_the_final_artefacts(cli, in_tmp):
     data = {"source": "synthetic", "args": {"num_test": 300}}
-    path = _spec(in_tmp, "final", data=data, squeeze={"members": 2, "distill": {"enabled": True}, "longer": {"extra_steps": 200}})
+    path = _spec(
+        in_tmp, "final", data=data, squeeze={"members": 2, "distill": {"enabled": True}, "longer": {"extra_steps": 200}}
+    )
     code, v = _squeeze(cli, path)
     lt = v["longer-training"]
-    assert code == 0 and lt["status"] == "pass" and lt["observed"]["recorded_val_loss"] == lt["observed"]["reloaded_val_loss"]
+    assert (
+        code == 0
+        and lt["status"] == "pass"
+        and lt["observed"]["recorded_val_loss"] == lt["observed"]["reloaded_val_loss"]
+    )
     assert lt["observed"]["extra_steps"] == 200 and lt["observed"]["steps_before"] == 300
     run = in_tmp / "runs" / "final" / "squeeze"
     summary = json.loads((run / "summary.json").read_text())
     state = torch.load(run / "final.pt", weights_only=True)
     assert isinstance(state, dict) and all(isinstance(t, torch.Tensor) for t in state.values())
     final, _ = load_spec(run / "final.yaml")
-    assert summary["final"]["test"] is not None and set(summary["test"]) >= {"best_member", "ensemble", "student", "longer"}
+    assert summary["final"]["test"] is not None and set(summary["test"]) >= {
+        "best_member",
+        "ensemble",
+        "student",
+        "longer",
+    }
     assert final.task == "classification" and summary["start"] == "the spec"
 
 
 def test_a_checkpoint_that_does_not_restore_the_model_fails(cli, in_tmp):
     data = {"source": "python", "factory": f"{PLANTED}/data_bugs.py:clean"}
     model = {"arch": "python", "factory": f"{PLANTED}/models.py:unregistered_state"}
-    code, v = _squeeze(cli, _spec(in_tmp, "state", data=data, model=model, squeeze={"members": 2, "distill": {"enabled": False}}))
-    assert code == 1 and v["longer-training"]["status"] == "fail" and "does not restore" in v["longer-training"]["message"]
+    code, v = _squeeze(
+        cli, _spec(in_tmp, "state", data=data, model=model, squeeze={"members": 2, "distill": {"enabled": False}})
+    )
+    assert (
+        code == 1 and v["longer-training"]["status"] == "fail" and "does not restore" in v["longer-training"]["message"]
+    )
 
 
 def test_squeeze_starts_from_regularize_best_yaml(cli, in_tmp):
@@ -111,8 +157,13 @@ def test_resume_after_a_kill_mid_member_skips_finished_members_and_matches(cli, 
     sq = {"members": 3, "distill": {"enabled": False}, "longer": {"enabled": False}}
     path = _spec(in_tmp, "resume", data=data, train={"steps": 1500, "eval_every": 500}, squeeze=sq)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "nnrecipe.cli", "squeeze", "--config", str(path)], cwd=in_tmp, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nnrecipe.cli", "squeeze", "--config", str(path)],
+        cwd=in_tmp,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     members = in_tmp / "runs" / "resume" / "squeeze" / "members"
     deadline = time.time() + 120
     while not (members / "member-1-last.pt").exists() and time.time() < deadline and proc.poll() is None:
@@ -123,7 +174,9 @@ def test_resume_after_a_kill_mid_member_skips_finished_members_and_matches(cli, 
     code, resumed = _squeeze(cli, path, "--resume")
     summary = json.loads((in_tmp / "runs" / "resume" / "squeeze" / "summary.json").read_text())
     assert summary["resumed_members"] == [0]
-    assert [c["member"] for c in summary["continued_members"]] == [1] and summary["continued_members"][0]["from_step"] >= 500
+    assert [c["member"] for c in summary["continued_members"]] == [1] and summary["continued_members"][0][
+        "from_step"
+    ] >= 500
     code, fresh = _squeeze(cli, path, "--output-dir", "fresh")
     assert resumed["ensemble-gain"]["observed"] == fresh["ensemble-gain"]["observed"]
     a = torch.load(in_tmp / "runs" / "resume" / "squeeze" / "final.pt", weights_only=True)

@@ -61,16 +61,26 @@ def test_a_good_space_passes_and_best_yaml_holds_the_better_learning_rate(cli, i
 
 
 def test_a_space_where_every_trial_diverges_fails(cli, in_tmp):
-    path = _spec(in_tmp, "boom", optim={"name": "sgd", "lr": 0.1}, space={"optim.lr": {"log_uniform": [1e4, 1e6]}},
-                 tune={"pruner": "none"})
+    path = _spec(
+        in_tmp,
+        "boom",
+        optim={"name": "sgd", "lr": 0.1},
+        space={"optim.lr": {"log_uniform": [1e4, 1e6]}},
+        tune={"pruner": "none"},
+    )
     code, v = _tune(cli, path)
     assert code == 1 and v["tune-improves"]["status"] == "fail" and "diverged" in v["tune-improves"]["message"]
     assert v["search-coverage"]["status"] == "warn"
 
 
 def test_a_range_half_of_which_diverges_is_poor_coverage(cli, in_tmp):
-    path = _spec(in_tmp, "half", optim={"name": "sgd", "lr": 0.1}, space={"optim.lr": {"log_uniform": [1e-2, 1e20]}},
-                 tune={"trials": 8, "pruner": "none"})
+    path = _spec(
+        in_tmp,
+        "half",
+        optim={"name": "sgd", "lr": 0.1},
+        space={"optim.lr": {"log_uniform": [1e-2, 1e20]}},
+        tune={"trials": 8, "pruner": "none"},
+    )
     code, v = _tune(cli, path)
     cov = v["search-coverage"]
     assert cov["status"] == "warn" and cov["observed"]["diverged"] >= 2 and "diverged" in cov["message"], cov
@@ -78,7 +88,9 @@ def test_a_range_half_of_which_diverges_is_poor_coverage(cli, in_tmp):
 
 def test_tuning_an_argument_the_model_ignores_is_flat(cli, in_tmp):
     model = {"arch": "python", "factory": f"{PLANTED}/models.py:ignores_width", "args": {"width": 64}}
-    path = _spec(in_tmp, "flat", model=model, space={"model.args.width": {"int": [8, 256]}}, tune={"trials": 6, "pruner": "none"})
+    path = _spec(
+        in_tmp, "flat", model=model, space={"model.args.width": {"int": [8, 256]}}, tune={"trials": 6, "pruner": "none"}
+    )
     code, v = _tune(cli, path)
     s = v["sensitivity"]
     assert s["status"] == "warn" and "nothing in the space" in s["message"] and s["observed"]["spread"] == 0
@@ -99,11 +111,17 @@ def test_two_local_workers_finish_exactly_the_requested_trials(cli, in_tmp):
 
 
 def test_a_tune_killed_mid_trial_finishes_the_study_when_run_again(in_tmp):
-    path = _spec(in_tmp, "killed", train={"steps": 3000, "eval_every": 500},
-                 tune={"trials": 4, "steps": 3000, "eval_every": 500, "pruner": "none"})
+    path = _spec(
+        in_tmp,
+        "killed",
+        train={"steps": 3000, "eval_every": 500},
+        tune={"trials": 4, "steps": 3000, "eval_every": 500, "pruner": "none"},
+    )
     cmd = [sys.executable, "-m", "nnrecipe.cli", "tune", "--config", str(path)]
     journal = in_tmp / "runs" / "killed" / "tune" / "study.journal"
-    proc = subprocess.Popen(cmd, cwd=in_tmp, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, cwd=in_tmp, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
         if journal.exists():
@@ -134,9 +152,31 @@ POSTGRES = os.environ.get("NNRECIPE_TEST_POSTGRES")
 def test_two_processes_on_one_postgresql_study_finish_exactly_the_requested_trials(in_tmp):
     name = f"pg-{os.getpid()}-{int(time.time())}"
     path = _spec(in_tmp, "pg", tune={"trials": 8, "pruner": "none"})
-    procs = [subprocess.Popen([sys.executable, "-m", "nnrecipe.cli", "tune", "--config", str(path), "--storage", POSTGRES,
-                               "--study", name, "--output-dir", f"machine{i}", "--json"],
-                              cwd=in_tmp, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "nnrecipe.cli",
+                "tune",
+                "--config",
+                str(path),
+                "--storage",
+                POSTGRES,
+                "--study",
+                name,
+                "--output-dir",
+                f"machine{i}",
+                "--json",
+            ],
+            cwd=in_tmp,
+            env=ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
     outs = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
     from nnrecipe.probes.tune_study import database_url
@@ -154,7 +194,9 @@ def test_an_unreachable_storage_is_one_clear_line(cli, in_tmp):
     path = _spec(in_tmp, "nowhere")
     result = cli("tune", "--config", path, "--storage", "postgresql://nobody@127.0.0.1:1/none")
     assert result.exit_code == 2
-    assert result.stderr.strip().startswith("error: --storage postgresql://nobody@127.0.0.1:1/none: cannot open the study storage")
+    assert result.stderr.strip().startswith(
+        "error: --storage postgresql://nobody@127.0.0.1:1/none: cannot open the study storage"
+    )
     assert len(result.stderr.strip().splitlines()) == 1
 
 
@@ -163,7 +205,9 @@ def _cmdlines() -> dict[int, str]:
     lines = {}
     for entry in os.listdir("/proc"):
         try:
-            lines[int(entry)] = open(f"/proc/{entry}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
+            lines[int(entry)] = (
+                open(f"/proc/{entry}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
+            )
         except (ValueError, OSError):
             continue
     return lines
@@ -174,14 +218,21 @@ def test_a_storage_password_reaches_no_file_and_no_command_line(in_tmp):
     import re
 
     secret = f"pw-{os.getpid()}-s3cret"
-    url = re.sub(r"://([^:@/]+)@", rf"://\1:{secret}@", POSTGRES, count=1)  # the server trusts loopback: any password works
+    url = re.sub(
+        r"://([^:@/]+)@", rf"://\1:{secret}@", POSTGRES, count=1
+    )  # the server trusts loopback: any password works
     assert secret in url
     name = f"secret-{os.getpid()}-{int(time.time())}"
     path = _spec(in_tmp, "secret", tune={"trials": 4, "pruner": "none", "workers": 2})
     # The user keeps the URL in the environment; nnrecipe must not move it into argv or files.
     env = {**ENV, "NNRECIPE_TUNE_STORAGE": url}
-    proc = subprocess.Popen([sys.executable, "-m", "nnrecipe.cli", "tune", "--config", str(path), "--study", name],
-                            cwd=in_tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nnrecipe.cli", "tune", "--config", str(path), "--study", name],
+        cwd=in_tmp,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     seen = {}
     while proc.poll() is None:
         seen.update({pid: line for pid, line in _cmdlines().items() if "nnrecipe" in line})
@@ -199,14 +250,27 @@ def test_a_storage_password_reaches_no_file_and_no_command_line(in_tmp):
 
     # Run again from the recorded spec: the password comes from where the user keeps it, or
     # the error says where to put it.
-    again = [sys.executable, "-m", "nnrecipe.cli", "tune", "--config", str(run / "spec.yaml"), "--study", name,
-             "--output-dir", str(in_tmp / "again")]
+    again = [
+        sys.executable,
+        "-m",
+        "nnrecipe.cli",
+        "tune",
+        "--config",
+        str(run / "spec.yaml"),
+        "--study",
+        name,
+        "--output-dir",
+        str(in_tmp / "again"),
+    ]
     missing = subprocess.run(again, cwd=in_tmp, env=ENV, capture_output=True, text=True, timeout=300)
     assert missing.returncode == 2, missing.stderr[-2000:]
     assert missing.stderr.strip().splitlines() == [
         f"error: stages.tune.storage {url.replace(secret, '***')}: the password is never kept in the run directory; "
-        "give the URL again with --storage or NNRECIPE_TUNE_STORAGE, or put the password in PGPASSWORD or ~/.pgpass"]
-    resumed = subprocess.run(again, cwd=in_tmp, env={**ENV, "PGPASSWORD": secret}, capture_output=True, text=True, timeout=300)
+        "give the URL again with --storage or NNRECIPE_TUNE_STORAGE, or put the password in PGPASSWORD or ~/.pgpass"
+    ]
+    resumed = subprocess.run(
+        again, cwd=in_tmp, env={**ENV, "PGPASSWORD": secret}, capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     summary = json.loads((in_tmp / "again" / "secret" / "tune" / "summary.json").read_text())
     assert summary["finished"] == 4 and summary["ran_here"] == 0  # the study was continued, not started anew
