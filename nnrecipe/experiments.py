@@ -220,6 +220,7 @@ class SeedRuns:
     description: str
     runs: list[Result] = dataclasses.field(default_factory=list)
     skip: str = ""  # why it was not trained
+    collapse: Any = None  # probes.diagnosis.Collapse of its first run: every val example given one output
 
     def scores(self, seeds: int) -> np.ndarray:
         """Per-example val scores averaged over the first `seeds` runs."""

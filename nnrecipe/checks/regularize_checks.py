@@ -186,15 +186,23 @@ def knob(m: RegularizeMeasurements, result: SeedRuns, cfg: RegularizeSpec) -> Ve
         seeds = f" over {observed['seeds']} seed(s) vs the reference's {observed['reference_seeds']}"
     if unseeded(m, result):
         seeds += "; one seed: the seed spread is not counted"
+    c = result.collapse if m.reference is None or m.reference.collapse is None else None
     if eff == HURT:
+        if c is not None:  # the most specific cause: the knob made every output alike
+            observed["collapsed_from_step"], observed["alike_at"] = c.settled_at, c.layer or None
         return Verdict(
             STAGE,
             check,
             Status.WARN,
             observed=observed,
             expected=expected,
-            message=f"{result.description} hurt: {change} (z = {z:.1f}{seeds})",
-            hint="too strong for this model and data: weaken it; best.yaml leaves it out",
+            message=f"{result.description} hurt: {change} (z = {z:.1f}{seeds})" + (f"; {c.words()}" if c else ""),
+            hint=(
+                f"with it the model collapsed: {c.hint()}; or weaken the knob"
+                if c
+                else "too strong for this model and data: weaken it"
+            )
+            + "; best.yaml leaves it out",
         )
     word = "helped" if eff == HELPED else "no effect beyond noise"
     return Verdict(
@@ -300,6 +308,17 @@ def generalization_gap(m: RegularizeMeasurements, cfg: RegularizeSpec) -> Verdic
             expected="the reference trains at every seed",
             message=f"the reference diverged (NaN/Inf loss) at seed(s) {diverged}",
             hint="training is unstable across seeds: lower the LR or clip gradients (optim.grad_clip)",
+        )
+    c = m.reference.collapse
+    if c is not None:  # nothing to regularize: the reference learnt one output for every example
+        return Verdict(
+            STAGE,
+            "generalization-gap",
+            Status.FAIL,
+            observed={"collapsed_from_step": c.settled_at, "alike_at": c.layer or None},
+            expected="a reference that gives different examples different outputs",
+            message=f"the reference collapsed at this stage's budget: {c.words()}",
+            hint=c.hint(),
         )
     ref = m.reference.runs[0]
     best = m.best.runs[0] if (m.best is not None and m.best.runs) else ref

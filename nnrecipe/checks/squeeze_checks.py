@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -37,6 +37,8 @@ class SqueezeMeasurements:
     reloaded_val_loss: Optional[float] = None  # val loss of the reloaded checkpoint
     recorded_val_loss: Optional[float] = None  # val loss recorded when that checkpoint was written
     longer_skip: str = ""
+    collapsed: dict = dataclasses.field(default_factory=dict)  # member index -> diagnosis.Collapse
+    longer_collapse: Any = None  # diagnosis.Collapse of the model trained on, after the extra steps
     seed_noise: Optional[SeedNoise] = None  # the members' seed spread, pooled with regularize's (distillation)
 
     def best_member(self) -> Optional[int]:
@@ -65,6 +67,21 @@ def ensemble_gain(m: SqueezeMeasurements, cfg: SqueezeSpec) -> Verdict:
             expected="every member trains",
             message=f"members {diverged} diverged (NaN/Inf loss)",
             hint="training is unstable across seeds: lower the LR or clip gradients (optim.grad_clip)",
+        )
+    if m.collapsed:  # a member that gives every example one output: averaging it in only blurs the others
+        i, c = next(iter(m.collapsed.items()))
+        return Verdict(
+            STAGE,
+            "ensemble-gain",
+            Status.WARN,
+            observed={
+                "collapsed_members": sorted(m.collapsed),
+                "collapsed_from_step": c.settled_at,
+                "alike_at": c.layer or None,
+            },
+            expected="every member gives different examples different outputs",
+            message=f"member(s) {sorted(m.collapsed)} collapsed (member {i}: {c.words()})",
+            hint=c.hint(),
         )
     best = m.best_member()
     if best is None or m.ensemble_scores is None or len(m.members) < 2:
@@ -232,6 +249,17 @@ def longer_training(m: SqueezeMeasurements, cfg: SqueezeSpec) -> Verdict:
             expected="finite losses",
             message="training on from the checkpoint diverged",
             hint="lower the LR for the extra budget",
+        )
+    if m.longer_collapse is not None:
+        c = m.longer_collapse
+        return Verdict(
+            STAGE,
+            "longer-training",
+            Status.WARN,
+            observed={**observed, "collapsed_from_step": c.settled_at, "alike_at": c.layer or None},
+            expected="a model that still tells examples apart",
+            message=f"training on collapsed the model: {c.words()}",
+            hint=c.hint(),
         )
     name = m.task.score
     before, after = m.longer_before.val_scores, m.longer_after.val_scores

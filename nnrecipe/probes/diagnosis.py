@@ -191,11 +191,24 @@ def constant_loss(task, x: torch.Tensor, y: torch.Tensor, loss: str) -> float:
     return task.loss_floor(torch.zeros_like(x), y, loss).value
 
 
-def trained_collapse(result, *, task, loss: str, x: torch.Tensor, y: torch.Tensor) -> Optional[Collapse]:
-    """collapse() of a trained run (experiments.Result): its val loss at each evaluation, its
-    model on (x, y)."""
-    curve = [(step, ev.loss) for step, ev in result.history.evals]
-    return collapse(curve, constant=constant_loss(task, x, y, loss), model=result.model, x=x)
+def trained_collapse(result, *, task, loss: str, x: torch.Tensor, y: torch.Tensor, model=None) -> Optional[Collapse]:
+    """collapse() of a trained run (experiments.Result): its val loss at each evaluation
+    (Result.evals), its model (or `model`, for a run recorded without it) on (x, y)."""
+    curve = [(int(e[0]), float(e[1])) for e in result.evals]
+    return collapse(curve, constant=constant_loss(task, x, y, loss), model=model or result.model, x=x)
+
+
+VAL_EXAMPLES = 64  # val examples a trained run's outputs are compared on (every one alike: collapsed)
+
+
+def val_collapse(result, *, data, loss: str, device, model=None) -> Optional[Collapse]:
+    """trained_collapse on the first val examples; None for a run that diverged or kept no model."""
+    from nnrecipe.probes.model_probes import first_examples
+
+    if result.diverged or (model or result.model) is None:
+        return None
+    x, y = (t.to(device) for t in first_examples(data.val, VAL_EXAMPLES))
+    return trained_collapse(result, task=data.task, loss=loss, x=x, y=y, model=model)
 
 
 # ----------------------------------------------------------------------------- train vs eval mode

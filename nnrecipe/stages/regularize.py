@@ -37,6 +37,7 @@ from nnrecipe.pictures import mispredictions
 from nnrecipe.pictures import regularize as regularize_pictures
 from nnrecipe.pictures.saver import attach
 from nnrecipe.probes.data_value import measure_label_errors, measure_scaling
+from nnrecipe.probes.diagnosis import val_collapse
 from nnrecipe.probes.filters import measure_filters
 from nnrecipe.probes.regularize import Knob, _edit, augmented_scores, build_knobs, combine
 from nnrecipe.stages.base import StageContext, StageResult
@@ -73,11 +74,18 @@ class Setup:
     def cfg(self):
         return self.spec.stages.regularize
 
+    def collapsed(self, run, spec):
+        """Whether the run's model gives every example of a fixed val batch one output (the val
+        data the run was scored on: a smaller input's is downsampled)."""
+        return val_collapse(run, data=self.trainer.data(spec), loss=loss_name(spec), device=self.ctx.device)
+
     def train_reference(self, m: RegularizeMeasurements, seed: int) -> None:
         """The reference at `seed`, watched by early stopping (which costs no extra training)."""
         name = "reference" if seed == self.seeds[0] else f"reference-seed{seed}"
         t = self.trainer.train(name, self.ref_spec, seed=seed, watch_patience=self.watch)
         m.reference.runs.append(t)
+        if len(m.reference.runs) == 1:
+            m.reference.collapse = self.collapsed(t, self.ref_spec)
         if m.early is not None:
             if t.early is not None:
                 m.early.runs.append(t.early)
@@ -161,8 +169,10 @@ def _measure_knobs(s: Setup, m: RegularizeMeasurements):
     for k in knobs:
         result = SeedRuns(k.name, k.description, skip=k.skip)
         if not k.skip:
-            t = s.trainer.train(k.name, k.edit(s.ref_spec), seed=s.seeds[0])
+            knob_spec = k.edit(s.ref_spec)
+            t = s.trainer.train(k.name, knob_spec, seed=s.seeds[0])
             result.runs.append(t)
+            result.collapse = s.collapsed(t, knob_spec)
             if k.name == "augmentation" and not t.diverged:
                 augmented = t.model
         m.knobs.append(result)

@@ -29,6 +29,7 @@ from nnrecipe.models import prepare_model
 from nnrecipe.pictures import squeeze as squeeze_pictures
 from nnrecipe.pictures.saver import attach
 from nnrecipe.probes import squeeze as sq
+from nnrecipe.probes.diagnosis import val_collapse
 from nnrecipe.runtime import seed_everything
 from nnrecipe.stages.base import StageContext, StageResult
 from nnrecipe.stats import pool_noise, seed_noise
@@ -159,11 +160,17 @@ def _train_member(s: Setup, label: str, seed: int, resume: bool):
     )
 
 
+def _collapses(s: Setup, models, results) -> list:
+    """diagnosis.val_collapse of each trained model (with its recorded val curve)."""
+    return [val_collapse(r, data=s.data, loss=s.loss, device=s.ctx.device, model=mm) for mm, r in zip(models, results)]
+
+
 def _measure_ensemble(s: Setup, m: SqueezeMeasurements, models, records) -> list[float]:
     """The members and their ensembles on val (and test), batch by batch; returns the test curve."""
     data = s.data
     val = sq.ensemble_pass(s.engine, models, data.val, task=data.task, loss=s.loss)
     m.members = [Result.from_record(r, scores) for r, scores in zip(records, val.members)]
+    m.collapsed = {i: c for i, c in enumerate(_collapses(s, models, m.members)) if c is not None}
     m.ensemble_scores, m.size_curve = val.ensemble, val.curve()
     m.disagreement, m.output_spread = val.disagreement, val.spread
     best = m.best_member()
@@ -244,6 +251,7 @@ def _measure_longer(s: Setup, m: SqueezeMeasurements) -> None:
         writer=ctx.writer(STAGE, "longer-training"),
         progress=ctx.progress,
     )
+    m.longer_collapse = _collapses(s, [model], [m.longer_after])[0]
     m.reloaded_val_loss = m.longer_before.val_loss
     m.recorded_val_loss = sq.checkpoint_val_loss(m.members[best].evals, m.longer_before.steps)
     if s.data.test is not None:

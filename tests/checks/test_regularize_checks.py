@@ -329,3 +329,36 @@ def test_one_seed_everywhere_keeps_the_paired_test():
     m = _m(ref, knobs=[knob])
     m.seed_noise = m.measure_noise()
     assert m.seed_noise is None and "seed_sd" not in rc.knob(m, knob, CFG).observed
+
+
+def _collapsed():
+    from nnrecipe.probes.diagnosis import Collapse
+
+    return Collapse(
+        final_loss=2.3026,
+        constant_loss=2.3026,
+        settled_at=300,
+        layer="head.1",
+        layer_kind="ReLU, every output 0",
+        alike=(64, 64),
+    )
+
+
+def test_a_knob_that_hurts_by_collapsing_the_model_says_so():
+    ref = _result("reference", 0.80)
+    worse = SeedRuns("dropout", "dropout 0.5", runs=[_run(ref.runs[0].val_scores * _scores(0.2, 9))])
+    plain = rc.knob(_m(ref), worse, CFG)
+    assert plain.status is Status.WARN and "same output" not in plain.message and "weaken it" in plain.hint
+    collapsed = dataclasses.replace(worse, collapse=_collapsed())
+    v = rc.knob(_m(ref), collapsed, CFG)
+    assert v.status is Status.WARN and "every example gets the same output" in v.message and "head.1" in v.message
+    assert "outputs 0 for every example" in v.hint and v.observed["alike_at"] == "head.1"
+
+
+def test_a_collapsed_reference_fails_the_gap_with_its_cause():
+    ref = _result("reference", 0.10)
+    assert rc.generalization_gap(_m(ref), CFG).status is not Status.FAIL
+    v = rc.generalization_gap(_m(dataclasses.replace(ref, collapse=_collapsed())), CFG)
+    assert (
+        v.status is Status.FAIL and "the reference collapsed" in v.message and v.observed["collapsed_from_step"] == 300
+    )

@@ -137,3 +137,33 @@ def test_distillation_counts_the_seed_spread_of_the_members():
         after += v.status is Status.WARN
     assert before / sims >= 0.03
     assert after / sims <= 0.00135 + 3 * (0.00135 / sims) ** 0.5
+
+
+def _collapsed(step=400):
+    from nnrecipe.probes.diagnosis import Collapse
+
+    return Collapse(final_loss=2.3026, constant_loss=2.3026, settled_at=step, lowest=(100, 0.4), alike=(64, 64))
+
+
+def test_a_collapsed_member_or_longer_run_is_named():
+    members = _members()
+    ens = np.maximum(members[0].val_scores, _scores(0.6, 99))
+    m = sc.SqueezeMeasurements(CLASSIFICATION, members=members, ensemble_scores=ens)
+    assert sc.ensemble_gain(m, CFG).status is Status.PASS
+    m.collapsed = {3: _collapsed()}
+    v = sc.ensemble_gain(m, CFG)
+    assert v.status is Status.WARN and "member(s) [3] collapsed" in v.message and "lower the LR" in v.hint
+    before = _run(_scores(0.8, 1))
+    m = sc.SqueezeMeasurements(
+        CLASSIFICATION,
+        longer_before=before,
+        longer_after=_run(_scores(0.1, 2)),
+        recorded_val_loss=0.5,
+        reloaded_val_loss=0.5,
+    )
+    assert "collapsed" not in sc.longer_training(m, CFG).message
+    m.longer_collapse = _collapsed(1200)
+    v = sc.longer_training(m, CFG)
+    assert (
+        v.status is Status.WARN and "training on collapsed the model" in v.message and "after reaching 0.4" in v.message
+    )

@@ -276,3 +276,22 @@ def batchnorm_stale(input_shape, num_outputs):
 
 def batchnorm_good(input_shape, num_outputs):
     return _BatchNormMLP(input_shape, num_outputs, momentum=0.1)
+
+
+class _DeadWithDropout(_MLP):
+    """Dropout, as the regularize knob asks for it, wired in with a ReLU on the logits whose
+    bias starts far below zero: with the knob on, every output is 0 from the first step."""
+
+    def __init__(self, input_shape, num_outputs, dropout):
+        super().__init__(input_shape, num_outputs)
+        self.drop = nn.Dropout(dropout)
+        self.act = nn.ReLU()
+        with torch.no_grad():
+            self.head.bias.fill_(-100.0)
+
+    def forward(self, x):
+        return self.act(self.head(self.drop(self.features(x))))  # planted: ReLU on the logits
+
+
+def collapses_with_dropout(input_shape, num_outputs, dropout: float = 0.0):
+    return _MLP(input_shape, num_outputs) if dropout == 0 else _DeadWithDropout(input_shape, num_outputs, dropout)

@@ -149,3 +149,16 @@ def test_every_knob_runs_and_pretrained_weights_help(cli, in_tmp):
         assert v[check]["status"] in ("pass", "warn") and v[check]["observed"]["seeds"] == 1, v[check]
     assert v["pretrained"]["observed"]["effect"] == "helped" and v["pretrained"]["observed"]["val_accuracy"] > 0.95
     assert v["augmentation"]["status"] == "skip"
+
+
+def test_a_knob_that_collapses_the_model_is_named_with_the_layer(cli, in_tmp):
+    """Dropout on: the planted model's logits pass a ReLU whose bias starts at -100, so every
+    output is 0. The knob hurts, and its verdict says why (the layer where outputs are alike);
+    the reference (dropout off) is the plain MLP and does not collapse."""
+    model = {"arch": "python", "factory": f"{PLANTED}/models.py:collapses_with_dropout"}
+    path = _spec(in_tmp, "dead", {}, source="digits", knobs={"dropout": 0.2}, model=model, optim={"lr": 1e-3})
+    code, v = _regularize(cli, path)
+    d = v["dropout"]
+    assert d["status"] == "warn" and "every example gets the same output" in d["message"], d
+    assert d["observed"]["alike_at"] and "outputs 0" in d["hint"], d
+    assert v["generalization-gap"]["status"] != "fail"
