@@ -330,7 +330,8 @@ def gradients_flow(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
     """After one step every trainable parameter has a finite, non-zero gradient and has moved."""
     g = m.grad
     ignored = lambda name: any(name.startswith(p) for p in cfg.ignore_params)  # noqa: E731
-    none = [n for n, v in zip(g.names, g.grad_norm) if (v is None or v == 0.0) and not ignored(n)]
+    late = set(n for n, was_late in zip(g.names, g.late) if was_late)  # gated by a zero-initialised weight
+    none = [n for n, v in zip(g.names, g.grad_norm) if (v is None or v == 0.0) and n not in late and not ignored(n)]
     nonfinite = [n for n, ok in zip(g.names, g.grad_finite) if not ok]
     frozen = [n for n, v, c in zip(g.names, g.grad_norm, g.changed) if v and not c and not ignored(n)]
     weights = list(g.weight_rms)
@@ -345,6 +346,8 @@ def gradients_flow(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
         "no_gradient": none[:8],
         "non_finite": nonfinite[:8],
         "unchanged": frozen[:8],
+        "gradient_from_step_2": sorted(late)[:8],
+        "zero_init_weights": g.zero_init[:8],
         "total_grad_norm": round(g.total_norm, 5),
         "first_last_rms_ratio": round(ratio, 6) if ratio is not None else None,
         "max_dead_fraction": {worst_dead[0]: round(worst_dead[1], 3)} if worst_dead else None,
@@ -398,5 +401,9 @@ def gradients_flow(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
         Status.PASS,
         observed=observed,
         expected=expected,
-        message=f"all {len(g.names)} trainable parameters get finite, non-zero gradients and move after one step",
+        message=f"all {len(g.names)} trainable parameters get finite, non-zero gradients and move after one step"
+        if not late
+        else f"all {len(g.names)} trainable parameters get finite, non-zero gradients: {len(late)} of them from the "
+        f"second step on, behind weights that start at zero ({', '.join(g.zero_init[:3]) or 'a zero-initialised gate'}: "
+        "a zero-init residual branch, deliberate)",
     )

@@ -127,6 +127,10 @@ class GradStep:
     total_norm: float
     dead: dict[str, float]  # ReLU module (and call) -> fraction of units never positive on a val batch
     weight_rms: dict[str, float]  # RMS gradient of each >=2-D weight, in forward order
+    # No gradient at the first step, one at the second: gated by a weight that starts at zero (the
+    # last BatchNorm of a zero-init residual block, ReZero, LayerScale 0), deliberate by design
+    late: list[bool] = dataclasses.field(default_factory=list)
+    zero_init: list[str] = dataclasses.field(default_factory=list)  # weights (not biases) that start all zero
 
 
 def gradient_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable, optimizer) -> GradStep:
@@ -151,6 +155,8 @@ def gradient_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: C
     }
     optimizer.step()
     changed = [not torch.equal(b, p.detach()) for b, (_, p) in zip(before, params)]
+    late = _gradient_after_the_step(model, x, y, loss_fn, optimizer, params, norms)
+    zero_init = [n for (n, _), b in zip(params, before) if not n.endswith("bias") and not bool(b.any())]
     return GradStep(
         names=[n for n, _ in params],
         numel=[p.numel() for _, p in params],
@@ -160,7 +166,21 @@ def gradient_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: C
         total_norm=total,
         dead={},
         weight_rms=rms,
+        late=late,
+        zero_init=zero_init,
     )
+
+
+def _gradient_after_the_step(model, x, y, loss_fn, optimizer, params, norms) -> list[bool]:
+    """For each parameter without a gradient at the first step, whether it gets one at the
+    second (one more backward on the same batch, no second step)."""
+    if all(v for v in norms):
+        return [False] * len(params)
+    optimizer.zero_grad(set_to_none=True)
+    loss_fn(model(x), y).backward()
+    late = [not v and p.grad is not None and bool(p.grad.detach().abs().sum() > 0) for v, (_, p) in zip(norms, params)]
+    optimizer.zero_grad(set_to_none=True)
+    return late
 
 
 @torch.no_grad()

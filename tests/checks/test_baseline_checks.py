@@ -446,3 +446,12 @@ def test_train_eval_consistency_every_branch():
     assert v.status is Status.PASS and "dropout off" in v.message
     m.modes = _modes(base, base + 0.05 + rng.normal(0, 0.01, 256))  # beyond noise but immaterial (< 10% of ln 4)
     assert tc.train_eval_consistency(m, CFG).status is Status.PASS
+
+
+def test_gradients_flow_lets_a_zero_initialised_gate_open_at_step_two():
+    late = _grad(grad_norm=[0.0, 0.0, 0.2, 0.1], late=[True, True, False, False], zero_init=["gate.weight"])
+    v = mc.gradients_flow(BaselineMeasurements(CLASSIFICATION, grad=late), CFG)
+    assert v.status is Status.PASS and "2 of them from the second step on" in v.message and "gate.weight" in v.message
+    never = _grad(grad_norm=[0.0, 0.0, 0.2, 0.1], late=[False, False, False, False])
+    v = mc.gradients_flow(BaselineMeasurements(CLASSIFICATION, grad=never), CFG)
+    assert v.status is Status.FAIL and "2 parameters get no gradient" in v.message

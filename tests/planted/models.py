@@ -295,3 +295,27 @@ class _DeadWithDropout(_MLP):
 
 def collapses_with_dropout(input_shape, num_outputs, dropout: float = 0.0):
     return _MLP(input_shape, num_outputs) if dropout == 0 else _DeadWithDropout(input_shape, num_outputs, dropout)
+
+
+class _ZeroInitResidual(_MLP):
+    """A residual block whose last BatchNorm starts with weight 0 (torchvision's and timm's
+    zero_init_residual): at the first step the branch passes nothing, so its layers get no
+    gradient; from the second step on they do."""
+
+    def __init__(self, input_shape, num_outputs, width=64, frozen_gate=False):
+        super().__init__(input_shape, num_outputs, width)
+        self.branch = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, width), nn.BatchNorm1d(width))
+        nn.init.zeros_(self.branch[3].weight)
+        self.branch[3].weight.requires_grad_(not frozen_gate)  # planted when frozen: the gate never opens
+
+    def forward(self, x):
+        h = self.features(x)
+        return self.head(torch.relu(h + self.branch(h)))
+
+
+def zero_init_residual(input_shape, num_outputs):
+    return _ZeroInitResidual(input_shape, num_outputs)
+
+
+def zero_gate_frozen(input_shape, num_outputs):
+    return _ZeroInitResidual(input_shape, num_outputs, frozen_gate=True)

@@ -78,6 +78,7 @@ PLANTED_BUGS = [
     ("unused-layer", {"model": "unused_layer"}, "gradients-flow", "fail"),
     ("detached-layer", {"model": "detached_layer"}, "gradients-flow", "fail"),
     ("dead-relus", {"model": "dead_relus"}, "gradients-flow", "fail"),
+    ("zero-gate-frozen", {"model": "zero_gate_frozen"}, "gradients-flow", "fail"),
     ("dead-relu-modules", {"model": "dead_relu_modules"}, "gradients-flow", "fail"),
     ("ignores-input", {"model": "ignores_input"}, "input-independent", "fail"),
     ("ignores-input-overfit", {"model": "ignores_input"}, "overfit-one-batch", "fail"),
@@ -194,3 +195,13 @@ def test_warnings_from_the_user_s_code_are_a_verdict_with_their_origin(cli, in_t
     # the same run again in this process: the warning is reported again (Python shows one once per place)
     _, again = _run(cli, _regression(in_tmp, "warns", model="warns_in_forward"))
     assert again["user-warnings"]["observed"]["count"] == 1
+
+
+def test_a_zero_init_residual_branch_is_not_a_missing_gradient(cli, in_tmp):
+    """timm's and torchvision's zero_init_residual: the last BatchNorm of a block starts at 0, so
+    the block's layers get their first gradient at step 2 (a false 'no gradient' before; timm's
+    resnet10t failed gradients-flow so). Frozen at 0 (zero_gate_frozen above) it is a real fail."""
+    code, v = _run(cli, _spec(in_tmp, model="zero_init_residual", name="zero-init"))
+    g = v["gradients-flow"]
+    assert g["status"] == "pass" and "from the second step on" in g["message"], g
+    assert "branch.3.weight" in g["observed"]["zero_init_weights"] and g["observed"]["gradient_from_step_2"]
