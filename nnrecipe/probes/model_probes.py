@@ -184,13 +184,25 @@ def _gradient_after_the_step(model, x, y, loss_fn, optimizer, params, norms) -> 
 
 
 @torch.no_grad()
-def dead_units(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
-    """Fraction of units of each ReLU module that are never positive over the batch.
+def dead_units(model: nn.Module, x: torch.Tensor, *, after: Optional[nn.Module] = None) -> dict[str, float]:
+    """Fraction of units of each ReLU module that are never positive over the batch; with
+    `after` (the same model trained), of the units that are so in both: a unit dead at init
+    whose input later moves (a squeeze-excitation bottleneck over globally pooled, nearly equal
+    features) is not dead, one that stays so is.
 
     A unit is a feature of a (N, D) output or a channel of a (N, C, ...) output. Modules used
     several times (torchvision's shared `relu`) are reported per call.
     """
-    results: dict[str, float] = {}
+    dead = _dead_masks(model, x)
+    if after is not None:
+        later = _dead_masks(after, x)
+        dead = {k: v & later[k] if k in later and later[k].shape == v.shape else v for k, v in dead.items()}
+    return {k: float(v.float().mean()) for k, v in dead.items()}
+
+
+def _dead_masks(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per ReLU module (and call): a bool per unit, never positive over the batch."""
+    results: dict[str, torch.Tensor] = {}
     hooks = []
     for name, module in model.named_modules():
         if isinstance(module, (nn.ReLU, nn.ReLU6)):
@@ -205,7 +217,7 @@ def dead_units(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
                     else (o > 0).any().reshape(1)
                 )
                 key = name if calls["n"] == 1 else f"{name}#{calls['n']}"
-                results[key] = float(1.0 - alive.float().mean())
+                results[key] = ~alive.cpu()
 
             hooks.append(module.register_forward_hook(hook))
     was_training = model.training

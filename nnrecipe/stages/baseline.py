@@ -92,6 +92,7 @@ class Setup:
     loss_fn: Callable
     loss: str  # the loss's name
     engine: Engine
+    untrained: Any = None  # the untrained model the wiring probes looked at
 
     def fresh_model(self, model_spec=None):
         """The spec's model (or `model_spec`), from the spec's seed: every experiment starts alike."""
@@ -158,7 +159,7 @@ def _measure_untrained(s: Setup, m: BaselineMeasurements) -> tuple[torch.Tensor,
     xt, yt = (t.to(device) for t in first_examples(data.train, spec.data.batch_size))
     probe = copy.deepcopy(model)
     m.grad = gradient_step(probe, xt, yt, s.loss_fn, make_optimizer(spec.optim, probe.parameters()))
-    m.grad.dead = dead_units(model, xv)
+    s.untrained = model  # dead units are judged on it and on the trained model (_measure_diagnoses)
     _measure_loss_shapes(s, m, model, xt, yt)
     return xv, yv
 
@@ -229,6 +230,7 @@ def _measure_diagnoses(s: Setup, m: BaselineMeasurements, xv: torch.Tensor, yv: 
     and train mode against eval mode on training examples and on val."""
     data, model = s.data, m.model.model
     m.collapse = trained_collapse(m.model, task=data.task, loss=s.loss, x=xv, y=yv)
+    m.grad.dead = dead_units(s.untrained, xv, after=model)  # dead at init and still after the baseline's training
     if s.loss == "custom":
         m.modes_skip = "a per-example loss is needed to compare the modes: a built-in loss (loss.name)"
         return

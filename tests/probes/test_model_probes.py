@@ -166,3 +166,18 @@ def test_larger_model_spec():
         ],
     )
     assert larger_model_spec(user2).args == {"width": 16}
+
+
+def test_a_unit_dead_at_init_that_trains_back_to_life_is_not_dead():
+    """regnet_y_400mf's squeeze-excitation bottleneck: over globally pooled, nearly equal
+    features 62 % of its units are negative for every val image at init, and not after training.
+    Only the units dead in both count; the planted bias of -100 stays dead in both."""
+    import copy
+
+    x = torch.randn(32, 1, 8, 8)
+    net = planted.dead_relu_modules((1, 8, 8), 4)
+    trained = copy.deepcopy(net)
+    assert dead_units(net, x, after=trained)["act2"] == 1.0  # still dead: counted
+    with torch.no_grad():
+        trained.fc2.bias.fill_(0.0)  # as if training had moved the units' inputs back above zero
+    assert dead_units(net, x)["act2"] == 1.0 and dead_units(net, x, after=trained)["act2"] < 0.5
