@@ -96,20 +96,10 @@ class Spec(Section):
             )
         if lm and self.loss.name not in ("auto", "cross_entropy"):
             raise ValueError(f"loss: {self.loss.name} does not fit task language-model (cross_entropy over tokens)")
-        if self.task == "multi-label" and self.data.source in CLASSIFICATION_ONLY_SOURCES + ("synthetic", "csv"):
-            raise ValueError(
-                f"task: multi-label needs multi-hot targets (N, K): data.source python or npz; "
-                f"{self.data.source} gives one label per example"
-            )
-        if self.task == "multi-label" and self.loss.name not in ("auto", "bce"):
-            raise ValueError(
-                f"loss: {self.loss.name} does not fit task multi-label: "
-                + (
-                    "a softmax makes the labels compete; multi-label wants one sigmoid per label, loss bce"
-                    if self.loss.name in ("cross_entropy", "nll")
-                    else "it wants one sigmoid per label, loss bce"
-                )
-            )
+        from nnrecipe.tasks import get_task  # the task's own rules for the spec (imported here: torch)
+
+        if problem := get_task(self.task).spec_problem(source=self.data.source, loss=self.loss.name):
+            raise ValueError(problem)
         if self.task == "regression" and self.data.source in CLASSIFICATION_ONLY_SOURCES:
             raise ValueError(f"task: regression does not fit data.source: {self.data.source}, which has class labels")
         if self.task == "regression" and self.loss.name in ("cross_entropy", "nll", "bce"):

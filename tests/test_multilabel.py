@@ -119,6 +119,11 @@ def test_a_softmax_loss_for_multi_label_is_refused_in_one_line():
         )
 
 
+def test_a_source_with_one_label_per_example_is_refused_for_multi_label(cli):
+    out = cli("validate", "task=multi-label", "--no-data")  # the default source: digits
+    assert out.exit_code == 2 and "task: multi-label needs multi-hot targets (N, K)" in out.stderr
+
+
 def test_class_indices_cannot_be_trained_on_as_multi_hot(cli, in_tmp):
     spec = write_spec(
         in_tmp,

@@ -146,6 +146,10 @@ class Task:
     def __str__(self) -> str:  # in messages and JSON, a task is its name
         return self.name
 
+    def spec_problem(self, *, source: str, loss: str) -> str:
+        """What in a spec this task cannot work with (a data source, a loss), in one line; "" if none."""
+        return ""
+
     def skip_reason(self, check: str) -> str:
         """Why `check` does not apply to this task ("" when it does)."""
         if check in self.skips:

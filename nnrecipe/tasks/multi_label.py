@@ -59,6 +59,18 @@ class MultiLabel(Task):
         "suspected-label-errors": "multi-label: confident learning ranks one class per example; no rule here",
     }
 
+    def spec_problem(self, *, source, loss):
+        if source not in ("python", "npz"):
+            return f"task: multi-label needs multi-hot targets (N, K): data.source python or npz; {source} gives one label per example"
+        if loss not in ("auto", "bce"):
+            why = (
+                "a softmax makes the labels compete; multi-label wants one sigmoid per label, loss bce"
+                if loss in ("cross_entropy", "nll")
+                else "it wants one sigmoid per label, loss bce"
+            )
+            return f"loss: {loss} does not fit task multi-label: {why}"
+        return ""
+
     # ---- measures
 
     def example_scores(self, out, y):
