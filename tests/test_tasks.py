@@ -208,3 +208,33 @@ def test_a_language_model_s_floor_counts_the_context_it_reads():
         "the 1 token the model reads"
         in LANGUAGE_MODEL.loss_floor(x, y, "cross_entropy", receptive=1, positional=False).why
     )
+
+
+@pytest.mark.parametrize("planted, status", [("two_outputs", "pass"), ("two_outputs_misaligned", "warn")])
+def test_each_of_several_regression_outputs_is_judged(tmp_path, planted, status):
+    """Two real targets: the overall R^2 hides an output the inputs do not predict (its column
+    shuffled on its own); beats-baselines judges each output against its own train mean."""
+    import nnrecipe
+    from planted import regression
+
+    result = nnrecipe.run(
+        data=getattr(regression, planted)(),
+        stages=["baseline", "overfit"],
+        task="regression",
+        overrides={
+            "model.arch": "mlp",
+            "optim.lr": 1e-3,
+            "train.steps": 600,
+            "train.eval_every": 200,
+            "stages.baseline.steps": 300,
+            "stages.baseline.eval_every": 100,
+        },
+        output_dir=tmp_path / "runs",
+        name=planted.replace("_", "-"),
+        quiet=True,
+        keep_going=True,
+    )
+    v = result.verdict("beats-baselines")
+    assert v.status.value == status and len(v.observed["per_output"]["z"]) == 2, v
+    if status == "warn":
+        assert "not on 1 of 2 outputs (output 1" in v.message and v.observed["per_output"]["r2"][0] > 0.5

@@ -129,6 +129,23 @@ def beats_baselines(m: OverfitMeasurements, cfg: OverfitSpec) -> Verdict:
             message=f"the model ({at}) is not clearly better on val than the {', '.join(not_better)} predictor{words}",
             hint="fitting train did not buy val performance: check that train and val come from one distribution",
         )
+    if m.per_output is not None:
+        observed["per_output"] = m.per_output
+        lost = [k for k, zk in enumerate(m.per_output["z"]) if zk < cfg.significance_z]
+        if lost:
+            k = lost[0]
+            return Verdict(
+                STAGE,
+                "beats-baselines",
+                Status.WARN,
+                observed=observed,
+                expected=expected + "; each output better than its own train mean",
+                message=f"the model beats the mean predictor overall, but not on {len(lost)} of "
+                f"{len(m.per_output['z'])} outputs (output {k}: val R^2 {m.per_output['r2'][k]}, "
+                f"z = {m.per_output['z'][k]} against its train mean): it learnt the others only",
+                hint="an output the inputs do not predict: its column misaligned with the inputs (shuffled or "
+                "joined separately), or drowned by the others' scale (standardize the targets)",
+            )
     n = m.task.linear_name
     on_par = f" (on par with the {n} model)" if n in z and z[n] < cfg.significance_z else ""
     return Verdict(

@@ -89,3 +89,6 @@ class OverfitMeasurements:
     ladder_names: list[str] = dataclasses.field(default_factory=list)
     resumed_from: Optional[int] = None  # --resume: the step the model's training continued from
     collapse: Optional[Collapse] = None  # the trained model gives every example the same output
+    # Several real targets: each output's val R^2 and paired z against its own train mean
+    # (Task.per_output), so that one output left unlearnt does not hide in the overall number
+    per_output: Optional[dict] = None

@@ -137,6 +137,10 @@ def _measure_model(s: Setup, m: OverfitMeasurements) -> list[tuple[int, str]]:
         histograms=spec.train.log_histograms,
         on_eval=on_eval if sampler is not None else None,
     )
+    outputs = m.model.val_eval.outputs if m.model.val_eval is not None else None
+    if outputs is not None and not m.model.history.diverged:
+        y = s.data.targets("val")
+        m.per_output = s.data.task.per_output(outputs, y, s.data.target_mean("train"), s.data.task.blocks(len(y)))
     if m.model.model is not None and not m.model.history.diverged:  # why it may not fit: every output alike?
         xt, yt = (t.to(ctx.device) for t in first_examples(s.data.train, 256))
         m.collapse = trained_collapse(m.model, task=s.data.task, loss=loss_name(spec), x=xt, y=yt)

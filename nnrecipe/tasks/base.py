@@ -484,6 +484,13 @@ class Task:
             rows.append((f"y∈[{lo:.3g},{hi:.3g}]", [(int(i), f"#{int(i)} y={t[i]:.3g}") for i in pick]))
         return rows
 
+    def per_output(
+        self, outputs: torch.Tensor, targets: torch.Tensor, train_mean: np.ndarray, blocks=None
+    ) -> Optional[dict]:
+        """For several outputs judged as one: each output's val measures against its own dumb
+        predictor ({"r2": [...], "z": [...]}); None where the task has one prediction per example."""
+        return None
+
     def mispredictions(
         self, outputs: torch.Tensor, targets: torch.Tensor, *, num_classes: int, loss: str, class_name=str, k: int = 24
     ):

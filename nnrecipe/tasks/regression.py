@@ -9,6 +9,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from nnrecipe.stats import paired_z
 from nnrecipe.tasks.base import HUMAN_ACCURACY, LABEL_ERRORS, LossFloor, Task, TrainGoal
 
 
@@ -111,6 +112,22 @@ class Regression(Task):
         from nnrecipe.checks.data_integrity import label_range_skip
 
         return label_range_skip(m, self.skips["label-range"], observed=True)
+
+    def per_output(self, outputs, targets, train_mean, blocks=None):
+        """Each output's val R^2, and the paired z of its squared errors against predicting its
+        train mean (the mean predictor, one output at a time)."""
+        out = outputs.double().reshape(len(outputs), -1).cpu()
+        y = targets.double().reshape(len(targets), -1).cpu()
+        if out.shape[1] < 2 or out.shape != y.shape:
+            return None
+        mean = torch.as_tensor(np.asarray(train_mean, dtype=np.float64)).reshape(1, -1)
+        model_se, dumb_se = ((out - y) ** 2).numpy(), ((mean - y) ** 2).numpy()
+        var = y.var(dim=0).clamp_min(1e-12).numpy()
+        k_out = out.shape[1]
+        return {
+            "r2": [round(float(1 - model_se[:, k].mean() / var[k]), 4) for k in range(k_out)],
+            "z": [round(float(paired_z(model_se[:, k], dumb_se[:, k], blocks=blocks)), 2) for k in range(k_out)],
+        }
 
     # ---- baselines and init
 

@@ -48,3 +48,20 @@ def warns_in_forward(input_shape, num_outputs):
 
 def mlp(input_shape, num_outputs):
     return nn.Sequential(nn.Linear(input_shape[0], 32), nn.ReLU(), nn.Linear(32, num_outputs))
+
+
+def two_outputs(n_train: int = 1200, n_val: int = 400, features: int = 8, seed: int = 0, misaligned: bool = False):
+    """Two real targets, each a linear function of the inputs plus noise; `misaligned`: the
+    second column shuffled on its own (joined to the inputs by the wrong key), so nothing in
+    the inputs predicts it while the first keeps the overall R^2 high."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n_train + n_val, features, generator=g)
+    w = torch.randn(features, 2, generator=g) / features**0.5
+    y = x @ w + 0.1 * torch.randn(n_train + n_val, 2, generator=g)
+    if misaligned:
+        y[:, 1] = y[torch.randperm(len(y), generator=g), 1]  # planted
+    return {"train": (x[:n_train], y[:n_train]), "val": (x[n_train:], y[n_train:])}
+
+
+def two_outputs_misaligned(**kw):
+    return two_outputs(misaligned=True, **kw)
