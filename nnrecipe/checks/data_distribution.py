@@ -189,9 +189,8 @@ def label_prevalence(m: DataMeasurements, cfg: InspectDataSpec) -> Verdict:
     scan = m.scan
     names = scan.class_names or [str(k) for k in range(scan.num_classes or 0)]
 
-    def positives(s):
-        t = np.asarray(s.targets).reshape(s.n, -1)
-        return np.nansum(t > 0.5, axis=0).astype(np.int64), s.n
+    def positives(s):  # positive examples per label, as the class-balance picture counts them
+        return scan.task.share_counts(s.targets, scan.num_classes), s.n
 
     pos, n = positives(scan.train)
     prev = pos / max(n, 1)
