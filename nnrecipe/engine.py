@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Callable
 import torch
 from torch import nn
 
+from nnrecipe import inputs
 from nnrecipe.data.bundle import Batch, Split, TensorSplit
 from nnrecipe.loop import BatchStream, EvalResult, History, RunState, StepLog, save_checkpoint
 from nnrecipe.runtime import autocast_dtype
@@ -67,9 +68,9 @@ class Engine:
     def _to_device(self, batch: Batch) -> Batch:
         x, y = batch
         nb = self.device.type == "cuda"  # pinned host memory + non_blocking overlaps the copy
-        x = x.to(self.device, non_blocking=nb)
-        if self.channels_last and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = inputs.to(x, self.device, non_blocking=nb)
+        if self.channels_last:
+            x = inputs.map_leaves(lambda t: t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t, x)
         return x, y.to(self.device, non_blocking=nb)
 
     def _prepare(self, model: nn.Module) -> nn.Module:
@@ -109,9 +110,9 @@ class Engine:
                 kept.append(out.float().cpu())
             if keep_scores:
                 scored.append(self.task.example_scores(out, y))  # stays on the device until the end
-            loss_sum += loss_fn(out, y).double() * len(x)  # losses are batch means
+            loss_sum += loss_fn(out, y).double() * len(y)  # losses are batch means
             meter.update(out, y)
-            n += len(x)
+            n += len(y)
         model.train(was_training)
         mean_loss = (loss_sum / n).item()
         return EvalResult(

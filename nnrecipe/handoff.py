@@ -57,9 +57,7 @@ def data_fingerprint(data) -> str:
     """Identifies the train/val split a stage ran on, so a later stage compares per-example
     val scores only with scores from the same val examples (same spec, same split_seed)."""
     h = hashlib.sha256()
-    h.update(
-        f"{data.task.name}|{data.num_outputs}|{len(data.train)}|{len(data.val)}|{tuple(data.input_shape)}".encode()
-    )
+    h.update(f"{data.task.name}|{data.num_outputs}|{len(data.train)}|{len(data.val)}|{data.input_shape}".encode())
     for name in ("train", "val"):
         h.update(data.targets(name).contiguous().numpy().tobytes())
     return h.hexdigest()[:16]

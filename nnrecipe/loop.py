@@ -74,7 +74,7 @@ class BatchStream:
             it = self.split.iterate(
                 self.batch_size, shuffle=shuffle, generator=self.generator, pin_memory=self.pin_memory
             )
-        self._it = (b for b in it if not (self.drop and len(b[0]) < self.batch_size))
+        self._it = (b for b in it if not (self.drop and len(b[1]) < self.batch_size))
 
     def __next__(self) -> Batch:
         if self._it is None:

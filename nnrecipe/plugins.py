@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import importlib
 import importlib.util
 import sys
@@ -114,16 +115,21 @@ def reraise(exc: BaseException, field: str, what: str) -> NoReturn:
     raise err from exc
 
 
-def guard_module(model, *, field: str, ref: str, output=None):
+def guard_module(model, *, field: str, ref: str, output=None, call=None):
     """The user's module, its forward run under the guard wherever nnrecipe calls it (the
     engine, every probe, copies of it): its class becomes a subclass whose forward catches,
     takes the prediction out of a structured output (`output`: model.output, see
     nnrecipe/outputs.py) and checks it: a floating-point tensor with a row per example, of the
     rank and width of its first output (the shape check at build time sees only the first
-    call). Weights, state_dict keys and the class's name are unchanged."""
+    call). Structured inputs arrive as one argument, model(x), from every caller in nnrecipe;
+    the guard passes them on as the structure says: forward(*x) for a tuple, forward(**x) for a
+    dict, or as `call` (model.call) says (nnrecipe/inputs.py). Weights, state_dict keys and the
+    class's name are unchanged."""
+    from nnrecipe import inputs
     from nnrecipe.outputs import prediction
 
     model.__dict__["_nnrecipe_output_key"] = output  # per instance; deep copies keep it
+    model.__dict__["_nnrecipe_call"] = call
     cls = type(model)
     if getattr(cls, "_nnrecipe_guarded", False):
         return model
@@ -131,7 +137,10 @@ def guard_module(model, *, field: str, ref: str, output=None):
     def forward(self, *args, **kwargs):
         _RUNNING.append((field, f"{ref}: forward"))
         try:
-            out = cls.forward(self, *args, **kwargs)
+            if len(args) == 1 and not kwargs and inputs.structured(args[0]):
+                out = inputs.call(functools.partial(cls.forward, self), args[0], self.__dict__.get("_nnrecipe_call"))
+            else:
+                out = cls.forward(self, *args, **kwargs)
         except BaseException as exc:
             reraise(exc, field, f"{ref}: forward")
         finally:
@@ -164,8 +173,11 @@ def _check_output(module, out, args, field: str, ref: str) -> None:
             else type(out).__name__
         )
         raise PluginError(f"{field}: {ref}: forward returned {got}; expected floating-point outputs, a row per example")
-    if args and isinstance(args[0], torch.Tensor) and len(out) != len(args[0]):
-        raise PluginError(f"{field}: {ref}: forward returned {len(out)} rows for a batch of {len(args[0])}")
+    from nnrecipe import inputs
+
+    rows = inputs.batch_len(args[0]) if args and not inputs.problem(args[0]) else None
+    if rows is not None and len(out) != rows:
+        raise PluginError(f"{field}: {ref}: forward returned {len(out)} rows for a batch of {rows}")
     form = (out.ndim, out.shape[-1])
     first = module.__dict__.setdefault("_nnrecipe_output_form", form)
     if form != first:

@@ -331,6 +331,9 @@ class PythonModel(ModelBase):
     # Where the prediction is in a structured output: a key, attribute or index. Default: a
     # tensor as it is, a tuple's first element, else `logits`, else `out` (nnrecipe/outputs.py).
     output: Optional[Union[Annotated[int, Field(ge=0)], Annotated[str, Field(min_length=1)]]] = None
+    # How structured inputs reach forward: `single` model(x), `positional` model(*x), `keywords`
+    # model(**x). Default: by the structure (a tuple positional, a dict keywords; nnrecipe/inputs.py).
+    call: Optional[Literal["single", "positional", "keywords"]] = None
 
 
 ModelSpec = Annotated[

@@ -143,7 +143,14 @@ def _moved_by_later(p, observed: dict) -> str:
 
 
 def padding_invariance(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
-    """Appending padding whose targets are ignore_index leaves the loss unchanged."""
+    """Appending padding whose targets are ignore_index leaves the loss unchanged; of masked
+    inputs (an attention_mask), appending padding leaves the predictions where they were."""
+    if m.mask_key:  # masked inputs (probes/mask_probes.py)
+        from nnrecipe.checks.mask_checks import mask_padding
+
+        if m.mask_padding is None:
+            return Verdict(STAGE, "padding-invariance", Status.SKIP, message=m.padding_skip)
+        return mask_padding(m.mask_padding, cfg.padding_rtol)
     if skip := not_for_task(STAGE, "padding-invariance", m.task):
         return skip
     p = m.padding

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from nnrecipe import inputs
 from nnrecipe.data.bundle import DataBundle, LazySplit, Split, TensorSplit, downsample
 
 SOURCES: dict[str, str] = {
@@ -44,7 +45,8 @@ def _check_usable(data: DataBundle, spec) -> None:
     for name, split in data.splits().items():
         if len(split) == 0:
             raise DataError(f"{where}: the {name} split is empty")
-        for what, t in zip(("inputs", "targets"), split.example(0)):
+        x, y = split.example(0)
+        for what, t in [*((f"inputs {n}" if n != "x" else "inputs", t) for n, t in inputs.leaves(x)), ("targets", y)]:
             if torch.as_tensor(t).numel() == 0:
                 raise DataError(
                     f"{where}: the {name} {what} have shape {tuple(torch.as_tensor(t).shape)} per example: no values"

@@ -11,46 +11,51 @@ Two kinds of split share one small interface (`len`, `iterate`, `example`):
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Iterator, NoReturn, Optional, Union
+from typing import TYPE_CHECKING, Any, Iterator, NoReturn, Optional, Union
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from nnrecipe import inputs
 from nnrecipe.errors import DataError, NNRecipeError, PluginError
+from nnrecipe.inputs import Inputs
 
 if TYPE_CHECKING:
     from nnrecipe.tasks import Task
 
-Batch = tuple[torch.Tensor, torch.Tensor]
+Batch = tuple[Inputs, torch.Tensor]  # (inputs of any structure, targets)
 
 
 class TensorSplit:
+    """x is a tensor or a structure of them (nnrecipe/inputs.py), a row per example."""
+
     lazy = False
 
-    def __init__(self, name: str, x: torch.Tensor, y: torch.Tensor):
-        if len(x) != len(y):
-            raise DataError(f"data: the {name} split has {len(x)} inputs but {len(y)} targets")
+    def __init__(self, name: str, x: Inputs, y: torch.Tensor):
+        why = inputs.problem(x)
+        if why:
+            raise DataError(f"data: the {name} split's inputs cannot be batched: {why}")
+        if inputs.batch_len(x) != len(y):
+            raise DataError(f"data: the {name} split has {inputs.batch_len(x)} inputs but {len(y)} targets")
         self.name, self.x, self.y = name, x, y
 
     def __len__(self) -> int:
-        return len(self.x)
+        return len(self.y)
 
     @property
     def device(self) -> torch.device:
-        return self.x.device
+        return self.y.device
 
     def to(self, device: torch.device | str) -> "TensorSplit":
-        if torch.device(device) == self.x.device:
+        if torch.device(device) == self.device and inputs.device(self.x) == self.device:
             return self
-        non_blocking = torch.device(device).type == "cuda"
-        return TensorSplit(
-            self.name, self.x.to(device, non_blocking=non_blocking), self.y.to(device, non_blocking=non_blocking)
-        )
+        nb = torch.device(device).type == "cuda"
+        return TensorSplit(self.name, inputs.to(self.x, device, non_blocking=nb), self.y.to(device, non_blocking=nb))
 
     def subset(self, index: torch.Tensor) -> "TensorSplit":
-        index = index.to(self.x.device)
-        return TensorSplit(self.name, self.x[index], self.y[index])
+        index = index.to(self.device)
+        return TensorSplit(self.name, inputs.index(self.x, index), self.y[index])
 
     def iterate(
         self, batch_size: int, *, shuffle: bool = False, generator: Optional[torch.Generator] = None
@@ -58,16 +63,17 @@ class TensorSplit:
         """One pass over the split. Shuffling draws a permutation on the data's own device."""
         n = len(self)
         if shuffle:
-            order = torch.randperm(n, generator=generator, device=self.x.device)
+            order = torch.randperm(n, generator=generator, device=self.device)
             for start in range(0, n, batch_size):
                 idx = order[start : start + batch_size]
-                yield self.x[idx], self.y[idx]
+                yield inputs.index(self.x, idx), self.y[idx]
         else:
             for start in range(0, n, batch_size):  # slices are views: no copy
-                yield self.x[start : start + batch_size], self.y[start : start + batch_size]
+                part = slice(start, start + batch_size)
+                yield inputs.index(self.x, part), self.y[part]
 
     def example(self, i: int) -> Batch:
-        return self.x[i], self.y[i]
+        return inputs.index(self.x, i), self.y[i]
 
 
 class LazySplit:
@@ -145,19 +151,17 @@ class LazySplit:
             except BaseException as exc:  # the dataset, a worker or the collate failed: name the split, one line
                 self._reraise(exc)
             x, y = _as_pair(batch, self)
-            if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)):
-                raise self._error(
-                    TypeError(
-                        f"examples must be (x, y) of numbers; a batch of them holds "
-                        f"({type(x).__name__}, {type(y).__name__})"
-                    )
-                )
+            why = inputs.problem(x) or (
+                "" if isinstance(y, torch.Tensor) else f"its targets are a {type(y).__name__}, not a tensor"
+            )
+            if why:
+                raise self._error(TypeError(f"examples must be (x, y) of numbers; in a batch of them {why}"))
             yield x, y
 
     def example(self, i: int) -> Batch:
         try:
             x, y = _as_pair(self.dataset[i], self)
-            return torch.as_tensor(x), torch.as_tensor(y)
+            return inputs.map_leaves(torch.as_tensor, x), torch.as_tensor(y)
         except BaseException as exc:
             self._reraise(exc)
 
@@ -170,7 +174,7 @@ class LazySplit:
 
     def materialize(self, batch_size: int = 256) -> TensorSplit:
         xs, ys = zip(*self.iterate(batch_size)) if len(self) else ((), ())
-        return TensorSplit(self.name, torch.cat(xs), torch.cat(ys))
+        return TensorSplit(self.name, inputs.cat(xs), torch.cat(ys))
 
 
 class _Contained(Dataset):
@@ -233,8 +237,14 @@ class DataBundle:
         return out
 
     @property
-    def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.train.example(0)[0].shape)
+    def input_shape(self) -> Any:
+        """An example's shape; for structured inputs the structure of shapes (inputs.shape)."""
+        return inputs.shape(self.train.example(0)[0])
+
+    @property
+    def structured(self) -> bool:
+        """Inputs that are a tuple, list or dict of tensors rather than one tensor."""
+        return inputs.structured(self.train.example(0)[0])
 
     @property
     def num_outputs(self) -> int:
@@ -243,8 +253,9 @@ class DataBundle:
     @property
     def kind(self) -> str:
         """How examples are drawn: (C, H, W) images, (C, L) signals, (D,) feature vectors, or
-        (L,) token windows (language models): the task says."""
-        return self.task.input_kind(self.input_shape)
+        (L,) token windows (language models): the task says; `structured` for a dict or tuple
+        of tensors (nnrecipe/inputs.py)."""
+        return "structured" if self.structured else self.task.input_kind(self.input_shape)
 
     def class_name(self, label: int) -> str:
         if self.class_names and 0 <= label < len(self.class_names):

@@ -8,6 +8,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from nnrecipe import inputs
 from nnrecipe.data.bundle import DataBundle, Split, TensorSplit
 from nnrecipe.errors import DataError
 from nnrecipe.tasks import Task
@@ -116,6 +117,11 @@ def infer_num_classes(
     return None
 
 
+def _float32(t) -> torch.Tensor:
+    t = torch.as_tensor(t)
+    return t.float() if t.dtype == torch.float64 else t
+
+
 def tensor_bundle(
     splits: dict[str, tuple[torch.Tensor, torch.Tensor]],
     *,
@@ -127,15 +133,12 @@ def tensor_bundle(
 ) -> DataBundle:
     """Bundle in-memory splits: float32 inputs, targets as the task takes them (regression: (N, k) floats)."""
     for name in ("train", "val"):
-        if name not in splits or len(splits[name][0]) == 0:
+        if name not in splits or len(splits[name][1]) == 0:
             raise DataError(f"data: the {name} split is empty")
     made: dict[str, Split] = {}
     for name, (x, y) in splits.items():
-        x = torch.as_tensor(x)
-        y = torch.as_tensor(y)
-        if x.dtype == torch.float64:
-            x = x.float()
-        made[name] = TensorSplit(name, x, task.bundle_targets(y))
+        x = inputs.map_leaves(_float32, x)  # each leaf of structured inputs
+        made[name] = TensorSplit(name, x, task.bundle_targets(torch.as_tensor(y)))
     num_classes, target_dim = task.declared_outputs(declared_classes, class_names, [s.y for s in made.values()])
     raw = tuple(torch.as_tensor(splits["train"][1]).shape[1:])
     return DataBundle(

@@ -1,7 +1,8 @@
 """`data.source: python`: the user's function returns the splits (see DESIGN.md, plugin contract).
 
 `function(**data.args)` returns a mapping with `train` and `val` (optionally `test`), each a
-Dataset yielding (x, y) or a pair of tensors (X, Y), and optionally `classes` (names).
+Dataset yielding (x, y) or a pair (X, Y) of tensors, and optionally `classes` (names). X may be
+a tuple, list or dict of tensors (nnrecipe/inputs.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
+from nnrecipe import inputs
 from nnrecipe.data.bundle import DataBundle, LazySplit, Split, TensorSplit
 from nnrecipe.data.common import tensor_bundle
 from nnrecipe.errors import PluginError
@@ -41,15 +43,26 @@ def numeric(value: Any, what: str, ref: str) -> torch.Tensor:
     return t
 
 
-def _as_split(name: str, value: Any, spec, ref: str) -> Split | tuple[torch.Tensor, torch.Tensor]:
+def _arrays(value: Any) -> bool:
+    """A tensor or array, or a tuple/list/dict of them (structured inputs)."""
+    named = inputs.leaves(value)
+    return bool(named) and all(isinstance(v, (torch.Tensor, np.ndarray)) for _, v in named)
+
+
+def _as_split(name: str, value: Any, spec, ref: str) -> Split | tuple[Any, torch.Tensor]:
     if isinstance(value, TensorDataset) and len(value.tensors) == 2:
         return numeric(value.tensors[0], f"{name!r} inputs", ref), numeric(value.tensors[1], f"{name!r} targets", ref)
     if (
         isinstance(value, (tuple, list))
         and len(value) == 2
-        and all(isinstance(v, (torch.Tensor, np.ndarray)) for v in value)
+        and _arrays(value[0])
+        and isinstance(value[1], (torch.Tensor, np.ndarray))
     ):
-        return numeric(value[0], f"{name!r} inputs", ref), numeric(value[1], f"{name!r} targets", ref)
+        x = inputs.map_named(lambda leaf, v: numeric(v, f"{name!r} inputs {leaf}".removesuffix(" x"), ref), value[0])
+        why = inputs.problem(x)
+        if why:
+            raise PluginError(f"{FIELD}: {ref} returned {name!r} inputs that cannot be batched: {why}")
+        return x, numeric(value[1], f"{name!r} targets", ref)
     if isinstance(value, Dataset) and hasattr(value, "__len__"):
         split = LazySplit(name, value, num_workers=spec.data.num_workers, owner=FIELD)
         return split.materialize() if spec.data.in_memory == "always" else split

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -22,22 +22,44 @@ ARCHS = {
 }
 
 
-def build_model(spec, *, input_shape: Sequence[int], num_outputs: int, base: Path) -> nn.Module:
+def build_model(spec, *, input_shape: Any, num_outputs: int, base: Path) -> nn.Module:
+    """input_shape: an example's shape; for structured inputs the structure of shapes, which
+    only a user model (model.factory) can take."""
     m = spec.model
+    if m.arch != "python" and not _is_shape(input_shape):
+        raise SpecError(
+            f"model.arch: {m.arch} takes one tensor per example; these inputs are {_shapes(input_shape)}: "
+            "give your own model (model.arch: python, model.factory)"
+        )
     if m.arch in ARCHS:
         return ARCHS[m.arch](tuple(input_shape), num_outputs, m.args)
     if m.arch in ("resnet18", "resnet50"):
         return getattr(builtin, m.arch)(tuple(input_shape), num_outputs, m.args, base)
     fn = load_factory(m.factory, base=base, field="model.factory")
-    model = call_factory(fn, tuple(input_shape), num_outputs, field="model.factory", ref=m.factory, **m.args)
+    shape = tuple(input_shape) if _is_shape(input_shape) else input_shape
+    model = call_factory(fn, shape, num_outputs, field="model.factory", ref=m.factory, **m.args)
     if not isinstance(model, nn.Module):
         raise PluginError(f"model.factory: {m.factory} returned {type(model).__name__}; expected a torch.nn.Module")
-    return guard_module(model, field="model.factory", ref=m.factory, output=m.output)  # its forward is user code
+    return guard_module(
+        model, field="model.factory", ref=m.factory, output=m.output, call=m.call
+    )  # its forward is user code
 
 
-def check_output_shape(model: nn.Module, x: torch.Tensor, want: tuple[int, ...], *, field: str = "model") -> None:
+def _shapes(input_shape: Any) -> str:
+    from nnrecipe import inputs
+
+    return ", ".join(f"{name} {shape}" for name, shape in inputs.leaves(input_shape, is_leaf=_is_shape))
+
+
+def _is_shape(v: Any) -> bool:
+    return isinstance(v, tuple) and all(isinstance(d, int) for d in v)
+
+
+def check_output_shape(model: nn.Module, x: Any, want: tuple[int, ...], *, field: str = "model") -> None:
     """One forward pass on a small batch: the model must return the shape the task wants,
     (N, num_outputs), or for a language model (N, L, V) on (N, L) token windows."""
+    from nnrecipe import inputs
+
     was_training = model.training
     model.eval()
     try:
@@ -48,13 +70,14 @@ def check_output_shape(model: nn.Module, x: torch.Tensor, want: tuple[int, ...],
     except Exception as exc:
         cls = PluginError if field == "model.factory" else SpecError
         raise cls(
-            f"{field}: forward on a batch of shape {tuple(x.shape)} raised {exc.__class__.__name__}: {exc}"
+            f"{field}: forward on a batch of {inputs.describe(x)} raised {exc.__class__.__name__}: {exc}"
         ) from exc
     finally:
         model.train(was_training)
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(want):
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        what = f"{len(x)} windows of {x.shape[1]} tokens" if len(want) == 3 and x.dim() == 2 else str(len(x))
+        tokens = len(want) == 3 and isinstance(x, torch.Tensor) and x.dim() == 2
+        what = f"{len(x)} windows of {x.shape[1]} tokens" if tokens else str(inputs.batch_len(x))
         raise PluginError(f"{field}: the model returns {got} for a batch of {what}; expected {want}")
     if not out.is_floating_point():
         raise PluginError(
@@ -68,6 +91,7 @@ BUILTIN_ARCHS = ("linear", "mlp", "cnn1d", "cnn2d", "resnet18", "resnet50")
 
 def prepare_model(spec, data, *, base: Path, model_spec=None) -> nn.Module:
     """Build the model for the data, check its output shape, and (built-ins) init the final bias."""
+    from nnrecipe import inputs
     from nnrecipe.losses import loss_name
     from nnrecipe.models.init import load_matching_weights
 
@@ -75,7 +99,8 @@ def prepare_model(spec, data, *, base: Path, model_spec=None) -> nn.Module:
         spec = spec.model_copy(update={"model": model_spec})
     model = build_model(spec, input_shape=data.input_shape, num_outputs=data.num_outputs, base=base)
     field = "model.factory" if spec.model.arch == "python" else "model"
-    x = torch.stack([data.train.example(i)[0] for i in range(min(2, len(data.train)))]).cpu()
+    x = inputs.stack([data.train.example(i)[0] for i in range(min(2, len(data.train)))])
+    x = inputs.cpu(x)
     check_output_shape(model, x, data.task.output_shape(x, data.num_outputs), field=field)
     if not any(p.requires_grad for p in model.parameters()):
         raise (PluginError if field == "model.factory" else SpecError)(

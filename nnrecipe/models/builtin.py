@@ -51,6 +51,47 @@ def id_linear(data) -> IdLinear:
     return IdLinear(math.prod(data.input_shape), max(vocab, 1), data.num_outputs)
 
 
+class StructuredLinear(nn.Module):
+    """The linear baseline of structured inputs (a dict or tuple of tensors): one linear part
+    per leaf, summed: float leaves flattened through a linear layer, integer leaves through
+    IdLinear (their one-hot encoding). Every weight starts at zero (a bias-only model), so the
+    baseline is the same at any seed; the loss is convex in the weights."""
+
+    def __init__(self, parts: dict[str, nn.Module], num_outputs: int):
+        super().__init__()
+        self.names = list(parts)
+        self.parts = nn.ModuleList(parts.values())
+        self.bias = nn.Parameter(torch.zeros(num_outputs))
+
+    def forward(self, x) -> torch.Tensor:
+        from nnrecipe import inputs
+
+        out = self.bias
+        for part, (_, leaf) in zip(self.parts, inputs.leaves(x)):
+            out = out + part(leaf.reshape(len(leaf), -1).float() if isinstance(part, nn.Linear) else leaf)
+        return out
+
+
+def structured_linear(data) -> StructuredLinear:
+    from nnrecipe import inputs
+
+    top: dict[str, int] = {}  # the largest id of each integer leaf over every split
+    for split in data.splits().values():
+        for x, _ in split.iterate(4096):
+            for name, t in inputs.leaves(x):
+                if not t.is_floating_point() and t.numel():
+                    top[name] = max(top.get(name, 0), int(t.max()))
+    parts: dict[str, nn.Module] = {}
+    for name, leaf in inputs.leaves(data.train.example(0)[0]):
+        if leaf.is_floating_point():
+            parts[name] = nn.Linear(max(1, leaf.numel()), data.num_outputs, bias=False)
+            nn.init.zeros_(parts[name].weight)
+        else:
+            parts[name] = IdLinear(max(1, leaf.numel()), top.get(name, 0) + 1, data.num_outputs)
+            parts[name].bias.requires_grad_(False)  # one bias: the model's own
+    return StructuredLinear(parts, data.num_outputs)
+
+
 def mlp(input_shape: Sequence[int], num_outputs: int, args) -> nn.Module:
     layers: list[nn.Module] = [nn.Flatten()]
     width = math.prod(input_shape)

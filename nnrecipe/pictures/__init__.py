@@ -53,6 +53,10 @@ def example_grid(examples: Sequence[tuple[str, list[tuple[torch.Tensor, str]]]],
     One mosaic image (or one set of offset lines) instead of a subplot per example: a
     10x8 grid of subplots takes seconds to render, the mosaic a fraction of that.
     """
+    if kind == "structured":  # a dict or tuple of tensors: a panel per leaf
+        from nnrecipe.pictures.structured import structured_grid
+
+        return structured_grid(examples, title=title)
     rows = max(1, len(examples))
     cols = max(1, max((len(r[1]) for r in examples), default=1))
     arrays = [[x.detach().float().cpu().numpy() for x, _ in items] for _, items in examples]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nnrecipe import pictures
+from nnrecipe import inputs, pictures
 from nnrecipe.pictures.saver import Artifacts, FigureSaver
 
 
@@ -15,11 +15,14 @@ def draw(ctx, stage: str, data, m, loss: str) -> Artifacts:
     kind, task = data.kind, data.task
     save = FigureSaver(ctx, stage)
     if m.input_x is not None:
-        shown = min(len(m.input_x), 32)
+        shown = min(inputs.batch_len(m.input_x), 32)
         rows = [
             (
                 f"batch[{r}:]",
-                [(m.input_x[i], f"y={task.label_text(data, m.input_y[i])}") for i in range(r, min(shown, r + 8))],
+                [
+                    (inputs.index(m.input_x, i), f"y={task.label_text(data, m.input_y[i])}")
+                    for i in range(r, min(shown, r + 8))
+                ],
             )
             for r in range(0, shown, 8)
         ]
@@ -29,7 +32,7 @@ def draw(ctx, stage: str, data, m, loss: str) -> Artifacts:
             scale = (x.mean(0).flatten().cpu().numpy(), x.std(0).flatten().cpu().numpy())
         save(
             pictures.example_grid(
-                rows, kind, title="the exact tensor entering model(x) in the first training step", scale=scale
+                rows, kind, title="the exact input entering model(x) in the first training step", scale=scale
             ),
             "model_input",
             "dumb-baselines",
@@ -67,8 +70,11 @@ def draw(ctx, stage: str, data, m, loss: str) -> Artifacts:
         (
             "batch",
             [
-                (xo[i].cpu(), f"y={task.label_text(data, yo[i])} ŷ={task.prediction_text(data, o.outputs[i], loss)}")
-                for i in range(len(xo))
+                (
+                    inputs.cpu(inputs.index(xo, i)),
+                    f"y={task.label_text(data, yo[i])} ŷ={task.prediction_text(data, o.outputs[i], loss)}",
+                )
+                for i in range(len(yo))
             ],
         )
     ]

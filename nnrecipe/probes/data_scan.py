@@ -16,6 +16,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from nnrecipe import inputs
 from nnrecipe.data.bundle import DataBundle, Split
 from nnrecipe.tasks import Task
 
@@ -67,6 +68,8 @@ class SplitScan:
     channel_sq: np.ndarray
     channel_count: np.ndarray
     ids: Optional[IdStats] = None  # integer inputs only
+    # structured inputs: each leaf's own scan (its shapes, dtype, statistics, ids)
+    leaves: Optional[dict[str, "SplitScan"]] = None
 
     @property
     def channel_mean(self) -> np.ndarray:
@@ -146,64 +149,96 @@ def _batch_stats(x: torch.Tensor):
     )
 
 
-def scan_split(split: Split, *, batch_size: int = 1024, progress=None, task_id=None) -> SplitScan:
-    stats = {k: [] for k in STAT_NAMES}
-    targets, x_nonfinite, y_nonfinite, hashes = [], [], [], []
-    shapes: Counter = Counter()
-    ch_sum = ch_sq = ch_count = None
-    x_dtype = y_dtype = ""
-    y_shape: tuple[int, ...] = ()
-    ids: Optional[IdStats] = None
-    for x, y in split.iterate(batch_size):
-        x = torch.as_tensor(x).cpu()
-        y = torch.as_tensor(y).cpu()
-        x_dtype, y_dtype, y_shape = (
-            str(x.dtype).removeprefix("torch."),
-            str(y.dtype).removeprefix("torch."),
-            tuple(y.shape[1:]),
-        )
-        shapes[tuple(x.shape[1:])] += len(x)
-        hashes += _hash_rows(x)
-        if is_ids(x_dtype) and x.numel():
-            if ids is None:
+class _Inputs:
+    """The running measurements of one input tensor stream (a split's inputs, or one leaf of
+    structured inputs), batch by batch."""
+
+    def __init__(self):
+        self.stats: dict[str, list] = {k: [] for k in STAT_NAMES}
+        self.nonfinite: list[np.ndarray] = []
+        self.hashes: list[bytes] = []
+        self.shapes: Counter = Counter()
+        self.dtype = ""
+        self.ch: Optional[tuple] = None
+        self.ids: Optional[IdStats] = None
+
+    def add(self, x: torch.Tensor) -> None:
+        self.dtype = str(x.dtype).removeprefix("torch.")
+        self.shapes[tuple(x.shape[1:])] += len(x)
+        self.hashes += _hash_rows(x)
+        if is_ids(self.dtype) and x.numel():
+            if self.ids is None:
                 width = x[0].numel()
-                ids = IdStats(
-                    int(x.min()),
-                    int(x.max()),
-                    0,
-                    set(),
-                    [Counter() for _ in range(width)] if width <= MAX_FEATURE_COUNTS else None,
-                )
-            ids.update(x)
-        mean, std, l2, nonfinite, (s, q, c) = _batch_stats(x)
-        stats["mean"].append(mean)
-        stats["std"].append(std)
-        stats["l2"].append(l2)
-        x_nonfinite.append(nonfinite)
+                per = [Counter() for _ in range(width)] if width <= MAX_FEATURE_COUNTS else None
+                self.ids = IdStats(int(x.min()), int(x.max()), 0, set(), per)
+            self.ids.update(x)
+        mean, std, l2, nonfinite, sums = _batch_stats(x)
+        for k, v in zip(STAT_NAMES, (mean, std, l2)):
+            self.stats[k].append(v)
+        self.nonfinite.append(nonfinite)
+        self.ch = sums if self.ch is None else tuple(a + b for a, b in zip(self.ch, sums))
+
+    def scan(self, name: str, targets: dict) -> "SplitScan":
+        ch = self.ch if self.ch is not None else (np.zeros(0),) * 3
+        return SplitScan(
+            name=name,
+            n=len(self.hashes),
+            shapes=self.shapes,
+            x_dtype=self.dtype,
+            stats={k: np.concatenate(v) if v else np.zeros(0) for k, v in self.stats.items()},
+            x_nonfinite=np.concatenate(self.nonfinite) if self.nonfinite else np.zeros(0, dtype=np.int64),
+            hashes=np.array(self.hashes, dtype="S16"),
+            channel_sum=ch[0],
+            channel_sq=ch[1],
+            channel_count=ch[2],
+            ids=self.ids,
+            **targets,
+        )
+
+
+def _float_view(x) -> torch.Tensor:
+    """Structured inputs as one row of numbers per example, for the split-level statistics:
+    the float leaves side by side (all leaves when none is float)."""
+    named = inputs.float_leaves(x) or inputs.leaves(x)
+    return torch.cat([t.reshape(len(t), -1).float() for _, t in named], dim=1)
+
+
+def scan_split(split: Split, *, batch_size: int = 1024, progress=None, task_id=None) -> SplitScan:
+    """The split's measurements. Structured inputs (a dict or tuple of tensors): each leaf is
+    scanned on its own (`leaves`), the split's hashes cover all leaves (a duplicate is a whole
+    example twice) and its statistics are taken over the float leaves side by side."""
+    whole, per_leaf, structure = _Inputs(), {}, Counter()
+    targets, y_nonfinite = [], []
+    y_dtype, y_shape = "", ()
+    for x, y in split.iterate(batch_size):
+        x, y = inputs.cpu(x), torch.as_tensor(y).cpu()
+        y_dtype, y_shape = str(y.dtype).removeprefix("torch."), tuple(y.shape[1:])
+        if inputs.structured(x):
+            for name, leaf in inputs.leaves(x):
+                per_leaf.setdefault(name, _Inputs()).add(leaf)
+            whole.add(_float_view(x))
+            digests = zip(*(_hash_rows(t) for t in inputs.tensors(x)))  # the example's leaves, in order
+            whole.hashes[-len(y) :] = [hashlib.blake2b(b"".join(d), digest_size=16).digest() for d in digests]
+            structure[inputs.describe(inputs.index(x, 0))] += len(y)  # "input_ids int64 (32,), ..."
+        else:
+            whole.add(x)
         yd = y.double().reshape(len(y), -1) if y.numel() else torch.zeros(len(y), 1, dtype=torch.float64)
         y_nonfinite.append((~torch.isfinite(yd)).any(dim=1).numpy())
         targets.append(y.double().numpy())
-        ch_sum, ch_sq, ch_count = (s, q, c) if ch_sum is None else (ch_sum + s, ch_sq + q, ch_count + c)
         if progress is not None:
-            progress.advance(task_id, len(x))
-    n = len(hashes)
-    return SplitScan(
-        name=split.name,
-        n=n,
-        shapes=shapes,
-        x_dtype=x_dtype,
+            progress.advance(task_id, len(y))
+    common = dict(
         y_dtype=y_dtype,
         y_shape=y_shape,
         targets=np.concatenate(targets) if targets else np.zeros(0),
-        stats={k: np.concatenate(v) if v else np.zeros(0) for k, v in stats.items()},
-        x_nonfinite=np.concatenate(x_nonfinite) if x_nonfinite else np.zeros(0, dtype=np.int64),
         y_nonfinite=np.concatenate(y_nonfinite) if y_nonfinite else np.zeros(0, dtype=bool),
-        hashes=np.array(hashes, dtype="S16"),
-        channel_sum=ch_sum if ch_sum is not None else np.zeros(0),
-        channel_sq=ch_sq if ch_sq is not None else np.zeros(0),
-        channel_count=ch_count if ch_count is not None else np.zeros(0),
-        ids=ids,
     )
+    scan = whole.scan(split.name, common)
+    if per_leaf:
+        scan.x_dtype, scan.shapes = "structured", structure
+        scan.leaves = {name: acc.scan(split.name, common) for name, acc in per_leaf.items()}
+        scan.x_nonfinite = sum(leaf.x_nonfinite for leaf in scan.leaves.values())
+    return scan
 
 
 def scan_bundle(bundle: DataBundle, *, progress=None) -> DataScan:
@@ -214,3 +249,22 @@ def scan_bundle(bundle: DataBundle, *, progress=None) -> DataScan:
     return DataScan(
         task=bundle.task, kind=bundle.kind, num_classes=bundle.num_classes, class_names=bundle.class_names, splits=scans
     )
+
+
+def leaf_scans(scan: DataScan) -> dict[str, DataScan]:
+    """Structured inputs: one DataScan per leaf (its splits' scans of that leaf, the same
+    targets), for the rules that judge one tensor at a time. Empty for a plain tensor."""
+    names = list(scan.train.leaves or {})
+    return {
+        leaf: dataclasses.replace(
+            scan,
+            kind=_leaf_kind(scan.train.leaves[leaf]),  # type: ignore[index]
+            splits={k: s.leaves[leaf] for k, s in scan.splits.items() if s.leaves and leaf in s.leaves},
+        )
+        for leaf in names
+    }
+
+
+def _leaf_kind(s: SplitScan) -> str:
+    shape = next(iter(s.shapes), ())
+    return {3: "image", 2: "signal"}.get(len(shape), "tabular")

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from nnrecipe import inputs
 from nnrecipe.probes import evaluating
 
 SETTLED_RTOL = 0.01  # within 1% of where the curve ends: the final stretch
@@ -93,8 +94,11 @@ class Collapse:
         )
 
 
-def same_for_every_row(t: torch.Tensor, rtol: float = SAME_RTOL) -> bool:
-    """Whether every example (row) of a batch output is the same, to a relative tolerance."""
+def same_for_every_row(t, rtol: float = SAME_RTOL) -> bool:
+    """Whether every example (row) of a batch output is the same, to a relative tolerance (of
+    structured inputs: every leaf's rows)."""
+    if inputs.structured(t):
+        return all(same_for_every_row(leaf, rtol) for leaf in inputs.tensors(t))
     rows = t.detach().float().reshape(len(t), -1)
     if len(rows) < 2 or rows.numel() == 0:
         return False
@@ -165,15 +169,16 @@ def collapse(
         return None
     with evaluating(model), torch.no_grad():
         out = model(x)
-    group = torch.arange(len(x)) if same_for_every_row(out) else alike_rows(out).cpu()
-    if len(group) < 2 or same_for_every_row(x[group.to(x.device)]):
+    n = inputs.batch_len(x)
+    group = torch.arange(n) if same_for_every_row(out) else alike_rows(out).cpu()
+    if len(group) < 2 or same_for_every_row(inputs.index(x, group.to(inputs.device(x)))):
         return None
     settled, lowest = final_stretch(curve)
     if earlier:
         before = [p for p in earlier if p[0] < settled and np.isfinite(p[1])]
         low = min(before, key=lambda p: p[1]) if before else None
         lowest = low if low is not None and low[1] < LEARNT_BELOW * curve[-1][1] else None
-    layer, kind = first_constant_module(model, x[group.to(x.device)])
+    layer, kind = first_constant_module(model, inputs.index(x, group.to(inputs.device(x))))
     return Collapse(
         final_loss=curve[-1][1],
         constant_loss=constant,
@@ -181,14 +186,14 @@ def collapse(
         lowest=lowest,
         layer=layer,
         layer_kind=kind,
-        alike=(len(group), len(x)),
+        alike=(len(group), n),
     )
 
 
 def constant_loss(task, x: torch.Tensor, y: torch.Tensor, loss: str) -> float:
     """The loss of the best prediction that is the same for every example of (x, y): the
     batch's floor as if every input were alike (Task.loss_floor); 0 where the task cannot say."""
-    return task.loss_floor(torch.zeros_like(x), y, loss).value
+    return task.loss_floor(inputs.map_leaves(torch.zeros_like, x), y, loss).value
 
 
 def trained_collapse(result, *, task, loss: str, x: torch.Tensor, y: torch.Tensor, model=None) -> Optional[Collapse]:
@@ -207,7 +212,7 @@ def val_collapse(result, *, data, loss: str, device, model=None) -> Optional[Col
 
     if result.diverged or (model or result.model) is None:
         return None
-    x, y = (t.to(device) for t in first_examples(data.val, VAL_EXAMPLES))
+    x, y = first_examples(data.val, VAL_EXAMPLES, device=device)
     return trained_collapse(result, task=data.task, loss=loss, x=x, y=y, model=model)
 
 

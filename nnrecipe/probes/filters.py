@@ -41,6 +41,8 @@ class FilterMeasure:
 
 def first_layer(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[Optional[Filters], str]:
     """The first Conv/Linear layer's weights as filters over the input; or None and why not."""
+    if not (isinstance(input_shape, tuple) and all(isinstance(d, int) for d in input_shape)):
+        return None, "the inputs are a structure of tensors: no one layer sees them as an image or signal"
     for name, module in model.named_modules():
         if isinstance(module, (nn.Conv1d, nn.Conv2d)):
             w = module.weight.detach().float().cpu().numpy()

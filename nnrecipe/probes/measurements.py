@@ -64,6 +64,9 @@ class BaselineMeasurements:
     leak: Optional[object] = None  # TargetLeak on training windows
     padding: Optional[object] = None  # PaddingMeasure
     padding_skip: str = ""
+    # masked inputs (a dict with an attention_mask; probes/mask_probes.py)
+    mask_key: str = ""  # the mask leaf, when the inputs carry one
+    mask_padding: Optional[object] = None  # MaskPadding
 
 
 @dataclasses.dataclass

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from nnrecipe import inputs
 from nnrecipe.losses import per_example_loss
 from nnrecipe.models.init import final_linear
 from nnrecipe.probes.diagnosis import Collapse
@@ -87,6 +88,8 @@ def batch_dependency(model: nn.Module, x: torch.Tensor, rows: list[int]) -> Opti
     In eval mode (BatchNorm then uses running statistics, so it cannot mix examples).
     None when the inputs are not floating point (nothing to differentiate).
     """
+    if inputs.structured(x):
+        return batch_dependency_structured(model, x, rows)
     if not x.is_floating_point():
         return None
     was_training = model.training
@@ -99,6 +102,34 @@ def batch_dependency(model: nn.Module, x: torch.Tensor, rows: list[int]) -> Opti
             (g,) = torch.autograd.grad(out[i].float().sum(), x, retain_graph=True, allow_unused=True)
             if g is not None:
                 dep[k] = g.detach().abs().reshape(len(x), -1).amax(dim=1).double().cpu().numpy()
+    finally:
+        model.train(was_training)
+    return dep
+
+
+def batch_dependency_structured(model: nn.Module, x, rows: list[int]) -> Optional[np.ndarray]:
+    """batch_dependency of structured inputs: float leaves differentiated directly, integer
+    leaves (ids) at the outputs of the nn.Embedding calls that read them. None when there is
+    nothing to differentiate (no float leaf, no embedding reading an id leaf)."""
+    from nnrecipe.probes.sequence_probes import embedding_tap
+
+    floats = {name for name, t in inputs.float_leaves(x)}
+    x = inputs.map_named(lambda n, t: t.detach().clone().requires_grad_(True) if n in floats else t, x)
+    n = inputs.batch_len(x)
+    was_training = model.training
+    model.eval()
+    try:
+        with embedding_tap(model, x) as tap:
+            out = model(x)
+        sources = [t for name, t in inputs.leaves(x) if name in floats] + tap
+        if not sources:
+            return None
+        dep = np.zeros((len(rows), n))
+        for k, i in enumerate(rows):
+            grads = torch.autograd.grad(out[i].float().sum(), sources, retain_graph=True, allow_unused=True)
+            per = [g.detach().abs().reshape(n, -1).amax(dim=1) for g in grads if g is not None]
+            if per:
+                dep[k] = torch.stack(per).amax(dim=0).double().cpu().numpy()
     finally:
         model.train(was_training)
     return dep
@@ -306,8 +337,9 @@ class InputCapture:
     def _pre(self, module, args):
         # Training forwards only: the prediction dynamics call the model in eval mode on val
         # examples before the first step (they were captured, with the first step's labels).
-        if self.x is None and module.training and args and isinstance(args[0], torch.Tensor):
-            self.x = args[0].detach()[: self.keep].float().cpu()
+        if self.x is None and module.training and args and not inputs.problem(args[0]):
+            x = inputs.index(args[0], slice(0, self.keep))
+            self.x = x.detach().float().cpu() if isinstance(x, torch.Tensor) else inputs.cpu(x)
         return None
 
     def loss_fn(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -319,16 +351,17 @@ class InputCapture:
         self._hook.remove()
 
 
-def first_examples(split, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first n examples of a split (a fixed batch), on the split's device."""
+def first_examples(split, n: int, *, device=None) -> tuple[inputs.Inputs, torch.Tensor]:
+    """The first n examples of a split (a fixed batch), on `device` (default: the split's)."""
     xs, ys, got = [], [], 0
     for x, y in split.iterate(min(n, 512)):
         xs.append(x)
         ys.append(y)
-        got += len(x)
+        got += len(y)
         if got >= n:
             break
-    return torch.cat(xs)[:n], torch.cat(ys)[:n]
+    x, y = inputs.index(inputs.cat(xs), slice(0, n)), torch.cat(ys)[:n]
+    return (x, y) if device is None else (inputs.to(x, device), y.to(device))
 
 
 class ZeroInput(nn.Module):
@@ -338,8 +371,9 @@ class ZeroInput(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(torch.zeros_like(x))
+    def forward(self, x: inputs.Inputs) -> torch.Tensor:
+        # every leaf: a float leaf to zeros, an integer leaf (ids, a mask) to id 0 (the usual padding)
+        return self.model(inputs.map_leaves(torch.zeros_like, x))
 
 
 # ----------------------------------------------------------------------------- the loss on the data's own shapes

@@ -27,15 +27,19 @@ class NoEmbedding(Exception):
 
 
 @contextlib.contextmanager
-def embedding_tap(model: nn.Module, x: torch.Tensor):
-    """While active, every nn.Embedding call on the token ids `x` returns a leaf tensor that
-    requires grad (a model may read the ids twice: a second table, or the same one again);
-    `tap` lists them after a forward pass, each (N, L, D)."""
+def embedding_tap(model: nn.Module, x):
+    """While active, every nn.Embedding call on the token ids `x` (for structured inputs: on any
+    integer leaf of them) returns a leaf tensor that requires grad (a model may read the ids
+    twice: a second table, or the same one again); `tap` lists them after a forward pass, each
+    (N, L, D)."""
+    from nnrecipe import inputs
+
+    ids = [t for t in inputs.tensors(x) if not t.is_floating_point()]
     tap: list[torch.Tensor] = []
 
-    def hook(module, inputs, output):
-        idx = inputs[0]
-        if idx.shape == x.shape and torch.equal(idx, x):
+    def hook(module, args, output):
+        idx = args[0]
+        if any(idx.shape == t.shape and torch.equal(idx, t) for t in ids):
             leaf = output.detach().requires_grad_(True)
             tap.append(leaf)
             return leaf

@@ -14,6 +14,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from nnrecipe import inputs
 from nnrecipe.checks.model_checks import (
     batch_independence,
     eval_deterministic,
@@ -43,6 +44,7 @@ from nnrecipe.optim import make_optimizer
 from nnrecipe.pictures.saver import attach
 from nnrecipe.probes import evaluating
 from nnrecipe.probes.diagnosis import collapse, constant_loss, mode_gap, trained_collapse
+from nnrecipe.probes.mask_probes import mask_leaf, mask_padding
 from nnrecipe.probes.measurements import BaselineMeasurements
 from nnrecipe.probes.model_probes import (
     InputCapture,
@@ -106,7 +108,8 @@ def run(spec, ctx: StageContext) -> StageResult:
     xv, yv = _measure_untrained(s, m)
     _measure_training(s, m, xv, yv)
     _measure_overfit_batch(s, m)
-    checks = CHECKS + tuple(check for c, check in TASK_CHECKS.items() if c in s.data.task.supports)
+    wanted = set(s.data.task.supports) | ({"padding-invariance"} if m.mask_key else set())  # masked inputs too
+    checks = CHECKS + tuple(check for c, check in TASK_CHECKS.items() if c in wanted)
     verdicts = [check(m, spec.stages.baseline) for check in checks]
     arts = s.data.task.baseline_pictures(ctx, STAGE, s.data, m, s.loss)
     return StageResult(STAGE, attach(verdicts, arts), _record(s, m))
@@ -151,15 +154,19 @@ def _measure_untrained(s: Setup, m: BaselineMeasurements) -> tuple[torch.Tensor,
     model = s.fresh_model()
     builtin_init = spec.model.arch in BUILTIN_ARCHS and spec.model.init_final_bias
     m.init = measure_init(model, data, loss_name=s.loss, builtin_bias_init=builtin_init, predict=s.engine.predict)
-    xv, yv = (t.to(device) for t in first_examples(data.val, 512))  # lazy splits live on the host
-    small = min(8, len(xv))
+    xv, yv = first_examples(data.val, 512, device=device)  # lazy splits live on the host
+    small = min(8, len(yv))
     m.dependency_rows = sorted({0, small // 2, small - 1})
     data.task.probe_wiring(m, model, data, xv, yv, s.loss_fn, spec.stages.baseline)
-    m.eval_diff, m.eval_scale = eval_twice(model, xv[:64])
-    xt, yt = (t.to(device) for t in first_examples(data.train, spec.data.batch_size))
+    m.eval_diff, m.eval_scale = eval_twice(model, inputs.index(xv, slice(0, 64)))
+    xt, yt = first_examples(data.train, spec.data.batch_size, device=device)
     probe = copy.deepcopy(model)
     m.grad = gradient_step(probe, xt, yt, s.loss_fn, make_optimizer(spec.optim, probe.parameters()))
     s.untrained = model  # dead units are judged on it and on the trained model (_measure_diagnoses)
+    m.mask_key = mask_leaf(xv) or ""
+    if m.mask_key:  # an attention mask: appending padding must not move the predictions
+        shown = inputs.index(xv, slice(0, 64))
+        m.mask_padding, m.padding_skip = mask_padding(model, shown, m.mask_key, pad=spec.stages.baseline.padding_tokens)
     _measure_loss_shapes(s, m, model, xt, yt)
     return xv, yv
 
@@ -184,7 +191,8 @@ def _measure_training(s: Setup, m: BaselineMeasurements, xv: torch.Tensor, yv: t
     the batch that entered the model and the prediction dynamics on a fixed val batch."""
     spec, data, ctx = s.spec, s.data, s.ctx
     cfg = spec.stages.baseline
-    record = DynamicsRecorder(s, ctx.writer(STAGE, "model"), xv[:DYNAMICS_EXAMPLES], yv[:DYNAMICS_EXAMPLES])
+    shown = slice(0, DYNAMICS_EXAMPLES)
+    record = DynamicsRecorder(s, ctx.writer(STAGE, "model"), inputs.index(xv, shown), yv[shown])
 
     def train(name: str, model, *, folder: str = "", loss_fn=None, on_eval=None):
         exp = Experiment(
@@ -234,7 +242,7 @@ def _measure_diagnoses(s: Setup, m: BaselineMeasurements, xv: torch.Tensor, yv: 
     if s.loss == "custom":
         m.modes_skip = "a per-example loss is needed to compare the modes: a built-in loss (loss.name)"
         return
-    xt, yt = (t.to(s.ctx.device) for t in first_examples(data.train, MODE_EXAMPLES))
+    xt, yt = first_examples(data.train, MODE_EXAMPLES, device=s.ctx.device)
     constant = constant_loss(data.task, xt, yt, s.loss)
     per_example = lambda out, y: per_example_loss(s.loss, out, y)  # noqa: E731
     m.modes = mode_gap(model, xt, yt, per_example, constant=constant)
@@ -267,10 +275,8 @@ def _measure_overfit_batch(s: Setup, m: BaselineMeasurements) -> None:
     cfg, data, device = s.spec.stages.baseline, s.data, s.ctx.device
     idx = data.task.overfit_examples(data.targets("train"), cfg.overfit_examples, data.num_outputs)
     pairs = [data.train.example(i) for i in idx]
-    xo, yo = (
-        torch.stack([p[0] for p in pairs]).to(device),
-        torch.stack([torch.as_tensor(p[1]) for p in pairs]).to(device),
-    )
+    xo = inputs.to(inputs.stack([p[0] for p in pairs]), device)
+    yo = torch.stack([torch.as_tensor(p[1]) for p in pairs]).to(device)
     # A batch may not allow zero: identical inputs (a next-token model: identical contexts as far
     # back as it reads) followed by different targets. The target is that floor plus the margin.
     p = m.perturb

@@ -16,10 +16,11 @@ import numpy as np
 from nnrecipe import atomic, pictures
 from nnrecipe.checks.data_distribution import class_balance, input_scale, outliers, shapes_dtypes, split_sizes
 from nnrecipe.checks.data_integrity import conflicting_labels, duplicates, label_range, non_finite, split_leakage
+from nnrecipe.checks.per_leaf import per_leaf
 from nnrecipe.errors import NNRecipeError
 from nnrecipe.pictures.saver import Artifacts, FigureSaver, attach
 from nnrecipe.probes.data_groups import DataMeasurements, measure
-from nnrecipe.probes.data_scan import STAT_NAMES, scan_bundle
+from nnrecipe.probes.data_scan import STAT_NAMES, leaf_scans, scan_bundle
 from nnrecipe.stages.base import StageContext, StageResult
 
 STAGE = "inspect-data"
@@ -35,6 +36,7 @@ CHECKS = (
     input_scale,
     outliers,
 )
+PER_LEAF = (shapes_dtypes, input_scale, outliers)  # rules about one tensor: once per leaf of structured inputs
 CSV_NAME = "examples.csv"
 
 
@@ -47,8 +49,10 @@ def run(spec, ctx: StageContext) -> StageResult:
 
         return inspect_text.run(spec, ctx, data)
     cfg = spec.stages.inspect_data
-    m = measure(scan_bundle(data, progress=ctx.progress))
-    verdicts = [check(m, cfg) for check in CHECKS]
+    scan = scan_bundle(data, progress=ctx.progress)
+    m = measure(scan)
+    leaves = {leaf: measure(view) for leaf, view in leaf_scans(scan).items()}  # structured inputs
+    verdicts = [per_leaf(check, leaves, cfg) if leaves and check in PER_LEAF else check(m, cfg) for check in CHECKS]
     arts = [_draw(spec, ctx, data, m)]
     model_summary = None
     if ctx.options.get("model"):  # inspect-data --model RUN_DIR: the data seen through a trained model
@@ -123,7 +127,7 @@ def _record(data, m: DataMeasurements, model_summary) -> dict:
         "description": data.description,
         "task": data.task.name,
         "kind": data.kind,
-        "input_shape": list(data.input_shape),
+        "input_shape": list(data.input_shape) if not data.structured else data.input_shape,
         "num_classes": data.num_classes,
         "class_names": data.class_names,
         "splits": {name: s.n for name, s in scan.splits.items()},

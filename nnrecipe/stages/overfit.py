@@ -142,7 +142,7 @@ def _measure_model(s: Setup, m: OverfitMeasurements) -> list[tuple[int, str]]:
         y = s.data.targets("val")
         m.per_output = s.data.task.per_output(outputs, y, s.data.target_mean("train"), s.data.task.blocks(len(y)))
     if m.model.model is not None and not m.model.history.diverged:  # why it may not fit: every output alike?
-        xt, yt = (t.to(ctx.device) for t in first_examples(s.data.train, 256))
+        xt, yt = first_examples(s.data.train, 256, device=ctx.device)
         m.collapse = trained_collapse(m.model, task=s.data.task, loss=loss_name(spec), x=xt, y=yt)
     return samples
 

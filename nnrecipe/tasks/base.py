@@ -323,12 +323,12 @@ class Task:
         integer inputs (ids), a linear layer on their one-hot encoding (builtin.IdLinear)."""
         from nnrecipe.spec_sections import LinearModel
 
-        if data.train.example(0)[0].is_floating_point():
+        if not data.structured and data.train.example(0)[0].is_floating_point():
             return fresh_model(LinearModel(arch="linear", init_final_bias=True))
         from nnrecipe.losses import loss_name
-        from nnrecipe.models.builtin import id_linear
+        from nnrecipe.models.builtin import id_linear, structured_linear
 
-        model = id_linear(data)
+        model = structured_linear(data) if data.structured else id_linear(data)
         loss = loss_name(spec)
         bias = self.data_bias(
             self.default_loss if loss == "custom" else loss, data
@@ -428,10 +428,18 @@ class Task:
     ) -> None:
         """The baseline's wiring probes on the untrained model and val examples: batch-independence
         (a next-token model adds its own, for SEQUENCE_CHECKS). Fills BaselineMeasurements `m`."""
+        from nnrecipe import inputs
         from nnrecipe.probes.model_probes import batch_dependency
         from nnrecipe.probes.sequence_probes import NoEmbedding, batch_dependency_tokens
 
-        small = xv[: min(8, len(xv))]
+        small = inputs.index(xv, slice(0, min(8, len(yv))))
+        if inputs.structured(small):  # float leaves directly, id leaves at their embeddings
+            m.dependency = batch_dependency(model, small, m.dependency_rows)
+            if m.dependency is None:
+                m.dependency_skip = (
+                    "no float input and no nn.Embedding reads an integer input: nothing to differentiate"
+                )
+            return
         if small.is_floating_point():
             m.dependency = batch_dependency(model, small, m.dependency_rows)
             return

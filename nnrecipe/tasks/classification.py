@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from nnrecipe import inputs
 from nnrecipe.stats import conditional_entropy, mcnemar_z
 from nnrecipe.tasks.base import OPT_IN, SEQUENCE_CHECKS, LossFloor, Task, TrainGoal, binomial_se
 
@@ -230,8 +231,7 @@ class Classification(Task):
         """Identical inputs with different labels: their conditional entropy (cross_entropy, nll)."""
         if loss not in ("cross_entropy", "nll"):
             return LossFloor(0.0, "")
-        rows = x.detach().cpu().reshape(len(x), -1).numpy()
-        h, groups = conditional_entropy([r.tobytes() for r in rows], y.detach().cpu().long().tolist())
+        h, groups = conditional_entropy(inputs.row_bytes(x), y.detach().cpu().long().tolist())
         return LossFloor(h, f"{groups} group{'s' * (groups != 1)} of identical inputs with different labels")
 
     # ---- words and pictures

@@ -9,6 +9,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from nnrecipe import inputs
 from nnrecipe.stats import paired_z
 from nnrecipe.tasks.base import HUMAN_ACCURACY, LABEL_ERRORS, LossFloor, Task, TrainGoal
 
@@ -182,11 +183,10 @@ class Regression(Task):
         """Identical inputs with different targets: their variance around the group mean (mse)."""
         if loss != "mse":
             return LossFloor(0.0, "")
-        rows = x.detach().cpu().reshape(len(x), -1).numpy()
         t = y.detach().cpu().double().reshape(len(y), -1)
         groups: dict = {}
-        for i, r in enumerate(rows):
-            groups.setdefault(r.tobytes(), []).append(i)
+        for i, r in enumerate(inputs.row_bytes(x)):
+            groups.setdefault(r, []).append(i)
         spread = [float(((t[idx] - t[idx].mean(dim=0)) ** 2).sum()) for idx in groups.values()]
         ambiguous = sum(v > 0 for v in spread)
         return LossFloor(
