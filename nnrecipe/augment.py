@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from nnrecipe.errors import PluginError, SpecError
 from nnrecipe.plugins import call_factory, load_factory, user_code
 
+IGNORED_LABEL = -100  # a mask pixel that no loss reads (what uncovered pixels become)
 Augment = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -39,22 +40,35 @@ def _per_example(x: torch.Tensor, p: float) -> torch.Tensor:
     return mask.reshape(len(x), *([1] * (x.dim() - 1)))
 
 
+def dense(x: torch.Tensor, y: torch.Tensor) -> bool:
+    """Targets with a label per position of x (segmentation masks (N, *S) for x (N, C, *S)):
+    the geometric augmentations move them with the input."""
+    return x.dim() >= 3 and y.dim() == x.dim() - 1 and y.shape[1:] == x.shape[2:]
+
+
+def _flip(x: torch.Tensor, y: torch.Tensor, p: float, axis: int) -> tuple[torch.Tensor, torch.Tensor]:
+    flip = _per_example(x, p)
+    if dense(x, y):
+        y = torch.where(flip.reshape(len(y), *([1] * (y.dim() - 1))), y.flip(axis), y)
+    return torch.where(flip, x.flip(axis), x), y
+
+
 def make_hflip(kind: str, p: float = 0.5) -> Augment:
-    """Mirror left-right (images: the W axis; signals: time reversed)."""
+    """Mirror left-right (images: the W axis; signals: time reversed); masks with them."""
     _need(kind, ("image", "signal"), "hflip")
 
     def hflip(x, y):
-        return torch.where(_per_example(x, p), x.flip(-1), x), y
+        return _flip(x, y, p, -1)
 
     return hflip
 
 
 def make_vflip(kind: str, p: float = 0.5) -> Augment:
-    """Mirror top-bottom (images only)."""
+    """Mirror top-bottom (images only); masks with them."""
     _need(kind, ("image",), "vflip")
 
     def vflip(x, y):
-        return torch.where(_per_example(x, p), x.flip(-2), x), y
+        return _flip(x, y, p, -2)
 
     return vflip
 
@@ -86,6 +100,10 @@ def make_crop(kind: str, padding: int = 1) -> Augment:
     axes = 2 if kind == "image" else 1
 
     def crop(x, y):
+        if dense(x, y):  # the mask rides along as one more channel (its uncovered pixels ignored: -100)
+            both = torch.cat([x.float(), (y.float() - IGNORED_LABEL)[:, None]], dim=1)
+            out = _shift_last_axes(both, padding, axes)
+            return out[:, :-1].to(x.dtype), (out[:, -1].round() + IGNORED_LABEL).to(y.dtype)
         squeeze = kind == "signal" and x.dim() == 2
         xs = x.unsqueeze(1) if squeeze else x
         out = _shift_last_axes(xs, padding, axes)
@@ -100,13 +118,20 @@ def make_shift(kind: str, max_shift: int = 2) -> Augment:
     return make_crop(kind, padding=max_shift)
 
 
-def _affine(x: torch.Tensor, angle_deg: torch.Tensor, tx: torch.Tensor, ty: torch.Tensor) -> torch.Tensor:
-    """Rotate by angle (degrees) and translate by (tx, ty) in fractions of the image size, per example."""
+def _affine(
+    x: torch.Tensor, y: torch.Tensor, angle_deg: torch.Tensor, tx: torch.Tensor, ty: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotate by angle (degrees) and translate by (tx, ty) in fractions of the image size, per
+    example: the image bilinear, a mask (dense targets) nearest with uncovered pixels ignored."""
     a = angle_deg * math.pi / 180.0
     cos, sin = torch.cos(a), torch.sin(a)
     theta = torch.stack([torch.stack([cos, -sin, 2 * tx], dim=1), torch.stack([sin, cos, 2 * ty], dim=1)], dim=1)
-    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    grid = F.affine_grid(theta.to(torch.float32), list(x.shape), align_corners=False)
+    moved = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False).to(x.dtype)
+    if dense(x, y):  # ids shifted so that the zero fill reads back as the ignore label
+        ids = F.grid_sample((y.float() - IGNORED_LABEL)[:, None], grid, mode="nearest", align_corners=False)
+        y = (ids[:, 0].round() + IGNORED_LABEL).to(y.dtype)
+    return moved, y
 
 
 def make_rotate(kind: str, degrees: float = 10.0) -> Augment:
@@ -117,7 +142,7 @@ def make_rotate(kind: str, degrees: float = 10.0) -> Augment:
         n = len(x)
         angle = (torch.rand(n, device=x.device) * 2 - 1) * degrees
         zero = torch.zeros(n, device=x.device)
-        return _affine(x.float(), angle, zero, zero).to(x.dtype), y
+        return _affine(x, y, angle, zero, zero)
 
     return rotate
 
@@ -130,7 +155,7 @@ def make_translate(kind: str, fraction: float = 0.1) -> Augment:
         n = len(x)
         tx = (torch.rand(n, device=x.device) * 2 - 1) * fraction
         ty = (torch.rand(n, device=x.device) * 2 - 1) * fraction
-        return _affine(x.float(), torch.zeros(n, device=x.device), tx, ty).to(x.dtype), y
+        return _affine(x, y, torch.zeros(n, device=x.device), tx, ty)
 
     return translate
 

@@ -68,7 +68,9 @@ def loss_name(spec) -> str:
 def make_loss(spec, *, base: Path) -> LossFn:
     name = loss_name(spec)
     if name != "custom":
-        return BUILTIN[name]
+        from nnrecipe.tasks import get_task
+
+        return get_task(spec.task).loss_fn(name)
     ref = spec.loss.factory
     fn = load_factory(ref, base=base, field="loss.factory")
     loss = call_factory(fn, field="loss.factory", ref=ref, **spec.loss.args)

@@ -41,7 +41,7 @@ class Spec(Section):
     seed: int = 0
     device: Annotated[str, Field(pattern=DEVICE_PATTERN)] = "auto"
     output_dir: str = "runs"  # the run directory is <output_dir>/<name>, relative to the working directory
-    task: Literal["classification", "multi-label", "regression", "language-model"] = "classification"
+    task: Literal["classification", "multi-label", "regression", "language-model", "segmentation"] = "classification"
     data: DataSpec = DigitsData()
     model: ModelSpec = MlpModel()
     loss: LossSpec = LossSpec()

@@ -136,3 +136,49 @@ def confusion(
         for i in order
     ]
     return Mispredictions(confusion=conf, per_class=per_class, top=top)
+
+
+def pixel_confusion(
+    outputs: torch.Tensor, targets: torch.Tensor, *, num_classes: int, loss: str, k: int = 24, class_name=str
+) -> Mispredictions:
+    """Masks: the confusion matrix over every real pixel of val, per class precision / recall /
+    IoU, pixel accuracy and mean IoU over the classes that occur (in truth or prediction), and
+    the k images with the lowest pixel accuracy."""
+    out, y = outputs.float().cpu(), targets.cpu().long()
+    pred = out.argmax(dim=1)
+    real = (y >= 0) & (y < num_classes)
+    flat = y[real] * num_classes + pred[real]
+    conf = torch.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes).numpy()
+    per_class, ious = [], []
+    for c in range(num_classes):
+        tp, support, predicted = int(conf[c, c]), int(conf[c].sum()), int(conf[:, c].sum())
+        union = support + predicted - tp
+        iou = tp / union if union else float("nan")
+        ious += [iou] if union else []
+        per_class.append(
+            {
+                "class": class_name(c),
+                "support_pixels": support,
+                "precision": round(tp / predicted, 4) if predicted else float("nan"),
+                "recall": round(tp / support, 4) if support else float("nan"),
+                "iou": round(iou, 4),
+            }
+        )
+    hits = ((pred == y) & real).flatten(1).sum(dim=1).double()
+    count = real.flatten(1).sum(dim=1).double()
+    acc = torch.where(count > 0, hits / count.clamp_min(1), torch.ones_like(count))
+    top = [
+        {
+            "index": int(i),
+            "pixel_accuracy": round(float(acc[i]), 4),
+            "wrong_pixels": int(count[i] - hits[i]),
+            "caption": f"pix acc {float(acc[i]):.2f}",
+        }
+        for i in torch.argsort(acc)[:k]
+        if acc[i] < 1
+    ]
+    overall = {
+        "pixel_accuracy": round(float(np.trace(conf) / max(conf.sum(), 1)), 4),
+        "mean_iou": round(float(np.mean(ious)), 4) if ious else None,
+    }
+    return Mispredictions(confusion=conf, per_class=per_class, top=top, overall=overall)

@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from nnrecipe import inputs
-from nnrecipe.losses import per_example_loss
 from nnrecipe.models.init import final_linear
 from nnrecipe.probes.diagnosis import Collapse
 from nnrecipe.tasks import Task
@@ -52,8 +51,8 @@ class InitMeasure:
 def measure_init(model: nn.Module, data, *, loss_name: str, builtin_bias_init: bool, predict: Callable) -> InitMeasure:
     out = predict(model, data.val)  # (N, C) float32 on the host, eval mode; (N, L, V) for a language model
     y = data.targets("val")
-    losses = per_example_loss(loss_name, out, y).double().numpy() if loss_name != "custom" else None
     task = data.task
+    losses = task.example_loss(loss_name, out, y).double().numpy() if loss_name != "custom" else None
     rows = task.output_rows(out)  # one prediction per row (a language model: every position's)
     layer = final_linear(model, data.num_outputs)
     m = InitMeasure(
@@ -72,10 +71,10 @@ def measure_init(model: nn.Module, data, *, loss_name: str, builtin_bias_init: b
     if loss_name != "custom":
         bias = task.ideal_bias(loss_name, priors=m.train_priors, target_mean=m.target_mean)
         uniform = torch.full_like(out, -float(np.log(out.shape[1]))) if loss_name == "nll" else torch.zeros_like(out)
-        m.reference["uniform"] = float(per_example_loss(loss_name, uniform, y).double().mean())
+        m.reference["uniform"] = float(task.example_loss(loss_name, uniform, y).double().mean())
         if bias is not None:
-            prior = torch.as_tensor(bias, dtype=torch.float32).expand_as(out)
-            m.reference["prior"] = float(per_example_loss(loss_name, prior, y).double().mean())
+            prior = task.constant_output(np.asarray(bias, dtype=np.float32), out)
+            m.reference["prior"] = float(task.example_loss(loss_name, prior, y).double().mean())
     return m
 
 

@@ -71,8 +71,9 @@ def ensemble_pass(
         labels = [task.predicted_labels(o) for o in outs]
         labelled = labels[0] is not None
         if labelled:
-            preds = torch.stack(labels)  # (k, batch)
-            differ += (preds[:, None, :] != preds[None, :, :]).double().sum(dim=2)
+            preds = torch.stack(labels)  # (k, batch, *labels per example: a mask's pixels)
+            unequal = (preds[:, None] != preds[None, :]).double().reshape(k, k, preds.shape[1], -1)
+            differ += unequal.mean(dim=3).sum(dim=2)  # per example, the share of its labels that differ
         examples += len(y)
     as_np = lambda parts: torch.cat(parts).cpu().numpy()  # noqa: E731  (one sync per list, at the end)
     pairs = k * (k - 1) / 2

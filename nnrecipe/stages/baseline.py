@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import numpy as np
@@ -38,7 +39,7 @@ from nnrecipe.data import build_data
 from nnrecipe.engine import Engine
 from nnrecipe.experiments import Experiment, Logging, TrainPlan, run_in_stage
 from nnrecipe.handoff import data_fingerprint
-from nnrecipe.losses import BUILTIN, loss_name, make_loss, per_example_loss
+from nnrecipe.losses import loss_name, make_loss
 from nnrecipe.models import BUILTIN_ARCHS, larger_model_spec, prepare_model, seeded_model
 from nnrecipe.optim import make_optimizer
 from nnrecipe.pictures.saver import attach
@@ -227,7 +228,7 @@ def _measure_training(s: Setup, m: BaselineMeasurements, xv: torch.Tensor, yv: t
     linear = data.task.linear_model(spec, data, s.fresh_model).to(ctx.device)  # a language model's: a bigram table
     # nnrecipe's own model trains with the task's loss: a loss of yours may read your model's
     # whole output (an auxiliary head, a dict) that a plain linear layer does not have
-    own_loss = BUILTIN[data.task.default_loss] if s.loss == "custom" else None
+    own_loss = data.task.loss_fn(data.task.default_loss) if s.loss == "custom" else None
     m.linear = train(data.task.linear_name, linear, folder="linear", loss_fn=own_loss)
     m.dumb_name, m.dumb_scores = data.task.dumb_name, data.task.dumb_scores(data)
     _measure_diagnoses(s, m, xv, yv)
@@ -244,7 +245,7 @@ def _measure_diagnoses(s: Setup, m: BaselineMeasurements, xv: torch.Tensor, yv: 
         return
     xt, yt = first_examples(data.train, MODE_EXAMPLES, device=s.ctx.device)
     constant = constant_loss(data.task, xt, yt, s.loss)
-    per_example = lambda out, y: per_example_loss(s.loss, out, y)  # noqa: E731
+    per_example = functools.partial(data.task.example_loss, s.loss)
     m.modes = mode_gap(model, xt, yt, per_example, constant=constant)
     m.modes_val = mode_gap(model, xv, yv, per_example, constant=constant)
 

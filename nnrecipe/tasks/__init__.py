@@ -12,8 +12,9 @@ from nnrecipe.tasks.classification import CLASSIFICATION
 from nnrecipe.tasks.language_model import LANGUAGE_MODEL
 from nnrecipe.tasks.multi_label import MULTI_LABEL
 from nnrecipe.tasks.regression import REGRESSION
+from nnrecipe.tasks.segmentation import SEGMENTATION
 
-TASKS: dict[str, Task] = {t.name: t for t in (CLASSIFICATION, MULTI_LABEL, REGRESSION, LANGUAGE_MODEL)}
+TASKS: dict[str, Task] = {t.name: t for t in (CLASSIFICATION, MULTI_LABEL, REGRESSION, LANGUAGE_MODEL, SEGMENTATION)}
 
 
 def get_task(name: str) -> Task:
@@ -21,4 +22,14 @@ def get_task(name: str) -> Task:
     return TASKS[name]
 
 
-__all__ = ["CLASSIFICATION", "LANGUAGE_MODEL", "MULTI_LABEL", "REGRESSION", "TASKS", "Task", "TrainGoal", "get_task"]
+__all__ = [
+    "CLASSIFICATION",
+    "LANGUAGE_MODEL",
+    "MULTI_LABEL",
+    "REGRESSION",
+    "SEGMENTATION",
+    "TASKS",
+    "Task",
+    "TrainGoal",
+    "get_task",
+]

@@ -209,6 +209,18 @@ class Task:
         """tune's objective (maximised, always finite: importance needs finite values)."""
         raise NotImplementedError
 
+    def loss_fn(self, name: str) -> Callable:
+        """The built-in loss `name` (losses.BUILTIN) as this task's outputs and targets need it."""
+        from nnrecipe.losses import BUILTIN
+
+        return BUILTIN[name]
+
+    def example_loss(self, name: str, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The built-in loss of each example (N,), averaged over its outputs where the loss is."""
+        from nnrecipe.losses import per_example_loss
+
+        return per_example_loss(name, out, y)
+
     def val_scalars(self, loss: float) -> dict[str, float]:
         """TensorBoard scalars of a val evaluation beyond its loss and metric."""
         return {}
@@ -295,6 +307,10 @@ class Task:
     def output_shape(self, x: torch.Tensor, num_outputs: int) -> tuple[int, ...]:
         """What the model must return for the batch x."""
         return (len(x), num_outputs)
+
+    def constant_output(self, values: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+        """One value per output (a bias) as the outputs of every example, shaped like `like`."""
+        return torch.as_tensor(values, dtype=like.dtype).expand_as(like)
 
     def output_rows(self, out: torch.Tensor) -> torch.Tensor:
         """The outputs as rows of one prediction each (output-form, init measures)."""
