@@ -58,18 +58,18 @@ def carve_splits(
     """Train/val/test from one pool; only the splits the source lacks are carved out."""
     from nnrecipe.errors import DataError
 
-    if len(x) == 0:
+    if inputs.batch_len(x) == 0:
         raise DataError("data: the train split is empty (no examples to carve train/val from)")
     stratify = task.stratify
     out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     if test is None and test_fraction > 0:
         keep, held = held_out_indices(y, fraction=test_fraction, seed=seed + 1, stratify=stratify)
-        test = (x[held], y[held])
-        x, y = x[keep], y[keep]
+        test = (inputs.index(x, held), y[held])
+        x, y = inputs.index(x, keep), y[keep]
     if val is None:
         keep, held = held_out_indices(y, fraction=val_fraction, seed=seed, stratify=stratify)
-        val = (x[held], y[held])
-        x, y = x[keep], y[keep]
+        val = (inputs.index(x, held), y[held])
+        x, y = inputs.index(x, keep), y[keep]
     out["train"] = (x, y)
     out["val"] = val
     if test is not None:
@@ -78,12 +78,22 @@ def carve_splits(
 
 
 def standardize(splits: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Per feature/channel mean 0, std 1, fitted on train only (fitting on val would leak)."""
-    x = splits["train"][0].double()
-    dims = [0] + list(range(2, x.ndim))  # all but the channel/feature axis
-    mean = x.mean(dim=dims, keepdim=True)
-    std = x.std(dim=dims, keepdim=True).clamp_min(1e-8)  # constant features stay 0, not NaN
-    return {k: (((xs.double() - mean) / std).float(), ys) for k, (xs, ys) in splits.items()}
+    """Per feature/channel mean 0, std 1, fitted on train only (fitting on val would leak); of
+    structured inputs, each float leaf on its own (ids and codes stay as they are)."""
+    fitted = []  # (mean, std) per leaf, None for an integer leaf
+    for _, t in inputs.leaves(splits["train"][0]):
+        if not t.is_floating_point():
+            fitted.append(None)
+            continue
+        x = t.double()
+        dims = [0] + list(range(2, x.ndim))  # all but the channel/feature axis
+        fitted.append((x.mean(dim=dims, keepdim=True), x.std(dim=dims, keepdim=True).clamp_min(1e-8)))  # constant: 0
+
+    def scale(xs):
+        it = iter(fitted)
+        return inputs.map_leaves(lambda t: t if (f := next(it)) is None else ((t.double() - f[0]) / f[1]).float(), xs)
+
+    return {k: (scale(xs), ys) for k, (xs, ys) in splits.items()}
 
 
 def standardize_targets(

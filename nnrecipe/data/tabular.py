@@ -16,6 +16,7 @@ from nnrecipe.tasks import get_task
 
 
 def _read_csv(path: Path, *, target: str, features: Optional[list[str]], delimiter: str, field: str):
+    """({feature column: its values as text}, the target column's values as text)."""
     try:
         with path.open(newline="") as f:
             reader = csv.reader(f, delimiter=delimiter)
@@ -38,16 +39,8 @@ def _read_csv(path: Path, *, target: str, features: Optional[list[str]], delimit
         if len(r) != len(header):
             raise DataError(f"{field}: {path} line {i + 2} has {len(r)} fields, the header has {len(header)}")
     index = {h: i for i, h in enumerate(header)}
-    x = np.empty((len(rows), len(columns)), dtype=np.float32)
-    for j, c in enumerate(columns):
-        col = [r[index[c]].strip() for r in rows]
-        try:
-            x[:, j] = np.array(col, dtype=np.float64)
-        except ValueError:
-            bad = next(i for i, v in enumerate(col) if not _is_number(v))
-            raise DataError(f"{field}: {path} column {c!r} is not numeric (line {bad + 2}: {col[bad]!r})") from None
-    y_raw = np.array([r[index[target]].strip() for r in rows])
-    return x, y_raw
+    text = {c: [r[index[c]].strip() for r in rows] for c in columns}
+    return text, np.array([r[index[target]].strip() for r in rows])
 
 
 def _is_number(text: str) -> bool:
@@ -56,6 +49,46 @@ def _is_number(text: str) -> bool:
         return True
     except ValueError:
         return False
+
+
+def _categorical(text: dict[str, list[str]], declared: Optional[list[str]], path: Path) -> list[str]:
+    """The columns read as categories: those declared (data.args.categorical), else every
+    column with a value that is not a number (a blank in a numeric column is a missing value)."""
+    if declared is not None:
+        unknown = [c for c in declared if c not in text]
+        if unknown:
+            raise DataError(f"data.args.categorical: {', '.join(map(repr, unknown))} not among the features of {path}")
+        return list(declared)
+    return [c for c, values in text.items() if any(v and not _is_number(v) for v in values)]
+
+
+def _encode(
+    text: dict[str, list[str]], categorical: list[str], vocab: dict[str, dict[str, int]], *, field: str, path: Path
+):
+    """Model inputs: numeric columns as float32 (N, k_num), categorical ones as int64 codes
+    (N, k_cat), 1..K per column in the order of `vocab` (0: a value `vocab` has not seen);
+    both: the tuple (codes, numbers), as a tabular model with embeddings takes them."""
+    n = len(next(iter(text.values())))
+    numeric = [c for c in text if c not in categorical]
+    x_num = np.empty((n, len(numeric)), dtype=np.float32)
+    for j, c in enumerate(numeric):
+        try:
+            x_num[:, j] = np.array(text[c], dtype=np.float64)
+        except ValueError:
+            bad = next(i for i, v in enumerate(text[c]) if not _is_number(v))
+            raise DataError(
+                f"{field}: {path} column {c!r} is not numeric (line {bad + 2}: {text[c][bad]!r}); "
+                "list it in data.args.categorical to read it as categories"
+            ) from None
+    if not categorical:
+        return torch.as_tensor(x_num)
+    codes = torch.as_tensor(
+        np.array(
+            [[vocab[c].get(v, 0) for c, v in zip(categorical, row)] for row in zip(*(text[c] for c in categorical))]
+        ).reshape(n, len(categorical)),
+        dtype=torch.int64,
+    )
+    return (codes, torch.as_tensor(x_num)) if numeric else codes
 
 
 def load_csv(spec, base: Path) -> DataBundle:
@@ -70,16 +103,20 @@ def load_csv(spec, base: Path) -> DataBundle:
                 *_read_csv(p, target=a.target, features=a.features, delimiter=a.delimiter, field=f"data.args.{key}"),
             )
     task = get_task(spec.task)
-    p, x, y_raw = read["path"]
+    p, text, y_raw = read["path"]
+    categorical = _categorical(text, a.categorical, p)
+    # The codes come from the training file: a value only val_path or test_path holds reads as 0.
+    vocab = {c: {v: i + 1 for i, v in enumerate(sorted(set(text[c])))} for c in categorical}
+    x = _encode(text, categorical, vocab, field="data.args.path", path=p)
     y, names = task.column_targets(y_raw, names=None, field="data.args.path", path=p)
     extra = {}
     for key, split in (("val_path", "val"), ("test_path", "test")):
         if key in read:
-            p2, x2, y2_raw = read[key]
+            p2, text2, y2_raw = read[key]
             y2, _ = task.column_targets(y2_raw, names=names, field=f"data.args.{key}", path=p2)
-            extra[split] = (torch.as_tensor(x2), y2)
+            extra[split] = (_encode(text2, categorical, vocab, field=f"data.args.{key}", path=p2), y2)
     splits = carve_splits(
-        torch.as_tensor(x),
+        x,
         y,
         task=task,
         val_fraction=spec.data.val_fraction,
@@ -88,13 +125,15 @@ def load_csv(spec, base: Path) -> DataBundle:
         **extra,
     )
     splits = _rescale(splits, a)
+    levels = ", ".join(f"{c} {len(v)}" for c, v in vocab.items())
     return tensor_bundle(
         splits,
         task=task,
         source="csv",
         declared_classes=spec.data.num_classes,
         class_names=names,
-        description=f"CSV {read['path'][0].name}: {x.shape[1]} features",
+        description=f"CSV {p.name}: {len(text)} features"
+        + (f", {len(categorical)} categorical as codes 1..K, 0 unseen ({levels} levels)" if categorical else ""),
     )
 
 

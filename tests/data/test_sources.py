@@ -67,11 +67,36 @@ def _csv(tmp_path, text, *extra):
     return _load("data.source=csv", f"data.args.path={tmp_path / 't.csv'}", "data.args.target=y", *extra)
 
 
+def test_csv_string_columns_are_codes_numbered_on_the_training_file(tmp_path):
+    """Levels sorted, 1..K per column (blue 1, green 2, red 3); a value only val_path has reads 0;
+    standardize scales the numbers and leaves the codes; the model gets (codes, numbers)."""
+    (tmp_path / "v.csv").write_text("num,colour,y\n2,red,0\n3,violet,1\n")
+    rows = "".join(f"{i},{c},{i % 2}\n" for i, c in enumerate(["red", "blue", "green", "red"] * 5))
+    d = _csv(
+        tmp_path, "num,colour,y\n" + rows, f"data.args.val_path={tmp_path / 'v.csv'}", "data.args.standardize=true"
+    )
+    codes, numbers = d.train.x
+    assert codes.dtype == torch.int64 and codes.shape[1:] == (1,) and numbers.shape[1:] == (1,)
+    assert sorted(set(codes[:, 0].tolist())) == [1, 2, 3] and d.val.x[0][:, 0].tolist() == [3, 0]
+    assert numbers.mean().abs() < 1e-5 and (numbers.std() - 1).abs() < 1e-3
+    assert d.kind == "structured" and "1 categorical as codes 1..K, 0 unseen (colour 3 levels)" in d.description
+
+
+def test_csv_columns_declared_categorical_are_codes_even_when_numeric(tmp_path):
+    d = _csv(tmp_path, "zip,y\n" + "10115,0\n20095,1\n10115,1\n80331,0\n" * 5, "data.args.categorical=[zip]")
+    assert d.train.x.dtype == torch.int64 and d.train.x.shape[1:] == (1,)  # codes alone: no numeric column
+    assert sorted(set(d.train.x[:, 0].tolist())) == [1, 2, 3]
+
+
 def test_csv_errors_name_the_file_and_column(tmp_path):
     with pytest.raises(DataError, match=r"data\.args\.target: column 'y' not in .*t\.csv \(columns: a, b\)"):
         _csv(tmp_path, "a,b\n1,2\n")
-    with pytest.raises(DataError, match=r"column 'a' is not numeric \(line 3: 'x'\)"):
-        _csv(tmp_path, "a,y\n1,0\nx,1\n")
+    with pytest.raises(
+        DataError, match=r"column 'a' is not numeric \(line 3: 'x'\); list it in data\.args\.categorical"
+    ):
+        _csv(tmp_path, "a,y\n1,0\nx,1\n", "data.args.categorical=[]")
+    with pytest.raises(DataError, match=r"data\.args\.categorical: 'b' not among the features"):
+        _csv(tmp_path, "a,y\n1,0\nx,1\n", "data.args.categorical=[b]")
     with pytest.raises(DataError, match=r"line 2 has 3 fields"):
         _csv(tmp_path, "a,y\n1,0,5\n")
     with pytest.raises(DataError, match=r"data\.args\.path: .*missing\.csv does not exist"):
