@@ -149,6 +149,10 @@ class DataBase(Section):
     augment: list[AugmentSpec] = []
     # Smaller input: average-pool images (H and W) and signals (L) by this factor; 1 = as is.
     downsample: PositiveInt = 1
+    # The input leaf that is a padding mask (1 real, 0 padding; a row of positions per example)
+    # when its name does not say so (attention_mask, padding_mask, mask, *_mask are found alone):
+    # its path as inspect-data names leaves, e.g. "src_valid" or "[1]".
+    mask: Optional[str] = None
 
     @model_validator(mode="after")
     def _factory_only_for_python(self):

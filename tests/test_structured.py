@@ -144,6 +144,15 @@ def test_only_a_0_1_leaf_named_as_masks_are_is_a_mask():
     assert mask_leaf(ids) is None
 
 
+def test_a_mask_the_spec_names_is_used_and_a_wrong_one_is_one_line():
+    ids = torch.randint(0, 5, (4, 6))
+    assert mask_leaf((ids, (ids > 0).long()), "[1]") == "[1]"
+    with pytest.raises(DataError, match=r"data\.mask: no input leaf 'valid' \(the leaves: \[0\], \[1\]\)"):
+        mask_leaf((ids, (ids > 0).long()), "valid")
+    with pytest.raises(DataError, match=r"data\.mask: leaf '\[0\]' is int64 \(6,\) per example; a padding mask holds"):
+        mask_leaf((ids, (ids > 0).long()), "[0]")
+
+
 # ----------------------------------------------------------------------------- through the stages
 
 FAST = {"stages.baseline.steps": 300, "stages.baseline.eval_every": 100, "train.steps": 600, "train.eval_every": 200}
@@ -161,6 +170,18 @@ def test_the_planted_text_model_fails_padding_invariance_in_the_baseline(tmp_pat
     v = result.verdict("padding-invariance")
     assert v.status is Status.FAIL and v.observed["mask"] == "attention_mask", v
     assert [x.check for x in result.failed] == ["padding-invariance"]  # nothing else cries wolf
+
+
+def test_a_mask_without_a_mask_name_is_judged_where_data_mask_names_it(tmp_path):
+    """(ids, mask) tuples: no leaf is named as masks are, so padding-invariance needs data.mask."""
+    made = TEXT.make_data(n_train=300, n_val=200)
+    data = {k: ((x["input_ids"], x["attention_mask"]), y) for k, (x, y) in made.items() if k in ("train", "val")}
+    run = lambda **o: nnrecipe.run(  # noqa: E731
+        model=text.ignores_mask, data=data, stages="baseline", overrides={**FAST, **o}, output_dir=tmp_path, quiet=True
+    )
+    assert "padding-invariance" not in {v.check for v in run().verdicts}  # no mask found: not judged
+    v = run(**{"data.mask": "[1]"}).verdict("padding-invariance")
+    assert v.status is Status.FAIL and v.observed["mask"] == "[1]", v
 
 
 def test_tuple_inputs_of_codes_and_numbers_pass_inspect_data_to_overfit(tmp_path):

@@ -21,9 +21,23 @@ from nnrecipe.probes import evaluating
 MASK_NAMES = ("attention_mask", "padding_mask", "mask")  # the conventional names of a mask leaf
 
 
-def mask_leaf(x) -> Optional[str]:
-    """The name of the mask among structured inputs: a leaf named as masks are (attention_mask,
-    padding_mask, mask, or ending in _mask) of 0/1 values, a row of positions per example."""
+def mask_leaf(x, named: Optional[str] = None) -> Optional[str]:
+    """The name of the mask among structured inputs: the leaf `named` (data.mask), which must be
+    one of 0/1 values with a row of positions per example (else DataError, one line); or a leaf
+    named as masks are (attention_mask, padding_mask, mask, or ending in _mask) that is."""
+    if named is not None:
+        from nnrecipe.errors import DataError
+
+        found = dict(inputs.leaves(x)) if inputs.structured(x) else {}
+        t = found.get(named)
+        if t is None:
+            raise DataError(f"data.mask: no input leaf {named!r} (the leaves: {', '.join(found) or 'one tensor'})")
+        if t.ndim != 2 or t.is_floating_point() or not bool(((t == 0) | (t == 1)).all()):
+            raise DataError(
+                f"data.mask: leaf {named!r} is {str(t.dtype).removeprefix('torch.')} {tuple(t.shape[1:])} per "
+                "example; a padding mask holds integer 0/1, one per position (N, L)"
+            )
+        return named
     for name, t in inputs.leaves(x) if inputs.structured(x) else []:
         last = name.rsplit(".", 1)[-1]
         if (last in MASK_NAMES or last.endswith("_mask")) and t.ndim == 2 and not t.is_floating_point():

@@ -164,7 +164,7 @@ def _measure_untrained(s: Setup, m: BaselineMeasurements) -> tuple[torch.Tensor,
     probe = copy.deepcopy(model)
     m.grad = gradient_step(probe, xt, yt, s.loss_fn, make_optimizer(spec.optim, probe.parameters()))
     s.untrained = model  # dead units are judged on it and on the trained model (_measure_diagnoses)
-    m.mask_key = mask_leaf(xv) or ""
+    m.mask_key = mask_leaf(xv, spec.data.mask) or ""
     if m.mask_key:  # an attention mask: appending padding must not move the predictions
         shown = inputs.index(xv, slice(0, 64))
         m.mask_padding, m.padding_skip = mask_padding(model, shown, m.mask_key, pad=spec.stages.baseline.padding_tokens)
