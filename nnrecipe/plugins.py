@@ -175,7 +175,12 @@ def _check_output(module, out, args, field: str, ref: str) -> None:
         raise PluginError(f"{field}: {ref}: forward returned {got}; expected floating-point outputs, a row per example")
     from nnrecipe import inputs
 
-    rows = inputs.batch_len(args[0]) if args and not inputs.problem(args[0]) else None
+    if not args:
+        rows = None
+    elif isinstance(args[0], torch.Tensor):  # the common case: no walk over a structure per forward
+        rows = len(args[0])
+    else:
+        rows = inputs.batch_len(args[0]) if not inputs.problem(args[0]) else None
     if rows is not None and len(out) != rows:
         raise PluginError(f"{field}: {ref}: forward returned {len(out)} rows for a batch of {rows}")
     form = (out.ndim, out.shape[-1])

@@ -11,6 +11,7 @@ Two kinds of split share one small interface (`len`, `iterate`, `example`):
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import TYPE_CHECKING, Any, Iterator, NoReturn, Optional, Union
 
 import numpy as np
@@ -236,12 +237,13 @@ class DataBundle:
             out["test"] = self.test
         return out
 
-    @property
+    @functools.cached_property
     def input_shape(self) -> Any:
-        """An example's shape; for structured inputs the structure of shapes (inputs.shape)."""
+        """An example's shape; for structured inputs the structure of shapes (inputs.shape).
+        Read once per bundle (a lazy split decodes its first example to say)."""
         return inputs.shape(self.train.example(0)[0])
 
-    @property
+    @functools.cached_property
     def structured(self) -> bool:
         """Inputs that are a tuple, list or dict of tensors rather than one tensor."""
         return inputs.structured(self.train.example(0)[0])
