@@ -63,12 +63,18 @@ def _start_at(classifier: nn.Conv2d, priors) -> None:
         classifier.bias.copy_(torch.log(torch.as_tensor(priors, dtype=torch.float32)))
 
 
-def make_lraspp(input_shape: tuple[int, ...], num_outputs: int, priors=None) -> nn.Module:
+def make_lraspp(input_shape: tuple[int, ...], num_outputs: int, priors=None, bn_momentum=None) -> nn.Module:
     """torchvision's LR-ASPP on MobileNetV3-Large, no pretrained weights (nothing downloaded).
-    Its output is the sum of two 1x1 classifiers: the high-level one starts at the priors."""
+    Its output is the sum of two 1x1 classifiers: the high-level one starts at the priors.
+    `bn_momentum` replaces MobileNetV3's BatchNorm momentum (0.01, tuned for ImageNet's long
+    schedules: on a few hundred steps the running statistics lag the weights)."""
     from torchvision.models.segmentation import lraspp_mobilenet_v3_large
 
     model = lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=num_outputs)
+    if bn_momentum is not None:
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.momentum = bn_momentum
     _start_at(model.classifier.high_classifier, priors)
     nn.init.zeros_(model.classifier.low_classifier.bias)
     return model

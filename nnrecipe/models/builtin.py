@@ -44,10 +44,24 @@ class IdLinear(nn.Module):
         return self.table(ids) + self.bias
 
 
+def largest_ids(data) -> dict[str, int]:
+    """The largest id of each integer input leaf over every split (so no held-out id falls
+    outside a table sized by it), by leaf name (inputs.leaves: "x" for one tensor)."""
+    from nnrecipe import inputs
+
+    top: dict[str, int] = {}
+    for split in data.splits().values():
+        for x, _ in split.iterate(4096):
+            for name, t in inputs.leaves(x):
+                if not t.is_floating_point() and t.numel():
+                    top[name] = max(top.get(name, 0), int(t.max()))
+    return top
+
+
 def id_linear(data) -> IdLinear:
-    """The linear baseline of integer inputs, its vocabulary from every split (so no held-out id
-    falls outside the table) and its bias at the task's ideal (as built-in models start)."""
-    vocab = 1 + max(int(x.max()) for split in data.splits().values() for x, _ in split.iterate(4096))
+    """The linear baseline of integer inputs, its vocabulary from every split and its bias at
+    the task's ideal (as built-in models start)."""
+    vocab = 1 + max(largest_ids(data).values(), default=0)
     return IdLinear(math.prod(data.input_shape), max(vocab, 1), data.num_outputs)
 
 
@@ -75,12 +89,7 @@ class StructuredLinear(nn.Module):
 def structured_linear(data) -> StructuredLinear:
     from nnrecipe import inputs
 
-    top: dict[str, int] = {}  # the largest id of each integer leaf over every split
-    for split in data.splits().values():
-        for x, _ in split.iterate(4096):
-            for name, t in inputs.leaves(x):
-                if not t.is_floating_point() and t.numel():
-                    top[name] = max(top.get(name, 0), int(t.max()))
+    top = largest_ids(data)
     parts: dict[str, nn.Module] = {}
     for name, leaf in inputs.leaves(data.train.example(0)[0]):
         if leaf.is_floating_point():
