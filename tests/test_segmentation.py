@@ -160,7 +160,8 @@ def test_a_correct_setup_passes_inspect_data_baseline_and_overfit(tmp_path):
     assert not alarms, alarms
     assert result.verdict("fits-train").observed["train_pixel_accuracy"] > 0.95
     run = tmp_path / "runs" / "clean"
-    for picture in ("baseline/masks_val.png", "baseline/masks_overfit_batch.png", "overfit/confusion.png"):
+    pictures = ("inspect-data/masks_train.png", "baseline/masks_val.png", "baseline/masks_overfit_batch.png")
+    for picture in (*pictures, "overfit/confusion.png"):
         assert (run / picture).stat().st_size > 5000, picture
     summary = (run / "overfit" / "summary.json").read_text()
     assert '"mean_iou"' in summary

@@ -36,21 +36,20 @@ def mask_grid(
 ):
     """One row per example (x, target mask, predicted mask, caption): input | target | prediction."""
     import matplotlib
+    from matplotlib.patches import Patch
 
     colours = np.asarray(matplotlib.colormaps["tab10" if num_classes <= 10 else "tab20"].colors)[:num_classes]
     if len(colours) < num_classes:  # more classes than the colour map: repeat it
         colours = np.resize(colours, (num_classes, 3))
-    fig = pictures.new_figure(5.2, 0.3 + 1.55 * len(rows))
-    axes = fig.subplots(len(rows), 3, squeeze=False)
+    cols = 3 if rows and rows[0][2] is not None else 2
+    fig = pictures.new_figure(1.8 * cols - 0.2, 0.5 + 1.55 * len(rows))
+    axes = fig.subplots(len(rows), cols, squeeze=False)
     for r, (x, target, pred, caption) in enumerate(rows):
         image = _rgb(x)
-        for c, (panel, what) in enumerate(
-            (
-                (image, "input"),
-                (_overlay(image, target.cpu().numpy(), colours), "target"),
-                (_overlay(image, pred.cpu().numpy(), colours), "prediction"),
-            )
-        ):
+        panels = [(image, "input"), (_overlay(image, target.cpu().numpy(), colours), "target")]
+        if pred is not None:
+            panels.append((_overlay(image, pred.cpu().numpy(), colours), "prediction"))
+        for c, (panel, what) in enumerate(panels):
             ax = axes[r, c]
             ax.imshow(panel, interpolation="nearest")
             ax.set_xticks([])
@@ -58,10 +57,23 @@ def mask_grid(
             if r == 0:
                 ax.set_title(what, fontsize=8)
         axes[r, 0].set_ylabel(caption, fontsize=6)
-    handles = [matplotlib.patches.Patch(color=colours[c], label=names(c)) for c in range(num_classes)]
+    handles = [Patch(color=colours[c], label=names(c)) for c in range(num_classes)]
     fig.legend(handles=handles, loc="lower center", ncol=min(num_classes, 6), fontsize=6, frameon=False)
     fig.suptitle(title, fontsize=9)
     return fig
+
+
+def draw_data(save: FigureSaver, data, n: int = 6) -> None:
+    """masks_train.png: the first n train images, each with its mask over it (where the number
+    of classes is known: masks of fractional ids have none, label-range says why)."""
+    if data.kind != "image" or not data.num_outputs:
+        return
+    rows = []
+    for i in range(min(n, len(data.train))):
+        x, y = data.train.example(i)
+        rows.append((x, torch.as_tensor(y), None, f"train #{i}"))
+    fig = mask_grid(rows, num_classes=data.num_outputs, names=data.class_name, title="train images and their masks")
+    save(fig, "masks_train", "label-range", "class-balance", tag="data/masks_train")
 
 
 def draw_baseline(ctx, stage: str, data, m) -> Artifacts:

@@ -110,6 +110,7 @@ def _draw(spec, ctx: StageContext, data, m: DataMeasurements) -> Artifacts:
             "class-balance",
             tag="data/class_balance",
         )
+    data.task.data_pictures(save, data)
     table = ctx.run.stage_dir(STAGE) / CSV_NAME
     write_examples_csv(table, m, data)
     save.add(table, "duplicates", "split-leakage", "conflicting-labels", "outliers", "non-finite")

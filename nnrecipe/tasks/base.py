@@ -99,6 +99,25 @@ class LossFloor:
     why: str  # e.g. "2 groups of identical inputs with different labels"
 
 
+class MeanOfScores:
+    """For a task whose metric is the mean of per-example scores in [0, 1] (F1 per example, pixel
+    accuracy per image): the metric from the scores, its standard error from their spread."""
+
+    def metric_of(self, scores: np.ndarray, target_var: float = 1.0) -> float:
+        return float(np.mean(scores))
+
+    def metric_se(
+        self, metric: float, n: int, *, scores: Optional[np.ndarray] = None, target_var: float = 1.0
+    ) -> float:
+        """SD of the per-example scores over sqrt(n); without them, a proportion's (the scores are in [0, 1])."""
+        if scores is not None and len(scores) > 1:
+            return float(np.std(scores, ddof=1) / math.sqrt(len(scores)))
+        return binomial_se(metric, n)
+
+    def objective(self, metric: float) -> float:
+        return float(metric) if math.isfinite(metric) else 0.0
+
+
 class Task:
     name: ClassVar[str]
 
@@ -466,6 +485,9 @@ class Task:
                 f"inputs are {str(xv.dtype).removeprefix('torch.')} ids and no nn.Embedding of the "
                 "model reads them: nothing to differentiate"
             )
+
+    def data_pictures(self, save, data) -> None:
+        """inspect-data's pictures of this task's own (a FigureSaver `save`), beside the shared ones."""
 
     def baseline_pictures(self, ctx, stage: str, data, m, loss: str):
         """The baseline stage's pictures from its measurements (pictures/baseline.py)."""

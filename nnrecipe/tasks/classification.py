@@ -52,6 +52,14 @@ def prior_bias(loss: str, priors: Optional[np.ndarray]) -> Optional[np.ndarray]:
     return None
 
 
+def read_labels(declared, class_names, splits) -> list[torch.Tensor]:
+    """Every label of Dataset splits, flat, read once only when neither data.num_classes nor
+    class names say C (else none)."""
+    if declared or class_names:
+        return []
+    return [torch.cat([y.reshape(-1) for _, y in s.iterate(256)]) for s in splits.values()]
+
+
 def distribution_statistics(data, rows: torch.Tensor, loss: str) -> dict:
     """The train and val priors and the mean predicted distribution over the output rows."""
     probs = torch.sigmoid(rows) if loss == "bce" else F.softmax(rows, dim=1)
@@ -111,15 +119,9 @@ class Classification(Task):
         return infer_num_classes(declared, class_names, ys), 1
 
     def lazy_outputs(self, declared, class_names, splits):
-        """The labels are read once when neither data.num_classes nor class names say C."""
         from nnrecipe.data.common import infer_num_classes
 
-        ys = (
-            []
-            if (declared or class_names)
-            else [torch.cat([y.reshape(-1) for _, y in s.iterate(256)]) for s in splits.values()]
-        )
-        return infer_num_classes(declared, class_names, ys), 1
+        return infer_num_classes(declared, class_names, read_labels(declared, class_names, splits)), 1
 
     def check_usable(self, data, where):
         from nnrecipe.errors import DataError

@@ -11,12 +11,10 @@ loss is the mean binary entropy of the prevalences, with final bias logit(preval
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
-from nnrecipe.tasks.base import HUMAN_ACCURACY, Task, TrainGoal, binomial_se
+from nnrecipe.tasks.base import HUMAN_ACCURACY, MeanOfScores, Task, TrainGoal
 
 
 def example_f1(predicted: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
@@ -45,7 +43,7 @@ def prevalence(y: torch.Tensor) -> np.ndarray:
     return (y.double().reshape(len(y), -1) > 0.5).double().mean(dim=0).numpy()
 
 
-class MultiLabel(Task):
+class MultiLabel(MeanOfScores, Task):
     name = "multi-label"
     metric, metric_title, metric_symbol, metric_short = "f1", "F1 (per example)", "F1", "F1"
     score, score_title = "f1", "F1"
@@ -78,18 +76,6 @@ class MultiLabel(Task):
 
     def meter(self, device):
         return _MeanF1(device)
-
-    def metric_of(self, scores, target_var=1.0):
-        return float(np.mean(scores))
-
-    def metric_se(self, metric, n, *, scores=None, target_var=1.0):
-        """SD of the per-example F1 over sqrt(n); without them, a proportion's (F1 is in [0, 1])."""
-        if scores is not None and len(scores) > 1:
-            return float(np.std(scores, ddof=1) / math.sqrt(len(scores)))
-        return binomial_se(metric, n)
-
-    def objective(self, metric):
-        return float(metric) if math.isfinite(metric) else 0.0
 
     def train_goal(self, cfg):
         return TrainGoal("train F1", cfg.target_train_accuracy, lambda e: e.metric)

@@ -11,7 +11,6 @@ bias and the dumb baseline (the most frequent pixel class everywhere) come from 
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Mapping
 
 import numpy as np
@@ -20,8 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from nnrecipe import inputs
-from nnrecipe.tasks.base import HUMAN_ACCURACY, LossFloor, Task, TrainGoal, binomial_se
-from nnrecipe.tasks.classification import distribution_statistics, prior_bias
+from nnrecipe.tasks.base import HUMAN_ACCURACY, LossFloor, MeanOfScores, Task, TrainGoal
+from nnrecipe.tasks.classification import distribution_statistics, prior_bias, read_labels
 
 IGNORE_INDEX = -100  # targets that no loss and no metric reads (PyTorch's cross_entropy default)
 
@@ -74,7 +73,7 @@ def _present(data, y) -> list[tuple[str, float]]:
     return [(data.class_name(int(c)), float(counts[c])) for c in order if counts[c] > 0]
 
 
-class Segmentation(Task):
+class Segmentation(MeanOfScores, Task):
     name = "segmentation"
     metric, metric_title, metric_symbol, metric_short = "pixel_accuracy", "pixel accuracy", "pixel acc", "pix acc"
     score, score_title = "pixel_accuracy", "pixel accuracy"
@@ -104,18 +103,6 @@ class Segmentation(Task):
 
     def meter(self, device):
         return _PixelAccuracy(device)
-
-    def metric_of(self, scores, target_var=1.0):
-        return float(np.mean(scores))
-
-    def metric_se(self, metric, n, *, scores=None, target_var=1.0):
-        """SD of the per-image accuracy over sqrt(images): an image's pixels are not independent."""
-        if scores is not None and len(scores) > 1:
-            return float(np.std(scores, ddof=1) / math.sqrt(len(scores)))
-        return binomial_se(metric, n)
-
-    def objective(self, metric):
-        return float(metric) if math.isfinite(metric) else 0.0
 
     def train_goal(self, cfg):
         return TrainGoal("train pixel accuracy", cfg.target_train_accuracy, lambda e: e.metric)
@@ -147,11 +134,7 @@ class Segmentation(Task):
     def lazy_outputs(self, declared, class_names, splits):
         from nnrecipe.data.common import infer_num_classes
 
-        ys = (
-            []
-            if (declared or class_names)
-            else [torch.cat([y.reshape(-1) for _, y in s.iterate(256)]) for s in splits.values()]
-        )
+        ys = read_labels(declared, class_names, splits)
         return infer_num_classes(declared, class_names, [y[y != IGNORE_INDEX] for y in ys]), 1
 
     def check_usable(self, data, where):
@@ -318,6 +301,13 @@ class Segmentation(Task):
         from nnrecipe.probes.mispredictions import pixel_confusion
 
         return pixel_confusion(outputs, targets, num_classes=num_classes, loss=loss, class_name=class_name, k=k)
+
+    def data_pictures(self, save, data):
+        """masks_train.png: the first train images with their masks over them (a mask that does
+        not sit on its image shows here first)."""
+        from nnrecipe.pictures import masks
+
+        masks.draw_data(save, data)
 
     def baseline_pictures(self, ctx, stage, data, m, loss):
         """The baseline's pictures and the masks over val images: target | prediction."""
