@@ -60,7 +60,7 @@ class CsvArgs(Section):
     target: str
     features: Optional[list[str]] = None  # None: every column but the target
     # Columns read as categories (codes 1..K per column from the training file, 0 for a value it
-    # lacks); None: every column holding a value that is not a number. The inputs are then the
+    # lacks); None: every column whose values are mostly not numbers. The inputs are then the
     # tuple (codes int64 (N, k_cat), numbers float32 (N, k_num)), or the codes alone.
     categorical: Optional[list[str]] = None
     val_path: Optional[str] = None  # else val is carved from `path` with data.val_fraction

@@ -26,6 +26,10 @@ LANGUAGE = {"text-gpt.yaml"}
 # no warn and no fail, were measured by hand: docs/library-models.md. The segmentation task
 # itself runs every stage in tests/test_segmentation.py on a small FCN of the same plugin.
 BY_HAND = {"segmentation-shapes.yaml", "timm-digits.yaml"}
+# transformers' BERT, 13 ms a step on one core: through overfit here (the bar of issue 21), its
+# baseline and overfit at a fraction of their budget; its later stages ran strict at a fraction
+# of theirs in this suite until 2026-11-30 (80 s: no warn) and are in docs/library-models.md.
+THROUGH_OVERFIT = {"text-bert.yaml": ("stages.baseline.steps=300", "train.steps=500", "train.eval_every=100")}
 LIGHT_LM = ("stages.baseline.steps=60", "stages.baseline.eval_every=30")
 LIGHT = (
     "stages.regularize.seeds=1",
@@ -48,11 +52,6 @@ HEAVY = {
     "mnist1d.yaml": NO_FOLDS + ("stages.regularize.data_scaling.enabled=false", "stages.regularize.steps=1000"),
     "image-folder.yaml": NO_FOLDS,
     "torchvision.yaml": NO_FOLDS,
-    # transformers' BERT, 13 ms a step on one core: every stage at a fraction of its budget (the
-    # defaults through overfit by hand: issue 21's closing note)
-    "text-bert.yaml": NO_FOLDS
-    + ("stages.regularize.data_scaling.enabled=false", "train.steps=500", "train.eval_every=100")
-    + ("stages.baseline.steps=300", "stages.tune.steps=100", "stages.squeeze.steps=150"),
 }
 
 
@@ -102,6 +101,16 @@ def test_language_model_config_has_no_false_alarm_up_to_baseline(path, cli):
         assert checks[check] == "pass", check
 
 
+@pytest.mark.parametrize("path", [p for p in ALL if p.name in THROUGH_OVERFIT], ids=lambda p: p.name)
+def test_library_model_configs_pass_through_overfit_strictly(path, cli):
+    result = cli("run", "--config", path, "--to", "overfit", "--json", "--strict", *THROUGH_OVERFIT[path.name])
+    verdicts = json.loads(result.stdout) if result.stdout.strip() else []
+    alarms = [(v["check"], v["status"], v["message"]) for v in verdicts if v["status"] not in ("pass", "skip")]
+    assert result.exit_code == 0 and not alarms, (alarms, result.stderr[-2000:])
+    assert {v["stage"] for v in verdicts} == {"inspect-data", "baseline", "overfit"}
+    assert {v["check"]: v["status"] for v in verdicts}["fits-train"] == "pass"
+
+
 @pytest.mark.parametrize("path", [p for p in ALL if p.name in BY_HAND], ids=lambda p: p.name)
 def test_library_model_configs_pass_inspect_data_strictly(path, cli):
     result = cli("run", "--config", path, "--to", "inspect-data", "--json", "--strict")
@@ -112,7 +121,9 @@ def test_library_model_configs_pass_inspect_data_strictly(path, cli):
 
 
 @pytest.mark.parametrize(
-    "path", [p for p in ALL if p.name not in NEEDS_USER_DATA | PAPER | LANGUAGE | BY_HAND], ids=lambda p: p.name
+    "path",
+    [p for p in ALL if p.name not in NEEDS_USER_DATA | PAPER | LANGUAGE | BY_HAND | set(THROUGH_OVERFIT)],
+    ids=lambda p: p.name,
 )
 def test_every_available_stage_has_no_false_alarm_on_shipped_config(path, cli):
     """`nnrecipe run --strict` on each shipped config: no fail and no warn, in any stage.

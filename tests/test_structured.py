@@ -176,8 +176,9 @@ def test_a_mask_without_a_mask_name_is_judged_where_data_mask_names_it(tmp_path)
     """(ids, mask) tuples: no leaf is named as masks are, so padding-invariance needs data.mask."""
     made = TEXT.make_data(n_train=300, n_val=200)
     data = {k: ((x["input_ids"], x["attention_mask"]), y) for k, (x, y) in made.items() if k in ("train", "val")}
-    run = lambda **o: nnrecipe.run(  # noqa: E731
-        model=text.ignores_mask, data=data, stages="baseline", overrides={**FAST, **o}, output_dir=tmp_path, quiet=True
+    light = {"stages.baseline.steps": 30, "stages.baseline.eval_every": 30, "stages.baseline.overfit_steps": 30}
+    run = lambda **o: nnrecipe.run(  # noqa: E731  (padding-invariance is measured on the untrained model)
+        model=text.ignores_mask, data=data, stages="baseline", overrides={**light, **o}, output_dir=tmp_path, quiet=True
     )
     assert "padding-invariance" not in {v.check for v in run().verdicts}  # no mask found: not judged
     v = run(**{"data.mask": "[1]"}).verdict("padding-invariance")

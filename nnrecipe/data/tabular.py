@@ -53,13 +53,19 @@ def _is_number(text: str) -> bool:
 
 def _categorical(text: dict[str, list[str]], declared: Optional[list[str]], path: Path) -> list[str]:
     """The columns read as categories: those declared (data.args.categorical), else every
-    column with a value that is not a number (a blank in a numeric column is a missing value)."""
+    column whose values are mostly not numbers. A numeric column with a few stray words is a
+    data error (reported with its line), not a column of categories."""
     if declared is not None:
         unknown = [c for c in declared if c not in text]
         if unknown:
             raise DataError(f"data.args.categorical: {', '.join(map(repr, unknown))} not among the features of {path}")
         return list(declared)
-    return [c for c, values in text.items() if any(v and not _is_number(v) for v in values)]
+
+    def words(values: list[str]) -> bool:
+        filled = [v for v in values if v]
+        return sum(not _is_number(v) for v in filled) > len(filled) / 2
+
+    return [c for c, values in text.items() if words(values)]
 
 
 def _encode(
