@@ -214,3 +214,13 @@ def test_the_task_objects_answers():
     assert SEGMENTATION.output_rows(torch.zeros(5, 4, 7, 9)).shape == (5 * 63, 4)
     prior = SEGMENTATION.constant_output(np.log([0.5, 0.25, 0.25]), torch.zeros(2, 3, 4, 4))
     assert torch.allclose(prior[1, :, 2, 3], torch.log(torch.tensor([0.5, 0.25, 0.25])))
+
+
+def test_the_dumb_baseline_is_the_majority_class_at_every_pixel():
+    d = segmentation.clean(n_train=50, n_val=40)
+    (_, y_train), (_, y) = d["train"], d["val"]
+    priors = np.bincount(y_train[y_train >= 0].numpy(), minlength=3) / int((y_train >= 0).sum())
+    data = SimpleNamespace(priors=lambda split="train": priors, targets=lambda split: y, num_outputs=3)
+    guess = torch.full((len(y), 3, *y.shape[1:]), -1.0)
+    guess[:, int(np.argmax(priors))] = 1.0  # logits that pick the majority class everywhere
+    assert SEGMENTATION.dumb_scores(data) == pytest.approx(pixel_accuracy(guess, y).numpy())

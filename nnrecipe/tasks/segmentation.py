@@ -188,11 +188,12 @@ class Segmentation(MeanOfScores, Task):
     # ---- baselines and init
 
     def dumb_scores(self, data):
+        """Every pixel the most frequent train class: each image's share of it among its real pixels."""
         majority = int(np.argmax(data.priors("train")))
-        y = data.targets("val").long()
-        guess = torch.full((len(y), data.num_outputs, *y.shape[1:]), -1.0)
-        guess[:, majority] = 1.0
-        return pixel_accuracy(guess, y).numpy()
+        y = data.targets("val").long().reshape(len(data.targets("val")), -1)
+        real = y != IGNORE_INDEX
+        hits, count = ((y == majority) & real).sum(dim=1).double(), real.sum(dim=1).double()
+        return torch.where(count > 0, hits / count.clamp_min(1), torch.ones_like(count)).numpy()
 
     def dumb_metric(self, data, scores):
         return float(np.mean(scores))
@@ -206,11 +207,16 @@ class Segmentation(MeanOfScores, Task):
 
         seed_everything(spec.seed, deterministic=spec.train.deterministic)
         x, _ = data.train.example(0)
-        conv = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}.get(x.dim() - 1)
+        conv = None if data.structured else {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}.get(x.dim() - 1)
         if conv is None or not x.is_floating_point():
             from nnrecipe.errors import DataError
 
-            raise DataError(f"data: segmentation inputs are float (C, *S) with 1-3 spatial dims; got {tuple(x.shape)}")
+            got = (
+                "a structure of tensors"
+                if data.structured
+                else f"{str(x.dtype).removeprefix('torch.')} {tuple(x.shape)}"
+            )
+            raise DataError(f"data: segmentation inputs are one float tensor (C, *S) with 1-3 spatial dims; got {got}")
         model = conv(x.shape[0], data.num_outputs, kernel_size=1)
         bias = self.data_bias(self.default_loss, data)
         with torch.no_grad():
