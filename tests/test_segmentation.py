@@ -224,3 +224,10 @@ def test_the_dumb_baseline_is_the_majority_class_at_every_pixel():
     guess = torch.full((len(y), 3, *y.shape[1:]), -1.0)
     guess[:, int(np.argmax(priors))] = 1.0  # logits that pick the majority class everywhere
     assert SEGMENTATION.dumb_scores(data) == pytest.approx(pixel_accuracy(guess, y).numpy())
+
+
+def test_class_shares_per_mask_leave_ignored_pixels_out():
+    from nnrecipe.tasks.segmentation import class_shares
+
+    y = torch.tensor([[[0, 1], [1, -100]], [[-100, -100], [-100, -100]], [[2, 2], [2, 0]]])
+    assert class_shares(y, 3).tolist() == pytest.approx([[1 / 3, 2 / 3, 0], [0, 0, 0], [0.25, 0, 0.75]])
