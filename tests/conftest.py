@@ -61,6 +61,23 @@ def planted_spec(folder: Path, factory: str, *, args: dict | None = None, **extr
     return write_spec(folder, spec, name=f"{factory}.yaml")
 
 
+def run_planted(tmp_path: Path, module, stages, *, data: str, model, overrides: dict):
+    """nnrecipe.run on a planted module's data factory `data` (called with no arguments) and
+    `model`, every stage's verdicts kept (keep_going), named after the data."""
+    import nnrecipe
+
+    return nnrecipe.run(
+        model=model,
+        data=getattr(module, data)(),
+        stages=stages,
+        overrides=overrides,
+        output_dir=tmp_path / "runs",
+        name=data.replace("_", "-"),
+        quiet=True,
+        keep_going=True,
+    )
+
+
 def pytest_collection_modifyitems(config, items):
     """The slowest tests (every stage on a shipped config) first, so that the two xdist workers
     are not left waiting for one of them at the end of the run."""

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import nnrecipe
-from conftest import PLANTED, write_spec
+from conftest import PLANTED, run_planted, write_spec
 from nnrecipe.errors import SpecError
 from nnrecipe.tasks import MULTI_LABEL
 from nnrecipe.tasks.multi_label import example_f1
@@ -28,16 +28,7 @@ FAST = {
 
 
 def _run(tmp_path, stages, *, data="clean", model=multilabel.mlp, **kw):
-    return nnrecipe.run(
-        model=model,
-        data=getattr(multilabel, data)(),
-        stages=stages,
-        overrides={**FAST, **kw},
-        output_dir=tmp_path / "runs",
-        name=data.replace("_", "-"),
-        quiet=True,
-        keep_going=True,
-    )
+    return run_planted(tmp_path, multilabel, stages, data=data, model=model, overrides={**FAST, **kw})
 
 
 def test_example_f1_is_sklearns_samples_average():

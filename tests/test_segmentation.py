@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-import nnrecipe
+from conftest import run_planted
 from nnrecipe.checks.segmentation_checks import mask_class_balance
 from nnrecipe.errors import SpecError
 from nnrecipe.probes.mispredictions import pixel_confusion
@@ -35,16 +35,7 @@ FAST = {
 
 
 def _run(tmp_path, stages, *, data="clean", model=segmentation.fcn, **kw):
-    return nnrecipe.run(
-        model=model,
-        data=getattr(segmentation, data)(),
-        stages=stages,
-        overrides={**FAST, **kw},
-        output_dir=tmp_path / "runs",
-        name=data.replace("_", "-"),
-        quiet=True,
-        keep_going=True,
-    )
+    return run_planted(tmp_path, segmentation, stages, data=data, model=model, overrides={**FAST, **kw})
 
 
 # ----------------------------------------------------------------------------- the measures
