@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 
 from nnrecipe.errors import PluginError, SpecError
+from nnrecipe.losses import IGNORE_INDEX  # what a mask's uncovered pixels become: no loss reads them
 from nnrecipe.plugins import call_factory, load_factory, user_code
 
-IGNORED_LABEL = -100  # a mask pixel that no loss reads (what uncovered pixels become)
 Augment = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -101,9 +101,9 @@ def make_crop(kind: str, padding: int = 1) -> Augment:
 
     def crop(x, y):
         if dense(x, y):  # the mask rides along as one more channel (its uncovered pixels ignored: -100)
-            both = torch.cat([x.float(), (y.float() - IGNORED_LABEL)[:, None]], dim=1)
+            both = torch.cat([x.float(), (y.float() - IGNORE_INDEX)[:, None]], dim=1)
             out = _shift_last_axes(both, padding, axes)
-            return out[:, :-1].to(x.dtype), (out[:, -1].round() + IGNORED_LABEL).to(y.dtype)
+            return out[:, :-1].to(x.dtype), (out[:, -1].round() + IGNORE_INDEX).to(y.dtype)
         squeeze = kind == "signal" and x.dim() == 2
         xs = x.unsqueeze(1) if squeeze else x
         out = _shift_last_axes(xs, padding, axes)
@@ -129,8 +129,8 @@ def _affine(
     grid = F.affine_grid(theta.to(torch.float32), list(x.shape), align_corners=False)
     moved = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False).to(x.dtype)
     if dense(x, y):  # ids shifted so that the zero fill reads back as the ignore label
-        ids = F.grid_sample((y.float() - IGNORED_LABEL)[:, None], grid, mode="nearest", align_corners=False)
-        y = (ids[:, 0].round() + IGNORED_LABEL).to(y.dtype)
+        ids = F.grid_sample((y.float() - IGNORE_INDEX)[:, None], grid, mode="nearest", align_corners=False)
+        y = (ids[:, 0].round() + IGNORE_INDEX).to(y.dtype)
     return moved, y
 
 

@@ -144,6 +144,8 @@ def pixel_confusion(
     """Masks: the confusion matrix over every real pixel of val, per class precision / recall /
     IoU, pixel accuracy and mean IoU over the classes that occur (in truth or prediction), and
     the k images with the lowest pixel accuracy."""
+    from nnrecipe.tasks.segmentation import pixel_accuracy
+
     out, y = outputs.float().cpu(), targets.cpu().long()
     pred = out.argmax(dim=1)
     real = (y >= 0) & (y < num_classes)
@@ -164,14 +166,13 @@ def pixel_confusion(
                 "iou": round(iou, 4),
             }
         )
-    hits = ((pred == y) & real).flatten(1).sum(dim=1).double()
-    count = real.flatten(1).sum(dim=1).double()
-    acc = torch.where(count > 0, hits / count.clamp_min(1), torch.ones_like(count))
+    acc = pixel_accuracy(out, y)
+    wrong_pixels = (real & (pred != y)).flatten(1).sum(dim=1)
     top = [
         {
             "index": int(i),
             "pixel_accuracy": round(float(acc[i]), 4),
-            "wrong_pixels": int(count[i] - hits[i]),
+            "wrong_pixels": int(wrong_pixels[i]),
             "caption": f"pix acc {float(acc[i]):.2f}",
         }
         for i in torch.argsort(acc)[:k]

@@ -19,19 +19,24 @@ import torch.nn.functional as F
 from torch import nn
 
 from nnrecipe import inputs
+from nnrecipe.losses import IGNORE_INDEX  # targets that no loss and no metric reads
 from nnrecipe.tasks.base import HUMAN_ACCURACY, LossFloor, MeanOfScores, Task, TrainGoal
 from nnrecipe.tasks.classification import distribution_statistics, prior_bias, read_labels
 
-IGNORE_INDEX = -100  # targets that no loss and no metric reads (PyTorch's cross_entropy default)
+
+def real_share(hit: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per example, the share of its real (non-ignored) pixels where `hit` holds (1 when it has
+    no real pixel: nothing to get wrong)."""
+    real = y != IGNORE_INDEX
+    hits = (hit & real).flatten(1).sum(dim=1).double()
+    count = real.flatten(1).sum(dim=1).double()
+    return torch.where(count > 0, hits / count.clamp_min(1), torch.ones_like(count))
 
 
 def pixel_accuracy(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Each example's share of correctly classified real pixels (1 when it has none to get wrong)."""
+    """Each example's share of correctly classified real pixels."""
     y = y.to(out.device).long()
-    real = y != IGNORE_INDEX
-    hits = ((out.argmax(dim=1) == y) & real).flatten(1).sum(dim=1).double()
-    count = real.flatten(1).sum(dim=1).double()
-    return torch.where(count > 0, hits / count.clamp_min(1), torch.ones_like(count))
+    return real_share(out.argmax(dim=1) == y, y)
 
 
 def dense_loss(name: str, out: torch.Tensor, y: torch.Tensor, *, reduction: str = "mean") -> torch.Tensor:
@@ -193,10 +198,8 @@ class Segmentation(MeanOfScores, Task):
     def dumb_scores(self, data):
         """Every pixel the most frequent train class: each image's share of it among its real pixels."""
         majority = int(np.argmax(data.priors("train")))
-        y = data.targets("val").long().reshape(len(data.targets("val")), -1)
-        real = y != IGNORE_INDEX
-        hits, count = ((y == majority) & real).sum(dim=1).double(), real.sum(dim=1).double()
-        return torch.where(count > 0, hits / count.clamp_min(1), torch.ones_like(count)).numpy()
+        y = data.targets("val").long()
+        return real_share(y == majority, y).numpy()
 
     def dumb_metric(self, data, scores):
         return float(np.mean(scores))
