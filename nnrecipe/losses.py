@@ -13,12 +13,11 @@ from nnrecipe.outputs import whole
 from nnrecipe.plugins import call_factory, load_factory, user_code
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-IGNORE_INDEX = -100  # a language model's padding target (PyTorch's cross_entropy default)
+IGNORE_INDEX = -100  # a target no loss reads: padding, a mask's void (PyTorch's cross_entropy default)
 
 
 def _cross_entropy(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    if out.dim() == 3:  # a language model: (N, L, V) logits, (N, L) next tokens; -100 targets are padding
-        return F.cross_entropy(out.float().flatten(0, 1), y.long().flatten(), ignore_index=IGNORE_INDEX)
+    # (N, C) logits; the dense tasks (language models, segmentation) have their own (Task.loss_fn)
     return F.cross_entropy(out.float(), y.long())
 
 
@@ -110,10 +109,6 @@ def _checked_loss(loss: LossFn, ref: str) -> LossFn:
 def per_example_loss(name: str, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """The built-in loss of each example (N,), averaged over outputs where the loss is."""
     out = out.float()
-    if name == "cross_entropy" and out.dim() == 3:  # a language model: mean over each window's real tokens
-        tok = F.cross_entropy(out.transpose(1, 2), y.long(), ignore_index=IGNORE_INDEX, reduction="none")  # (N, L)
-        real = (y != IGNORE_INDEX).sum(dim=1).clamp_min(1)
-        return tok.sum(dim=1) / real
     if name == "cross_entropy":
         return F.cross_entropy(out, y.long(), reduction="none")
     if name == "nll":

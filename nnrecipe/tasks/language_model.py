@@ -8,13 +8,25 @@ from typing import ClassVar, Mapping
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
+from nnrecipe.losses import IGNORE_INDEX  # padding targets
 from nnrecipe.stats import conditional_entropy
 from nnrecipe.tasks.base import HUMAN_ACCURACY, LABEL_ERRORS, SEQUENCE_CHECKS, LossFloor, Task, TrainGoal, binomial_se
 from nnrecipe.tasks.classification import distribution_statistics, prior_bias
 
 TRAIN_EVAL_WINDOWS = 2048  # a language model's train loss is read on this many evenly spaced windows
-IGNORE_INDEX = -100  # padding targets (PyTorch's cross_entropy default; losses.IGNORE_INDEX)
+
+
+def token_cross_entropy(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The loss: (N, L, V) logits against (N, L) next tokens, the mean over every real token."""
+    return F.cross_entropy(out.float().flatten(0, 1), y.long().flatten(), ignore_index=IGNORE_INDEX)
+
+
+def window_cross_entropy(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Each window's mean next-token cross-entropy in nats over its real tokens (N,)."""
+    tok = F.cross_entropy(out.float().transpose(1, 2), y.long(), ignore_index=IGNORE_INDEX, reduction="none")
+    return tok.sum(dim=1) / (y != IGNORE_INDEX).sum(dim=1).clamp_min(1)
 
 
 class _TokenAccuracy:
@@ -77,10 +89,13 @@ class LanguageModel(Task):
 
     def example_scores(self, out, y):
         """The window's mean next-token cross-entropy in nats, its padding targets left out."""
-        from nnrecipe.losses import per_example_loss
+        return window_cross_entropy(out, y.to(out.device)).double()
 
-        out, y = out.float(), y.to(out.device)
-        return per_example_loss("cross_entropy", out, y).double()
+    def loss_fn(self, name):
+        return token_cross_entropy if name == "cross_entropy" else super().loss_fn(name)
+
+    def example_loss(self, name, out, y):
+        return window_cross_entropy(out, y) if name == "cross_entropy" else super().example_loss(name, out, y)
 
     def meter(self, device):
         return _TokenAccuracy(device)
