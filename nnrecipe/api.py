@@ -42,6 +42,7 @@ def run(
     name: Optional[str] = None,
     task: Optional[str] = None,
     device: Optional[str] = None,
+    workers: Union[int, str, None] = None,
     output_dir: Union[str, Path, None] = None,
     keep_going: bool = False,
     resume: bool = False,
@@ -65,6 +66,8 @@ def run(
         --from/--to), stopping after a stage with a fail unless `keep_going`.
     overrides: {"optim.lr": 1e-3, ...} or ["optim.lr=1e-3", ...], applied after `spec`;
         name, task, device and output_dir are shorthands for the same.
+    workers: processes that train a stage's independent experiments side by side (the CLI's
+        --workers; an int or "auto"); objects handed in as model/data/loss need 1.
     resume, lr_range, trained: the CLI's --resume, --lr-range and inspect-data's --model.
     quiet: print nothing but progress (default: quiet in a notebook, where the result renders
         itself; the verdict tables otherwise). console: where to print (default stdout).
@@ -74,6 +77,8 @@ def run(
 
     names = stage_range(stages, first=first, last=last)
     extra = spec_overrides(overrides, name=name, task=task, device=device, output_dir=output_dir)
+    if workers is not None:
+        extra.append(f"workers={json.dumps(workers)}")
     made = {key: value for key, value in (("model", model), ("data", data), ("loss", loss)) if value is not None}
     shown = console or Console(highlight=False)
     quiet = shown.is_jupyter if quiet is None else quiet
@@ -218,11 +223,12 @@ def _default_name(made: dict[str, Any]) -> Optional[str]:
 
 
 def _refuse_other_processes(spec: Spec, refs: dict[str, str]) -> None:
-    if refs and spec.stages.tune.workers > 1:
-        raise SpecError(
-            f"stages.tune.workers: {spec.stages.tune.workers} processes cannot see the objects handed to "
-            "nnrecipe.run(); use workers 1, or name file.py:function factories in a spec file"
-        )
+    for field, value in (("workers", spec.workers), ("stages.tune.workers", spec.stages.tune.workers)):
+        if refs and value not in (None, 1):
+            raise SpecError(
+                f"{field}: {value} processes cannot see the objects handed to nnrecipe.run(); "
+                "use workers 1, or name file.py:function factories in a spec file"
+            )
 
 
 # ----------------------------------------------------------------------------- one function per stage

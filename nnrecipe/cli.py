@@ -41,6 +41,14 @@ OverridesArg = Annotated[
 DeviceOpt = Annotated[
     Optional[str], typer.Option("--device", help="auto | cpu | cuda | cuda:N (overrides the spec)", show_default=False)
 ]
+WorkersOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--workers",
+        help="Processes that train a stage's independent experiments side by side: N, or auto (one per GPU, else per core)",
+        show_default=False,
+    ),
+]
 OutputOpt = Annotated[
     Optional[Path],
     typer.Option("--output-dir", help="Parent of the run directory (overrides the spec)", show_default=False),
@@ -92,6 +100,16 @@ def _exit_codes() -> Iterator[None]:
         raise typer.Exit(3) from None
 
 
+def _workers(text: Optional[str]):
+    """--workers as the spec takes it: a whole number, or auto (the spec judges the value)."""
+    if text is None or text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise SpecError(f"--workers: {text!r} is not a whole number or auto") from None
+
+
 def _console(json_out: bool) -> Console:
     # With --json, stdout carries only the JSON; everything for humans goes to stderr.
     return Console(stderr=json_out, highlight=False)
@@ -105,6 +123,7 @@ def _run(
     device,
     output_dir,
     json_out,
+    workers: Optional[str] = None,
     strict,
     options=None,
     stop_on_fail=True,
@@ -120,6 +139,7 @@ def _run(
         stages=stages,
         overrides=list(overrides or []),
         device=device,
+        workers=_workers(workers),
         output_dir=output_dir,
         keep_going=not stop_on_fail,
         resume=bool(opts.get("resume")),
@@ -143,6 +163,7 @@ def inspect_data(
     overrides: OverridesArg = None,
     config: ConfigOpt = None,
     device: DeviceOpt = None,
+    workers: WorkersOpt = None,
     output_dir: OutputOpt = None,
     json_out: JsonOpt = False,
     strict: StrictOpt = False,
@@ -182,6 +203,7 @@ def inspect_data(
             config=config,
             overrides=overrides,
             device=device,
+            workers=workers,
             output_dir=output_dir,
             json_out=json_out,
             strict=strict,
@@ -209,6 +231,7 @@ def _stage_command(name: str, doc: str):
         overrides: OverridesArg = None,
         config: ConfigOpt = None,
         device: DeviceOpt = None,
+        workers: WorkersOpt = None,
         output_dir: OutputOpt = None,
         json_out: JsonOpt = False,
         strict: StrictOpt = False,
@@ -220,6 +243,7 @@ def _stage_command(name: str, doc: str):
                 config=config,
                 overrides=overrides,
                 device=device,
+                workers=workers,
                 output_dir=output_dir,
                 json_out=json_out,
                 strict=strict,
@@ -236,6 +260,7 @@ def overfit(
     overrides: OverridesArg = None,
     config: ConfigOpt = None,
     device: DeviceOpt = None,
+    workers: WorkersOpt = None,
     output_dir: OutputOpt = None,
     json_out: JsonOpt = False,
     strict: StrictOpt = False,
@@ -250,6 +275,7 @@ def overfit(
             config=config,
             overrides=overrides,
             device=device,
+            workers=workers,
             output_dir=output_dir,
             json_out=json_out,
             strict=strict,
@@ -271,16 +297,11 @@ def tune(
     overrides: OverridesArg = None,
     config: ConfigOpt = None,
     device: DeviceOpt = None,
+    workers: WorkersOpt = None,
     output_dir: OutputOpt = None,
     json_out: JsonOpt = False,
     strict: StrictOpt = False,
     junit: JunitOpt = None,
-    workers: Annotated[
-        Optional[int],
-        typer.Option(
-            "--workers", min=1, max=64, help="Local processes on one study (stages.tune.workers)", show_default=False
-        ),
-    ] = None,
     storage: Annotated[
         Optional[str],
         typer.Option(
@@ -302,7 +323,7 @@ def tune(
     """Stage 5 — random search over hyperparameters (Optuna), on one machine or many."""
     with _exit_codes():
         extra = list(overrides or [])
-        for key, value in (("workers", workers), ("storage", storage), ("study", study)):
+        for key, value in (("storage", storage), ("study", study)):
             if value is not None:
                 extra.append(f"stages.tune.{key}={json.dumps(value)}")  # JSON is YAML: the value stays a string
         code, _ = _run(
@@ -310,6 +331,7 @@ def tune(
             config=config,
             overrides=extra,
             device=device,
+            workers=workers,
             output_dir=output_dir,
             json_out=json_out,
             strict=strict,
@@ -323,6 +345,7 @@ def squeeze(
     overrides: OverridesArg = None,
     config: ConfigOpt = None,
     device: DeviceOpt = None,
+    workers: WorkersOpt = None,
     output_dir: OutputOpt = None,
     json_out: JsonOpt = False,
     strict: StrictOpt = False,
@@ -336,6 +359,7 @@ def squeeze(
             config=config,
             overrides=overrides,
             device=device,
+            workers=workers,
             output_dir=output_dir,
             json_out=json_out,
             strict=strict,
@@ -350,6 +374,7 @@ def run_all(
     overrides: OverridesArg = None,
     config: ConfigOpt = None,
     device: DeviceOpt = None,
+    workers: WorkersOpt = None,
     output_dir: OutputOpt = None,
     json_out: JsonOpt = False,
     strict: StrictOpt = False,
@@ -377,6 +402,7 @@ def run_all(
             config=config,
             overrides=overrides,
             device=device,
+            workers=workers,
             output_dir=output_dir,
             json_out=json_out,
             strict=strict,

@@ -374,11 +374,27 @@ def run_in_stage(ctx, stage: str, exp: Experiment, *, data, folder: str = "") ->
     return run_experiment(exp, data=data, device=ctx.device, base=ctx.base, writer=writer, progress=ctx.progress)
 
 
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One experiment a stage asks its Trainer for: `name` trained from `spec` at `seed`, for
+    `steps` (default: the stage's budget; `every`, its evaluations), on the training rows `rows` (default: all of train;
+    a data-scaling subset, a cross-validation fold), with Experiment's other fields in `more`."""
+
+    name: str
+    spec: Any
+    seed: int
+    steps: Optional[int] = None
+    every: Optional[int] = None  # steps between evaluations (default: the stage's)
+    rows: Optional[torch.Tensor] = None
+    more: dict = dataclasses.field(default_factory=dict)
+
+
 class Trainer:
     """A stage's experiments at its budget (`steps`, evaluations every `every`): the data rebuilt
     only when a variant changes it (data.downsample), a TensorBoard folder per experiment so
     curves overlay, and each result that keeps its model, by name (its weights, for the
-    stage's artefacts)."""
+    stage's artefacts). Independent experiments go through `train_many`: with --workers they
+    train side by side in the run's worker processes, and come back in the order asked."""
 
     def __init__(self, ctx, *, stage: str, steps: int, every: int):
         self.ctx, self.stage, self.steps, self.every = ctx, stage, steps, every
@@ -393,14 +409,61 @@ class Trainer:
             self._data[key] = build_data(spec, base=self.ctx.base).to(self.ctx.device)
         return self._data[key]
 
-    def train(self, name: str, spec, *, seed: int, steps: Optional[int] = None, data=None, **more) -> Result:
-        """The experiment `name` of `spec` at `seed` (Experiment's fields in `more`); `data`:
-        another training split than the spec's (a subset, a fold)."""
-        steps = steps or self.steps
-        exp = Experiment(name, spec, steps=steps, eval_every=min(self.every, steps), seed=seed, **more)
-        result = run_in_stage(self.ctx, self.stage, exp, data=data if data is not None else self.data(spec))
-        if exp.keep_model:
-            self.kept.setdefault(name, result)
+    def train(self, name: str, spec, *, seed: int, steps: Optional[int] = None, **more) -> Result:
+        """The experiment `name` of `spec` at `seed` (Experiment's fields in `more`)."""
+        return self.train_many([Job(name, spec, seed, steps=steps, more=more)])[0]
+
+    def train_many(self, jobs: list[Job], *, done: Optional[Callable[[int, Result], None]] = None) -> list[Result]:
+        """Each job's Result, in the order of `jobs`: one after another here, or side by side in
+        the run's worker processes (the same numbers: each experiment seeds itself). `done(i,
+        result)` is called for each as soon as it is here (squeeze saves its members so)."""
+        exps = [self._experiment(j) for j in jobs]
+        pool = self.ctx.pool() if len(jobs) > 1 else None
+        if pool is not None:
+            from nnrecipe.executors.pool import Job as Sent
+
+            sent = [Sent(e, self._data_spec(j.spec), j.rows) for e, j in zip(exps, jobs)]
+            shipped = pool.map(sent, progress=self.ctx.progress, label=self.stage)
+        results = []
+        for i, (e, j) in enumerate(zip(exps, jobs)):
+            if pool is None:
+                r = run_in_stage(self.ctx, self.stage, e, data=self._job_data(j))
+            else:
+                r = self._received(e, j, shipped[i])
+            if e.keep_model:
+                self.kept.setdefault(e.name, r)
+            if done is not None:
+                done(i, r)
+            results.append(r)
+        return results
+
+    def _experiment(self, job: Job) -> Experiment:
+        steps = job.steps or self.steps
+        every = min(job.every or self.every, steps)
+        return Experiment(job.name, job.spec, steps=steps, eval_every=every, seed=job.seed, **job.more)
+
+    def _job_data(self, job: Job):
+        data = self.data(job.spec)
+        return data if job.rows is None else data.with_train(data.train.subset(job.rows))
+
+    def _data_spec(self, spec):
+        """The spec whose data section builds `spec`'s data, as `data` chooses it here."""
+        return self.ctx.spec if spec.data.downsample == self.ctx.spec.data.downsample else spec
+
+    def _received(self, exp: Experiment, job: Job, shipped) -> Result:
+        """A worker's result as if trained here: its TensorBoard calls written to the
+        experiment's folder, its model rebuilt from the weights on this device."""
+        from nnrecipe.models import prepare_model
+
+        resume = exp.checkpoints.resume
+        writer = self.ctx.writer(self.stage, exp.name, purge_step=int(resume["step"]) + 1 if resume else None)
+        for name, args, kwargs in shipped.events:
+            getattr(writer, name)(*args, **kwargs)
+        result = shipped.result
+        if shipped.weights is not None:
+            model = prepare_model(exp.seeded_spec(), self._job_data(job), base=self.ctx.base).to(self.ctx.device)
+            model.load_state_dict(shipped.weights)
+            result.model = model
         return result
 
 

@@ -47,10 +47,11 @@ def run_stages(
     Messages and tables go to `console`, the progress bars to `progress_console` (default the
     same; a terminal's or a notebook's: elsewhere, e.g. a log file, there are none)."""
     from nnrecipe.rundir import RunDir
-    from nnrecipe.runtime import resolve_device
+    from nnrecipe.runtime import plan_workers, resolve_device
 
     runners = [(name, load_runner(get_stage(name))) for name in stages]
     device = resolve_device(spec.device)
+    workers = plan_workers(spec.workers, device)
     run = RunDir.create(spec.output_dir, spec.name, stage_order=STAGE_NAMES)
     run.lock()
     try:
@@ -61,6 +62,7 @@ def run_stages(
             spec_path=spec_path,
             runners=runners,
             device=device,
+            workers=workers,
             console=console,
             options=options,
             stop_on_fail=stop_on_fail,
@@ -72,7 +74,19 @@ def run_stages(
 
 
 def _run_locked(
-    run, *, spec, base, spec_path, runners, device, console, options, stop_on_fail, show_tables, progress_console
+    run,
+    *,
+    spec,
+    base,
+    spec_path,
+    runners,
+    device,
+    workers,
+    console,
+    options,
+    stop_on_fail,
+    show_tables,
+    progress_console,
 ):
     from nnrecipe.runtime import device_description
     from nnrecipe.verdict import Status
@@ -80,9 +94,12 @@ def _run_locked(
     stages = [name for name, _ in runners]
     run.write_spec(spec.to_yaml())
     run.write_env(device=device_description(device), seed=spec.seed, spec_path=spec_path)
-    console.print(
-        f"[bold]nnrecipe[/] {spec.name}: run directory [cyan]{run.root}[/], device {device_description(device)}"
-    )
+    where = f"device {device_description(device)}"
+    if workers.count > 1:
+        where += (
+            f", {workers.count} workers ({', '.join(sorted(set(workers.devices)))}, {workers.threads} threads each)"
+        )
+    console.print(f"[bold]nnrecipe[/] {spec.name}: run directory [cyan]{run.root}[/], {where}")
 
     ctx = StageContext(
         spec=spec,
@@ -92,8 +109,10 @@ def _run_locked(
         console=console,
         options=dict(options or {}),
         progress_console=progress_console,
+        workers=workers,
     )
     results: list[StageResult] = []
+    interrupted = True  # until the loop below ends on its own
     try:
         for name, runner in runners:
             result = _run_stage(ctx, name, runner)
@@ -105,8 +124,9 @@ def _run_locked(
             if stop_on_fail and any(v.status is Status.FAIL for v in result.verdicts) and name != stages[-1]:
                 console.print(f"[bold red]stopping after {name}[/]: it has a fail (use --keep-going to continue)")
                 break
+        interrupted = False
     finally:
-        ctx.close()
+        ctx.close(interrupted=interrupted)
     run.write_reports(run.read_verdicts())  # report.html embeds every picture: written once, at the end
     console.print(
         f"report: {run.root / 'report.md'} · {run.root / 'report.html'} · "

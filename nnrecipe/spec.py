@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import Field, ValidationError, ValidationInfo, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from nnrecipe.credentials import redact_tree
 from nnrecipe.errors import SpecError
@@ -40,6 +40,18 @@ class Spec(Section):
     name: Annotated[str, Field(pattern=NAME_PATTERN, max_length=100)] = "digits-mlp"
     seed: int = 0
     device: Annotated[str, Field(pattern=DEVICE_PATTERN)] = "auto"
+    # Processes that train a stage's independent experiments side by side (--workers): one
+    # device each (cuda:i round-robin), or on a CPU an equal share of the cores; "auto": one
+    # per GPU, else one per core. 1 trains them one after another in this process.
+    workers: Union[int, Literal["auto"]] = 1
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _worker_count(cls, value):
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 256):
+            return value
+        raise ValueError(f"{value!r} is not a worker count: give 1 to 256 processes, or auto")
+
     output_dir: str = "runs"  # the run directory is <output_dir>/<name>, relative to the working directory
     task: Literal["classification", "multi-label", "regression", "language-model", "segmentation"] = "classification"
     data: DataSpec = DigitsData()

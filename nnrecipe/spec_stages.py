@@ -335,7 +335,8 @@ class TuneSpec(Section):
     # one study between machines; a path is a journal file elsewhere (e.g. on a shared disk).
     storage: Optional[str] = None
     study: Optional[Annotated[str, Field(min_length=1, max_length=200)]] = None  # null: the spec's name
-    workers: Annotated[int, Field(ge=1, le=64)] = 1  # local processes on one study (--workers)
+    # local processes on one study; None: the run's workers (--workers)
+    workers: Optional[Annotated[int, Field(ge=1, le=64)]] = None
     # RDB storages: a worker's trial whose heartbeat stops for `grace_period` seconds is failed
     # and run again by another worker (a killed machine loses no trial).
     heartbeat_interval: Annotated[int, Field(ge=1)] = 10

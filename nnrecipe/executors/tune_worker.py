@@ -33,6 +33,7 @@ class Plan:
     steps: int
     every: int
     device: str
+    devices: tuple[str, ...] = ()  # worker i trains on devices[i % len] (a GPU each); empty: `device`
 
     def write(self, path: Path) -> None:
         from nnrecipe import atomic
@@ -112,7 +113,7 @@ def run_worker(plan: Plan, *, ctx, index: int, start, on_idle: Optional[Callable
     return ts.work(study, objective, trials=plan.trials, worker=worker, on_idle=on_idle)
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Linux: this worker gets SIGTERM when the stage's process dies (even by SIGKILL)."""
     try:
         import ctypes
@@ -131,7 +132,7 @@ def main(argv: list[str]) -> int:
 
     from nnrecipe.errors import NNRecipeError
 
-    _die_with_parent()
+    die_with_parent()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     plan, index = Plan.read(Path(argv[0])), int(argv[1])
     try:
@@ -148,7 +149,7 @@ def main(argv: list[str]) -> int:
             spec=start,
             base=Path(plan.base),
             run=RunDir(Path(plan.run_root)),
-            device=resolve_device(plan.device),
+            device=resolve_device(plan.devices[index % len(plan.devices)] if plan.devices else plan.device),
             console=Console(stderr=True),
         )
         try:

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from nnrecipe.checks.data_value_checks import LabelErrorMeasurements, ScalingMeasurements, ScalingPoint
-from nnrecipe.experiments import SeedRuns
+from nnrecipe.experiments import Job, SeedRuns
 from nnrecipe.probes import label_errors
 
 
@@ -32,12 +32,22 @@ def measure_scaling(trainer, *, ref_spec, reference: SeedRuns, data, cfg) -> Sca
         m.skip = "the reference did not train"
         return m
     n = len(data.train)
-    for frac, idx in zip(s.fractions, nested_subsets(n, s.fractions, ref_spec.seed)):
-        sub = data.with_train(data.train.subset(idx))
+    subsets = list(zip(s.fractions, nested_subsets(n, s.fractions, ref_spec.seed)))
+    jobs = [
+        Job(
+            f"data-{round(100 * frac)}pct" + ("" if run.seed == reference.runs[0].seed else f"-seed{run.seed}"),
+            ref_spec,
+            run.seed,
+            rows=idx,
+            more={"keep_model": False},
+        )
+        for frac, idx in subsets
+        for run in reference.runs
+    ]
+    results = iter(trainer.train_many(jobs))  # every subset at every seed, side by side with --workers
+    for frac, idx in subsets:
         result = SeedRuns(f"data-{frac:.0%}", f"{len(idx)} training examples ({frac:.0%})")
-        for run in reference.runs:
-            label = f"data-{round(100 * frac)}pct" + ("" if run.seed == reference.runs[0].seed else f"-seed{run.seed}")
-            result.runs.append(trainer.train(label, ref_spec, seed=run.seed, data=sub, keep_model=False))
+        result.runs = [next(results) for _ in reference.runs]
         m.points.append(ScalingPoint(frac, len(idx), result))
     m.points.append(ScalingPoint(1.0, n, reference))
     return m
@@ -45,7 +55,7 @@ def measure_scaling(trainer, *, ref_spec, reference: SeedRuns, data, cfg) -> Sca
 
 def measure_label_errors(trainer, *, spec, data, cfg, loss: str) -> LabelErrorMeasurements:
     """best.yaml's configuration in cross-validation folds over train (probes/label_errors.py)."""
-    c, ctx = cfg.label_errors, trainer.ctx
+    c = cfg.label_errors
     if not c.enabled:
         return LabelErrorMeasurements(skip="stages.regularize.label_errors.enabled is false")
     if data.task.skip_reason("suspected-label-errors"):
@@ -53,16 +63,13 @@ def measure_label_errors(trainer, *, spec, data, cfg, loss: str) -> LabelErrorMe
     if len(data.train) < 10 * c.folds:
         return LabelErrorMeasurements(skip=f"{len(data.train)} training examples are too few for {c.folds} folds")
     errors = label_errors.measure(
+        trainer,
         spec,
         data=data,
-        base=ctx.base,
-        device=ctx.device,
         folds=c.folds,
         seed=spec.seed,
         steps=c.steps or trainer.steps,
         every=trainer.every,
         loss=loss,
-        writer_for=lambda name: ctx.writer(trainer.stage, name),
-        progress=ctx.progress,
     )
     return LabelErrorMeasurements(errors=errors)

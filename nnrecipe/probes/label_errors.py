@@ -18,7 +18,7 @@ import dataclasses
 import numpy as np
 import torch
 
-from nnrecipe.experiments import Experiment, run_experiment
+from nnrecipe.experiments import Job
 
 
 @dataclasses.dataclass
@@ -74,49 +74,34 @@ def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> list[np.ndarr
 
 
 def out_of_fold(
-    spec,
-    *,
-    data,
-    base,
-    device,
-    folds: int,
-    seed: int,
-    steps: int,
-    every: int,
-    loss: str,
-    writer_for=None,
-    progress=None,
+    trainer, spec, *, data, folds: int, seed: int, steps: int, every: int, loss: str
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """(n, C) probabilities for each training example from the fold model that did not train on it,
-    which examples got them, and how many fold models diverged (their examples get none)."""
+    which examples got them, and how many fold models diverged (their examples get none). The
+    fold models train through `trainer` (experiments.Trainer): side by side with --workers."""
     from nnrecipe.engine import Engine
 
     labels = data.targets("train").long().numpy()
     c = data.num_outputs
     probs = np.full((len(labels), c), 1.0 / c)
     predicted = np.zeros(len(labels), dtype=bool)
-    diverged = 0
-    engine = Engine.for_spec(spec.train, device=device, task=data.task)
-    for k, held in enumerate(stratified_folds(labels, folds, seed)):
-        keep = torch.from_numpy(np.setdiff1d(np.arange(len(labels)), held))
-        fold_data = data.with_train(data.train.subset(keep))
-        # Only the held-out predictions are used: evaluate val once at the end, unless the
-        # configuration stops early (then its evaluations choose the weights).
-        exp = Experiment(
-            f"label-errors fold {k + 1}/{folds}",
+    held_out = stratified_folds(labels, folds, seed)
+    # Only the held-out predictions are used: evaluate val once at the end, unless the
+    # configuration stops early (then its evaluations choose the weights).
+    jobs = [
+        Job(
+            f"label-errors-fold{k}",
             spec,
+            seed + k,
             steps=steps,
-            seed=seed + k,
-            eval_every=every if spec.train.early_stopping else steps,
+            every=every if spec.train.early_stopping else steps,
+            rows=torch.from_numpy(np.setdiff1d(np.arange(len(labels)), held)),
         )
-        t = run_experiment(
-            exp,
-            data=fold_data,
-            base=base,
-            device=device,
-            progress=progress,
-            writer=writer_for(f"label-errors-fold{k}") if writer_for else None,
-        )
+        for k, held in enumerate(held_out)
+    ]
+    engine = Engine.for_spec(spec.train, device=trainer.ctx.device, task=data.task)
+    diverged = 0
+    for held, t in zip(held_out, trainer.train_many(jobs)):
         if t.diverged:
             diverged += 1
             continue
@@ -147,32 +132,9 @@ def find(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
     )
 
 
-def measure(
-    spec,
-    *,
-    data,
-    base,
-    device,
-    folds: int,
-    seed: int,
-    steps: int,
-    every: int,
-    loss: str,
-    writer_for=None,
-    progress=None,
-) -> LabelErrors:
+def measure(trainer, spec, *, data, folds: int, seed: int, steps: int, every: int, loss: str) -> LabelErrors:
     probs, predicted, diverged = out_of_fold(
-        spec,
-        data=data,
-        base=base,
-        device=device,
-        folds=folds,
-        seed=seed,
-        steps=steps,
-        every=every,
-        loss=loss,
-        writer_for=writer_for,
-        progress=progress,
+        trainer, spec, data=data, folds=folds, seed=seed, steps=steps, every=every, loss=loss
     )
     labels = data.targets("train").long().numpy()
     judged = np.flatnonzero(predicted)

@@ -30,6 +30,8 @@ class StageContext:
     progress: Any = None  # a rich Progress, or None
     options: dict[str, Any] = dataclasses.field(default_factory=dict)  # stage options from the command line
     progress_console: Optional[Console] = None  # where progress bars go, when not `console` (a notebook)
+    workers: Any = None  # nnrecipe.runtime.Workers: where independent experiments train (None: here)
+    _pool: Any = None
     _data: Any = None
     _device_data: Any = None
     _writers: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -70,7 +72,24 @@ class StageContext:
         if w is not None:
             w.close()
 
-    def close(self) -> None:
+    def pool(self):
+        """The run's worker processes (executors.pool.Pool), started on first use; None with one
+        worker (every experiment trains in this process)."""
+        if self.workers is None or self.workers.count < 2:
+            return None
+        if self._pool is None:
+            from nnrecipe.executors.pool import Pool
+
+            self._pool = Pool(base=self.base, workers=self.workers)
+        return self._pool
+
+    def close(self, *, interrupted: bool = False) -> None:
+        if self._pool is not None:
+            if interrupted:
+                self._pool.terminate()
+            else:
+                self._pool.close()
+            self._pool = None
         for w in self._writers.values():
             w.close()
         self._writers.clear()

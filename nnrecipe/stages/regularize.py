@@ -29,7 +29,7 @@ from nnrecipe.checks.regularize_checks import (
     unseeded,
     versus_reference,
 )
-from nnrecipe.experiments import SeedRuns, Trainer
+from nnrecipe.experiments import Job, SeedRuns, Trainer
 from nnrecipe.handoff import data_fingerprint
 from nnrecipe.losses import loss_name, make_loss
 from nnrecipe.pictures import data_value as data_value_pictures
@@ -79,10 +79,12 @@ class Setup:
         data the run was scored on: a smaller input's is downsampled)."""
         return val_collapse(run, data=self.trainer.data(spec), loss=loss_name(spec), device=self.ctx.device)
 
-    def train_reference(self, m: RegularizeMeasurements, seed: int) -> None:
+    def reference_job(self, seed: int) -> Job:
         """The reference at `seed`, watched by early stopping (which costs no extra training)."""
         name = "reference" if seed == self.seeds[0] else f"reference-seed{seed}"
-        t = self.trainer.train(name, self.ref_spec, seed=seed, watch_patience=self.watch)
+        return Job(name, self.ref_spec, seed, more={"watch_patience": self.watch})
+
+    def add_reference(self, m: RegularizeMeasurements, t) -> None:
         m.reference.runs.append(t)
         if len(m.reference.runs) == 1:
             m.reference.collapse = self.collapsed(t, self.ref_spec)
@@ -91,6 +93,10 @@ class Setup:
                 m.early.runs.append(t.early)
             elif not m.early.skip:
                 m.early.skip = "no evaluation improved the val loss (diverged?)"
+
+    def missing_references(self, m: RegularizeMeasurements, upto: int) -> list[Job]:
+        """The reference at each of the first `upto` seeds it has not been trained at yet."""
+        return [self.reference_job(seed) for seed in self.seeds[len(m.reference.runs) : upto]]
 
 
 def run(spec, ctx: StageContext) -> StageResult:
@@ -102,8 +108,7 @@ def run(spec, ctx: StageContext) -> StageResult:
         chance=s.data.task.chance(s.data),
         val_target_var=s.data.task.target_variance(s.data),
     )
-    _measure_reference(s, m)
-    edits, augmented = _measure_knobs(s, m)
+    edits, augmented = _measure_first_round(s, m)
     _measure_more_seeds(s, m, edits)
     helped, best_spec = _choose_best(s, m, edits)
     scaling = measure_scaling(s.trainer, ref_spec=s.ref_spec, reference=m.reference, data=s.data, cfg=s.cfg)
@@ -144,45 +149,45 @@ def _setup(spec, ctx: StageContext) -> Setup:
     )
 
 
-def _measure_reference(s: Setup, m: RegularizeMeasurements) -> None:
+def _measure_first_round(s: Setup, m: RegularizeMeasurements):
+    """The reference and one experiment per knob at the first seed, side by side with --workers.
+    Returns every knob's edit by name (early stopping's too) and the model trained with the
+    augmentation (for augment-preserves-labels)."""
     m.reference = SeedRuns("reference", "reference (the overfit stage's model)")
     m.early = SeedRuns("early-stopping", f"early stopping (patience {s.cfg.patience})") if s.watch else None
-    s.train_reference(m, s.seeds[0])
-    if s.data.task.seed_spread_first:
-        # Separately trained language models differ by seed far beyond the per-window noise
-        # (the CPython-docs GPT: z = 12 between two seeds), so the seed spread is measured
-        # before any knob is judged: the reference at every seed (the spec requires two or more).
-        for seed in s.seeds[1:]:
-            s.train_reference(m, seed)
-
-
-def _measure_knobs(s: Setup, m: RegularizeMeasurements):
-    """One experiment per knob, first seed. Returns every knob's edit by name (early stopping's
-    too) and the model trained with the augmentation (for augment-preserves-labels)."""
+    # Separately trained language models differ by seed far beyond the per-window noise (the
+    # CPython-docs GPT: z = 12 between two seeds), so the seed spread is measured before any
+    # knob is judged: the reference at every seed (the spec requires two or more).
+    references = s.missing_references(m, len(s.seeds) if s.data.task.seed_spread_first else 1)
     knobs = build_knobs(s.ref_spec, original_augment=s.spec.data.augment, data_kind=s.data.kind, base=s.ctx.base)
+    trained = [k for k in knobs if not k.skip]
+    results = s.trainer.train_many(references + [Job(k.name, k.edit(s.ref_spec), s.seeds[0]) for k in trained])
+    for t in results[: len(references)]:
+        s.add_reference(m, t)
+    knob_runs = dict(zip((k.name for k in trained), results[len(references) :]))
+    augmented = None
+    for k in knobs:
+        result = SeedRuns(k.name, k.description, skip=k.skip)
+        if k.name in knob_runs:
+            t = knob_runs[k.name]
+            result.runs.append(t)
+            result.collapse = s.collapsed(t, k.edit(s.ref_spec))
+            if k.name == "augmentation" and not t.diverged:
+                augmented = t.model
+        m.knobs.append(result)
     edits: dict[str, Knob] = {k.name: k for k in knobs}
     if m.early is not None:
         edits["early-stopping"] = Knob(
             "early-stopping", m.early.description, _edit("train", early_stopping=s.cfg.patience)
         )
-    augmented = None
-    for k in knobs:
-        result = SeedRuns(k.name, k.description, skip=k.skip)
-        if not k.skip:
-            knob_spec = k.edit(s.ref_spec)
-            t = s.trainer.train(k.name, knob_spec, seed=s.seeds[0])
-            result.runs.append(t)
-            result.collapse = s.collapsed(t, knob_spec)
-            if k.name == "augmentation" and not t.diverged:
-                augmented = t.model
-        m.knobs.append(result)
     return edits, augmented
 
 
 def _measure_more_seeds(s: Setup, m: RegularizeMeasurements, edits: dict[str, Knob]) -> None:
     """Another seed for every knob judged without the seed spread (all of them, the first time),
     and more while a difference is within noise (the reference gets them too); the spread is
-    re-measured after each round, and its last value judges every knob."""
+    re-measured after each round, and its last value judges every knob. A round's experiments
+    train side by side with --workers."""
     m.seed_noise = m.measure_noise()
     for i in range(1, len(s.seeds)):
         pending = [
@@ -196,12 +201,19 @@ def _measure_more_seeds(s: Setup, m: RegularizeMeasurements, edits: dict[str, Kn
         ]
         if not pending or m.reference.runs[0].diverged:
             break
-        while len(m.reference.runs) <= i:
-            s.train_reference(m, s.seeds[len(m.reference.runs)])
-        for r in pending:
-            while r is not m.early and len(r.runs) <= i:  # a knob within noise only now catches up
-                seed = s.seeds[len(r.runs)]
-                r.runs.append(s.trainer.train(f"{r.name}-seed{seed}", edits[r.name].edit(s.ref_spec), seed=seed))
+        references = s.missing_references(m, i + 1)
+        # a knob within noise only now catches up: every seed it lacks up to this round's
+        more = [
+            (r, Job(f"{r.name}-seed{seed}", edits[r.name].edit(s.ref_spec), seed))
+            for r in pending
+            if r is not m.early
+            for seed in s.seeds[len(r.runs) : i + 1]
+        ]
+        results = s.trainer.train_many(references + [job for _, job in more])
+        for t in results[: len(references)]:
+            s.add_reference(m, t)
+        for (r, _), t in zip(more, results[len(references) :]):
+            r.runs.append(t)
         m.seed_noise = m.measure_noise()
 
 
@@ -221,11 +233,13 @@ def _choose_best(s: Setup, m: RegularizeMeasurements, edits: dict[str, Knob]):
     if len(helped) > 1 and s.cfg.verify_combined:
         comb_spec = combine(s.ref_spec, [edits[r.name] for _, r in helped])
         m.combined = SeedRuns("combined", " + ".join(r.name for _, r in helped))
-        for seed in s.seeds[: max(len(r.runs) for _, r in helped)]:
-            if len(m.reference.runs) < s.seeds.index(seed) + 1:
-                s.train_reference(m, seed)
-            name = "combined" if seed == s.seeds[0] else f"combined-seed{seed}"
-            m.combined.runs.append(s.trainer.train(name, comb_spec, seed=seed))
+        seeds = s.seeds[: max(len(r.runs) for _, r in helped)]
+        references = s.missing_references(m, len(seeds))
+        names = ["combined" if seed == s.seeds[0] else f"combined-seed{seed}" for seed in seeds]
+        results = s.trainer.train_many(references + [Job(n, comb_spec, seed) for n, seed in zip(names, seeds)])
+        for t in results[: len(references)]:
+            s.add_reference(m, t)
+        m.combined.runs = results[len(references) :]
         if not any(r.diverged for r in m.combined.runs) and effect(versus_reference(m, m.combined)[0], s.cfg) == HELPED:
             best_spec, m.best = comb_spec, m.combined
     return helped, best_spec

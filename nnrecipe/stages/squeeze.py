@@ -21,7 +21,7 @@ import numpy as np
 from nnrecipe import atomic
 from nnrecipe.checks.squeeze_checks import SqueezeMeasurements, distillation, ensemble_gain, longer_training
 from nnrecipe.engine import Engine
-from nnrecipe.experiments import Checkpoints, Result, Trainer
+from nnrecipe.experiments import Checkpoints, Job, Result, Trainer
 from nnrecipe.handoff import data_fingerprint, from_spec, recorded_seed_noise, start_spec
 from nnrecipe.loop import load_checkpoint, resumable
 from nnrecipe.losses import loss_name, make_loss
@@ -123,41 +123,50 @@ def _measure_members(s: Setup):
         for entry in tb.iterdir():
             if entry.is_dir() and not entry.name.startswith("member-"):
                 shutil.rmtree(entry)
-    models, records, resumed, continued = [], [], [], []
-    for i in range(s.spec.stages.squeeze.members):
+    n = s.spec.stages.squeeze.members
+    models, records, resumed, continued = [None] * n, [None] * n, [], []
+    jobs, todo = [], []
+    for i in range(n):
         seed, label = s.spec.seed + i, f"member-{i}"
         meta_path, weights = s.members_dir / f"{label}.json", s.members_dir / f"{label}.pt"
         meta = json.loads(meta_path.read_text()) if (resume and meta_path.exists() and weights.exists()) else None
         if meta is not None and meta.get("key") == s.key:
             model = prepare_model(s.start.model_copy(update={"seed": seed}), s.data, base=ctx.base).to(ctx.device)
             model.load_state_dict(load_checkpoint(weights, map_location=ctx.device)["model"])
+            models[i], records[i] = model, meta["run"]
             resumed.append(i)
         else:
-            model, meta, partial = _train_member(s, label, seed, resume)
+            job, partial = _member_job(s, label, seed, resume)
+            jobs.append(job)
+            todo.append(i)
             if partial is not None:
-                continued.append((i, partial))
-            atomic.torch_save(
-                weights, {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "seed": seed}
-            )
-            atomic.write_json(meta_path, meta)  # written last: the member counts as finished from here
-        models.append(model)
-        records.append(meta["run"])
-    return models, records, resumed, continued
+                continued.append((i, int(partial["step"])))
+
+    def finished(j: int, t) -> None:
+        """A member saved as soon as it is trained: --resume loads it instead of training it."""
+        i = todo[j]
+        label, seed = f"member-{i}", s.spec.seed + i
+        state = {k: v.detach().cpu() for k, v in t.model.state_dict().items()}
+        atomic.torch_save(s.members_dir / f"{label}.pt", {"model": state, "seed": seed})
+        meta = {"key": s.key, "seed": seed, "run": t.record()}
+        atomic.write_json(
+            s.members_dir / f"{label}.json", meta
+        )  # written last: the member counts as finished from here
+        models[i], records[i] = t.model, meta["run"]
+
+    s.trainer.train_many(jobs, done=finished)  # side by side with --workers
+    return models, records, resumed, sorted(continued)
 
 
-def _train_member(s: Setup, label: str, seed: int, resume: bool):
-    """(the model, its meta record, the step it continued from or None). A member killed half-way
+def _member_job(s: Setup, label: str, seed: int, resume: bool):
+    """(the member's Job, the checkpoint it continues from or None). A member killed half-way
     continues from its last checkpoint, exactly where it stopped."""
     last, member_key = s.members_dir / f"{label}-last.pt", f"{s.key}-{seed}"
     partial = resumable(last, member_key, s.ctx.device) if resume else None
     if partial is None:
         shutil.rmtree(s.ctx.run.tb_dir(STAGE) / label, ignore_errors=True)  # a killed attempt's curves
-    t = s.trainer.train(label, s.start, seed=seed, checkpoints=Checkpoints(last=last, key=member_key, resume=partial))
-    return (
-        t.model,
-        {"key": s.key, "seed": seed, "run": t.record()},
-        int(partial["step"]) if partial is not None else None,
-    )
+    checkpoints = Checkpoints(last=last, key=member_key, resume=partial)
+    return Job(label, s.start, seed, more={"checkpoints": checkpoints}), partial
 
 
 def _collapses(s: Setup, models, results) -> list:

@@ -27,7 +27,7 @@ from nnrecipe.checks.tune_checks import TuneMeasurements, confirmation_z, search
 from nnrecipe.credentials import ENV_STORAGE, redact, storage_url
 from nnrecipe.errors import NNRecipeError
 from nnrecipe.executors.tune_worker import Plan, run_worker
-from nnrecipe.experiments import SeedRuns, Trainer, experiment_key
+from nnrecipe.experiments import Job, SeedRuns, Trainer, experiment_key
 from nnrecipe.handoff import data_fingerprint, from_spec, recorded_seed_noise, start_spec
 from nnrecipe.pictures.saver import attach
 from nnrecipe.pictures.tune import draw
@@ -139,6 +139,7 @@ def _run_workers(s: Setup, study) -> int:
     Returns how many trials ran here."""
     cfg, ctx, spec = s.spec.stages.tune, s.ctx, s.spec
     had = sum(1 for t in study.get_trials(deepcopy=False) if t.state in ts.FINISHED)
+    workers = tune_workers(spec, ctx)
     start_yaml = s.out / "start.yaml"
     atomic.write_text(start_yaml, f"# the tune stage's starting point ({s.source})\n" + s.start.to_yaml())
     plan = Plan(
@@ -153,9 +154,10 @@ def _run_workers(s: Setup, study) -> int:
         steps=s.steps,
         every=s.every,
         device=str(ctx.device),
+        devices=workers.devices,
     )
     plan.write(s.out / "worker.json")
-    children = [_spawn(s.out, i, storage=s.storage) for i in range(1, cfg.workers)]
+    children = [_spawn(s.out, i, storage=s.storage, threads=workers.threads) for i in range(1, workers.count)]
     ctx.console.print(
         f"tune: study [cyan]{s.study}[/] on {redact(s.storage) if not s.local else ctx.rel(s.storage)}: "
         f"{had} of {cfg.trials} trials finished" + (f", {len(children) + 1} workers" if children else "")
@@ -222,8 +224,14 @@ def _measure_confirmation(s: Setup, m: TuneMeasurements) -> None:
     confirmed = SeedRuns("best", f"trial {m.best.number}")
     for seed in confirm_seeds(s.spec, m.task, spread_known=m.prior_noise is not None):
         tag = "" if seed == s.spec.seed + 1 else f"-seed{seed}"
-        reference.runs.append(trainer.train(f"confirm-start{tag}", s.start, seed=seed, keep_model=False))
-        confirmed.runs.append(trainer.train(f"confirm-best{tag}", candidate, seed=seed, keep_model=False))
+        start, best = trainer.train_many(
+            [
+                Job(f"confirm-start{tag}", s.start, seed, more={"keep_model": False}),
+                Job(f"confirm-best{tag}", candidate, seed, more={"keep_model": False}),
+            ]
+        )
+        reference.runs.append(start)
+        confirmed.runs.append(best)
     halves = m.task.val_halves(len(data.val), s.spec.seed)
     if halves is not None:
         m.confirm_examples = int(halves[1].sum())
@@ -289,11 +297,21 @@ def confirm_seeds(spec, task, *, spread_known: bool) -> list[int]:
     return [spec.seed + 1 + i for i in range(k)]
 
 
-def _spawn(out, index: int, *, storage: str):
+def tune_workers(spec, ctx):
+    """The processes on this machine's share of the study: stages.tune.workers, else the run's
+    --workers; each with its share of the cores."""
+    from nnrecipe.runtime import plan_workers
+
+    if spec.stages.tune.workers is not None:
+        return plan_workers(spec.stages.tune.workers, ctx.device, field="stages.tune.workers")
+    return plan_workers(ctx.workers.count if ctx.workers is not None else 1, ctx.device)
+
+
+def _spawn(out, index: int, *, storage: str, threads: int):
     """A worker process; the storage URL, password and all, goes in its environment: worker.json
     holds it redacted, and a command line is visible to every user of the machine (ps)."""
     log = open(out / f"worker-{index}.log", "w")
-    env = dict(os.environ, PYTHONUNBUFFERED="1", **{ENV_STORAGE: storage})
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=str(threads), **{ENV_STORAGE: storage})
     proc = subprocess.Popen(
         [sys.executable, "-m", "nnrecipe.executors.tune_worker", str(out / "worker.json"), str(index)],
         stdout=log,

@@ -7,16 +7,19 @@ import json
 import numpy as np
 import pytest
 import torch
+from rich.console import Console
 
 from conftest import PLANTED, write_spec
-from nnrecipe.data import build_data
+from nnrecipe.experiments import Trainer
 from nnrecipe.probes import label_errors
+from nnrecipe.rundir import RunDir
 from nnrecipe.spec import load_spec
+from nnrecipe.stages.base import StageContext
 
 KNOBS_OFF = {"dropout": None, "weight_decay": None, "early_stopping": False}
 
 
-def _digits_errors(**planted):
+def _digits_errors(tmp, **planted):
     import importlib.util
 
     spec_ = importlib.util.spec_from_file_location("label_data", PLANTED / "label_data.py")
@@ -32,12 +35,12 @@ def _digits_errors(**planted):
             "train.steps=1000",
         ],
     )
-    data = build_data(spec, base=base)
+    ctx = StageContext(spec=spec, base=base, run=RunDir(tmp), device=torch.device("cpu"), console=Console(quiet=True))
+    trainer = Trainer(ctx, stage="regularize", steps=1000, every=500)
     e = label_errors.measure(
+        trainer,
         spec,
-        data=data,
-        base=base,
-        device=torch.device("cpu"),
+        data=trainer.data(spec),
         folds=4,
         seed=0,
         steps=1000,
@@ -50,21 +53,21 @@ def _digits_errors(**planted):
     return e, hit / max(1, len(found)), hit / max(1, len(changed)), len(changed)
 
 
-def test_planted_noise_in_one_class_is_found_and_clean_digits_give_few_suspects():
+def test_planted_noise_in_one_class_is_found_and_clean_digits_give_few_suspects(tmp_path):
     # 10% of the 3s in train (14 of 143) relabelled as 8. Measured: 17 suspects, 13 planted:
     # precision 0.76, recall 0.93 (the others are ambiguous digits, found on clean data too).
-    e, precision, recall, planted = _digits_errors(fraction=0.1)
+    e, precision, recall, planted = _digits_errors(tmp_path, fraction=0.1)
     assert planted == 14 and recall >= 0.8 and precision >= 0.6, (precision, recall, len(e.ranked))
     # Clean digits: measured 6 suspects of 1400 (0.4%): the false-positive rate is stated in docs/checks.md.
-    clean, *_ = _digits_errors(fraction=0.0)
+    clean, *_ = _digits_errors(tmp_path, fraction=0.0)
     assert len(clean.ranked) <= 14 and clean.oof_accuracy > 0.93
     # out-of-fold: each example predicted by the one fold model that did not train on it
     assert np.allclose(clean.probs.sum(axis=1), 1.0, atol=1e-5)
 
 
-def test_uniform_label_noise_is_found_with_high_precision():
+def test_uniform_label_noise_is_found_with_high_precision(tmp_path):
     # 10% of all training labels moved to another class (152): measured precision 0.90, recall 0.86.
-    e, precision, recall, planted = _digits_errors(fraction=0.0, uniform=0.1)
+    e, precision, recall, planted = _digits_errors(tmp_path, fraction=0.0, uniform=0.1)
     assert planted > 120 and precision >= 0.8 and recall >= 0.75, (precision, recall)
 
 

@@ -1,0 +1,196 @@
+"""A local pool of worker processes that train a stage's independent experiments side by side.
+
+A stage hands its experiments to `Trainer.train_many`; with `--workers N` each goes to one of N
+processes, which has the data loaded once (per data variant), trains the experiment exactly as
+the stage's process would (`run_experiment`: the experiment seeds itself from its spec's seed),
+and sends back its `Result`, the model's weights and the TensorBoard calls it made. Results come
+back in the order the experiments were submitted, so a verdict never depends on which worker
+finished first. Only the stage's process writes TensorBoard; a worker writes only the
+checkpoints an experiment names (squeeze's members), where one process would have.
+
+Workers are spawned, not forked (a forked OpenMP or CUDA runtime can hang), once per run, and
+ignore Ctrl-C: the stage's process receives it, stops the pool and records the interruption.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import signal
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+
+from nnrecipe.experiments import Experiment, Result, run_experiment
+from nnrecipe.runtime import Workers
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One experiment as a worker receives it: the experiment, the spec whose data section
+    builds its data, and the training rows it keeps (None: the whole train split)."""
+
+    exp: Experiment
+    data_spec: Any
+    rows: Optional[torch.Tensor] = None
+
+
+@dataclasses.dataclass
+class Shipped:
+    """What a worker sends back: the result (its model left out), the model's weights on the
+    CPU (when the experiment keeps its model), and the TensorBoard calls to replay."""
+
+    result: Result
+    weights: Optional[dict[str, torch.Tensor]]
+    events: list[tuple[str, tuple, dict]]
+
+
+class Recorder:
+    """Stands in for a SummaryWriter in a worker: keeps each add_* call, to be replayed by the
+    process that owns the run directory."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, tuple, dict]] = []
+
+    def __getattr__(self, name: str):
+        if not name.startswith("add_"):
+            raise AttributeError(name)
+
+        def record(*args, **kwargs) -> None:
+            self.events.append((name, args, kwargs))
+
+        return record
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class Pool:
+    """N spawned worker processes for one run, started on first use and shared by its stages."""
+
+    def __init__(self, *, base: Path, workers: Workers):
+        self.base, self.workers = base, workers
+        self._executor: Optional[ProcessPoolExecutor] = None
+
+    def _start(self) -> ProcessPoolExecutor:
+        if self._executor is None:
+            mp = multiprocessing.get_context("spawn")
+            counter = mp.Value("i", 0)  # each worker takes the next index: its device, round-robin
+            w = self.workers
+            self._executor = ProcessPoolExecutor(
+                max_workers=w.count,
+                mp_context=mp,
+                initializer=_worker_start,
+                initargs=(str(self.base), w.devices, w.threads, counter),
+            )
+        return self._executor
+
+    def map(self, jobs: Sequence[Job], *, progress=None, label: str = "") -> list[Shipped]:
+        """Each job's Shipped, in the order of `jobs`; the first error raised in a worker is
+        raised here (the remaining jobs are cancelled)."""
+        executor = self._start()
+        futures = [executor.submit(_train, job) for job in jobs]
+        bar = progress.add_task(f"{label} ({self.workers.count} workers)", total=len(jobs)) if progress else None
+        pending = set(futures)
+        try:
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for f in done:
+                    f.result()  # raises the worker's error at once
+                if bar is not None:
+                    progress.update(bar, completed=len(futures) - len(pending))
+        except BaseException:
+            for f in pending:
+                f.cancel()
+            raise
+        finally:
+            if bar is not None:
+                progress.remove_task(bar)
+        return [f.result() for f in futures]
+
+    def close(self, *, wait_for_workers: bool = True) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=wait_for_workers, cancel_futures=True)
+            self._executor = None
+
+    def terminate(self) -> None:
+        """Stop every worker now (Ctrl-C, an error): an experiment half-way is abandoned."""
+        executor = self._executor
+        if executor is None:
+            return
+        for process in list(getattr(executor, "_processes", {}).values()):
+            process.terminate()
+        self.close(wait_for_workers=False)
+
+
+# ----------------------------------------------------------------------------- in the worker
+
+_STATE: dict[str, Any] = {}
+
+
+def _worker_start(base: str, devices: tuple[str, ...], threads: int, counter) -> None:
+    from nnrecipe.executors.tune_worker import die_with_parent
+    from nnrecipe.runtime import resolve_device
+
+    die_with_parent()  # a stage process killed outright takes its workers with it
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the stage process's to handle
+    with counter.get_lock():
+        index = counter.value
+        counter.value += 1
+    torch.set_num_threads(threads)
+    _STATE.update(base=Path(base), device=resolve_device(devices[index % len(devices)]), data={})
+
+
+def _data(spec):
+    """The data of `spec` on this worker's device, built once per data variant (the data section
+    less what only training reads: augmentation and batch size)."""
+    key = spec.task + spec.data.model_copy(update={"augment": [], "batch_size": 1}).model_dump_json()
+    cache = _STATE["data"]
+    if key not in cache:
+        from nnrecipe.data import build_data
+
+        data = build_data(spec, base=_STATE["base"])
+        data.task.check_targets(data)
+        cache[key] = data.to(_STATE["device"])
+    return cache[key]
+
+
+def _train(job: Job) -> Shipped:
+    data = _data(job.data_spec)
+    if job.rows is not None:
+        data = data.with_train(data.train.subset(job.rows))
+    writer = Recorder()
+    result = run_experiment(job.exp, data=data, device=_STATE["device"], base=_STATE["base"], writer=writer)
+    weights = None
+    if result.model is not None:
+        weights = {k: v.detach().cpu() for k, v in result.model.state_dict().items()}
+        result.model = None
+    return Shipped(result=_on_cpu(result), weights=weights, events=writer.events)
+
+
+def _on_cpu(result: Result) -> Result:
+    """The result with its tensors on the CPU: the stage's process may not have this GPU."""
+    for field in ("train_eval", "val_eval"):
+        ev = getattr(result, field)
+        if ev is not None and ev.outputs is not None:
+            setattr(result, field, dataclasses.replace(ev, outputs=_cpu(ev.outputs)))
+    if result.early_state is not None:
+        result.early_state = {k: v.detach().cpu() for k, v in result.early_state.items()}
+    if result.early is not None:
+        result.early = _on_cpu(result.early)
+    return result
+
+
+def _cpu(x):
+    if isinstance(x, torch.Tensor):
+        return x.cpu()
+    if isinstance(x, dict):
+        return {k: _cpu(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_cpu(v) for v in x)
+    return x

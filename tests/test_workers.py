@@ -1,0 +1,164 @@
+"""--workers: a stage's independent experiments trained side by side in worker processes give the
+verdicts, numbers, TensorBoard curves and saved members of one process; bad settings are one
+line; Ctrl-C stops every worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import write_spec
+from nnrecipe.errors import DeviceError
+from nnrecipe.runtime import plan_workers, usable_cores
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+# digits at a small budget, two seeds: regularize has every kind of round (the reference and the
+# knobs, a second seed, data-scaling subsets at both seeds, label-error folds); squeeze 3 members
+SMALL = {
+    "train": {"steps": 300, "eval_every": 100},
+    "stages": {
+        "regularize": {"seeds": 2, "label_errors": {"folds": 3}},
+        "squeeze": {"members": 3, "distill": {"enabled": False}, "longer": {"enabled": False}},
+    },
+}
+
+
+def _run(cli, path, stage: str, *args):
+    result = cli(stage, "--config", path, "--json", *args)
+    assert result.exit_code in (0, 1), result.stderr
+    return json.loads(result.stdout)
+
+
+def _scalars(folder):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(folder))
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def test_two_workers_give_the_verdicts_numbers_curves_and_members_of_one_process(cli, in_tmp):
+    runs = {}
+    for workers in ("1", "2"):
+        path = write_spec(in_tmp, {"name": f"w{workers}", **SMALL}, name=f"w{workers}.yaml")
+        runs[workers] = [_run(cli, path, stage, "--workers", workers) for stage in ("regularize", "squeeze")]
+    one, two = runs["1"], runs["2"]
+    assert [len(v) for v in one] == [10, 3] and one[0][0]["check"] == "augmentation"
+    for stage_one, stage_two in zip(one, two):
+        for a, b in zip(stage_one, stage_two, strict=True):
+            assert (a["check"], a["status"], a["observed"]) == (b["check"], b["status"], b["observed"])
+    root1, root2 = in_tmp / "runs" / "w1", in_tmp / "runs" / "w2"
+    for stage in ("regularize", "squeeze"):
+        s1, s2 = (json.loads((r / stage / "summary.json").read_text()) for r in (root1, root2))
+        s1.pop("seconds"), s2.pop("seconds")
+        assert s1 == s2, stage
+    # every experiment's TensorBoard curve, written by the stage's process from the worker's calls
+    folders = sorted(p.name for p in (root1 / "tb" / "regularize").iterdir() if p.is_dir())
+    assert "label-errors-fold2" in folders and "data-25pct-seed1" in folders and "dropout-seed1" in folders
+    assert folders == sorted(p.name for p in (root2 / "tb" / "regularize").iterdir() if p.is_dir())
+    for name in ("reference", "dropout-seed1", "data-50pct-seed1"):
+        a, b = _scalars(root1 / "tb" / "regularize" / name), _scalars(root2 / "tb" / "regularize" / name)
+        assert a == b and len(a["train/loss"]) >= 3 and "final/val_accuracy" in a, name
+    # squeeze's members, saved by the stage's process, weight for weight
+    for i in range(3):
+        w1, w2 = (torch.load(r / "squeeze" / "members" / f"member-{i}.pt", weights_only=True) for r in (root1, root2))
+        assert all(torch.equal(w1["model"][k], w2["model"][k]) for k in w1["model"])
+
+
+@pytest.mark.parametrize(
+    "value, says",
+    [
+        ("0", "workers: 0 is not a worker count: give 1 to 256 processes, or auto"),
+        ("many", "--workers: 'many' is not a whole number or auto"),
+        (str(usable_cores() + 1), f"workers: {usable_cores() + 1} processes on a CPU with {usable_cores()} usable"),
+    ],
+)
+def test_a_bad_worker_count_is_one_line_and_exit_2(cli, in_tmp, value, says):
+    result = cli("regularize", "--workers", value)
+    assert result.exit_code == 2 and says in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (in_tmp / "runs").exists()
+
+
+def test_objects_in_memory_cannot_go_to_other_processes(in_tmp):
+    import nnrecipe
+    from nnrecipe.errors import SpecError
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    with pytest.raises(SpecError, match="workers: 2 processes cannot see the objects"):
+        nnrecipe.run(model=model, stages="regularize", workers=2, quiet=True)
+
+
+def test_workers_split_the_cores_and_never_exceed_them(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr("nnrecipe.runtime.usable_cores", lambda: 8)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert plan_workers(1, cpu).threads == 8 and plan_workers(2, cpu).threads == 4
+    assert plan_workers(3, cpu).threads == 2 and plan_workers("auto", cpu).count == 8
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the user's setting is kept where it is lower
+    assert plan_workers(2, cpu).threads == 1
+    with pytest.raises(DeviceError, match="stages.tune.workers: 9 processes on a CPU with 8"):
+        plan_workers(9, cpu, field="stages.tune.workers")
+
+
+def test_sigint_stops_every_worker_and_records_the_stage_interrupted(in_tmp):
+    spec = {"name": "intw", "train": {"steps": 100000, "eval_every": 1000}, "stages": {"regularize": {"seeds": 1}}}
+    path = write_spec(in_tmp, spec)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nnrecipe.cli", "regularize", "--config", str(path), "--workers", "2"],
+        cwd=in_tmp,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as from a terminal
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    workers = _wait_for_workers(proc, 2)
+    time.sleep(1.0)  # training is under way in both
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group: the workers ignore it
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err.strip().splitlines()[-1] == "interrupted", err
+    verdicts = json.loads((in_tmp / "runs" / "intw" / "verdicts.json").read_text())
+    assert [(v["stage"], v["check"], v["status"]) for v in verdicts] == [("regularize", "interrupted", "skip")]
+    deadline = time.time() + 10
+    while time.time() < deadline and any(_alive(pid) for pid in workers):
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in workers)
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid), "-f", "multiprocessing.spawn"], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+def _wait_for_workers(proc, n: int, timeout: float = 120.0) -> list[int]:
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        found = [p for p in _children(proc.pid) if "spawn_main" in _cmdline(p)]
+        if len(found) >= n:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"{n} worker processes never started")
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
