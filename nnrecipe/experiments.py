@@ -417,32 +417,27 @@ class Trainer:
         """Each job's Result, in the order of `jobs`: one after another here, or side by side in
         the run's worker processes (the same numbers: each experiment seeds itself). `done(i,
         result)` is called for each as soon as it is here (squeeze saves its members so)."""
+        return self.submit(jobs, parallel=len(jobs) > 1).results(done=done)
+
+    def submit(self, jobs: list[Job], *, parallel: bool = True) -> "Pending":
+        """The jobs started in the run's worker processes (when it has them and `parallel`), so
+        that this process can do other work meanwhile; `.results()` waits for them. Without
+        workers they train here, when `.results()` is called."""
+        pool = self.ctx.pool() if parallel else None
         exps = [self._experiment(j) for j in jobs]
-        pool = self.ctx.pool() if len(jobs) > 1 else None
+        futures = None
         if pool is not None:
             from nnrecipe.executors.pool import Job as Sent
 
-            sent = [Sent(e, self._data_spec(j.spec), j.rows) for e, j in zip(exps, jobs)]
-            shipped = pool.map(sent, progress=self.ctx.progress, label=self.stage)
-        results = []
-        for i, (e, j) in enumerate(zip(exps, jobs)):
-            if pool is None:
-                r = run_in_stage(self.ctx, self.stage, e, data=self._job_data(j))
-            else:
-                r = self._received(e, j, shipped[i])
-            if e.keep_model:
-                self.kept.setdefault(e.name, r)
-            if done is not None:
-                done(i, r)
-            results.append(r)
-        return results
+            futures = pool.submit([Sent(e, self._data_spec(j.spec), j.rows) for e, j in zip(exps, jobs)])
+        return Pending(self, exps, jobs, pool, futures)
 
     def _experiment(self, job: Job) -> Experiment:
         steps = job.steps or self.steps
         every = min(job.every or self.every, steps)
         return Experiment(job.name, job.spec, steps=steps, eval_every=every, seed=job.seed, **job.more)
 
-    def _job_data(self, job: Job):
+    def job_data(self, job: Job):
         data = self.data(job.spec)
         return data if job.rows is None else data.with_train(data.train.subset(job.rows))
 
@@ -450,7 +445,7 @@ class Trainer:
         """The spec whose data section builds `spec`'s data, as `data` chooses it here."""
         return self.ctx.spec if spec.data.downsample == self.ctx.spec.data.downsample else spec
 
-    def _received(self, exp: Experiment, job: Job, shipped) -> Result:
+    def received(self, exp: Experiment, job: Job, shipped) -> Result:
         """A worker's result as if trained here: its TensorBoard calls written to the
         experiment's folder, its model rebuilt from the weights on this device."""
         from nnrecipe.models import prepare_model
@@ -461,10 +456,35 @@ class Trainer:
             getattr(writer, name)(*args, **kwargs)
         result = shipped.result
         if shipped.weights is not None:
-            model = prepare_model(exp.seeded_spec(), self._job_data(job), base=self.ctx.base).to(self.ctx.device)
+            model = prepare_model(exp.seeded_spec(), self.job_data(job), base=self.ctx.base).to(self.ctx.device)
             model.load_state_dict(shipped.weights)
             result.model = model
         return result
+
+
+class Pending:
+    """Experiments a Trainer has started (or will train here): `results` in the order asked."""
+
+    def __init__(self, trainer: Trainer, exps: list[Experiment], jobs: list[Job], pool, futures):
+        self.trainer, self.exps, self.jobs, self.pool, self.futures = trainer, exps, jobs, pool, futures
+
+    def results(self, *, done: Optional[Callable[[int, Result], None]] = None) -> list[Result]:
+        t, ctx = self.trainer, self.trainer.ctx
+        shipped = None
+        if self.pool is not None:
+            shipped = self.pool.collect(self.futures, progress=ctx.progress, label=t.stage)
+        results = []
+        for i, (e, j) in enumerate(zip(self.exps, self.jobs)):
+            if shipped is None:
+                r = run_in_stage(ctx, t.stage, e, data=t.job_data(j))
+            else:
+                r = t.received(e, j, shipped[i])
+            if e.keep_model:
+                t.kept.setdefault(e.name, r)
+            if done is not None:
+                done(i, r)
+            results.append(r)
+        return results
 
 
 def experiment_key(spec, *, steps: int, every: int, extra: str = "") -> str:

@@ -111,6 +111,8 @@ def _run_locked(
         progress_console=progress_console,
         workers=workers,
     )
+    if ctx.pool() is not None and any(get_stage(name).trains_many for name in stages):
+        ctx.pool().warm(spec)  # the workers start and load the data while the first stages run here
     results: list[StageResult] = []
     interrupted = True  # until the loop below ends on its own
     try:

@@ -14,11 +14,12 @@ import time
 import pytest
 import torch
 
-from conftest import write_spec
+from conftest import PLANTED, write_spec
 from nnrecipe.errors import DeviceError
 from nnrecipe.runtime import plan_workers, usable_cores
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+PLANTED_MODELS = PLANTED / "models.py"
 # digits at a small budget, two seeds: regularize has every kind of round (the reference and the
 # knobs, a second seed, data-scaling subsets at both seeds, label-error folds); squeeze 3 members
 SMALL = {
@@ -86,6 +87,19 @@ def test_a_bad_worker_count_is_one_line_and_exit_2(cli, in_tmp, value, says):
     assert len(result.stderr.strip().splitlines()) == 1 and not (in_tmp / "runs").exists()
 
 
+def test_an_error_in_the_users_code_in_a_worker_is_the_same_one_line(cli, in_tmp):
+    """The user's forward calls sys.exit mid-training, inside a worker process: the same line and
+    exit code as in one process, nothing written as if the stage had finished."""
+    model = f"model={{arch: python, factory: {PLANTED_MODELS}:exits_in_forward}}"
+    said = {}
+    for workers in ("1", "2"):
+        result = cli("regularize", model, "train.steps=200", f"name=x{workers}", "--workers", workers)
+        said[workers] = (result.exit_code, result.stderr.strip().splitlines())
+        assert not (in_tmp / "runs" / f"x{workers}" / "regularize" / "summary.json").exists()
+    assert said["1"] == said["2"] and said["2"][0] == 2 and len(said["2"][1]) == 1
+    assert "forward raised SystemExit: 3" in said["2"][1][0]
+
+
 def test_objects_in_memory_cannot_go_to_other_processes(in_tmp):
     import nnrecipe
     from nnrecipe.errors import SpecError
@@ -125,6 +139,7 @@ def test_sigint_stops_every_worker_and_records_the_stage_interrupted(in_tmp):
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group: the workers ignore it
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and err.strip().splitlines()[-1] == "interrupted", err
+    assert "Traceback" not in err and "Error" not in err, err
     verdicts = json.loads((in_tmp / "runs" / "intw" / "verdicts.json").read_text())
     assert [(v["stage"], v["check"], v["status"]) for v in verdicts] == [("regularize", "interrupted", "skip")]
     deadline = time.time() + 10

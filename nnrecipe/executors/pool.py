@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 import signal
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -90,12 +90,22 @@ class Pool:
             )
         return self._executor
 
-    def map(self, jobs: Sequence[Job], *, progress=None, label: str = "") -> list[Shipped]:
-        """Each job's Shipped, in the order of `jobs`; the first error raised in a worker is
-        raised here (the remaining jobs are cancelled)."""
+    def submit(self, jobs: Sequence[Job]) -> list[Future]:
+        """Start the jobs; each future's result is its Shipped (see `collect`)."""
         executor = self._start()
-        futures = [executor.submit(_train, job) for job in jobs]
-        bar = progress.add_task(f"{label} ({self.workers.count} workers)", total=len(jobs)) if progress else None
+        return [executor.submit(_train, job) for job in jobs]
+
+    def warm(self, spec) -> None:
+        """Start every worker now and load `spec`'s data in it, while this process has other work."""
+        executor = self._start()
+        for _ in range(self.workers.count):
+            executor.submit(_data, spec)
+
+    def collect(self, futures: list[Future], *, progress=None, label: str = "") -> list[Shipped]:
+        """The futures' results in their order; the first error raised in a worker is raised
+        here at once (the run then ends, and `terminate` stops the rest: a future cancelled here
+        would race the executor's own bookkeeping)."""
+        bar = progress.add_task(f"{label} ({self.workers.count} workers)", total=len(futures)) if progress else None
         pending = set(futures)
         try:
             while pending:
@@ -104,14 +114,14 @@ class Pool:
                     f.result()  # raises the worker's error at once
                 if bar is not None:
                     progress.update(bar, completed=len(futures) - len(pending))
-        except BaseException:
-            for f in pending:
-                f.cancel()
-            raise
         finally:
             if bar is not None:
                 progress.remove_task(bar)
         return [f.result() for f in futures]
+
+    def map(self, jobs: Sequence[Job], *, progress=None, label: str = "") -> list[Shipped]:
+        """Each job's Shipped, in the order of `jobs`."""
+        return self.collect(self.submit(jobs), progress=progress, label=label)
 
     def close(self, *, wait_for_workers: bool = True) -> None:
         if self._executor is not None:
@@ -123,9 +133,13 @@ class Pool:
         executor = self._executor
         if executor is None:
             return
-        for process in list(getattr(executor, "_processes", {}).values()):
+        processes = list((getattr(executor, "_processes", None) or {}).values())
+        executor.shutdown(wait=False, cancel_futures=True)  # what has not started never will
+        for process in processes:
             process.terminate()
-        self.close(wait_for_workers=False)
+        for process in processes:
+            process.join(timeout=10)
+        self._executor = None
 
 
 # ----------------------------------------------------------------------------- in the worker

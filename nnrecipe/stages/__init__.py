@@ -17,6 +17,7 @@ class StageInfo:
     module: str  # the module with run(spec, ctx)
     recipe: str  # the recipe's own words for the stage
     keep: tuple[str, ...] = ()  # files of the stage folder that survive a re-run (tune's study continues)
+    trains_many: bool = False  # trains independent experiments: --workers pays off (the pool starts early)
 
 
 STAGES: tuple[StageInfo, ...] = (
@@ -33,15 +34,22 @@ STAGES: tuple[StageInfo, ...] = (
         "regularize",
         "nnrecipe.stages.regularize",
         "Regularize: give up some training loss for validation loss",
+        trains_many=True,
     ),
     StageInfo(
-        "tune", "tune", "nnrecipe.stages.tune", "Tune: random search over hyperparameters", keep=("study.journal",)
+        "tune",
+        "tune",
+        "nnrecipe.stages.tune",
+        "Tune: random search over hyperparameters",
+        keep=("study.journal",),
+        trains_many=True,
     ),
     StageInfo(
         "squeeze",
         "squeeze",
         "nnrecipe.stages.squeeze",
         "Squeeze out the juice: ensembles, distillation, leave it training",
+        trains_many=True,
     ),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)

@@ -213,7 +213,8 @@ def _measure_distillation(s: Setup, m: SqueezeMeasurements, models):
     members = [r for r in m.members if not r.diverged]
     own = seed_noise([np.stack([data.task.errors(r.val_scores) for r in members])]) if len(members) > 1 else None
     m.seed_noise = pool_noise([own, recorded_seed_noise(ctx.run, data_fingerprint(data))])
-    m.hard = s.trainer.train("student-hard-labels", student_spec, seed=spec.seed, steps=steps)
+    # the hard-label twin trains in a worker (with --workers) while the student trains here
+    hard = s.trainer.submit([Job("student-hard-labels", student_spec, spec.seed, steps=steps)])
     seed_everything(spec.seed)
     model = prepare_model(student_spec.model_copy(update={"seed": spec.seed}), data, base=ctx.base).to(ctx.device)
     m.student = sq.train_student(
@@ -230,6 +231,7 @@ def _measure_distillation(s: Setup, m: SqueezeMeasurements, models):
         writer=ctx.writer(STAGE, "student-soft-targets"),
         progress=ctx.progress,
     )
+    (m.hard,) = hard.results()
     if data.test is not None:
         m.test["student"] = _test_score(s, m.student.model)
         m.test["hard_label"] = _test_score(s, m.hard.model)
