@@ -43,6 +43,7 @@ def run(
     task: Optional[str] = None,
     device: Optional[str] = None,
     workers: Union[int, str, None] = None,
+    executor: Optional[str] = None,
     output_dir: Union[str, Path, None] = None,
     keep_going: bool = False,
     resume: bool = False,
@@ -68,6 +69,7 @@ def run(
         name, task, device and output_dir are shorthands for the same.
     workers: processes that train a stage's independent experiments side by side (the CLI's
         --workers; an int or "auto"); objects handed in as model/data/loss need 1.
+    executor: where they run: "local", "ray" or "ray://HOST:PORT" (the CLI's --executor).
     resume, lr_range, trained: the CLI's --resume, --lr-range and inspect-data's --model.
     quiet: print nothing but progress (default: quiet in a notebook, where the result renders
         itself; the verdict tables otherwise). console: where to print (default stdout).
@@ -77,8 +79,9 @@ def run(
 
     names = stage_range(stages, first=first, last=last)
     extra = spec_overrides(overrides, name=name, task=task, device=device, output_dir=output_dir)
-    if workers is not None:
-        extra.append(f"workers={json.dumps(workers)}")
+    for key, value in (("workers", workers), ("executor", executor)):
+        if value is not None:
+            extra.append(f"{key}={json.dumps(value)}")
     made = {key: value for key, value in (("model", model), ("data", data), ("loss", loss)) if value is not None}
     shown = console or Console(highlight=False)
     quiet = shown.is_jupyter if quiet is None else quiet
@@ -223,8 +226,9 @@ def _default_name(made: dict[str, Any]) -> Optional[str]:
 
 
 def _refuse_other_processes(spec: Spec, refs: dict[str, str]) -> None:
-    for field, value in (("workers", spec.workers), ("stages.tune.workers", spec.stages.tune.workers)):
-        if refs and value not in (None, 1):
+    settings = (("workers", spec.workers), ("stages.tune.workers", spec.stages.tune.workers))
+    for field, value in (*settings, ("executor", spec.executor)):
+        if refs and value not in (None, 1, "local"):
             raise SpecError(
                 f"{field}: {value} processes cannot see the objects handed to nnrecipe.run(); "
                 "use workers 1, or name file.py:function factories in a spec file"

@@ -454,6 +454,10 @@ class Trainer:
         writer = self.ctx.writer(self.stage, exp.name, purge_step=int(resume["step"]) + 1 if resume else None)
         for name, args, kwargs in shipped.events:
             getattr(writer, name)(*args, **kwargs)
+        for path, contents in shipped.files.items():
+            from nnrecipe import atomic
+
+            atomic.write_bytes(Path(path), contents)
         result = shipped.result
         if shipped.weights is not None:
             model = prepare_model(exp.seeded_spec(), self.job_data(job), base=self.ctx.base).to(self.ctx.device)
@@ -490,5 +494,12 @@ class Pending:
 def experiment_key(spec, *, steps: int, every: int, extra: str = "") -> str:
     """Identifies one training experiment (resolved spec minus stage settings and names, budget,
     seed): a checkpoint with another key is never resumed."""
-    text = spec.model_copy(update={"stages": None, "name": "", "output_dir": "", "device": ""}).model_dump_json()
+    text = experiment_text(spec)
     return hashlib.sha256(f"{text}|{steps}|{every}|{extra}".encode()).hexdigest()[:16]
+
+
+def experiment_text(spec) -> str:
+    """The spec as JSON less what does not change what is trained: stage settings, names, and
+    where it runs (device, workers, executor): a run continued elsewhere resumes its checkpoints."""
+    where = {"stages": None, "name": "", "output_dir": "", "device": "", "workers": 1, "executor": "local"}
+    return spec.model_copy(update={k: v for k, v in where.items() if k in type(spec).model_fields}).model_dump_json()

@@ -51,7 +51,7 @@ def run_stages(
 
     runners = [(name, load_runner(get_stage(name))) for name in stages]
     device = resolve_device(spec.device)
-    workers = plan_workers(spec.workers, device)
+    workers = plan_workers(spec.workers, device, local=spec.executor == "local")
     run = RunDir.create(spec.output_dir, spec.name, stage_order=STAGE_NAMES)
     run.lock()
     try:
@@ -95,7 +95,9 @@ def _run_locked(
     run.write_spec(spec.to_yaml())
     run.write_env(device=device_description(device), seed=spec.seed, spec_path=spec_path)
     where = f"device {device_description(device)}"
-    if workers.count > 1:
+    if spec.executor != "local":
+        where += f", experiments as Ray tasks ({spec.executor})"
+    elif workers.count > 1:
         where += (
             f", {workers.count} workers ({', '.join(sorted(set(workers.devices)))}, {workers.threads} threads each)"
         )

@@ -80,10 +80,14 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def plan_workers(setting, device: torch.device, *, field: str = "workers") -> Workers:
+def plan_workers(setting, device: torch.device, *, field: str = "workers", local: bool = True) -> Workers:
     """`workers` (an int, or "auto") on `device`: one GPU per worker (cuda:i round-robin over
     the GPUs), or on a CPU the cores split between the workers, so that workers x threads never
-    exceeds the cores (contending threads on small models were measured 10-50x slower)."""
+    exceeds the cores (contending threads on small models were measured 10-50x slower). Not
+    `local` (Ray): this machine's devices do not bound the count; each task takes one GPU or core."""
+    if not local:
+        count = 0 if setting == "auto" else int(setting)  # 0: as many as the cluster runs at once
+        return Workers(count=count, devices=(device.type,), threads=1)
     cores = usable_cores()
     env = os.environ.get("OMP_NUM_THREADS", "")
     if device.type == "cuda":

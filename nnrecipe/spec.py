@@ -44,6 +44,10 @@ class Spec(Section):
     # device each (cuda:i round-robin), or on a CPU an equal share of the cores; "auto": one
     # per GPU, else one per core. 1 trains them one after another in this process.
     workers: Union[int, Literal["auto"]] = 1
+    # Where those experiments run (--executor): local (processes on this machine), ray (a Ray
+    # started here for the run) or ray://HOST:PORT (a Ray cluster's client address; every task
+    # asks for one GPU where there are GPUs, else one core, and the cluster decides how many run).
+    executor: Annotated[str, Field(pattern=r"^(local|ray|ray://[^\s/]+)$")] = "local"
 
     @field_validator("workers", mode="before")
     @classmethod

@@ -40,11 +40,13 @@ class Job:
 @dataclasses.dataclass
 class Shipped:
     """What a worker sends back: the result (its model left out), the model's weights on the
-    CPU (when the experiment keeps its model), and the TensorBoard calls to replay."""
+    CPU (when the experiment keeps its model), the TensorBoard calls to replay, and (Ray) the
+    checkpoint files it wrote elsewhere than in the run directory."""
 
     result: Result
     weights: Optional[dict[str, torch.Tensor]]
     events: list[tuple[str, tuple, dict]]
+    files: dict[str, bytes] = dataclasses.field(default_factory=dict)  # path -> contents, written by the stage
 
 
 class Recorder:

@@ -73,14 +73,22 @@ class StageContext:
             w.close()
 
     def pool(self):
-        """The run's worker processes (executors.pool.Pool), started on first use; None with one
-        worker (every experiment trains in this process)."""
-        if self.workers is None or self.workers.count < 2:
+        """Where independent experiments train: the run's worker processes (executors.pool),
+        Ray tasks (executors.ray_pool, --executor ray...), or None with one local worker (every
+        experiment trains in this process). Made on first use."""
+        executor = getattr(self.spec, "executor", "local")
+        if self.workers is None or (executor == "local" and self.workers.count < 2):
             return None
         if self._pool is None:
-            from nnrecipe.executors.pool import Pool
+            if executor == "local":
+                from nnrecipe.executors.pool import Pool
 
-            self._pool = Pool(base=self.base, workers=self.workers)
+                self._pool = Pool(base=self.base, workers=self.workers)
+            else:
+                from nnrecipe.executors.ray_pool import RayPool
+
+                address = None if executor == "ray" else executor
+                self._pool = RayPool(base=self.base, workers=self.workers, address=address)
         return self._pool
 
     def close(self, *, interrupted: bool = False) -> None:

@@ -21,7 +21,7 @@ import numpy as np
 from nnrecipe import atomic
 from nnrecipe.checks.squeeze_checks import SqueezeMeasurements, distillation, ensemble_gain, longer_training
 from nnrecipe.engine import Engine
-from nnrecipe.experiments import Checkpoints, Job, Result, Trainer
+from nnrecipe.experiments import Checkpoints, Job, Result, Trainer, experiment_text
 from nnrecipe.handoff import data_fingerprint, from_spec, recorded_seed_noise, start_spec
 from nnrecipe.loop import load_checkpoint, resumable
 from nnrecipe.losses import loss_name, make_loss
@@ -94,9 +94,7 @@ def _setup(spec, ctx: StageContext) -> Setup:
     every = min(cfg.eval_every or start.train.eval_every, steps)
     trainer = Trainer(ctx, stage=STAGE, steps=steps, every=every)
     data = trainer.data(start)
-    text = (
-        start.model_copy(update={"stages": None, "name": "", "output_dir": ""}).model_dump_json() + f"|{steps}|{every}"
-    )
+    text = experiment_text(start) + f"|{steps}|{every}"
     return Setup(
         spec=spec,
         ctx=ctx,

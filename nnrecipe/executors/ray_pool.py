@@ -1,0 +1,164 @@
+"""A stage's independent experiments as Ray tasks: on a Ray started here (`--executor ray`) or on
+a cluster (`--executor ray://HOST:PORT`: `ray start --head` on one machine, `ray start --address
+HOST:6379` on the others, each with nnrecipe installed and the spec's files at the same paths).
+
+The same contract as the local pool (executors/pool.py): each task trains one experiment exactly
+as the stage's process would and returns its result, weights and TensorBoard calls; results are
+collected in the order submitted; only the stage's process writes the run directory (a task
+writes the checkpoint files its experiment names in a folder of its own and sends them back with
+its result: the run directory may not exist where the task ran). A task whose worker
+process dies (killed, out of memory, its machine lost) is run again by Ray (`max_retries`), and
+counted once: its result is the retry's. Ray is an optional extra; the core never imports it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from nnrecipe.errors import NNRecipeError
+from nnrecipe.executors import pool as local
+from nnrecipe.runtime import Workers
+
+RETRIES = 3  # a task whose worker process died is run again this many times at most
+
+
+class RayPool:
+    def __init__(self, *, base: Path, workers: Workers, address: Optional[str]):
+        self.base, self.workers, self.address = base, workers, address
+        self._remote: Any = None
+        self._started_here = False
+        self._submitted: list = []  # every task's ref: those unfinished are cancelled by terminate
+
+    def _start(self):
+        if self._remote is not None:
+            return self._remote
+        where = self.address or "ray"
+        try:
+            import ray
+        except ImportError:
+            raise NNRecipeError(
+                f"executor: {where} needs Ray, which is not installed here (pip install 'nnrecipe[ray]')"
+            ) from None
+        if not ray.is_initialized():
+            if self.address is not None:
+                _answers(self.address)
+            try:
+                with warnings.catch_warnings():  # Ray's own warnings would add lines to the one line
+                    warnings.simplefilter("ignore")
+                    ray.init(
+                        address=self.address or "local",  # local: a new Ray for this run, not one found running
+                        include_dashboard=False,
+                        log_to_driver=False,
+                        configure_logging=False,
+                        **({"num_cpus": self._local_cpus()} if self.address is None else {}),
+                    )
+            except Exception as exc:  # ConnectionError, grpc errors, timeouts: one line
+                raise NNRecipeError(
+                    f"executor: cannot reach the Ray cluster at {where}: {_one_line(exc)} (a cluster with "
+                    "token authentication needs RAY_AUTH_MODE=token and its token here too)"
+                ) from None
+            self._started_here = True
+        gpu = self.workers.devices[0].startswith("cuda")
+        self._remote = ray.remote(num_cpus=0 if gpu else 1, num_gpus=1 if gpu else 0, max_retries=RETRIES)(_ray_train)
+        return self._remote
+
+    def _local_cpus(self) -> int:
+        """A Ray started here runs --workers tasks at once (default: one per usable core)."""
+        from nnrecipe.runtime import usable_cores
+
+        return self.workers.count if self.workers.count > 1 else usable_cores()
+
+    def submit(self, jobs: Sequence[local.Job]) -> list:
+        remote = self._start()
+        kind = "cuda" if self.workers.devices[0].startswith("cuda") else "cpu"
+        refs = [remote.remote(str(self.base), kind, job) for job in jobs]
+        self._submitted += refs
+        return refs
+
+    def warm(self, spec) -> None:
+        self._start()
+
+    def collect(self, refs: list, *, progress=None, label: str = "") -> list[local.Shipped]:
+        import ray
+
+        bar = progress.add_task(f"{label} (Ray)", total=len(refs)) if progress else None
+        pending = list(refs)
+        try:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                ray.get(done)  # raises the task's error at once (a RayTaskError wraps the user's)
+                if bar is not None:
+                    progress.update(bar, completed=len(refs) - len(pending))
+        except ray.exceptions.RayTaskError as exc:
+            cause = exc.as_instanceof_cause()
+            if isinstance(cause, NNRecipeError):
+                raise type(cause)(str(cause).splitlines()[-1]) from None
+            raise
+        finally:
+            if bar is not None:
+                progress.remove_task(bar)
+        return ray.get(refs)
+
+    def map(self, jobs: Sequence[local.Job], *, progress=None, label: str = "") -> list[local.Shipped]:
+        return self.collect(self.submit(jobs), progress=progress, label=label)
+
+    def close(self) -> None:
+        if self._started_here:
+            import ray
+
+            ray.shutdown()
+        self._remote, self._started_here = None, False
+
+    def terminate(self) -> None:
+        """Ctrl-C or an error: the tasks not finished are cancelled (their worker processes
+        stopped), then Ray is left."""
+        if self._remote is not None:
+            import ray
+
+            _, unfinished = ray.wait(self._submitted, num_returns=len(self._submitted), timeout=0)
+            for ref in unfinished:
+                ray.cancel(ref, force=True)
+        self.close()
+
+
+def _ray_train(base: str, kind: str, job: local.Job) -> local.Shipped:
+    """In a Ray worker process (reused between tasks): one experiment. Ray gives a GPU task its
+    GPU as cuda:0 (CUDA_VISIBLE_DEVICES) and a CPU task one core. The checkpoint files the
+    experiment names are written in a folder of its own and sent back with the result."""
+    import tempfile
+
+    import torch
+
+    if local._STATE.get("base") != Path(base):
+        torch.set_num_threads(1)
+        local._STATE.update(base=Path(base), device=torch.device("cuda:0" if kind == "cuda" else "cpu"), data={})
+    ckpt = job.exp.checkpoints
+    named = {k: getattr(ckpt, k) for k in ("last", "best") if getattr(ckpt, k) is not None}
+    if not named:
+        return local._train(job)
+    with tempfile.TemporaryDirectory(prefix="nnrecipe-") as tmp:
+        here = {k: Path(tmp) / f"{k}.pt" for k in named}
+        exp = dataclasses.replace(job.exp, checkpoints=dataclasses.replace(ckpt, **here))
+        shipped = local._train(dataclasses.replace(job, exp=exp))
+        shipped.files = {str(named[k]): here[k].read_bytes() for k in named if here[k].exists()}
+    return shipped
+
+
+def _answers(address: str) -> None:
+    """A client address whose port refuses or does not answer: said at once, not after Ray's
+    own retries (30 s)."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except (OSError, ValueError) as exc:
+        raise NNRecipeError(f"executor: cannot reach the Ray cluster at {address}: {_one_line(exc)}") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:300]

@@ -1,0 +1,130 @@
+"""--executor ray and ray://HOST:PORT: a stage's experiments as Ray tasks give the verdicts and
+numbers of one process; a Ray worker killed mid-experiment is retried and counted once; a
+cluster that does not answer, or Ray missing, is one line. The cluster is real: .ci/run starts a
+Ray head on loopback and sets NNRECIPE_TEST_RAY."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import write_spec
+from nnrecipe.errors import NNRecipeError
+
+CLUSTER = os.environ.get("NNRECIPE_TEST_RAY", "")
+needs_cluster = pytest.mark.skipif(
+    not CLUSTER, reason="NNRECIPE_TEST_RAY is not set (.ci/run starts a Ray head and sets it)"
+)
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+# regularize on digits, small: the reference and two knobs, a second seed, subsets, folds
+SMALL = {
+    "train": {"steps": 300, "eval_every": 100},
+    "stages": {"regularize": {"seeds": 2, "label_errors": {"folds": 3}}},
+}
+
+
+def _verdicts(cli, path, *args):
+    result = cli("regularize", "--config", path, "--json", *args)
+    assert result.exit_code in (0, 1), result.stderr
+    return [(v["check"], v["status"], v["observed"]) for v in json.loads(result.stdout)]
+
+
+def test_a_ray_started_here_gives_the_verdicts_of_one_process(cli, in_tmp):
+    here = _verdicts(cli, write_spec(in_tmp, {"name": "one", **SMALL}, name="one.yaml"))
+    ray = _verdicts(cli, write_spec(in_tmp, {"name": "ray", **SMALL}, name="ray.yaml"), "--executor", "ray")
+    assert len(here) == 10 and ray == here
+    folders = {p.name for p in (in_tmp / "runs" / "ray" / "tb" / "regularize").iterdir() if p.is_dir()}
+    assert {"reference", "dropout-seed1", "data-25pct-seed1", "label-errors-fold2"} <= folders
+
+
+@needs_cluster
+def test_a_ray_worker_killed_mid_experiment_is_retried_and_counted_once(in_tmp):
+    spec = {
+        "name": "killed",
+        "train": {"steps": 3000, "eval_every": 500},
+        "stages": {"regularize": SMALL["stages"]["regularize"]},
+    }
+    path = write_spec(in_tmp, spec)
+    cmd = [sys.executable, "-m", "nnrecipe.cli", "regularize", "--config", str(path), "--json"]
+    proc = subprocess.Popen(
+        [*cmd, "--executor", CLUSTER], cwd=in_tmp, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    victim = _a_task_process(proc)
+    time.sleep(0.3)  # under way: its model partly trained
+    assert "ray::_ray_train" in _cmdline(victim)  # still in the middle of an experiment
+    os.kill(victim, signal.SIGKILL)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode in (0, 1), err
+    killed = [(v["check"], v["status"], v["observed"]) for v in json.loads(out)]
+    checks = [c for c, _, _ in killed]
+    assert len(checks) == len(set(checks)) == 10  # every verdict once
+    # the same verdicts and numbers as one process: the retried experiment started over
+    path2 = write_spec(in_tmp, {**spec, "name": "here"}, name="here.yaml")
+    here = subprocess.run(
+        [sys.executable, "-m", "nnrecipe.cli", "regularize", "--config", str(path2), "--json"],
+        cwd=in_tmp,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert killed == [(v["check"], v["status"], v["observed"]) for v in json.loads(here.stdout)]
+
+
+@needs_cluster
+def test_the_cluster_trains_what_one_process_trains(cli, in_tmp):
+    here = _verdicts(cli, write_spec(in_tmp, {"name": "here", **SMALL}, name="here.yaml"))
+    there = _verdicts(cli, write_spec(in_tmp, {"name": "there", **SMALL}, name="there.yaml"), "--executor", CLUSTER)
+    assert there == here
+
+
+def test_a_cluster_that_does_not_answer_is_one_line(cli, in_tmp):
+    started = time.monotonic()
+    result = cli("regularize", "train.steps=100", "--executor", "ray://127.0.0.1:9")
+    assert result.exit_code == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: executor: cannot reach the Ray cluster at ray://127.0.0.1:9")
+    assert time.monotonic() - started < 15  # said at once, not after Ray's own retries
+    assert not (in_tmp / "runs" / "digits-mlp" / "regularize" / "summary.json").exists()
+
+
+def test_an_executor_that_is_not_one_is_one_line(cli, in_tmp):
+    result = cli("regularize", "--executor", "spark://x")
+    assert result.exit_code == 2 and "executor" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_ray_missing_is_one_line(monkeypatch, tmp_path):
+    import torch
+
+    from nnrecipe.executors.ray_pool import RayPool
+    from nnrecipe.runtime import plan_workers
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as where it is not installed: import fails
+    pool = RayPool(base=tmp_path, workers=plan_workers(2, torch.device("cpu"), local=False), address=None)
+    with pytest.raises(NNRecipeError, match=r"executor: ray needs Ray, which is not installed here \(pip install"):
+        pool.submit([])
+
+
+def _a_task_process(proc, timeout: float = 180.0) -> int:
+    """The pid of a Ray worker process running one of nnrecipe's experiments (Ray names it so)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        out = subprocess.run(["pgrep", "-f", "ray::_ray_train"], capture_output=True, text=True).stdout.split()
+        if out:
+            return int(out[0])
+        time.sleep(0.1)
+    raise AssertionError("no Ray task process appeared")
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
