@@ -47,7 +47,7 @@ def test_a_ray_started_here_gives_the_verdicts_of_one_process(cli, in_tmp):
 def test_a_ray_worker_killed_mid_experiment_is_retried_and_counted_once(in_tmp):
     spec = {
         "name": "killed",
-        "train": {"steps": 3000, "eval_every": 500},
+        "train": {"steps": 1000, "eval_every": 500},
         "stages": {"regularize": SMALL["stages"]["regularize"]},
     }
     path = write_spec(in_tmp, spec)
