@@ -20,3 +20,13 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 "$PY" bench/engine_overhead.py --device cuda --steps 400 --repeats 5 --only digits --json "$RESULTS/engine_overhead_cuda_digits.json"
 # Both loops under torch.compile (inductor): the warm-up round pays the compilation.
 "$PY" bench/engine_overhead.py --device cuda --steps 100 --repeats 3 --only resnet18 --compile --json "$RESULTS/engine_overhead_cuda_compiled.json"
+# Many GPUs (skipped on one): the digits recipe's regularize stage with one worker per GPU
+# against one, and one model on every GPU with torchrun (nccl) against one process.
+GPUS=$(nvidia-smi -L | wc -l)
+if [ "$GPUS" -gt 1 ]; then
+    "$PY" bench/workers.py --workers "$GPUS" --rounds 2 --json "$RESULTS/workers_cuda.json"
+    for n in 1 "$GPUS"; do
+        /usr/bin/time -f "overfit on $n GPU process(es): %e s" "$PY" -m nnrecipe.cli overfit --nproc "$n" \
+            -c configs/mnist1d.yaml output_dir="$(mktemp -d)" >/dev/null || true
+    done
+fi

@@ -57,6 +57,14 @@ ExecutorOpt = Annotated[
         show_default=False,
     ),
 ]
+NprocOpt = Annotated[
+    Optional[int],
+    typer.Option(
+        "--nproc",
+        help="Train each model on N processes together (launches torchrun: one GPU each, or gloo on a CPU)",
+        show_default=False,
+    ),
+]
 OutputOpt = Annotated[
     Optional[Path],
     typer.Option("--output-dir", help="Parent of the run directory (overrides the spec)", show_default=False),
@@ -133,15 +141,19 @@ def _run(
     json_out,
     workers: Optional[str] = None,
     executor: Optional[str] = None,
+    nproc: Optional[int] = None,
     strict,
     options=None,
     stop_on_fail=True,
     junit: Optional[Path] = None,
 ):
     """The library's nnrecipe.run, then the verdicts as the command line gives them."""
+    from nnrecipe import distributed
     from nnrecipe.api import run
     from nnrecipe.verdict import verdicts_json
 
+    if nproc is not None:
+        return _launch(nproc), None
     opts = options or {}
     result = run(
         config,
@@ -158,6 +170,9 @@ def _run(
         quiet=False,
         console=_console(json_out),
     )
+    ranks = distributed.from_env()
+    if ranks is not None and not ranks.writes:  # torchrun: rank 0 alone writes and prints
+        return result.exit_code(strict=strict), result
     if junit is not None:
         from nnrecipe.junit import write_junit
 
@@ -175,6 +190,7 @@ def inspect_data(
     device: DeviceOpt = None,
     workers: WorkersOpt = None,
     executor: ExecutorOpt = None,
+    nproc: NprocOpt = None,
     output_dir: OutputOpt = None,
     json_out: JsonOpt = False,
     strict: StrictOpt = False,
@@ -216,6 +232,7 @@ def inspect_data(
             device=device,
             workers=workers,
             executor=executor,
+            nproc=nproc,
             output_dir=output_dir,
             json_out=json_out,
             strict=strict,
@@ -245,6 +262,7 @@ def _stage_command(name: str, doc: str):
         device: DeviceOpt = None,
         workers: WorkersOpt = None,
         executor: ExecutorOpt = None,
+        nproc: NprocOpt = None,
         output_dir: OutputOpt = None,
         json_out: JsonOpt = False,
         strict: StrictOpt = False,
@@ -258,6 +276,7 @@ def _stage_command(name: str, doc: str):
                 device=device,
                 workers=workers,
                 executor=executor,
+                nproc=nproc,
                 output_dir=output_dir,
                 json_out=json_out,
                 strict=strict,
@@ -276,6 +295,7 @@ def overfit(
     device: DeviceOpt = None,
     workers: WorkersOpt = None,
     executor: ExecutorOpt = None,
+    nproc: NprocOpt = None,
     output_dir: OutputOpt = None,
     json_out: JsonOpt = False,
     strict: StrictOpt = False,
@@ -292,6 +312,7 @@ def overfit(
             device=device,
             workers=workers,
             executor=executor,
+            nproc=nproc,
             output_dir=output_dir,
             json_out=json_out,
             strict=strict,
@@ -315,6 +336,7 @@ def tune(
     device: DeviceOpt = None,
     workers: WorkersOpt = None,
     executor: ExecutorOpt = None,
+    nproc: NprocOpt = None,
     output_dir: OutputOpt = None,
     json_out: JsonOpt = False,
     strict: StrictOpt = False,
@@ -350,6 +372,7 @@ def tune(
             device=device,
             workers=workers,
             executor=executor,
+            nproc=nproc,
             output_dir=output_dir,
             json_out=json_out,
             strict=strict,
@@ -365,6 +388,7 @@ def squeeze(
     device: DeviceOpt = None,
     workers: WorkersOpt = None,
     executor: ExecutorOpt = None,
+    nproc: NprocOpt = None,
     output_dir: OutputOpt = None,
     json_out: JsonOpt = False,
     strict: StrictOpt = False,
@@ -380,6 +404,7 @@ def squeeze(
             device=device,
             workers=workers,
             executor=executor,
+            nproc=nproc,
             output_dir=output_dir,
             json_out=json_out,
             strict=strict,
@@ -396,6 +421,7 @@ def run_all(
     device: DeviceOpt = None,
     workers: WorkersOpt = None,
     executor: ExecutorOpt = None,
+    nproc: NprocOpt = None,
     output_dir: OutputOpt = None,
     json_out: JsonOpt = False,
     strict: StrictOpt = False,
@@ -425,6 +451,7 @@ def run_all(
             device=device,
             workers=workers,
             executor=executor,
+            nproc=nproc,
             output_dir=output_dir,
             json_out=json_out,
             strict=strict,
@@ -527,8 +554,41 @@ def validate(
         raise typer.Exit(0)
 
 
+def _launch(nproc: int) -> int:
+    """This command again under torchrun with `nproc` processes (--nproc dropped); its exit code
+    is rank 0's, which every rank that finished the run writes to NNRECIPE_EXIT_DIR."""
+    import subprocess
+    import tempfile
+
+    if nproc < 1:
+        raise NNRecipeError(f"--nproc: {nproc} processes; give 1 or more")
+    argv, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip or arg == "--nproc" or arg.startswith("--nproc="):
+            skip = arg == "--nproc" and not skip
+            continue
+        argv.append(arg)
+    with tempfile.TemporaryDirectory(prefix="nnrecipe-torchrun-") as exits:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+        proc = subprocess.run([*cmd, "-m", "nnrecipe.cli", *argv], env={**os.environ, "NNRECIPE_EXIT_DIR": exits})
+        said = Path(exits) / "rank0"
+        return int(said.read_text()) if said.exists() else (proc.returncode or 3)
+
+
 def main() -> None:
-    app()
+    exits = os.environ.get("NNRECIPE_EXIT_DIR")
+    if not exits:  # the usual case
+        app()
+        return
+    try:  # a rank started by --nproc: its exit code goes to a file for the launcher
+        app()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    Path(exits, f"rank{os.environ.get('RANK', '0')}").write_text(str(code))
+    # 0 and 1 are verdicts (every rank finished the run): exiting 1 would make torchrun report a
+    # crash. An error exits with its code, so that torchrun stops the other ranks at once.
+    sys.exit(0 if code in (0, 1) else code)
 
 
 if __name__ == "__main__":

@@ -13,12 +13,12 @@ The engine measures; it never judges. Stages turn its History into verdicts.
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Optional
 
 import torch
 from torch import nn
 
-from nnrecipe import inputs
+from nnrecipe import distributed, inputs
 from nnrecipe.data.bundle import Batch, Split, TensorSplit
 from nnrecipe.loop import BatchStream, EvalResult, History, RunState, StepLog, save_checkpoint
 from nnrecipe.runtime import autocast_dtype
@@ -46,6 +46,7 @@ class Engine:
         self.amp_dtype = autocast_dtype(precision, device)
         self.compile = compile  # torch.compile the training forward (the first steps pay the compile)
         self.channels_last = channels_last  # NHWC weights and 4-D inputs: tensor cores' layout
+        self._ranks: Optional[distributed.Ranks] = None  # set by train: torchrun's, or None
 
     @classmethod
     def for_spec(cls, train_spec, *, device: torch.device, task: Task) -> "Engine":
@@ -162,9 +163,12 @@ class Engine:
         training continues from its step exactly as if it had never stopped: weights, optimizer,
         schedule, the batch order, the RNG streams (dropout, augmentation) and the history."""
         model = self._prepare(plan.model).train()
-        # The compiled module shares the model's parameters; state_dict, evaluation and
-        # checkpoints keep using `model` itself (no `_orig_mod.` prefixes in saved weights).
-        forward = torch.compile(model) if self.compile else model
+        # Under torchrun each rank trains on its share of every batch (distributed.py). The DDP
+        # and compiled modules share the model's parameters; state_dict, evaluation and
+        # checkpoints keep using `model` itself (no `module.`/`_orig_mod.` prefixes in weights).
+        self._ranks = distributed.current()
+        forward = distributed.wrap(model, self.device) if self._ranks is not None else model
+        forward = torch.compile(forward) if self.compile else forward
         data_device = plan.train.device if isinstance(plan.train, TensorSplit) else torch.device("cpu")
         batches = BatchStream(
             plan.train,
@@ -179,10 +183,14 @@ class Engine:
         step = state.start
         steps, every, evals = plan.steps, log.every, plan.eval_every if plan.val is not None else 0
         for step in range(state.start + 1, steps + 1):  # the hot loop: no device sync, no call it can spare
-            loss, lr = self._step(plan, forward, batches)
+            loss, lr = (
+                self._step(plan, forward, batches) if self._ranks is None else self._ddp_step(plan, forward, batches)
+            )
             state.lrs.append(lr)
             state.losses[step - 1] = loss.detach()
             if step % every == 0 or step == steps:
+                if self._ranks is not None:  # the loss of the whole batch: the mean of the shares'
+                    distributed.mean_over_ranks(state.losses[max(0, step - every) : step])
                 log.losses(state, step)
                 if state.nonfinite_step is not None:
                     break  # the weights are NaN from here on; stop and let the stage say so
@@ -205,9 +213,21 @@ class Engine:
             stopped_early=bool(es is not None and es.stopped and plan.stop_early and step < plan.steps),
         )
 
+    def _ddp_step(self, plan: "TrainPlan", forward: nn.Module, batches: BatchStream) -> tuple[torch.Tensor, float]:
+        try:
+            return self._step(plan, forward, batches)
+        except RuntimeError as exc:
+            said = distributed.unused_parameters(exc)
+            if said is None:
+                raise
+            raise said from None
+
     def _step(self, plan: "TrainPlan", forward: nn.Module, batches: BatchStream) -> tuple[torch.Tensor, float]:
         """One optimizer step on the next batch: (the loss, on the device; the LR it applied)."""
         x, y = self._to_device(next(batches))
+        if self._ranks is not None:
+            rows = distributed.share(len(y), self._ranks, y.device)
+            x, y = inputs.index(x, rows), y[rows]
         if plan.augment is not None:
             with torch.no_grad():
                 x, y = plan.augment(x, y)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import tempfile
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -46,11 +47,46 @@ def run_stages(
     """Run the named stages in order; stop after a stage with a fail unless told to keep going.
     Messages and tables go to `console`, the progress bars to `progress_console` (default the
     same; a terminal's or a notebook's: elsewhere, e.g. a log file, there are none)."""
+    from nnrecipe import distributed
+
+    with distributed.session(spec, resume=bool((options or {}).get("resume"))) as ranks:
+        if ranks is not None and not ranks.writes:  # torchrun: rank 0 alone writes and prints
+            with tempfile.TemporaryDirectory(prefix=f"nnrecipe-rank{ranks.rank}-") as scratch:
+                quiet = Console(quiet=True)
+                return _run_in(
+                    spec.model_copy(update={"output_dir": scratch}),
+                    base=base,
+                    spec_path=spec_path,
+                    stages=stages,
+                    console=quiet,
+                    options=options,
+                    stop_on_fail=stop_on_fail,
+                    show_tables=False,
+                    progress_console=quiet,
+                )
+        return _run_in(
+            spec,
+            base=base,
+            spec_path=spec_path,
+            stages=stages,
+            console=console,
+            options=options,
+            stop_on_fail=stop_on_fail,
+            show_tables=show_tables,
+            progress_console=progress_console or console,
+        )
+
+
+def _run_in(spec, *, base, spec_path, stages, console, options, stop_on_fail, show_tables, progress_console):
+    """run_stages in spec's run directory, locked for the run."""
+    from nnrecipe import distributed
     from nnrecipe.rundir import RunDir
     from nnrecipe.runtime import plan_workers, resolve_device
 
     runners = [(name, load_runner(get_stage(name))) for name in stages]
     device = resolve_device(spec.device)
+    if (ranks := distributed.current()) is not None:
+        device = distributed.device_for(ranks, device)
     workers = plan_workers(spec.workers, device, local=spec.executor == "local")
     run = RunDir.create(spec.output_dir, spec.name, stage_order=STAGE_NAMES)
     run.lock()
@@ -67,7 +103,7 @@ def run_stages(
             options=options,
             stop_on_fail=stop_on_fail,
             show_tables=show_tables,
-            progress_console=progress_console or console,
+            progress_console=progress_console,
         )
     finally:
         run.unlock()
@@ -88,6 +124,7 @@ def _run_locked(
     show_tables,
     progress_console,
 ):
+    from nnrecipe import distributed
     from nnrecipe.runtime import device_description
     from nnrecipe.verdict import Status
 
@@ -95,6 +132,8 @@ def _run_locked(
     run.write_spec(spec.to_yaml())
     run.write_env(device=device_description(device), seed=spec.seed, spec_path=spec_path)
     where = f"device {device_description(device)}"
+    if (ranks := distributed.current()) is not None:
+        where += f", torchrun: {ranks.world} processes train each model (DistributedDataParallel)"
     if spec.executor != "local":
         where += f", experiments as Ray tasks ({spec.executor})"
     elif workers.count > 1:

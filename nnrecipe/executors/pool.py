@@ -14,6 +14,7 @@ ignore Ctrl-C: the stage's process receives it, stops the pool and records the i
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import multiprocessing
 import signal
@@ -95,13 +96,15 @@ class Pool:
     def submit(self, jobs: Sequence[Job]) -> list[Future]:
         """Start the jobs; each future's result is its Shipped (see `collect`)."""
         executor = self._start()
-        return [executor.submit(_train, job) for job in jobs]
+        with _sigint_blocked():  # a worker it spawns starts with Ctrl-C blocked
+            return [executor.submit(_train, job) for job in jobs]
 
     def warm(self, spec) -> None:
         """Start every worker now and load `spec`'s data in it, while this process has other work."""
         executor = self._start()
-        for _ in range(self.workers.count):
-            executor.submit(_data, spec)
+        with _sigint_blocked():
+            for _ in range(self.workers.count):
+                executor.submit(_data, spec)
 
     def collect(self, futures: list[Future], *, progress=None, label: str = "") -> list[Shipped]:
         """The futures' results in their order; the first error raised in a worker is raised
@@ -144,6 +147,22 @@ class Pool:
         self._executor = None
 
 
+@contextlib.contextmanager
+def _sigint_blocked():
+    """SIGINT blocked in this thread while it spawns workers: the mask is inherited through fork
+    and exec, so a Ctrl-C while a worker still imports torch cannot interrupt it (a traceback per
+    worker); the worker ignores SIGINT from its start on. A Ctrl-C here meanwhile is delivered
+    when the block ends, not lost."""
+    if not hasattr(signal, "pthread_sigmask"):  # Windows
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 # ----------------------------------------------------------------------------- in the worker
 
 _STATE: dict[str, Any] = {}
@@ -155,6 +174,8 @@ def _worker_start(base: str, devices: tuple[str, ...], threads: int, counter) ->
 
     die_with_parent()  # a stage process killed outright takes its workers with it
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the stage process's to handle
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked since the spawn
     with counter.get_lock():
         index = counter.value
         counter.value += 1

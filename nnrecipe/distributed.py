@@ -1,0 +1,155 @@
+"""One experiment on many devices: `torchrun --nproc-per-node N -m nnrecipe <stage> ...` (or
+`nnrecipe <stage> --nproc N`, which launches that) runs N copies of the command, one per device,
+that train every model of the stage together with DistributedDataParallel.
+
+- Each rank takes its contiguous share of every batch (the batch order is the seed's, the same
+  on every rank), so a step's averaged gradient is the whole batch's, as in one process.
+- Every rank evaluates the whole val split itself (the weights are the same on every rank), so
+  every verdict sees every example, and every rank takes the same decisions from the same
+  numbers: the stages run in lockstep, each training step an all-reduce. The logged training
+  loss is the mean over the ranks' shares.
+- Rank 0 alone writes the run directory and prints; the other ranks write into a temporary
+  folder of their own, removed at the end.
+- nccl between GPUs (cuda:LOCAL_RANK each), gloo between CPU processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import hashlib
+import os
+from typing import Iterator, Optional
+
+import torch
+
+from nnrecipe.errors import NNRecipeError
+
+
+@dataclasses.dataclass(frozen=True)
+class Ranks:
+    rank: int  # this process among all of them
+    world: int  # how many processes train each model
+    local_rank: int  # this process among those of its machine: its GPU
+
+    @property
+    def writes(self) -> bool:
+        return self.rank == 0
+
+
+_CURRENT: Optional[Ranks] = None
+
+
+def current() -> Optional[Ranks]:
+    """The ranks of the torchrun session this process is in; None in a plain process."""
+    return _CURRENT
+
+
+def from_env() -> Optional[Ranks]:
+    """What torchrun put in the environment; None for one process (or a world of one)."""
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world < 2:
+        return None
+    return Ranks(
+        rank=int(os.environ.get("RANK", "0")),
+        world=world,
+        local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+    )
+
+
+@contextlib.contextmanager
+def session(spec, *, resume: bool) -> Iterator[Optional[Ranks]]:
+    """Join the torchrun process group for the run (None outside torchrun): check that every rank
+    runs the same spec and that the spec fits, and leave the group at the end."""
+    global _CURRENT
+    ranks = from_env()
+    if ranks is None:
+        yield None
+        return
+    _refuse(spec, ranks, resume=resume)
+    import torch.distributed as dist
+
+    gpu = spec.device != "cpu" and torch.cuda.is_available()
+    if gpu:
+        torch.cuda.set_device(ranks.local_rank)
+    dist.init_process_group("nccl" if gpu else "gloo", timeout=datetime.timedelta(minutes=30))
+    _CURRENT = ranks
+    try:
+        _agree(spec, ranks)
+        yield ranks
+    finally:
+        _CURRENT = None
+        dist.destroy_process_group()
+
+
+def device_for(ranks: Ranks, device: torch.device) -> torch.device:
+    """This rank's device: its own GPU (LOCAL_RANK) where the run is on CUDA."""
+    return torch.device("cuda", ranks.local_rank) if device.type == "cuda" else device
+
+
+def _refuse(spec, ranks: Ranks, *, resume: bool) -> None:
+    if spec.workers != 1 or spec.executor != "local":
+        raise NNRecipeError(
+            "workers: torchrun already trains each model on several processes; use --workers 1 (the default) with it"
+        )
+    if resume:
+        raise NNRecipeError("--resume: not under torchrun (its other ranks keep no checkpoints); run it again whole")
+    if spec.data.batch_size < ranks.world:
+        raise NNRecipeError(
+            f"data.batch_size: {spec.data.batch_size} examples cannot be shared by {ranks.world} processes"
+        )
+
+
+def _agree(spec, ranks: Ranks) -> None:
+    """Every rank must train the same thing: a spec that differs between machines (another file,
+    another override) would deadlock or silently mix two experiments."""
+    import torch.distributed as dist
+
+    mine = hashlib.sha256(spec.to_yaml().encode()).hexdigest()[:16]
+    everyone: list = [None] * ranks.world
+    dist.all_gather_object(everyone, mine)
+    if len(set(everyone)) > 1:
+        differ = [i for i, h in enumerate(everyone) if h != everyone[0]]
+        raise NNRecipeError(
+            f"torchrun: the {ranks.world} processes disagree on the spec (ranks {differ} differ from rank 0); "
+            "give every machine the same spec file and overrides"
+        )
+
+
+# ----------------------------------------------------------------------------- the engine's part
+
+
+def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """The model as DDP trains it (the same parameters: state_dict and evaluation use `model`)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids)
+
+
+UNUSED = "Expected to have finished reduction in the prior iteration"  # DDP's words for unused parameters
+
+
+def unused_parameters(exc: RuntimeError) -> Optional[NNRecipeError]:
+    """DDP's error for parameters that get no gradient, as one line (None for any other error)."""
+    if UNUSED not in str(exc):
+        return None
+    return NNRecipeError(
+        "model: some parameters get no gradient in forward (a layer it never calls?); under torchrun "
+        "DistributedDataParallel needs every trainable parameter used: remove or freeze those"
+    )
+
+
+def share(batch_len: int, ranks: Ranks, device: torch.device) -> torch.Tensor:
+    """The rows of a batch this rank trains on: its contiguous share (sizes differ by one at most)."""
+    return torch.tensor_split(torch.arange(batch_len, device=device), ranks.world)[ranks.rank]
+
+
+def mean_over_ranks(values: torch.Tensor) -> torch.Tensor:
+    """Each rank's values replaced, in place, by their mean over the ranks."""
+    import torch.distributed as dist
+
+    dist.all_reduce(values)
+    values /= dist.get_world_size()
+    return values
