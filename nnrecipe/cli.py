@@ -557,6 +557,7 @@ def validate(
 def _launch(nproc: int) -> int:
     """This command again under torchrun with `nproc` processes (--nproc dropped); its exit code
     is rank 0's, which every rank that finished the run writes to NNRECIPE_EXIT_DIR."""
+    import signal
     import subprocess
     import tempfile
 
@@ -570,7 +571,13 @@ def _launch(nproc: int) -> int:
         argv.append(arg)
     with tempfile.TemporaryDirectory(prefix="nnrecipe-torchrun-") as exits:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
-        proc = subprocess.run([*cmd, "-m", "nnrecipe.cli", *argv], env={**os.environ, "NNRECIPE_EXIT_DIR": exits})
+        proc = subprocess.Popen([*cmd, "-m", "nnrecipe.cli", *argv], env={**os.environ, "NNRECIPE_EXIT_DIR": exits})
+        try:
+            proc.wait()
+        except KeyboardInterrupt:  # torchrun stops its ranks on SIGINT: let it, then say so
+            proc.send_signal(signal.SIGINT)
+            proc.wait()
+            raise
         said = Path(exits) / "rank0"
         return int(said.read_text()) if said.exists() else (proc.returncode or 3)
 
@@ -585,7 +592,8 @@ def main() -> None:
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
-    Path(exits, f"rank{os.environ.get('RANK', '0')}").write_text(str(code))
+    with contextlib.suppress(OSError):  # the launcher gone (its folder with it): nothing to tell
+        Path(exits, f"rank{os.environ.get('RANK', '0')}").write_text(str(code))
     # 0 and 1 are verdicts (every rank finished the run): exiting 1 would make torchrun report a
     # crash. An error exits with its code, so that torchrun stops the other ranks at once.
     sys.exit(0 if code in (0, 1) else code)

@@ -72,6 +72,11 @@ def session(spec, *, resume: bool) -> Iterator[Optional[Ranks]]:
 
     gpu = spec.device != "cpu" and torch.cuda.is_available()
     if gpu:
+        if ranks.local_rank >= torch.cuda.device_count():
+            raise NNRecipeError(
+                f"torchrun: local rank {ranks.local_rank} has no GPU (this machine has "
+                f"{torch.cuda.device_count()}); start at most that many processes per machine"
+            )
         torch.cuda.set_device(ranks.local_rank)
     dist.init_process_group("nccl" if gpu else "gloo", timeout=datetime.timedelta(minutes=30))
     _CURRENT = ranks
@@ -90,8 +95,16 @@ def device_for(ranks: Ranks, device: torch.device) -> torch.device:
 
 def _refuse(spec, ranks: Ranks, *, resume: bool) -> None:
     if spec.workers != 1 or spec.executor != "local":
+        field = "workers" if spec.workers != 1 else "executor"
         raise NNRecipeError(
-            "workers: torchrun already trains each model on several processes; use --workers 1 (the default) with it"
+            f"{field}: torchrun already trains each model on several processes; leave --workers and "
+            "--executor at their defaults with it"
+        )
+    tune = spec.stages.tune
+    if (tune.workers or 1) > 1 or tune.storage is not None:
+        raise NNRecipeError(
+            "stages.tune: under torchrun every rank runs the same study in lockstep; leave its workers "
+            "and storage unset"
         )
     if resume:
         raise NNRecipeError("--resume: not under torchrun (its other ranks keep no checkpoints); run it again whole")
@@ -146,10 +159,64 @@ def share(batch_len: int, ranks: Ranks, device: torch.device) -> torch.Tensor:
     return torch.tensor_split(torch.arange(batch_len, device=device), ranks.world)[ranks.rank]
 
 
-def mean_over_ranks(values: torch.Tensor) -> torch.Tensor:
-    """Each rank's values replaced, in place, by their mean over the ranks."""
+def mean_over_ranks(losses: torch.Tensor, start: int, stop: int) -> int:
+    """losses[start:stop], each rank's share's, replaced in place by their mean over the ranks
+    (the whole batch's loss); returns `stop`, where the next call starts."""
     import torch.distributed as dist
 
-    dist.all_reduce(values)
-    values /= dist.get_world_size()
-    return values
+    if stop > start:
+        window = losses[start:stop]
+        dist.all_reduce(window)
+        window /= dist.get_world_size()
+    return stop
+
+
+def check_split(rows: int, batch: int, ranks: Ranks) -> None:
+    """A batch every rank gets a share of (a small split is taken whole, smaller than batch_size)."""
+    if batch < ranks.world:
+        raise NNRecipeError(
+            f"data: batches of {batch} examples (train split of {rows}) cannot be shared by {ranks.world} processes"
+        )
+
+
+def from_rank0(obj):
+    """Rank 0's `obj` on every rank (itself outside torchrun): evaluations agree to the bit, so
+    every rank takes the same decisions even where two GPUs would round differently."""
+    if _CURRENT is None:
+        return obj
+    import torch.distributed as dist
+
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+# ----------------------------------------------------------------------------- the run directory
+
+SHARED_MAX_BYTES = 64 * 2**20  # a file larger than this is not copied to the other ranks
+
+
+def share_run_dir(ranks: Ranks, root) -> None:
+    """What earlier commands left in rank 0's run directory (best.yaml, summaries, a tune study,
+    checkpoints), copied into the other ranks' scratch one (`root` on each rank): every rank
+    starts its stages from the same state. TensorBoard events and pictures are not read back."""
+    from pathlib import Path
+
+    root = Path(root)
+    files: dict[str, bytes] = {}
+    if ranks.writes and root.is_dir():
+        for path in sorted(root.rglob("*")):
+            rel = path.relative_to(root)
+            if (
+                path.is_file()
+                and rel.parts[0] != "tb"
+                and path.suffix not in (".png", ".html")
+                and path.name != ".lock"
+                and path.stat().st_size <= SHARED_MAX_BYTES
+            ):
+                files[rel.as_posix()] = path.read_bytes()
+    files = from_rank0(files)
+    if not ranks.writes:
+        for rel, contents in files.items():
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_bytes(contents)

@@ -116,14 +116,16 @@ class Engine:
             n += len(y)
         model.train(was_training)
         mean_loss = (loss_sum / n).item()
-        return EvalResult(
-            loss=mean_loss,
-            metric=meter.value(n),
-            metric_name=self.task.metric,
-            n=n,
-            outputs=torch.cat(kept) if keep_outputs else None,
-            scores=torch.cat(scored).cpu().numpy() if keep_scores else None,
-        )
+        return distributed.from_rank0(
+            EvalResult(
+                loss=mean_loss,
+                metric=meter.value(n),
+                metric_name=self.task.metric,
+                n=n,
+                outputs=torch.cat(kept) if keep_outputs else None,
+                scores=torch.cat(scored).cpu().numpy() if keep_scores else None,
+            )
+        )  # torchrun: every rank takes its decisions from rank 0's numbers
 
     @torch.inference_mode()
     def batches_through(self, models: list[nn.Module], split: Split, *, batch_size: int = 1024):
@@ -167,6 +169,8 @@ class Engine:
         # and compiled modules share the model's parameters; state_dict, evaluation and
         # checkpoints keep using `model` itself (no `module.`/`_orig_mod.` prefixes in weights).
         self._ranks = distributed.current()
+        if self._ranks is not None:
+            distributed.check_split(len(plan.train), min(plan.batch_size, len(plan.train)), self._ranks)
         forward = distributed.wrap(model, self.device) if self._ranks is not None else model
         forward = torch.compile(forward) if self.compile else forward
         data_device = plan.train.device if isinstance(plan.train, TensorSplit) else torch.device("cpu")
@@ -180,7 +184,7 @@ class Engine:
         if plan.checkpoints.resume is not None:
             self._restore(plan, plan.checkpoints.resume, state, batches)
         log = StepLog(plan.log, steps=plan.steps, start=state.start)
-        step = state.start
+        step = reduced = state.start  # reduced: the steps whose loss is the ranks' mean (torchrun)
         steps, every, evals = plan.steps, log.every, plan.eval_every if plan.val is not None else 0
         for step in range(state.start + 1, steps + 1):  # the hot loop: no device sync, no call it can spare
             loss, lr = (
@@ -190,7 +194,7 @@ class Engine:
             state.losses[step - 1] = loss.detach()
             if step % every == 0 or step == steps:
                 if self._ranks is not None:  # the loss of the whole batch: the mean of the shares'
-                    distributed.mean_over_ranks(state.losses[max(0, step - every) : step])
+                    reduced = distributed.mean_over_ranks(state.losses, reduced, step)
                 log.losses(state, step)
                 if state.nonfinite_step is not None:
                     break  # the weights are NaN from here on; stop and let the stage say so
@@ -200,6 +204,8 @@ class Engine:
                 and self._evaluate_during(plan, state, log, batches, step)
             ):
                 break
+        if self._ranks is not None:  # steps since the last log (early stopping ended the run)
+            distributed.mean_over_ranks(state.losses, reduced, step)
         log.done()
         es = plan.early_stopping
         return History(
@@ -225,12 +231,12 @@ class Engine:
     def _step(self, plan: "TrainPlan", forward: nn.Module, batches: BatchStream) -> tuple[torch.Tensor, float]:
         """One optimizer step on the next batch: (the loss, on the device; the LR it applied)."""
         x, y = self._to_device(next(batches))
+        if plan.augment is not None:  # the whole batch, as in one process: then each rank its share
+            with torch.no_grad():
+                x, y = plan.augment(x, y)
         if self._ranks is not None:
             rows = distributed.share(len(y), self._ranks, y.device)
             x, y = inputs.index(x, rows), y[rows]
-        if plan.augment is not None:
-            with torch.no_grad():
-                x, y = plan.augment(x, y)
         with self._autocast():
             out = forward(x)
         loss = plan.loss_fn(out, y)

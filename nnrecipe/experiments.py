@@ -369,9 +369,15 @@ def _score_weights(engine: Engine, model: nn.Module, watch: EarlyStopping, *, da
 def run_in_stage(ctx, stage: str, exp: Experiment, *, data, folder: str = "") -> Result:
     """run_experiment where a stage runs it: in its TensorBoard folder tb/<stage>/<folder or name>/
     (a resumed run hides the interrupted run's events from its step on), on the stage's device."""
-    resume = exp.checkpoints.resume
-    writer = ctx.writer(stage, folder or exp.name, purge_step=int(resume["step"]) + 1 if resume is not None else None)
+    writer = stage_writer(ctx, stage, exp, folder=folder)
     return run_experiment(exp, data=data, device=ctx.device, base=ctx.base, writer=writer, progress=ctx.progress)
+
+
+def stage_writer(ctx, stage: str, exp: Experiment, *, folder: str = ""):
+    """The experiment's TensorBoard writer in tb/<stage>/<folder or name>/; a resumed run hides
+    the interrupted run's events from its step on."""
+    resume = exp.checkpoints.resume
+    return ctx.writer(stage, folder or exp.name, purge_step=int(resume["step"]) + 1 if resume is not None else None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -450,14 +456,16 @@ class Trainer:
         experiment's folder, its model rebuilt from the weights on this device."""
         from nnrecipe.models import prepare_model
 
-        resume = exp.checkpoints.resume
-        writer = self.ctx.writer(self.stage, exp.name, purge_step=int(resume["step"]) + 1 if resume else None)
+        writer = stage_writer(self.ctx, self.stage, exp)
         for name, args, kwargs in shipped.events:
             getattr(writer, name)(*args, **kwargs)
         for path, contents in shipped.files.items():
             from nnrecipe import atomic
 
             atomic.write_bytes(Path(path), contents)
+        from nnrecipe.plugins import add_caught
+
+        add_caught(shipped.warnings)  # for the stage's user-warnings verdict, as if raised here
         result = shipped.result
         if shipped.weights is not None:
             model = prepare_model(exp.seeded_spec(), self.job_data(job), base=self.ctx.base).to(self.ctx.device)
@@ -473,22 +481,26 @@ class Pending:
         self.trainer, self.exps, self.jobs, self.pool, self.futures = trainer, exps, jobs, pool, futures
 
     def results(self, *, done: Optional[Callable[[int, Result], None]] = None) -> list[Result]:
-        t, ctx = self.trainer, self.trainer.ctx
-        shipped = None
-        if self.pool is not None:
-            shipped = self.pool.collect(self.futures, progress=ctx.progress, label=t.stage)
-        results = []
-        for i, (e, j) in enumerate(zip(self.exps, self.jobs)):
+        """The results in the order asked; `done(i, result)` for each as soon as it is here
+        (from workers: in the order they finish)."""
+        t = self.trainer
+        results: list[Optional[Result]] = [None] * len(self.jobs)
+        if self.pool is None:
+            arrived = ((i, None) for i in range(len(self.jobs)))
+        else:
+            arrived = self.pool.arrivals(self.futures, progress=t.ctx.progress, label=t.stage)
+        for i, shipped in arrived:
+            e, j = self.exps[i], self.jobs[i]
             if shipped is None:
-                r = run_in_stage(ctx, t.stage, e, data=t.job_data(j))
+                r = run_in_stage(t.ctx, t.stage, e, data=t.job_data(j))
             else:
-                r = t.received(e, j, shipped[i])
+                r = t.received(e, j, shipped)
             if e.keep_model:
                 t.kept.setdefault(e.name, r)
             if done is not None:
                 done(i, r)
-            results.append(r)
-        return results
+            results[i] = r
+        return [r for r in results if r is not None]
 
 
 def experiment_key(spec, *, steps: int, every: int, extra: str = "") -> str:

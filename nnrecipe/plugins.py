@@ -238,4 +238,17 @@ def user_warnings() -> Iterator[list[CaughtWarning]]:
             )
 
         warnings.showwarning = record
-        yield caught
+        _RECORDING.append(caught)
+        try:
+            yield caught
+        finally:
+            _RECORDING.remove(caught)
+
+
+_RECORDING: list[list[CaughtWarning]] = []  # the lists user_warnings() is filling, innermost last
+
+
+def add_caught(more: list[CaughtWarning]) -> None:
+    """Warnings the user's code raised elsewhere (a worker process), into the recording here."""
+    if _RECORDING:
+        _RECORDING[-1].extend(more)

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -48,10 +49,14 @@ def run_stages(
     Messages and tables go to `console`, the progress bars to `progress_console` (default the
     same; a terminal's or a notebook's: elsewhere, e.g. a log file, there are none)."""
     from nnrecipe import distributed
+    from nnrecipe.rundir import RunDir
 
     with distributed.session(spec, resume=bool((options or {}).get("resume"))) as ranks:
+        if ranks is not None and ranks.writes:
+            distributed.share_run_dir(ranks, RunDir.of(spec.output_dir, spec.name).root)
         if ranks is not None and not ranks.writes:  # torchrun: rank 0 alone writes and prints
             with tempfile.TemporaryDirectory(prefix=f"nnrecipe-rank{ranks.rank}-") as scratch:
+                distributed.share_run_dir(ranks, RunDir.of(scratch, spec.name).root)
                 quiet = Console(quiet=True)
                 return _run_in(
                     spec.model_copy(update={"output_dir": scratch}),
@@ -90,6 +95,11 @@ def _run_in(spec, *, base, spec_path, stages, console, options, stop_on_fail, sh
     workers = plan_workers(spec.workers, device, local=spec.executor == "local")
     run = RunDir.create(spec.output_dir, spec.name, stage_order=STAGE_NAMES)
     run.lock()
+    threads = torch.get_num_threads()
+    if spec.executor == "local" and workers.count > 1:
+        # this process trains too (the stages' single models, squeeze's student beside a worker):
+        # the workers' share of the cores, and a CPU run's numbers as in a worker (same threads)
+        torch.set_num_threads(workers.threads)
     try:
         return _run_locked(
             run,
@@ -106,6 +116,7 @@ def _run_in(spec, *, base, spec_path, stages, console, options, stop_on_fail, sh
             progress_console=progress_console,
         )
     finally:
+        torch.set_num_threads(threads)
         run.unlock()
 
 

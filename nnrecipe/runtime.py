@@ -18,6 +18,10 @@ def seed_everything(seed: int, *, deterministic: bool = False) -> None:
     CPU runs are bit-reproducible with this alone (for a fixed thread count). On CUDA,
     `deterministic` also asks cuDNN/cuBLAS for deterministic kernels, at some speed cost.
     """
+    from nnrecipe import distributed
+
+    # torchrun: every rank must compute what the others do (the same kernels, the same rounding)
+    deterministic = deterministic or distributed.current() is not None
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # seeds CUDA generators too

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import write_spec
+from conftest import PLANTED, write_spec
 from nnrecipe.errors import NNRecipeError
 
 CLUSTER = os.environ.get("NNRECIPE_TEST_RAY", "")
@@ -92,6 +92,18 @@ def test_a_cluster_that_does_not_answer_is_one_line(cli, in_tmp):
     assert len(lines) == 1 and lines[0].startswith("error: executor: cannot reach the Ray cluster at ray://127.0.0.1:9")
     assert time.monotonic() - started < 15  # said at once, not after Ray's own retries
     assert not (in_tmp / "runs" / "digits-mlp" / "regularize" / "summary.json").exists()
+
+
+def test_an_error_in_the_users_code_in_a_ray_task_is_the_same_one_line(cli, in_tmp):
+    """The user's forward calls sys.exit mid-training inside a Ray task: the line of one process
+    (not Ray's wrapped traceback), exit 2."""
+    model = f"model={{arch: python, factory: {PLANTED / 'models.py'}:exits_in_forward}}"
+    said = []
+    for extra in ([], ["--executor", "ray"]):
+        result = cli("regularize", model, "train.steps=200", *extra)
+        said.append((result.exit_code, result.stderr.strip().splitlines()))
+    assert said[0] == said[1] and said[1][0] == 2 and len(said[1][1]) == 1, said
+    assert "forward raised SystemExit: 3" in said[1][1][0]
 
 
 def test_an_executor_that_is_not_one_is_one_line(cli, in_tmp):

@@ -85,21 +85,55 @@ def test_nproc_launches_torchrun_and_exits_with_rank_0s_code(in_tmp):
     assert "ChildFailedError" not in proc.stderr
 
 
+_PORT: list[int] = []
+
+
+def _two_ranks_start(in_tmp, rank: int, argv):
+    """One of two processes joined as torchrun would join them (its environment variables)."""
+    if rank == 0:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            _PORT[:] = [s.getsockname()[1]]
+    env = {**ENV, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2"}
+    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_PORT[0]))
+    return subprocess.Popen(argv, cwd=in_tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def _two_ranks(in_tmp, argv_of_rank):
-    """Two processes joined as torchrun would join them (its environment variables)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    procs = []
+    """Two processes joined as torchrun would join them; (exit code, stderr) of each."""
+    procs = [_two_ranks_start(in_tmp, rank, argv_of_rank(rank)) for rank in range(2)]
+    said = [p.communicate(timeout=300) for p in procs]
+    return [(p.returncode, err) for p, (_, err) in zip(procs, said)]
+
+
+def test_each_rank_trains_on_its_half_of_every_batch(in_tmp):
+    model = f"model={{arch: python, factory: {PLANTED / 'models.py'}:records_batch}}"
+    said = _two_ranks(in_tmp, lambda rank: [*NNRECIPE, "overfit", model, "train.steps=20", "data.batch_size=64"])
+    assert [code for code, _ in said] == [1, 1], said  # 20 steps fit nothing: a fail on both ranks
+    assert (in_tmp / "batch-rank0.txt").read_text() == (in_tmp / "batch-rank1.txt").read_text() == "32"
+
+
+def test_what_earlier_commands_left_reaches_every_rank(in_tmp):
+    """Rank 0's run directory (best.yaml, summaries, a study) copied into the other ranks' scratch."""
+    (in_tmp / "runs" / "x" / "regularize").mkdir(parents=True)
+    (in_tmp / "runs" / "x" / "regularize" / "best.yaml").write_text("optim: {lr: 0.01}\n")
+    (in_tmp / "runs" / "x" / "tb").mkdir()
+    (in_tmp / "runs" / "x" / "tb" / "events").write_text("not copied")
+    code = (
+        "import sys, pathlib; from nnrecipe import distributed; from nnrecipe.spec import Spec\n"
+        "with distributed.session(Spec(name='x'), resume=False) as r:\n"
+        "    root = pathlib.Path('runs/x' if r.writes else 'scratch/x')\n"
+        "    distributed.share_run_dir(r, root)\n"
+        "    print(sorted(p.relative_to(root).as_posix() for p in root.rglob('*') if p.is_file()))\n"
+    )
+    ranks = []
     for rank in range(2):
-        env = {**ENV, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2"}
-        env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-        procs.append(
-            subprocess.Popen(
-                argv_of_rank(rank), cwd=in_tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-            )
-        )
-    return [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+        ranks.append(_two_ranks_start(in_tmp, rank, [sys.executable, "-c", code]))
+    outs = [p.communicate(timeout=120) for p in ranks]
+    assert [p.returncode for p in ranks] == [0, 0], outs
+    assert outs[0][0].strip() == "['regularize/best.yaml', 'tb/events']"
+    assert outs[1][0].strip() == "['regularize/best.yaml']"  # TensorBoard events stay on rank 0
+    assert (in_tmp / "scratch" / "x" / "regularize" / "best.yaml").read_text() == "optim: {lr: 0.01}\n"
 
 
 def test_ranks_that_disagree_on_the_spec_stop_with_one_line(in_tmp):

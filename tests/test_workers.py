@@ -26,7 +26,7 @@ SMALL = {
     "train": {"steps": 300, "eval_every": 100},
     "stages": {
         "regularize": {"seeds": 2, "label_errors": {"folds": 3}},
-        "squeeze": {"members": 3, "distill": {"enabled": False}, "longer": {"enabled": False}},
+        "squeeze": {"members": 3, "longer": {"enabled": False}},  # the hard-label twin trains beside the student
     },
 }
 
@@ -34,6 +34,8 @@ SMALL = {
 def _run(cli, path, stage: str, *args):
     result = cli(stage, "--config", path, "--json", *args)
     assert result.exit_code in (0, 1), result.stderr
+    if "2" in args:  # the experiments really went to the pool
+        assert "2 workers" in " ".join(result.stderr.split()), result.stderr
     return json.loads(result.stdout)
 
 
@@ -98,6 +100,16 @@ def test_an_error_in_the_users_code_in_a_worker_is_the_same_one_line(cli, in_tmp
         assert not (in_tmp / "runs" / f"x{workers}" / "regularize" / "summary.json").exists()
     assert said["1"] == said["2"] and said["2"][0] == 2 and len(said["2"][1]) == 1
     assert "forward raised SystemExit: 3" in said["2"][1][0]
+
+
+def test_warnings_of_the_users_code_in_a_worker_reach_the_stages_verdict(cli, in_tmp):
+    model = f"model={{arch: python, factory: {PLANTED_MODELS}:warns_in_forward}}"
+    said = {}
+    for workers in ("1", "2"):
+        result = cli("regularize", model, "train.steps=100", f"name=u{workers}", "--workers", workers, "--json")
+        said[workers] = [v for v in json.loads(result.stdout) if v["check"] == "user-warnings"]
+    assert said["1"] == said["2"] and len(said["2"]) == 1
+    assert said["2"][0]["observed"]["first"] == "UserWarning: planted: this forward warns"
 
 
 def test_objects_in_memory_cannot_go_to_other_processes(in_tmp):

@@ -20,10 +20,11 @@ import multiprocessing
 import signal
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import torch
 
+from nnrecipe.errors import DeviceError
 from nnrecipe.experiments import Experiment, Result, run_experiment
 from nnrecipe.runtime import Workers
 
@@ -48,6 +49,9 @@ class Shipped:
     weights: Optional[dict[str, torch.Tensor]]
     events: list[tuple[str, tuple, dict]]
     files: dict[str, bytes] = dataclasses.field(default_factory=dict)  # path -> contents, written by the stage
+    warnings: list[tuple[str, type, str, int]] = dataclasses.field(
+        default_factory=list
+    )  # (message, category, file, line)
 
 
 class Recorder:
@@ -106,27 +110,31 @@ class Pool:
             for _ in range(self.workers.count):
                 executor.submit(_data, spec)
 
-    def collect(self, futures: list[Future], *, progress=None, label: str = "") -> list[Shipped]:
-        """The futures' results in their order; the first error raised in a worker is raised
-        here at once (the run then ends, and `terminate` stops the rest: a future cancelled here
-        would race the executor's own bookkeeping)."""
+    def arrivals(self, futures: list[Future], *, progress=None, label: str = "") -> Iterator[tuple[int, Shipped]]:
+        """(index, Shipped) of each future as it finishes; the first error raised in a worker is
+        raised here at once (the run then ends and `terminate` stops the rest: a future cancelled
+        here would race the executor's own bookkeeping). A worker that died (killed, out of
+        memory) is one line."""
+        from concurrent.futures.process import BrokenProcessPool
+
+        index = {f: i for i, f in enumerate(futures)}
         bar = progress.add_task(f"{label} ({self.workers.count} workers)", total=len(futures)) if progress else None
         pending = set(futures)
         try:
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for f in done:
-                    f.result()  # raises the worker's error at once
+                for f in sorted(done, key=index.__getitem__):
+                    yield index[f], f.result()
                 if bar is not None:
                     progress.update(bar, completed=len(futures) - len(pending))
+        except BrokenProcessPool:
+            raise DeviceError(
+                f"{label}: a worker process died mid-experiment (killed, or out of memory?); "
+                "run the stage again, with fewer --workers if memory is short"
+            ) from None
         finally:
             if bar is not None:
                 progress.remove_task(bar)
-        return [f.result() for f in futures]
-
-    def map(self, jobs: Sequence[Job], *, progress=None, label: str = "") -> list[Shipped]:
-        """Each job's Shipped, in the order of `jobs`."""
-        return self.collect(self.submit(jobs), progress=progress, label=label)
 
     def close(self, *, wait_for_workers: bool = True) -> None:
         if self._executor is not None:
@@ -201,13 +209,16 @@ def _train(job: Job) -> Shipped:
     data = _data(job.data_spec)
     if job.rows is not None:
         data = data.with_train(data.train.subset(job.rows))
+    from nnrecipe.plugins import user_warnings
+
     writer = Recorder()
-    result = run_experiment(job.exp, data=data, device=_STATE["device"], base=_STATE["base"], writer=writer)
+    with user_warnings() as caught:  # the user's code's warnings, for the stage's verdict
+        result = run_experiment(job.exp, data=data, device=_STATE["device"], base=_STATE["base"], writer=writer)
     weights = None
     if result.model is not None:
         weights = {k: v.detach().cpu() for k, v in result.model.state_dict().items()}
         result.model = None
-    return Shipped(result=_on_cpu(result), weights=weights, events=writer.events)
+    return Shipped(result=_on_cpu(result), weights=weights, events=writer.events, warnings=list(caught))
 
 
 def _on_cpu(result: Result) -> Result:

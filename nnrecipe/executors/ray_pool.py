@@ -14,11 +14,12 @@ counted once: its result is the retry's. Ray is an optional extra; the core neve
 from __future__ import annotations
 
 import dataclasses
+import logging
 import warnings
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
-from nnrecipe.errors import NNRecipeError
+from nnrecipe.errors import DeviceError, NNRecipeError
 from nnrecipe.executors import pool as local
 from nnrecipe.runtime import Workers
 
@@ -46,7 +47,9 @@ class RayPool:
             if self.address is not None:
                 _answers(self.address)
             try:
-                with warnings.catch_warnings():  # Ray's own warnings would add lines to the one line
+                # Ray's own warnings and notices (token authentication...) would add lines to ours
+                logging.getLogger("ray").setLevel(logging.ERROR)
+                with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     ray.init(
                         address=self.address or "local",  # local: a new Ray for this run, not one found running
@@ -81,29 +84,34 @@ class RayPool:
     def warm(self, spec) -> None:
         self._start()
 
-    def collect(self, refs: list, *, progress=None, label: str = "") -> list[local.Shipped]:
+    def arrivals(self, refs: list, *, progress=None, label: str = "") -> Iterator[tuple[int, local.Shipped]]:
+        """(index, Shipped) of each task as it finishes; a task's error is raised here at once:
+        the user's error as it was raised (a one-line NNRecipeError stays one line), a task
+        whose worker died more often than Ray retries it as one line."""
         import ray
 
+        index = {ref: i for i, ref in enumerate(refs)}
         bar = progress.add_task(f"{label} (Ray)", total=len(refs)) if progress else None
         pending = list(refs)
         try:
             while pending:
                 done, pending = ray.wait(pending, num_returns=1)
-                ray.get(done)  # raises the task's error at once (a RayTaskError wraps the user's)
+                try:
+                    shipped = ray.get(done[0])
+                except ray.exceptions.RayTaskError as exc:
+                    raise exc.cause from None  # the user's own error, not Ray's wrapper (its traceback)
+                except (ray.exceptions.WorkerCrashedError, ray.exceptions.OutOfMemoryError) as exc:
+                    raise DeviceError(
+                        f"{label}: a Ray worker died {RETRIES + 1} times on one experiment ({type(exc).__name__}); "
+                        "see the cluster's logs (out of memory?)"
+                    ) from None
+                yield index[done[0]], shipped
                 if bar is not None:
                     progress.update(bar, completed=len(refs) - len(pending))
-        except ray.exceptions.RayTaskError as exc:
-            cause = exc.as_instanceof_cause()
-            if isinstance(cause, NNRecipeError):
-                raise type(cause)(str(cause).splitlines()[-1]) from None
-            raise
         finally:
+            self._submitted = [r for r in self._submitted if r not in index]  # finished: not pinned any more
             if bar is not None:
                 progress.remove_task(bar)
-        return ray.get(refs)
-
-    def map(self, jobs: Sequence[local.Job], *, progress=None, label: str = "") -> list[local.Shipped]:
-        return self.collect(self.submit(jobs), progress=progress, label=label)
 
     def close(self) -> None:
         if self._started_here:

@@ -94,6 +94,13 @@ class Setup:
             elif not m.early.skip:
                 m.early.skip = "no evaluation improved the val loss (diverged?)"
 
+    def train_with_references(self, m: RegularizeMeasurements, references: list[Job], jobs: list[Job]) -> list:
+        """`references` (added to m) and `jobs` side by side; returns the jobs' results."""
+        results = self.trainer.train_many(references + jobs)
+        for t in results[: len(references)]:
+            self.add_reference(m, t)
+        return results[len(references) :]
+
     def missing_references(self, m: RegularizeMeasurements, upto: int) -> list[Job]:
         """The reference at each of the first `upto` seeds it has not been trained at yet."""
         return [self.reference_job(seed) for seed in self.seeds[len(m.reference.runs) : upto]]
@@ -161,10 +168,8 @@ def _measure_first_round(s: Setup, m: RegularizeMeasurements):
     references = s.missing_references(m, len(s.seeds) if s.data.task.seed_spread_first else 1)
     knobs = build_knobs(s.ref_spec, original_augment=s.spec.data.augment, data_kind=s.data.kind, base=s.ctx.base)
     trained = [k for k in knobs if not k.skip]
-    results = s.trainer.train_many(references + [Job(k.name, k.edit(s.ref_spec), s.seeds[0]) for k in trained])
-    for t in results[: len(references)]:
-        s.add_reference(m, t)
-    knob_runs = dict(zip((k.name for k in trained), results[len(references) :]))
+    results = s.train_with_references(m, references, [Job(k.name, k.edit(s.ref_spec), s.seeds[0]) for k in trained])
+    knob_runs = dict(zip((k.name for k in trained), results))
     augmented = None
     for k in knobs:
         result = SeedRuns(k.name, k.description, skip=k.skip)
@@ -209,10 +214,8 @@ def _measure_more_seeds(s: Setup, m: RegularizeMeasurements, edits: dict[str, Kn
             if r is not m.early
             for seed in s.seeds[len(r.runs) : i + 1]
         ]
-        results = s.trainer.train_many(references + [job for _, job in more])
-        for t in results[: len(references)]:
-            s.add_reference(m, t)
-        for (r, _), t in zip(more, results[len(references) :]):
+        results = s.train_with_references(m, references, [job for _, job in more])
+        for (r, _), t in zip(more, results):
             r.runs.append(t)
         m.seed_noise = m.measure_noise()
 
@@ -236,10 +239,9 @@ def _choose_best(s: Setup, m: RegularizeMeasurements, edits: dict[str, Knob]):
         seeds = s.seeds[: max(len(r.runs) for _, r in helped)]
         references = s.missing_references(m, len(seeds))
         names = ["combined" if seed == s.seeds[0] else f"combined-seed{seed}" for seed in seeds]
-        results = s.trainer.train_many(references + [Job(n, comb_spec, seed) for n, seed in zip(names, seeds)])
-        for t in results[: len(references)]:
-            s.add_reference(m, t)
-        m.combined.runs = results[len(references) :]
+        m.combined.runs = s.train_with_references(
+            m, references, [Job(n, comb_spec, seed) for n, seed in zip(names, seeds)]
+        )
         if not any(r.diverged for r in m.combined.runs) and effect(versus_reference(m, m.combined)[0], s.cfg) == HELPED:
             best_spec, m.best = comb_spec, m.combined
     return helped, best_spec

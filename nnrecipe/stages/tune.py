@@ -304,7 +304,8 @@ def tune_workers(spec, ctx):
 
     if spec.stages.tune.workers is not None:
         return plan_workers(spec.stages.tune.workers, ctx.device, field="stages.tune.workers")
-    return plan_workers(ctx.workers.count if ctx.workers is not None else 1, ctx.device)
+    local = ctx.workers is not None and spec.executor == "local"  # Ray's workers are not this machine's
+    return plan_workers(ctx.workers.count if local else 1, ctx.device)
 
 
 def _spawn(out, index: int, *, storage: str, threads: int):

@@ -319,3 +319,37 @@ def zero_init_residual(input_shape, num_outputs):
 
 def zero_gate_frozen(input_shape, num_outputs):
     return _ZeroInitResidual(input_shape, num_outputs, frozen_gate=True)
+
+
+# ----------------------------------------------------------------------------- scale-out (issue 23)
+
+
+def warns_in_forward(input_shape, num_outputs):
+    """A forward that warns while training (as a deprecated call in user code would)."""
+
+    class Warns(_MLP):
+        def forward(self, x):
+            if self.training:
+                import warnings
+
+                warnings.warn("planted: this forward warns", UserWarning, stacklevel=1)
+            return super().forward(x)
+
+    return Warns(input_shape, num_outputs)
+
+
+def records_batch(input_shape, num_outputs):
+    """An MLP that writes the largest training batch its forward saw to batch-rank<RANK>.txt (cwd)."""
+    import os
+
+    class Records(_MLP):
+        seen = 0
+
+        def forward(self, x):
+            if self.training and x.shape[0] > self.seen:
+                self.seen = x.shape[0]
+                with open(f"batch-rank{os.environ.get('RANK', '0')}.txt", "w") as f:
+                    f.write(str(self.seen))
+            return super().forward(x)
+
+    return Records(input_shape, num_outputs)
