@@ -87,3 +87,12 @@ def pytest_collection_modifyitems(config, items):
     )
     rest = [i for i in items if i not in slow]
     items[:] = slow + rest
+
+
+def process_cmdline(pid: int) -> str:
+    """A process's command line (Linux /proc; its title where it set one), "" once it is gone."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""

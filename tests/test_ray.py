@@ -14,10 +14,12 @@ import time
 
 import pytest
 
-from conftest import PLANTED, write_spec
+from conftest import PLANTED, process_cmdline, write_spec
 from nnrecipe.errors import NNRecipeError
 
 CLUSTER = os.environ.get("NNRECIPE_TEST_RAY", "")
+# one Ray client at a time (the head's client proxy once failed to start a second one alongside)
+pytestmark = pytest.mark.xdist_group("ray")
 needs_cluster = pytest.mark.skipif(
     not CLUSTER, reason="NNRECIPE_TEST_RAY is not set (.ci/run starts a Ray head and sets it)"
 )
@@ -45,6 +47,7 @@ def test_a_ray_started_here_gives_the_verdicts_of_one_process(cli, in_tmp):
 
 @needs_cluster
 def test_a_ray_worker_killed_mid_experiment_is_retried_and_counted_once(in_tmp):
+    """On the cluster .ci/run started: its verdicts are one process's, even with a worker lost."""
     spec = {
         "name": "killed",
         "train": {"steps": 1000, "eval_every": 500},
@@ -57,7 +60,7 @@ def test_a_ray_worker_killed_mid_experiment_is_retried_and_counted_once(in_tmp):
     )
     victim = _a_task_process(proc)
     time.sleep(0.3)  # under way: its model partly trained
-    assert "ray::_ray_train" in _cmdline(victim)  # still in the middle of an experiment
+    assert "ray::_ray_train" in process_cmdline(victim)  # still in the middle of an experiment
     os.kill(victim, signal.SIGKILL)
     out, err = proc.communicate(timeout=600)
     assert proc.returncode in (0, 1), err
@@ -75,13 +78,6 @@ def test_a_ray_worker_killed_mid_experiment_is_retried_and_counted_once(in_tmp):
         timeout=600,
     )
     assert killed == [(v["check"], v["status"], v["observed"]) for v in json.loads(here.stdout)]
-
-
-@needs_cluster
-def test_the_cluster_trains_what_one_process_trains(cli, in_tmp):
-    here = _verdicts(cli, write_spec(in_tmp, {"name": "here", **SMALL}, name="here.yaml"))
-    there = _verdicts(cli, write_spec(in_tmp, {"name": "there", **SMALL}, name="there.yaml"), "--executor", CLUSTER)
-    assert there == here
 
 
 def test_a_cluster_that_does_not_answer_is_one_line(cli, in_tmp):
@@ -132,11 +128,3 @@ def _a_task_process(proc, timeout: float = 180.0) -> int:
             return int(out[0])
         time.sleep(0.1)
     raise AssertionError("no Ray task process appeared")
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""

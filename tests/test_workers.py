@@ -14,7 +14,7 @@ import time
 import pytest
 import torch
 
-from conftest import PLANTED, write_spec
+from conftest import PLANTED, process_cmdline, write_spec
 from nnrecipe.errors import DeviceError
 from nnrecipe.runtime import plan_workers, usable_cores
 
@@ -168,19 +168,11 @@ def _children(pid: int) -> list[int]:
 def _wait_for_workers(proc, n: int, timeout: float = 120.0) -> list[int]:
     deadline = time.time() + timeout
     while time.time() < deadline and proc.poll() is None:
-        found = [p for p in _children(proc.pid) if "spawn_main" in _cmdline(p)]
+        found = [p for p in _children(proc.pid) if "spawn_main" in process_cmdline(p)]
         if len(found) >= n:
             return found
         time.sleep(0.1)
     raise AssertionError(f"{n} worker processes never started")
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
 
 
 def _alive(pid: int) -> bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
@@ -47,17 +48,7 @@ class RayPool:
             if self.address is not None:
                 _answers(self.address)
             try:
-                # Ray's own warnings and notices (token authentication...) would add lines to ours
-                logging.getLogger("ray").setLevel(logging.ERROR)
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    ray.init(
-                        address=self.address or "local",  # local: a new Ray for this run, not one found running
-                        include_dashboard=False,
-                        log_to_driver=False,
-                        configure_logging=False,
-                        **({"num_cpus": self._local_cpus()} if self.address is None else {}),
-                    )
+                self._init(ray)
             except Exception as exc:  # ConnectionError, grpc errors, timeouts: one line
                 raise NNRecipeError(
                     f"executor: cannot reach the Ray cluster at {where}: {_one_line(exc)} (a cluster with "
@@ -67,6 +58,27 @@ class RayPool:
         gpu = self.workers.devices[0].startswith("cuda")
         self._remote = ray.remote(num_cpus=0 if gpu else 1, num_gpus=1 if gpu else 0, max_retries=RETRIES)(_ray_train)
         return self._remote
+
+    def _init(self, ray) -> None:
+        """ray.init, quietly; a client server that failed to start on the head is asked once more
+        (seen on a loaded head: its proxy's per-client server exited at once, the next one started)."""
+        logging.getLogger("ray").setLevel(logging.ERROR)  # Ray's notices would add lines to ours
+        for attempt in (1, 2):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    ray.init(
+                        address=self.address or "local",  # local: a new Ray for this run, not one found running
+                        include_dashboard=False,
+                        log_to_driver=False,
+                        configure_logging=False,
+                        **({"num_cpus": self._local_cpus()} if self.address is None else {}),
+                    )
+                return
+            except Exception as exc:
+                if attempt == 2 or "Starting Ray client server failed" not in str(exc):
+                    raise
+                time.sleep(2.0)
 
     def _local_cpus(self) -> int:
         """A Ray started here runs --workers tasks at once (default: one per usable core)."""
