@@ -135,23 +135,13 @@ def _run_locked(
     show_tables,
     progress_console,
 ):
-    from nnrecipe import distributed
     from nnrecipe.runtime import device_description
     from nnrecipe.verdict import Status
 
     stages = [name for name, _ in runners]
     run.write_spec(spec.to_yaml())
     run.write_env(device=device_description(device), seed=spec.seed, spec_path=spec_path)
-    where = f"device {device_description(device)}"
-    if (ranks := distributed.current()) is not None:
-        where += f", torchrun: {ranks.world} processes train each model (DistributedDataParallel)"
-    if spec.executor != "local":
-        where += f", experiments as Ray tasks ({spec.executor})"
-    elif workers.count > 1:
-        where += (
-            f", {workers.count} workers ({', '.join(sorted(set(workers.devices)))}, {workers.threads} threads each)"
-        )
-    console.print(f"[bold]nnrecipe[/] {spec.name}: run directory [cyan]{run.root}[/], {where}")
+    console.print(f"[bold]nnrecipe[/] {spec.name}: run directory [cyan]{run.root}[/], {_where(spec, device, workers)}")
 
     ctx = StageContext(
         spec=spec,
@@ -187,6 +177,23 @@ def _run_locked(
         f"TensorBoard: tensorboard --logdir {run.root / 'tb'}"
     )
     return results
+
+
+def _where(spec, device, workers) -> str:
+    """Where the run trains, for its first line: the device, and torchrun, Ray or the workers."""
+    from nnrecipe import distributed
+    from nnrecipe.runtime import device_description
+
+    where = f"device {device_description(device)}"
+    if (ranks := distributed.current()) is not None:
+        where += f", torchrun: {ranks.world} processes train each model (DistributedDataParallel)"
+    if spec.executor != "local":
+        where += f", experiments as Ray tasks ({spec.executor})"
+    elif workers.count > 1:
+        where += (
+            f", {workers.count} workers ({', '.join(sorted(set(workers.devices)))}, {workers.threads} threads each)"
+        )
+    return where
 
 
 def _run_stage(ctx: StageContext, name: str, runner) -> StageResult:
