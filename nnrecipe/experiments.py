@@ -168,7 +168,7 @@ class Result:
         train_step = stopped_at if stopped_at is not None else history.steps_run
         return cls(
             seed=seed,
-            val_scores=val_eval.scores,
+            val_scores=kept_scores(val_eval),
             val_loss=val_eval.loss,
             val_metric=val_eval.metric,
             train_loss=train_eval.loss,
@@ -209,6 +209,13 @@ class Result:
             "steps": self.steps,
             "diverged": self.diverged,
         }
+
+
+def kept_scores(result: EvalResult) -> np.ndarray:
+    """The per-example scores of an evaluation asked to keep them (keep_scores=True)."""
+    if result.scores is None:
+        raise ValueError("an evaluation scored without keep_scores=True")  # nnrecipe's own bug: exit 3
+    return result.scores
 
 
 @dataclasses.dataclass
@@ -304,7 +311,7 @@ def run_experiment(exp: Experiment, *, data, device: torch.device, base: Path, w
         history,
         train_eval,
         val_eval,
-        stopped_at=watch.best_step if kept else None,
+        stopped_at=watch.best_step if kept and watch is not None else None,
         val_step=val_step,
         model=model if exp.keep_model else None,
     )
@@ -343,13 +350,13 @@ def _score(engine: Engine, model: nn.Module, data, loss_fn, *, best: Optional[Pa
 def _score_weights(engine: Engine, model: nn.Module, watch: EarlyStopping, *, data, loss_fn, result: Result) -> Result:
     """The weights early stopping would have kept, scored; the model is put back as it was."""
     final = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    model.load_state_dict(watch.state)
+    model.load_state_dict(watch.state or final)  # the caller checked that it kept weights
     val = engine.evaluate(model, data.val, loss_fn, keep_scores=True)
     train = engine.evaluate(model, data.train, loss_fn)
     model.load_state_dict(final)
     return Result(
         seed=result.seed,
-        val_scores=val.scores,
+        val_scores=kept_scores(val),
         val_loss=val.loss,
         val_metric=val.metric,
         train_loss=train.loss,

@@ -49,9 +49,7 @@ class Shipped:
     weights: Optional[dict[str, torch.Tensor]]
     events: list[tuple[str, tuple, dict]]
     files: dict[str, bytes] = dataclasses.field(default_factory=dict)  # path -> contents, written by the stage
-    warnings: list[tuple[str, type, str, int]] = dataclasses.field(
-        default_factory=list
-    )  # (message, category, file, line)
+    warnings: list = dataclasses.field(default_factory=list)  # plugins.CaughtWarning: the user's code's
 
 
 class Recorder:

@@ -161,7 +161,8 @@ def _ray_train(base: str, kind: str, job: local.Job) -> local.Shipped:
         return local._train(job)
     with tempfile.TemporaryDirectory(prefix="nnrecipe-") as tmp:
         here = {k: Path(tmp) / f"{k}.pt" for k in named}
-        exp = dataclasses.replace(job.exp, checkpoints=dataclasses.replace(ckpt, **here))
+        moved = dataclasses.replace(ckpt, last=here.get("last"), best=here.get("best"))
+        exp = dataclasses.replace(job.exp, checkpoints=moved)
         shipped = local._train(dataclasses.replace(job, exp=exp))
         shipped.files = {str(named[k]): here[k].read_bytes() for k in named if here[k].exists()}
     return shipped
