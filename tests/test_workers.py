@@ -160,6 +160,27 @@ def test_sigint_stops_every_worker_and_records_the_stage_interrupted(in_tmp):
     assert not any(_alive(pid) for pid in workers)
 
 
+def test_a_worker_killed_mid_experiment_is_one_line(in_tmp):
+    """A worker process dies (the OOM killer's SIGKILL): the stage stops with one line, exit 2."""
+    spec = {"name": "killw", "train": {"steps": 100000, "eval_every": 1000}, "stages": {"regularize": {"seeds": 1}}}
+    path = write_spec(in_tmp, spec)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nnrecipe.cli", "regularize", "--config", str(path), "--workers", "2"],
+        cwd=in_tmp,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    victim, *_ = _wait_for_workers(proc, 2)
+    time.sleep(2.0)  # training under way
+    os.kill(victim, signal.SIGKILL)
+    _, err = proc.communicate(timeout=60)
+    lines = err.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, err
+    assert lines[0].startswith("error: regularize: a worker process died mid-experiment"), err
+
+
 def _children(pid: int) -> list[int]:
     out = subprocess.run(["pgrep", "-P", str(pid), "-f", "multiprocessing.spawn"], capture_output=True, text=True)
     return [int(p) for p in out.stdout.split()]
