@@ -134,18 +134,7 @@ def test_workers_split_the_cores_and_never_exceed_them(monkeypatch):
 
 
 def test_sigint_stops_every_worker_and_records_the_stage_interrupted(in_tmp):
-    spec = {"name": "intw", "train": {"steps": 100000, "eval_every": 1000}, "stages": {"regularize": {"seeds": 1}}}
-    path = write_spec(in_tmp, spec)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "nnrecipe.cli", "regularize", "--config", str(path), "--workers", "2"],
-        cwd=in_tmp,
-        env=ENV,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as from a terminal
-        start_new_session=True,  # its own process group, as a terminal's foreground job
-    )
+    proc = _long_regularize(in_tmp, "intw", as_from_a_terminal=True)
     workers = _wait_for_workers(proc, 2)
     time.sleep(0.2)  # spawned: still importing torch, or training
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group: the workers ignore it
@@ -162,16 +151,7 @@ def test_sigint_stops_every_worker_and_records_the_stage_interrupted(in_tmp):
 
 def test_a_worker_killed_mid_experiment_is_one_line(in_tmp):
     """A worker process dies (the OOM killer's SIGKILL): the stage stops with one line, exit 2."""
-    spec = {"name": "killw", "train": {"steps": 100000, "eval_every": 1000}, "stages": {"regularize": {"seeds": 1}}}
-    path = write_spec(in_tmp, spec)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "nnrecipe.cli", "regularize", "--config", str(path), "--workers", "2"],
-        cwd=in_tmp,
-        env=ENV,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = _long_regularize(in_tmp, "killw")
     victim, *_ = _wait_for_workers(proc, 2)
     time.sleep(2.0)  # training under way
     os.kill(victim, signal.SIGKILL)
@@ -179,6 +159,26 @@ def test_a_worker_killed_mid_experiment_is_one_line(in_tmp):
     lines = err.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1, err
     assert lines[0].startswith("error: regularize: a worker process died mid-experiment"), err
+
+
+def _long_regularize(in_tmp, name: str, *, as_from_a_terminal: bool = False):
+    """`nnrecipe regularize --workers 2` on experiments far too long to finish, in the background;
+    as from a terminal: SIGINT at its default and a process group of its own (a foreground job)."""
+    spec = {"name": name, "train": {"steps": 100000, "eval_every": 1000}, "stages": {"regularize": {"seeds": 1}}}
+    path = write_spec(in_tmp, spec)
+    terminal = {
+        "preexec_fn": lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        "start_new_session": True,
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "nnrecipe.cli", "regularize", "--config", str(path), "--workers", "2"],
+        cwd=in_tmp,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **(terminal if as_from_a_terminal else {}),
+    )
 
 
 def _children(pid: int) -> list[int]:
