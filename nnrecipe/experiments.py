@@ -461,17 +461,15 @@ class Trainer:
     def received(self, exp: Experiment, job: Job, shipped) -> Result:
         """A worker's result as if trained here: its TensorBoard calls written to the
         experiment's folder, its model rebuilt from the weights on this device."""
+        from nnrecipe import atomic
         from nnrecipe.models import prepare_model
+        from nnrecipe.plugins import add_caught
 
         writer = stage_writer(self.ctx, self.stage, exp)
         for name, args, kwargs in shipped.events:
             getattr(writer, name)(*args, **kwargs)
         for path, contents in shipped.files.items():
-            from nnrecipe import atomic
-
             atomic.write_bytes(Path(path), contents)
-        from nnrecipe.plugins import add_caught
-
         add_caught(shipped.warnings)  # for the stage's user-warnings verdict, as if raised here
         result = shipped.result
         if shipped.weights is not None:

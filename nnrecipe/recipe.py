@@ -51,24 +51,15 @@ def run_stages(
     from nnrecipe import distributed
     from nnrecipe.rundir import RunDir
 
-    with distributed.session(spec, resume=bool((options or {}).get("resume"))) as ranks:
-        if ranks is not None and ranks.writes:
-            distributed.share_run_dir(ranks, RunDir.of(spec.output_dir, spec.name).root)
+    with contextlib.ExitStack() as stack:
+        ranks = stack.enter_context(distributed.session(spec, resume=bool((options or {}).get("resume"))))
         if ranks is not None and not ranks.writes:  # torchrun: rank 0 alone writes and prints
-            with tempfile.TemporaryDirectory(prefix=f"nnrecipe-rank{ranks.rank}-") as scratch:
-                distributed.share_run_dir(ranks, RunDir.of(scratch, spec.name).root)
-                quiet = Console(quiet=True)
-                return _run_in(
-                    spec.model_copy(update={"output_dir": scratch}),
-                    base=base,
-                    spec_path=spec_path,
-                    stages=stages,
-                    console=quiet,
-                    options=options,
-                    stop_on_fail=stop_on_fail,
-                    show_tables=False,
-                    progress_console=quiet,
-                )
+            scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix=f"nnrecipe-rank{ranks.rank}-"))
+            spec = spec.model_copy(update={"output_dir": scratch})
+            console = progress_console = Console(quiet=True)
+            show_tables = False
+        if ranks is not None:  # rank 0's run directory (best.yaml, summaries, a study) to every rank
+            distributed.share_run_dir(ranks, RunDir.of(spec.output_dir, spec.name).root)
         return _run_in(
             spec,
             base=base,

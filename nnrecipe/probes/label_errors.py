@@ -101,7 +101,8 @@ def out_of_fold(
     ]
     engine = Engine.for_spec(spec.train, device=trainer.ctx.device, task=data.task)
     diverged = 0
-    for held, t in zip(held_out, trainer.train_many(jobs)):
+    for job, held, t in zip(jobs, held_out, trainer.train_many(jobs)):
+        trainer.kept.pop(job.name, None)  # a fold model is used here only: not kept for the stage
         if t.diverged:
             diverged += 1
             continue
