@@ -15,7 +15,6 @@ to its buffers in place (`batchable` says why, and the caller trains one at a ti
 from __future__ import annotations
 
 import copy
-import dataclasses
 from typing import Callable, Iterable, Sequence
 
 import torch
@@ -33,47 +32,113 @@ def batchable(model: nn.Module) -> str:
     return ""
 
 
-@dataclasses.dataclass
-class Adam:
-    """torch.optim.Adam's update (L2 weight decay added to the gradient, bias-corrected moments)
-    for stacked parameters, one learning rate and weight decay per model: tensors of shape (K,)."""
+class StackedOptimizer:
+    """torch.optim's Adam, AdamW and SGD (momentum, L2 weight decay) for stacked parameters
+    (K, ...), each model with its own learning rate (given at each step: its schedule's) and
+    weight decay, written with foreach ops so that K models batched give the numbers K
+    optimizers give one by one. Each model's state can be put back into its own torch
+    optimizer (`export`), for a checkpoint an unbatched run can resume."""
 
-    lr: torch.Tensor
-    weight_decay: torch.Tensor
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    step: int = 0
-
-    def __post_init__(self) -> None:
-        self.m: dict[str, torch.Tensor] = {}
+    def __init__(self, optimizers: Sequence[torch.optim.Optimizer], params: dict[str, torch.Tensor]):
+        group = optimizers[0].param_groups[0]
+        self.kind = "sgd" if isinstance(optimizers[0], torch.optim.SGD) else "adam"
+        self.decoupled = isinstance(optimizers[0], torch.optim.AdamW) or bool(group.get("decoupled_weight_decay"))
+        self.betas, self.eps = group.get("betas", (0.9, 0.999)), group.get("eps", 1e-8)
+        self.momentum = group.get("momentum", 0.0)
+        device = next(iter(params.values())).device
+        self.weight_decay = torch.tensor(
+            [o.param_groups[0]["weight_decay"] for o in optimizers], dtype=torch.float32, device=device
+        )
+        self.device = device
+        self.steps: dict[str, int] = {}  # per parameter, as torch.optim counts them (unused: none)
+        self.m: dict[str, torch.Tensor] = {}  # Adam's first moment, or SGD's momentum buffer
         self.v: dict[str, torch.Tensor] = {}
 
+    @staticmethod
+    def why_not(optimizers: Sequence[torch.optim.Optimizer]) -> str:
+        """Why these optimizers' updates cannot be stacked ("" when they can)."""
+        kinds = {type(o) for o in optimizers}
+        if len(kinds) > 1:
+            return "their optimizers differ"
+        kind = kinds.pop()
+        if kind not in (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD):
+            return f"the optimizer {kind.__name__} is not one of Adam, AdamW, SGD"
+        if any(len(o.param_groups) != 1 for o in optimizers):
+            return "an optimizer with several parameter groups"
+        first = optimizers[0].param_groups[0]
+        if any(first.get(k) for k in ("amsgrad", "maximize", "nesterov", "dampening", "capturable", "fused")):
+            return "an optimizer setting batched training does not implement (amsgrad, nesterov, ...)"
+        own = {"params", "lr", "initial_lr", "weight_decay"}
+        for o in optimizers[1:]:
+            g = o.param_groups[0]
+            if {k: v for k, v in g.items() if k not in own} != {k: v for k, v in first.items() if k not in own}:
+                return "their optimizers' settings differ beyond the learning rate and weight decay"
+        return ""
+
+    @staticmethod
+    def _per_model(values: torch.Tensor, like: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [values.reshape((-1,) + (1,) * (t.dim() - 1)) for t in like]
+
     @torch.no_grad()
-    def update(self, params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor]) -> None:
-        """In place, with foreach ops over every parameter (one pass each, no temporaries per tensor)."""
-        self.step += 1
+    def update(self, params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor], lrs: Sequence[float]) -> None:
+        """One step of every model, in place, for the parameters that got a gradient."""
+        names = list(grads)
+        p, g = [params[k] for k in names], [grads[k] for k in names]
+        lr = self._per_model(torch.tensor(list(lrs), dtype=torch.float32, device=self.device), p)
+        wd = self._per_model(self.weight_decay, p)
+        decay = bool((self.weight_decay != 0).any())
+        for k in names:
+            self.steps[k] = self.steps.get(k, 0) + 1
+        if self.kind == "sgd":
+            self._sgd(names, p, g, lr, wd, decay)
+            return
+        if decay and self.decoupled:  # AdamW: the weights shrink first
+            torch._foreach_mul_(p, [1 - a * w for a, w in zip(lr, wd)])
+        elif decay:
+            g = torch._foreach_add(g, torch._foreach_mul(p, wd))
+        for k, t in zip(names, p):
+            if k not in self.m:
+                self.m[k], self.v[k] = torch.zeros_like(t), torch.zeros_like(t)
+        m, v = [self.m[k] for k in names], [self.v[k] for k in names]
         b1, b2 = self.betas
-        c1, c2 = 1 - b1**self.step, 1 - b2**self.step
-        p, g = list(params.values()), list(grads.values())
-        if not self.m:
-            self.m = {k: torch.zeros_like(v) for k, v in params.items()}
-            self.v = {k: torch.zeros_like(v) for k, v in params.items()}
-            # per-model scalars shaped to broadcast against (K, ...) parameters
-            self._lr = [self.lr.reshape((-1,) + (1,) * (t.dim() - 1)) for t in p]
-            self._wd = [self.weight_decay.reshape((-1,) + (1,) * (t.dim() - 1)) for t in p]
-        if bool((self.weight_decay != 0).any()):
-            g = torch._foreach_add(g, torch._foreach_mul(p, self._wd))
-        m, v = list(self.m.values()), list(self.v.values())
         torch._foreach_lerp_(m, g, 1 - b1)  # m = b1 m + (1 - b1) g
         torch._foreach_mul_(v, b2)
         torch._foreach_addcmul_(v, g, g, value=1 - b2)
         denom = torch._foreach_sqrt(v)
-        torch._foreach_div_(denom, c2**0.5)
+        steps = [self.steps[k] for k in names]
+        torch._foreach_div_(denom, [(1 - b2**s) ** 0.5 for s in steps])
         torch._foreach_add_(denom, self.eps)
         step = torch._foreach_div(m, denom)
-        torch._foreach_mul_(step, self._lr)
-        torch._foreach_mul_(step, 1 / c1)
+        torch._foreach_mul_(step, lr)
+        torch._foreach_mul_(step, [1 / (1 - b1**s) for s in steps])
         torch._foreach_sub_(p, step)
+
+    def _sgd(self, names, p, g, lr, wd, decay: bool) -> None:
+        if decay:
+            g = torch._foreach_add(g, torch._foreach_mul(p, wd))
+        if self.momentum:
+            for k, t in zip(names, g):
+                if k in self.m:
+                    self.m[k].mul_(self.momentum).add_(t)
+                else:
+                    self.m[k] = t.clone()
+            g = [self.m[k] for k in names]
+        torch._foreach_sub_(p, torch._foreach_mul(g, lr))
+
+    def export(self, i: int, optimizer: torch.optim.Optimizer, model: nn.Module) -> None:
+        """Model i's state into `optimizer` (built on model's parameters, in their order)."""
+        for name, param in model.named_parameters():
+            if name not in self.steps:
+                continue
+            if self.kind == "sgd":
+                if name in self.m:
+                    optimizer.state[param] = {"momentum_buffer": self.m[name][i].clone()}
+                continue
+            optimizer.state[param] = {
+                "step": torch.tensor(float(self.steps[name])),
+                "exp_avg": self.m[name][i].clone(),
+                "exp_avg_sq": self.v[name][i].clone(),
+            }
 
 
 class ManyModels:
@@ -88,11 +153,8 @@ class ManyModels:
         self.template = copy.deepcopy(models[0]).to("meta")
         params, self.buffers = stack_module_state(list(models))
         self.params = {k: v.detach().requires_grad_(True) for k, v in params.items()}
-        device = next(iter(self.params.values())).device
-        self.opt = Adam(
-            torch.tensor(lr, dtype=torch.float32, device=device),
-            torch.tensor(weight_decay, dtype=torch.float32, device=device),
-        )
+        opts = [torch.optim.Adam(m.parameters(), lr=a, weight_decay=w) for m, a, w in zip(models, lr, weight_decay)]
+        self.opt, self.lr = StackedOptimizer(opts, self.params), list(lr)
         self.k = len(models)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -108,7 +170,7 @@ class ManyModels:
         losses = vmap(loss_fn)(self.forward(x), y)
         # The sum: each model's parameters get the gradient of its own loss alone.
         grads = torch.autograd.grad(losses.sum(), list(self.params.values()))
-        self.opt.update(self.params, dict(zip(self.params, grads)))
+        self.opt.update(self.params, dict(zip(self.params, grads)), self.lr)
         return losses.detach()
 
     def unstack(self, like: nn.Module) -> list[nn.Module]:

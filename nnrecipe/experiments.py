@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -260,8 +260,27 @@ class Experiment:
         return self.spec if self.seed is None else self.spec.model_copy(update={"seed": self.seed})
 
 
-def run_experiment(exp: Experiment, *, data, device: torch.device, base: Path, writer=None, progress=None) -> Result:
-    """Train `exp` on `data` (already on the device, edited for the spec) and score it."""
+@dataclasses.dataclass
+class Prepared:
+    """An experiment ready to train: its plan (model built at its seed, optimizer, schedule,
+    logging) and what scoring it afterwards needs. `rng`: the RNG state right after its model
+    was built, where its training draws (augmentation, dropout) start."""
+
+    exp: Experiment
+    spec: Any
+    plan: TrainPlan
+    engine: Engine
+    data: Any
+    watch: Optional[EarlyStopping]
+    stop: bool
+    writer: Any
+    rng: dict
+
+
+def prepare_experiment(
+    exp: Experiment, *, data, device: torch.device, base: Path, writer=None, progress=None
+) -> Prepared:
+    """`exp`'s model built at its seed (which seeds the RNG its training draws from) and its plan."""
     from nnrecipe.augment import build_augment
     from nnrecipe.losses import make_loss
     from nnrecipe.models import seeded_model
@@ -294,20 +313,44 @@ def run_experiment(exp: Experiment, *, data, device: torch.device, base: Path, w
         ),
     )
     engine = Engine.for_spec(spec.train, device=device, task=data.task)
-    history = engine.train(plan)
+    return Prepared(exp, spec, plan, engine, data, watch, stop, writer, rng_state(device))
+
+
+def rng_state(device: torch.device) -> dict:
+    """The global RNG streams training draws from (the CPU's, and the GPU's on CUDA)."""
+    return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if state["cuda"] is not None:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def run_experiment(exp: Experiment, *, data, device: torch.device, base: Path, writer=None, progress=None) -> Result:
+    """Train `exp` on `data` (already on the device, edited for the spec) and score it."""
+    p = prepare_experiment(exp, data=data, device=device, base=base, writer=writer, progress=progress)
+    return finish_experiment(p, p.engine.train(p.plan))
+
+
+def finish_experiment(p: Prepared, history: History) -> Result:
+    """The trained experiment scored: val at its best checkpoint (or the weights early stopping
+    kept), train at its last step, and what a watching early stopping would have kept."""
+    exp, model, engine, watch, stop, data = p.exp, p.plan.model, p.engine, p.watch, p.stop, p.data
+    loss_fn = p.plan.loss_fn
     if watch is not None and stop and watch.state is not None and not history.diverged:
         model.load_state_dict(watch.state)  # early stopping: the weights of the best evaluation
     train_eval, val_eval, val_step = _score(
         engine, model, data, loss_fn, best=exp.checkpoints.best, diverged=history.diverged
     )
-    if writer is not None:
+    if p.writer is not None:
         for split, r in (("train", train_eval), ("val", val_eval)):
-            writer.add_scalar(f"final/{split}_loss", r.loss, history.steps_run)
-            writer.add_scalar(f"final/{split}_{r.metric_name}", r.metric, history.steps_run)
+            p.writer.add_scalar(f"final/{split}_loss", r.loss, history.steps_run)
+            p.writer.add_scalar(f"final/{split}_{r.metric_name}", r.metric, history.steps_run)
     kept = watch is not None and stop and watch.state is not None
     result = Result.scored(
         exp.name,
-        spec.seed,
+        p.spec.seed,
         history,
         train_eval,
         val_eval,
@@ -373,6 +416,33 @@ def _score_weights(engine: Engine, model: nn.Module, watch: EarlyStopping, *, da
     )
 
 
+def run_group(
+    exps: list[Experiment], *, datas: list, device: torch.device, base: Path, writers: list, progress=None
+) -> tuple[list[Result], str]:
+    """The experiments trained as one where they can be (together.py: one architecture, each its
+    own seed, rows, learning rate and weight decay), else one after another: (their results,
+    why they were not trained as one: "" when they were)."""
+    from nnrecipe import together
+
+    prepared = [
+        prepare_experiment(e, data=d, device=device, base=base, writer=w, progress=progress)
+        for e, d, w in zip(exps, datas, writers)
+    ]
+    why = together.why_apart(prepared) if len(prepared) > 1 else ""
+    histories = None
+    if len(prepared) > 1 and not why:
+        try:
+            histories = together.train_together(prepared)
+        except together.Apart as exc:
+            why = str(exc)
+    if histories is None:
+        histories = []
+        for p in prepared:
+            set_rng_state(p.rng, device)  # as if its model had just been built
+            histories.append(p.engine.train(p.plan))
+    return [finish_experiment(p, h) for p, h in zip(prepared, histories)], why
+
+
 def run_in_stage(ctx, stage: str, exp: Experiment, *, data, folder: str = "") -> Result:
     """run_experiment where a stage runs it: in its TensorBoard folder tb/<stage>/<folder or name>/
     (a resumed run hides the interrupted run's events from its step on), on the stage's device."""
@@ -413,6 +483,7 @@ class Trainer:
         self.ctx, self.stage, self.steps, self.every = ctx, stage, steps, every
         self._data = {ctx.spec.data.downsample: ctx.device_data()}
         self.kept: dict[str, Result] = {}  # experiment name -> its Result (those with keep_model)
+        self._said: set[str] = set()  # reasons given for training a group one at a time
 
     def data(self, spec):
         key = spec.data.downsample
@@ -435,15 +506,44 @@ class Trainer:
     def submit(self, jobs: list[Job], *, parallel: bool = True) -> "Pending":
         """The jobs started in the run's worker processes (when it has them and `parallel`), so
         that this process can do other work meanwhile; `.results()` waits for them. Without
-        workers they train here, when `.results()` is called."""
+        workers they train here, when `.results()` is called. Jobs of one architecture train as
+        one (`groups`), here or in one worker, so where they train never changes a number."""
         pool = self.ctx.pool() if parallel else None
         exps = [self._experiment(j) for j in jobs]
+        groups = self.groups(exps)
         futures = None
         if pool is not None:
             from nnrecipe.executors.pool import Job as Sent
 
-            futures = pool.submit([Sent(e, self._data_spec(j.spec), j.rows) for e, j in zip(exps, jobs)])
-        return Pending(self, exps, jobs, pool, futures)
+            futures = pool.submit(
+                [[Sent(exps[i], self._data_spec(jobs[i].spec), jobs[i].rows) for i in g] for g in groups]
+            )
+        return Pending(self, exps, jobs, groups, pool, futures)
+
+    def groups(self, exps: list[Experiment]) -> list[list[int]]:
+        """The experiments' indices in groups that train as one (unless the spec's batch_models is
+        false): those that differ only in seed, rows, learning rate and weight decay, at least
+        together.MIN_GROUP of them on this device type, at most MAX_GROUP; every other
+        experiment alone. A function of the jobs alone: the same groups with any workers."""
+        from nnrecipe import together
+
+        if not getattr(self.ctx.spec, "batch_models", True):
+            return [[i] for i in range(len(exps))]
+        by_key: dict[str, list[int]] = {}
+        alone: list[list[int]] = []
+        for i, e in enumerate(exps):
+            key = _group_key(e)
+            if key is None:
+                alone.append([i])
+            else:
+                by_key.setdefault(key, []).append(i)
+        smallest = together.MIN_GROUP.get(self.ctx.device.type, 4)
+        groups = []
+        for members in by_key.values():
+            chunks = [members[j : j + together.MAX_GROUP] for j in range(0, len(members), together.MAX_GROUP)]
+            for chunk in chunks:
+                groups += [chunk] if len(chunk) >= smallest else [[i] for i in chunk]
+        return sorted(groups + alone)
 
     def _experiment(self, job: Job) -> Experiment:
         steps = job.steps or self.steps
@@ -457,6 +557,15 @@ class Trainer:
     def _data_spec(self, spec):
         """The spec whose data section builds `spec`'s data, as `data` chooses it here."""
         return self.ctx.spec if spec.data.downsample == self.ctx.spec.data.downsample else spec
+
+    def tell(self, exps: list[Experiment], why: str) -> None:
+        """The stage log's line on a group: trained as one, or (once per reason) why not."""
+        names = ", ".join(e.name for e in exps[:3]) + (", ..." if len(exps) > 3 else "")
+        if not why:
+            self.ctx.console.print(f"[dim]{self.stage}: {len(exps)} models trained as one: {names}[/dim]")
+        elif why not in self._said:
+            self._said.add(why)
+            self.ctx.console.print(f"[dim]{self.stage}: {names} trained one at a time: {why}[/dim]")
 
     def received(self, exp: Experiment, job: Job, shipped) -> Result:
         """A worker's result as if trained here: its TensorBoard calls written to the
@@ -479,33 +588,69 @@ class Trainer:
         return result
 
 
+def _group_key(exp: Experiment) -> Optional[str]:
+    """What an experiment must share with others to train as one with them (None: it trains
+    alone): the spec but for seed, learning rate and weight decay; budget; evaluations."""
+    if exp.model is not None or exp.loss_fn is not None or exp.on_eval is not None or exp.histograms:
+        return None
+    if exp.checkpoints.resume is not None:
+        return None  # continues alone, exactly where it stopped
+    spec = exp.spec.model_copy(
+        update={"seed": 0, "optim": exp.spec.optim.model_copy(update={"lr": 0.0, "weight_decay": 0.0})}
+    )
+    return f"{experiment_text(spec)}|{exp.steps}|{exp.eval_every}|{exp.regularized}"
+
+
 class Pending:
     """Experiments a Trainer has started (or will train here): `results` in the order asked."""
 
-    def __init__(self, trainer: Trainer, exps: list[Experiment], jobs: list[Job], pool, futures):
-        self.trainer, self.exps, self.jobs, self.pool, self.futures = trainer, exps, jobs, pool, futures
+    def __init__(
+        self, trainer: Trainer, exps: list[Experiment], jobs: list[Job], groups: list[list[int]], pool, futures
+    ):
+        self.trainer, self.exps, self.jobs, self.groups = trainer, exps, jobs, groups
+        self.pool, self.futures = pool, futures
 
     def results(self, *, done: Optional[Callable[[int, Result], None]] = None) -> list[Result]:
         """The results in the order asked; `done(i, result)` for each as soon as it is here
         (from workers: in the order they finish)."""
         t = self.trainer
         results: list[Optional[Result]] = [None] * len(self.jobs)
-        if self.pool is None:
-            arrived = ((i, None) for i in range(len(self.jobs)))
-        else:
-            arrived = self.pool.arrivals(self.futures, progress=t.ctx.progress, label=t.stage)
-        for i, shipped in arrived:
-            e, j = self.exps[i], self.jobs[i]
-            if shipped is None:
-                r = run_in_stage(t.ctx, t.stage, e, data=t.job_data(j))
-            else:
-                r = t.received(e, j, shipped)
+        for i, r in self._arrived():
+            e = self.exps[i]
             if e.keep_model:
                 t.kept.setdefault(e.name, r)
             if done is not None:
                 done(i, r)
             results[i] = r
         return [r for r in results if r is not None]
+
+    def _arrived(self) -> Iterator[tuple[int, Result]]:
+        """(index, result) of each experiment, group by group as each is trained."""
+        t = self.trainer
+        if self.pool is not None:
+            arrived = self.pool.arrivals(self.futures, progress=t.ctx.progress, label=t.stage)
+            for g, shipped in arrived:
+                if len(self.groups[g]) > 1:
+                    t.tell([self.exps[i] for i in self.groups[g]], shipped[0].apart)
+                for i, one in zip(self.groups[g], shipped):
+                    yield i, t.received(self.exps[i], self.jobs[i], one)
+            return
+        for g in self.groups:
+            if len(g) == 1:
+                i = g[0]
+                yield i, run_in_stage(t.ctx, t.stage, self.exps[i], data=t.job_data(self.jobs[i]))
+                continue
+            exps = [self.exps[i] for i in g]
+            results, why = run_group(
+                exps,
+                datas=[t.job_data(self.jobs[i]) for i in g],
+                device=t.ctx.device,
+                base=t.ctx.base,
+                writers=[stage_writer(t.ctx, t.stage, e) for e in exps],
+                progress=t.ctx.progress,
+            )
+            t.tell(exps, why)
+            yield from zip(g, results)
 
 
 def experiment_key(spec, *, steps: int, every: int, extra: str = "") -> str:
@@ -518,5 +663,13 @@ def experiment_key(spec, *, steps: int, every: int, extra: str = "") -> str:
 def experiment_text(spec) -> str:
     """The spec as JSON less what does not change what is trained: stage settings, names, and
     where it runs (device, workers, executor): a run continued elsewhere resumes its checkpoints."""
-    where = {"stages": None, "name": "", "output_dir": "", "device": "", "workers": 1, "executor": "local"}
+    where = {
+        "stages": None,
+        "name": "",
+        "output_dir": "",
+        "device": "",
+        "workers": 1,
+        "executor": "local",
+        "batch_models": True,
+    }
     return spec.model_copy(update={k: v for k, v in where.items() if k in type(spec).model_fields}).model_dump_json()

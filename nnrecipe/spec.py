@@ -48,6 +48,10 @@ class Spec(Section):
     # started here for the run) or ray://HOST:PORT (a Ray cluster's client address; every task
     # asks for one GPU where there are GPUs, else one core, and the cluster decides how many run).
     executor: Annotated[str, Field(pattern=r"^(local|ray|ray://[^\s/]+)$")] = "local"
+    # Train a stage's experiments that share an architecture (squeeze's members, label-error
+    # folds, data-scaling subsets, a knob's seeds) as one vmapped model: the same numbers, faster
+    # for small models. Their dropout masks differ from training each alone; false: one at a time.
+    batch_models: bool = True
 
     @field_validator("workers", mode="before")
     @classmethod

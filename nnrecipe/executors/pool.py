@@ -25,7 +25,7 @@ from typing import Any, Iterator, Optional, Sequence
 import torch
 
 from nnrecipe.errors import DeviceError
-from nnrecipe.experiments import Experiment, Result, run_experiment
+from nnrecipe.experiments import Experiment, Result
 from nnrecipe.runtime import Workers
 
 
@@ -50,6 +50,7 @@ class Shipped:
     events: list[tuple[str, tuple, dict]]
     files: dict[str, bytes] = dataclasses.field(default_factory=dict)  # path -> contents, written by the stage
     warnings: list = dataclasses.field(default_factory=list)  # plugins.CaughtWarning: the user's code's
+    apart: str = ""  # why the experiment's group trained one at a time (see experiments.run_group)
 
 
 class Recorder:
@@ -95,11 +96,12 @@ class Pool:
             )
         return self._executor
 
-    def submit(self, jobs: Sequence[Job]) -> list[Future]:
-        """Start the jobs; each future's result is its Shipped (see `collect`)."""
+    def submit(self, groups: Sequence[Sequence[Job]]) -> list[Future]:
+        """Start each group of jobs (one architecture, trained as one: experiments.run_group) in
+        one worker; each future's result is the list of its jobs' Shipped."""
         executor = self._start()
         with _sigint_blocked():  # a worker it spawns starts with Ctrl-C blocked
-            return [executor.submit(_train, job) for job in jobs]
+            return [executor.submit(_train, list(group)) for group in groups]
 
     def warm(self, spec) -> None:
         """Start every worker now and load `spec`'s data in it, while this process has other work."""
@@ -108,8 +110,8 @@ class Pool:
             for _ in range(self.workers.count):
                 executor.submit(_data, spec)
 
-    def arrivals(self, futures: list[Future], *, progress=None, label: str = "") -> Iterator[tuple[int, Shipped]]:
-        """(index, Shipped) of each future as it finishes; the first error raised in a worker is
+    def arrivals(self, futures: list[Future], *, progress=None, label: str = "") -> Iterator[tuple[int, list[Shipped]]]:
+        """(index, [Shipped of each job]) of each group as it finishes; the first error raised in a worker is
         raised here at once (the run then ends and `terminate` stops the rest: a future cancelled
         here would race the executor's own bookkeeping). A worker that died (killed, out of
         memory) is one line."""
@@ -203,20 +205,30 @@ def _data(spec):
     return cache[key]
 
 
-def _train(job: Job) -> Shipped:
-    data = _data(job.data_spec)
-    if job.rows is not None:
-        data = data.with_train(data.train.subset(job.rows))
+def _train(jobs: list[Job]) -> list[Shipped]:
+    """A group of experiments (experiments.run_group), each sent back with its weights and the
+    TensorBoard calls it made."""
+    from nnrecipe.experiments import run_group
     from nnrecipe.plugins import user_warnings
 
-    writer = Recorder()
+    datas = []
+    for job in jobs:
+        data = _data(job.data_spec)
+        datas.append(data if job.rows is None else data.with_train(data.train.subset(job.rows)))
+    writers = [Recorder() for _ in jobs]
     with user_warnings() as caught:  # the user's code's warnings, for the stage's verdict
-        result = run_experiment(job.exp, data=data, device=_STATE["device"], base=_STATE["base"], writer=writer)
-    weights = None
-    if result.model is not None:
-        weights = {k: v.detach().cpu() for k, v in result.model.state_dict().items()}
-        result.model = None
-    return Shipped(result=_on_cpu(result), weights=weights, events=writer.events, warnings=list(caught))
+        results, why = run_group(
+            [j.exp for j in jobs], datas=datas, device=_STATE["device"], base=_STATE["base"], writers=writers
+        )
+    shipped = []
+    for result, writer in zip(results, writers):
+        weights = None
+        if result.model is not None:
+            weights = {k: v.detach().cpu() for k, v in result.model.state_dict().items()}
+            result.model = None
+        shipped.append(Shipped(result=_on_cpu(result), weights=weights, events=writer.events, apart=why))
+    shipped[0].warnings = list(caught)  # once per group: the stage counts each warning once
+    return shipped
 
 
 def _on_cpu(result: Result) -> Result:

@@ -86,18 +86,19 @@ class RayPool:
 
         return self.workers.count if self.workers.count > 1 else usable_cores()
 
-    def submit(self, jobs: Sequence[local.Job]) -> list:
+    def submit(self, groups: Sequence[Sequence[local.Job]]) -> list:
+        """A task per group of jobs (one architecture, trained as one: experiments.run_group)."""
         remote = self._start()
         kind = "cuda" if self.workers.devices[0].startswith("cuda") else "cpu"
-        refs = [remote.remote(str(self.base), kind, job) for job in jobs]
+        refs = [remote.remote(str(self.base), kind, list(group)) for group in groups]
         self._submitted += refs
         return refs
 
     def warm(self, spec) -> None:
         self._start()
 
-    def arrivals(self, refs: list, *, progress=None, label: str = "") -> Iterator[tuple[int, local.Shipped]]:
-        """(index, Shipped) of each task as it finishes; a task's error is raised here at once:
+    def arrivals(self, refs: list, *, progress=None, label: str = "") -> Iterator[tuple[int, list[local.Shipped]]]:
+        """(index, [Shipped of each job]) of each task as it finishes; a task's error is raised here at once:
         the user's error as it was raised (a one-line NNRecipeError stays one line), a task
         whose worker died more often than Ray retries it as one line."""
         import ray
@@ -144,10 +145,10 @@ class RayPool:
         self.close()
 
 
-def _ray_train(base: str, kind: str, job: local.Job) -> local.Shipped:
-    """In a Ray worker process (reused between tasks): one experiment. Ray gives a GPU task its
-    GPU as cuda:0 (CUDA_VISIBLE_DEVICES) and a CPU task one core. The checkpoint files the
-    experiment names are written in a folder of its own and sent back with the result."""
+def _ray_train(base: str, kind: str, jobs: list[local.Job]) -> list[local.Shipped]:
+    """In a Ray worker process (reused between tasks): a group of experiments. Ray gives a GPU
+    task its GPU as cuda:0 (CUDA_VISIBLE_DEVICES) and a CPU task one core. The checkpoint files
+    the experiments name are written in a folder of the task's own and sent back with the results."""
     import tempfile
 
     import torch
@@ -155,16 +156,20 @@ def _ray_train(base: str, kind: str, job: local.Job) -> local.Shipped:
     if local._STATE.get("base") != Path(base):
         torch.set_num_threads(1)
         local._STATE.update(base=Path(base), device=torch.device("cuda:0" if kind == "cuda" else "cpu"), data={})
-    ckpt = job.exp.checkpoints
-    named = {k: getattr(ckpt, k) for k in ("last", "best") if getattr(ckpt, k) is not None}
-    if not named:
-        return local._train(job)
     with tempfile.TemporaryDirectory(prefix="nnrecipe-") as tmp:
-        here = {k: Path(tmp) / f"{k}.pt" for k in named}
-        moved = dataclasses.replace(ckpt, last=here.get("last"), best=here.get("best"))
-        exp = dataclasses.replace(job.exp, checkpoints=moved)
-        shipped = local._train(dataclasses.replace(job, exp=exp))
-        shipped.files = {str(named[k]): here[k].read_bytes() for k in named if here[k].exists()}
+        moved, named = [], []
+        for n, job in enumerate(jobs):
+            ckpt = job.exp.checkpoints
+            there = {k: getattr(ckpt, k) for k in ("last", "best") if getattr(ckpt, k) is not None}
+            here = {k: Path(tmp) / f"{n}-{k}.pt" for k in there}
+            exp = dataclasses.replace(
+                job.exp, checkpoints=dataclasses.replace(ckpt, last=here.get("last"), best=here.get("best"))
+            )
+            moved.append(dataclasses.replace(job, exp=exp))
+            named.append((there, here))
+        shipped = local._train(moved)
+        for one, (there, here) in zip(shipped, named):
+            one.files = {str(there[k]): here[k].read_bytes() for k in there if here[k].exists()}
     return shipped
 
 

@@ -353,3 +353,15 @@ def records_batch(input_shape, num_outputs):
             return super().forward(x)
 
     return Records(input_shape, num_outputs)
+
+
+class _Branches(_MLP):
+    """Takes a branch on the value of its input (data-dependent control flow: vmap refuses it)."""
+
+    def forward(self, x):
+        h = super().forward(x)
+        return h if float(x.mean()) > -1.0 else -h
+
+
+def branches_on_data(input_shape, num_outputs):
+    return _Branches(input_shape, num_outputs)

@@ -1,0 +1,253 @@
+"""K experiments of one architecture trained as one (issue 24): the engine's loop for a group.
+
+A stage's independent experiments often share an architecture and differ only in their seed,
+their training rows (data-scaling subsets, label-error folds), their learning rate or weight
+decay: squeeze's members, a knob's seeds. Small models are dispatch-bound, so one vmapped
+forward and backward for all K (nnrecipe/batched.py) pays the per-operator overhead once.
+
+Everything else stays each experiment's own, exactly as `Engine.train` does it for one: its
+batch stream (its seed, its rows), its augmentation drawn from its own RNG stream, its
+schedule (its own LRScheduler, stepped each step), gradient clipping by its own norm, its
+loss curve, TensorBoard tags, evaluations, best and last checkpoints (the same files, which an
+unbatched run can resume), early stopping and divergence (a model that stops is copied out and
+left to idle in the stack). Dropout draws one mask per model from a shared stream, so a model
+with dropout gets other masks than trained alone; everything else gives the same numbers to
+float tolerance (tests/test_together.py).
+
+`why_apart` says why a group cannot be trained so; the caller then trains one at a time.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Optional
+
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+from torch.utils import _pytree as pytree
+
+from nnrecipe import distributed
+from nnrecipe.batched import StackedOptimizer, batchable
+from nnrecipe.data.bundle import TensorSplit
+from nnrecipe.loop import BatchStream, History, RunState, StepLog
+
+# The smallest group worth batching, per device type: on one CPU thread a batched digits MLP
+# breaks even at K = 3 and gains 1.7x at K = 5 (bench/batched.py, BENCHMARKS.md); on a GPU a
+# small model is launch-bound and two already gain.
+MIN_GROUP = {"cpu": 4, "cuda": 2}
+MAX_GROUP = 16  # memory: a group holds K models' weights, gradients and optimizer state at once
+
+
+class Apart(Exception):
+    """The group's first step failed (vmap cannot take the model or its loss, or memory is
+    short): nothing was trained or written; the caller trains them one at a time."""
+
+
+def why_apart(prepared: list) -> str:
+    """Why these prepared experiments (experiments.Prepared) cannot train as one ("" if they can)."""
+    first = prepared[0]
+    if distributed.current() is not None:
+        return "torchrun trains one experiment on many processes"
+    why = batchable(first.plan.model)
+    if why:
+        return why
+    if any(p.engine.compile or p.engine.channels_last for p in prepared):
+        return "train.compile and train.channels_last train one model at a time"
+    if any(not isinstance(p.plan.train, TensorSplit) for p in prepared):
+        return "the training data is read by a DataLoader, batch by batch"
+    if len({min(len(p.plan.train), p.plan.batch_size) for p in prepared}) > 1:
+        return "their batches differ in size (a training subset smaller than one batch)"
+    shape = [(k, v.shape, v.dtype) for k, v in first.plan.model.state_dict().items()]
+    text, classes = repr(first.plan.model), _classes(first.plan.model)
+    for p in prepared[1:]:
+        if _classes(p.plan.model) != classes:
+            return "their models are of different classes"
+        if repr(p.plan.model) != text or [(k, v.shape, v.dtype) for k, v in p.plan.model.state_dict().items()] != shape:
+            return "their models differ in structure"
+    return StackedOptimizer.why_not([p.plan.optimizer for p in prepared])
+
+
+def _classes(model: nn.Module) -> list[str]:
+    """Each module's class by its qualified name: a user's model file is imported afresh for each
+    model built (plugins.load_factory), so equal code gives classes equal by name only."""
+    return [f"{type(m).__module__}.{type(m).__qualname__}" for m in model.modules()]
+
+
+class Group:
+    """The prepared experiments' models stacked, their optimizer, and one training step."""
+
+    def __init__(self, prepared: list):
+        self.prepared = prepared
+        self.plans = [p.plan for p in prepared]
+        self.engine = prepared[0].engine
+        models = [p.model for p in self.plans]
+        self.template = copy.deepcopy(models[0]).to("meta")
+        # torch.func.stack_module_state, less its check that every model is of one class object
+        self.params = {
+            k: torch.stack([m.get_parameter(k).detach() for m in models]).requires_grad_(True)
+            for k, _ in models[0].named_parameters()
+        }
+        self.buffers = {k: torch.stack([m.get_buffer(k) for m in models]) for k, _ in models[0].named_buffers()}
+        self.opt = StackedOptimizer([p.optimizer for p in self.plans], self.params)
+        self.clip = self.plans[0].grad_clip
+        self.rngs = [p.rng for p in prepared]  # each model's augmentation stream
+        self.shared = prepared[0].rng  # the vmapped forward's (dropout) stream
+
+    def batch(self, streams: list[BatchStream]) -> tuple[Any, torch.Tensor]:
+        """Each model's next batch, augmented from its own RNG stream, stacked: (K, B, ...)."""
+        from nnrecipe.experiments import rng_state, set_rng_state
+
+        xs, ys = [], []
+        device = self.engine.device
+        for i, (plan, stream) in enumerate(zip(self.plans, streams)):
+            x, y = self.engine._to_device(next(stream))
+            if plan.augment is not None:
+                set_rng_state(self.rngs[i], device)
+                with torch.no_grad():
+                    x, y = plan.augment(x, y)
+                self.rngs[i] = rng_state(device)
+            xs.append(x)
+            ys.append(y)
+        return pytree.tree_map(lambda *t: torch.stack(t), *xs), torch.stack(ys)
+
+    def step(self, x: Any, y: torch.Tensor, *, first: bool = False) -> tuple[torch.Tensor, list[float]]:
+        """One optimizer step of every model on its own batch: (each model's loss (K,), the LRs
+        applied). On the `first`, an error of the vmapped forward and backward (vmap cannot take
+        the model or its loss; memory) is raised as Apart, before anything changed."""
+        try:
+            losses, grads = self._backward(x, y)
+        except Exception as exc:
+            if not first:
+                raise
+            line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise Apart(f"vmap could not train them as one ({type(exc).__name__}: {line[:160]})") from exc
+        if self.clip is not None:
+            _clip_per_model(list(grads.values()), self.clip)
+        lrs = [p.optimizer.param_groups[0]["lr"] for p in self.plans]
+        self.opt.update(self.params, grads, lrs)
+        for p in self.plans:
+            if p.scheduler is not None:
+                p.optimizer._opt_called = True  # type: ignore[attr-defined]  # its step, taken here
+                p.scheduler.step()
+        return losses.detach(), lrs
+
+    def _backward(self, x: Any, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The K losses (K,) and each parameter's gradient (K, ...), of those that got one."""
+        from nnrecipe.experiments import rng_state, set_rng_state
+
+        def one(params, buffers, xb):
+            return functional_call(self.template, (params, buffers), (xb,))
+
+        device = self.engine.device
+        set_rng_state(self.shared, device)
+        with self.engine._autocast():
+            out = vmap(one, randomness="different")(self.params, self.buffers, x)
+        self.shared = rng_state(device)
+        losses = vmap(self.plans[0].loss_fn)(out, y)
+        if not losses.requires_grad:
+            raise RuntimeError("the loss does not depend on the parameters")  # alone, the engine says whose
+        names = list(self.params)
+        grads = torch.autograd.grad(losses.sum(), [self.params[k] for k in names], allow_unused=True)
+        return losses, {k: g for k, g in zip(names, grads) if g is not None}  # unused: no update, as torch.optim
+
+    @torch.no_grad()
+    def copy_out(self, i: int) -> nn.Module:
+        """Model i's module with its current weights (and, for its last checkpoint, its
+        optimizer's state in torch.optim's format)."""
+        model = self.plans[i].model
+        for name, p in model.named_parameters():
+            p.copy_(self.params[name][i])
+        for name, b in model.named_buffers():
+            if name in self.buffers:
+                b.copy_(self.buffers[name][i])
+        if self.plans[i].checkpoints.last is not None:
+            self.opt.export(i, self.plans[i].optimizer, model)
+        return model
+
+
+def _clip_per_model(grads: list[torch.Tensor], max_norm: float) -> None:
+    """nn.utils.clip_grad_norm_ for each model of the stack: its gradients scaled by
+    max_norm / (its total norm + 1e-6), at most 1."""
+    norms = torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads])  # (P, K)
+    total = torch.linalg.vector_norm(norms, dim=0)  # (K,)
+    coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+    for g in grads:
+        g.mul_(coef.reshape((-1,) + (1,) * (g.dim() - 1)))
+
+
+def train_together(prepared: list) -> list[History]:
+    """Train the prepared experiments as one (why_apart(prepared) == ""): each one's History,
+    its model left at the weights it ended with, as Engine.train leaves one."""
+    plans = [p.plan for p in prepared]
+    streams = [
+        BatchStream(p.train, p.batch_size, torch.Generator(device=p.train.device).manual_seed(p.seed)) for p in plans
+    ]
+    group = Group(prepared)
+    first = group.step(*group.batch(streams), first=True)  # Apart: vmap cannot take them
+    engine, k, steps = group.engine, len(prepared), plans[0].steps
+    losses = torch.zeros(steps, k, device=engine.device)
+    states = [RunState(steps, engine.device) for _ in plans]
+    for i, state in enumerate(states):
+        state.losses = losses[:, i]  # a view: each model's curve, read at its log steps
+    logs = [StepLog(p.log, steps=steps, start=0) for p in plans]
+    every, evals = logs[0].every, plans[0].eval_every if plans[0].val is not None else 0
+    ended: list[Optional[int]] = [None] * k  # the step each model stopped at (None: still training)
+    step = 0
+    for step in range(1, steps + 1):
+        loss, lrs = first if step == 1 else group.step(*group.batch(streams))
+        losses[step - 1] = loss
+        for i in range(k):
+            if ended[i] is None:
+                states[i].lrs.append(lrs[i])
+        if step % every == 0 or step == steps:
+            for i in _training(ended):
+                logs[i].losses(states[i], step)
+                if states[i].nonfinite_step is not None:
+                    group.copy_out(i)
+                    ended[i] = step  # its weights are NaN from here on, as alone
+        if evals and (step % evals == 0 or step == steps):
+            for i in _training(ended):
+                if _evaluate(group, i, states[i], logs[i], streams[i], step):
+                    ended[i] = step
+        if all(e is not None for e in ended):
+            break
+    for i in _training(ended):
+        group.copy_out(i)
+        ended[i] = step
+    for log in logs:
+        log.done()
+    return [_history(p, s, e or step) for p, s, e in zip(plans, states, ended)]
+
+
+def _training(ended: list[Optional[int]]) -> list[int]:
+    return [i for i, e in enumerate(ended) if e is None]
+
+
+def _evaluate(group: Group, i: int, state: RunState, log: StepLog, stream: BatchStream, step: int) -> bool:
+    """Model i's evaluation at `step`, as Engine's (best and last checkpoints, early stopping),
+    its RNG stream current for the resume state the last checkpoint keeps."""
+    from nnrecipe.experiments import rng_state, set_rng_state
+
+    device = group.engine.device
+    group.copy_out(i)
+    here = rng_state(device)
+    set_rng_state(group.rngs[i], device)
+    try:
+        return group.prepared[i].engine._evaluate_during(group.plans[i], state, log, stream, step)
+    finally:
+        set_rng_state(here, device)
+
+
+def _history(plan, state: RunState, ran: int) -> History:
+    es = plan.early_stopping
+    return History(
+        losses=state.losses[:ran].float().cpu(),
+        lrs=state.lrs,
+        evals=state.evals,
+        steps_run=ran,
+        nonfinite_step=state.nonfinite_step,
+        best_step=state.best_step,
+        best_val_loss=state.best_val if state.best_step is not None else None,
+        stopped_early=bool(es is not None and es.stopped and plan.stop_early and ran < plan.steps),
+    )
