@@ -95,7 +95,7 @@ class StackedOptimizer:
         if decay and self.decoupled:  # AdamW: the weights shrink first
             torch._foreach_mul_(p, [1 - a * w for a, w in zip(lr, wd)])
         elif decay:
-            g = torch._foreach_add(g, torch._foreach_mul(p, wd))
+            g = list(torch._foreach_add(g, torch._foreach_mul(p, wd)))
         for k, t in zip(names, p):
             if k not in self.m:
                 self.m[k], self.v[k] = torch.zeros_like(t), torch.zeros_like(t)

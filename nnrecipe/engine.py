@@ -13,7 +13,7 @@ The engine measures; it never judges. Stages turn its History into verdicts.
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import torch
 from torch import nn
@@ -171,7 +171,7 @@ class Engine:
         self._ranks = distributed.current()
         if self._ranks is not None:
             distributed.check_split(len(plan.train), min(plan.batch_size, len(plan.train)), self._ranks)
-        forward = distributed.wrap(model, self.device) if self._ranks is not None else model
+        forward: Any = distributed.wrap(model, self.device) if self._ranks is not None else model
         forward = torch.compile(forward) if self.compile else forward
         data_device = plan.train.device if isinstance(plan.train, TensorSplit) else torch.device("cpu")
         batches = BatchStream(
@@ -263,6 +263,8 @@ class Engine:
         """The evaluation at `step`: val result, best checkpoint, the caller's hook, early
         stopping, the last checkpoint. True when training stops here."""
         model, ckpt = plan.model, plan.checkpoints
+        if plan.val is None:  # nothing to evaluate on (eval_every is then 0: never called)
+            return False
         result = self.evaluate(model, plan.val, plan.loss_fn, batch_size=max(plan.batch_size, 512))
         log.val(result, step, model, self.task.val_scalars(result.loss))
         if state.evaluated(step, result) and ckpt.best is not None:
