@@ -35,8 +35,9 @@ def batchable(model: nn.Module) -> str:
 class StackedOptimizer:
     """torch.optim's Adam, AdamW and SGD (momentum, L2 weight decay) for stacked parameters
     (K, ...), each model with its own learning rate (given at each step: its schedule's) and
-    weight decay, written with foreach ops so that K models batched give the numbers K
-    optimizers give one by one. Each model's state can be put back into its own torch
+    weight decay, so that K models batched give the numbers K optimizers give one by one: where
+    every model has one learning rate and weight decay, torch's own optimizer on the stack;
+    else written out with foreach ops. Each model's state can be put back into its own torch
     optimizer (`export`), for a checkpoint an unbatched run can resume."""
 
     def __init__(self, optimizers: Sequence[torch.optim.Optimizer], params: dict[str, torch.Tensor]):
@@ -53,6 +54,15 @@ class StackedOptimizer:
         self.steps: dict[str, int] = {}  # per parameter, as torch.optim counts them (unused: none)
         self.m: dict[str, torch.Tensor] = {}  # Adam's first moment, or SGD's momentum buffer
         self.v: dict[str, torch.Tensor] = {}
+        # Every model at one learning rate and weight decay (a knob's seeds, squeeze's members):
+        # torch's own optimizer, of the models' class and settings, on the stacked parameters,
+        # with its fused kernel where the models' have it (BENCHMARKS.md: 2-3x a foreach Adam).
+        self.same: torch.optim.Optimizer | None = None
+        lrs = {o.param_groups[0]["lr"] for o in optimizers}
+        if len(lrs) == 1 and len({float(w) for w in self.weight_decay.tolist()}) == 1:
+            settings = {k: v for k, v in group.items() if k not in ("params", "initial_lr")}
+            self.same = type(optimizers[0])(list(params.values()), **settings)
+            self.names = {id(t): k for k, t in params.items()}
 
     @staticmethod
     def why_not(optimizers: Sequence[torch.optim.Optimizer]) -> str:
@@ -66,7 +76,7 @@ class StackedOptimizer:
         if any(len(o.param_groups) != 1 for o in optimizers):
             return "an optimizer with several parameter groups"
         first = optimizers[0].param_groups[0]
-        if any(first.get(k) for k in ("amsgrad", "maximize", "nesterov", "dampening", "capturable", "fused")):
+        if any(first.get(k) for k in ("amsgrad", "maximize", "nesterov", "dampening", "capturable")):
             return "an optimizer setting batched training does not implement (amsgrad, nesterov, ...)"
         own = {"params", "lr", "initial_lr", "weight_decay"}
         for o in optimizers[1:]:
@@ -82,6 +92,20 @@ class StackedOptimizer:
     @torch.no_grad()
     def update(self, params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor], lrs: Sequence[float]) -> None:
         """One step of every model, in place, for the parameters that got a gradient."""
+        if self.same is not None:
+            if len(set(lrs)) > 1:  # equal learning rates and equal schedules cannot part
+                raise RuntimeError(f"the models' schedules parted: learning rates {sorted(set(lrs))}")
+            for k, t in params.items():
+                g = grads.get(k)
+                # laid out as the parameter: vmap's backward gives some gradients transposed, and
+                # torch 2.14's fused CPU Adam reads a gradient's memory as if laid out like its
+                # parameter (measured: a transposed gradient updates the wrong elements)
+                t.grad = None if g is None else g.contiguous()
+            self.same.param_groups[0]["lr"] = lrs[0]
+            self.same.step()
+            for t in params.values():
+                t.grad = None
+            return
         names = list(grads)
         p, g = [params[k] for k in names], [grads[k] for k in names]
         lr = self._per_model(torch.tensor(list(lrs), dtype=torch.float32, device=self.device), p)
@@ -127,6 +151,12 @@ class StackedOptimizer:
 
     def export(self, i: int, optimizer: torch.optim.Optimizer, model: nn.Module) -> None:
         """Model i's state into `optimizer` (built on model's parameters, in their order)."""
+        if self.same is not None:
+            mine = dict(model.named_parameters())
+            for t, state in self.same.state.items():
+                one = {k: v.clone() if k == "step" else v[i].clone() for k, v in state.items()}
+                optimizer.state[mine[self.names[id(t)]]] = one
+            return
         for name, param in model.named_parameters():
             if name not in self.steps:
                 continue

@@ -21,8 +21,12 @@ def _batches(k: int, steps: int, b: int = 16):
     return [(torch.randn(k, b, 12, generator=g), torch.randint(0, 4, (k, b), generator=g)) for _ in range(steps)]
 
 
-def test_k_models_batched_end_where_k_models_trained_one_by_one_end():
-    lrs, wds = [1e-3, 3e-3, 1e-2], [0.0, 1e-4, 1e-2]
+@pytest.mark.parametrize(
+    "lrs, wds",
+    [([1e-3, 3e-3, 1e-2], [0.0, 1e-4, 1e-2]), ([3e-3] * 3, [1e-4] * 3)],
+    ids=["own-settings", "one-setting"],  # one setting: torch's own (fused) Adam on the stack
+)
+def test_k_models_batched_end_where_k_models_trained_one_by_one_end(lrs, wds):
     batches = _batches(3, 40)
     trained, curve = train_many([_mlp(s) for s in range(3)], batches, F.cross_entropy, lr=lrs, weight_decay=wds)
     assert curve.shape == (40, 3)
