@@ -3,7 +3,9 @@
     OMP_NUM_THREADS=1 python bench/recipe.py --settings "batch_models=false" "" [--config ...]
                                              [--rounds 2] [--json bench/results/recipe_cpu.json]
 
-Each setting is extra `nnrecipe run` arguments (overrides, flags; "" = the defaults). Each round
+Each setting is extra `nnrecipe run` arguments (overrides, flags; "" = the defaults), and may
+start with `at=DIR` to run the nnrecipe of another checkout (a `git worktree` of an earlier
+commit: before/after in one run). Each round
 runs `nnrecipe run --keep-going` once per setting, in its own process and run directory, the
 order reversed every other round so that a slow spell of the machine hits every setting.
 Reported per setting: the medians of the process's wall time and of each stage's seconds (its
@@ -29,10 +31,13 @@ STAGES = ("inspect-data", "baseline", "overfit", "regularize", "tune", "squeeze"
 
 
 def one_run(config: str, setting: str, out: Path) -> dict:
-    cmd = [sys.executable, "-m", "nnrecipe.cli", "run", "--config", config, "--keep-going", "--json"]
-    cmd += shlex.split(setting) + [f"output_dir={out}"]
+    args, env = shlex.split(setting), dict(os.environ)
+    if args and args[0].startswith("at="):
+        env["PYTHONPATH"] = args.pop(0).removeprefix("at=")
+    cmd = [sys.executable, "-m", "nnrecipe.cli", "run", "--config", str(Path(config).resolve()), "--keep-going"]
+    cmd += ["--json", *args, f"output_dir={out}"]
     t = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t
     if proc.returncode not in (0, 1):
         raise SystemExit(f"{' '.join(cmd)} exited {proc.returncode}: {proc.stderr.strip().splitlines()[-1:]}")

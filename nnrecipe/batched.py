@@ -96,11 +96,11 @@ class StackedOptimizer:
             if len(set(lrs)) > 1:  # equal learning rates and equal schedules cannot part
                 raise RuntimeError(f"the models' schedules parted: learning rates {sorted(set(lrs))}")
             for k, t in params.items():
-                g = grads.get(k)
+                grad = grads.get(k)
                 # laid out as the parameter: vmap's backward gives some gradients transposed, and
                 # torch 2.14's fused CPU Adam reads a gradient's memory as if laid out like its
                 # parameter (measured: a transposed gradient updates the wrong elements)
-                t.grad = None if g is None else g.contiguous()
+                t.grad = None if grad is None else grad.contiguous()
             self.same.param_groups[0]["lr"] = lrs[0]
             self.same.step()
             for t in params.values():
