@@ -25,7 +25,7 @@ needs_cluster = pytest.mark.skipif(
 )
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 SMALL = {  # regularize on digits, small: the reference and two knobs, the data-scaling subsets
-    "train": {"steps": 300, "eval_every": 100},
+    "train": {"steps": 150, "eval_every": 50},
     "stages": {"regularize": {"seeds": 1, "label_errors": {"enabled": False}}},
 }
 

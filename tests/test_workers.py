@@ -23,7 +23,7 @@ PLANTED_MODELS = PLANTED / "models.py"
 # digits at a small budget, two seeds: regularize has every kind of round (the reference and the
 # knobs, a second seed, data-scaling subsets at both seeds, label-error folds); squeeze 3 members
 SMALL = {
-    "train": {"steps": 300, "eval_every": 100},
+    "train": {"steps": 150, "eval_every": 50},
     "stages": {
         "regularize": {"seeds": 2, "label_errors": {"folds": 3}},
         "squeeze": {"members": 3, "longer": {"enabled": False}},  # the hard-label twin trains beside the student
