@@ -1,0 +1,85 @@
+"""K digits experiments trained as one (nnrecipe/together.py) vs. one after another, through the
+engine's whole path (by hand; never a test).
+
+    OMP_NUM_THREADS=1 python bench/together.py [--ks 1 2 4 5 10] [--steps 1000] [--rounds 3]
+                                               [--json bench/results/together_cpu.json]
+
+Each experiment is the shipped digits spec (configs/digits.yaml: the MLP 64-128-128-10, batch
+64, Adam 3e-4, an evaluation every 200 steps) at its own seed, scored on train and val as a stage
+scores it: `run_group` (K models stacked, one vmapped step) against `run_experiment` K times.
+Both alternate within one process, after one warm-up round. Reported per K: model-steps per
+second of each (median over rounds), the per-round ratio (median, min-max), and the largest
+difference between the two ways in any experiment's val loss.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from nnrecipe.data import build_data
+from nnrecipe.experiments import Experiment, run_experiment, run_group
+from nnrecipe.spec import Spec
+
+CPU, BASE = torch.device("cpu"), Path(".")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 5, 10])
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    spec = Spec()
+    data = build_data(spec, base=BASE)
+    data.task.check_targets(data)
+    rows = []
+    for k in args.ks:
+        exps = [Experiment(f"m{i}", spec, steps=args.steps, eval_every=200, seed=i) for i in range(k)]
+        alone_s, together_s, diff = [], [], 0.0
+        for r in range(args.rounds + 1):
+            t = time.perf_counter()
+            alone = [run_experiment(e, data=data, device=CPU, base=BASE) for e in exps]
+            a = time.perf_counter() - t
+            t = time.perf_counter()
+            together, why = run_group(exps, datas=[data] * k, device=CPU, base=BASE, writers=[None] * k)
+            b = time.perf_counter() - t
+            if k > 1 and why:
+                raise SystemExit(f"K={k} did not train as one: {why}")
+            diff = max([diff] + [abs(x.val_loss - y.val_loss) for x, y in zip(alone, together)])
+            if r:  # round 0 warms up (imports, allocator)
+                alone_s.append(a)
+                together_s.append(b)
+        ratios = [x / y for x, y in zip(alone_s, together_s)]
+        row = {
+            "k": k,
+            "one_by_one_model_steps_per_s": round(k * args.steps / statistics.median(alone_s)),
+            "together_model_steps_per_s": round(k * args.steps / statistics.median(together_s)),
+            "speedup_median": round(statistics.median(ratios), 2),
+            "speedup_min": round(min(ratios), 2),
+            "speedup_max": round(max(ratios), 2),
+            "max_val_loss_difference": diff,
+        }
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    out = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "steps": args.steps,
+        "rows": rows,
+    }
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
