@@ -58,13 +58,13 @@ CUDA_WORKLOADS = {
 
 def hand_loop(model, x, y, *, steps, batch_size, lr, seed, device, amp_dtype=None, channels_last=False, compile=False):
     """What a careful user writes by hand: data on the device, a permutation per epoch, the
-    optimizer's multi-tensor kernel (the engine's), bf16 autocast and channels_last where
+    optimizer's fused kernel (the engine's: nnrecipe/optim.py), bf16 autocast and channels_last where
     asked, no logging and no host sync until the end."""
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     forward = torch.compile(model) if compile else model
-    opt = torch.optim.Adam(model.parameters(), lr=lr, foreach=True)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, fused=True)
     g = torch.Generator(device=device).manual_seed(seed)
     n, step = len(x), 0
     while step < steps:
