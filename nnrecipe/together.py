@@ -30,6 +30,7 @@ from torch.utils import _pytree as pytree
 from nnrecipe import distributed
 from nnrecipe.batched import StackedOptimizer, batchable
 from nnrecipe.data.bundle import TensorSplit
+from nnrecipe.experiments import rng_state, set_rng_state
 from nnrecipe.loop import BatchStream, History, RunState, StepLog
 
 # The smallest group worth batching, per device type: on one CPU thread a batched digits MLP
@@ -96,8 +97,6 @@ class Group:
 
     def batch(self, streams: list[BatchStream]) -> tuple[Any, torch.Tensor]:
         """Each model's next batch, augmented from its own RNG stream, stacked: (K, B, ...)."""
-        from nnrecipe.experiments import rng_state, set_rng_state
-
         xs, ys = [], []
         device = self.engine.device
         for i, (plan, stream) in enumerate(zip(self.plans, streams)):
@@ -134,8 +133,6 @@ class Group:
 
     def _backward(self, x: Any, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The K losses (K,) and each parameter's gradient (K, ...), of those that got one."""
-        from nnrecipe.experiments import rng_state, set_rng_state
-
         def one(params, buffers, xb):
             return functional_call(self.template, (params, buffers), (xb,))
 
@@ -217,6 +214,7 @@ def train_together(prepared: list) -> list[History]:
         ended[i] = step
     for log in logs:
         log.done()
+    set_rng_state(group.rngs[-1], engine.device)  # where one at a time leaves it: after the last one's draws
     return [_history(p, s, e or step) for p, s, e in zip(plans, states, ended)]
 
 
@@ -227,8 +225,6 @@ def _training(ended: list[Optional[int]]) -> list[int]:
 def _evaluate(group: Group, i: int, state: RunState, log: StepLog, stream: BatchStream, step: int) -> bool:
     """Model i's evaluation at `step`, as Engine's (best and last checkpoints, early stopping),
     its RNG stream current for the resume state the last checkpoint keeps."""
-    from nnrecipe.experiments import rng_state, set_rng_state
-
     device = group.engine.device
     group.copy_out(i)
     here = rng_state(device)

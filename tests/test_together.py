@@ -80,7 +80,10 @@ def test_a_group_gives_each_experiment_the_numbers_it_gives_alone(digits, optim)
         )
         exps.append(Experiment(f"m{i}", spec, steps=90, eval_every=30, seed=i, watch_patience=2 if i == 0 else None))
         datas.append(digits if rows[i] is None else digits.with_train(digits.train.subset(rows[i])))
-    batched, alone = _together(exps, datas), _alone(exps, datas)
+    batched = _together(exps, datas)
+    rng_after_group = torch.get_rng_state()
+    alone = _alone(exps, datas)
+    assert torch.equal(rng_after_group, torch.get_rng_state())  # the next draw is the same either way
     for a, b in zip(batched, alone):
         _same(a, b)
         for (name, wa), wb in zip(a.model.state_dict().items(), b.model.state_dict().values()):
