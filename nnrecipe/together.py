@@ -33,9 +33,10 @@ from nnrecipe.data.bundle import TensorSplit
 from nnrecipe.experiments import rng_state, set_rng_state
 from nnrecipe.loop import BatchStream, History, RunState, StepLog
 
-# The smallest group worth batching, per device type: on one CPU thread a batched digits MLP
-# breaks even at K = 3 and gains 1.7x at K = 5 (bench/batched.py, BENCHMARKS.md); on a GPU a
-# small model is launch-bound and two already gain.
+# The smallest group worth batching, per device type: on one CPU thread, shipped digits
+# experiments as one run 0.76x at K = 2, 1.12x at K = 4, 1.17x at K = 5 and 1.32x at K = 10 the
+# speed of one by one (bench/together.py, BENCHMARKS.md); on a GPU such models are launch-bound
+# and two already share the launches (not measured yet: bench/cuda.sh).
 MIN_GROUP = {"cpu": 4, "cuda": 2}
 MAX_GROUP = 16  # memory: a group holds K models' weights, gradients and optimizer state at once
 
