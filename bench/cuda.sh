@@ -30,3 +30,7 @@ if [ "$GPUS" -gt 1 ]; then
             -c configs/mnist1d.yaml output_dir="$(mktemp -d)" >/dev/null || true
     done
 fi
+# K experiments trained as one (issue 24) against one by one, through the engine's whole path:
+# the MNIST-1D CNN (goal: 5x the steps/s at K = 8) and the digits MLP.
+"$PY" bench/together.py --device cuda --config configs/mnist1d.yaml --ks 2 8 --steps 400 --rounds 2 --json "$RESULTS/together_cuda_mnist1d.json"
+"$PY" bench/together.py --device cuda --ks 2 8 --steps 400 --rounds 2 --json "$RESULTS/together_cuda_digits.json"

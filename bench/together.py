@@ -2,11 +2,12 @@
 engine's whole path (by hand; never a test).
 
     OMP_NUM_THREADS=1 python bench/together.py [--ks 1 2 4 5 10] [--steps 1000] [--rounds 3]
+                                               [--config configs/mnist1d.yaml] [--device cuda]
                                                [--json bench/results/together_cpu.json]
 
-Each experiment is the shipped digits spec (configs/digits.yaml: the MLP 64-128-128-10, batch
-64, Adam 3e-4, an evaluation every 200 steps) at its own seed, scored on train and val as a stage
-scores it: `run_group` (K models stacked, one vmapped step) against `run_experiment` K times.
+Each experiment is the spec of --config (default: the shipped digits spec, configs/digits.yaml:
+the MLP 64-128-128-10, batch 64, Adam 3e-4) with an evaluation every 200 steps, at its own seed,
+with its augmentation, scored on train and val as a stage scores it: `run_group` (K models stacked, one vmapped step) against `run_experiment` K times.
 Both alternate within one process, after one warm-up round. Reported per K: model-steps per
 second of each (median over rounds), the per-round ratio (median, min-max), and the largest
 difference between the two ways in any experiment's val loss.
@@ -25,9 +26,14 @@ import torch
 
 from nnrecipe.data import build_data
 from nnrecipe.experiments import Experiment, run_experiment, run_group
-from nnrecipe.spec import Spec
+from nnrecipe.spec import Spec, load_spec
 
-CPU, BASE = torch.device("cpu"), Path(".")
+BASE = Path(".")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def main() -> None:
@@ -35,21 +41,27 @@ def main() -> None:
     ap.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 5, 10])
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--config", type=Path, default=None)
+    ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
-    spec = Spec()
-    data = build_data(spec, base=BASE)
+    device = torch.device(args.device)
+    spec, base = load_spec(args.config) if args.config else (Spec(), BASE)
+    data = build_data(spec, base=base)
     data.task.check_targets(data)
+    data = data.to(device)
     rows = []
     for k in args.ks:
         exps = [Experiment(f"m{i}", spec, steps=args.steps, eval_every=200, seed=i) for i in range(k)]
         alone_s, together_s, diff = [], [], 0.0
         for r in range(args.rounds + 1):
             t = time.perf_counter()
-            alone = [run_experiment(e, data=data, device=CPU, base=BASE) for e in exps]
+            alone = [run_experiment(e, data=data, device=device, base=base) for e in exps]
+            _sync(device)
             a = time.perf_counter() - t
             t = time.perf_counter()
-            together, why = run_group(exps, datas=[data] * k, device=CPU, base=BASE, writers=[None] * k)
+            together, why = run_group(exps, datas=[data] * k, device=device, base=base, writers=[None] * k)
+            _sync(device)
             b = time.perf_counter() - t
             if k > 1 and why:
                 raise SystemExit(f"K={k} did not train as one: {why}")
@@ -70,6 +82,8 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
     out = {
+        "config": str(args.config or "configs/digits.yaml"),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "machine": platform.machine(),
