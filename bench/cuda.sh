@@ -24,7 +24,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 # against one, and one model on every GPU with torchrun (nccl) against one process.
 GPUS=$(nvidia-smi -L | wc -l)
 if [ "$GPUS" -gt 1 ]; then
-    "$PY" bench/workers.py --workers "$GPUS" --rounds 2 --json "$RESULTS/workers_cuda.json"
+    "$PY" bench/recipe.py --settings "--workers 1" "--workers $GPUS" --rounds 2 --json "$RESULTS/workers_cuda.json"
     for n in 1 "$GPUS"; do
         /usr/bin/time -f "overfit on $n GPU process(es): %e s" "$PY" -m nnrecipe.cli overfit --nproc "$n" \
             -c configs/mnist1d.yaml output_dir="$(mktemp -d)" >/dev/null || true

@@ -207,17 +207,7 @@ class Engine:
         if self._ranks is not None:  # steps since the last log (early stopping ended the run)
             distributed.mean_over_ranks(state.losses, reduced, step)
         log.done()
-        es = plan.early_stopping
-        return History(
-            losses=state.losses[:step].float().cpu(),
-            lrs=state.lrs,
-            evals=state.evals,
-            steps_run=step,
-            nonfinite_step=state.nonfinite_step,
-            best_step=state.best_step,
-            best_val_loss=state.best_val if state.best_step is not None else None,
-            stopped_early=bool(es is not None and es.stopped and plan.stop_early and step < plan.steps),
-        )
+        return state.history(step, steps=plan.steps, early_stopping=plan.early_stopping, stop_early=plan.stop_early)
 
     def _ddp_step(self, plan: "TrainPlan", forward: nn.Module, batches: BatchStream) -> tuple[torch.Tensor, float]:
         try:

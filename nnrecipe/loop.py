@@ -169,6 +169,20 @@ class RunState:
             return True
         return False
 
+    def history(self, ran: int, *, steps: int, early_stopping: Optional[EarlyStopping], stop_early: bool) -> History:
+        """What the run did, having run `ran` of its `steps` steps."""
+        es = early_stopping
+        return History(
+            losses=self.losses[:ran].float().cpu(),
+            lrs=self.lrs,
+            evals=self.evals,
+            steps_run=ran,
+            nonfinite_step=self.nonfinite_step,
+            best_step=self.best_step,
+            best_val_loss=self.best_val if self.best_step is not None else None,
+            stopped_early=bool(es is not None and es.stopped and stop_early and ran < steps),
+        )
+
     def to_resume(self, step: int, batches: BatchStream, early_stopping: Optional[EarlyStopping]) -> dict:
         return {
             "losses": self.losses[:step].detach().cpu(),

@@ -134,6 +134,7 @@ class Group:
 
     def _backward(self, x: Any, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The K losses (K,) and each parameter's gradient (K, ...), of those that got one."""
+
         def one(params, buffers, xb):
             return functional_call(self.template, (params, buffers), (xb,))
 
@@ -216,7 +217,10 @@ def train_together(prepared: list) -> list[History]:
     for log in logs:
         log.done()
     set_rng_state(group.rngs[-1], engine.device)  # where one at a time leaves it: after the last one's draws
-    return [_history(p, s, e or step) for p, s, e in zip(plans, states, ended)]
+    return [
+        s.history(e or step, steps=p.steps, early_stopping=p.early_stopping, stop_early=p.stop_early)
+        for p, s, e in zip(plans, states, ended)
+    ]
 
 
 def _training(ended: list[Optional[int]]) -> list[int]:
@@ -234,17 +238,3 @@ def _evaluate(group: Group, i: int, state: RunState, log: StepLog, stream: Batch
         return group.prepared[i].engine._evaluate_during(group.plans[i], state, log, stream, step)
     finally:
         set_rng_state(here, device)
-
-
-def _history(plan, state: RunState, ran: int) -> History:
-    es = plan.early_stopping
-    return History(
-        losses=state.losses[:ran].float().cpu(),
-        lrs=state.lrs,
-        evals=state.evals,
-        steps_run=ran,
-        nonfinite_step=state.nonfinite_step,
-        best_step=state.best_step,
-        best_val_loss=state.best_val if state.best_step is not None else None,
-        stopped_early=bool(es is not None and es.stopped and plan.stop_early and ran < plan.steps),
-    )
