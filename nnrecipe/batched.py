@@ -1,12 +1,13 @@
-"""K models of one architecture trained as one (issue 24): the first piece, the engine verb.
+"""K models of one architecture trained as one (issue 24): the pieces, used by together.py (which
+runs the engine's loop for a group of a stage's experiments) and by the ManyModels verb here.
 
 Small models are launch- and dispatch-bound: a digits MLP's step is a few microseconds of
 arithmetic under a few hundred microseconds of per-operator overhead. Stacking K models'
-parameters (torch.func.stack_module_state) and running one forward with torch.func.vmap over
-functional_call pays that overhead once for all K. Each model keeps its own batch (folds and
-subsets differ in data), its own learning rate and weight decay, its own Adam state; the
-update is torch.optim.Adam's, written out per model so that K models batched give the numbers
-K models trained one by one give (tests/test_batched.py, float tolerance).
+parameters and running one forward with torch.func.vmap over functional_call pays that
+overhead once for all K. Each model keeps its own batch (folds and subsets differ in data),
+its own learning rate and weight decay, its own optimizer state (`StackedOptimizer`), so that
+K models batched give the numbers K models trained one by one give (tests/test_batched.py and
+tests/test_together.py, float tolerance).
 
 Not every model can be vmapped: BatchNorm updating running statistics in training mode writes
 to its buffers in place (`batchable` says why, and the caller trains one at a time).
