@@ -507,10 +507,10 @@ class Trainer:
         """The jobs started in the run's worker processes (when it has them and `parallel`), so
         that this process can do other work meanwhile; `.results()` waits for them. Without
         workers they train here, when `.results()` is called. Jobs of one architecture train as
-        one (`groups`), here or in one worker, so where they train never changes a number."""
+        one (`groups`), here or dealt over the workers."""
         pool = self.ctx.pool() if parallel else None
         exps = [self._experiment(j) for j in jobs]
-        groups = self.groups(exps)
+        groups = self.groups(exps, parts=self.ctx.workers.count if pool is not None else 1)
         futures = None
         if pool is not None:
             from nnrecipe.executors.pool import Job as Sent
@@ -520,11 +520,13 @@ class Trainer:
             )
         return Pending(self, exps, jobs, groups, pool, futures)
 
-    def groups(self, exps: list[Experiment]) -> list[list[int]]:
+    def groups(self, exps: list[Experiment], *, parts: int = 1) -> list[list[int]]:
         """The experiments' indices in groups that train as one (unless the spec's batch_models is
-        false): those that differ only in seed, rows, learning rate and weight decay, at least
-        together.MIN_GROUP of them on this device type, at most MAX_GROUP; every other
-        experiment alone. A function of the jobs alone: the same groups with any workers."""
+        false): those that differ only in seed, rows, learning rate and weight decay, dealt into
+        `parts` shares (one per worker: N workers train side by side, where one group in one
+        worker would leave the others idle), each share a group of at least together.MIN_GROUP
+        on this device type (at most MAX_GROUP) or its experiments alone. As one or alone, an
+        experiment's numbers agree to float tolerance; dropout draws its masks per group."""
         from nnrecipe import together
 
         if not getattr(self.ctx.spec, "batch_models", True):
@@ -540,8 +542,8 @@ class Trainer:
         smallest = together.MIN_GROUP.get(self.ctx.device.type, 4)
         groups = []
         for members in by_key.values():
-            chunks = [members[j : j + together.MAX_GROUP] for j in range(0, len(members), together.MAX_GROUP)]
-            for chunk in chunks:
+            n = max(parts, -(-len(members) // together.MAX_GROUP))  # shares, none above MAX_GROUP
+            for chunk in (members[j * len(members) // n : (j + 1) * len(members) // n] for j in range(n)):
                 groups += [chunk] if len(chunk) >= smallest else [[i] for i in chunk]
         return sorted(groups + alone)
 

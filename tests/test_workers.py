@@ -23,6 +23,7 @@ PLANTED_MODELS = PLANTED / "models.py"
 # digits at a small budget, two seeds: regularize has every kind of round (the reference and the
 # knobs, a second seed, data-scaling subsets at both seeds, label-error folds); squeeze 3 members
 SMALL = {
+    "batch_models": False,  # here: the pool's own mechanics, bit for bit (groups: the test below)
     "train": {"steps": 150, "eval_every": 50},
     "stages": {
         "regularize": {"seeds": 2, "label_errors": {"folds": 3}},
@@ -73,6 +74,44 @@ def test_two_workers_give_the_verdicts_numbers_curves_and_members_of_one_process
     for i in range(3):
         w1, w2 = (torch.load(r / "squeeze" / "members" / f"member-{i}.pt", weights_only=True) for r in (root1, root2))
         assert all(torch.equal(w1["model"][k], w2["model"][k]) for k in w1["model"])
+
+
+def test_groups_are_dealt_over_the_workers_with_the_numbers_of_one_process(cli, in_tmp):
+    """8 data-scaling runs of one architecture: one group of 8 here, two of 4 in two workers
+    (trained as one inside each): the same statuses and numbers to float tolerance."""
+    spec = {
+        "train": {"steps": 100, "eval_every": 50},
+        "stages": {
+            "regularize": {
+                "seeds": 2,
+                "knobs": {"dropout": None, "weight_decay": None},
+                "label_errors": {"enabled": False},
+                "data_scaling": {"fractions": [0.2, 0.4, 0.6, 0.8]},
+            }
+        },
+    }
+    runs, said = {}, {}
+    for workers in ("1", "2"):
+        path = write_spec(in_tmp, {"name": f"g{workers}", **spec}, name=f"g{workers}.yaml")
+        result = cli("regularize", "--config", path, "--json", "--workers", workers)
+        assert result.exit_code in (0, 1), result.stderr
+        said[workers] = " ".join(result.stderr.split())
+        runs[workers] = json.loads(result.stdout)
+    assert "8 models trained as one" in said["1"] and "2 workers" not in said["1"]
+    assert said["2"].count("4 models trained as one") == 2 and "2 workers" in said["2"]
+    for a, b in zip(runs["1"], runs["2"], strict=True):
+        assert (a["check"], a["status"]) == (b["check"], b["status"])
+        assert _close(a["observed"], b["observed"]), (a["check"], a["observed"], b["observed"])
+
+
+def _close(a, b) -> bool:
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float):
+        return abs(a - b) <= 1e-3 * max(1.0, abs(a))
+    return a == b
 
 
 @pytest.mark.parametrize(
