@@ -96,3 +96,15 @@ def process_cmdline(pid: int) -> str:
             return f.read().replace(b"\0", b" ").decode()
     except OSError:
         return ""
+
+
+def close_numbers(a, b, rel: float = 1e-3) -> bool:
+    """Two verdicts' observed values alike: the same structure and strings, every float within
+    `rel` (relative, absolute below 1) of the other: what float rounding may move."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(close_numbers(a[k], b[k], rel) for k in a)
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(close_numbers(x, y, rel) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float):
+        return abs(a - b) <= rel * max(1.0, abs(a))
+    return a == b

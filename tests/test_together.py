@@ -5,13 +5,12 @@ one at a time, and the stage says why once."""
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import PLANTED, write_spec
+from conftest import PLANTED, close_numbers, write_spec
 from nnrecipe.data import build_data
 from nnrecipe.experiments import Checkpoints, Experiment, run_experiment, run_group
 from nnrecipe.loop import load_checkpoint
@@ -179,16 +178,6 @@ STAGES = {
 }
 
 
-def _close(a, b) -> bool:
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
-    if isinstance(a, list):
-        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b))
-    if isinstance(a, float) and isinstance(b, float):
-        return math.isclose(a, b, rel_tol=1e-3, abs_tol=1e-3)
-    return a == b
-
-
 @pytest.mark.parametrize("stage", ["regularize", "squeeze"])
 def test_stages_that_batch_give_the_verdicts_of_one_at_a_time(cli, in_tmp, stage):
     runs = {}
@@ -201,5 +190,5 @@ def test_stages_that_batch_give_the_verdicts_of_one_at_a_time(cli, in_tmp, stage
         runs[batch] = json.loads(result.stdout)
     for a, b in zip(runs[True], runs[False], strict=True):
         assert (a["check"], a["status"]) == (b["check"], b["status"])
-        assert _close(a["observed"], b["observed"]), (a["check"], a["observed"], b["observed"])
+        assert close_numbers(a["observed"], b["observed"]), (a["check"], a["observed"], b["observed"])
     assert sum(v["status"] == "pass" for v in runs[True]) >= 2

@@ -14,7 +14,7 @@ import time
 import pytest
 import torch
 
-from conftest import PLANTED, process_cmdline, write_spec
+from conftest import PLANTED, close_numbers, process_cmdline, write_spec
 from nnrecipe.errors import DeviceError
 from nnrecipe.runtime import plan_workers, usable_cores
 
@@ -101,17 +101,7 @@ def test_groups_are_dealt_over_the_workers_with_the_numbers_of_one_process(cli, 
     assert said["2"].count("4 models trained as one") == 2 and "2 workers" in said["2"]
     for a, b in zip(runs["1"], runs["2"], strict=True):
         assert (a["check"], a["status"]) == (b["check"], b["status"])
-        assert _close(a["observed"], b["observed"]), (a["check"], a["observed"], b["observed"])
-
-
-def _close(a, b) -> bool:
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
-    if isinstance(a, list):
-        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b))
-    if isinstance(a, float) and isinstance(b, float):
-        return abs(a - b) <= 1e-3 * max(1.0, abs(a))
-    return a == b
+        assert close_numbers(a["observed"], b["observed"]), (a["check"], a["observed"], b["observed"])
 
 
 @pytest.mark.parametrize(
