@@ -11,6 +11,13 @@ with its augmentation, scored on train and val as a stage scores it: `run_group`
 Both alternate within one process, after one warm-up round. Reported per K: model-steps per
 second of each (median over rounds), the per-round ratio (median, min-max), and the largest
 difference between the two ways in any experiment's val loss.
+
+And the ceiling: no way of batching K models does less arithmetic than one model on a batch K
+times as large (the same multiply-adds, in the fewest and largest operations). A hand-written
+step (forward, loss, backward, fused Adam) of one model on B rows and on K * B rows gives
+`ceiling = K * t(B) / t(K * B)`: the most any batching can gain over K steps of one model on
+this machine. Where it is near 1, the model is not dispatch-bound here and the arithmetic is
+the floor.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from pathlib import Path
 import torch
 
 from nnrecipe.data import build_data
-from nnrecipe.experiments import Experiment, run_experiment, run_group
+from nnrecipe.experiments import Experiment, prepare_experiment, run_experiment, run_group
 from nnrecipe.spec import Spec, load_spec
 
 BASE = Path(".")
@@ -34,6 +41,27 @@ BASE = Path(".")
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def _hand_step_s(exp: Experiment, data, device: torch.device, base: Path, rows: int, steps: int) -> float:
+    """Seconds per hand-written step of exp's model on `rows` rows (its loss, fused Adam)."""
+    p = prepare_experiment(exp, data=data, device=device, base=base)
+    model, loss_fn = p.plan.model.to(device).train(), p.plan.loss_fn
+    opt = torch.optim.Adam(model.parameters(), lr=p.spec.optim.lr, fused=True)
+    idx = torch.randint(0, len(data.train), (rows,), generator=torch.Generator().manual_seed(0))
+    x, y = data.train.x[idx.to(device)], data.train.y[idx.to(device)]
+    best = float("inf")
+    for _ in range(3):
+        _sync(device)
+        t = time.perf_counter()
+        for _ in range(steps):
+            loss = loss_fn(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        _sync(device)
+        best = min(best, (time.perf_counter() - t) / steps)
+    return best
 
 
 def main() -> None:
@@ -70,6 +98,9 @@ def main() -> None:
                 alone_s.append(a)
                 together_s.append(b)
         ratios = [x / y for x, y in zip(alone_s, together_s)]
+        rows_b = spec.data.batch_size
+        one = _hand_step_s(exps[0], data, device, base, rows_b, 300)
+        many = _hand_step_s(exps[0], data, device, base, k * rows_b, 300)
         row = {
             "k": k,
             "one_by_one_model_steps_per_s": round(k * args.steps / statistics.median(alone_s)),
@@ -78,6 +109,7 @@ def main() -> None:
             "speedup_min": round(min(ratios), 2),
             "speedup_max": round(max(ratios), 2),
             "max_val_loss_difference": diff,
+            "ceiling_one_model_on_k_batches": round(k * one / many, 2),
         }
         rows.append(row)
         print(json.dumps(row), flush=True)

@@ -14,7 +14,7 @@ import importlib.util
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterator, NoReturn
+from typing import Any, Callable, Iterator, NoReturn, Optional
 
 # The (field, code) of each call into the user's code now running, innermost last: a warning
 # raised while it is not empty came from the user's code (or what it called).
@@ -159,6 +159,18 @@ def guard_module(model, *, field: str, ref: str, output=None, call=None):
     except TypeError:  # a class that cannot be subclassed this way (e.g. TorchScript): unguarded
         pass
     return model
+
+
+def own_class(model) -> Optional[type]:
+    """The class the user wrote for `model` where the guard passes its inputs and outputs through
+    as they are (one tensor in, its whole output out), so that its forward is that class's;
+    None where the guard picks an output or spreads structured inputs."""
+    cls = type(model)
+    if not getattr(cls, "_nnrecipe_guarded", False):
+        return cls
+    if model.__dict__.get("_nnrecipe_output_key") is not None or model.__dict__.get("_nnrecipe_call") is not None:
+        return None
+    return cls.__mro__[1]
 
 
 def _check_output(module, out, args, field: str, ref: str) -> None:

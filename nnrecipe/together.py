@@ -2,8 +2,10 @@
 
 A stage's independent experiments often share an architecture and differ only in their seed,
 their training rows (data-scaling subsets, label-error folds), their learning rate or weight
-decay: squeeze's members, a knob's seeds. Small models are dispatch-bound, so one vmapped
-forward and backward for all K (nnrecipe/batched.py) pays the per-operator overhead once.
+decay: squeeze's members, a knob's seeds. Small models are dispatch-bound, so one forward and
+backward for all K pays the per-operator overhead once: written out for a plain stack of
+layers (nnrecipe/stacked.py: one baddbmm per Linear, one grouped convolution per Conv), else
+vmap over functional_call.
 
 Everything else stays each experiment's own, exactly as `Engine.train` does it for one: its
 batch stream (its seed, its rows), its augmentation drawn from its own RNG stream, its
@@ -32,6 +34,8 @@ from nnrecipe.batched import StackedOptimizer, batchable
 from nnrecipe.data.bundle import TensorSplit
 from nnrecipe.experiments import rng_state, set_rng_state
 from nnrecipe.loop import BatchStream, History, RunState, StepLog
+from nnrecipe.losses import stacked_loss
+from nnrecipe.stacked import StackedForward
 
 # The smallest group worth batching, per device type: on one CPU thread, shipped digits
 # experiments as one run 0.76x at K = 2, 1.12x at K = 4, 1.17x at K = 5 and 1.32x at K = 10 the
@@ -84,7 +88,7 @@ class Group:
         self.plans = [p.plan for p in prepared]
         self.engine = prepared[0].engine
         models = [p.model for p in self.plans]
-        self.template = copy.deepcopy(models[0]).to("meta")
+        self.template = copy.deepcopy(models[0]).to("meta").train()  # as Engine.train sets it
         # torch.func.stack_module_state, less its check that every model is of one class object
         self.params = {
             k: torch.stack([m.get_parameter(k).detach() for m in models]).requires_grad_(True)
@@ -94,7 +98,12 @@ class Group:
         self.opt = StackedOptimizer([p.optimizer for p in self.plans], self.params)
         self.clip = self.plans[0].grad_clip
         self.rngs = [p.rng for p in prepared]  # each model's augmentation stream
-        self.shared = prepared[0].rng  # the vmapped forward's (dropout) stream
+        self.shared = prepared[0].rng  # the stacked forward's (dropout) stream
+        # A plain stack of layers runs written out (stacked.py), else through vmap; the built-in
+        # losses as the mean of each model's per-example losses, else through vmap. The first
+        # batch checks both against vmap's (`_written_out_agrees`).
+        self.written = StackedForward.of(self.template) if not self.buffers else None
+        self.written_loss = stacked_loss(self.plans[0].loss_fn)
 
     def batch(self, streams: list[BatchStream]) -> tuple[Any, torch.Tensor]:
         """Each model's next batch, augmented from its own RNG stream, stacked: (K, B, ...)."""
@@ -116,6 +125,9 @@ class Group:
         applied). On the `first`, an error of the vmapped forward and backward (vmap cannot take
         the model or its loss; memory) is raised as Apart, before anything changed."""
         try:
+            if first and (self.written is not None or self.written_loss is not None):
+                if not self._written_out_agrees(x, y):
+                    self.written = self.written_loss = None
             losses, grads = self._backward(x, y)
         except Exception as exc:
             if not first:
@@ -132,18 +144,45 @@ class Group:
                 p.scheduler.step()
         return losses.detach(), lrs
 
+    def _forward(self, x: Any, *, written: bool) -> torch.Tensor:
+        """The K models' outputs (K, B, ...) on their batches x (K, B, ...)."""
+        k = len(self.plans)
+        with self.engine._autocast():
+            if written and self.written is not None and isinstance(x, torch.Tensor):
+                out = self.written(self.params, x.flatten(0, 1), k)
+                return out.reshape(k, -1, *out.shape[1:])
+
+            def one(params, buffers, xb):
+                return functional_call(self.template, (params, buffers), (xb,))
+
+            return vmap(one, randomness="different")(self.params, self.buffers, x)
+
+    def _losses(self, out: torch.Tensor, y: torch.Tensor, *, written: bool) -> torch.Tensor:
+        """Each model's loss (K,) of its outputs (K, B, ...) and targets (K, B, ...)."""
+        if written and self.written_loss is not None:
+            return self.written_loss(out.flatten(0, 1), y.flatten(0, 1), len(self.plans))
+        return vmap(self.plans[0].loss_fn)(out, y)
+
+    @torch.no_grad()
+    def _written_out_agrees(self, x: Any, y: torch.Tensor) -> bool:
+        """Whether the written-out forward and loss give vmap's outputs and losses on the first
+        batch, to float rounding (dropout off: the two draw their masks differently)."""
+        self.template.eval()
+        try:
+            want = self._forward(x, written=False)
+            got = self._forward(x, written=True)
+            want_loss, got_loss = self._losses(want, y, written=False), self._losses(want, y, written=True)
+        finally:
+            self.template.train()
+        return _close(got, want) and _close(got_loss, want_loss)
+
     def _backward(self, x: Any, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The K losses (K,) and each parameter's gradient (K, ...), of those that got one."""
-
-        def one(params, buffers, xb):
-            return functional_call(self.template, (params, buffers), (xb,))
-
         device = self.engine.device
         set_rng_state(self.shared, device)
-        with self.engine._autocast():
-            out = vmap(one, randomness="different")(self.params, self.buffers, x)
+        out = self._forward(x, written=True)
         self.shared = rng_state(device)
-        losses = vmap(self.plans[0].loss_fn)(out, y)
+        losses = self._losses(out, y, written=True)
         if not losses.requires_grad:
             raise RuntimeError("the loss does not depend on the parameters")  # alone, the engine says whose
         names = list(self.params)
@@ -163,6 +202,18 @@ class Group:
         if self.plans[i].checkpoints.last is not None:
             self.opt.export(i, self.plans[i].optimizer, model)
         return model
+
+
+def _close(got: torch.Tensor, want: torch.Tensor) -> bool:
+    """Equal to the rounding of the outputs' dtype, relative to their largest magnitude: the
+    two ways sum in other orders (float32: ~1e-6 relative; half precision under autocast ~1e-3)."""
+    if got.shape != want.shape or got.dtype != want.dtype:
+        return False
+    tol = 1e-4 if want.dtype in (torch.float32, torch.float64) else 3e-2
+    if not want.numel():
+        return True
+    scale = max(float(want.abs().max()), 1e-3)
+    return bool(torch.isfinite(got).all()) and float((got - want).abs().max()) <= tol * scale
 
 
 def _clip_per_model(grads: list[torch.Tensor], max_norm: float) -> None:

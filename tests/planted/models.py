@@ -365,3 +365,11 @@ class _Branches(_MLP):
 
 def branches_on_data(input_shape, num_outputs):
     return _Branches(input_shape, num_outputs)
+
+
+def softmax_over_batch(input_shape, num_outputs):
+    # A layer without parameters that mixes a batch's examples (a softmax over dim 0): trained as
+    # one with other models, it must see each model's batch alone (together.py checks it).
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(math.prod(input_shape), 32), nn.Softmax(dim=0), nn.Linear(32, num_outputs)
+    )
