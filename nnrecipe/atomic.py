@@ -1,15 +1,20 @@
 """Atomic file writes: write a temporary file in the same folder, fsync, then rename.
 
-A reader (or a run killed half-way) sees the old file or the new one, never half of one.
+A reader (or a run killed half-way) sees the old file or the new one, never half of one. A
+Ctrl-C while a file is written waits until it is in place (a few milliseconds): the file is
+finished, then the interrupt is raised.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import tempfile
+import threading
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any, Callable, Iterator
 
 
 def _umask() -> int:
@@ -26,7 +31,34 @@ def _umask() -> int:
     return mask
 
 
+@contextlib.contextmanager
+def _interrupt_after() -> Iterator[None]:
+    """SIGINT held until the block ends, then raised. Raised inside a writer instead, it can
+    leave the writer's own state broken: torch.save's zip writer then fails in its cleanup
+    with a RuntimeError that hides the KeyboardInterrupt (seen: exit 3 for a Ctrl-C)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals reach the main thread only
+        return
+    handler = signal.getsignal(signal.SIGINT)
+    if not callable(handler):  # ignored, or the default (the process dies): nothing to hold
+        yield
+        return
+    held: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, handler)
+        if held:
+            handler(signal.SIGINT, None)  # Python's default handler raises KeyboardInterrupt
+
+
 def _atomic(path: Path, write: Callable[[IO], None], mode: str) -> None:
+    with _interrupt_after():
+        _write_atomic(path, write, mode)
+
+
+def _write_atomic(path: Path, write: Callable[[IO], None], mode: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
