@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import torch
@@ -47,6 +47,10 @@ class History:
         return self.nonfinite_step is not None
 
 
+def _count(rows: torch.Tensor | slice) -> int:
+    return rows.stop - rows.start if isinstance(rows, slice) else len(rows)
+
+
 class BatchStream:
     """Endless shuffled batches, epoch after epoch; the last short batch of an epoch is dropped
     when the split holds more than one batch (it would weigh a few examples heavily). A split
@@ -62,21 +66,33 @@ class BatchStream:
         self.drop = len(split) > batch_size
         self._epoch_state: Optional[torch.Tensor] = None
         self._taken = 0
-        self._it: Optional[Iterator[Batch]] = None
+        self._it: Optional[Iterator[Any]] = None  # rows of a TensorSplit, else batches
 
     def _new_epoch(self) -> None:
         self._epoch_state = self.generator.get_state()  # before the epoch's permutation is drawn
         self._taken = 0
-        shuffle = self.drop  # more than one batch
-        if isinstance(self.split, TensorSplit):
-            it = self.split.iterate(self.batch_size, shuffle=shuffle, generator=self.generator)
+        shuffle, short = self.drop, self.batch_size  # shuffled when more than one batch
+        if isinstance(self.split, TensorSplit):  # rows, taken by __next__
+            rows = self.split.rows(self.batch_size, shuffle=shuffle, generator=self.generator)
+            self._it = (r for r in rows if not (self.drop and _count(r) < short))
         else:
             it = self.split.iterate(
                 self.batch_size, shuffle=shuffle, generator=self.generator, pin_memory=self.pin_memory
             )
-        self._it = (b for b in it if not (self.drop and len(b[1]) < self.batch_size))
+            self._it = (b for b in it if not (self.drop and len(b[1]) < short))
 
     def __next__(self) -> Batch:
+        item = self._next()
+        return self.split.take(item) if isinstance(self.split, TensorSplit) else item
+
+    def next_rows(self) -> torch.Tensor | slice:
+        """An in-memory split's next batch as its rows (the batch is split.take(rows)): K
+        streams on one split are taken in one gather (together.Group.batch)."""
+        if not isinstance(self.split, TensorSplit):
+            raise TypeError("next_rows: the split is read by a DataLoader")
+        return self._next()
+
+    def _next(self):
         if self._it is None:
             self._new_epoch()
         while True:

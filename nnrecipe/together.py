@@ -29,7 +29,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 from torch.utils import _pytree as pytree
 
-from nnrecipe import distributed
+from nnrecipe import distributed, inputs
 from nnrecipe.batched import StackedOptimizer, batchable
 from nnrecipe.data.bundle import TensorSplit
 from nnrecipe.experiments import rng_state, set_rng_state
@@ -97,6 +97,10 @@ class Group:
         self.buffers = {k: torch.stack([m.get_buffer(k) for m in models]) for k, _ in models[0].named_buffers()}
         self.opt = StackedOptimizer([p.optimizer for p in self.plans], self.params)
         self.clip = self.plans[0].grad_clip
+        first = self.plans[0].train
+        self.one_split = isinstance(first, TensorSplit) and all(
+            p.train is first and p.augment is None for p in self.plans
+        )
         self.rngs = [p.rng for p in prepared]  # each model's augmentation stream
         self.shared = prepared[0].rng  # the stacked forward's (dropout) stream
         # A plain stack of layers runs written out (stacked.py), else through vmap; the built-in
@@ -107,6 +111,12 @@ class Group:
 
     def batch(self, streams: list[BatchStream]) -> tuple[Any, torch.Tensor]:
         """Each model's next batch, augmented from its own RNG stream, stacked: (K, B, ...)."""
+        split = self.plans[0].train
+        if self.one_split:  # K streams on one in-memory split (seeds, members): one gather
+            idx = torch.cat([_index(s.next_rows(), split.device) for s in streams])
+            x, y = self.engine._to_device(split.take(idx))
+            k = len(streams)
+            return inputs.map_leaves(lambda t: t.reshape(k, -1, *t.shape[1:]), x), y.reshape(k, -1, *y.shape[1:])
         xs, ys = [], []
         device = self.engine.device
         for i, (plan, stream) in enumerate(zip(self.plans, streams)):
@@ -202,6 +212,10 @@ class Group:
         if self.plans[i].checkpoints.last is not None:
             self.opt.export(i, self.plans[i].optimizer, model)
         return model
+
+
+def _index(rows: torch.Tensor | slice, device: torch.device) -> torch.Tensor:
+    return torch.arange(rows.start, rows.stop, device=device) if isinstance(rows, slice) else rows
 
 
 def _close(got: torch.Tensor, want: torch.Tensor) -> bool:

@@ -62,16 +62,24 @@ class TensorSplit:
         self, batch_size: int, *, shuffle: bool = False, generator: Optional[torch.Generator] = None
     ) -> Iterator[Batch]:
         """One pass over the split. Shuffling draws a permutation on the data's own device."""
+        for rows in self.rows(batch_size, shuffle=shuffle, generator=generator):
+            yield self.take(rows)
+
+    def rows(
+        self, batch_size: int, *, shuffle: bool = False, generator: Optional[torch.Generator] = None
+    ) -> Iterator[torch.Tensor | slice]:
+        """One pass over the split, each batch as its rows: indices, or in order a slice."""
         n = len(self)
         if shuffle:
             order = torch.randperm(n, generator=generator, device=self.device)
             for start in range(0, n, batch_size):
-                idx = order[start : start + batch_size]
-                yield inputs.index(self.x, idx), self.y[idx]
+                yield order[start : start + batch_size]
         else:
             for start in range(0, n, batch_size):  # slices are views: no copy
-                part = slice(start, start + batch_size)
-                yield inputs.index(self.x, part), self.y[part]
+                yield slice(start, min(start + batch_size, n))
+
+    def take(self, rows: torch.Tensor | slice) -> Batch:
+        return inputs.index(self.x, rows), self.y[rows]
 
     def example(self, i: int) -> Batch:
         return inputs.index(self.x, i), self.y[i]
