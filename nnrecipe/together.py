@@ -37,11 +37,13 @@ from nnrecipe.loop import BatchStream, History, RunState, StepLog
 from nnrecipe.losses import stacked_loss
 from nnrecipe.stacked import StackedForward
 
-# The smallest group worth batching, per device type: on one CPU thread, shipped digits
-# experiments as one run 0.76x at K = 2, 1.12x at K = 4, 1.17x at K = 5 and 1.32x at K = 10 the
-# speed of one by one (bench/together.py, BENCHMARKS.md); on a GPU such models are launch-bound
-# and two already share the launches (not measured yet: bench/cuda.sh).
-MIN_GROUP = {"cpu": 4, "cuda": 2}
+# The smallest group worth batching, per device type. On one CPU thread, shipped digits
+# experiments trained as one ran 1.16x the speed of one by one at K = 2, 1.72x at K = 4 and
+# 1.88x at K = 5 with the written-out forward (stacked.py), but through vmap 0.76x at K = 2,
+# 1.12x at K = 4 (bench/together.py, BENCHMARKS.md): vmap's own overhead needs 4 models on a CPU
+# (VMAP_MIN_CPU). On a GPU such models are launch-bound and two already share the launches.
+MIN_GROUP = {"cpu": 2, "cuda": 2}
+VMAP_MIN_CPU = 4
 MAX_GROUP = 16  # memory: a group holds K models' weights, gradients and optimizer state at once
 
 
@@ -58,6 +60,12 @@ def why_apart(prepared: list) -> str:
     why = batchable(first.plan.model)
     if why:
         return why
+    if (
+        first.engine.device.type == "cpu"
+        and len(prepared) < VMAP_MIN_CPU
+        and StackedForward.of(first.plan.model) is None
+    ):
+        return f"through vmap, fewer than {VMAP_MIN_CPU} models on a CPU train faster one at a time"
     if any(p.engine.compile or p.engine.channels_last for p in prepared):
         return "train.compile and train.channels_last train one model at a time"
     if any(not isinstance(p.plan.train, TensorSplit) for p in prepared):
