@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 import torch
 from torch import nn
 
-from nnrecipe import distributed, inputs
+from nnrecipe import distributed, inputs, threads
 from nnrecipe.data.bundle import Batch, Split, TensorSplit
 from nnrecipe.loop import BatchStream, EvalResult, History, RunState, StepLog, save_checkpoint
 from nnrecipe.runtime import autocast_dtype
@@ -165,6 +165,7 @@ class Engine:
         training continues from its step exactly as if it had never stopped: weights, optimizer,
         schedule, the batch order, the RNG streams (dropout, augmentation) and the history."""
         model = self._prepare(plan.model).train()
+        self._settle_threads(plan)
         # Under torchrun each rank trains on its share of every batch (distributed.py). The DDP
         # and compiled modules share the model's parameters; state_dict, evaluation and
         # checkpoints keep using `model` itself (no `module.`/`_orig_mod.` prefixes in weights).
@@ -217,6 +218,12 @@ class Engine:
             if said is None:
                 raise
             raise said from None
+
+    def _settle_threads(self, plan: "TrainPlan") -> None:
+        """At the process's first CPU training: the torch thread count its model trains fastest
+        with (threads.py; the user's OMP_NUM_THREADS stands)."""
+        if self.device.type == "cpu" and isinstance(plan.train, TensorSplit) and distributed.current() is None:
+            threads.settle(plan.model, plan.train.take(slice(0, plan.batch_size))[0])
 
     def _step(self, plan: "TrainPlan", forward: nn.Module, batches: BatchStream) -> tuple[torch.Tensor, float]:
         """One optimizer step on the next batch: (the loss, on the device; the LR it applied)."""

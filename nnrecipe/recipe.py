@@ -91,6 +91,10 @@ def _run_in(spec, *, base, spec_path, stages, console, options, stop_on_fail, sh
         # this process trains too (the stages' single models, squeeze's student beside a worker):
         # the workers' share of the cores, and a CPU run's numbers as in a worker (same threads)
         torch.set_num_threads(workers.threads)
+    if device.type == "cpu" and ranks is None:
+        from nnrecipe import threads as thread_choice
+
+        thread_choice.enable(most=torch.get_num_threads())  # measured at the first training
     try:
         return _run_locked(
             run,
@@ -236,6 +240,10 @@ def _run_stage(ctx: StageContext, name: str, runner) -> StageResult:
             f"data.batch_size (now {spec.data.batch_size}) or the model's size"
         ) from None
     ctx.progress = None
+    from nnrecipe import threads
+
+    if line := threads.note():  # the thread count the stage's first training measured and chose
+        ctx.console.print(f"[dim]{name}: {line}[/dim]")
     if (said := warnings_verdict(name, caught)) is not None:  # what the user's code warned about
         result = dataclasses.replace(result, verdicts=[*result.verdicts, said])
     # wall-clock seconds of the stage, so a run directory says where its time went

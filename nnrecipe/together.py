@@ -256,6 +256,7 @@ def train_together(prepared: list) -> list[History]:
         BatchStream(p.train, p.batch_size, torch.Generator(device=p.train.device).manual_seed(p.seed)) for p in plans
     ]
     group = Group(prepared)
+    group.engine._settle_threads(plans[0])  # the process's torch threads, where not yet chosen
     first = group.step(*group.batch(streams), first=True)  # Apart: vmap cannot take them
     engine, k, steps = group.engine, len(prepared), plans[0].steps
     losses = torch.zeros(steps, k, device=engine.device)
