@@ -7,7 +7,8 @@ A large model's matrix products do scale with cores. Which one a model is depend
 model and the machine, so nnrecipe measures instead of guessing: unless the user set
 OMP_NUM_THREADS (a setting nnrecipe never overrides), the first training in a process times
 a forward and backward of its model on one batch at 1, 2, 4, ... threads (up to the cores the
-process may use), and keeps the fewest within 10 % of the fastest. The choice and its timings
+process may use), and keeps the fewest within 10 % of the fastest; a model whose step takes
+over 20 ms at the most threads keeps them all, unmeasured further. The choice and its timings
 are said once in the log. Thread counts change float summation order, so a rerun that must
 be bit for bit the same sets OMP_NUM_THREADS.
 """
@@ -26,6 +27,9 @@ from torch.utils._pytree import tree_leaves
 
 WITHIN = 0.10  # fewer threads win unless more are this much faster: they leave the machine cores
 BUDGET_S = 0.15  # measuring time per thread count (after 2 warm-up steps), at least 3 steps
+# A step this long at the most threads is arithmetic enough to split over them: keep them all
+# (and measuring fewer threads, each step longer still, would cost seconds)
+LARGE_S = 0.02
 
 
 class _Choice:
@@ -71,16 +75,18 @@ def settle(model: nn.Module, x) -> None:
     try:
         with torch.random.fork_rng(devices=[]):
             probe = copy.deepcopy(model).train()
-            for n in candidates(_Choice.most):
+            for n in reversed(candidates(_Choice.most)):  # the most first: a large model stops there
                 torch.set_num_threads(n)
                 timings[n] = _step_seconds(probe, x)
+                if timings[n] > LARGE_S:
+                    break
     except Exception:
         torch.set_num_threads(before)
         _Choice.chosen = before
         return
     _Choice.chosen = choose(timings)
     torch.set_num_threads(_Choice.chosen)
-    measured = ", ".join(f"{n}: {t * 1e3:.2f} ms" for n, t in timings.items())
+    measured = ", ".join(f"{n}: {t * 1e3:.2f} ms" for n, t in sorted(timings.items()))
     _Choice.note = (
         f"torch threads: {_Choice.chosen} of {_Choice.most} (a forward and backward of the model at {measured}; "
         "OMP_NUM_THREADS fixes it)"

@@ -44,6 +44,25 @@ def test_measuring_leaves_the_rng_and_the_model_as_they_were(monkeypatch):
         torch.set_num_threads(before_threads)
 
 
+def test_a_large_model_keeps_every_thread_unmeasured_further(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    seen = []
+
+    def slow(model, x):  # every step 50 ms: arithmetic enough to split
+        seen.append(torch.get_num_threads())
+        return 0.05
+
+    monkeypatch.setattr(threads, "_step_seconds", slow)
+    try:
+        threads.enable(most=4)
+        threads.settle(nn.Linear(2, 2), torch.randn(3, 2))
+        assert seen == [4] and torch.get_num_threads() == 4 and " of 4 (" in threads.note()
+    finally:
+        threads.enable(most=0)
+        torch.set_num_threads(before)
+
+
 def test_the_users_omp_num_threads_stands(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     threads.enable(most=8)
