@@ -40,10 +40,12 @@ from nnrecipe.stacked import StackedForward
 # The smallest group worth batching, per device type. On one CPU thread, shipped digits
 # experiments trained as one ran 1.16x the speed of one by one at K = 2, 1.72x at K = 4 and
 # 1.88x at K = 5 with the written-out forward (stacked.py), but through vmap 0.76x at K = 2,
-# 1.12x at K = 4 (bench/together.py, BENCHMARKS.md): vmap's own overhead needs 4 models on a CPU
-# (VMAP_MIN_CPU). On a GPU such models are launch-bound and two already share the launches.
+# 1.12x at K = 4 (bench/together.py, BENCHMARKS.md); and a pair that differs in weight decay,
+# whose update is written out per model instead of torch's fused Adam, 0.92-1.0x. Below
+# SMALL_MIN_CPU models on a CPU, only written-out models with one learning rate and weight
+# decay train as one. On a GPU such models are launch-bound and two already share the launches.
 MIN_GROUP = {"cpu": 2, "cuda": 2}
-VMAP_MIN_CPU = 4
+SMALL_MIN_CPU = 4
 MAX_GROUP = 16  # memory: a group holds K models' weights, gradients and optimizer state at once
 
 
@@ -60,12 +62,14 @@ def why_apart(prepared: list) -> str:
     why = batchable(first.plan.model)
     if why:
         return why
-    if (
-        first.engine.device.type == "cpu"
-        and len(prepared) < VMAP_MIN_CPU
-        and StackedForward.of(first.plan.model) is None
-    ):
-        return f"through vmap, fewer than {VMAP_MIN_CPU} models on a CPU train faster one at a time"
+    if first.engine.device.type == "cpu" and len(prepared) < SMALL_MIN_CPU:
+        if StackedForward.of(first.plan.model) is None:
+            return f"through vmap, fewer than {SMALL_MIN_CPU} models on a CPU train faster one at a time"
+        if len({(o.param_groups[0]["lr"], o.param_groups[0]["weight_decay"]) for o in _optimizers(prepared)}) > 1:
+            return (
+                f"with learning rates or weight decays of their own, fewer than {SMALL_MIN_CPU} models on a CPU "
+                "train as fast one at a time"
+            )
     if any(p.engine.compile or p.engine.channels_last for p in prepared):
         return "train.compile and train.channels_last train one model at a time"
     if any(not isinstance(p.plan.train, TensorSplit) for p in prepared):
@@ -80,6 +84,10 @@ def why_apart(prepared: list) -> str:
         if repr(p.plan.model) != text or [(k, v.shape, v.dtype) for k, v in p.plan.model.state_dict().items()] != shape:
             return "their models differ in structure"
     return StackedOptimizer.why_not([p.plan.optimizer for p in prepared])
+
+
+def _optimizers(prepared: list) -> list[torch.optim.Optimizer]:
+    return [p.plan.optimizer for p in prepared]
 
 
 def _classes(model: nn.Module) -> list[str]:
