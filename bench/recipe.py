@@ -27,17 +27,31 @@ import tempfile
 import time
 from pathlib import Path
 
+HERE = Path(__file__).resolve().parents[1]  # this checkout
 STAGES = ("inspect-data", "baseline", "overfit", "regularize", "tune", "squeeze")
 
 
 def one_run(config: str, setting: str, out: Path) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
     args, env = shlex.split(setting), dict(os.environ)
-    if args and args[0].startswith("at="):
-        env["PYTHONPATH"] = args.pop(0).removeprefix("at=")
+    code = args.pop(0).removeprefix("at=") if args and args[0].startswith("at=") else str(HERE)
+    # `python -m` puts its working directory first on sys.path: run in `out`, so that the
+    # checkout on PYTHONPATH is the one imported (from the repository root, it was this one)
+    env["PYTHONPATH"] = code
+    where = subprocess.run(
+        [sys.executable, "-c", "import nnrecipe; print(nnrecipe.__file__)"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=out,
+        check=True,
+    ).stdout.strip()
+    if not where.startswith(str(Path(code).resolve())):
+        raise SystemExit(f"{setting!r} would import {where}, not the checkout at {code}")
     cmd = [sys.executable, "-m", "nnrecipe.cli", "run", "--config", str(Path(config).resolve()), "--keep-going"]
     cmd += ["--json", *args, f"output_dir={out}"]
     t = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=out)
     wall = time.perf_counter() - t
     if proc.returncode not in (0, 1):
         raise SystemExit(f"{' '.join(cmd)} exited {proc.returncode}: {proc.stderr.strip().splitlines()[-1:]}")
