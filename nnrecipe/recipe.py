@@ -112,6 +112,8 @@ def _run_in(spec, *, base, spec_path, stages, console, options, stop_on_fail, sh
         )
     finally:
         torch.set_num_threads(threads)
+        if device.type == "cpu" and ranks is None:
+            thread_choice.enable(most=0)  # the next run in this process measures afresh
         run.unlock()
 
 

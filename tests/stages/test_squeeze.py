@@ -15,8 +15,9 @@ from nnrecipe.spec import load_spec
 QUICK = {"members": 3, "longer": {"enabled": False}, "distill": {"enabled": False}}
 
 
-def _spec(folder, name, *, data, model=None, train=None, squeeze=None, task="classification", optim=None):
+def _spec(folder, name, *, data, model=None, train=None, squeeze=None, task="classification", optim=None, **top):
     spec = {
+        **top,
         "name": name,
         "task": task,
         "data": data,
@@ -155,7 +156,9 @@ def test_squeeze_starts_from_regularize_best_yaml(cli, in_tmp):
 def test_resume_after_a_kill_mid_member_skips_finished_members_and_matches(cli, in_tmp):
     data = {"source": "synthetic", "args": {"num_train": 2000}}
     sq = {"members": 3, "distill": {"enabled": False}, "longer": {"enabled": False}}
-    path = _spec(in_tmp, "resume", data=data, train={"steps": 1500, "eval_every": 500}, squeeze=sq)
+    # members one at a time (a group's members checkpoint side by side, and a group is never
+    # resumed as one: each member resumes alone from its own last checkpoint)
+    path = _spec(in_tmp, "resume", data=data, train={"steps": 1500, "eval_every": 500}, squeeze=sq, batch_models=False)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "nnrecipe.cli", "squeeze", "--config", str(path)],
