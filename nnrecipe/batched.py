@@ -16,6 +16,7 @@ to its buffers in place (`batchable` says why, and the caller trains one at a ti
 from __future__ import annotations
 
 import copy
+import inspect
 from typing import Callable, Iterable, Sequence
 
 import torch
@@ -36,34 +37,36 @@ def batchable(model: nn.Module) -> str:
 class StackedOptimizer:
     """torch.optim's Adam, AdamW and SGD (momentum, L2 weight decay) for stacked parameters
     (K, ...), each model with its own learning rate (given at each step: its schedule's) and
-    weight decay, so that K models batched give the numbers K optimizers give one by one: where
-    every model has one learning rate and weight decay, torch's own optimizer on the stack;
-    else written out with foreach ops. Each model's state can be put back into its own torch
-    optimizer (`export`), for a checkpoint an unbatched run can resume."""
+    weight decay, so that K models batched give the numbers K optimizers give one by one.
+
+    It is always torch's own optimizer, of the models' class and settings, with its fused kernel
+    where theirs have it (2-3x a foreach Adam, BENCHMARKS.md). Where every model has one
+    learning rate and weight decay, it steps the stacked weights themselves. Otherwise it steps
+    a zeroed buffer at learning rate 1 and without weight decay, which leaves each model's
+    update direction there: the moments do not depend on either. Each model then moves by its
+    own learning rate times that buffer, after its own decay: L2 is added to its gradient
+    (Adam, SGD), AdamW's shrinks its weights by lr_k * wd_k. Each model's state can be put back
+    into its own torch optimizer (`export`), for a checkpoint an unbatched run can resume."""
 
     def __init__(self, optimizers: Sequence[torch.optim.Optimizer], params: dict[str, torch.Tensor]):
         group = optimizers[0].param_groups[0]
-        self.kind = "sgd" if isinstance(optimizers[0], torch.optim.SGD) else "adam"
-        self.decoupled = isinstance(optimizers[0], torch.optim.AdamW) or bool(group.get("decoupled_weight_decay"))
-        self.betas, self.eps = group.get("betas", (0.9, 0.999)), group.get("eps", 1e-8)
-        self.momentum = group.get("momentum", 0.0)
-        device = next(iter(params.values())).device
-        self.weight_decay = torch.tensor(
-            [o.param_groups[0]["weight_decay"] for o in optimizers], dtype=torch.float32, device=device
-        )
-        self.device = device
-        self.steps: dict[str, int] = {}  # per parameter, as torch.optim counts them (unused: none)
-        self.m: dict[str, torch.Tensor] = {}  # Adam's first moment, or SGD's momentum buffer
-        self.v: dict[str, torch.Tensor] = {}
-        # Every model at one learning rate and weight decay (a knob's seeds, squeeze's members):
-        # torch's own optimizer, of the models' class and settings, on the stacked parameters,
-        # with its fused kernel where the models' have it (BENCHMARKS.md: 2-3x a foreach Adam).
-        self.same: torch.optim.Optimizer | None = None
+        kind = type(optimizers[0])
+        self.decoupled = issubclass(kind, torch.optim.AdamW) or bool(group.get("decoupled_weight_decay"))
+        self.device = next(iter(params.values())).device
+        self.decay = [float(o.param_groups[0]["weight_decay"]) for o in optimizers]
         lrs = {o.param_groups[0]["lr"] for o in optimizers}
-        if len(lrs) == 1 and len({float(w) for w in self.weight_decay.tolist()}) == 1:
-            settings = {k: v for k, v in group.items() if k not in ("params", "initial_lr")}
-            self.same = type(optimizers[0])(list(params.values()), **settings)
-            self.names = {id(t): k for k, t in params.items()}
+        # one learning rate and weight decay (a knob's seeds, squeeze's members): torch's
+        # optimizer on the weights themselves, bit for bit what each gets alone
+        self.direct = len(lrs) == 1 and len(set(self.decay)) == 1
+        accepted = inspect.signature(kind.__init__).parameters
+        settings = {k: v for k, v in group.items() if k in accepted and k != "params"}
+        if self.direct:
+            self.steps = {k: t for k, t in params.items()}
+        else:
+            settings.update(lr=1.0, weight_decay=0.0)
+            self.steps = {k: torch.zeros_like(t) for k, t in params.items()}
+        self.reference = kind(list(self.steps.values()), **settings)
+        self.names = {id(t): k for k, t in self.steps.items()}
 
     @staticmethod
     def why_not(optimizers: Sequence[torch.optim.Optimizer]) -> str:
@@ -86,90 +89,49 @@ class StackedOptimizer:
                 return "their optimizers' settings differ beyond the learning rate and weight decay"
         return ""
 
-    @staticmethod
-    def _per_model(values: torch.Tensor, like: list[torch.Tensor]) -> list[torch.Tensor]:
-        return [values.reshape((-1,) + (1,) * (t.dim() - 1)) for t in like]
+    def _per_model(self, values: Sequence[float], like: list[torch.Tensor]) -> list[torch.Tensor]:
+        t = torch.tensor(list(values), dtype=torch.float32, device=self.device)
+        return [t.reshape((-1,) + (1,) * (x.dim() - 1)) for x in like]
 
     @torch.no_grad()
     def update(self, params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor], lrs: Sequence[float]) -> None:
         """One step of every model, in place, for the parameters that got a gradient."""
-        if self.same is not None:
+        names = list(grads)
+        p = [params[k] for k in names]
+        # laid out as the parameter: batched backward gives some gradients transposed, and torch
+        # 2.14's fused CPU Adam reads a gradient's memory as if laid out like its parameter
+        # (measured: a transposed gradient updates the wrong elements)
+        g = [grads[k].contiguous() for k in names]
+        for t in self.steps.values():
+            t.grad = None
+        if self.direct:
             if len(set(lrs)) > 1:  # equal learning rates and equal schedules cannot part
                 raise RuntimeError(f"the models' schedules parted: learning rates {sorted(set(lrs))}")
-            for k, t in params.items():
-                grad = grads.get(k)
-                # laid out as the parameter: vmap's backward gives some gradients transposed, and
-                # torch 2.14's fused CPU Adam reads a gradient's memory as if laid out like its
-                # parameter (measured: a transposed gradient updates the wrong elements)
-                t.grad = None if grad is None else grad.contiguous()
-            self.same.param_groups[0]["lr"] = lrs[0]
-            self.same.step()
-            for t in params.values():
-                t.grad = None
-            return
-        names = list(grads)
-        p, g = [params[k] for k in names], [grads[k] for k in names]
-        lr = self._per_model(torch.tensor(list(lrs), dtype=torch.float32, device=self.device), p)
-        wd = self._per_model(self.weight_decay, p)
-        decay = bool((self.weight_decay != 0).any())
-        for k in names:
-            self.steps[k] = self.steps.get(k, 0) + 1
-        if self.kind == "sgd":
-            self._sgd(names, p, g, lr, wd, decay)
-            return
-        if decay and self.decoupled:  # AdamW: the weights shrink first
-            torch._foreach_mul_(p, [1 - a * w for a, w in zip(lr, wd)])
-        elif decay:
-            g = list(torch._foreach_add(g, torch._foreach_mul(p, wd)))
-        for k, t in zip(names, p):
-            if k not in self.m:
-                self.m[k], self.v[k] = torch.zeros_like(t), torch.zeros_like(t)
-        m, v = [self.m[k] for k in names], [self.v[k] for k in names]
-        b1, b2 = self.betas
-        torch._foreach_lerp_(m, g, 1 - b1)  # m = b1 m + (1 - b1) g
-        torch._foreach_mul_(v, b2)
-        torch._foreach_addcmul_(v, g, g, value=1 - b2)
-        denom = torch._foreach_sqrt(v)
-        steps = [self.steps[k] for k in names]
-        torch._foreach_div_(denom, [(1 - b2**s) ** 0.5 for s in steps])
-        torch._foreach_add_(denom, self.eps)
-        step = torch._foreach_div(m, denom)
-        torch._foreach_mul_(step, lr)
-        torch._foreach_mul_(step, [1 / (1 - b1**s) for s in steps])
-        torch._foreach_sub_(p, step)
-
-    def _sgd(self, names, p, g, lr, wd, decay: bool) -> None:
-        if decay:
-            g = torch._foreach_add(g, torch._foreach_mul(p, wd))
-        if self.momentum:
-            for k, t in zip(names, g):
-                if k in self.m:
-                    self.m[k].mul_(self.momentum).add_(t)
-                else:
-                    self.m[k] = t.clone()
-            g = [self.m[k] for k in names]
-        torch._foreach_sub_(p, torch._foreach_mul(g, lr))
+            for t, grad in zip(p, g):
+                t.grad = grad
+            self.reference.param_groups[0]["lr"] = lrs[0]
+            self.reference.step()
+        else:
+            if any(self.decay) and self.decoupled:  # AdamW: each model's weights shrink first
+                torch._foreach_mul_(p, self._per_model([1 - a * w for a, w in zip(lrs, self.decay)], p))
+            elif any(self.decay):  # L2: into each model's gradient
+                torch._foreach_add_(g, torch._foreach_mul(p, self._per_model(self.decay, p)))
+            buf = [self.steps[k] for k in names]
+            torch._foreach_zero_(buf)
+            for t, grad in zip(buf, g):
+                t.grad = grad
+            self.reference.step()  # buf = -(each model's update direction), at learning rate 1
+            torch._foreach_mul_(buf, self._per_model(lrs, buf))
+            torch._foreach_add_(p, buf)
+        for t in self.steps.values():
+            t.grad = None
 
     def export(self, i: int, optimizer: torch.optim.Optimizer, model: nn.Module) -> None:
         """Model i's state into `optimizer` (built on model's parameters, in their order)."""
-        if self.same is not None:
-            mine = dict(model.named_parameters())
-            for t, state in self.same.state.items():
-                one = {k: v.clone() if k == "step" else v[i].clone() for k, v in state.items()}
-                optimizer.state[mine[self.names[id(t)]]] = one
-            return
-        for name, param in model.named_parameters():
-            if name not in self.steps:
-                continue
-            if self.kind == "sgd":
-                if name in self.m:
-                    optimizer.state[param] = {"momentum_buffer": self.m[name][i].clone()}
-                continue
-            optimizer.state[param] = {
-                "step": torch.tensor(float(self.steps[name])),
-                "exp_avg": self.m[name][i].clone(),
-                "exp_avg_sq": self.v[name][i].clone(),
-            }
+        mine = dict(model.named_parameters())
+        for t, state in self.reference.state.items():
+            one = {k: v.clone() if k == "step" else v[i].clone() for k, v in state.items()}
+            optimizer.state[mine[self.names[id(t)]]] = one
 
 
 class ManyModels:

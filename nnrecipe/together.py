@@ -40,8 +40,9 @@ from nnrecipe.stacked import StackedForward
 # The smallest group worth batching, per device type. On one CPU thread, shipped digits
 # experiments trained as one ran 1.16x the speed of one by one at K = 2, 1.72x at K = 4 and
 # 1.88x at K = 5 with the written-out forward (stacked.py), but through vmap 0.76x at K = 2,
-# 1.12x at K = 4 (bench/together.py, BENCHMARKS.md); and a pair that differs in weight decay,
-# whose update is written out per model instead of torch's fused Adam, 0.92-1.0x. Below
+# 1.12x at K = 4 (bench/together.py, BENCHMARKS.md); and a pair with learning rates or weight
+# decays of its own (each model's update scaled after the step, batched.StackedOptimizer)
+# 0.9-1.2x, against 1.2-1.6x for a pair with one (measured beside a test run). Below
 # SMALL_MIN_CPU models on a CPU, only written-out models with one learning rate and weight
 # decay train as one. On a GPU such models are launch-bound and two already share the launches.
 MIN_GROUP = {"cpu": 2, "cuda": 2}
