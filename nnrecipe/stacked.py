@@ -75,12 +75,13 @@ class StackedForward:
         if own_class(model) is not nn.Sequential:  # a user's Sequential under plugins.guard too
             return None
         layers: list[Layer] = []
-        for name, m in model.named_modules():
+        owned = {name for name, _ in model.named_parameters()}  # a shared layer's, under its first name
+        for name, m in model.named_modules(remove_duplicate=False):  # a layer used twice runs twice
             if m is model or type(m) is nn.Sequential:
                 continue  # its children follow in the order it calls them
             layer = _layer(name, m)
-            if layer is None:
-                return None
+            if layer is None or any(f"{name}.{p}" not in owned for p, _ in m.named_parameters()):
+                return None  # not written out, or its weights shared with another layer: vmap
             layers.append(layer)
         return cls(layers)
 

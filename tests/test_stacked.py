@@ -53,6 +53,16 @@ def test_the_written_out_forward_gives_each_model_what_it_gives_alone(arch):
     assert not torch.allclose(out[1], models[1](x[1]), atol=1e-3)
 
 
+def test_a_layer_used_twice_runs_twice():
+    relu = nn.ReLU()
+    model = nn.Sequential(nn.Linear(4, 4), relu, nn.Linear(4, 4), relu, nn.Linear(4, 1))
+    forward = stacked.StackedForward.of(model)
+    assert forward is not None and len(forward.layers) == 5
+    params = {k: v.detach().unsqueeze(0) for k, v in model.named_parameters()}
+    x = torch.randn(6, 4)
+    assert torch.allclose(forward(params, x, 1), model(x), atol=1e-6)
+
+
 @pytest.mark.parametrize(
     "model",
     [
@@ -61,8 +71,9 @@ def test_the_written_out_forward_gives_each_model_what_it_gives_alone(arch):
         nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4)),
         nn.Sequential(nn.Conv1d(2, 2, 3, padding="same")),  # padding given by name
         copy.deepcopy(nn.Linear(4, 4)),  # not a Sequential: its forward could be anything
+        nn.Sequential(*[nn.Linear(4, 4)] * 2),  # one layer's weights used twice
     ],
-    ids=["batchnorm", "softmax-dim0", "layernorm", "padding-same", "not-sequential"],
+    ids=["batchnorm", "softmax-dim0", "layernorm", "padding-same", "not-sequential", "shared-weights"],
 )
 def test_what_is_not_written_out_goes_to_vmap(model):
     assert stacked.StackedForward.of(model) is None
