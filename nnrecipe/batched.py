@@ -60,13 +60,14 @@ class StackedOptimizer:
         self.direct = len(lrs) == 1 and len(set(self.decay)) == 1
         accepted = inspect.signature(kind.__init__).parameters
         settings = {k: v for k, v in group.items() if k in accepted and k != "params"}
+        # what the reference optimizer steps: the weights, or a buffer of each one's update
         if self.direct:
-            self.steps = {k: t for k, t in params.items()}
+            self.stepped = dict(params)
         else:
             settings.update(lr=1.0, weight_decay=0.0)
-            self.steps = {k: torch.zeros_like(t) for k, t in params.items()}
-        self.reference = kind(list(self.steps.values()), **settings)
-        self.names = {id(t): k for k, t in self.steps.items()}
+            self.stepped = {k: torch.zeros_like(t) for k, t in params.items()}
+        self.reference = kind(list(self.stepped.values()), **settings)
+        self.names = {id(t): k for k, t in self.stepped.items()}
 
     @staticmethod
     def why_not(optimizers: Sequence[torch.optim.Optimizer]) -> str:
@@ -102,8 +103,6 @@ class StackedOptimizer:
         # 2.14's fused CPU Adam reads a gradient's memory as if laid out like its parameter
         # (measured: a transposed gradient updates the wrong elements)
         g = [grads[k].contiguous() for k in names]
-        for t in self.steps.values():
-            t.grad = None
         if self.direct:
             if len(set(lrs)) > 1:  # equal learning rates and equal schedules cannot part
                 raise RuntimeError(f"the models' schedules parted: learning rates {sorted(set(lrs))}")
@@ -116,14 +115,14 @@ class StackedOptimizer:
                 torch._foreach_mul_(p, self._per_model([1 - a * w for a, w in zip(lrs, self.decay)], p))
             elif any(self.decay):  # L2: into each model's gradient
                 torch._foreach_add_(g, torch._foreach_mul(p, self._per_model(self.decay, p)))
-            buf = [self.steps[k] for k in names]
+            buf = [self.stepped[k] for k in names]
             torch._foreach_zero_(buf)
             for t, grad in zip(buf, g):
                 t.grad = grad
             self.reference.step()  # buf = -(each model's update direction), at learning rate 1
             torch._foreach_mul_(buf, self._per_model(lrs, buf))
             torch._foreach_add_(p, buf)
-        for t in self.steps.values():
+        for t in self.stepped.values():  # unused parameters kept none: no update, as torch.optim
             t.grad = None
 
     def export(self, i: int, optimizer: torch.optim.Optimizer, model: nn.Module) -> None:

@@ -222,7 +222,8 @@ class Engine:
     def _settle_threads(self, plan: "TrainPlan") -> None:
         """At the process's first CPU training: the torch thread count its model trains fastest
         with (threads.py; the user's OMP_NUM_THREADS stands)."""
-        if self.device.type == "cpu" and isinstance(plan.train, TensorSplit) and distributed.current() is None:
+        cpu = self.device.type == "cpu" and distributed.current() is None
+        if cpu and threads.pending() and isinstance(plan.train, TensorSplit):
             threads.settle(plan.model, plan.train.take(slice(0, plan.batch_size))[0])
 
     def _step(self, plan: "TrainPlan", forward: nn.Module, batches: BatchStream) -> tuple[torch.Tensor, float]:

@@ -71,15 +71,15 @@ class BatchStream:
     def _new_epoch(self) -> None:
         self._epoch_state = self.generator.get_state()  # before the epoch's permutation is drawn
         self._taken = 0
-        shuffle, short = self.drop, self.batch_size  # shuffled when more than one batch
+        shuffle = self.drop  # more than one batch
         if isinstance(self.split, TensorSplit):  # rows, taken by __next__
             rows = self.split.rows(self.batch_size, shuffle=shuffle, generator=self.generator)
-            self._it = (r for r in rows if not (self.drop and _count(r) < short))
+            self._it = (r for r in rows if not (self.drop and _count(r) < self.batch_size))
         else:
             it = self.split.iterate(
                 self.batch_size, shuffle=shuffle, generator=self.generator, pin_memory=self.pin_memory
             )
-            self._it = (b for b in it if not (self.drop and len(b[1]) < short))
+            self._it = (b for b in it if not (self.drop and len(b[1]) < self.batch_size))
 
     def __next__(self) -> Batch:
         item = self._next()

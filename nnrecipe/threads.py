@@ -47,6 +47,11 @@ def enable(most: int) -> None:
     _Choice.chosen, _Choice.note, _Choice.said = None, "", False
 
 
+def pending() -> bool:
+    """Whether this process still has a thread count to choose."""
+    return _Choice.most > 1 and _Choice.chosen is None
+
+
 def choose(step_s: dict[int, float], *, within: float = WITHIN) -> int:
     """The fewest threads whose step time is within `within` of the fastest."""
     best = min(step_s.values())
@@ -68,7 +73,7 @@ def settle(model: nn.Module, x) -> None:
     RNG is left as it was, and the run's own loss is not called (a probe may be recording the
     first batch through it): the step's backward starts from the sum of the outputs. Where the
     model fails, the threads stay as they are and training says what failed."""
-    if _Choice.most <= 1 or _Choice.chosen is not None:
+    if not pending():
         return
     before = torch.get_num_threads()
     timings: dict[int, float] = {}

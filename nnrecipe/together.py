@@ -63,10 +63,11 @@ def why_apart(prepared: list) -> str:
     why = batchable(first.plan.model)
     if why:
         return why
+    optimizers = [p.plan.optimizer for p in prepared]
     if first.engine.device.type == "cpu" and len(prepared) < SMALL_MIN_CPU:
         if StackedForward.of(first.plan.model) is None:
             return f"through vmap, fewer than {SMALL_MIN_CPU} models on a CPU train faster one at a time"
-        if len({(o.param_groups[0]["lr"], o.param_groups[0]["weight_decay"]) for o in _optimizers(prepared)}) > 1:
+        if len({(o.param_groups[0]["lr"], o.param_groups[0]["weight_decay"]) for o in optimizers}) > 1:
             return (
                 f"with learning rates or weight decays of their own, fewer than {SMALL_MIN_CPU} models on a CPU "
                 "train as fast one at a time"
@@ -84,11 +85,7 @@ def why_apart(prepared: list) -> str:
             return "their models are of different classes"
         if repr(p.plan.model) != text or [(k, v.shape, v.dtype) for k, v in p.plan.model.state_dict().items()] != shape:
             return "their models differ in structure"
-    return StackedOptimizer.why_not([p.plan.optimizer for p in prepared])
-
-
-def _optimizers(prepared: list) -> list[torch.optim.Optimizer]:
-    return [p.plan.optimizer for p in prepared]
+    return StackedOptimizer.why_not(optimizers)
 
 
 def _classes(model: nn.Module) -> list[str]:
@@ -123,7 +120,7 @@ class Group:
         # A plain stack of layers runs written out (stacked.py), else through vmap; the built-in
         # losses as the mean of each model's per-example losses, else through vmap. The first
         # batch checks both against vmap's (`_written_out_agrees`).
-        self.written = StackedForward.of(self.template) if not self.buffers else None
+        self.written = StackedForward.of(self.template)  # None: vmap
         self.written_loss = stacked_loss(self.plans[0].loss_fn)
 
     def batch(self, streams: list[BatchStream]) -> tuple[Any, torch.Tensor]:
@@ -197,7 +194,7 @@ class Group:
         self.template.eval()
         try:
             want = self._forward(x, written=False)
-            got = self._forward(x, written=True)
+            got = self._forward(x, written=True) if self.written is not None else want
             want_loss, got_loss = self._losses(want, y, written=False), self._losses(want, y, written=True)
         finally:
             self.template.train()

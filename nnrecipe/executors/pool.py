@@ -188,11 +188,12 @@ def _worker_start(base: str, devices: tuple[str, ...], threads: int, counter) ->
         index = counter.value
         counter.value += 1
     torch.set_num_threads(threads)
-    if devices[index % len(devices)].startswith("cpu"):
+    device = resolve_device(devices[index % len(devices)])
+    if device.type == "cpu":
         from nnrecipe import threads as thread_choice
 
         thread_choice.enable(most=threads)  # measured at this worker's first training
-    _STATE.update(base=Path(base), device=resolve_device(devices[index % len(devices)]), data={})
+    _STATE.update(base=Path(base), device=device, data={})
 
 
 def _data(spec):
