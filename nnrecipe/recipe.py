@@ -91,9 +91,9 @@ def _run_in(spec, *, base, spec_path, stages, console, options, stop_on_fail, sh
         # this process trains too (the stages' single models, squeeze's student beside a worker):
         # the workers' share of the cores, and a CPU run's numbers as in a worker (same threads)
         torch.set_num_threads(workers.threads)
-    if device.type == "cpu" and ranks is None:
-        from nnrecipe import threads as thread_choice
+    from nnrecipe import threads as thread_choice
 
+    if device.type == "cpu" and ranks is None:
         thread_choice.enable(most=torch.get_num_threads())  # measured at the first training
     try:
         return _run_locked(
@@ -112,8 +112,7 @@ def _run_in(spec, *, base, spec_path, stages, console, options, stop_on_fail, sh
         )
     finally:
         torch.set_num_threads(threads)
-        if device.type == "cpu" and ranks is None:
-            thread_choice.enable(most=0)  # the next run in this process measures afresh
+        thread_choice.enable(most=0)  # the next run in this process measures afresh
         run.unlock()
 
 
