@@ -59,15 +59,29 @@ class StackedOptimizer:
         # optimizer on the weights themselves, bit for bit what each gets alone
         self.direct = len(lrs) == 1 and len(set(self.decay)) == 1
         accepted = inspect.signature(kind.__init__).parameters
-        settings = {k: v for k, v in group.items() if k in accepted and k != "params"}
-        # what the reference optimizer steps: the weights, or a buffer of each one's update
-        if self.direct:
-            self.stepped = dict(params)
-        else:
-            settings.update(lr=1.0, weight_decay=0.0)
-            self.stepped = {k: torch.zeros_like(t) for k, t in params.items()}
-        self.reference = kind(list(self.stepped.values()), **settings)
+        self.kind = kind
+        self.settings = {k: v for k, v in group.items() if k in accepted and k != "params"}
+        if not self.direct:
+            self.settings.update(lr=1.0, weight_decay=0.0)
+        self._build(params)
+
+    def _build(self, params: dict[str, torch.Tensor]) -> None:
+        """The reference optimizer on what it steps: the weights, or a buffer of each one's update."""
+        self.stepped = dict(params) if self.direct else {k: torch.zeros_like(t) for k, t in params.items()}
+        self.reference = self.kind(list(self.stepped.values()), **self.settings)
         self.names = {id(t): k for k, t in self.stepped.items()}
+
+    @torch.no_grad()
+    def keep(self, rows: Sequence[int], params: dict[str, torch.Tensor]) -> None:
+        """Only the models at `rows` of the stack go on, `params` theirs (stacked anew): each one's
+        optimizer state goes with it (the others stopped: early stopping, pruning)."""
+        index = torch.tensor(list(rows), device=self.device)
+        state = {self.names[id(t)]: s for t, s in self.reference.state.items()}
+        self.decay = [self.decay[i] for i in rows]
+        self._build(params)
+        for name, t in self.stepped.items():
+            if name in state:  # "step" is one count for all (every model steps each step)
+                self.reference.state[t] = {k: _rows(k, v, index) for k, v in state[name].items()}
 
     @staticmethod
     def why_not(optimizers: Sequence[torch.optim.Optimizer]) -> str:
@@ -131,6 +145,12 @@ class StackedOptimizer:
         for t, state in self.reference.state.items():
             one = {k: v.clone() if k == "step" else v[i].clone() for k, v in state.items()}
             optimizer.state[mine[self.names[id(t)]]] = one
+
+
+def _rows(key: str, value, index: torch.Tensor):
+    """An optimizer state entry of the models at `index`: their rows of a per-model tensor."""
+    per_model = isinstance(value, torch.Tensor) and value.dim() > 0 and key != "step"
+    return value.index_select(0, index) if per_model else value
 
 
 class ManyModels:

@@ -267,10 +267,10 @@ class Engine:
         log.val(result, step, model, self.task.val_scalars(result.loss))
         if state.evaluated(step, result) and ckpt.best is not None:
             save_checkpoint(ckpt.best, model=model, step=step)
-        if plan.on_eval is not None:
-            plan.on_eval(step, model, result)  # prediction dynamics; tune reports to its pruner (may raise)
+        # prediction dynamics; tune reports to its pruner, which may end the trial here (True)
+        ended = plan.on_eval is not None and bool(plan.on_eval(step, model, result))
         es = plan.early_stopping
-        stop = es is not None and es.update(step, model, result.loss) and plan.stop_early
+        stop = (es is not None and es.update(step, model, result.loss) and plan.stop_early) or ended
         if ckpt.last is not None:
             save_checkpoint(
                 ckpt.last,

@@ -67,7 +67,8 @@ class TrainPlan:
     augment: Optional[Callable] = None  # (x, y) -> (x, y) on each training batch, on the device
     early_stopping: Optional[EarlyStopping] = None  # watches each evaluation
     stop_early: bool = True  # end training when its patience runs out (else it only watches)
-    on_eval: Optional[Callable] = None  # (step, model, EvalResult) after each evaluation; may raise
+    # (step, model, EvalResult) after each evaluation; True ends training there (a pruned trial)
+    on_eval: Optional[Callable] = None
     checkpoints: Checkpoints = Checkpoints()
     log: Logging = Logging()
 
@@ -593,7 +594,7 @@ class Trainer:
 def _group_key(exp: Experiment) -> Optional[str]:
     """What an experiment must share with others to train as one with them (None: it trains
     alone): the spec but for seed, learning rate and weight decay; budget; evaluations."""
-    if exp.model is not None or exp.loss_fn is not None or exp.on_eval is not None or exp.histograms:
+    if exp.model is not None or exp.loss_fn is not None or exp.histograms:
         return None
     if exp.checkpoints.resume is not None:
         return None  # continues alone, exactly where it stopped

@@ -122,19 +122,34 @@ class Group:
         # batch checks both against vmap's (`_written_out_agrees`).
         self.written = StackedForward.of(self.template)  # None: vmap
         self.written_loss = stacked_loss(self.plans[0].loss_fn)
+        self.slots = list(range(len(prepared)))  # the experiments in the stack, row by row (`keep`)
+
+    @torch.no_grad()
+    def keep(self, alive: list[int]) -> None:
+        """Only the experiments `alive` (indices into `prepared`) go on in the stack: the others
+        stopped (early stopping, a pruned trial, a diverged loss) and were copied out, and a
+        smaller stack steps faster than one that carries idle models."""
+        rows = [self.slots.index(i) for i in alive]
+        index = torch.tensor(rows, device=self.engine.device)
+        self.params = {k: v.index_select(0, index).requires_grad_(True) for k, v in self.params.items()}
+        self.buffers = {k: v.index_select(0, index) for k, v in self.buffers.items()}
+        self.opt.keep(rows, self.params)
+        self.slots = list(alive)
 
     def batch(self, streams: list[BatchStream]) -> tuple[Any, torch.Tensor]:
-        """Each model's next batch, augmented from its own RNG stream, stacked: (K, B, ...)."""
+        """Each model's next batch (of those in the stack; `streams`: every experiment's),
+        augmented from its own RNG stream, stacked: (K, B, ...)."""
         split = self.plans[0].train
         if self.one_split:  # K streams on one in-memory split (seeds, members): one gather
-            idx = torch.cat([_index(s.next_rows(), split.device) for s in streams])
+            idx = torch.cat([_index(streams[i].next_rows(), split.device) for i in self.slots])
             x, y = self.engine._to_device(split.take(idx))
-            k = len(streams)
+            k = len(self.slots)
             return inputs.map_leaves(lambda t: t.reshape(k, -1, *t.shape[1:]), x), y.reshape(k, -1, *y.shape[1:])
         xs, ys = [], []
         device = self.engine.device
-        for i, (plan, stream) in enumerate(zip(self.plans, streams)):
-            x, y = self.engine._to_device(next(stream))
+        for i in self.slots:
+            plan = self.plans[i]
+            x, y = self.engine._to_device(next(streams[i]))
             if plan.augment is not None:
                 set_rng_state(self.rngs[i], device)
                 with torch.no_grad():
@@ -145,8 +160,8 @@ class Group:
         return pytree.tree_map(lambda *t: torch.stack(t), *xs), torch.stack(ys)
 
     def step(self, x: Any, y: torch.Tensor, *, first: bool = False) -> tuple[torch.Tensor, list[float]]:
-        """One optimizer step of every model on its own batch: (each model's loss (K,), the LRs
-        applied). On the `first`, an error of the vmapped forward and backward (vmap cannot take
+        """One optimizer step of every model in the stack on its own batch: (each one's loss (K,),
+        the LRs applied). On the `first`, an error of the vmapped forward and backward (vmap cannot take
         the model or its loss; memory) is raised as Apart, before anything changed."""
         try:
             if first and (self.written is not None or self.written_loss is not None):
@@ -160,9 +175,10 @@ class Group:
             raise Apart(f"vmap could not train them as one ({type(exc).__name__}: {line[:160]})") from exc
         if self.clip is not None:
             _clip_per_model(list(grads.values()), self.clip)
-        lrs = [p.optimizer.param_groups[0]["lr"] for p in self.plans]
+        plans = [self.plans[i] for i in self.slots]
+        lrs = [p.optimizer.param_groups[0]["lr"] for p in plans]
         self.opt.update(self.params, grads, lrs)
-        for p in self.plans:
+        for p in plans:
             if p.scheduler is not None:
                 p.optimizer._opt_called = True  # type: ignore[attr-defined]  # its step, taken here
                 p.scheduler.step()
@@ -170,7 +186,7 @@ class Group:
 
     def _forward(self, x: Any, *, written: bool) -> torch.Tensor:
         """The K models' outputs (K, B, ...) on their batches x (K, B, ...)."""
-        k = len(self.plans)
+        k = len(self.slots)
         with self.engine._autocast():
             if written and self.written is not None and isinstance(x, torch.Tensor):
                 out = self.written(self.params, x.flatten(0, 1), k)
@@ -184,7 +200,7 @@ class Group:
     def _losses(self, out: torch.Tensor, y: torch.Tensor, *, written: bool) -> torch.Tensor:
         """Each model's loss (K,) of its outputs (K, B, ...) and targets (K, B, ...)."""
         if written and self.written_loss is not None:
-            return self.written_loss(out.flatten(0, 1), y.flatten(0, 1), len(self.plans))
+            return self.written_loss(out.flatten(0, 1), y.flatten(0, 1), len(self.slots))
         return vmap(self.plans[0].loss_fn)(out, y)
 
     @torch.no_grad()
@@ -217,14 +233,14 @@ class Group:
     def copy_out(self, i: int) -> nn.Module:
         """Model i's module with its current weights (and, for its last checkpoint, its
         optimizer's state in torch.optim's format)."""
-        model = self.plans[i].model
+        model, row = self.plans[i].model, self.slots.index(i)
         for name, p in model.named_parameters():
-            p.copy_(self.params[name][i])
+            p.copy_(self.params[name][row])
         for name, b in model.named_buffers():
             if name in self.buffers:
-                b.copy_(self.buffers[name][i])
+                b.copy_(self.buffers[name][row])
         if self.plans[i].checkpoints.last is not None:
-            self.opt.export(i, self.plans[i].optimizer, model)
+            self.opt.export(row, self.plans[i].optimizer, model)
         return model
 
 
@@ -272,13 +288,13 @@ def train_together(prepared: list) -> list[History]:
     logs = [StepLog(p.log, steps=steps, start=0) for p in plans]
     every, evals = logs[0].every, plans[0].eval_every if plans[0].val is not None else 0
     ended: list[Optional[int]] = [None] * k  # the step each model stopped at (None: still training)
+    in_stack = torch.arange(k, device=engine.device)  # group.slots: whose losses the stack's rows are
     step = 0
     for step in range(1, steps + 1):
         loss, lrs = first if step == 1 else group.step(*group.batch(streams))
-        losses[step - 1] = loss
-        for i in range(k):
-            if ended[i] is None:
-                states[i].lrs.append(lrs[i])
+        losses[step - 1].index_copy_(0, in_stack, loss)
+        for row, i in enumerate(group.slots):
+            states[i].lrs.append(lrs[row])
         if step % every == 0 or step == steps:
             for i in _training(ended):
                 logs[i].losses(states[i], step)
@@ -289,8 +305,12 @@ def train_together(prepared: list) -> list[History]:
             for i in _training(ended):
                 if _evaluate(group, i, states[i], logs[i], streams[i], step):
                     ended[i] = step
-        if all(e is not None for e in ended):
+        alive = _training(ended)
+        if not alive:
             break
+        if len(alive) < len(group.slots):
+            group.keep(alive)
+            in_stack = torch.tensor(alive, device=engine.device)
     for i in _training(ended):
         group.copy_out(i)
         ended[i] = step

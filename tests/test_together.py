@@ -93,19 +93,58 @@ def test_a_group_gives_each_experiment_the_numbers_it_gives_alone(digits, optim)
     assert len({round(r.val_loss, 4) for r in batched}) == 4  # four different experiments, not one four times
 
 
-def test_a_model_that_diverges_or_stops_early_stops_where_it_would_alone(digits):
+def test_a_model_that_diverges_or_stops_early_stops_where_it_would_alone(digits, monkeypatch):
     """One model blows up (a huge learning rate), one runs out of early stopping's patience: the
-    others train on; each stops at the step it stops at alone, with the weights it has there."""
+    others train on; each stops at the step it stops at alone, with the weights it has there.
+    Each one that stops leaves the stack, and the others' weights and optimizer state go on."""
+    from nnrecipe import together
+
     base = _spec()
     blow = base.model_copy(update={"optim": base.optim.model_copy(update={"lr": 1e30})})
     stop = base.model_copy(update={"train": base.train.model_copy(update={"early_stopping": 1})})
     overfit = stop.model_copy(update={"optim": stop.optim.model_copy(update={"lr": 3e-2})})
     exps = [Experiment(f"m{i}", s, steps=200, eval_every=20, seed=i) for i, s in enumerate([base, blow, overfit, stop])]
+    stacks, keep = [], together.Group.keep
+
+    def spy(group, alive):
+        keep(group, alive)
+        stacks.append((list(alive), next(iter(group.params.values())).shape[0]))
+
+    monkeypatch.setattr(together.Group, "keep", spy)
     batched, alone = _together(exps, [digits] * 4), _alone(exps, [digits] * 4)
+    assert stacks == [([0, 2, 3], 3), ([0, 3], 2)]  # the diverged one left first, then the stopped one
     for a, b in zip(batched, alone):
         _same(a, b, tol=1e-4)
     assert batched[1].diverged and batched[1].steps < 200
     assert batched[2].history.stopped_early and batched[2].steps < 200 and batched[0].steps == 200
+
+
+def test_an_evaluation_hook_that_ends_a_model_ends_it_there_alone_and_in_a_group(digits):
+    """tune's pruner: a hook returning True after an evaluation ends that model's training there
+    (steps, weights, curve as alone); the others train on without it."""
+    seen: dict[str, list[int]] = {}
+
+    def hook(name: str, end_at: int):
+        def on_eval(step, model, result) -> bool:
+            seen.setdefault(name, []).append(step)
+            return step >= end_at
+
+        return on_eval
+
+    def exps():
+        lrs = [1e-3, 3e-3, 2e-4, 5e-4]
+        return [
+            Experiment(f"m{i}", _spec(lr=lr), steps=120, eval_every=20, seed=i, on_eval=hook(f"m{i}", end))
+            for i, (lr, end) in enumerate(zip(lrs, [200, 40, 200, 80]))
+        ]
+
+    batched = _together(exps(), [digits] * 4)
+    steps_seen, seen = dict(seen), {}
+    alone = _alone(exps(), [digits] * 4)
+    assert steps_seen == seen and seen["m1"] == [20, 40] and seen["m0"][-1] == 120
+    assert [r.steps for r in batched] == [120, 40, 120, 80]
+    for a, b in zip(batched, alone):
+        _same(a, b)
 
 
 def test_checkpoints_of_a_group_hold_what_an_unbatched_run_writes(digits, tmp_path):
