@@ -2,12 +2,13 @@
 engine's whole path (by hand; never a test).
 
     OMP_NUM_THREADS=1 python bench/together.py [--ks 1 2 4 5 10] [--steps 1000] [--rounds 3]
-                                               [--config configs/mnist1d.yaml] [--device cuda]
+                                               [--config configs/mnist1d.yaml] [--device cuda] [--own-lr]
                                                [--json bench/results/together_cpu.json]
 
 Each experiment is the spec of --config (default: the shipped digits spec, configs/digits.yaml:
 the MLP 64-128-128-10, batch 64, Adam 3e-4) with an evaluation every 200 steps, at its own seed,
-with its augmentation, scored on train and val as a stage scores it: `run_group` (K models stacked, one vmapped step) against `run_experiment` K times.
+with its augmentation, scored on train and val as a stage scores it (with --own-lr, each at its own
+learning rate, spread log-uniformly over [1e-4, 1e-2] as tune's trials are): `run_group` (K models stacked, one vmapped step) against `run_experiment` K times.
 Both alternate within one process, after one warm-up round. Reported per K: model-steps per
 second of each (median over rounds), the per-round ratio (median, min-max), and the largest
 difference between the two ways in any experiment's val loss.
@@ -64,6 +65,14 @@ def _hand_step_s(exp: Experiment, data, device: torch.device, base: Path, rows: 
     return best
 
 
+def _at(spec, i: int, k: int, own_lr: bool):
+    """Experiment i of k: the spec, or at its own learning rate, 1e-4 to 1e-2 evenly in log."""
+    if not own_lr:
+        return spec
+    lr = 1e-4 * 100 ** (i / max(k - 1, 1))
+    return spec.model_copy(update={"optim": spec.optim.model_copy(update={"lr": lr})})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 5, 10])
@@ -72,6 +81,7 @@ def main() -> None:
     ap.add_argument("--config", type=Path, default=None)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--own-lr", action="store_true", help="each model its own learning rate (tune's trials)")
     args = ap.parse_args()
     device = torch.device(args.device)
     spec, base = load_spec(args.config) if args.config else (Spec(), BASE)
@@ -80,7 +90,10 @@ def main() -> None:
     data = data.to(device)
     rows = []
     for k in args.ks:
-        exps = [Experiment(f"m{i}", spec, steps=args.steps, eval_every=200, seed=i) for i in range(k)]
+        exps = [
+            Experiment(f"m{i}", _at(spec, i, k, args.own_lr), steps=args.steps, eval_every=200, seed=i)
+            for i in range(k)
+        ]
         alone_s, together_s, diff = [], [], 0.0
         for r in range(args.rounds + 1):
             t = time.perf_counter()
@@ -120,6 +133,7 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "machine": platform.machine(),
         "steps": args.steps,
+        "own_lr": args.own_lr,
         "rows": rows,
     }
     if args.json:

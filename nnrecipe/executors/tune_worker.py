@@ -34,6 +34,7 @@ class Plan:
     every: int
     device: str
     devices: tuple[str, ...] = ()  # worker i trains on devices[i % len] (a GPU each); empty: `device`
+    workers: int = 1  # processes on the study here
 
     def write(self, path: Path) -> None:
         from nnrecipe import atomic
@@ -45,13 +46,21 @@ class Plan:
         return cls(**json.loads(Path(path).read_text()))
 
 
-def make_objective(*, start, space: dict, trainer, seed: int, data, ctx) -> Callable:
-    """The trial's objective (maximised, always finite: Task.objective): the task's metric on
-    the selection half of val (Task.val_halves), so that tune-improves can confirm the winner
-    on examples that did not choose it; on all of val where the task has no halves. The pruner
-    compares intermediate evaluations on all of val (it only stops trials early)."""
+# What trials may differ in and still train as one (experiments._group_key).
+TOGETHER = frozenset({"optim.lr", "optim.weight_decay"})
+
+
+def make_runner(*, start, space: dict, trainer, seed: int, data, ctx) -> Callable[[list], list]:
+    """Trains a round of asked trials (as one where they share an architecture): each one's
+    outcome, its objective (maximised, always finite: Task.objective) or TrialPruned.
+
+    The objective is the task's metric on the selection half of val (Task.val_halves), so that
+    tune-improves can confirm the winner on examples that did not choose it; on all of val
+    where the task has no halves. The pruner compares intermediate evaluations on all of val
+    (it only stops trials early)."""
     import optuna
 
+    from nnrecipe.experiments import Job
     from nnrecipe.probes.tune_space import suggest
     from nnrecipe.spec import apply_params
 
@@ -59,21 +68,20 @@ def make_objective(*, start, space: dict, trainer, seed: int, data, ctx) -> Call
     halves = task.val_halves(len(data.val), seed)
     target_var = task.target_variance(data)
 
-    def objective(trial) -> float:
-        params = suggest(trial, space)
-        spec = apply_params(start, params)
-
-        def report(step, model, result):
+    def reporter(trial, pruned: dict) -> Callable:
+        def report(step, model, result) -> bool:
             trial.report(task.objective(result.metric), step)
             if trial.should_prune():
-                trial.set_user_attr("steps", int(step))
-                raise optuna.TrialPruned(f"pruned at step {step}")
+                pruned[trial.number] = int(step)
+                return True  # training ends here
+            return False
 
-        label = f"trial-{trial.number:03d}"
-        try:
-            r = trainer.train(label, spec, seed=seed, on_eval=report, keep_model=False)
-        finally:
-            ctx.close_writer(STAGE, label)
+        return report
+
+    def outcome(trial, r, pruned_at: Optional[int]):
+        if pruned_at is not None:
+            trial.set_user_attr("steps", pruned_at)
+            return optuna.TrialPruned(f"pruned at step {pruned_at}")
         trial.set_user_attr("steps", r.steps)
         trial.set_user_attr("diverged", bool(r.diverged))
         trial.set_user_attr("val_loss", float(r.val_loss) if math.isfinite(r.val_loss) else None)
@@ -83,7 +91,42 @@ def make_objective(*, start, space: dict, trainer, seed: int, data, ctx) -> Call
             return task.objective(r.val_metric)
         return task.objective(task.metric_of(r.val_scores[halves[0]], target_var))
 
-    return objective
+    def run(trials: list) -> list:
+        pruned: dict[int, int] = {}  # trial number -> the step its pruner stopped it at
+        jobs = [
+            Job(
+                f"trial-{t.number:03d}",
+                apply_params(start, suggest(t, space)),
+                seed,
+                more={"on_eval": reporter(t, pruned), "keep_model": False},
+            )
+            for t in trials
+        ]
+        try:
+            results = trainer.submit(jobs, parallel=False).results()
+        finally:
+            for job in jobs:
+                ctx.close_writer(STAGE, job.name)
+        for t in trials:
+            t.set_user_attr("round_of", len(trials))
+        return [outcome(t, r, pruned.get(t.number)) for t, r in zip(trials, results)]
+
+    return run
+
+
+def rounds(start, plan: Plan, ctx):
+    """How many trials this worker asks for at once (tune_study.Rounds): as many as train as one
+    (together.MAX_GROUP) where the space holds only what trials of one architecture may differ
+    in; one at a time for an RDB study (Optuna's heartbeat thread watches one trial) or where
+    the spec turns batched training off."""
+    from nnrecipe import together
+    from nnrecipe.probes import tune_study as ts
+
+    cfg = start.stages.tune
+    one = ts.is_url(plan.storage) or not set(cfg.space) <= TOGETHER or not getattr(ctx.spec, "batch_models", True)
+    return ts.Rounds(
+        batch=1 if one else together.MAX_GROUP, sampler=cfg.sampler, pruner=cfg.pruner, workers=plan.workers
+    )
 
 
 def run_worker(plan: Plan, *, ctx, index: int, start, on_idle: Optional[Callable[[], None]] = None, study=None) -> int:
@@ -107,10 +150,8 @@ def run_worker(plan: Plan, *, ctx, index: int, start, on_idle: Optional[Callable
     else:
         study.sampler, study.pruner = sampler, pruner
     trainer = Trainer(ctx, stage=STAGE, steps=plan.steps, every=plan.every)
-    objective = make_objective(
-        start=start, space=cfg.space, trainer=trainer, seed=plan.seed, data=trainer.data(start), ctx=ctx
-    )
-    return ts.work(study, objective, trials=plan.trials, worker=worker, on_idle=on_idle)
+    run = make_runner(start=start, space=cfg.space, trainer=trainer, seed=plan.seed, data=trainer.data(start), ctx=ctx)
+    return ts.work(study, run, trials=plan.trials, worker=worker, rounds=rounds(start, plan, ctx), on_idle=on_idle)
 
 
 def die_with_parent() -> None:

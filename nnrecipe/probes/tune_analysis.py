@@ -25,7 +25,8 @@ class TrialRecord:
     diverged: bool = False
     val_loss: Optional[float] = None
     train_metric: Optional[float] = None
-    seconds: Optional[float] = None
+    seconds: Optional[float] = None  # from its start to its end: its round's, for a round of several
+    round_of: int = 1  # the trials asked and trained with it (as one, where they could: tune_study.Rounds)
     worker: str = ""
     retry_of: Optional[int] = None  # the trial (killed or stale) this one re-runs
     intermediate: dict[int, float] = dataclasses.field(default_factory=dict)  # step -> val metric
@@ -53,6 +54,7 @@ def records(study) -> list[TrialRecord]:
                 seconds=(t.datetime_complete - t.datetime_start).total_seconds()
                 if t.datetime_complete and t.datetime_start
                 else None,
+                round_of=int(a.get("round_of", 1)),
                 worker=a.get("worker", ""),
                 retry_of=t.system_attrs.get("failed_trial"),
                 intermediate=inter,

@@ -12,6 +12,7 @@ once, before any training, as FAIL with the user attribute `surplus`.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import socket
@@ -175,7 +176,7 @@ def make_sampler(kind: str, *, seed: int, start: dict[str, Any], worker: str):
 
 def make_pruner(kind: str, *, steps: int, warmup: float):
     if kind == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=int(steps * warmup))
+        return optuna.pruners.MedianPruner(n_startup_trials=MEDIAN_STARTUP, n_warmup_steps=int(steps * warmup))
     if kind == "halving":
         return optuna.pruners.SuccessiveHalvingPruner()
     return optuna.pruners.NopPruner()
@@ -227,21 +228,46 @@ class Surplus(Exception):
     """This trial would be one more than requested: given back before any work."""
 
 
-def work(study, objective: Callable, *, trials: int, worker: str, on_idle: Optional[Callable[[], None]] = None) -> int:
+MEDIAN_STARTUP = 4  # the median pruner prunes once this many trials have completed
+TPE_STARTUP = 10  # Optuna's TPE samples its first 10 trials at random
+
+
+@dataclasses.dataclass(frozen=True)
+class Rounds:
+    """How many trials a worker asks for at once (and trains as one, together.py, where they
+    share an architecture: trials that differ only in learning rate and weight decay).
+
+    A round never holds trials that should have seen each other's results: the median pruner
+    compares a trial with completed ones only, so the first round holds its start-up trials
+    alone; TPE samples from the trials finished before it, so after its random start-up it
+    asks one at a time. With several workers on the study, a round is a worker's share of the
+    trials not yet asked, so that none is left idle while another holds them all."""
+
+    batch: int = 1  # the most at once; 1: Optuna's own loop (an RDB study's heartbeats need it)
+    sampler: str = "random"
+    pruner: str = "none"
+    workers: int = 1  # processes on this study
+
+    def size(self, *, finished: int, running: int, trials: int) -> int:
+        n = min(self.batch, -(-(trials - finished - running) // self.workers))
+        if self.pruner == "median" and finished < MEDIAN_STARTUP:
+            n = min(n, MEDIAN_STARTUP - finished - running)
+        if self.sampler == "tpe":
+            n = min(n, TPE_STARTUP - finished - running)
+        return max(n, 1)
+
+
+# A round's trainer: each asked trial's outcome, its value or TrialPruned (set its attributes).
+RunTrials = Callable[[list], list]
+
+
+def work(
+    study, run: RunTrials, *, trials: int, worker: str, rounds: Rounds = Rounds(), on_idle: Optional[Callable] = None
+) -> int:
     """Run trials of `study` until `trials` have finished (complete or pruned), across all
-    workers; then wait for the ones still running elsewhere. Returns how many this worker ran."""
+    workers, a round of them at a time (`rounds`); then wait for the ones still running
+    elsewhere. Returns how many this worker ran."""
     ran = 0
-
-    def guarded(trial):
-        nonlocal ran
-        alive_before = sum(1 for t in study.get_trials(deepcopy=False) if t.number < trial.number and t.state in ALIVE)
-        if alive_before >= trials:
-            trial.set_user_attr("surplus", True)
-            raise Surplus()
-        trial.set_user_attr("worker", worker)
-        ran += 1
-        return objective(trial)
-
     while True:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -251,11 +277,68 @@ def work(study, objective: Callable, *, trials: int, worker: str, on_idle: Optio
         if finished >= trials and not waiting and running == 0:
             return ran
         if waiting or finished + running < trials:
-            study.optimize(guarded, n_trials=1, catch=(Surplus,), gc_after_trial=False, show_progress_bar=False)
+            if rounds.batch == 1:
+                ran += _one(study, run, trials=trials, worker=worker)
+            else:
+                n = rounds.size(finished=finished, running=running, trials=trials)
+                ran += _round(study, run, n, trials=trials, worker=worker)
             continue
         if on_idle is not None:
             on_idle()
         time.sleep(POLL_SECONDS)  # the last trials run elsewhere: wait for them (or their heartbeats to stop)
+
+
+def _surplus(study, trial, trials: int) -> bool:
+    """Whether `trial` is one more than requested (then it is marked so)."""
+    alive_before = sum(1 for t in study.get_trials(deepcopy=False) if t.number < trial.number and t.state in ALIVE)
+    if alive_before >= trials:
+        trial.set_user_attr("surplus", True)
+        return True
+    return False
+
+
+def _one(study, run: RunTrials, *, trials: int, worker: str) -> int:
+    """One trial through Optuna's loop (its heartbeat thread keeps an RDB trial alive)."""
+    ran = 0
+
+    def objective(trial):
+        nonlocal ran
+        if _surplus(study, trial, trials):
+            raise Surplus()
+        trial.set_user_attr("worker", worker)
+        ran += 1
+        outcome = run([trial])[0]
+        if isinstance(outcome, optuna.TrialPruned):
+            raise outcome
+        return outcome
+
+    study.optimize(objective, n_trials=1, catch=(Surplus,), gc_after_trial=False, show_progress_bar=False)
+    return ran
+
+
+def _round(study, run: RunTrials, n: int, *, trials: int, worker: str) -> int:
+    """Up to `n` trials asked at once and trained by one `run`; told as Optuna's loop tells them
+    (a failure, an interrupt too, fails every trial of the round and is raised)."""
+    asked = []
+    for _ in range(n):
+        trial = study.ask()
+        if _surplus(study, trial, trials):
+            study.tell(trial, state=TrialState.FAIL)
+            break
+        trial.set_user_attr("worker", worker)
+        asked.append(trial)
+    if not asked:
+        return 0
+    try:
+        outcomes = run(asked)
+    except (Exception, KeyboardInterrupt):
+        for trial in asked:
+            study.tell(trial, state=TrialState.FAIL)
+        raise
+    for trial, outcome in zip(asked, outcomes):
+        pruned = isinstance(outcome, optuna.TrialPruned)
+        study.tell(trial, None if pruned else outcome, state=TrialState.PRUNED if pruned else None)
+    return len(asked)
 
 
 def worker_name(index: int, pid: Optional[int] = None) -> str:

@@ -39,7 +39,6 @@ from nnrecipe.stages.base import StageContext, StageResult
 
 STAGE = "tune"
 JOURNAL = "study.journal"  # kept when the stage re-runs: the study continues
-TPE_STARTUP = 10  # Optuna's TPE samples its first 10 trials at random
 
 
 @dataclasses.dataclass
@@ -155,6 +154,7 @@ def _run_workers(s: Setup, study) -> int:
         every=s.every,
         device=str(ctx.device),
         devices=workers.devices,
+        workers=workers.count,
     )
     plan.write(s.out / "worker.json")
     children = [_spawn(s.out, i, storage=s.storage, threads=workers.threads) for i in range(1, workers.count)]
@@ -198,7 +198,7 @@ def _measure_study(s: Setup, study) -> TuneMeasurements:
         halves = data.task.val_halves(len(data.val), s.spec.seed)  # trials are scored on the selection half
         m.noise = data.task.metric_se(max(values), int(halves[0].sum()) if halves is not None else len(data.val))
     m.coverage = ta.coverage(
-        cfg.space, recs, p=cfg.coverage_p, random_until=TPE_STARTUP if cfg.sampler == "tpe" else None
+        cfg.space, recs, p=cfg.coverage_p, random_until=ts.TPE_STARTUP if cfg.sampler == "tpe" else None
     )
     m.importance = ta.importance(cfg.space, recs, permutations=cfg.permutations, seed=s.spec.seed)
     # the val loss, finer than a saturated metric: whether the knobs reach the model at all
@@ -364,6 +364,7 @@ def _rows(recs, space) -> list[dict]:
             "diverged": r.diverged,
             "val_loss": None if r.val_loss is None else round(r.val_loss, 5),
             "seconds": None if r.seconds is None else round(r.seconds, 1),
+            "round_of": r.round_of,
             "worker": r.worker,
             "retry_of": r.retry_of,
         }
@@ -375,7 +376,19 @@ def _write_csv(path, rows: list[dict], params: list[str]) -> None:
     import csv
     import io
 
-    cols = ["trial", "state", "value", *params, "steps", "diverged", "val_loss", "seconds", "worker", "retry_of"]
+    cols = [
+        "trial",
+        "state",
+        "value",
+        *params,
+        "steps",
+        "diverged",
+        "val_loss",
+        "seconds",
+        "round_of",
+        "worker",
+        "retry_of",
+    ]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=cols)
     w.writeheader()

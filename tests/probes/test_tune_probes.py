@@ -183,3 +183,24 @@ def test_discrete_coverage_still_sees_a_hole():
         for i in range(40)
     ]
     assert _warn_rate(choice, [recs]) == 1.0
+
+
+def test_rounds_hold_the_pruners_start_up_trials_alone_and_split_over_workers():
+    """A round never holds trials that should have seen each other's results, nor more than a
+    worker's share: the median pruner's 4 start-up trials first, TPE's 10 random ones, then one
+    at a time; two workers each take half of what is left."""
+
+    def sizes(rounds, trials=20):
+        done, out = 0, []
+        while done < trials:
+            out.append(rounds.size(finished=done, running=0, trials=trials))
+            done += out[-1]
+        return out
+
+    assert sizes(ts.Rounds(batch=16, pruner="median")) == [4, 16]
+    assert sizes(ts.Rounds(batch=16, pruner="none")) == [16, 4]
+    assert sizes(ts.Rounds(batch=16, sampler="tpe", pruner="none")) == [10] + [1] * 10
+    assert sizes(ts.Rounds(batch=1, pruner="none"), trials=3) == [1, 1, 1]
+    two = ts.Rounds(batch=16, pruner="none", workers=2)
+    assert two.size(finished=0, running=0, trials=20) == 10 and two.size(finished=0, running=10, trials=20) == 5
+    assert ts.Rounds(batch=16, pruner="median").size(finished=0, running=4, trials=20) == 1  # the other's start-up

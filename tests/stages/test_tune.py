@@ -98,8 +98,9 @@ def test_tuning_an_argument_the_model_ignores_is_flat(cli, in_tmp):
 
 
 def test_two_local_workers_finish_exactly_the_requested_trials(cli, in_tmp):
-    # trials long enough (1000 steps) that the second process is up before the first has run them all
-    path = _spec(in_tmp, "two", tune={"trials": 8, "workers": 2, "pruner": "none", "steps": 1000, "eval_every": 500})
+    # trials long enough (2000 steps) that the second process is up before the first has run them
+    # all: each asks for its share of the trials not yet asked (4, then 2, ...) and trains it as one
+    path = _spec(in_tmp, "two", tune={"trials": 8, "workers": 2, "pruner": "none", "steps": 2000, "eval_every": 500})
     code, v = _tune(cli, path)
     assert code == 0, v
     study = _study(in_tmp / "runs" / "two" / "tune" / "study.journal", "two")
@@ -110,13 +111,39 @@ def test_two_local_workers_finish_exactly_the_requested_trials(cli, in_tmp):
     assert len({t.params["optim.lr"] for t in done}) == 8  # no trial ran twice
 
 
+def test_trials_trained_as_one_give_the_values_they_give_one_at_a_time(cli, in_tmp):
+    """Trials that differ in learning rate and weight decay are asked for a round at a time and
+    trained as one: each trial's value and val loss are those it gets alone (float tolerance)."""
+    space = {"optim.lr": {"log_uniform": [1e-4, 1e-2]}, "optim.weight_decay": {"uniform": [0.0, 0.01]}}
+    studies, said = {}, {}
+    for batch in (True, False):
+        path = _spec(in_tmp, f"b{batch}", space=space, tune={"pruner": "none"}, batch_models=batch)
+        result = cli("tune", "--config", path, "--json")
+        assert result.exit_code in (0, 1), result.stderr
+        said[batch] = " ".join(result.stderr.split())
+        studies[batch] = {
+            t.number: t
+            for t in _finished(_study(in_tmp / "runs" / f"b{batch}" / "tune" / "study.journal", f"b{batch}"))
+        }
+    assert "6 models trained as one: trial-000, trial-001, trial-002, ..." in said[True]
+    assert "trained as one" not in said[False]
+    assert len(studies[True]) == len(studies[False]) == 6
+    for n, a in studies[True].items():
+        b = studies[False][n]
+        assert a.params == b.params and a.user_attrs["round_of"] == 6 and b.user_attrs["round_of"] == 1
+        assert a.value == pytest.approx(b.value, abs=1e-3)
+        assert a.user_attrs["val_loss"] == pytest.approx(b.user_attrs["val_loss"], rel=1e-3)
+    rows = (in_tmp / "runs" / "bTrue" / "tune" / "trials.csv").read_text().splitlines()
+    assert rows[0].endswith(",seconds,round_of,worker,retry_of") and rows[1].split(",")[-3] == "6"
+
+
 def test_a_tune_killed_mid_trial_finishes_the_study_when_run_again(in_tmp):
     path = _spec(
         in_tmp,
         "killed",
         train={"steps": 3000, "eval_every": 500},
-        tune={"trials": 4, "steps": 3000, "eval_every": 500, "pruner": "none"},
-    )
+        tune={"trials": 6, "steps": 3000, "eval_every": 500},
+    )  # the median pruner's 4 start-up trials in a round, then the last 2: killed as they train
     cmd = [sys.executable, "-m", "nnrecipe.cli", "tune", "--config", str(path)]
     journal = in_tmp / "runs" / "killed" / "tune" / "study.journal"
     proc = subprocess.Popen(
@@ -126,19 +153,21 @@ def test_a_tune_killed_mid_trial_finishes_the_study_when_run_again(in_tmp):
     while time.time() < deadline and proc.poll() is None:
         if journal.exists():
             trials = _study(journal, "killed").get_trials(deepcopy=False)
-            if len(_finished(_study(journal, "killed"))) >= 1 and any(t.state == TrialState.RUNNING for t in trials):
+            if len(_finished(_study(journal, "killed"))) >= 1 and any(
+                t.state == TrialState.RUNNING and t.intermediate_values for t in trials
+            ):
                 break
         time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     before = _study(journal, "killed").get_trials(deepcopy=False)
     killed = [t.number for t in before if t.state == TrialState.RUNNING]
-    assert killed and len(_finished(_study(journal, "killed"))) < 4
+    assert killed and len(_finished(_study(journal, "killed"))) < 6
     again = subprocess.run(cmd + ["--json"], cwd=in_tmp, env=ENV, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
     study = _study(journal, "killed")
     done = _finished(study)
-    assert len(done) == 4 and len({t.params["optim.lr"] for t in done}) == 4
+    assert len(done) == 6 and len({t.params["optim.lr"] for t in done}) == 6
     retried = [t for t in done if t.system_attrs.get("failed_trial") in killed]
     assert retried and retried[0].params == next(t.params for t in before if t.number == killed[0])
     summary = json.loads((in_tmp / "runs" / "killed" / "tune" / "summary.json").read_text())
