@@ -9,7 +9,9 @@ for those the stacked arithmetic is short to write out:
 - a Linear layer of K models is one `baddbmm` of (K, rows, in) by the K weights (K, in, out);
 - a Conv1d/Conv2d of K models is one grouped convolution, the K models' channels side by side;
 - a layer without parameters that treats each example alone (activations, dropout, pooling,
-  flatten) runs once on the K batches laid end to end, (K * B, ...).
+  flatten) runs once on the K batches laid end to end, (K * B, ...);
+- dropout, given a generator per model (`draws`, on a CPU), draws each model's mask from its
+  own, as F.dropout draws it there alone: the same masks, so the same numbers as alone.
 
 `StackedForward.of(model)` is None for any other model (the caller vmaps it). The caller
 checks the first batch against vmap's outputs before trusting it (together.Group).
@@ -57,7 +59,8 @@ PER_EXAMPLE = (
 # nnrecipe's own per-example layers, by qualified name (a layer class defined in a module)
 OWN = {"nnrecipe.models.builtin._AddChannel"}
 
-Layer = Callable[[dict[str, torch.Tensor], torch.Tensor, int], torch.Tensor]
+# (params, x (K * B, ...), k, draws: a generator per model or None) -> (K * B, ...)
+Layer = Callable[[dict[str, torch.Tensor], torch.Tensor, int, Optional[list[torch.Generator]]], torch.Tensor]
 
 
 class StackedForward:
@@ -65,8 +68,9 @@ class StackedForward:
     params {name: (K, ...)} as `named_parameters` names them, x (K * B, ...) the K batches end
     to end, out (K * B, ...)."""
 
-    def __init__(self, layers: list[Layer]):
+    def __init__(self, layers: list[Layer], draws: bool = False):
         self.layers = layers
+        self.draws = draws  # whether a layer draws random numbers in training (dropout)
 
     @classmethod
     def of(cls, model: nn.Module) -> Optional["StackedForward"]:
@@ -75,6 +79,7 @@ class StackedForward:
         if own_class(model) is not nn.Sequential:  # a user's Sequential under plugins.guard too
             return None
         layers: list[Layer] = []
+        draws = False
         owned = {name for name, _ in model.named_parameters()}  # a shared layer's, under its first name
         for name, m in model.named_modules(remove_duplicate=False):  # a layer used twice runs twice
             if m is model or type(m) is nn.Sequential:
@@ -83,11 +88,16 @@ class StackedForward:
             if layer is None or any(f"{name}.{p}" not in owned for p, _ in m.named_parameters()):
                 return None  # not written out, or its weights shared with another layer: vmap
             layers.append(layer)
-        return cls(layers)
+            draws = draws or (isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0)
+        return cls(layers, draws)
 
-    def __call__(self, params: dict[str, torch.Tensor], x: torch.Tensor, k: int) -> torch.Tensor:
+    def __call__(
+        self, params: dict[str, torch.Tensor], x: torch.Tensor, k: int, draws: Optional[list[torch.Generator]] = None
+    ) -> torch.Tensor:
+        """`draws`: each model's generator, which its dropout masks are drawn from (None: one
+        draw for all K from the global stream)."""
         for layer in self.layers:
-            x = layer(params, x, k)
+            x = layer(params, x, k, draws)
         return x
 
 
@@ -97,7 +107,9 @@ def _layer(name: str, m: nn.Module) -> Optional[Layer]:
     if type(m) in PER_EXAMPLE or own:
         if any(True for _ in m.parameters()) or any(True for _ in m.buffers()):
             return None
-        return lambda params, x, k: m(x)
+        if type(m) is nn.Dropout:
+            return _dropout(m)
+        return lambda params, x, k, draws: m(x)
     if type(m) is nn.Linear:
         return _linear(prefix, m.bias is not None)
     if isinstance(m, (nn.Conv1d, nn.Conv2d)) and type(m) in (nn.Conv1d, nn.Conv2d):
@@ -106,10 +118,24 @@ def _layer(name: str, m: nn.Module) -> Optional[Layer]:
     return None
 
 
+def _dropout(m: nn.Dropout) -> Layer:
+    def dropout(params: dict[str, torch.Tensor], x: torch.Tensor, k: int, draws) -> torch.Tensor:
+        if draws is None or not m.training or not 0 < m.p < 1 or x.device.type != "cpu":
+            return m(x)
+        # at::native::dropout on a CPU: noise = empty_like(input).bernoulli_(1 - p) / (1 - p);
+        # input * noise. Each model's noise from its own generator, in its own shape.
+        keep = 1.0 - m.p
+        parts = x.reshape(k, -1, *x.shape[1:])
+        noise = torch.stack([torch.empty_like(parts[0]).bernoulli_(keep, generator=g) for g in draws])
+        return (parts * noise.div_(keep)).reshape(x.shape)
+
+    return dropout
+
+
 def _linear(prefix: str, bias: bool) -> Layer:
     weight_name, bias_name = prefix + "weight", prefix + "bias"
 
-    def linear(params: dict[str, torch.Tensor], x: torch.Tensor, k: int) -> torch.Tensor:
+    def linear(params: dict[str, torch.Tensor], x: torch.Tensor, k: int, draws=None) -> torch.Tensor:
         w = params[weight_name]  # (K, out, in)
         rows = x.reshape(k, -1, x.shape[-1])  # (K, B * ..., in)
         if bias:
@@ -127,7 +153,7 @@ def _conv(prefix: str, m: nn.Conv1d | nn.Conv2d) -> Layer:
     stride, dilation, groups = m.stride, m.dilation, m.groups
     padding = m.padding if isinstance(m.padding, tuple) else ()  # a name ("same"): not written out
 
-    def stacked_conv(params: dict[str, torch.Tensor], x: torch.Tensor, k: int) -> torch.Tensor:
+    def stacked_conv(params: dict[str, torch.Tensor], x: torch.Tensor, k: int, draws=None) -> torch.Tensor:
         w = params[weight_name]  # (K, out, in / groups, *kernel)
         b = x.shape[0] // k
         # (K * B, C, *space) -> (B, K * C, *space): each model's channels one group of K

@@ -12,9 +12,10 @@ batch stream (its seed, its rows), its augmentation drawn from its own RNG strea
 schedule (its own LRScheduler, stepped each step), gradient clipping by its own norm, its
 loss curve, TensorBoard tags, evaluations, best and last checkpoints (the same files, which an
 unbatched run can resume), early stopping and divergence (a model that stops is copied out and
-left to idle in the stack). Dropout draws one mask per model from a shared stream, so a model
-with dropout gets other masks than trained alone; everything else gives the same numbers to
-float tolerance (tests/test_together.py).
+leaves the stack). Written out on a CPU, dropout draws each model's masks from that model's own
+stream, as alone; through vmap or on a GPU it draws them from one stream for the group, so a
+model with dropout gets other masks than trained alone. Everything else gives the same numbers
+to float tolerance (tests/test_together.py).
 
 `why_apart` says why a group cannot be trained so; the caller then trains one at a time.
 """
@@ -184,12 +185,13 @@ class Group:
                 p.scheduler.step()
         return losses.detach(), lrs
 
-    def _forward(self, x: Any, *, written: bool) -> torch.Tensor:
-        """The K models' outputs (K, B, ...) on their batches x (K, B, ...)."""
+    def _forward(self, x: Any, *, written: bool, draws: Optional[list[torch.Generator]] = None) -> torch.Tensor:
+        """The K models' outputs (K, B, ...) on their batches x (K, B, ...); `draws`: each
+        model's generator for the written-out dropout (None: the global stream)."""
         k = len(self.slots)
         with self.engine._autocast():
             if written and self.written is not None and isinstance(x, torch.Tensor):
-                out = self.written(self.params, x.flatten(0, 1), k)
+                out = self.written(self.params, x.flatten(0, 1), k, draws)
                 return out.reshape(k, -1, *out.shape[1:])
 
             def one(params, buffers, xb):
@@ -219,15 +221,27 @@ class Group:
     def _backward(self, x: Any, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The K losses (K,) and each parameter's gradient (K, ...), of those that got one."""
         device = self.engine.device
-        set_rng_state(self.shared, device)
-        out = self._forward(x, written=True)
-        self.shared = rng_state(device)
+        if self._own_draws(x):  # each model's dropout from its own stream, where it is after its augmentation
+            draws = [torch.Generator().set_state(self.rngs[i]["cpu"]) for i in self.slots]
+            out = self._forward(x, written=True, draws=draws)
+            for i, g in zip(self.slots, draws):
+                self.rngs[i] = {"cpu": g.get_state(), "cuda": None}
+        else:
+            set_rng_state(self.shared, device)
+            out = self._forward(x, written=True)
+            self.shared = rng_state(device)
         losses = self._losses(out, y, written=True)
         if not losses.requires_grad:
             raise RuntimeError("the loss does not depend on the parameters")  # alone, the engine says whose
         names = list(self.params)
         grads = torch.autograd.grad(losses.sum(), [self.params[k] for k in names], allow_unused=True)
         return losses, {k: g for k, g in zip(names, grads) if g is not None}  # unused: no update, as torch.optim
+
+    def _own_draws(self, x: Any) -> bool:
+        """Whether the forward draws each model's dropout masks from its own generator: written
+        out, on a CPU (where F.dropout's masks are bernoulli_ draws a generator can repeat)."""
+        cpu = self.engine.device.type == "cpu"
+        return cpu and self.written is not None and self.written.draws and isinstance(x, torch.Tensor)
 
     @torch.no_grad()
     def copy_out(self, i: int) -> nn.Module:

@@ -93,6 +93,34 @@ def test_a_group_gives_each_experiment_the_numbers_it_gives_alone(digits, optim)
     assert len({round(r.val_loss, 4) for r in batched}) == 4  # four different experiments, not one four times
 
 
+def test_dropout_written_out_on_a_cpu_draws_each_models_masks_as_alone(digits, monkeypatch):
+    """Each model's dropout masks from its own stream, after its augmentation's draws: the
+    numbers of alone, and the RNG where one at a time leaves it. From one stream for the group
+    (as through vmap) the same experiments give other numbers."""
+    from nnrecipe import together
+
+    def exps():
+        out = []
+        for i, lr in enumerate([1e-3, 2e-3, 5e-4, 1e-3]):
+            spec = Spec(
+                optim={"name": "adam", "lr": lr},
+                data={"source": "digits", "batch_size": 32, "augment": [{"name": "noise", "args": {"std": 0.05}}]},
+                model={"arch": "mlp", "args": {"hidden": [32, 32], "dropout": 0.3}},
+            )
+            out.append(Experiment(f"m{i}", spec, steps=60, eval_every=30, seed=i))
+        return out
+
+    batched = _together(exps(), [digits] * 4)
+    rng_after_group = torch.get_rng_state()
+    alone = _alone(exps(), [digits] * 4)
+    assert torch.equal(rng_after_group, torch.get_rng_state())
+    for a, b in zip(batched, alone):
+        _same(a, b)
+    monkeypatch.setattr(together.Group, "_own_draws", lambda self, x: False)
+    shared = _together(exps(), [digits] * 4)
+    assert max(abs(a.train_loss - b.train_loss) for a, b in zip(shared, alone)) > 1e-3
+
+
 def test_a_model_that_diverges_or_stops_early_stops_where_it_would_alone(digits, monkeypatch):
     """One model blows up (a huge learning rate), one runs out of early stopping's patience: the
     others train on; each stops at the step it stops at alone, with the weights it has there.
