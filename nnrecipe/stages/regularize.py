@@ -69,6 +69,9 @@ class Setup:
     trainer: Trainer
     seeds: list[int]
     watch: Optional[int]  # early stopping's patience, watched on the reference's own runs
+    # Results trained in an earlier round than the one that asks for them, by job name
+    # (`train_with_references`): taken when asked for, never otherwise.
+    ahead: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def cfg(self):
@@ -94,9 +97,17 @@ class Setup:
             elif not m.early.skip:
                 m.early.skip = "no evaluation improved the val loss (diverged?)"
 
-    def train_with_references(self, m: RegularizeMeasurements, references: list[Job], jobs: list[Job]) -> list:
-        """`references` (added to m) and `jobs` side by side; returns the jobs' results."""
-        results = self.trainer.train_many(references + jobs)
+    def train_with_references(
+        self, m: RegularizeMeasurements, references: list[Job], jobs: list[Job], *, ahead: tuple[Job, ...] = ()
+    ) -> list:
+        """`references` (added to m) and `jobs` side by side; returns the jobs' results. Those
+        trained `ahead` in an earlier round are taken from there; the jobs of `ahead` are trained
+        with these, for a later round that asks for them by name."""
+        wanted = references + jobs
+        todo = [j for j in wanted if j.name not in self.ahead] + list(ahead)
+        done = dict(zip((j.name for j in todo), self.trainer.train_many(todo)))
+        self.ahead.update((j.name, done.pop(j.name)) for j in ahead)
+        results = [done[j.name] if j.name in done else self.ahead.pop(j.name) for j in wanted]
         for t in results[: len(references)]:
             self.add_reference(m, t)
         return results[len(references) :]
@@ -157,18 +168,23 @@ def _setup(spec, ctx: StageContext) -> Setup:
 
 
 def _measure_first_round(s: Setup, m: RegularizeMeasurements):
-    """The reference and one experiment per knob at the first seed, side by side with --workers.
-    Returns every knob's edit by name (early stopping's too) and the model trained with the
+    """The reference and one experiment per knob at the first seed, side by side with --workers
+    (and at the second seed, which the next round always asks for: `Setup.ahead`). Returns every knob's edit by name (early stopping's too) and the model trained with the
     augmentation (for augment-preserves-labels)."""
     m.reference = SeedRuns("reference", "reference (the overfit stage's model)")
     m.early = SeedRuns("early-stopping", f"early stopping (patience {s.cfg.patience})") if s.watch else None
     # Separately trained language models differ by seed far beyond the per-window noise (the
     # CPython-docs GPT: z = 12 between two seeds), so the seed spread is measured before any
     # knob is judged: the reference at every seed (the spec requires two or more).
-    references = s.missing_references(m, len(s.seeds) if s.data.task.seed_spread_first else 1)
+    first = s.data.task.seed_spread_first
+    references = s.missing_references(m, len(s.seeds) if first else 1)
     knobs = build_knobs(s.ref_spec, original_augment=s.spec.data.augment, data_kind=s.data.kind, base=s.ctx.base)
     trained = [k for k in knobs if not k.skip]
-    results = s.train_with_references(m, references, [Job(k.name, k.edit(s.ref_spec), s.seeds[0]) for k in trained])
+    # Every knob is judged without the seed spread after this round, so the next round trains
+    # each one (that did not diverge) and the reference at the second seed: trained now, as one
+    # with these where they share an architecture, and taken when that round asks for them.
+    ahead = [] if first or len(s.seeds) < 2 else [s.reference_job(s.seeds[1])] + _seed_jobs(s, trained, s.seeds[1])
+    results = s.train_with_references(m, references, _seed_jobs(s, trained, s.seeds[0]), ahead=tuple(ahead))
     knob_runs = dict(zip((k.name for k in trained), results))
     augmented = None
     for k in knobs:
@@ -209,15 +225,21 @@ def _measure_more_seeds(s: Setup, m: RegularizeMeasurements, edits: dict[str, Kn
         references = s.missing_references(m, i + 1)
         # a knob within noise only now catches up: every seed it lacks up to this round's
         more = [
-            (r, Job(f"{r.name}-seed{seed}", edits[r.name].edit(s.ref_spec), seed))
+            (r, job)
             for r in pending
             if r is not m.early
             for seed in s.seeds[len(r.runs) : i + 1]
+            for job in _seed_jobs(s, [edits[r.name]], seed)
         ]
         results = s.train_with_references(m, references, [job for _, job in more])
         for (r, _), t in zip(more, results):
             r.runs.append(t)
         m.seed_noise = m.measure_noise()
+
+
+def _seed_jobs(s: Setup, knobs: list[Knob], seed: int) -> list[Job]:
+    """Each knob's experiment at `seed`, named as the stage names it there."""
+    return [Job(k.name if seed == s.seeds[0] else f"{k.name}-seed{seed}", k.edit(s.ref_spec), seed) for k in knobs]
 
 
 def _choose_best(s: Setup, m: RegularizeMeasurements, edits: dict[str, Knob]):
@@ -386,22 +408,30 @@ def _rows(m: RegularizeMeasurements, cfg) -> list[dict]:
             rows.append({"name": r.name, "description": r.description, "effect": "skipped", "reason": r.skip})
             continue
         z, seeds = versus_reference(m, r) if r is not m.reference else (0.0, len(r.runs))
-        means = {
-            a: round(float(sum(getattr(x, a) for x in r.runs[:seeds]) / seeds), 5)
-            for a in ("val_metric", "val_loss", "train_metric")
-        }
+        used = r.runs[: seeds or len(r.runs)]  # no finite run compared (every one diverged): all of them
+        means = {a: _mean([getattr(x, a) for x in used]) for a in ("val_metric", "val_loss", "train_metric")}
         rows.append(
             {
                 "name": r.name,
                 "description": r.description,
                 "seeds": seeds,
-                "effect": "reference" if r is m.reference else effect(z, cfg),
+                "effect": "reference" if r is m.reference else ("diverged" if not seeds else effect(z, cfg)),
                 "z": round(z, 2) if math.isfinite(z) else None,
                 **means,
                 "diverged": any(x.diverged for x in r.runs),
             }
         )
     return rows
+
+
+def _mean(values: list[float]) -> Optional[float]:
+    """The mean to 5 places; None where a run diverged (a NaN or infinite number)."""
+    mean = float(sum(values) / len(values))
+    return round(mean, 5) if math.isfinite(mean) else None
+
+
+def _num(value: Optional[float], fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
 
 
 def _table(rows: list[dict], task) -> Table:
@@ -416,13 +446,13 @@ def _table(rows: list[dict], task) -> Table:
         if "val_metric" not in r:
             t.add_row(r["description"], "", "", "", "", "", f"skipped: {r['reason']}")
             continue
-        colour = {"helped": "green", "hurt": "yellow"}.get(r["effect"], "")
+        colour = {"helped": "green", "hurt": "yellow", "diverged": "red"}.get(r["effect"], "")
         t.add_row(
             r["description"],
-            f"{r['val_metric']:.4f}",
-            f"{r['val_loss']:.4g}",
-            f"{r['train_metric']:.4f}",
-            "" if r["effect"] == "reference" else f"{r['z']:.1f}",
+            _num(r["val_metric"], ".4f"),
+            _num(r["val_loss"], ".4g"),
+            _num(r["train_metric"], ".4f"),
+            "" if r["effect"] == "reference" else _num(r["z"], ".1f"),
             str(r["seeds"]),
             f"[{colour}]{r['effect']}[/]" if colour else r["effect"],
         )

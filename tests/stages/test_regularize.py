@@ -122,6 +122,33 @@ def test_a_knob_that_changes_nothing_is_no_effect_even_after_more_seeds(cli, in_
     assert {"reference", "reference-seed1", "weight-decay", "weight-decay-seed1"} <= {p.name for p in tb.iterdir()}
 
 
+def test_the_second_seed_trained_ahead_is_used_only_where_the_next_round_asks_for_it(cli, in_tmp):
+    """The first round trains every knob and the reference at the first two seeds (the second
+    round always asks for the second), as one where they share an architecture. A knob that
+    diverged at the first seed gets no more seeds: its second run, trained ahead, is not used."""
+    path = _spec(
+        in_tmp,
+        "ahead",
+        {"class_sep": 3.0},
+        source="synthetic",
+        knobs={"weight_decay": 1e4, "dropout": 0.2},
+        steps=100,
+        regularize={"seeds": 3},
+        optim={"name": "sgd", "lr": 0.1},
+    )
+    result = cli("regularize", "--config", path, "--json")
+    assert result.exit_code in (0, 1), result.stderr
+    v = {x["check"]: x for x in json.loads(result.stdout)}
+    said = " ".join(result.stderr.split())
+    assert "4 models trained as one: reference, weight-decay, reference-seed1, ..." in said, said
+    assert v["weight-decay"]["status"] == "fail" and v["weight-decay"]["observed"] == {"diverged_seeds": [0]}
+    assert v["dropout"]["observed"]["seeds"] == 3  # no effect after 2 seeds: the third
+    summary = json.loads((in_tmp / "runs" / "ahead" / "regularize" / "summary.json").read_text())
+    rows = {r["name"]: r for r in summary["experiments"]}
+    assert rows["weight-decay"]["diverged"] and rows["weight-decay"]["val_loss"] is None  # a diverged knob's row
+    assert rows["reference"]["seeds"] == 3 and rows["weight-decay"]["effect"] == "diverged"
+
+
 def test_every_knob_runs_and_pretrained_weights_help(cli, in_tmp):
     donor = _spec(in_tmp, "donor", "left_right", steps=300)
     assert cli("overfit", "--config", donor).exit_code == 0
