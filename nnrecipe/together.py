@@ -41,11 +41,10 @@ from nnrecipe.stacked import StackedForward
 # The smallest group worth batching, per device type. On one CPU thread, shipped digits
 # experiments trained as one ran 1.16x the speed of one by one at K = 2, 1.72x at K = 4 and
 # 1.88x at K = 5 with the written-out forward (stacked.py), but through vmap 0.76x at K = 2,
-# 1.12x at K = 4 (bench/together.py, BENCHMARKS.md); and a pair with learning rates or weight
-# decays of its own (each model's update scaled after the step, batched.StackedOptimizer)
-# 0.9-1.2x, against 1.2-1.6x for a pair with one (measured beside a test run). Below
-# SMALL_MIN_CPU models on a CPU, only written-out models with one learning rate and weight
-# decay train as one. On a GPU such models are launch-bound and two already share the launches.
+# 1.12x at K = 4 (bench/together.py, BENCHMARKS.md). Each at its own learning rate (tune's
+# trials, regularize's weight-decay knob beside its reference), 1.13x at K = 2 and 1.37x at
+# K = 3 (`--own-lr`). Below SMALL_MIN_CPU models on a CPU, only written-out models train as
+# one. On a GPU such models are launch-bound and two already share the launches.
 MIN_GROUP = {"cpu": 2, "cuda": 2}
 SMALL_MIN_CPU = 4
 MAX_GROUP = 16  # memory: a group holds K models' weights, gradients and optimizer state at once
@@ -65,14 +64,9 @@ def why_apart(prepared: list) -> str:
     if why:
         return why
     optimizers = [p.plan.optimizer for p in prepared]
-    if first.engine.device.type == "cpu" and len(prepared) < SMALL_MIN_CPU:
-        if StackedForward.of(first.plan.model) is None:
-            return f"through vmap, fewer than {SMALL_MIN_CPU} models on a CPU train faster one at a time"
-        if len({(o.param_groups[0]["lr"], o.param_groups[0]["weight_decay"]) for o in optimizers}) > 1:
-            return (
-                f"with learning rates or weight decays of their own, fewer than {SMALL_MIN_CPU} models on a CPU "
-                "train as fast one at a time"
-            )
+    small = first.engine.device.type == "cpu" and len(prepared) < SMALL_MIN_CPU
+    if small and StackedForward.of(first.plan.model) is None:
+        return f"through vmap, fewer than {SMALL_MIN_CPU} models on a CPU train faster one at a time"
     if any(p.engine.compile or p.engine.channels_last for p in prepared):
         return "train.compile and train.channels_last train one model at a time"
     if any(not isinstance(p.plan.train, TensorSplit) for p in prepared):
