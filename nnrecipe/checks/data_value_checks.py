@@ -50,15 +50,17 @@ def suspected_label_errors(m: LabelErrorMeasurements, cfg: RegularizeSpec) -> Ve
             message=f"all {e.folds} fold models diverged: no out-of-fold predictions",
             hint="make the reference train first (the overfit stage's checks say how)",
         )
-    k, n = len(e.ranked), e.n
+    k, n = e.confirmed, e.n
     lo, hi = wilson_interval(k, n)
     observed = {
-        "suspects": k,
+        "suspects": k,  # by both of confident learning's rules (the CSV lists the noise-rate rule's)
+        "listed": len(e.ranked),
         "train_examples": n,
         "rate": round(k / n, 5),
         "rate_ci95": [round(lo, 5), round(hi, 5)],
         "folds": e.folds,
         "out_of_fold_accuracy": round(e.oof_accuracy, 4),
+        "temperature": round(e.temperature, 3),  # the probabilities' calibration: well above 1, overconfident folds
         "diverged_folds": e.diverged_folds,
         "unjudged_examples": len(e.labels) - n,
     }  # in diverged folds: no prediction, not counted
@@ -74,12 +76,13 @@ def suspected_label_errors(m: LabelErrorMeasurements, cfg: RegularizeSpec) -> Ve
             observed=observed,
             expected=expected,
             message=f"{k} of {n} training labels ({k / n:.1%}, 95% CI {lo:.1%}-{hi:.1%}) look wrong to "
-            f"models that never saw them (out-of-fold accuracy {e.oof_accuracy:.1%}); worst: {examples}",
+            f"models that never saw them, by both of confident learning's rules (out-of-fold accuracy "
+            f"{e.oof_accuracy:.1%}); worst: {examples}",
             hint="look at suspected_label_errors.png and .csv; relabel or drop the confirmed ones "
             "(noisy labels cap accuracy and teach the model the noise). Where out-of-fold accuracy "
             "is low, examples that are merely hard are flagged too",
         )
-    msg = f"{k} of {n} training labels ({k / n:.1%}) suspected"
+    msg = f"{k} of {n} training labels ({k / n:.1%}) suspected by both of confident learning's rules"
     return Verdict(
         STAGE,
         check,
@@ -87,7 +90,10 @@ def suspected_label_errors(m: LabelErrorMeasurements, cfg: RegularizeSpec) -> Ve
         observed=observed,
         expected=expected,
         message=msg + (f"; worst: {examples}" if top else ""),
-        hint="the suspects are in suspected_label_errors.csv: ambiguous examples end up there too" if k else "",
+        hint=f"suspected_label_errors.csv lists {len(e.ranked)} (by the noise-rate rule): ambiguous examples "
+        "end up there too"
+        if len(e.ranked)
+        else "",
     )
 
 

@@ -9,11 +9,24 @@ per (given, likely-true) pair, as many examples as that joint says are mislabell
 the probability of the given label. The method is cleanlab's `find_label_issues` (the
 maintained reference implementation, with the calibration and edge cases the paper's
 authors worked out); nnrecipe supplies the out-of-fold probabilities.
+
+Those probabilities are temperature-scaled first (Guo et al. 2017: one temperature, fitted by
+the negative log-likelihood of the given labels): confident learning assumes calibrated
+probabilities, and a fold model trained to 100 % train accuracy is far from it. The suspects
+listed are those of the noise-rate rule (`prune_by_noise_rate`); the share the verdict judges
+counts those that cleanlab's per-class rule flags too (`filter_by="both"`), the conservative
+count. On MNIST-1D's clean labels (4 folds of the unregularized 1-D CNN, out-of-fold accuracy
+87 %) the raw probabilities and the noise-rate rule flagged 8.2 % and 8.8 % of train at two
+seeds, a false alarm; scaled (T = 2.6) and by both rules, 3.8 % and 4.5 %. On digits with 10 %
+of labels flipped, both rules flagged 9.4 % (precision 0.97, recall 0.84); on clean digits 0.3 %.
+The noise-rate rule alone finds more of a noise concentrated in one class (13 of 14 threes
+relabelled as eights, against 10 of 14 by both rules): the list is the wider one.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Optional
 
 import numpy as np
 import torch
@@ -25,10 +38,17 @@ from nnrecipe.experiments import Job
 class LabelErrors:
     folds: int
     labels: np.ndarray  # the given training labels (n,)
-    probs: np.ndarray  # out-of-fold predicted class probabilities (n, C)
-    ranked: np.ndarray  # indices into train of the suspects, most suspicious first
+    probs: np.ndarray  # out-of-fold predicted class probabilities (n, C), calibrated (`calibrate`)
+    ranked: np.ndarray  # indices into train of the suspects, most suspicious first (the noise-rate rule)
     predicted: np.ndarray  # (n,) bool: the example's fold model trained (a diverged one predicts nothing)
     diverged_folds: int = 0
+    temperature: float = 1.0  # the fitted calibration; well above 1: overconfident fold models
+    both: Optional[np.ndarray] = None  # the suspects both of cleanlab's rules flag (None: `ranked`)
+
+    @property
+    def confirmed(self) -> int:
+        """Suspects flagged by both rules: the count the verdict judges."""
+        return len(self.ranked if self.both is None else self.both)
 
     @property
     def n(self) -> int:
@@ -112,8 +132,28 @@ def out_of_fold(
     return probs, predicted, diverged
 
 
-def find(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
-    """Confident learning's suspects, most suspicious first (lowest probability of the given label)."""
+def calibrate(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, float]:
+    """Temperature scaling: probs ** (1/T), renormalised, with the T in [0.05, 20] that minimises the
+    mean negative log-likelihood of the given labels. Returns (the scaled probabilities, T)."""
+    from scipy.optimize import minimize_scalar
+
+    logp = np.log(np.clip(probs, 1e-30, None))
+    rows = np.arange(len(labels))
+
+    def scaled(log_t: float) -> np.ndarray:
+        z = logp / np.exp(log_t)
+        z -= z.max(axis=1, keepdims=True)
+        return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+    fit = minimize_scalar(
+        lambda t: -scaled(t)[rows, labels].mean(), bounds=(np.log(0.05), np.log(20.0)), method="bounded"
+    )
+    return np.exp(scaled(float(fit.x))), float(np.exp(fit.x))
+
+
+def find(labels: np.ndarray, probs: np.ndarray, rule: str = "prune_by_noise_rate") -> np.ndarray:
+    """Confident learning's suspects by cleanlab's `rule` (its filter_by), most suspicious first
+    (lowest probability of the given label). `probs`: calibrated (`calibrate`)."""
     from cleanlab.filter import find_label_issues
 
     probs = probs / probs.sum(axis=1, keepdims=True)  # cleanlab wants rows that sum to 1 exactly
@@ -126,9 +166,7 @@ def find(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
     sub = sub / np.clip(sub.sum(axis=1, keepdims=True), 1e-12, None)
     given = np.array([remap[c] for c in labels])
     return np.asarray(
-        find_label_issues(
-            given, sub, filter_by="prune_by_noise_rate", return_indices_ranked_by="self_confidence", n_jobs=1
-        ),
+        find_label_issues(given, sub, filter_by=rule, return_indices_ranked_by="self_confidence", n_jobs=1),
         dtype=np.int64,
     )
 
@@ -139,7 +177,18 @@ def measure(trainer, spec, *, data, folds: int, seed: int, steps: int, every: in
     )
     labels = data.targets("train").long().numpy()
     judged = np.flatnonzero(predicted)
-    ranked = judged[find(labels[judged], probs[judged])] if len(judged) else np.empty(0, dtype=np.int64)
+    ranked, both, temperature = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), 1.0
+    if len(judged):
+        probs[judged], temperature = calibrate(labels[judged], probs[judged])
+        ranked = judged[find(labels[judged], probs[judged])]
+        both = judged[find(labels[judged], probs[judged], rule="both")]
     return LabelErrors(
-        folds=folds, labels=labels, probs=probs, ranked=ranked, predicted=predicted, diverged_folds=diverged
+        folds=folds,
+        labels=labels,
+        probs=probs,
+        ranked=ranked,
+        predicted=predicted,
+        diverged_folds=diverged,
+        temperature=temperature,
+        both=both,
     )

@@ -387,7 +387,12 @@ def _record(s: Setup, m: RegularizeMeasurements, best_spec, best, helped, verdic
         "experiments": rows,
         "helped": [r.name for _, r in helped],
         "data_scaling": next(v.observed for v in verdicts if v.check == "data-scaling"),
-        "label_errors": {"suspects": len(labels.errors.ranked), "csv": "suspected_label_errors.csv"}
+        "label_errors": {
+            "suspects": labels.errors.confirmed,
+            "listed": len(labels.errors.ranked),
+            "temperature": round(labels.errors.temperature, 3),
+            "csv": "suspected_label_errors.csv",
+        }
         if labels.errors
         else None,
         "best": {
