@@ -95,6 +95,10 @@ def _run_in(spec, *, base, spec_path, stages, console, options, stop_on_fail, sh
 
     if device.type == "cpu" and ranks is None:
         thread_choice.enable(most=torch.get_num_threads())  # measured at the first training
+    from nnrecipe import painter
+
+    # the stages' figures rendered beside the next stage's training, where this process trains alone
+    painter.enable(ranks is None and not (spec.executor == "local" and workers.count > 1))
     try:
         return _run_locked(
             run,
@@ -113,6 +117,7 @@ def _run_in(spec, *, base, spec_path, stages, console, options, stop_on_fail, sh
     finally:
         torch.set_num_threads(threads)
         thread_choice.enable(most=0)  # the next run in this process measures afresh
+        painter.enable(False)
         run.unlock()
 
 
@@ -151,13 +156,14 @@ def _run_locked(
     )
     if ctx.pool() is not None and any(get_stage(name).trains_many for name in stages):
         ctx.pool().warm(spec)  # the workers start and load the data while the first stages run here
+    from nnrecipe import painter
+
     results: list[StageResult] = []
     interrupted = True  # until the loop below ends on its own
     try:
         for name, runner in runners:
             result = _run_stage(ctx, name, runner)
             run.record(name, result.verdicts, result.summary)
-            ctx.writer(name).add_text("verdicts", run.render_report(result.verdicts))
             results.append(result)
             if show_tables:
                 print_verdicts(console, result.verdicts, title=f"{name} — {get_stage(name).recipe}")
@@ -166,7 +172,12 @@ def _run_locked(
                 break
         interrupted = False
     finally:
-        ctx.close(interrupted=interrupted)
+        try:
+            painter.flush()  # every stage's PNGs, before the reports and their TensorBoard text list them
+            for result in results:
+                ctx.writer(result.stage).add_text("verdicts", run.render_report(result.verdicts))
+        finally:
+            ctx.close(interrupted=interrupted)
     run.write_reports(run.read_verdicts())  # report.html embeds every picture: written once, at the end
     console.print(
         f"report: {run.root / 'report.md'} · {run.root / 'report.html'} · "

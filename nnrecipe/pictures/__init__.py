@@ -24,17 +24,25 @@ def new_figure(width: float, height: float):
 
 
 def save_figure(fig, path: Path, *, writer=None, tag: Optional[str] = None, step: int = 0) -> Path:
-    """Write the PNG atomically; log the identical image to TensorBoard when a writer is given."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    data = buf.getvalue()
+    """Write the PNG atomically; log the identical image to TensorBoard when a writer is given.
+    In a run, the rendering happens in the painter process (nnrecipe/painter.py) and the file is
+    written when it is done (the run flushes it before anything reads the PNGs)."""
+    from nnrecipe import painter
+
+    if not painter.submit(fig, path, writer=writer, tag=tag, step=step):
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+        write_png(buf.getvalue(), path, writer=writer, tag=tag, step=step)
+    return path
+
+
+def write_png(data: bytes, path: Path, *, writer=None, tag: Optional[str] = None, step: int = 0) -> None:
     atomic.write_bytes(path, data)
     if writer is not None and tag:
         from PIL import Image
 
         img = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
         writer.add_image(tag, img, step, dataformats="HWC")
-    return path
 
 
 def _display_range(xs: list[np.ndarray]) -> tuple[float, float]:
