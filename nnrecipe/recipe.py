@@ -173,7 +173,12 @@ def _run_locked(
         interrupted = False
     finally:
         try:
-            painter.flush()  # every stage's PNGs, before the reports and their TensorBoard text list them
+            try:
+                painter.flush()  # every stage's PNGs, before the reports and their TensorBoard text list them
+            except Exception:
+                if not interrupted:
+                    raise
+                # a stage's own error or Ctrl-C is on its way: that is the one to say
             for result in results:
                 ctx.writer(result.stage).add_text("verdicts", run.render_report(result.verdicts))
         finally:
