@@ -530,7 +530,7 @@ class Trainer:
         experiment's numbers agree to float tolerance; dropout draws its masks per group."""
         from nnrecipe import together
 
-        if not getattr(self.ctx.spec, "batch_models", True):
+        if not self.ctx.spec.batch_models:
             return [[i] for i in range(len(exps))]
         by_key: dict[str, list[int]] = {}
         alone: list[list[int]] = []

@@ -123,7 +123,7 @@ def rounds(start, plan: Plan, ctx):
     from nnrecipe.probes import tune_study as ts
 
     cfg = start.stages.tune
-    one = ts.is_url(plan.storage) or not set(cfg.space) <= TOGETHER or not getattr(ctx.spec, "batch_models", True)
+    one = ts.is_url(plan.storage) or not set(cfg.space) <= TOGETHER or not ctx.spec.batch_models
     return ts.Rounds(
         batch=1 if one else together.MAX_GROUP, sampler=cfg.sampler, pruner=cfg.pruner, workers=plan.workers
     )
