@@ -169,7 +169,8 @@ def _setup(spec, ctx: StageContext) -> Setup:
 
 def _measure_first_round(s: Setup, m: RegularizeMeasurements):
     """The reference and one experiment per knob at the first seed, side by side with --workers
-    (and at the second seed, which the next round always asks for: `Setup.ahead`). Returns every knob's edit by name (early stopping's too) and the model trained with the
+    (and at the second seed, which the next round always asks for: `Setup.ahead`). Returns
+    every knob's edit by name (early stopping's too) and the model trained with the
     augmentation (for augment-preserves-labels)."""
     m.reference = SeedRuns("reference", "reference (the overfit stage's model)")
     m.early = SeedRuns("early-stopping", f"early stopping (patience {s.cfg.patience})") if s.watch else None
