@@ -65,5 +65,39 @@ def test_a_rendering_error_is_raised_at_the_flush(tmp_path, painting):
 
 
 def test_without_the_painter_a_figure_is_written_at_once(tmp_path):
+    assert not painter.submit(_figure(), tmp_path / "x.png")  # not enabled: nothing is handed over
     path = pictures.save_figure(_figure(), tmp_path / "now.png")
-    assert painter._State.pool is None and path.stat().st_size > 1000
+    assert path.stat().st_size > 1000 and not painter._State.pending
+
+
+def _painter_pids() -> set[int]:
+    assert painter._State.pool is not None
+    return {p.pid for p in painter._State.pool._processes.values()}  # type: ignore[union-attr]
+
+
+def test_the_next_run_in_this_process_renders_in_the_same_painter_and_a_dead_one_is_replaced(tmp_path):
+    """A notebook's or a test suite's second run does not spawn another painter; one killed
+    between runs is replaced at the next figure, and that figure is still written."""
+    import signal
+
+    painter.close()
+    pids = []
+    try:
+        for run in range(2):
+            painter.enable()
+            pictures.save_figure(_figure(), tmp_path / f"run{run}.png")
+            pids.append(_painter_pids())
+            painter.enable(False)  # the run's end: written, the process kept
+            assert (tmp_path / f"run{run}.png").stat().st_size > 1000
+        assert pids[0] == pids[1] and len(pids[0]) == 1
+        os.kill(next(iter(pids[1])), signal.SIGKILL)
+        painter.enable()
+        for _ in range(100):  # the executor's thread notices its process died within a few ms
+            if getattr(painter._State.pool, "_broken", False):
+                break
+            threading.Event().wait(0.05)
+        pictures.save_figure(_figure(), tmp_path / "after.png")
+        painter.enable(False)
+        assert (tmp_path / "after.png").stat().st_size > 1000 and _painter_pids().isdisjoint(pids[1])
+    finally:
+        painter.close()
