@@ -4,10 +4,11 @@ that train every model of the stage together with DistributedDataParallel.
 
 - Each rank takes its contiguous share of every batch (the batch order is the seed's, the same
   on every rank), so a step's averaged gradient is the whole batch's, as in one process.
-- Every rank evaluates the whole val split itself (the weights are the same on every rank), so
-  every verdict sees every example, and every rank takes the same decisions from the same
-  numbers: the stages run in lockstep, each training step an all-reduce. The logged training
-  loss is the mean over the ranks' shares.
+- Each rank evaluates its contiguous share of the val split (the weights are the same on every
+  rank); the sums of loss and metric are added over the ranks, and kept outputs and
+  per-example scores gathered in the split's order, so every verdict sees every example and
+  every rank takes the same decisions from the same numbers: the stages run in lockstep, each
+  training step an all-reduce. The logged training loss is the mean over the ranks' shares.
 - Rank 0 alone writes the run directory and prints; the other ranks write into a temporary
   folder of their own, removed at the end.
 - nccl between GPUs (cuda:LOCAL_RANK each), gloo between CPU processes.
@@ -177,6 +178,35 @@ def check_split(rows: int, batch: int, ranks: Ranks) -> None:
         raise NNRecipeError(
             f"data: batches of {batch} examples (train split of {rows}) cannot be shared by {ranks.world} processes"
         )
+
+
+def eval_share(split, ranks: Optional[Ranks]):
+    """The contiguous part of `split` this rank evaluates: its share under torchrun, the whole
+    split outside it (or when the split has fewer examples than there are ranks)."""
+    if ranks is None or len(split) < ranks.world:
+        return split
+    bounds = [len(split) * r // ranks.world for r in range(ranks.world + 1)]
+    return split.part(bounds[ranks.rank], bounds[ranks.rank + 1])
+
+
+def add_over_ranks(tensors: list[torch.Tensor]) -> None:
+    """Each tensor replaced, in place, by its sum over the ranks: one all-reduce for them all,
+    in float64 (counts and sums of a split's examples)."""
+    import torch.distributed as dist
+
+    flat = torch.cat([t.reshape(-1).to(torch.float64) for t in tensors])
+    dist.all_reduce(flat)
+    for t, total in zip(tensors, flat.split([t.numel() for t in tensors])):
+        t.copy_(total.view_as(t))
+
+
+def gather_in_order(part) -> list:
+    """Every rank's `part` (a host tensor or array), in rank order: the split's order."""
+    import torch.distributed as dist
+
+    parts: list = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, part)
+    return parts
 
 
 def from_rank0(obj):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -99,11 +100,12 @@ class Engine:
         be kept for them (a 256-token vocabulary on 1 MB of val text would be 1 GB)."""
         was_training = model.training
         self._prepare(model).eval()
+        part = distributed.eval_share(split, distributed.current())  # torchrun: this rank's share
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         meter = self.task.meter(self.device)
         n = 0
         kept, scored = [], []
-        for batch in split.iterate(batch_size):
+        for batch in part.iterate(batch_size):
             x, y = self._to_device(batch)
             with self._autocast():
                 out = model(x)
@@ -115,17 +117,17 @@ class Engine:
             meter.update(out, y)
             n += len(y)
         model.train(was_training)
-        mean_loss = (loss_sum / n).item()
-        return distributed.from_rank0(
-            EvalResult(
-                loss=mean_loss,
-                metric=meter.value(n),
-                metric_name=self.task.metric,
-                n=n,
-                outputs=torch.cat(kept) if keep_outputs else None,
-                scores=torch.cat(scored).cpu().numpy() if keep_scores else None,
-            )
-        )  # torchrun: every rank takes its decisions from rank 0's numbers
+        outputs = torch.cat(kept) if keep_outputs else None
+        scores = torch.cat(scored).cpu().numpy() if keep_scores else None
+        if part is not split:  # torchrun: the whole split's sums, outputs and scores, on every rank
+            count = torch.tensor(float(n), device=self.device, dtype=torch.float64)
+            distributed.add_over_ranks([loss_sum, count, *meter.sums()])
+            n = int(count.item())
+            outputs = torch.cat(distributed.gather_in_order(outputs)) if keep_outputs else None
+            scores = np.concatenate(distributed.gather_in_order(scores)) if keep_scores else None
+        # torchrun: every rank takes its decisions from rank 0's numbers, bit for bit
+        loss, metric = distributed.from_rank0(((loss_sum / n).item(), meter.value(n)))
+        return EvalResult(loss=loss, metric=metric, metric_name=self.task.metric, n=n, outputs=outputs, scores=scores)
 
     @torch.inference_mode()
     def batches_through(self, models: list[nn.Module], split: Split, *, batch_size: int = 1024):

@@ -160,3 +160,58 @@ def test_what_cannot_go_with_torchrun_is_one_line(in_tmp, args, says):
         [*NNRECIPE, "overfit", *args], cwd=in_tmp, env=env, capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 2 and says in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+_EVALUATE = """
+import json, torch
+from nnrecipe import distributed
+from nnrecipe.data.bundle import TensorSplit
+from nnrecipe.engine import Engine
+from nnrecipe.spec import Spec
+from nnrecipe.tasks import CLASSIFICATION, REGRESSION
+
+class Counting(torch.nn.Module):  # a linear model that counts the examples it evaluates
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin, self.rows = torch.nn.Linear(8, 3), 0
+    def forward(self, x):
+        self.rows += len(x)
+        return self.lin(x)
+
+g = torch.Generator().manual_seed(1)
+x = torch.randn(101, 8, generator=g)
+cases = [(CLASSIFICATION, torch.randint(0, 3, (101,), generator=g), torch.nn.functional.cross_entropy),
+         (REGRESSION, torch.randn(101, 3, generator=g), torch.nn.functional.mse_loss)]
+said = {}
+with distributed.session(Spec(name="x"), resume=False):  # one process outside torchrun
+    for task, y, loss in cases:
+        model = Counting()
+        r = Engine(device=torch.device("cpu"), task=task).evaluate(
+            model, TensorSplit("val", x, y), loss, batch_size=16, keep_outputs=True, keep_scores=True)
+        said[task.name] = dict(loss=r.loss, metric=r.metric, n=r.n, rows=model.rows,
+                               outputs=r.outputs.tolist(), scores=r.scores.tolist())
+print(json.dumps(said))
+"""
+
+
+def test_each_rank_evaluates_its_share_and_every_rank_gets_the_whole_splits_numbers(in_tmp):
+    """101 val examples on two ranks: 50 and 51 evaluated each; loss, metric (accuracy; R^2 from
+    its sums), outputs and per-example scores of the whole split, in its order, on both ranks."""
+    import numpy as np
+
+    one = subprocess.run([sys.executable, "-c", _EVALUATE], env=ENV, capture_output=True, text=True, timeout=120)
+    assert one.returncode == 0, one.stderr
+    procs = [_two_ranks_start(in_tmp, rank, [sys.executable, "-c", _EVALUATE]) for rank in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    alone, ranks = json.loads(one.stdout), [json.loads(out) for out, _ in outs]
+    for task in ("classification", "regression"):
+        a, r0, r1 = alone[task], ranks[0][task], ranks[1][task]
+        assert (a["rows"], r0["rows"], r1["rows"]) == (101, 50, 51)  # each rank its share, no more
+        assert a["n"] == r0["n"] == r1["n"] == 101
+        assert r0 == {**r1, "rows": r0["rows"]}  # the ranks agree to the bit
+        assert abs(r0["loss"] - a["loss"]) < 1e-6 * abs(a["loss"])  # float32 batch means, other batches
+        assert abs(r0["metric"] - a["metric"]) < 1e-12
+        assert np.abs(np.array(r0["outputs"]) - np.array(a["outputs"])).max() < 1e-6  # in the split's order
+        assert np.abs(np.array(r0["scores"]) - np.array(a["scores"])).max() < 1e-6

@@ -58,6 +58,10 @@ class TensorSplit:
         index = index.to(self.device)
         return TensorSplit(self.name, inputs.index(self.x, index), self.y[index])
 
+    def part(self, start: int, stop: int) -> "TensorSplit":
+        """Rows start..stop-1, as views (nothing copied)."""
+        return TensorSplit(self.name, *self.take(slice(start, stop)))
+
     def iterate(
         self, batch_size: int, *, shuffle: bool = False, generator: Optional[torch.Generator] = None
     ) -> Iterator[Batch]:
@@ -180,6 +184,10 @@ class LazySplit:
         return LazySplit(
             self.name, Subset(self.dataset, index.tolist()), num_workers=self.num_workers, owner=self.owner
         )
+
+    def part(self, start: int, stop: int) -> "LazySplit":
+        """Rows start..stop-1 of the dataset."""
+        return self.subset(torch.arange(start, stop))
 
     def materialize(self, batch_size: int = 256) -> TensorSplit:
         xs, ys = zip(*self.iterate(batch_size)) if len(self) else ((), ())

@@ -65,6 +65,11 @@ class Meter(Protocol):
 
     def value(self, n: int) -> float: ...
 
+    def sums(self) -> list[torch.Tensor]:
+        """Its running sums, the tensors themselves: each adds over disjoint parts of a split
+        (torchrun's ranks sum them in place, then `value` reads the whole split's metric)."""
+        ...
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainGoal:

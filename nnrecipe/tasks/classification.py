@@ -27,6 +27,9 @@ class _Hits:
     def value(self, n: int) -> float:
         return (self.hits / n).item()
 
+    def sums(self) -> list[torch.Tensor]:
+        return [self.hits]
+
 
 def as_probabilities(outputs: torch.Tensor, loss: str) -> torch.Tensor:
     """What a classifier's outputs mean as class probabilities, by its loss."""

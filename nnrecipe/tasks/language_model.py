@@ -42,6 +42,9 @@ class _TokenAccuracy:
     def value(self, n: int) -> float:
         return (self.hits / n).item()
 
+    def sums(self) -> list[torch.Tensor]:
+        return [self.hits]
+
 
 class LanguageModel(Task):
     name = "language-model"

@@ -37,6 +37,9 @@ class _MeanF1:
     def value(self, n: int) -> float:
         return (self.total / n).item()
 
+    def sums(self) -> list[torch.Tensor]:
+        return [self.total]
+
 
 def prevalence(y: torch.Tensor) -> np.ndarray:
     """Each label's share of positive examples."""

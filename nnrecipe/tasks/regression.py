@@ -34,6 +34,10 @@ class _RSquared:
         sst = (self.y_sq - self.y_sum**2 / n).sum().clamp_min(1e-12)
         return 1.0 - (self.sse / sst).item()
 
+    def sums(self) -> list[torch.Tensor]:
+        assert self.y_sum is not None and self.y_sq is not None, "sums of an empty split"
+        return [self.sse, self.y_sum, self.y_sq]
+
 
 class Regression(Task):
     name = "regression"

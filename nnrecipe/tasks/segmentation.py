@@ -71,6 +71,9 @@ class _PixelAccuracy:
     def value(self, n: int) -> float:
         return (self.total / n).item()
 
+    def sums(self) -> list[torch.Tensor]:
+        return [self.total]
+
 
 def _present(data, y) -> list[tuple[str, float]]:
     """The classes in one mask with their share of its real pixels, largest first."""
