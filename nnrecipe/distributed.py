@@ -172,6 +172,56 @@ def mean_over_ranks(losses: torch.Tensor, start: int, stop: int) -> int:
     return stop
 
 
+class Draws:
+    """The global RNG as two streams while a model trains under torchrun. Augmentation draws
+    from the shared one, the same on every rank: the whole batch is augmented as in one process,
+    then each rank takes its share. The forward pass (dropout, stochastic depth, noise layers)
+    draws from the rank's own, so the ranks' shares get independent masks, as the rows of one
+    batch do in one process; from one stream every rank would draw the same masks for its rows.
+    At the end the shared stream is back: what follows draws the same on every rank."""
+
+    def __init__(self, ranks: Ranks, device: torch.device):
+        self.device = device
+        seed = int(torch.randint(0, 2**62, ()))  # from the shared stream: the same on every rank
+        self.shared = self._state()
+        torch.manual_seed(seed + ranks.rank)  # this rank's own stream from here
+
+    def _state(self) -> tuple:
+        cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        return torch.get_rng_state(), cuda
+
+    def _set(self, state: tuple) -> None:
+        torch.set_rng_state(state[0])
+        if state[1] is not None:
+            torch.cuda.set_rng_state(state[1], self.device)
+
+    @contextlib.contextmanager
+    def shared_stream(self) -> Iterator[None]:
+        own = self._state()
+        self._set(self.shared)
+        try:
+            yield
+        finally:
+            self.shared = self._state()
+            self._set(own)
+
+    def close(self) -> None:
+        self._set(self.shared)
+
+
+@contextlib.contextmanager
+def draws(ranks: Optional[Ranks], device: torch.device) -> Iterator[Optional[Draws]]:
+    """A rank's own stream for the forward pass while a model trains (None outside torchrun)."""
+    if ranks is None:
+        yield None
+        return
+    two = Draws(ranks, device)
+    try:
+        yield two
+    finally:
+        two.close()
+
+
 def check_split(rows: int, batch: int, ranks: Ranks) -> None:
     """A batch every rank gets a share of (a small split is taken whole, smaller than batch_size)."""
     if batch < ranks.world:

@@ -48,6 +48,7 @@ class Engine:
         self.compile = compile  # torch.compile the training forward (the first steps pay the compile)
         self.channels_last = channels_last  # NHWC weights and 4-D inputs: tensor cores' layout
         self._ranks: Optional[distributed.Ranks] = None  # set by train: torchrun's, or None
+        self._draws: Optional[distributed.Draws] = None  # torchrun: the shared and the rank's own RNG
 
     @classmethod
     def for_spec(cls, train_spec, *, device: torch.device, task: Task) -> "Engine":
@@ -187,6 +188,14 @@ class Engine:
         if plan.checkpoints.resume is not None:
             self._restore(plan, plan.checkpoints.resume, state, batches)
         log = StepLog(plan.log, steps=plan.steps, start=state.start)
+        with distributed.draws(self._ranks, self.device) as self._draws:  # torchrun: dropout's own per rank
+            step = self._loop(plan, forward, batches, state, log)
+        self._draws = None
+        log.done()
+        return state.history(step, steps=plan.steps, early_stopping=plan.early_stopping, stop_early=plan.stop_early)
+
+    def _loop(self, plan: "TrainPlan", forward: nn.Module, batches: BatchStream, state: RunState, log: StepLog) -> int:
+        """The steps from state.start on, with their logs and evaluations; returns the last step."""
         step = reduced = state.start  # reduced: the steps whose loss is the ranks' mean (torchrun)
         steps, every, evals = plan.steps, log.every, plan.eval_every if plan.val is not None else 0
         for step in range(state.start + 1, steps + 1):  # the hot loop: no device sync, no call it can spare
@@ -201,16 +210,17 @@ class Engine:
                 log.losses(state, step)
                 if state.nonfinite_step is not None:
                     break  # the weights are NaN from here on; stop and let the stage say so
-            if (
-                evals
-                and (step % evals == 0 or step == steps)
-                and self._evaluate_during(plan, state, log, batches, step)
-            ):
-                break
+            if evals and (step % evals == 0 or step == steps):
+                with self._shared_draws():  # a hook that draws, draws the same on every rank
+                    if self._evaluate_during(plan, state, log, batches, step):
+                        break
         if self._ranks is not None:  # steps since the last log (early stopping ended the run)
             distributed.mean_over_ranks(state.losses, reduced, step)
-        log.done()
-        return state.history(step, steps=plan.steps, early_stopping=plan.early_stopping, stop_early=plan.stop_early)
+        return step
+
+    def _shared_draws(self):
+        """torchrun: the RNG stream every rank shares (distributed.Draws); else nothing changes."""
+        return self._draws.shared_stream() if self._draws is not None else contextlib.nullcontext()
 
     def _ddp_step(self, plan: "TrainPlan", forward: nn.Module, batches: BatchStream) -> tuple[torch.Tensor, float]:
         try:
@@ -232,7 +242,7 @@ class Engine:
         """One optimizer step on the next batch: (the loss, on the device; the LR it applied)."""
         x, y = self._to_device(next(batches))
         if plan.augment is not None:  # the whole batch, as in one process: then each rank its share
-            with torch.no_grad():
+            with torch.no_grad(), self._shared_draws():
                 x, y = plan.augment(x, y)
         if self._ranks is not None:
             rows = distributed.share(len(y), self._ranks, y.device)

@@ -215,3 +215,55 @@ def test_each_rank_evaluates_its_share_and_every_rank_gets_the_whole_splits_numb
         assert abs(r0["metric"] - a["metric"]) < 1e-12
         assert np.abs(np.array(r0["outputs"]) - np.array(a["outputs"])).max() < 1e-6  # in the split's order
         assert np.abs(np.array(r0["scores"]) - np.array(a["scores"])).max() < 1e-6
+
+
+_DRAWS = """
+import json, torch
+from nnrecipe import distributed
+from nnrecipe.data.bundle import TensorSplit
+from nnrecipe.engine import Engine
+from nnrecipe.experiments import TrainPlan
+from nnrecipe.spec import Spec
+from nnrecipe.tasks import CLASSIFICATION
+
+seen = {"augmented": [], "masks": []}
+
+class Dropped(torch.nn.Module):  # records the dropout mask of its share at every step
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(8, 3)
+    def forward(self, x):
+        h = torch.nn.functional.dropout(torch.ones(len(x), 16), 0.5, self.training)
+        seen["masks"].append((h > 0).int().flatten().tolist())
+        return self.lin(x) + 0 * h.sum()
+
+def augment(x, y):  # noise on the whole batch: the rows each rank trains on come from it
+    x = x + torch.randn_like(x)
+    seen["augmented"].append(float(x.sum()))
+    return x, y
+
+torch.manual_seed(0)
+g = torch.Generator().manual_seed(1)
+train = TensorSplit("train", torch.randn(64, 8, generator=g), torch.randint(0, 3, (64,), generator=g))
+with distributed.session(Spec(name="x"), resume=False):
+    model = Dropped()
+    plan = TrainPlan(model=model, train=train, loss_fn=torch.nn.functional.cross_entropy, steps=3, batch_size=32,
+                     seed=0, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), augment=augment)
+    Engine(device=torch.device("cpu"), task=CLASSIFICATION).train(plan)
+    after = torch.rand(4).tolist()  # what comes after training draws
+print(json.dumps({**seen, "after": after}))
+"""
+
+
+def test_each_rank_draws_its_own_dropout_masks_and_the_same_augmentation(in_tmp):
+    """The ranks' shares of a batch get independent dropout masks (one stream would give every
+    rank the same), while augmentation draws the same whole batch on every rank, and every rank
+    leaves training with the same RNG state."""
+    procs = [_two_ranks_start(in_tmp, rank, [sys.executable, "-c", _DRAWS]) for rank in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    r0, r1 = (json.loads(out) for out, _ in outs)
+    assert len(r0["masks"]) == 3 and len(r0["masks"][0]) == 16 * 16  # 3 steps, a share of 16 rows each
+    assert all(a != b for a, b in zip(r0["masks"], r1["masks"]))
+    assert r0["augmented"] == r1["augmented"] and len(set(r0["augmented"])) == 3
+    assert r0["after"] == r1["after"]
