@@ -3,7 +3,9 @@
 that train every model of the stage together with DistributedDataParallel.
 
 - Each rank takes its contiguous share of every batch (the batch order is the seed's, the same
-  on every rank), so a step's averaged gradient is the whole batch's, as in one process.
+  on every rank), so a step's averaged gradient is the whole batch's, as in one process. The
+  batch is augmented whole from an RNG stream the ranks share; each rank's forward pass draws
+  from its own (`Draws`: dropout masks independent between the shares).
 - Each rank evaluates its contiguous share of the val split (the weights are the same on every
   rank); the sums of loss and metric are added over the ranks, and kept outputs and
   per-example scores gathered in the split's order, so every verdict sees every example and
