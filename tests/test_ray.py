@@ -127,3 +127,123 @@ def _a_task_process(proc, timeout: float = 180.0) -> int:
             return int(out[0])
         time.sleep(0.1)
     raise AssertionError("no Ray task process appeared")
+
+
+TUNE = {  # 8 trials long enough (2000 steps) that the Ray task is up before the stage ran them all
+    "name": "tune-ray",
+    "train": {"steps": 150, "eval_every": 50},
+    "stages": {"tune": {"trials": 8, "pruner": "none", "steps": 2000, "eval_every": 500}},
+}
+
+
+def _trials(run_dir):
+    import csv
+
+    return list(csv.DictReader((run_dir / "tune" / "trials.csv").read_text().splitlines()))
+
+
+def test_tune_workers_as_tasks_of_a_ray_started_here_share_the_run_directorys_study(cli, in_tmp):
+    """--executor ray --workers 2: the stage's process and a Ray task on tune/study.journal; every
+    trial once, some from each; the task's trial curves written into the run directory."""
+    result = cli("tune", "--config", write_spec(in_tmp, TUNE), "--json", "--executor", "ray", "--workers", "2")
+    assert result.exit_code in (0, 1), result.stderr
+    assert "2 workers (Ray tasks but this one)" in " ".join(result.stderr.split())
+    run_dir = in_tmp / "runs" / "tune-ray"
+    rows = _trials(run_dir)
+    assert sorted(int(r["trial"]) for r in rows) == list(range(8)) and {r["state"] for r in rows} == {"complete"}
+    workers = {r["worker"].rsplit(":", 1)[1] for r in rows}
+    assert workers == {"w0", "w1"}, rows  # both ran trials
+    by_task = [int(r["trial"]) for r in rows if r["worker"].endswith(":w1")]
+    for n in by_task:  # its curves, sent back by the task and written by the stage
+        assert list((run_dir / "tb" / "tune" / f"trial-{n:03d}").glob("events.out.tfevents.*"))
+    assert not list(run_dir.glob("tune/worker-*.log"))  # no local worker processes
+
+
+def test_a_ray_tune_worker_killed_mid_trial_is_run_again_and_so_are_its_trials(in_tmp):
+    """The Ray task's process is killed while it trains: Ray runs the task again, whose first act
+    is to fail and queue again the trials its earlier process left RUNNING in the journal; the
+    study ends with every trial finished once, the killed ones' parameters run again."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+    from optuna.trial import TrialState
+
+    path = write_spec(in_tmp, {**TUNE, "name": "tune-killed"})
+    cmd = [sys.executable, "-m", "nnrecipe.cli", "tune", "--config", str(path), "--json"]
+    proc = subprocess.Popen(
+        [*cmd, "--executor", "ray", "--workers", "2"],
+        cwd=in_tmp,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    journal = in_tmp / "runs" / "tune-killed" / "tune" / "study.journal"
+
+    def study():
+        return optuna.load_study(
+            study_name="tune-killed", storage=optuna.storages.JournalStorage(JournalFileBackend(str(journal)))
+        )
+
+    victim, deadline = None, time.time() + 240
+    while victim is None and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        pids = subprocess.run(["pgrep", "-f", "ray::_ray_worker"], capture_output=True, text=True).stdout.split()
+        if not pids or not journal.exists():
+            continue
+        mid = [
+            t
+            for t in study().get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if t.intermediate_values and f":{pids[0]}:w1" in t.user_attrs.get("worker", "")
+        ]
+        victim = int(pids[0]) if mid else None
+    assert victim is not None, "the Ray task never trained a trial"
+    os.kill(victim, signal.SIGKILL)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode in (0, 1), err
+    trials = study().get_trials(deepcopy=False)
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(done) == 8 and len({t.params["optim.lr"] for t in done}) == 8  # none lost, none twice
+    killed = [t for t in trials if t.state == TrialState.FAIL and f":{victim}:w1" in t.user_attrs["worker"]]
+    assert killed and len(trials) == 8 + len(killed)
+    for t in killed:  # each run again, with its parameters
+        (again,) = [d for d in done if d.system_attrs.get("failed_trial") == t.number]
+        assert again.params == t.params
+
+
+POSTGRES = os.environ.get("NNRECIPE_TEST_POSTGRES", "")
+
+
+@needs_cluster
+@pytest.mark.skipif(not POSTGRES, reason="NNRECIPE_TEST_POSTGRES is not set (.ci/run starts PostgreSQL and sets it)")
+def test_tune_workers_as_tasks_on_a_cluster_share_a_database_study_and_not_a_journal(in_tmp):
+    """ray://HOST:PORT: with a PostgreSQL study the stage's process and a task on the cluster run
+    its trials; with the run directory's journal file, which a cluster's machines cannot reach,
+    they run here, and the stage says why."""
+    from nnrecipe.probes.tune_study import database_url
+
+    said, study = {}, f"ray-{os.getpid()}-{int(time.time())}"
+    for storage in ("journal", "postgres"):
+        extra = ["--storage", POSTGRES, "--study", study] if storage == "postgres" else []
+        proc = subprocess.run(
+            [sys.executable, "-m", "nnrecipe.cli", "tune", "--config", str(write_spec(in_tmp, TUNE)), "--json"]
+            + ["--executor", CLUSTER, "--workers", "2", f"name={storage}", *extra],
+            cwd=in_tmp,
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert proc.returncode in (0, 1), proc.stderr
+        said[storage] = " ".join(proc.stderr.split())
+        rows = _trials(in_tmp / "runs" / storage)
+        assert sorted(int(r["trial"]) for r in rows) == list(range(8))
+        workers = {r["worker"].rsplit(":", 1)[1] for r in rows}
+        assert workers == ({"w0", "w1"} if storage == "postgres" else {"w0"}), (storage, rows)
+    assert "which the cluster's Ray tasks cannot reach: its trials run here" in said["journal"]
+    assert "2 workers (Ray tasks but this one)" in said["postgres"]
+    import optuna
+
+    done = [
+        t for t in optuna.load_study(study_name=study, storage=database_url(POSTGRES)).trials if t.state.is_finished()
+    ]
+    assert len(done) == 8 and len({t.params["optim.lr"] for t in done}) == 8

@@ -37,6 +37,13 @@ class RayPool:
     def _start(self):
         if self._remote is not None:
             return self._remote
+        ray = self.connect()
+        gpu = self.workers.devices[0].startswith("cuda")
+        self._remote = ray.remote(num_cpus=0 if gpu else 1, num_gpus=1 if gpu else 0, max_retries=RETRIES)(_ray_train)
+        return self._remote
+
+    def connect(self):
+        """The ray module, connected for this run: to the cluster, or to a Ray started here."""
         where = self.address or "ray"
         try:
             import ray
@@ -55,9 +62,7 @@ class RayPool:
                     "token authentication needs RAY_AUTH_MODE=token and its token here too)"
                 ) from None
             self._started_here = True
-        gpu = self.workers.devices[0].startswith("cuda")
-        self._remote = ray.remote(num_cpus=0 if gpu else 1, num_gpus=1 if gpu else 0, max_retries=RETRIES)(_ray_train)
-        return self._remote
+        return ray
 
     def _init(self, ray) -> None:
         """ray.init, quietly; a client server that failed to start on the head is asked once more

@@ -129,8 +129,19 @@ def rounds(start, plan: Plan, ctx):
     )
 
 
-def run_worker(plan: Plan, *, ctx, index: int, start, on_idle: Optional[Callable[[], None]] = None, study=None) -> int:
-    """Run trials until the study has `plan.trials` finished; returns how many this worker ran."""
+def run_worker(
+    plan: Plan,
+    *,
+    ctx,
+    index: int,
+    start,
+    on_idle: Optional[Callable[[], None]] = None,
+    study=None,
+    rerun: bool = False,
+) -> int:
+    """Run trials until the study has `plan.trials` finished; returns how many this worker ran.
+    `rerun`: this worker may be a Ray task run again, whose earlier process died mid-trial: with
+    the journal, that process's trials left RUNNING are failed and queued again first."""
     from nnrecipe.credentials import storage_url
     from nnrecipe.experiments import Trainer
     from nnrecipe.probes import tune_study as ts
@@ -147,6 +158,8 @@ def run_worker(plan: Plan, *, ctx, index: int, start, on_idle: Optional[Callable
         study = ts.open_study(
             storage=storage, name=plan.study, key=plan.key, sampler=sampler, pruner=pruner, create=False
         )
+        if rerun and not ts.is_url(plan.storage):  # a database's heartbeats do this for it
+            ts.recover_orphans(study, earlier_than=worker)
     else:
         study.sampler, study.pruner = sampler, pruner
     trainer = Trainer(ctx, stage=STAGE, steps=plan.steps, every=plan.every)

@@ -208,16 +208,19 @@ def counts(study) -> dict[TrialState, int]:
     return out
 
 
-def recover_orphans(study, worker: Optional[str] = None) -> list[int]:
-    """Trials left RUNNING by a process that was killed (all of them, or one worker's). Only for
-    a storage no one else uses (the run directory's own journal, whose lock this process
-    holds): each is failed and its parameters queued again, so no trial is lost."""
+def recover_orphans(study, worker: Optional[str] = None, *, earlier_than: Optional[str] = None) -> list[int]:
+    """Trials left RUNNING by a process that was killed (all of them, one worker's, or those of
+    the earlier processes of worker `earlier_than`: its host and index, another pid: a Ray task
+    run again after its process died). Only for a storage no one else uses (the run directory's
+    own journal): each is failed and its parameters queued again, so no trial is lost."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         retry = _retry(max_retry=None)
     orphans = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if worker is not None and t.user_attrs.get("worker") != worker:
+            continue
+        if earlier_than is not None and not _earlier(t.user_attrs.get("worker"), earlier_than):
             continue
         retry(study, study.tell(t.number, state=TrialState.FAIL))
         orphans.append(t.number)
@@ -339,6 +342,14 @@ def _round(study, run: RunTrials, n: int, *, trials: int, worker: str) -> int:
         pruned = isinstance(outcome, optuna.TrialPruned)
         study.tell(trial, None if pruned else outcome, state=TrialState.PRUNED if pruned else None)
     return len(asked)
+
+
+def _earlier(name: Optional[str], mine: str) -> bool:
+    """Whether worker `name` is an earlier process of worker `mine` (host:pid:w<index> each)."""
+    if not name or name.count(":") < 2:
+        return False
+    (host, pid, index), (my_host, my_pid, my_index) = name.rsplit(":", 2), mine.rsplit(":", 2)
+    return host == my_host and index == my_index and pid != my_pid
 
 
 def worker_name(index: int, pid: Optional[int] = None) -> str:

@@ -15,8 +15,6 @@ import json
 import math
 import os
 import shutil
-import subprocess
-import sys
 import time
 from typing import Any, Optional
 
@@ -24,8 +22,8 @@ from rich.table import Table
 
 from nnrecipe import atomic
 from nnrecipe.checks.tune_checks import TuneMeasurements, confirmation_z, search_coverage, sensitivity, tune_improves
-from nnrecipe.credentials import ENV_STORAGE, redact, storage_url
-from nnrecipe.errors import NNRecipeError
+from nnrecipe.credentials import redact, storage_url
+from nnrecipe.executors.tune_children import Processes, RayTasks, ray_count, unreachable
 from nnrecipe.executors.tune_worker import Plan, run_worker
 from nnrecipe.experiments import Job, SeedRuns, Trainer, experiment_key
 from nnrecipe.handoff import data_fingerprint, from_spec, recorded_seed_noise, start_spec
@@ -138,7 +136,7 @@ def _run_workers(s: Setup, study) -> int:
     Returns how many trials ran here."""
     cfg, ctx, spec = s.spec.stages.tune, s.ctx, s.spec
     had = sum(1 for t in study.get_trials(deepcopy=False) if t.state in ts.FINISHED)
-    workers = tune_workers(spec, ctx)
+    workers, ray = tune_workers(spec, ctx)
     start_yaml = s.out / "start.yaml"
     atomic.write_text(start_yaml, f"# the tune stage's starting point ({s.source})\n" + s.start.to_yaml())
     plan = Plan(
@@ -157,29 +155,23 @@ def _run_workers(s: Setup, study) -> int:
         workers=workers.count,
     )
     plan.write(s.out / "worker.json")
-    children = [_spawn(s.out, i, storage=s.storage, threads=workers.threads) for i in range(1, workers.count)]
+    children: Processes | RayTasks = (
+        RayTasks(ray, plan, workers.count, storage=s.storage, start_yaml=start_yaml.read_text(), run_root=ctx.run.root)
+        if ray is not None
+        else Processes(s.out, workers.count, storage=s.storage, threads=workers.threads, study=study)
+    )
     ctx.console.print(
         f"tune: study [cyan]{s.study}[/] on {redact(s.storage) if not s.local else ctx.rel(s.storage)}: "
-        f"{had} of {cfg.trials} trials finished" + (f", {len(children) + 1} workers" if children else "")
+        f"{had} of {cfg.trials} trials finished"
+        + (f", {len(children) + 1} workers" + (" (Ray tasks but this one)" if ray else "") if len(children) else "")
     )
     try:
         ran = run_worker(
-            plan,
-            ctx=ctx,
-            index=0,
-            start=s.start,
-            study=study,
-            on_idle=(lambda: _watch(children, study)) if children else None,
+            plan, ctx=ctx, index=0, start=s.start, study=study, on_idle=children.watch if len(children) else None
         )
-        for proc, _log in children:
-            proc.wait()
-        _watch(children, study)
+        children.wait()
     finally:
-        for proc, log in children:
-            if proc.poll() is None:
-                proc.terminate()
-                proc.wait()
-            log.close()
+        children.stop()
     return ran
 
 
@@ -298,44 +290,27 @@ def confirm_seeds(spec, task, *, spread_known: bool) -> list[int]:
 
 
 def tune_workers(spec, ctx):
-    """The processes on this machine's share of the study: stages.tune.workers, else the run's
-    --workers; each with its share of the cores."""
-    from nnrecipe.runtime import plan_workers
+    """The workers on the study and where they run: (Workers, the connected ray module or None).
+    stages.tune.workers: processes on this machine; else the run's --workers, as processes with
+    the local executor, as Ray tasks with Ray (a cluster's tasks only with a database storage:
+    they cannot reach this machine's journal file)."""
+    from nnrecipe.runtime import Workers, plan_workers
 
     if spec.stages.tune.workers is not None:
-        return plan_workers(spec.stages.tune.workers, ctx.device, field="stages.tune.workers")
-    local = ctx.workers is not None and spec.executor == "local"  # Ray's workers are not this machine's
-    return plan_workers(ctx.workers.count if local else 1, ctx.device)
-
-
-def _spawn(out, index: int, *, storage: str, threads: int):
-    """A worker process; the storage URL, password and all, goes in its environment: worker.json
-    holds it redacted, and a command line is visible to every user of the machine (ps)."""
-    log = open(out / f"worker-{index}.log", "w")
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=str(threads), **{ENV_STORAGE: storage})
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "nnrecipe.executors.tune_worker", str(out / "worker.json"), str(index)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    return proc, log
-
-
-def _watch(children, study) -> None:
-    """A child that failed stops the stage with its error line; one that was killed leaves its
-    trial RUNNING: it is failed and queued again here."""
-    for proc, log in children:
-        code = proc.poll()
-        if code is None or code == 0:
-            continue
-        log.flush()
-        lines = [ln.strip() for ln in open(log.name, errors="replace").read().splitlines() if ln.strip()]
-        if code < 0 or code in (137, 143):
-            ts.recover_orphans(study, worker=ts.worker_name(int(proc.args[-1]), pid=proc.pid))
-            continue
-        last = lines[-1] if lines else f"exit code {code}"
-        raise NNRecipeError(f"tune worker {proc.args[-1]} failed ({log.name}): {last.removeprefix('error: ')}")
+        return plan_workers(spec.stages.tune.workers, ctx.device, field="stages.tune.workers"), None
+    if ctx.workers is None or spec.executor == "local":
+        return plan_workers(ctx.workers.count if ctx.workers is not None else 1, ctx.device), None
+    if ctx.workers.count == 1:
+        return plan_workers(1, ctx.device), None
+    if unreachable(spec.executor, spec.stages.tune.storage):
+        ctx.console.print(
+            "tune: the study's journal is a file on this machine, which the cluster's Ray tasks cannot reach: "
+            "its trials run here (stages.tune.storage: postgresql://... spreads them over the cluster)"
+        )
+        return plan_workers(1, ctx.device), None
+    ray = ctx.pool().connect()
+    count = min(ray_count(ctx.workers.count, ray, ctx.device.type), spec.stages.tune.trials)
+    return Workers(count=count, devices=(ctx.device.type,), threads=1), ray
 
 
 def _clear_trial_curves(ctx, keep: set[int]) -> None:

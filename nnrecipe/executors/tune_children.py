@@ -1,0 +1,184 @@
+"""The tune stage's other workers on its study: processes on this machine, or Ray tasks.
+
+The stage's own process is worker 0 (tune_worker.run_worker); workers 1..N-1 run the same loop
+on the same study, until `trials` have finished across all of them. Both kinds here have the
+same verbs: `watch()` (a worker's error stops the stage at once, a dead worker's trial is run
+again), `wait()` (until each has finished) and `stop()` (Ctrl-C, an error: the rest stopped).
+
+Ray tasks (`--executor ray` or `ray://...`, `stages.tune.workers` unset): each one trains its
+trials in a Ray worker, in a scratch run directory of its own, and sends back its trials'
+TensorBoard curves, which the stage writes into the run directory (only the stage's process
+writes there). The study must be where every task can reach it: a Ray started here shares this
+machine's journal file; a cluster needs a database (`stages.tune.storage: postgresql://...`),
+else tune's trials stay on this machine. A task whose worker process dies is run again by Ray
+(`max_retries`); the trial it left RUNNING is failed and queued again, by the database's
+heartbeats, or for the journal by the task's next attempt, so no trial is lost or counted twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+from nnrecipe.credentials import ENV_STORAGE
+from nnrecipe.errors import DeviceError, NNRecipeError
+from nnrecipe.executors.tune_worker import Plan
+
+RETRIES = 3  # a Ray task whose worker process died is run again this many times at most
+
+
+class Processes:
+    """Workers 1..count-1 as `python -m nnrecipe.executors.tune_worker` on this machine."""
+
+    def __init__(self, out: Path, count: int, *, storage: str, threads: int, study):
+        self.study = study
+        self.children = [_spawn(out, i, storage=storage, threads=threads) for i in range(1, count)]
+
+    def __len__(self) -> int:
+        return len(self.children)
+
+    def watch(self) -> None:
+        """A child that failed stops the stage with its error line; one that was killed leaves
+        its trial RUNNING: it is failed and queued again here."""
+        from nnrecipe.probes import tune_study as ts
+
+        for proc, log in self.children:
+            code = proc.poll()
+            if code is None or code == 0:
+                continue
+            log.flush()
+            lines = [ln.strip() for ln in open(log.name, errors="replace").read().splitlines() if ln.strip()]
+            if code < 0 or code in (137, 143):
+                ts.recover_orphans(self.study, worker=ts.worker_name(int(proc.args[-1]), pid=proc.pid))
+                continue
+            last = lines[-1] if lines else f"exit code {code}"
+            raise NNRecipeError(f"tune worker {proc.args[-1]} failed ({log.name}): {last.removeprefix('error: ')}")
+
+    def wait(self) -> None:
+        for proc, _log in self.children:
+            proc.wait()
+        self.watch()
+
+    def stop(self) -> None:
+        for proc, log in self.children:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait()
+            log.close()
+
+
+def _spawn(out: Path, index: int, *, storage: str, threads: int):
+    """A worker process; the storage URL, password and all, goes in its environment: worker.json
+    holds it redacted, and a command line is visible to every user of the machine (ps)."""
+    log = open(out / f"worker-{index}.log", "w")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=str(threads), **{ENV_STORAGE: storage})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nnrecipe.executors.tune_worker", str(out / "worker.json"), str(index)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    return proc, log
+
+
+class RayTasks:
+    """Workers 1..count-1 as Ray tasks, each asking for a GPU where there are GPUs, else a core.
+    The storage URL travels as the task's argument (Ray keeps it in its object store, not in a
+    command line)."""
+
+    def __init__(self, ray, plan: Plan, count: int, *, storage: str, start_yaml: str, run_root: Path):
+        self.ray, self.run_root = ray, run_root
+        kind = "cuda" if (plan.devices or (plan.device,))[0].startswith("cuda") else "cpu"
+        task = ray.remote(
+            num_cpus=0 if kind == "cuda" else 1, num_gpus=1 if kind == "cuda" else 0, max_retries=RETRIES
+        )(_ray_worker)
+        self.pending = [task.remote(dataclasses.asdict(plan), i, storage, start_yaml, kind) for i in range(1, count)]
+        self.ran = 0  # trials the tasks ran
+
+    def __len__(self) -> int:
+        return len(self.pending)
+
+    def watch(self, *, block: bool = False) -> None:
+        """Write what the finished tasks sent back; a task's error is raised here at once: the
+        user's own error as it was raised, a task whose worker died more often than Ray runs it
+        again as one line."""
+        ray = self.ray
+        while self.pending:
+            done, self.pending = ray.wait(self.pending, num_returns=1, timeout=None if block else 0)
+            if not done:
+                return
+            try:
+                ran, files = ray.get(done[0])
+            except ray.exceptions.RayTaskError as exc:
+                raise exc.cause from None  # the user's own error, not Ray's wrapper (its traceback)
+            except (ray.exceptions.WorkerCrashedError, ray.exceptions.OutOfMemoryError) as exc:
+                raise DeviceError(
+                    f"tune: a Ray worker died {RETRIES + 1} times running the study's trials ({type(exc).__name__}); "
+                    "see the cluster's logs (out of memory?)"
+                ) from None
+            self.ran += ran
+            self._write(files)
+
+    def wait(self) -> None:
+        self.watch(block=True)
+
+    def stop(self) -> None:
+        for ref in self.pending:
+            self.ray.cancel(ref, force=True)
+        self.pending = []
+
+    def _write(self, files: dict[str, bytes]) -> None:
+        from nnrecipe import atomic
+
+        for rel, data in files.items():
+            atomic.write_bytes(self.run_root / rel, data)
+
+
+def _ray_worker(plan: dict, index: int, storage: str, start_yaml: str, kind: str) -> tuple[int, dict[str, bytes]]:
+    """In a Ray worker process: tune worker `index` on the study, in a scratch run directory;
+    returns how many trials it ran and its TensorBoard files (path in the run directory -> bytes)."""
+    import tempfile
+
+    import torch
+    from rich.console import Console
+
+    from nnrecipe.executors.tune_worker import run_worker
+    from nnrecipe.rundir import RunDir
+    from nnrecipe.spec import load_spec
+    from nnrecipe.stages.base import StageContext
+
+    torch.set_num_threads(1)
+    os.environ[ENV_STORAGE] = storage  # credentials.storage_url finds the password here
+    with tempfile.TemporaryDirectory(prefix="nnrecipe-tune-") as tmp:
+        root, spec_path = Path(tmp) / "run", Path(tmp) / "start.yaml"
+        spec_path.write_text(start_yaml)
+        start, _ = load_spec(spec_path)
+        here = Plan(**{**plan, "run_root": str(root), "start_yaml": str(spec_path)})
+        device = torch.device("cuda:0" if kind == "cuda" else "cpu")  # Ray's GPU for the task is its cuda:0
+        ctx = StageContext(
+            spec=start, base=Path(here.base), run=RunDir(root), device=device, console=Console(quiet=True)
+        )
+        try:
+            ran = run_worker(here, ctx=ctx, index=index, start=start, rerun=True)
+        finally:
+            ctx.close()
+        tb = root / "tb"
+        files = {p.relative_to(root).as_posix(): p.read_bytes() for p in tb.rglob("*") if p.is_file()}
+    return ran, files
+
+
+def ray_count(requested: int, ray, kind: str) -> int:
+    """Tune workers on a Ray cluster: --workers, or with auto (0) as many as it has GPUs (or CPUs)."""
+    if requested > 0:
+        return requested
+    resources = ray.cluster_resources()
+    return max(1, int(resources.get("GPU" if kind == "cuda" else "CPU", 1)))
+
+
+def unreachable(executor: str, storage: Optional[str]) -> bool:
+    """A cluster's tasks cannot reach this machine's journal file."""
+    return executor.startswith("ray://") and storage is None
