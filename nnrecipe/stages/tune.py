@@ -5,6 +5,8 @@ The study lives in the run directory (tune/study.journal) or in a database share
 machines (`--storage postgresql://...`): every process that runs this stage on the same
 study works on it until `trials` trials have finished, then each one judges the whole
 study. Re-running a stopped tune continues the study; a trial killed half-way runs again.
+The stage's process is worker 0; the others are processes on this machine or Ray tasks
+(executors/tune_children.py).
 """
 
 from __future__ import annotations
