@@ -129,11 +129,18 @@ def _a_task_process(proc, timeout: float = 180.0) -> int:
     raise AssertionError("no Ray task process appeared")
 
 
-TUNE = {  # 8 trials long enough (2000 steps) that the Ray task is up before the stage ran them all
-    "name": "tune-ray",
-    "train": {"steps": 150, "eval_every": 50},
-    "stages": {"tune": {"trials": 8, "pruner": "none", "steps": 2000, "eval_every": 500}},
-}
+def _tune(folder, name: str) -> dict:
+    """8 trials of 2000 steps; the stage's process waits at its first step for a Ray task to train
+    (its model says so), so that it cannot run every trial while Ray starts (seconds, longer on a
+    loaded machine)."""
+    flag = folder / f"{name}.ray-task-trains"
+    model = {"arch": "python", "factory": f"{PLANTED / 'models.py'}:waits_for_a_ray_task", "args": {"flag": str(flag)}}
+    return {
+        "name": name,
+        "model": model,
+        "train": {"steps": 150, "eval_every": 50},
+        "stages": {"tune": {"trials": 8, "pruner": "none", "steps": 2000, "eval_every": 500}},
+    }
 
 
 def _trials(run_dir):
@@ -145,7 +152,8 @@ def _trials(run_dir):
 def test_tune_workers_as_tasks_of_a_ray_started_here_share_the_run_directorys_study(cli, in_tmp):
     """--executor ray --workers 2: the stage's process and a Ray task on tune/study.journal; every
     trial once, some from each; the task's trial curves written into the run directory."""
-    result = cli("tune", "--config", write_spec(in_tmp, TUNE), "--json", "--executor", "ray", "--workers", "2")
+    path = write_spec(in_tmp, _tune(in_tmp, "tune-ray"))
+    result = cli("tune", "--config", path, "--json", "--executor", "ray", "--workers", "2")
     assert result.exit_code in (0, 1), result.stderr
     assert "2 workers (Ray tasks but this one)" in " ".join(result.stderr.split())
     run_dir = in_tmp / "runs" / "tune-ray"
@@ -167,7 +175,7 @@ def test_a_ray_tune_worker_killed_mid_trial_is_run_again_and_so_are_its_trials(i
     from optuna.storages.journal import JournalFileBackend
     from optuna.trial import TrialState
 
-    path = write_spec(in_tmp, {**TUNE, "name": "tune-killed"})
+    path = write_spec(in_tmp, _tune(in_tmp, "tune-killed"))
     cmd = [sys.executable, "-m", "nnrecipe.cli", "tune", "--config", str(path), "--json"]
     proc = subprocess.Popen(
         [*cmd, "--executor", "ray", "--workers", "2"],
@@ -223,10 +231,13 @@ def test_tune_workers_as_tasks_on_a_cluster_share_a_database_study_and_not_a_jou
 
     said, study = {}, f"ray-{os.getpid()}-{int(time.time())}"
     for storage in ("journal", "postgres"):
+        spec = _tune(in_tmp, storage)
+        if storage == "journal":  # its trials run here: nothing to wait for
+            spec["model"] = {"arch": "mlp"}
         extra = ["--storage", POSTGRES, "--study", study] if storage == "postgres" else []
         proc = subprocess.run(
-            [sys.executable, "-m", "nnrecipe.cli", "tune", "--config", str(write_spec(in_tmp, TUNE)), "--json"]
-            + ["--executor", CLUSTER, "--workers", "2", f"name={storage}", *extra],
+            [sys.executable, "-m", "nnrecipe.cli", "tune", "--config", str(write_spec(in_tmp, spec)), "--json"]
+            + ["--executor", CLUSTER, "--workers", "2", *extra],
             cwd=in_tmp,
             env=ENV,
             capture_output=True,
