@@ -216,16 +216,16 @@ def _measure_confirmation(s: Setup, m: TuneMeasurements) -> None:
     candidate = apply_params(s.start, m.best.params)
     reference = SeedRuns("start", f"starting point ({s.source})")
     confirmed = SeedRuns("best", f"trial {m.best.number}")
+    jobs = []  # every seed's pair at once: they train as one group (or are dealt over the workers)
     for seed in confirm_seeds(s.spec, m.task, spread_known=m.prior_noise is not None):
         tag = "" if seed == s.spec.seed + 1 else f"-seed{seed}"
-        start, best = trainer.train_many(
-            [
-                Job(f"confirm-start{tag}", s.start, seed, more={"keep_model": False}),
-                Job(f"confirm-best{tag}", candidate, seed, more={"keep_model": False}),
-            ]
-        )
-        reference.runs.append(start)
-        confirmed.runs.append(best)
+        jobs += [
+            Job(f"confirm-start{tag}", s.start, seed, more={"keep_model": False}),
+            Job(f"confirm-best{tag}", candidate, seed, more={"keep_model": False}),
+        ]
+    runs = trainer.train_many(jobs)
+    reference.runs += runs[0::2]
+    confirmed.runs += runs[1::2]
     halves = m.task.val_halves(len(data.val), s.spec.seed)
     if halves is not None:
         m.confirm_examples = int(halves[1].sum())
