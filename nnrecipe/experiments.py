@@ -503,29 +503,25 @@ class Trainer:
         """Each job's Result, in the order of `jobs`: one after another here, or side by side in
         the run's worker processes (the same numbers: each experiment seeds itself). `done(i,
         result)` is called for each as soon as it is here (squeeze saves its members so)."""
-        return self.submit(jobs, parallel=len(jobs) > 1, here=True).results(done=done)
+        return self.submit(jobs, parallel=len(jobs) > 1).results(done=done)
 
-    def submit(self, jobs: list[Job], *, parallel: bool = True, here: bool = False) -> "Pending":
+    def submit(self, jobs: list[Job], *, parallel: bool = True) -> "Pending":
         """The jobs started in the run's worker processes (when it has them and `parallel`), so
         that this process can do other work meanwhile; `.results()` waits for them. Without
         workers they train here, when `.results()` is called. Jobs of one architecture train as
-        one (`groups`), here or dealt over the workers. `here`: this process trains its share of
-        them in `.results()` (a caller that does nothing else meanwhile: train_many)."""
+        one (`groups`), here or dealt over the workers."""
         pool = self.ctx.pool() if parallel else None
         exps = [self._experiment(j) for j in jobs]
-        # a share per process that trains them: the workers (Ray: as many as run at once), and with
-        # `here` this one too; a local pool's N workers are this process and N - 1 others
-        parts = 1 if pool is None else max(1, self.ctx.workers.count - (pool.trains_here and not here))
-        groups = self.groups(exps, parts=parts)
-        mine, there, futures = list(range(len(groups))), [], []
+        groups = self.groups(exps, parts=self.ctx.workers.count if pool is not None else 1)
+        here, there, futures = list(range(len(groups))), [], []
         if pool is not None:  # the workers' share goes now; this process trains its own share (local pool)
             from nnrecipe.executors.pool import Job as Sent
 
-            mine, there = pool.share(len(groups)) if here else ([], list(range(len(groups))))
+            here, there = pool.share(len(groups))
             futures = pool.submit(
                 [[Sent(exps[i], self._data_spec(jobs[i].spec), jobs[i].rows) for i in groups[g]] for g in there]
             )
-        return Pending(self, exps, jobs, groups, pool, here=mine, there=list(zip(there, futures)))
+        return Pending(self, exps, jobs, groups, pool, here=here, there=list(zip(there, futures)))
 
     def groups(self, exps: list[Experiment], *, parts: int = 1) -> list[list[int]]:
         """The experiments' indices in groups that train as one (unless the spec's batch_models is

@@ -99,8 +99,6 @@ class Pool:
             )
         return self._executor
 
-    trains_here = True  # the stage's process is one of the N workers
-
     def share(self, groups: int) -> tuple[list[int], list[int]]:
         """Which of `groups` (dealt into one share per worker, this process included: Trainer.groups)
         train here and which go to the workers: every N-th here, from the first."""

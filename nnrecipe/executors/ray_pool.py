@@ -91,8 +91,6 @@ class RayPool:
 
         return self.workers.count if self.workers.count > 1 else usable_cores()
 
-    trains_here = False  # every experiment goes to the cluster
-
     def share(self, groups: int) -> tuple[list[int], list[int]]:
         """Every group goes to the cluster (none trains in this process)."""
         return [], list(range(groups))
