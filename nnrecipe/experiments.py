@@ -21,7 +21,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from nnrecipe import halt
 from nnrecipe.data.bundle import Split
 from nnrecipe.engine import Engine
 from nnrecipe.loop import EarlyStopping, EvalResult, History, load_checkpoint
@@ -513,15 +512,14 @@ class Trainer:
         pool = self.ctx.pool() if parallel else None
         exps = [self._experiment(j) for j in jobs]
         groups = self.groups(exps, parts=self.ctx.workers.count if pool is not None else 1)
-        here, there, futures = list(range(len(groups))), [], []
-        if pool is not None:  # the workers' share goes now; this process trains its own share (local pool)
+        futures = None
+        if pool is not None:
             from nnrecipe.executors.pool import Job as Sent
 
-            here, there = pool.share(len(groups))
             futures = pool.submit(
-                [[Sent(exps[i], self._data_spec(jobs[i].spec), jobs[i].rows) for i in groups[g]] for g in there]
+                [[Sent(exps[i], self._data_spec(jobs[i].spec), jobs[i].rows) for i in g] for g in groups]
             )
-        return Pending(self, exps, jobs, groups, pool, here=here, there=list(zip(there, futures)))
+        return Pending(self, exps, jobs, groups, pool, futures)
 
     def groups(self, exps: list[Experiment], *, parts: int = 1) -> list[list[int]]:
         """The experiments' indices in groups that train as one (unless the spec's batch_models is
@@ -610,18 +608,10 @@ class Pending:
     """Experiments a Trainer has started (or will train here): `results` in the order asked."""
 
     def __init__(
-        self,
-        trainer: Trainer,
-        exps: list[Experiment],
-        jobs: list[Job],
-        groups: list[list[int]],
-        pool,
-        *,
-        here: list[int],  # the groups this process trains
-        there: list[tuple[int, Any]],  # (group, its future) of those sent to the pool
+        self, trainer: Trainer, exps: list[Experiment], jobs: list[Job], groups: list[list[int]], pool, futures
     ):
         self.trainer, self.exps, self.jobs, self.groups = trainer, exps, jobs, groups
-        self.pool, self.here, self.there = pool, here, there
+        self.pool, self.futures = pool, futures
 
     def results(self, *, done: Optional[Callable[[int, Result], None]] = None) -> list[Result]:
         """The results in the order asked; `done(i, result)` for each as soon as it is here
@@ -638,43 +628,32 @@ class Pending:
         return [r for r in results if r is not None]
 
     def _arrived(self) -> Iterator[tuple[int, Result]]:
-        """(index, result) of each experiment, group by group as each is trained: this process's
-        share first, then what the workers send back."""
-        t, there = self.trainer, list(self.there)
-        with halt.watch() as failed:
-            if self.here and there:  # a worker that fails stops the training here at its next log step
-                self.pool.on_failure([f for _, f in there], failed.set)
-            try:
-                for g in self.here:
-                    yield from self._train_here(self.groups[g])
-            except halt.Halted:
-                pass  # the worker's error is raised by arrivals, below
-        if not there:
-            return
-        arrived = self.pool.arrivals([f for _, f in there], progress=t.ctx.progress, label=t.stage)
-        for k, shipped in arrived:
-            g = there[k][0]
-            if len(self.groups[g]) > 1:
-                t.tell([self.exps[i] for i in self.groups[g]], shipped[0].apart)
-            for i, one in zip(self.groups[g], shipped):
-                yield i, t.received(self.exps[i], self.jobs[i], one)
-
-    def _train_here(self, g: list[int]) -> Iterator[tuple[int, Result]]:
+        """(index, result) of each experiment, group by group as each is trained."""
         t = self.trainer
-        if len(g) == 1:
-            yield g[0], run_in_stage(t.ctx, t.stage, self.exps[g[0]], data=t.job_data(self.jobs[g[0]]))
+        if self.pool is not None:
+            arrived = self.pool.arrivals(self.futures, progress=t.ctx.progress, label=t.stage)
+            for g, shipped in arrived:
+                if len(self.groups[g]) > 1:
+                    t.tell([self.exps[i] for i in self.groups[g]], shipped[0].apart)
+                for i, one in zip(self.groups[g], shipped):
+                    yield i, t.received(self.exps[i], self.jobs[i], one)
             return
-        exps = [self.exps[i] for i in g]
-        results, why = run_group(
-            exps,
-            datas=[t.job_data(self.jobs[i]) for i in g],
-            device=t.ctx.device,
-            base=t.ctx.base,
-            writers=[stage_writer(t.ctx, t.stage, e) for e in exps],
-            progress=t.ctx.progress,
-        )
-        t.tell(exps, why)
-        yield from zip(g, results)
+        for g in self.groups:
+            if len(g) == 1:
+                i = g[0]
+                yield i, run_in_stage(t.ctx, t.stage, self.exps[i], data=t.job_data(self.jobs[i]))
+                continue
+            exps = [self.exps[i] for i in g]
+            results, why = run_group(
+                exps,
+                datas=[t.job_data(self.jobs[i]) for i in g],
+                device=t.ctx.device,
+                base=t.ctx.base,
+                writers=[stage_writer(t.ctx, t.stage, e) for e in exps],
+                progress=t.ctx.progress,
+            )
+            t.tell(exps, why)
+            yield from zip(g, results)
 
 
 def experiment_key(spec, *, steps: int, every: int, extra: str = "") -> str:

@@ -164,7 +164,7 @@ def test_workers_split_the_cores_and_never_exceed_them(monkeypatch):
 
 def test_sigint_stops_every_worker_and_records_the_stage_interrupted(in_tmp):
     proc = _long_regularize(in_tmp, "intw", as_from_a_terminal=True)
-    workers = _wait_for_workers(proc, 1)
+    workers = _wait_for_workers(proc, 2)
     time.sleep(0.2)  # spawned: still importing torch, or training
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group: the workers ignore it
     _, err = proc.communicate(timeout=60)
@@ -181,7 +181,7 @@ def test_sigint_stops_every_worker_and_records_the_stage_interrupted(in_tmp):
 def test_a_worker_killed_mid_experiment_is_one_line(in_tmp):
     """A worker process dies (the OOM killer's SIGKILL): the stage stops with one line, exit 2."""
     proc = _long_regularize(in_tmp, "killw")
-    victim, *_ = _wait_for_workers(proc, 1)
+    victim, *_ = _wait_for_workers(proc, 2)
     time.sleep(2.0)  # training under way
     os.kill(victim, signal.SIGKILL)
     _, err = proc.communicate(timeout=60)

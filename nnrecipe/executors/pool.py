@@ -77,10 +77,7 @@ class Recorder:
 
 
 class Pool:
-    """--workers N: the stage's process and N - 1 spawned worker processes for one run, started
-    on first use and shared by its stages. The stage's process trains its share of each batch of
-    experiments (`share`) while the workers train theirs: it would otherwise wait, and a worker
-    costs its start-up (Python, torch, the data: ~3 s here) and its own copy of the data."""
+    """N spawned worker processes for one run, started on first use and shared by its stages."""
 
     def __init__(self, *, base: Path, workers: Workers):
         self.base, self.workers = base, workers
@@ -89,26 +86,15 @@ class Pool:
     def _start(self) -> ProcessPoolExecutor:
         if self._executor is None:
             mp = multiprocessing.get_context("spawn")
-            counter = mp.Value("i", 1)  # each worker takes the next index, its device: 0 is this process's
+            counter = mp.Value("i", 0)  # each worker takes the next index: its device, round-robin
             w = self.workers
             self._executor = ProcessPoolExecutor(
-                max_workers=w.count - 1,
+                max_workers=w.count,
                 mp_context=mp,
                 initializer=_worker_start,
                 initargs=(str(self.base), w.devices, w.threads, counter),
             )
         return self._executor
-
-    def share(self, groups: int) -> tuple[list[int], list[int]]:
-        """Which of `groups` (dealt into one share per worker, this process included: Trainer.groups)
-        train here and which go to the workers: every N-th here, from the first."""
-        n = self.workers.count
-        return [g for g in range(groups) if g % n == 0], [g for g in range(groups) if g % n]
-
-    def on_failure(self, futures: list[Future], call) -> None:
-        """`call()` when one of `futures` fails (a worker's error, or its process died)."""
-        for f in futures:
-            f.add_done_callback(lambda f: call() if not f.cancelled() and f.exception() is not None else None)
 
     def submit(self, groups: Sequence[Sequence[Job]]) -> list[Future]:
         """Start each group of jobs (one architecture, trained as one: experiments.run_group) in
@@ -121,7 +107,7 @@ class Pool:
         """Start every worker now and load `spec`'s data in it, while this process has other work."""
         executor = self._start()
         with _sigint_blocked():
-            for _ in range(self.workers.count - 1):
+            for _ in range(self.workers.count):
                 executor.submit(_data, spec)
 
     def arrivals(self, futures: list[Future], *, progress=None, label: str = "") -> Iterator[tuple[int, list[Shipped]]]:

@@ -91,13 +91,6 @@ class RayPool:
 
         return self.workers.count if self.workers.count > 1 else usable_cores()
 
-    def share(self, groups: int) -> tuple[list[int], list[int]]:
-        """Every group goes to the cluster (none trains in this process)."""
-        return [], list(range(groups))
-
-    def on_failure(self, refs: list, call) -> None:
-        pass  # nothing trains here to be stopped
-
     def submit(self, groups: Sequence[Sequence[local.Job]]) -> list:
         """A task per group of jobs (one architecture, trained as one: experiments.run_group)."""
         remote = self._start()
