@@ -114,16 +114,10 @@ class RayPool:
         try:
             while pending:
                 done, pending = ray.wait(pending, num_returns=1)
-                try:
-                    shipped = ray.get(done[0])
-                except ray.exceptions.RayTaskError as exc:
-                    raise exc.cause from None  # the user's own error, not Ray's wrapper (its traceback)
-                except (ray.exceptions.WorkerCrashedError, ray.exceptions.OutOfMemoryError) as exc:
-                    raise DeviceError(
-                        f"{label}: a Ray worker died {RETRIES + 1} times on one experiment ({type(exc).__name__}); "
-                        "see the cluster's logs (out of memory?)"
-                    ) from None
-                yield index[done[0]], shipped
+                yield (
+                    index[done[0]],
+                    result_of(ray, done[0], dying=f"{label}: a Ray worker died", on="on one experiment"),
+                )
                 if bar is not None:
                     progress.update(bar, completed=len(refs) - len(pending))
         finally:
@@ -176,6 +170,20 @@ def _ray_train(base: str, kind: str, jobs: list[local.Job]) -> list[local.Shippe
         for one, (there, here) in zip(shipped, named):
             one.files = {str(there[k]): here[k].read_bytes() for k in there if here[k].exists()}
     return shipped
+
+
+def result_of(ray, ref, *, dying: str, on: str):
+    """A finished task's result; its error raised as one line: the user's own error as it was
+    raised (a one-line NNRecipeError stays one line), a task whose worker died more often than
+    Ray runs it again as `dying` ... `on`."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as exc:
+        raise exc.cause from None  # the user's own error, not Ray's wrapper (its traceback)
+    except (ray.exceptions.WorkerCrashedError, ray.exceptions.OutOfMemoryError) as exc:
+        raise DeviceError(
+            f"{dying} {RETRIES + 1} times {on} ({type(exc).__name__}); see the cluster's logs (out of memory?)"
+        ) from None
 
 
 def _answers(address: str) -> None:

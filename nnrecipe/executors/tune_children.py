@@ -25,10 +25,9 @@ from pathlib import Path
 from typing import Optional
 
 from nnrecipe.credentials import ENV_STORAGE
-from nnrecipe.errors import DeviceError, NNRecipeError
+from nnrecipe.errors import NNRecipeError
+from nnrecipe.executors.ray_pool import RETRIES, result_of
 from nnrecipe.executors.tune_worker import Plan
-
-RETRIES = 3  # a Ray task whose worker process died is run again this many times at most
 
 
 class Processes:
@@ -97,7 +96,6 @@ class RayTasks:
             num_cpus=0 if kind == "cuda" else 1, num_gpus=1 if kind == "cuda" else 0, max_retries=RETRIES
         )(_ray_worker)
         self.pending = [task.remote(dataclasses.asdict(plan), i, storage, start_yaml, kind) for i in range(1, count)]
-        self.ran = 0  # trials the tasks ran
 
     def __len__(self) -> int:
         return len(self.pending)
@@ -111,17 +109,7 @@ class RayTasks:
             done, self.pending = ray.wait(self.pending, num_returns=1, timeout=None if block else 0)
             if not done:
                 return
-            try:
-                ran, files = ray.get(done[0])
-            except ray.exceptions.RayTaskError as exc:
-                raise exc.cause from None  # the user's own error, not Ray's wrapper (its traceback)
-            except (ray.exceptions.WorkerCrashedError, ray.exceptions.OutOfMemoryError) as exc:
-                raise DeviceError(
-                    f"tune: a Ray worker died {RETRIES + 1} times running the study's trials ({type(exc).__name__}); "
-                    "see the cluster's logs (out of memory?)"
-                ) from None
-            self.ran += ran
-            self._write(files)
+            self._write(result_of(ray, done[0], dying="tune: a Ray worker died", on="running the study's trials"))
 
     def wait(self) -> None:
         self.watch(block=True)
@@ -138,12 +126,24 @@ class RayTasks:
             atomic.write_bytes(self.run_root / rel, data)
 
 
-def _ray_worker(plan: dict, index: int, storage: str, start_yaml: str, kind: str) -> tuple[int, dict[str, bytes]]:
+def _ray_worker(plan: dict, index: int, storage: str, start_yaml: str, kind: str) -> dict[str, bytes]:
     """In a Ray worker process: tune worker `index` on the study, in a scratch run directory;
-    returns how many trials it ran and its TensorBoard files (path in the run directory -> bytes)."""
+    returns its trials' TensorBoard files (path in the run directory -> bytes)."""
+    import torch
+
+    torch.set_num_threads(1)
+    # credentials.storage_url finds the password here; removed after, as Ray reuses the process
+    os.environ[ENV_STORAGE] = storage
+    try:
+        return _in_scratch(plan, index, start_yaml, torch.device("cuda:0" if kind == "cuda" else "cpu"))
+    finally:
+        os.environ.pop(ENV_STORAGE, None)
+
+
+def _in_scratch(plan: dict, index: int, start_yaml: str, device) -> dict[str, bytes]:
+    """The worker's loop with a run directory of its own (Ray's GPU for a task is its cuda:0)."""
     import tempfile
 
-    import torch
     from rich.console import Console
 
     from nnrecipe.executors.tune_worker import run_worker
@@ -151,24 +151,19 @@ def _ray_worker(plan: dict, index: int, storage: str, start_yaml: str, kind: str
     from nnrecipe.spec import load_spec
     from nnrecipe.stages.base import StageContext
 
-    torch.set_num_threads(1)
-    os.environ[ENV_STORAGE] = storage  # credentials.storage_url finds the password here
     with tempfile.TemporaryDirectory(prefix="nnrecipe-tune-") as tmp:
         root, spec_path = Path(tmp) / "run", Path(tmp) / "start.yaml"
         spec_path.write_text(start_yaml)
         start, _ = load_spec(spec_path)
         here = Plan(**{**plan, "run_root": str(root), "start_yaml": str(spec_path)})
-        device = torch.device("cuda:0" if kind == "cuda" else "cpu")  # Ray's GPU for the task is its cuda:0
         ctx = StageContext(
             spec=start, base=Path(here.base), run=RunDir(root), device=device, console=Console(quiet=True)
         )
         try:
-            ran = run_worker(here, ctx=ctx, index=index, start=start, rerun=True)
+            run_worker(here, ctx=ctx, index=index, start=start, rerun=True)
         finally:
             ctx.close()
-        tb = root / "tb"
-        files = {p.relative_to(root).as_posix(): p.read_bytes() for p in tb.rglob("*") if p.is_file()}
-    return ran, files
+        return {p.relative_to(root).as_posix(): p.read_bytes() for p in (root / "tb").rglob("*") if p.is_file()}
 
 
 def ray_count(requested: int, ray, kind: str) -> int:
