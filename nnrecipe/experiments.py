@@ -517,7 +517,8 @@ class Trainer:
             from nnrecipe.executors.pool import Job as Sent
 
             futures = pool.submit(
-                [[Sent(exps[i], self._data_spec(jobs[i].spec), jobs[i].rows) for i in g] for g in groups]
+                [[Sent(exps[i], self._data_spec(jobs[i].spec), jobs[i].rows) for i in g] for g in groups],
+                label=self.stage,
             )
         return Pending(self, exps, jobs, groups, pool, futures)
 

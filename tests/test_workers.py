@@ -231,3 +231,27 @@ def _alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_a_worker_that_died_between_two_batches_is_one_line_at_the_next(tmp_path):
+    """The pool broke while idle (a worker killed between two stages): the next batch of
+    experiments is refused with the stage's one line, not an internal error."""
+    import torch
+
+    from nnrecipe.errors import DeviceError
+    from nnrecipe.executors.pool import Pool
+    from nnrecipe.spec import Spec
+
+    pool = Pool(base=tmp_path, workers=plan_workers(2, torch.device("cpu")))
+    try:
+        pool.warm(Spec())  # both workers started (and the digits loaded)
+        executor = pool._start()
+        victim = next(iter(executor._processes.values()))  # type: ignore[union-attr]
+        os.kill(victim.pid, signal.SIGKILL)
+        deadline = time.time() + 30
+        while not getattr(executor, "_broken", False) and time.time() < deadline:
+            time.sleep(0.05)  # the executor's thread notices within milliseconds
+        with pytest.raises(DeviceError, match=r"^regularize: a worker process died mid-experiment"):
+            pool.submit([[]], label="regularize")
+    finally:
+        pool.terminate()

@@ -96,12 +96,18 @@ class Pool:
             )
         return self._executor
 
-    def submit(self, groups: Sequence[Sequence[Job]]) -> list[Future]:
+    def submit(self, groups: Sequence[Sequence[Job]], *, label: str = "workers") -> list[Future]:
         """Start each group of jobs (one architecture, trained as one: experiments.run_group) in
-        one worker; each future's result is the list of its jobs' Shipped."""
+        one worker; each future's result is the list of its jobs' Shipped. A worker that died
+        since the last batch (killed, out of memory) is one line."""
+        from concurrent.futures.process import BrokenProcessPool
+
         executor = self._start()
-        with _sigint_blocked():  # a worker it spawns starts with Ctrl-C blocked
-            return [executor.submit(_train, list(group)) for group in groups]
+        try:
+            with _sigint_blocked():  # a worker it spawns starts with Ctrl-C blocked
+                return [executor.submit(_train, list(group)) for group in groups]
+        except BrokenProcessPool:
+            raise _died(label) from None
 
     def warm(self, spec) -> None:
         """Start every worker now and load `spec`'s data in it, while this process has other work."""
@@ -128,10 +134,7 @@ class Pool:
                 if bar is not None:
                     progress.update(bar, completed=len(futures) - len(pending))
         except BrokenProcessPool:
-            raise DeviceError(
-                f"{label}: a worker process died mid-experiment (killed, or out of memory?); "
-                "run the stage again, with fewer --workers if memory is short"
-            ) from None
+            raise _died(label) from None
         finally:
             if bar is not None:
                 progress.remove_task(bar)
@@ -153,6 +156,13 @@ class Pool:
         for process in processes:
             process.join(timeout=10)
         self._executor = None
+
+
+def _died(label: str) -> DeviceError:
+    return DeviceError(
+        f"{label}: a worker process died mid-experiment (killed, or out of memory?); "
+        "run the stage again, with fewer --workers if memory is short"
+    )
 
 
 @contextlib.contextmanager

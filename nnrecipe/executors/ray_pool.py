@@ -91,8 +91,9 @@ class RayPool:
 
         return self.workers.count if self.workers.count > 1 else usable_cores()
 
-    def submit(self, groups: Sequence[Sequence[local.Job]]) -> list:
-        """A task per group of jobs (one architecture, trained as one: experiments.run_group)."""
+    def submit(self, groups: Sequence[Sequence[local.Job]], *, label: str = "workers") -> list:
+        """A task per group of jobs (one architecture, trained as one: experiments.run_group).
+        (`label` is the local pool's; a task whose worker died is said by `arrivals`.)"""
         remote = self._start()
         kind = "cuda" if self.workers.devices[0].startswith("cuda") else "cpu"
         refs = [remote.remote(str(self.base), kind, list(group)) for group in groups]
