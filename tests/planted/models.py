@@ -338,23 +338,6 @@ def warns_in_forward(input_shape, num_outputs):
     return Warns(input_shape, num_outputs)
 
 
-def records_batch(input_shape, num_outputs):
-    """An MLP that writes the largest training batch its forward saw to batch-rank<RANK>.txt (cwd)."""
-    import os
-
-    class Records(_MLP):
-        seen = 0
-
-        def forward(self, x):
-            if self.training and x.shape[0] > self.seen:
-                self.seen = x.shape[0]
-                with open(f"batch-rank{os.environ.get('RANK', '0')}.txt", "w") as f:
-                    f.write(str(self.seen))
-            return super().forward(x)
-
-    return Records(input_shape, num_outputs)
-
-
 class _Branches(_MLP):
     """Takes a branch on the value of its input (data-dependent control flow: vmap refuses it)."""
 
