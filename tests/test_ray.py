@@ -138,7 +138,8 @@ def _tune(folder, name: str, *, steps: int = 400) -> dict:
     machine)."""
     flag = folder / f"{name}.ray-task-trains"
     model = {"arch": "python", "factory": f"{PLANTED / 'models.py'}:waits_for_a_ray_task", "args": {"flag": str(flag)}}
-    tune = {"trials": TRIALS, "pruner": "none", "steps": steps, "eval_every": steps // 4}
+    # one fresh seed to confirm the best trial on (3 by default): these tests are about the study
+    tune = {"trials": TRIALS, "pruner": "none", "steps": steps, "eval_every": steps // 4, "confirm_seeds": 1}
     return {"name": name, "model": model, "train": {"steps": 150, "eval_every": 50}, "stages": {"tune": tune}}
 
 
