@@ -183,32 +183,29 @@ class Draws:
     At the end the shared stream is back: what follows draws the same on every rank."""
 
     def __init__(self, ranks: Ranks, device: torch.device):
+        from nnrecipe.experiments import rng_state  # (experiments imports the engine, which imports this)
+
         self.device = device
         seed = int(torch.randint(0, 2**62, ()))  # from the shared stream: the same on every rank
-        self.shared = self._state()
+        self.shared = rng_state(device)
         torch.manual_seed(seed + ranks.rank)  # this rank's own stream from here
-
-    def _state(self) -> tuple:
-        cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
-        return torch.get_rng_state(), cuda
-
-    def _set(self, state: tuple) -> None:
-        torch.set_rng_state(state[0])
-        if state[1] is not None:
-            torch.cuda.set_rng_state(state[1], self.device)
 
     @contextlib.contextmanager
     def shared_stream(self) -> Iterator[None]:
-        own = self._state()
-        self._set(self.shared)
+        from nnrecipe.experiments import rng_state, set_rng_state
+
+        own = rng_state(self.device)
+        set_rng_state(self.shared, self.device)
         try:
             yield
         finally:
-            self.shared = self._state()
-            self._set(own)
+            self.shared = rng_state(self.device)
+            set_rng_state(own, self.device)
 
     def close(self) -> None:
-        self._set(self.shared)
+        from nnrecipe.experiments import set_rng_state
+
+        set_rng_state(self.shared, self.device)
 
 
 @contextlib.contextmanager
