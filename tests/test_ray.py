@@ -57,9 +57,13 @@ def test_a_ray_worker_killed_mid_experiment_is_retried_and_counted_once(in_tmp):
     proc = subprocess.Popen(
         [*cmd, "--executor", CLUSTER], cwd=in_tmp, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    victim = _a_task_process(proc)
-    time.sleep(0.3)  # under way: its model partly trained
-    assert "ray::_ray_train" in process_cmdline(victim)  # still in the middle of an experiment
+    deadline = time.time() + 180
+    while True:  # a task process still in the middle of an experiment 0.3 s after it was seen in one
+        victim = _a_task_process(proc)  # (a group of short experiments may end in between: look again)
+        time.sleep(0.3)  # under way: its model partly trained
+        if "ray::_ray_train" in process_cmdline(victim):
+            break
+        assert time.time() < deadline, "no Ray task process stayed in an experiment for 0.3 s"
     os.kill(victim, signal.SIGKILL)
     out, err = proc.communicate(timeout=600)
     assert proc.returncode in (0, 1), err
