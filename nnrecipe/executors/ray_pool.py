@@ -65,10 +65,13 @@ class RayPool:
         return ray
 
     def _init(self, ray) -> None:
-        """ray.init, quietly; a client server that failed to start on the head is asked once more
-        (seen on a loaded head: its proxy's per-client server exited at once, the next one started)."""
+        """ray.init, quietly; a client server that failed to start on the head is asked for again,
+        twice at most. Seen on a loaded head: the proxy forks a server per client, and the fork
+        died at once (gRPC's "epoll_wait error: Bad file descriptor") or was gone before the proxy
+        read its command line; the next one started. Ray's client says either as "Initialization
+        failure from server"."""
         logging.getLogger("ray").setLevel(logging.ERROR)  # Ray's notices would add lines to ours
-        for attempt in (1, 2):
+        for attempt in (1, 2, 3):
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
@@ -81,7 +84,7 @@ class RayPool:
                     )
                 return
             except Exception as exc:
-                if attempt == 2 or "Starting Ray client server failed" not in str(exc):
+                if attempt == 3 or "Initialization failure from server" not in str(exc):
                     raise
                 time.sleep(2.0)
 
