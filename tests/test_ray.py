@@ -263,40 +263,76 @@ def test_a_ray_tune_worker_killed_mid_trial_is_run_again_and_so_are_its_trials(i
 POSTGRES = os.environ.get("NNRECIPE_TEST_POSTGRES", "")
 
 
+def test_a_clusters_tasks_never_get_the_journal_study_its_trials_run_here(tmp_path):
+    """ray://HOST:PORT with the run directory's journal file, which a cluster's machines cannot
+    reach: the study's workers are this process alone, decided before anything connects (the
+    address here answers nothing), and the stage says why."""
+    import io
+
+    import torch
+    from rich.console import Console
+
+    from nnrecipe.rundir import RunDir
+    from nnrecipe.runtime import plan_workers
+    from nnrecipe.spec import load_spec
+    from nnrecipe.stages.base import StageContext
+    from nnrecipe.stages.tune import tune_workers
+
+    said = io.StringIO()
+    for storage, connects in ((None, False), ("postgresql://nobody@127.0.0.1:1/none", True)):
+        spec, base = load_spec(
+            None, ["executor=ray://127.0.0.1:1"] + ([f"stages.tune.storage={storage}"] if storage else [])
+        )
+        ctx = StageContext(
+            spec=spec,
+            base=base,
+            run=RunDir(tmp_path / "run"),
+            device=torch.device("cpu"),
+            console=Console(file=said, width=400),
+            workers=plan_workers(2, torch.device("cpu"), local=False),
+        )
+        if connects:  # a database: the cluster's tasks share the study, so it connects (here: nothing answers)
+            with pytest.raises(NNRecipeError, match=r"^executor: cannot reach the Ray cluster at ray://127.0.0.1:1"):
+                tune_workers(spec, ctx)
+        else:
+            workers, ray = tune_workers(spec, ctx)
+            assert workers.count == 1 and ray is None
+    assert said.getvalue().count("which the cluster's Ray tasks cannot reach: its trials run here") == 1
+
+
 @needs_cluster
 @pytest.mark.skipif(not POSTGRES, reason="NNRECIPE_TEST_POSTGRES is not set (.ci/run starts PostgreSQL and sets it)")
-def test_tune_workers_as_tasks_on_a_cluster_share_a_database_study_and_not_a_journal(in_tmp):
-    """ray://HOST:PORT: with a PostgreSQL study the stage's process and a task on the cluster run
-    its trials; with the run directory's journal file, which a cluster's machines cannot reach,
-    they run here, and the stage says why."""
+def test_tune_workers_as_tasks_on_a_cluster_share_a_database_study(in_tmp):
+    """ray://HOST:PORT with a PostgreSQL study: the stage's process and a task on the cluster run
+    its trials, and every trial's curves are in the run directory (a task's sent back by it and
+    written by the stage)."""
     from nnrecipe.probes.tune_study import database_url
 
-    said, study = {}, f"ray-{os.getpid()}-{int(time.time())}"
-    for storage in ("journal", "postgres"):
-        spec = _tune(in_tmp, storage)
-        if storage == "journal":  # its trials run here: nothing to wait for, and short ones do
-            spec["model"] = {"arch": "mlp"}
-            spec["stages"]["tune"].update(steps=100, eval_every=50)
-        extra = ["--storage", POSTGRES, "--study", study] if storage == "postgres" else []
-        proc = subprocess.run(
-            [sys.executable, "-m", "nnrecipe.cli", "tune", "--config", str(write_spec(in_tmp, spec)), "--json"]
-            + ["--executor", CLUSTER, "--workers", "2", *extra],
-            cwd=in_tmp,
-            env=ENV,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert proc.returncode in (0, 1), proc.stderr
-        said[storage] = " ".join(proc.stderr.split())
-        rows = _trials(in_tmp / "runs" / storage)
-        assert sorted(int(r["trial"]) for r in rows) == list(range(TRIALS))
-        workers = {r["worker"].rsplit(":", 1)[1] for r in rows}
-        assert workers == ({"w0", "w1"} if storage == "postgres" else {"w0"}), (storage, rows)
-        for r in rows:  # every trial's curves, a task's sent back by it and written by the stage
-            assert list((in_tmp / "runs" / storage / "tb" / "tune" / f"trial-{int(r['trial']):03d}").glob("events.*"))
-    assert "which the cluster's Ray tasks cannot reach: its trials run here" in said["journal"]
-    assert "2 workers (Ray tasks but this one)" in said["postgres"]
+    study = f"ray-{os.getpid()}-{int(time.time())}"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nnrecipe.cli",
+            "tune",
+            "--config",
+            str(write_spec(in_tmp, _tune(in_tmp, "postgres"))),
+            "--json",
+        ]
+        + ["--executor", CLUSTER, "--workers", "2", "--storage", POSTGRES, "--study", study],
+        cwd=in_tmp,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode in (0, 1), proc.stderr
+    rows = _trials(in_tmp / "runs" / "postgres")
+    assert sorted(int(r["trial"]) for r in rows) == list(range(TRIALS))
+    assert {r["worker"].rsplit(":", 1)[1] for r in rows} == {"w0", "w1"}, rows
+    for r in rows:
+        assert list((in_tmp / "runs" / "postgres" / "tb" / "tune" / f"trial-{int(r['trial']):03d}").glob("events.*"))
+    assert "2 workers (Ray tasks but this one)" in " ".join(proc.stderr.split())
     import optuna
 
     done = [
