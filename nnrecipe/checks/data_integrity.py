@@ -6,6 +6,8 @@ data or train; they judge measurements, so they are unit-tested on synthetic one
 
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
 from nnrecipe.checks import not_for_task
@@ -34,12 +36,8 @@ def label_range_skip(m: DataMeasurements, reason: str, *, observed: bool = False
 
 def class_label_range(m: DataMeasurements, cfg: InspectDataSpec) -> Verdict:
     """Class indices: integers in [0, C), one per example, and every class has train examples."""
-    check = "label-range"
-    scan = m.scan
-    C = scan.num_classes
-    problems, bad_examples = [], []
+    check, scan, C = "label-range", m.scan, m.scan.num_classes
     for name, s in scan.splits.items():
-        y = s.targets
         if s.y_shape != ():
             return Verdict(
                 STAGE,
@@ -50,21 +48,7 @@ def class_label_range(m: DataMeasurements, cfg: InspectDataSpec) -> Verdict:
                 message=f"{name} targets have shape {tuple(s.y_shape)} per example, not one class index",
                 hint="give integer class indices (N,), not one-hot or probability vectors",
             )
-        finite = np.isfinite(y)
-        if s.y_dtype.startswith("float") or s.y_dtype == "bool":
-            nonint = finite & (y != np.round(y))
-            if nonint.any():
-                bad_examples += _where(name, np.nonzero(nonint)[0])
-                problems.append(f"{name} has {int(nonint.sum())} non-integer labels")
-        if C is not None:
-            out = finite & ((y < 0) | (y >= C))
-        else:
-            out = finite & (y < 0)
-        if out.any():
-            bad_examples += _where(name, np.nonzero(out)[0])
-            problems.append(
-                f"{name} has {int(out.sum())} labels outside [0, {C})" if C else f"{name} has negative labels"
-            )
+    problems, bad_examples = _bad_indices(m, C)
     ys = np.concatenate([s.targets for s in scan.splits.values()])
     ys = ys[np.isfinite(ys)]
     observed = {
@@ -95,6 +79,34 @@ def class_label_range(m: DataMeasurements, cfg: InspectDataSpec) -> Verdict:
             message="; ".join(problems),
             hint="labels must index the model's outputs: remap them to 0..C-1 (1-based labels are a classic)",
         )
+    return _every_class_present(m, C, observed, expected)
+
+
+def _bad_indices(m: DataMeasurements, C: Optional[int]) -> tuple[list[str], list[str]]:
+    """(what is wrong with each split's class indices, the examples): labels that are not
+    whole numbers, or outside [0, C) (negative, where C is unknown)."""
+    problems: list[str] = []
+    bad_examples: list[str] = []
+    for name, s in m.scan.splits.items():
+        y = s.targets
+        finite = np.isfinite(y)
+        if s.y_dtype.startswith("float") or s.y_dtype == "bool":
+            nonint = finite & (y != np.round(y))
+            if nonint.any():
+                bad_examples += _where(name, np.nonzero(nonint)[0])
+                problems.append(f"{name} has {int(nonint.sum())} non-integer labels")
+        out = finite & ((y < 0) | (y >= C)) if C is not None else finite & (y < 0)
+        if out.any():
+            bad_examples += _where(name, np.nonzero(out)[0])
+            problems.append(
+                f"{name} has {int(out.sum())} labels outside [0, {C})" if C else f"{name} has negative labels"
+            )
+    return problems, bad_examples
+
+
+def _every_class_present(m: DataMeasurements, C: int, observed: dict, expected: str) -> Verdict:
+    """Valid class indices: a warn for classes without train examples, or labels stored as floats."""
+    check, scan = "label-range", m.scan
     train_y = scan.train.targets[np.isfinite(scan.train.targets)].astype(np.int64)
     empty = np.nonzero(np.bincount(train_y, minlength=C)[:C] == 0)[0]
     if len(empty):

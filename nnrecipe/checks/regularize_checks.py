@@ -296,30 +296,10 @@ def generalization_gap(m: RegularizeMeasurements, cfg: RegularizeSpec) -> Verdic
     knob (best.yaml narrows it, paired over val examples) or more data (data-scaling still
     rising). On a hard task a correct model keeps a gap no knob and no more of the same data
     closes (an MLP on MNIST-1D: ~0.35): said, not warned."""
-    if m.reference is None or not m.reference.runs:
-        return Verdict(STAGE, "generalization-gap", Status.SKIP, message="the reference did not train")
-    diverged = [r.seed for r in m.reference.runs if r.diverged]
-    if diverged:  # the reference's own verdict; the knobs are compared with its finite seeds
-        return Verdict(
-            STAGE,
-            "generalization-gap",
-            Status.FAIL,
-            observed={"diverged_seeds": diverged},
-            expected="the reference trains at every seed",
-            message=f"the reference diverged (NaN/Inf loss) at seed(s) {diverged}",
-            hint="training is unstable across seeds: lower the LR or clip gradients (optim.grad_clip)",
-        )
-    c = m.reference.collapse
-    if c is not None:  # nothing to regularize: the reference learnt one output for every example
-        return Verdict(
-            STAGE,
-            "generalization-gap",
-            Status.FAIL,
-            observed={"collapsed_from_step": c.settled_at, "alike_at": c.layer or None},
-            expected="a reference that gives different examples different outputs",
-            message=f"the reference collapsed at this stage's budget: {c.words()}",
-            hint=c.hint(),
-        )
+    unusable = _reference_unusable(m)
+    if unusable is not None:
+        return unusable
+    assert m.reference is not None  # _reference_unusable said so
     ref = m.reference.runs[0]
     best = m.best.runs[0] if (m.best is not None and m.best.runs) else ref
     z = cfg.significance_z
@@ -336,28 +316,31 @@ def generalization_gap(m: RegularizeMeasurements, cfg: RegularizeSpec) -> Verdic
         "more_data": m.more_data,
     }
     expected = (
-        f"train - val {metric} <= {cfg.max_gap:g} (beyond {z:g} SE), or narrowed beyond noise, or nothing "
-        "measured (knobs, more data) narrows it"
+        f"train - val {metric} <= {cfg.max_gap:g} (beyond {z:g} SE), or narrowed beyond noise, or "
+        "nothing measured (knobs, more data) narrows it"
     )
     if gap_b - cfg.max_gap <= z * se_b:
+        message = (
+            f"train - val {metric} gap {gap_b:.3f} is not beyond {cfg.max_gap:g} (± noise): little overfitting to fight"
+        )
         return Verdict(
             STAGE,
-            "generalization-gap",
+            GAP,
             Status.PASS,
+            message=message + (f"; {gap_a:.3f} with {name}" if m.best is not None else ""),
             observed=observed,
             expected=expected,
-            message=f"train - val {metric} gap {gap_b:.3f} is not beyond {cfg.max_gap:g} (± noise): little "
-            f"overfitting to fight" + (f"; {gap_a:.3f} with {name}" if m.best is not None else ""),
         )
     if best is not ref and gap_b - gap_a > z * se_d:  # paired: both val metrics on the same examples
         return Verdict(
             STAGE,
-            "generalization-gap",
+            GAP,
             Status.PASS,
+            message=f"the gap went from {gap_b:.3f} to {gap_a:.3f} with {name}",
             observed=observed,
             expected=expected,
-            message=f"the gap went from {gap_b:.3f} to {gap_a:.3f} with {name}",
         )
+    gap = f"train - val {metric} gap {gap_b:.3f} -> {gap_a:.3f} ({name})"
     if m.more_data == "rising" or m.more_data is None:
         why = (
             "and more data still raises val (data-scaling): the gap is reducible"
@@ -366,24 +349,56 @@ def generalization_gap(m: RegularizeMeasurements, cfg: RegularizeSpec) -> Verdic
         )
         return Verdict(
             STAGE,
-            "generalization-gap",
+            GAP,
             Status.WARN,
+            message=f"the model still overfits: {gap} {why}",
+            hint="more data is the best regularizer; then stronger augmentation, dropout, weight decay or a smaller model",
             observed=observed,
             expected=expected,
-            message=f"the model still overfits: train - val {metric} gap {gap_b:.3f} -> {gap_a:.3f} ({name}) {why}",
-            hint="more data is the best regularizer; then stronger augmentation, dropout, weight decay or a smaller model",
         )
     return Verdict(
         STAGE,
-        "generalization-gap",
+        GAP,
         Status.PASS,
+        message=f"{gap} is beyond {cfg.max_gap:g}, but nothing measured narrows it: no knob beyond noise, and more "
+        "of the same data is on a plateau (data-scaling); the rest is this model's on this task",
+        hint="a model with a better prior for this data (e.g. convolutions for signals and images) is the lever",
         observed=observed,
         expected=expected,
-        message=f"train - val {metric} gap {gap_b:.3f} -> {gap_a:.3f} ({name}) is beyond {cfg.max_gap:g}, but nothing "
-        "measured narrows it: no knob beyond noise, and more of the same data is on a plateau "
-        "(data-scaling); the rest is this model's on this task",
-        hint="a model with a better prior for this data (e.g. convolutions for signals and images) is the lever",
     )
+
+
+GAP = "generalization-gap"
+
+
+def _reference_unusable(m: RegularizeMeasurements) -> Optional[Verdict]:
+    """generalization-gap's skip or fail where the reference gives no gap to judge: it did not
+    train, diverged at a seed, or collapsed to one output for every example."""
+    if m.reference is None or not m.reference.runs:
+        return Verdict(STAGE, GAP, Status.SKIP, message="the reference did not train")
+    diverged = [r.seed for r in m.reference.runs if r.diverged]
+    if diverged:  # the reference's own verdict; the knobs are compared with its finite seeds
+        return Verdict(
+            STAGE,
+            GAP,
+            Status.FAIL,
+            observed={"diverged_seeds": diverged},
+            expected="the reference trains at every seed",
+            message=f"the reference diverged (NaN/Inf loss) at seed(s) {diverged}",
+            hint="training is unstable across seeds: lower the LR or clip gradients (optim.grad_clip)",
+        )
+    c = m.reference.collapse
+    if c is not None:  # nothing to regularize: the reference learnt one output for every example
+        return Verdict(
+            STAGE,
+            GAP,
+            Status.FAIL,
+            observed={"collapsed_from_step": c.settled_at, "alike_at": c.layer or None},
+            expected="a reference that gives different examples different outputs",
+            message=f"the reference collapsed at this stage's budget: {c.words()}",
+            hint=c.hint(),
+        )
+    return None
 
 
 def _retention(m: RegularizeMeasurements, clean: np.ndarray, aug: np.ndarray) -> tuple[float, float, float]:

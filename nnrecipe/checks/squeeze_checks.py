@@ -57,35 +57,12 @@ def ensemble_gain(m: SqueezeMeasurements, cfg: SqueezeSpec) -> Verdict:
     average member (per example, the mean of the members' scores): an unbiased stand-in for
     "one model trained with another seed". The best member is reported too, but picking the
     best of K on the same val set flatters it by about one member-to-member spread."""
-    diverged = [i for i, r in enumerate(m.members) if r.diverged]
-    if diverged:
-        return Verdict(
-            STAGE,
-            "ensemble-gain",
-            Status.FAIL,
-            observed={"diverged_members": diverged},
-            expected="every member trains",
-            message=f"members {diverged} diverged (NaN/Inf loss)",
-            hint="training is unstable across seeds: lower the LR or clip gradients (optim.grad_clip)",
-        )
-    if m.collapsed:  # a member that gives every example one output: averaging it in only blurs the others
-        i, c = next(iter(m.collapsed.items()))
-        return Verdict(
-            STAGE,
-            "ensemble-gain",
-            Status.WARN,
-            observed={
-                "collapsed_members": sorted(m.collapsed),
-                "collapsed_from_step": c.settled_at,
-                "alike_at": c.layer or None,
-            },
-            expected="every member gives different examples different outputs",
-            message=f"member(s) {sorted(m.collapsed)} collapsed (member {i}: {c.words()})",
-            hint=c.hint(),
-        )
+    unusable = _members_unusable(m)
+    if unusable is not None:
+        return unusable
     best = m.best_member()
     if best is None or m.ensemble_scores is None or len(m.members) < 2:
-        return Verdict(STAGE, "ensemble-gain", Status.SKIP, message="fewer than two members")
+        return Verdict(STAGE, ENSEMBLE, Status.SKIP, message="fewer than two members")
     name = m.task.score
     average = np.mean([r.val_scores for r in m.members], axis=0)
     z = paired_z(m.task.errors(m.ensemble_scores), m.task.errors(average), blocks=m.task.blocks(len(average)))
@@ -103,45 +80,73 @@ def ensemble_gain(m: SqueezeMeasurements, cfg: SqueezeSpec) -> Verdict:
     if m.disagreement is not None:
         observed["disagreement"] = round(m.disagreement, 4)
     observed.update({f"test_{k}": v for k, v in m.test.items()})
+    if m.output_spread is not None:
+        observed["output_spread"] = float(f"{m.output_spread:.3g}")
     expected = f"the ensemble beats the average member by z >= {cfg.significance_z:g} (paired on val)"
     change = (
         f"val {name} {observed[f'average_member_val_{name}']:.4f} (average member; best "
         f"{observed[f'best_member_val_{name}']:.4f}) -> {observed[f'ensemble_val_{name}']:.4f}"
     )
-    if m.output_spread is not None:
-        observed["output_spread"] = float(f"{m.output_spread:.3g}")
     # Members that agree on every prediction can all be right; members whose OUTPUTS agree to
     # float rounding are one network trained K times.
-    identical = m.output_spread is not None and m.output_spread < IDENTICAL_SPREAD
-    if identical:
+    if m.output_spread is not None and m.output_spread < IDENTICAL_SPREAD:
         return Verdict(
             STAGE,
-            "ensemble-gain",
+            ENSEMBLE,
             Status.WARN,
-            observed=observed,
-            expected=expected,
             message="the members are identical: changing the seed changes nothing in training",
             hint="the seed does not reach the model init or the data order (a fixed seed inside your "
             "factory? full-batch training?); an ensemble of copies gains nothing",
+            observed=observed,
+            expected=expected,
         )
     if z <= -cfg.significance_z:
         return Verdict(
             STAGE,
-            "ensemble-gain",
+            ENSEMBLE,
             Status.WARN,
-            observed=observed,
-            expected=expected,
             message=f"the ensemble is worse than its average member ({change}, z = {z:.1f})",
             hint="averaging probabilities should not lose: are the outputs on one scale (logits for the loss)?",
+            observed=observed,
+            expected=expected,
         )
     word = "gains beyond noise" if z >= cfg.significance_z else "no gain beyond noise"
+    message = f"ensemble of {len(m.members)}: {word}, {change} (z = {z:.1f}; vs best member {z_best:.1f})"
+    return Verdict(STAGE, ENSEMBLE, Status.PASS, message=message, observed=observed, expected=expected)
+
+
+ENSEMBLE = "ensemble-gain"
+
+
+def _members_unusable(m: SqueezeMeasurements) -> Optional[Verdict]:
+    """ensemble-gain's fail for a diverged member, its warn for a collapsed one (a member that
+    gives every example one output: averaging it in only blurs the others)."""
+    diverged = [i for i, r in enumerate(m.members) if r.diverged]
+    if diverged:
+        return Verdict(
+            STAGE,
+            ENSEMBLE,
+            Status.FAIL,
+            observed={"diverged_members": diverged},
+            expected="every member trains",
+            message=f"members {diverged} diverged (NaN/Inf loss)",
+            hint="training is unstable across seeds: lower the LR or clip gradients (optim.grad_clip)",
+        )
+    if not m.collapsed:
+        return None
+    i, c = next(iter(m.collapsed.items()))
     return Verdict(
         STAGE,
-        "ensemble-gain",
-        Status.PASS,
-        observed=observed,
-        expected=expected,
-        message=f"ensemble of {len(m.members)}: {word}, {change} (z = {z:.1f}; vs best member {z_best:.1f})",
+        ENSEMBLE,
+        Status.WARN,
+        observed={
+            "collapsed_members": sorted(m.collapsed),
+            "collapsed_from_step": c.settled_at,
+            "alike_at": c.layer or None,
+        },
+        expected="every member gives different examples different outputs",
+        message=f"member(s) {sorted(m.collapsed)} collapsed (member {i}: {c.words()})",
+        hint=c.hint(),
     )
 
 

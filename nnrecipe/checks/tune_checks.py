@@ -53,60 +53,70 @@ def confirmation_z(m: TuneMeasurements):
 
 def tune_improves(m: TuneMeasurements, cfg: TuneSpec) -> Verdict:
     """The best trial against the starting point, both re-trained at a fresh seed."""
-    check, metric = "tune-improves", m.task.metric_title
     finished = [r for r in m.trials if r.value is not None]
-    if not finished:
-        return Verdict(
-            STAGE,
-            check,
-            Status.FAIL,
-            observed={"finished_trials": 0},
-            expected=f"{m.requested} finished trials",
-            message="no trial finished",
-            hint="look at tune/worker-*.log and the trials' TensorBoard curves",
-        )
-    usable = [r for r in finished if r.state == "complete" and not r.diverged]
-    diverged = sum(r.diverged for r in finished)
-    if not usable:
-        return Verdict(
-            STAGE,
-            check,
-            Status.FAIL,
-            observed={"finished_trials": len(finished), "diverged": diverged},
-            expected="at least one complete trial that trains",
-            message=f"every trial diverged or was pruned ({diverged} diverged)",
-            hint="the space holds no working setting: narrow it (lower learning rates first)",
-        )
-    b = m.best
+    none_usable = _no_usable_trial(m, finished)
+    if none_usable is not None:
+        return none_usable
+    b, metric = m.best, m.task.metric_title
     observed = {"best_trial": b.number, "best_val": round(b.value, 5), "best_params": b.params, "trials": len(finished)}
     expected = f"the best trial beats the starting point at a fresh seed by z >= {cfg.significance_z:g}"
-    if m.start_trial is not None:
-        start = next((r for r in finished if r.number == m.start_trial), None)
-        if start is not None:
-            observed["start_val"] = round(start.value, 5)
-    if m.confirmed is None or m.reference is None:
-        # The starting point itself was the best trial: nothing to confirm.
-        return Verdict(
-            STAGE,
-            check,
-            Status.PASS,
-            observed=observed,
-            expected=expected,
-            message=f"the starting point (trial {b.number}) was the best of {len(finished)} trials: "
-            f"val {metric} {b.value:.4f}; best.yaml keeps it",
+    start = next((r for r in finished if r.number == m.start_trial), None) if m.start_trial is not None else None
+    if start is not None:
+        observed["start_val"] = round(start.value, 5)
+    if m.confirmed is None or m.reference is None:  # the starting point itself was the best trial
+        message = (
+            f"the starting point (trial {b.number}) was the best of {len(finished)} trials: "
+            f"val {metric} {b.value:.4f}; best.yaml keeps it"
         )
-    refs, confs = m.reference.runs, m.confirmed.runs
-    if any(r.diverged for r in refs + confs):
-        who = "the best trial's configuration" if any(r.diverged for r in confs) else "the starting point"
+        return Verdict(STAGE, IMPROVES, Status.PASS, observed=observed, expected=expected, message=message)
+    if any(r.diverged for r in m.reference.runs + m.confirmed.runs):
+        who = "the best trial's configuration" if any(r.diverged for r in m.confirmed.runs) else "the starting point"
         return Verdict(
             STAGE,
-            check,
+            IMPROVES,
             Status.FAIL,
             observed=observed,
             expected=expected,
             message=f"{who} diverged when re-trained with a fresh seed",
             hint="it trains only on a lucky seed: lower the learning rate or narrow the space",
         )
+    return _confirmation(m, cfg, observed, expected)
+
+
+IMPROVES = "tune-improves"
+
+
+def _no_usable_trial(m: TuneMeasurements, finished: list[TrialRecord]) -> Optional[Verdict]:
+    """tune-improves' fail when no trial finished, or none both completed and trained."""
+    if not finished:
+        return Verdict(
+            STAGE,
+            IMPROVES,
+            Status.FAIL,
+            observed={"finished_trials": 0},
+            expected=f"{m.requested} finished trials",
+            message="no trial finished",
+            hint="look at tune/worker-*.log and the trials' TensorBoard curves",
+        )
+    if any(r.state == "complete" and not r.diverged for r in finished):
+        return None
+    diverged = sum(r.diverged for r in finished)
+    return Verdict(
+        STAGE,
+        IMPROVES,
+        Status.FAIL,
+        observed={"finished_trials": len(finished), "diverged": diverged},
+        expected="at least one complete trial that trains",
+        message=f"every trial diverged or was pruned ({diverged} diverged)",
+        hint="the space holds no working setting: narrow it (lower learning rates first)",
+    )
+
+
+def _confirmation(m: TuneMeasurements, cfg: TuneSpec, observed: dict, expected: str) -> Verdict:
+    """tune-improves judged on the fresh seeds: the best trial's configuration against the
+    starting point, z against the seed spread."""
+    assert m.reference is not None and m.confirmed is not None and m.best is not None
+    refs, confs, number = m.reference.runs, m.confirmed.runs, m.best.number
     z, noise = confirmation_z(m)
     ref = sum(r.val_metric for r in refs) / len(refs)
     conf = sum(r.val_metric for r in confs) / len(confs)
@@ -124,38 +134,26 @@ def tune_improves(m: TuneMeasurements, cfg: TuneSpec) -> Verdict:
         observed.update({"seed_sd": float(f"{noise.sd:.3g}"), "seed_df": noise.df})
     at = f"at seed {seeds[0]}" if len(seeds) == 1 else f"over seeds {seeds[0]}-{seeds[-1]}"
     on = f" on the {m.confirm_examples} val examples not used to select it" if m.confirm_examples else ""
-    change = f"val {metric} {ref:.4f} -> {conf:.4f} {at}{on}"
+    change = f"val {m.task.metric_title} {ref:.4f} -> {conf:.4f} {at}{on}"
     if m.task.score_is_loss:  # z is computed on the per-window cross-entropy: show it
         loss = lambda runs: sum(r.val_loss for r in runs) / len(runs)  # noqa: E731
         change += f" (val loss {loss(refs):.4f} -> {loss(confs):.4f} nats)"
     if z >= cfg.significance_z:
-        return Verdict(
-            STAGE,
-            check,
-            Status.PASS,
-            observed=observed,
-            expected=expected,
-            message=f"trial {b.number} beats the starting point: {change} (z = {z:.1f}); best.yaml holds it",
-        )
+        message = f"trial {number} beats the starting point: {change} (z = {z:.1f}); best.yaml holds it"
+        return Verdict(STAGE, IMPROVES, Status.PASS, message=message, observed=observed, expected=expected)
     if z <= -cfg.significance_z:
         return Verdict(
             STAGE,
-            check,
+            IMPROVES,
             Status.WARN,
-            observed=observed,
-            expected=expected,
-            message=f"the best trial ({b.number}) is worse than the starting point at a fresh seed: {change} "
+            message=f"the best trial ({number}) is worse than the starting point at a fresh seed: {change} "
             f"(z = {z:.1f}); its lead was seed luck",
             hint="trials are decided by seed noise: give each trial more steps, or use a larger val set; best.yaml keeps the start",
+            observed=observed,
+            expected=expected,
         )
-    return Verdict(
-        STAGE,
-        check,
-        Status.PASS,
-        observed=observed,
-        expected=expected,
-        message=f"no gain beyond noise over the starting point: {change} (z = {z:.1f}); best.yaml keeps the start",
-    )
+    message = f"no gain beyond noise over the starting point: {change} (z = {z:.1f}); best.yaml keeps the start"
+    return Verdict(STAGE, IMPROVES, Status.PASS, message=message, observed=observed, expected=expected)
 
 
 def search_coverage(m: TuneMeasurements, cfg: TuneSpec) -> Verdict:
