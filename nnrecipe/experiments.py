@@ -255,6 +255,9 @@ class Experiment:
     histograms: bool = False
     on_eval: Optional[Callable] = None
     keep_model: bool = True  # Result.model: the trained model (tune's many trials keep none)
+    # A model described, not given, so that any worker builds it at the seed (baseline's):
+    # "zero-input", the spec's model fed zeros; "linear", the task's linear baseline.
+    variant: str = ""
 
     def seeded_spec(self) -> Any:
         """The spec at this experiment's seed."""
@@ -283,12 +286,17 @@ def prepare_experiment(
 ) -> Prepared:
     """`exp`'s model built at its seed (which seeds the RNG its training draws from) and its plan."""
     from nnrecipe.augment import build_augment
-    from nnrecipe.losses import make_loss
     from nnrecipe.models import seeded_model
 
     spec = exp.seeded_spec()
-    model = exp.model.to(device) if exp.model is not None else seeded_model(spec, data, base=base, device=device)
-    loss_fn = exp.loss_fn if exp.loss_fn is not None else make_loss(spec, base=base)
+    if exp.model is not None:
+        model = exp.model.to(device)
+    else:  # built from the seed, so that the RNG its training draws from starts alike anywhere
+        model = experiment_model(
+            exp, spec, data, lambda ms=None: seeded_model(spec, data, base=base, device=device, model_spec=ms)
+        )
+        model = model.to(device)
+    loss_fn = exp.loss_fn if exp.loss_fn is not None else experiment_loss(exp, spec, data, base=base)
     augment = build_augment(spec.data.augment, kind=data.kind, base=base) if exp.regularized else None
     watch, stop = _early_stopping(exp, spec)
     plan = TrainPlan.for_spec(
@@ -315,6 +323,33 @@ def prepare_experiment(
     )
     engine = Engine.for_spec(spec.train, device=device, task=data.task)
     return Prepared(exp, spec, plan, engine, data, watch, stop, writer, rng_state(device))
+
+
+def experiment_model(exp: Experiment, spec, data, build: Callable[..., nn.Module]) -> nn.Module:
+    """The model `exp` describes, made by `build(model_spec=None)` (the spec's model, or the one
+    given): the spec's model, or its variant."""
+    if exp.variant == "zero-input":
+        from nnrecipe.probes.model_probes import ZeroInput
+
+        return ZeroInput(build())
+    if exp.variant == "linear":
+        from nnrecipe.runtime import seed_everything
+
+        seed_everything(
+            spec.seed, deterministic=spec.train.deterministic
+        )  # some tasks' linear models draw their own init
+        return data.task.linear_model(spec, data, build)
+    return build()
+
+
+def experiment_loss(exp: Experiment, spec, data, *, base: Path) -> Callable:
+    """The spec's loss; the linear baseline trains with the task's own loss where the spec's is the
+    user's (which may read the user's model's whole output: an auxiliary head, a dict)."""
+    from nnrecipe.losses import loss_name, make_loss
+
+    if exp.variant == "linear" and loss_name(spec) == "custom":
+        return data.task.loss_fn(data.task.default_loss)
+    return make_loss(spec, base=base)
 
 
 def rng_state(device: torch.device) -> dict:
@@ -471,6 +506,7 @@ class Job:
     every: Optional[int] = None  # steps between evaluations (default: the stage's)
     rows: Optional[torch.Tensor] = None
     more: dict = dataclasses.field(default_factory=dict)
+    folder: str = ""  # its TensorBoard folder, when not its name
 
 
 class Trainer:
@@ -578,7 +614,7 @@ class Trainer:
         from nnrecipe.models import prepare_model
         from nnrecipe.plugins import add_caught
 
-        writer = stage_writer(self.ctx, self.stage, exp)
+        writer = stage_writer(self.ctx, self.stage, exp, folder=job.folder)
         for name, args, kwargs in shipped.events:
             getattr(writer, name)(*args, **kwargs)
         for path, contents in shipped.files.items():
@@ -586,7 +622,10 @@ class Trainer:
         add_caught(shipped.warnings)  # for the stage's user-warnings verdict, as if raised here
         result = shipped.result
         if shipped.weights is not None:
-            model = prepare_model(exp.seeded_spec(), self.job_data(job), base=self.ctx.base).to(self.ctx.device)
+            spec, data = exp.seeded_spec(), self.job_data(job)
+            build = lambda ms=None: prepare_model(spec, data, base=self.ctx.base, model_spec=ms)  # noqa: E731
+            model = exp.model if exp.model is not None else experiment_model(exp, spec, data, build)
+            model = model.to(self.ctx.device)
             model.load_state_dict(shipped.weights)
             result.model = model
         return result
@@ -595,7 +634,7 @@ class Trainer:
 def _group_key(exp: Experiment) -> Optional[str]:
     """What an experiment must share with others to train as one with them (None: it trains
     alone): the spec but for seed, learning rate and weight decay; budget; evaluations."""
-    if exp.model is not None or exp.loss_fn is not None or exp.histograms:
+    if exp.model is not None or exp.loss_fn is not None or exp.histograms or exp.variant:
         return None
     if exp.checkpoints.resume is not None:
         return None  # continues alone, exactly where it stopped
@@ -642,7 +681,12 @@ class Pending:
         for g in self.groups:
             if len(g) == 1:
                 i = g[0]
-                yield i, run_in_stage(t.ctx, t.stage, self.exps[i], data=t.job_data(self.jobs[i]))
+                yield (
+                    i,
+                    run_in_stage(
+                        t.ctx, t.stage, self.exps[i], data=t.job_data(self.jobs[i]), folder=self.jobs[i].folder
+                    ),
+                )
                 continue
             exps = [self.exps[i] for i in g]
             results, why = run_group(
@@ -650,7 +694,7 @@ class Pending:
                 datas=[t.job_data(self.jobs[i]) for i in g],
                 device=t.ctx.device,
                 base=t.ctx.base,
-                writers=[stage_writer(t.ctx, t.stage, e) for e in exps],
+                writers=[stage_writer(t.ctx, t.stage, self.exps[i], folder=self.jobs[i].folder) for i in g],
                 progress=t.ctx.progress,
             )
             t.tell(exps, why)

@@ -76,6 +76,32 @@ def test_two_workers_give_the_verdicts_numbers_curves_and_members_of_one_process
         assert all(torch.equal(w1["model"][k], w2["model"][k]) for k in w1["model"])
 
 
+def test_baselines_beside_the_model_train_in_the_workers_with_the_numbers_of_one_process(cli, in_tmp):
+    """baseline's zero-input, larger and linear runs are independent of its model: with --workers
+    they train in the workers while the model trains in the stage's process (the planted model
+    says which processes trained it), with the verdicts and numbers of one process."""
+    runs, where = {}, {}
+    for workers in ("1", "2"):
+        folder = in_tmp / f"pids-{workers}"
+        folder.mkdir()
+        model = {"arch": "python", "factory": f"{PLANTED_MODELS}:says_where_it_trains", "args": {"folder": str(folder)}}
+        spec = {
+            "name": f"b{workers}",
+            "model": model,
+            "stages": {"baseline": {"steps": 150, "eval_every": 50, "larger_model_args": {"width": 128}}},
+        }
+        runs[workers] = _run(cli, write_spec(in_tmp, spec, name=f"b{workers}.yaml"), "baseline", "--workers", workers)
+        where[workers] = {int(p.name) for p in folder.iterdir()}
+    assert [(v["check"], v["status"], v["observed"]) for v in runs["1"]] == [
+        (v["check"], v["status"], v["observed"]) for v in runs["2"]
+    ]
+    assert {v["check"]: v["status"] for v in runs["1"]}["loss-decreases"] == "pass"  # the larger model was trained
+    assert where["1"] == {os.getpid()}  # the stage's process (the CLI runs in the test's)
+    assert os.getpid() in where["2"] and len(where["2"]) >= 2, where  # the model here, the others in workers
+    for name in ("model", "zero-input", "larger", "linear"):  # every run's curves, the workers' written here
+        assert list((in_tmp / "runs" / "b2" / "tb" / "baseline" / name).glob("events.*")), name
+
+
 def test_groups_are_dealt_over_the_workers_with_the_numbers_of_one_process(cli, in_tmp):
     """8 data-scaling runs of one architecture: one group of 8 here, two of 4 in two workers
     (trained as one inside each): the same statuses and numbers to float tolerance."""

@@ -27,6 +27,7 @@ STAGES: tuple[StageInfo, ...] = (
         "baseline",
         "nnrecipe.stages.baseline",
         "Set up the end-to-end training/evaluation skeleton + get dumb baselines",
+        trains_many=True,
     ),
     StageInfo("overfit", "overfit", "nnrecipe.stages.overfit", "Overfit: a model large enough to fit the training set"),
     StageInfo(

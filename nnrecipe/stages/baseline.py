@@ -37,7 +37,7 @@ from nnrecipe.checks.training_checks import (
 )
 from nnrecipe.data import build_data
 from nnrecipe.engine import Engine
-from nnrecipe.experiments import Experiment, Logging, TrainPlan, run_in_stage
+from nnrecipe.experiments import Experiment, Job, Logging, Trainer, TrainPlan, run_in_stage
 from nnrecipe.handoff import data_fingerprint
 from nnrecipe.losses import loss_name, make_loss
 from nnrecipe.models import BUILTIN_ARCHS, larger_model_spec, prepare_model, seeded_model
@@ -49,7 +49,6 @@ from nnrecipe.probes.mask_probes import mask_leaf, mask_padding
 from nnrecipe.probes.measurements import BaselineMeasurements
 from nnrecipe.probes.model_probes import (
     InputCapture,
-    ZeroInput,
     dead_units,
     eval_twice,
     first_examples,
@@ -189,49 +188,56 @@ def _measure_loss_shapes(s: Setup, m: BaselineMeasurements, model, x: torch.Tens
 def _measure_training(s: Setup, m: BaselineMeasurements, xv: torch.Tensor, yv: torch.Tensor) -> None:
     """The model, the same model on zeroed inputs, a larger one, the linear baseline (one
     TensorBoard run each, so their curves overlay), and the dumb predictor; for the pictures,
-    the batch that entered the model and the prediction dynamics on a fixed val batch."""
+    the batch that entered the model and the prediction dynamics on a fixed val batch. The
+    three beside the model are independent of it: with --workers they train in the run's
+    workers while the model trains here."""
     spec, data, ctx = s.spec, s.data, s.ctx
     cfg = spec.stages.baseline
+    trainer = Trainer(ctx, stage=STAGE, steps=cfg.steps, every=cfg.eval_every)
+    jobs = _beside_the_model(s)
+    pending = trainer.submit(list(jobs.values()), parallel=len(jobs) > 1)
     shown = slice(0, DYNAMICS_EXAMPLES)
     record = DynamicsRecorder(s, ctx.writer(STAGE, "model"), inputs.index(xv, shown), yv[shown])
-
-    def train(name: str, model, *, folder: str = "", loss_fn=None, on_eval=None):
-        exp = Experiment(
-            name,
-            spec,
-            steps=cfg.steps,
-            eval_every=min(cfg.eval_every, cfg.steps),
-            model=model,
-            loss_fn=s.loss_fn if loss_fn is None else loss_fn,
-            regularized=False,
-            on_eval=on_eval,
-        )
-        return run_in_stage(ctx, STAGE, exp, data=data, folder=folder)
-
     model = s.fresh_model()
     capture = InputCapture(model, s.loss_fn)
     record.step(0, model)
-    m.model = train("model", model, loss_fn=capture.loss_fn, on_eval=record.step)
+    exp = Experiment(
+        "model",
+        spec,
+        steps=cfg.steps,
+        eval_every=min(cfg.eval_every, cfg.steps),
+        model=model,
+        loss_fn=capture.loss_fn,
+        regularized=False,
+        on_eval=record.step,
+    )
+    m.model = run_in_stage(ctx, STAGE, exp, data=data)
     capture.remove()
     m.input_x, m.input_y = capture.x, capture.y
     m.dynamics, m.dynamics_y = record.dynamics, record.y
-    m.zero_input = train("zero-input", ZeroInput(s.fresh_model()))
-    bigger = larger_model_spec(spec)
-    if bigger is not None:
-        m.larger = train("larger", s.fresh_model(bigger))
-    else:
+    trained = dict(zip(jobs, pending.results()))
+    m.zero_input, m.linear, m.larger = trained["zero-input"], trained["linear"], trained.get("larger")
+    if m.larger is None:
         m.larger_skip = (
             "set stages.baseline.larger_model_args for your model"
             if spec.model.arch == "python"
             else f"no wider variant of {spec.model.arch}"
         )
-    linear = data.task.linear_model(spec, data, s.fresh_model).to(ctx.device)  # a language model's: a bigram table
-    # nnrecipe's own model trains with the task's loss: a loss of yours may read your model's
-    # whole output (an auxiliary head, a dict) that a plain linear layer does not have
-    own_loss = data.task.loss_fn(data.task.default_loss) if s.loss == "custom" else None
-    m.linear = train(data.task.linear_name, linear, folder="linear", loss_fn=own_loss)
     m.dumb_name, m.dumb_scores = data.task.dumb_name, data.task.dumb_scores(data)
     _measure_diagnoses(s, m, xv, yv)
+
+
+def _beside_the_model(s: Setup) -> dict[str, Job]:
+    """The model on zeroed inputs, a larger model (where there is one) and the linear baseline
+    (a language model's: a bigram table), each from the spec's seed, without augmentation."""
+    spec, alike = s.spec, {"regularized": False}
+    jobs = {"zero-input": Job("zero-input", spec, spec.seed, more={**alike, "variant": "zero-input"})}
+    bigger = larger_model_spec(spec)
+    if bigger is not None:
+        jobs["larger"] = Job("larger", spec.model_copy(update={"model": bigger}), spec.seed, more=alike)
+    name = s.data.task.linear_name  # its val scores' name; its curves in tb/baseline/linear
+    jobs["linear"] = Job(name, spec, spec.seed, more={**alike, "variant": "linear"}, folder="linear")
+    return jobs
 
 
 def _measure_diagnoses(s: Setup, m: BaselineMeasurements, xv: torch.Tensor, yv: torch.Tensor) -> None:
