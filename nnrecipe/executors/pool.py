@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
 import multiprocessing
 import signal
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -198,6 +199,10 @@ def _worker_start(base: str, devices: tuple[str, ...], threads: int, counter) ->
         index = counter.value
         counter.value += 1
     torch.set_num_threads(threads)
+    # torch's first optimizer step imports torch._dynamo (1.2-1.5 s on the cpu-box): imported
+    # here, while the pool warms beside the first stages, not in the worker's first experiment
+    importlib.import_module("torch._dynamo")
+
     device = resolve_device(devices[index % len(devices)])
     if device.type == "cpu":
         from nnrecipe import threads as thread_choice
