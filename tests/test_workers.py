@@ -161,7 +161,8 @@ def test_warnings_of_the_users_code_in_a_worker_reach_the_stages_verdict(cli, in
     model = f"model={{arch: python, factory: {PLANTED_MODELS}:warns_in_forward}}"
     said = {}
     for workers in ("1", "2"):
-        result = cli("regularize", model, "train.steps=100", f"name=u{workers}", "--workers", workers, "--json")
+        small = ("stages.regularize.seeds=1", "stages.regularize.label_errors.enabled=false")  # the knobs go to workers
+        result = cli("regularize", model, "train.steps=100", *small, f"name=u{workers}", "--workers", workers, "--json")
         said[workers] = [v for v in json.loads(result.stdout) if v["check"] == "user-warnings"]
     assert said["1"] == said["2"] and len(said["2"]) == 1
     assert said["2"][0]["observed"]["first"] == "UserWarning: planted: this forward warns"
