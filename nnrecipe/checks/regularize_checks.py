@@ -296,6 +296,7 @@ def generalization_gap(m: RegularizeMeasurements, cfg: RegularizeSpec) -> Verdic
     knob (best.yaml narrows it, paired over val examples) or more data (data-scaling still
     rising). On a hard task a correct model keeps a gap no knob and no more of the same data
     closes (an MLP on MNIST-1D: ~0.35): said, not warned."""
+    check = "generalization-gap"
     unusable = _reference_unusable(m)
     if unusable is not None:
         return unusable
@@ -325,7 +326,7 @@ def generalization_gap(m: RegularizeMeasurements, cfg: RegularizeSpec) -> Verdic
         )
         return Verdict(
             STAGE,
-            GAP,
+            check,
             Status.PASS,
             message=message + (f"; {gap_a:.3f} with {name}" if m.best is not None else ""),
             observed=observed,
@@ -334,7 +335,7 @@ def generalization_gap(m: RegularizeMeasurements, cfg: RegularizeSpec) -> Verdic
     if best is not ref and gap_b - gap_a > z * se_d:  # paired: both val metrics on the same examples
         return Verdict(
             STAGE,
-            GAP,
+            check,
             Status.PASS,
             message=f"the gap went from {gap_b:.3f} to {gap_a:.3f} with {name}",
             observed=observed,
@@ -349,7 +350,7 @@ def generalization_gap(m: RegularizeMeasurements, cfg: RegularizeSpec) -> Verdic
         )
         return Verdict(
             STAGE,
-            GAP,
+            check,
             Status.WARN,
             message=f"the model still overfits: {gap} {why}",
             hint="more data is the best regularizer; then stronger augmentation, dropout, weight decay or a smaller model",
@@ -358,7 +359,7 @@ def generalization_gap(m: RegularizeMeasurements, cfg: RegularizeSpec) -> Verdic
         )
     return Verdict(
         STAGE,
-        GAP,
+        check,
         Status.PASS,
         message=f"{gap} is beyond {cfg.max_gap:g}, but nothing measured narrows it: no knob beyond noise, and more "
         "of the same data is on a plateau (data-scaling); the rest is this model's on this task",
@@ -368,19 +369,17 @@ def generalization_gap(m: RegularizeMeasurements, cfg: RegularizeSpec) -> Verdic
     )
 
 
-GAP = "generalization-gap"
-
-
 def _reference_unusable(m: RegularizeMeasurements) -> Optional[Verdict]:
     """generalization-gap's skip or fail where the reference gives no gap to judge: it did not
     train, diverged at a seed, or collapsed to one output for every example."""
+    check = "generalization-gap"
     if m.reference is None or not m.reference.runs:
-        return Verdict(STAGE, GAP, Status.SKIP, message="the reference did not train")
+        return Verdict(STAGE, check, Status.SKIP, message="the reference did not train")
     diverged = [r.seed for r in m.reference.runs if r.diverged]
     if diverged:  # the reference's own verdict; the knobs are compared with its finite seeds
         return Verdict(
             STAGE,
-            GAP,
+            check,
             Status.FAIL,
             observed={"diverged_seeds": diverged},
             expected="the reference trains at every seed",
@@ -391,7 +390,7 @@ def _reference_unusable(m: RegularizeMeasurements) -> Optional[Verdict]:
     if c is not None:  # nothing to regularize: the reference learnt one output for every example
         return Verdict(
             STAGE,
-            GAP,
+            check,
             Status.FAIL,
             observed={"collapsed_from_step": c.settled_at, "alike_at": c.layer or None},
             expected="a reference that gives different examples different outputs",

@@ -57,12 +57,13 @@ def ensemble_gain(m: SqueezeMeasurements, cfg: SqueezeSpec) -> Verdict:
     average member (per example, the mean of the members' scores): an unbiased stand-in for
     "one model trained with another seed". The best member is reported too, but picking the
     best of K on the same val set flatters it by about one member-to-member spread."""
+    check = "ensemble-gain"
     unusable = _members_unusable(m)
     if unusable is not None:
         return unusable
     best = m.best_member()
     if best is None or m.ensemble_scores is None or len(m.members) < 2:
-        return Verdict(STAGE, ENSEMBLE, Status.SKIP, message="fewer than two members")
+        return Verdict(STAGE, check, Status.SKIP, message="fewer than two members")
     name = m.task.score
     average = np.mean([r.val_scores for r in m.members], axis=0)
     z = paired_z(m.task.errors(m.ensemble_scores), m.task.errors(average), blocks=m.task.blocks(len(average)))
@@ -92,7 +93,7 @@ def ensemble_gain(m: SqueezeMeasurements, cfg: SqueezeSpec) -> Verdict:
     if m.output_spread is not None and m.output_spread < IDENTICAL_SPREAD:
         return Verdict(
             STAGE,
-            ENSEMBLE,
+            check,
             Status.WARN,
             message="the members are identical: changing the seed changes nothing in training",
             hint="the seed does not reach the model init or the data order (a fixed seed inside your "
@@ -103,7 +104,7 @@ def ensemble_gain(m: SqueezeMeasurements, cfg: SqueezeSpec) -> Verdict:
     if z <= -cfg.significance_z:
         return Verdict(
             STAGE,
-            ENSEMBLE,
+            check,
             Status.WARN,
             message=f"the ensemble is worse than its average member ({change}, z = {z:.1f})",
             hint="averaging probabilities should not lose: are the outputs on one scale (logits for the loss)?",
@@ -112,20 +113,18 @@ def ensemble_gain(m: SqueezeMeasurements, cfg: SqueezeSpec) -> Verdict:
         )
     word = "gains beyond noise" if z >= cfg.significance_z else "no gain beyond noise"
     message = f"ensemble of {len(m.members)}: {word}, {change} (z = {z:.1f}; vs best member {z_best:.1f})"
-    return Verdict(STAGE, ENSEMBLE, Status.PASS, message=message, observed=observed, expected=expected)
-
-
-ENSEMBLE = "ensemble-gain"
+    return Verdict(STAGE, check, Status.PASS, message=message, observed=observed, expected=expected)
 
 
 def _members_unusable(m: SqueezeMeasurements) -> Optional[Verdict]:
     """ensemble-gain's fail for a diverged member, its warn for a collapsed one (a member that
     gives every example one output: averaging it in only blurs the others)."""
+    check = "ensemble-gain"
     diverged = [i for i, r in enumerate(m.members) if r.diverged]
     if diverged:
         return Verdict(
             STAGE,
-            ENSEMBLE,
+            check,
             Status.FAIL,
             observed={"diverged_members": diverged},
             expected="every member trains",
@@ -137,7 +136,7 @@ def _members_unusable(m: SqueezeMeasurements) -> Optional[Verdict]:
     i, c = next(iter(m.collapsed.items()))
     return Verdict(
         STAGE,
-        ENSEMBLE,
+        check,
         Status.WARN,
         observed={
             "collapsed_members": sorted(m.collapsed),

@@ -53,6 +53,7 @@ def confirmation_z(m: TuneMeasurements):
 
 def tune_improves(m: TuneMeasurements, cfg: TuneSpec) -> Verdict:
     """The best trial against the starting point, both re-trained at a fresh seed."""
+    check = "tune-improves"
     finished = [r for r in m.trials if r.value is not None]
     none_usable = _no_usable_trial(m, finished)
     if none_usable is not None:
@@ -68,12 +69,12 @@ def tune_improves(m: TuneMeasurements, cfg: TuneSpec) -> Verdict:
             f"the starting point (trial {b.number}) was the best of {len(finished)} trials: "
             f"val {metric} {b.value:.4f}; best.yaml keeps it"
         )
-        return Verdict(STAGE, IMPROVES, Status.PASS, observed=observed, expected=expected, message=message)
+        return Verdict(STAGE, check, Status.PASS, observed=observed, expected=expected, message=message)
     if any(r.diverged for r in m.reference.runs + m.confirmed.runs):
         who = "the best trial's configuration" if any(r.diverged for r in m.confirmed.runs) else "the starting point"
         return Verdict(
             STAGE,
-            IMPROVES,
+            check,
             Status.FAIL,
             observed=observed,
             expected=expected,
@@ -83,15 +84,13 @@ def tune_improves(m: TuneMeasurements, cfg: TuneSpec) -> Verdict:
     return _confirmation(m, cfg, observed, expected)
 
 
-IMPROVES = "tune-improves"
-
-
 def _no_usable_trial(m: TuneMeasurements, finished: list[TrialRecord]) -> Optional[Verdict]:
     """tune-improves' fail when no trial finished, or none both completed and trained."""
+    check = "tune-improves"
     if not finished:
         return Verdict(
             STAGE,
-            IMPROVES,
+            check,
             Status.FAIL,
             observed={"finished_trials": 0},
             expected=f"{m.requested} finished trials",
@@ -103,7 +102,7 @@ def _no_usable_trial(m: TuneMeasurements, finished: list[TrialRecord]) -> Option
     diverged = sum(r.diverged for r in finished)
     return Verdict(
         STAGE,
-        IMPROVES,
+        check,
         Status.FAIL,
         observed={"finished_trials": len(finished), "diverged": diverged},
         expected="at least one complete trial that trains",
@@ -115,6 +114,7 @@ def _no_usable_trial(m: TuneMeasurements, finished: list[TrialRecord]) -> Option
 def _confirmation(m: TuneMeasurements, cfg: TuneSpec, observed: dict, expected: str) -> Verdict:
     """tune-improves judged on the fresh seeds: the best trial's configuration against the
     starting point, z against the seed spread."""
+    check = "tune-improves"
     assert m.reference is not None and m.confirmed is not None and m.best is not None
     refs, confs, number = m.reference.runs, m.confirmed.runs, m.best.number
     z, noise = confirmation_z(m)
@@ -140,11 +140,11 @@ def _confirmation(m: TuneMeasurements, cfg: TuneSpec, observed: dict, expected: 
         change += f" (val loss {loss(refs):.4f} -> {loss(confs):.4f} nats)"
     if z >= cfg.significance_z:
         message = f"trial {number} beats the starting point: {change} (z = {z:.1f}); best.yaml holds it"
-        return Verdict(STAGE, IMPROVES, Status.PASS, message=message, observed=observed, expected=expected)
+        return Verdict(STAGE, check, Status.PASS, message=message, observed=observed, expected=expected)
     if z <= -cfg.significance_z:
         return Verdict(
             STAGE,
-            IMPROVES,
+            check,
             Status.WARN,
             message=f"the best trial ({number}) is worse than the starting point at a fresh seed: {change} "
             f"(z = {z:.1f}); its lead was seed luck",
@@ -153,7 +153,7 @@ def _confirmation(m: TuneMeasurements, cfg: TuneSpec, observed: dict, expected: 
             expected=expected,
         )
     message = f"no gain beyond noise over the starting point: {change} (z = {z:.1f}); best.yaml keeps the start"
-    return Verdict(STAGE, IMPROVES, Status.PASS, message=message, observed=observed, expected=expected)
+    return Verdict(STAGE, check, Status.PASS, message=message, observed=observed, expected=expected)
 
 
 def search_coverage(m: TuneMeasurements, cfg: TuneSpec) -> Verdict:
