@@ -79,12 +79,17 @@ def test_two_workers_give_the_verdicts_numbers_curves_and_members_of_one_process
 def test_baselines_beside_the_model_train_in_the_workers_with_the_numbers_of_one_process(cli, in_tmp):
     """baseline's zero-input, larger and linear runs are independent of its model: with --workers
     they train in the workers while the model trains in the stage's process (the planted model
-    says which processes trained it), with the verdicts and numbers of one process."""
+    says which processes trained it), with the verdicts and numbers of one process (its dropout:
+    train mode's numbers too, which draw from the seed whichever process trained the others)."""
     runs, where = {}, {}
     for workers in ("1", "2"):
         folder = in_tmp / f"pids-{workers}"
         folder.mkdir()
-        model = {"arch": "python", "factory": f"{PLANTED_MODELS}:says_where_it_trains", "args": {"folder": str(folder)}}
+        model = {
+            "arch": "python",
+            "factory": f"{PLANTED_MODELS}:says_where_it_trains",
+            "args": {"folder": str(folder), "dropout": 0.3},
+        }
         spec = {
             "name": f"b{workers}",
             "model": model,

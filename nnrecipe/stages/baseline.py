@@ -243,6 +243,9 @@ def _beside_the_model(s: Setup) -> dict[str, Job]:
 def _measure_diagnoses(s: Setup, m: BaselineMeasurements, xv: torch.Tensor, yv: torch.Tensor) -> None:
     """The trained model, looked at for why a check may fail: every output alike (collapse),
     and train mode against eval mode on training examples and on val."""
+    # Train mode draws dropout masks: from the seed, not from whatever the runs before left in
+    # this process's RNG (with --workers the baselines trained elsewhere and drew nothing here)
+    seed_everything(s.spec.seed, deterministic=s.spec.train.deterministic)
     data, model = s.data, m.model.model
     m.collapse = trained_collapse(m.model, task=data.task, loss=s.loss, x=xv, y=yv)
     m.grad.dead = dead_units(s.untrained, xv, after=model)  # dead at init and still after the baseline's training
