@@ -76,35 +76,46 @@ def test_two_workers_give_the_verdicts_numbers_curves_and_members_of_one_process
         assert all(torch.equal(w1["model"][k], w2["model"][k]) for k in w1["model"])
 
 
-def test_baselines_beside_the_model_train_in_the_workers_with_the_numbers_of_one_process(cli, in_tmp):
-    """baseline's zero-input, larger and linear runs are independent of its model: with --workers
-    they train in the workers while the model trains in the stage's process (the planted model
-    says which processes trained it), with the verdicts and numbers of one process (its dropout:
-    train mode's numbers too, which draw from the seed whichever process trained the others)."""
-    runs, where = {}, {}
+def test_baselines_and_the_ladder_train_in_the_workers_beside_the_model_with_the_numbers_of_one_process(cli, in_tmp):
+    """baseline's zero-input, larger and linear runs, and overfit's ladder, are independent of the
+    stage's model: with --workers they train in the workers while the model trains in the
+    stage's process (the planted model says which processes trained it), with the verdicts and
+    numbers of one process (its dropout: train mode's numbers too, which draw from the seed
+    whichever process trained the others)."""
+    runs, where, rungs = {}, {}, {}
     for workers in ("1", "2"):
-        folder = in_tmp / f"pids-{workers}"
-        folder.mkdir()
-        model = {
-            "arch": "python",
-            "factory": f"{PLANTED_MODELS}:says_where_it_trains",
-            "args": {"folder": str(folder), "dropout": 0.3},
-        }
+        folder, ladder = in_tmp / f"pids-{workers}", in_tmp / f"ladder-{workers}"
+        folder.mkdir(), ladder.mkdir()
+        says = {"arch": "python", "factory": f"{PLANTED_MODELS}:says_where_it_trains"}
         spec = {
             "name": f"b{workers}",
-            "model": model,
-            "stages": {"baseline": {"steps": 150, "eval_every": 50, "larger_model_args": {"width": 128}}},
+            "model": {**says, "args": {"folder": str(folder), "dropout": 0.3}},
+            "train": {"steps": 150, "eval_every": 50},
+            "stages": {
+                "baseline": {"steps": 150, "eval_every": 50, "larger_model_args": {"width": 128}},
+                "overfit": {"ladder": [{**says, "args": {"folder": str(ladder), "width": 32}}]},
+            },
         }
-        runs[workers] = _run(cli, write_spec(in_tmp, spec, name=f"b{workers}.yaml"), "baseline", "--workers", workers)
-        where[workers] = {int(p.name) for p in folder.iterdir()}
-    assert [(v["check"], v["status"], v["observed"]) for v in runs["1"]] == [
-        (v["check"], v["status"], v["observed"]) for v in runs["2"]
-    ]
-    assert {v["check"]: v["status"] for v in runs["1"]}["loss-decreases"] == "pass"  # the larger model was trained
-    assert where["1"] == {os.getpid()}  # the stage's process (the CLI runs in the test's)
+        path = write_spec(in_tmp, spec, name=f"b{workers}.yaml")
+        runs[workers] = [_run(cli, path, stage, "--workers", workers) for stage in ("baseline", "overfit")]
+        where[workers], rungs[workers] = ({int(p.name) for p in f.iterdir()} for f in (folder, ladder))
+
+    def numbers(verdicts):  # (the rung's description names its pid folder, which differs)
+        return [
+            (v["check"], v["status"], {k: x for k, x in (v["observed"] or {}).items() if k != "model"})
+            for v in verdicts
+        ]
+
+    for one, two in zip(runs["1"], runs["2"], strict=True):
+        assert numbers(one) == numbers(two)
+    assert {v["check"]: v["status"] for v in runs["1"][0]}["loss-decreases"] == "pass"  # the larger model trained
+    assert "ladder-0" in {v["check"] for v in runs["1"][1]}
+    assert where["1"] == rungs["1"] == {os.getpid()}  # the stage's process (the CLI runs in the test's)
     assert os.getpid() in where["2"] and len(where["2"]) >= 2, where  # the model here, the others in workers
+    assert rungs["2"] and os.getpid() not in rungs["2"], rungs  # the rung in a worker
     for name in ("model", "zero-input", "larger", "linear"):  # every run's curves, the workers' written here
         assert list((in_tmp / "runs" / "b2" / "tb" / "baseline" / name).glob("events.*")), name
+    assert list((in_tmp / "runs" / "b2" / "tb" / "overfit" / "ladder-0").glob("events.*"))
 
 
 def test_groups_are_dealt_over_the_workers_with_the_numbers_of_one_process(cli, in_tmp):

@@ -11,7 +11,7 @@ import dataclasses
 from typing import Any, Callable
 
 from nnrecipe.checks.overfit_checks import beats_baselines, fits_train, ladder, lr_range, lr_schedule, weights_at
-from nnrecipe.experiments import Checkpoints, Experiment, experiment_key, run_in_stage
+from nnrecipe.experiments import Checkpoints, Experiment, Job, Pending, Trainer, experiment_key, run_in_stage
 from nnrecipe.handoff import baseline_scores, data_fingerprint
 from nnrecipe.loop import resumable
 from nnrecipe.losses import loss_name, make_loss
@@ -68,9 +68,10 @@ def run(spec, ctx: StageContext) -> StageResult:
     )
     if spec.stages.overfit.lr_range.enabled or ctx.options.get("lr_range"):
         _measure_lr_range(s, m)
+    rungs = _start_ladder(s)  # in the run's workers (where it has them) while the model trains here
     samples = _measure_model(s, m)
     m.baseline_scores, m.baseline_skip = baseline_scores(ctx.run, s.data, s.fingerprint)  # the baselines, same split
-    _measure_ladder(s, m)
+    m.ladder, m.ladder_names = rungs.results(), [_describe(rung) for rung in spec.stages.overfit.ladder]
     cfg = spec.stages.overfit
     verdicts = [check(m, cfg) for check in CHECKS] + ladder(m, cfg)
     wrong, arts = _draw(s, m, samples)
@@ -147,12 +148,16 @@ def _measure_model(s: Setup, m: OverfitMeasurements) -> list[tuple[int, str]]:
     return samples
 
 
-def _measure_ladder(s: Setup, m: OverfitMeasurements) -> None:
-    """The ladder: one change at a time, each rung trained the same way."""
-    cfg = s.spec.stages.overfit
-    for i, rung in enumerate(cfg.ladder):
-        m.ladder.append(s.train(f"ladder-{i}", s.fresh_model(rung), steps=cfg.ladder_steps or s.steps))
-        m.ladder_names.append(_describe(rung))
+def _start_ladder(s: Setup) -> Pending:
+    """The ladder: one change at a time, each rung trained the same way (no regularizers), from
+    the spec's seed; independent of the stage's model, so started before it."""
+    cfg, spec = s.spec.stages.overfit, s.spec
+    jobs = [
+        Job(f"ladder-{i}", spec.model_copy(update={"model": rung}), spec.seed, more={"regularized": False})
+        for i, rung in enumerate(cfg.ladder)
+    ]
+    trainer = Trainer(s.ctx, stage=STAGE, steps=cfg.ladder_steps or s.steps, every=s.every)
+    return trainer.submit(jobs, parallel=bool(jobs))  # no ladder: no workers started for it
 
 
 def _describe(model_spec) -> str:
