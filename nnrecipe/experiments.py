@@ -287,11 +287,14 @@ def prepare_experiment(
     """`exp`'s model built at its seed (which seeds the RNG its training draws from) and its plan."""
     from nnrecipe.augment import build_augment
     from nnrecipe.models import seeded_model
+    from nnrecipe.runtime import seed_everything
 
     spec = exp.seeded_spec()
     if exp.model is not None:
         model = exp.model.to(device)
     else:  # built from the seed, so that the RNG its training draws from starts alike anywhere
+        # (seeded here too: a linear baseline of ids or columns draws its init without `build`)
+        seed_everything(spec.seed, deterministic=spec.train.deterministic)
         model = experiment_model(
             exp, spec, data, lambda ms=None: seeded_model(spec, data, base=base, device=device, model_spec=ms)
         )
@@ -327,17 +330,13 @@ def prepare_experiment(
 
 def experiment_model(exp: Experiment, spec, data, build: Callable[..., nn.Module]) -> nn.Module:
     """The model `exp` describes, made by `build(model_spec=None)` (the spec's model, or the one
-    given): the spec's model, or its variant."""
+    given): the spec's model, or its variant. It draws from the RNG as it stands: the caller
+    seeds it (prepare_experiment) or keeps the weights it loads after (Trainer.received)."""
     if exp.variant == "zero-input":
         from nnrecipe.probes.model_probes import ZeroInput
 
         return ZeroInput(build())
     if exp.variant == "linear":
-        from nnrecipe.runtime import seed_everything
-
-        seed_everything(
-            spec.seed, deterministic=spec.train.deterministic
-        )  # some tasks' linear models draw their own init
         return data.task.linear_model(spec, data, build)
     return build()
 
