@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
@@ -23,6 +24,7 @@ from torch import nn
 
 from nnrecipe.data.bundle import Split
 from nnrecipe.engine import Engine
+from nnrecipe.ledger import since
 from nnrecipe.loop import EarlyStopping, EvalResult, History, load_checkpoint
 
 # ----------------------------------------------------------------------------- the engine's plan
@@ -478,11 +480,23 @@ def run_group(
     return [finish_experiment(p, h) for p, h in zip(prepared, histories)], why
 
 
-def run_in_stage(ctx, stage: str, exp: Experiment, *, data, folder: str = "") -> Result:
+def run_in_stage(ctx, stage: str, exp: Experiment, *, data, folder: str = "", record: bool = True) -> Result:
     """run_experiment where a stage runs it: in its TensorBoard folder tb/<stage>/<folder or name>/
-    (a resumed run hides the interrupted run's events from its step on), on the stage's device."""
+    (a resumed run hides the interrupted run's events from its step on), on the stage's device;
+    in the stage's timeline unless `record` is false."""
     writer = stage_writer(ctx, stage, exp, folder=folder)
-    return run_experiment(exp, data=data, device=ctx.device, base=ctx.base, writer=writer, progress=ctx.progress)
+    start = time.time()
+    result = run_experiment(exp, data=data, device=ctx.device, base=ctx.base, writer=writer, progress=ctx.progress)
+    if record:
+        record_ran(ctx, [exp], since(start, ctx.device))
+    return result
+
+
+def record_ran(ctx, exps: list[Experiment], ran) -> None:
+    """The experiments in the running stage's timeline (ledger.py), where the context keeps one."""
+    if getattr(ctx, "ledger", None) is not None:
+        for exp in exps:
+            ctx.ledger.add(exp, ran)
 
 
 def stage_writer(ctx, stage: str, exp: Experiment, *, folder: str = ""):
@@ -515,8 +529,9 @@ class Trainer:
     stage's artefacts). Independent experiments go through `train_many`: with --workers they
     train side by side in the run's worker processes, and come back in the order asked."""
 
-    def __init__(self, ctx, *, stage: str, steps: int, every: int):
+    def __init__(self, ctx, *, stage: str, steps: int, every: int, record: bool = True):
         self.ctx, self.stage, self.steps, self.every = ctx, stage, steps, every
+        self.record = record  # each experiment in the stage's timeline (tune's trials have their own table)
         self._data = {ctx.spec.data.downsample: ctx.device_data()}
         self.kept: dict[str, Result] = {}  # experiment name -> its Result (those with keep_model)
         self._said: set[str] = set()  # reasons given for training a group one at a time
@@ -674,6 +689,8 @@ class Pending:
             for g, shipped in arrived:
                 if len(self.groups[g]) > 1:
                     t.tell([self.exps[i] for i in self.groups[g]], shipped[0].apart)
+                if t.record and shipped[0].ran is not None:
+                    record_ran(t.ctx, [self.exps[i] for i in self.groups[g]], shipped[0].ran)
                 for i, one in zip(self.groups[g], shipped):
                     yield i, t.received(self.exps[i], self.jobs[i], one)
             return
@@ -683,11 +700,17 @@ class Pending:
                 yield (
                     i,
                     run_in_stage(
-                        t.ctx, t.stage, self.exps[i], data=t.job_data(self.jobs[i]), folder=self.jobs[i].folder
+                        t.ctx,
+                        t.stage,
+                        self.exps[i],
+                        data=t.job_data(self.jobs[i]),
+                        folder=self.jobs[i].folder,
+                        record=t.record,
                     ),
                 )
                 continue
             exps = [self.exps[i] for i in g]
+            start = time.time()
             results, why = run_group(
                 exps,
                 datas=[t.job_data(self.jobs[i]) for i in g],
@@ -697,6 +720,8 @@ class Pending:
                 progress=t.ctx.progress,
             )
             t.tell(exps, why)
+            if t.record:
+                record_ran(t.ctx, exps, since(start, t.ctx.device, together=1 if why else len(exps)))
             yield from zip(g, results)
 
 

@@ -217,6 +217,7 @@ def _run_stage(ctx: StageContext, name: str, runner) -> StageResult:
 
     from nnrecipe.checks.plugin_checks import user_warnings as warnings_verdict
     from nnrecipe.errors import DeviceError
+    from nnrecipe.ledger import Ledger
     from nnrecipe.plugins import user_warnings
     from nnrecipe.runtime import device_description, seed_everything
     from nnrecipe.verdict import Status, Verdict
@@ -231,6 +232,7 @@ def _run_stage(ctx: StageContext, name: str, runner) -> StageResult:
     progress = _progress(shown)
     ctx.progress = progress
     started = time.monotonic()
+    ctx.ledger = Ledger()
     try:
         with progress if shown.is_terminal or shown.is_jupyter else contextlib.nullcontext(), user_warnings() as caught:
             result = runner(spec, ctx)
@@ -263,6 +265,10 @@ def _run_stage(ctx: StageContext, name: str, runner) -> StageResult:
         ctx.console.print(f"[dim]{name}: {line}[/dim]")
     if (said := warnings_verdict(name, caught)) is not None:  # what the user's code warned about
         result = dataclasses.replace(result, verdicts=[*result.verdicts, said])
-    # wall-clock seconds of the stage, so a run directory says where its time went
+    # wall-clock seconds of the stage, and which process trained what when, so a run directory
+    # says where its time went
     result.summary["seconds"] = round(time.monotonic() - started, 1)
+    if (trained := ctx.ledger.write(ctx, name)) is not None:
+        result.summary["timeline"] = trained
+    ctx.ledger = None
     return result

@@ -1,10 +1,11 @@
 """--executor ray and ray://HOST:PORT: a stage's experiments as Ray tasks give the verdicts and
 numbers of one process; a Ray worker killed mid-experiment is retried and counted once; a
 cluster that does not answer, or Ray missing, is one line. The cluster is real: .ci/run starts a
-Ray head on loopback and sets NNRECIPE_TEST_RAY."""
+Ray head and a second node on loopback and sets NNRECIPE_TEST_RAY (and NNRECIPE_TEST_RAY_NODES)."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -70,6 +71,14 @@ def test_a_ray_worker_killed_mid_experiment_is_retried_and_counted_once(in_tmp):
     killed = [(v["check"], v["status"], v["observed"]) for v in json.loads(out)]
     checks = [c for c, _, _ in killed]
     assert len(checks) == len(set(checks)) == 10  # every verdict once
+    # every experiment trained once (the killed one's retry counted, not its start), and, on the
+    # cluster's nodes (one CPU each), experiments at once on different nodes, as on machines
+    with open(in_tmp / "runs" / "killed" / "regularize" / "timeline.csv", newline="") as f:
+        trained = list(csv.DictReader(f))
+    names = [r["experiment"] for r in trained]
+    assert len(names) == len(set(names)) and {"reference", "dropout", "weight-decay"} <= set(names), names
+    nodes = {r["process"].split()[1] for r in trained if r["process"].startswith("ray ")}
+    assert len(nodes) == int(os.environ.get("NNRECIPE_TEST_RAY_NODES", "1")), trained
     # the same verdicts and numbers as one process: the retried experiment started over
     path2 = write_spec(in_tmp, {**spec, "name": "here"}, name="here.yaml")
     here = subprocess.run(

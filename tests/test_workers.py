@@ -4,6 +4,7 @@ line; Ctrl-C stops every worker."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -76,6 +77,11 @@ def test_two_workers_give_the_verdicts_numbers_curves_and_members_of_one_process
         assert all(torch.equal(w1["model"][k], w2["model"][k]) for k in w1["model"])
 
 
+def _timeline(run_dir, stage: str) -> list[dict]:
+    with open(run_dir / stage / "timeline.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def test_baselines_and_the_ladder_train_in_the_workers_beside_the_model_with_the_numbers_of_one_process(cli, in_tmp):
     """baseline's zero-input, larger and linear runs, and overfit's ladder, are independent of the
     stage's model: with --workers they train in the workers while the model trains in the
@@ -113,6 +119,15 @@ def test_baselines_and_the_ladder_train_in_the_workers_beside_the_model_with_the
     assert where["1"] == rungs["1"] == {os.getpid()}  # the stage's process (the CLI runs in the test's)
     assert os.getpid() in where["2"] and len(where["2"]) >= 2, where  # the model here, the others in workers
     assert rungs["2"] and os.getpid() not in rungs["2"], rungs  # the rung in a worker
+    # the stage's timeline says which process trained what, as the planted models do
+    for workers in ("1", "2"):
+        trained = {r["experiment"]: r for r in _timeline(in_tmp / "runs" / f"b{workers}", "baseline")}
+        assert set(trained) == {"model", "zero-input", "larger", "linear"}
+        assert {int(r["pid"]) for r in trained.values()} == where[workers], (trained, where)
+        assert trained["model"]["process"] == "here" and int(trained["model"]["pid"]) == os.getpid()
+        [rung] = [r for r in _timeline(in_tmp / "runs" / f"b{workers}", "overfit") if r["experiment"] == "ladder-0"]
+        assert {int(rung["pid"])} == rungs[workers], (rung, rungs)
+    assert (in_tmp / "runs" / "b2" / "baseline" / "timeline.png").stat().st_size > 0
     for name in ("model", "zero-input", "larger", "linear"):  # every run's curves, the workers' written here
         assert list((in_tmp / "runs" / "b2" / "tb" / "baseline" / name).glob("events.*")), name
     assert list((in_tmp / "runs" / "b2" / "tb" / "overfit" / "ladder-0").glob("events.*"))
@@ -144,6 +159,14 @@ def test_groups_are_dealt_over_the_workers_with_the_numbers_of_one_process(cli, 
     for a, b in zip(runs["1"], runs["2"], strict=True):
         assert (a["check"], a["status"]) == (b["check"], b["status"])
         assert close_numbers(a["observed"], b["observed"]), (a["check"], a["observed"], b["observed"])
+    # the timeline: the 8 runs as one group here; as two groups of 4, one in each worker
+    for workers, processes in (("1", {"here"}), ("2", None)):
+        scaling = [
+            r for r in _timeline(in_tmp / "runs" / f"g{workers}", "regularize") if r["experiment"][:5] == "data-"
+        ]
+        assert len(scaling) == 8 and {r["together"] for r in scaling} == {"8" if workers == "1" else "4"}, scaling
+        where = {r["process"] for r in scaling}
+        assert where == processes if processes else (len(where) == 2 and "here" not in where), where
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ import dataclasses
 import importlib
 import multiprocessing
 import signal
+import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
@@ -27,6 +28,7 @@ import torch
 
 from nnrecipe.errors import DeviceError
 from nnrecipe.experiments import Experiment, Result
+from nnrecipe.ledger import since
 from nnrecipe.runtime import Workers
 
 
@@ -52,6 +54,7 @@ class Shipped:
     files: dict[str, bytes] = dataclasses.field(default_factory=dict)  # path -> contents, written by the stage
     warnings: list = dataclasses.field(default_factory=list)  # plugins.CaughtWarning: the user's code's
     apart: str = ""  # why the experiment's group trained one at a time (see experiments.run_group)
+    ran: Any = None  # ledger.Ran: which process trained its group, and when
 
 
 class Recorder:
@@ -236,17 +239,19 @@ def _train(jobs: list[Job]) -> list[Shipped]:
         data = _data(job.data_spec)
         datas.append(data if job.rows is None else data.with_train(data.train.subset(job.rows)))
     writers = [Recorder() for _ in jobs]
+    start = time.time()
     with user_warnings() as caught:  # the user's code's warnings, for the stage's verdict
         results, why = run_group(
             [j.exp for j in jobs], datas=datas, device=_STATE["device"], base=_STATE["base"], writers=writers
         )
+    ran = since(start, _STATE["device"], together=1 if why else len(jobs))
     shipped = []
     for result, writer in zip(results, writers):
         weights = None
         if result.model is not None:
             weights = {k: v.detach().cpu() for k, v in result.model.state_dict().items()}
             result.model = None
-        shipped.append(Shipped(result=_on_cpu(result), weights=weights, events=writer.events, apart=why))
+        shipped.append(Shipped(result=_on_cpu(result), weights=weights, events=writer.events, apart=why, ran=ran))
     shipped[0].warnings = list(caught)  # once per group: the stage counts each warning once
     return shipped
 

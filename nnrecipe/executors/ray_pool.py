@@ -173,7 +173,16 @@ def _ray_train(base: str, kind: str, jobs: list[local.Job]) -> list[local.Shippe
         shipped = local._train(moved)
         for one, (there, here) in zip(shipped, named):
             one.files = {str(there[k]): here[k].read_bytes() for k in there if here[k].exists()}
+    node = _node_id()
+    for one in shipped:  # the node, for the stage's timeline: on one machine, Ray's nodes share a host name
+        one.ran = dataclasses.replace(one.ran, node=node)
     return shipped
+
+
+def _node_id() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id()[:8]
 
 
 def result_of(ray, ref, *, dying: str, on: str):

@@ -31,6 +31,7 @@ class StageContext:
     options: dict[str, Any] = dataclasses.field(default_factory=dict)  # stage options from the command line
     progress_console: Optional[Console] = None  # where progress bars go, when not `console` (a notebook)
     workers: Any = None  # nnrecipe.runtime.Workers: where independent experiments train (None: here)
+    ledger: Any = None  # nnrecipe.ledger.Ledger: the running stage's trained experiments (None: not kept)
     _pool: Any = None
     _data: Any = None
     _device_data: Any = None

@@ -1,0 +1,104 @@
+"""Which process trained each of a stage's experiments, and when: the stage's timeline.csv and
+its picture (timeline.png), so a run directory says where its time went, on one machine or a
+cluster (a slow node, workers left idle while a round waits on the one before).
+
+Times are each process's wall clock (time.time(), seconds): on one machine one clock; across
+machines as close as their clocks are kept (NTP). Experiments trained as one group share its
+start and end. tune's trials are in its own trials.csv (worker, seconds), not here.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import os
+import socket
+import time
+from typing import Optional
+
+from nnrecipe import atomic
+
+
+@dataclasses.dataclass(frozen=True)
+class Ran:
+    """Where and when one group of experiments trained (a group of one: an experiment alone)."""
+
+    host: str
+    pid: int
+    device: str
+    start: float  # time.time() of that process, s
+    end: float
+    together: int = 1  # experiments trained as one in that group
+    node: str = ""  # the Ray node's id (its first 8 hex digits) for a Ray task
+
+    def where(self) -> str:
+        """The process, as the timeline names it: here, a local worker, or a Ray node's worker."""
+        if self.node:
+            return f"ray {self.node} pid {self.pid}"
+        if self.host == socket.gethostname() and self.pid == os.getpid():
+            return "here"
+        same_host = self.host == socket.gethostname()
+        return f"worker pid {self.pid}" if same_host else f"{self.host} pid {self.pid}"
+
+
+def since(start: float, device, *, together: int = 1) -> Ran:
+    """This process's record of a group that started at `start` (time.time()) and ends now."""
+    return Ran(
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        device=str(device),
+        start=start,
+        end=time.time(),
+        together=together,
+    )
+
+
+@dataclasses.dataclass
+class Ledger:
+    """A stage's trained experiments in the order they arrived; `started`: the stage's start."""
+
+    started: float = dataclasses.field(default_factory=time.time)
+    rows: list[tuple[str, Optional[int], Optional[int], Ran]] = dataclasses.field(default_factory=list)
+
+    def add(self, exp, ran: Ran) -> None:
+        """`exp`: an experiments.Experiment (its name, seed and steps are kept)."""
+        self.rows.append((exp.name, exp.seed, exp.steps, ran))
+
+    def summary(self) -> dict:
+        """For the stage's summary.json: how many experiments, in how many processes, how many
+        seconds of training (each group counted once) in how many seconds of wall clock."""
+        groups = {(r.where(), r.start, r.end) for *_, r in self.rows}
+        first = min(s for _, s, _ in groups)
+        last = max(e for _, _, e in groups)
+        return {
+            "experiments": len(self.rows),
+            "processes": len({w for w, _, _ in groups}),
+            "training_seconds": round(sum(e - s for _, s, e in groups), 1),
+            "span_seconds": round(last - first, 1),
+        }
+
+    def write(self, ctx, stage: str) -> Optional[dict]:
+        """timeline.csv and timeline.png in the stage folder (the picture also in
+        TensorBoard); the summary's numbers. Nothing when the stage trained nothing."""
+        if not self.rows:
+            return None
+        from nnrecipe.pictures.timeline import draw
+
+        out = ctx.run.stage_dir(stage)
+        atomic.write_text(out / "timeline.csv", self.csv())
+        draw(ctx, self, stage=stage)
+        return self.summary()
+
+    def csv(self) -> str:
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(
+            ["experiment", "seed", "steps", "process", "host", "pid", "device", "together", "start_s", "seconds"]
+        )
+        for name, seed, steps, r in self.rows:
+            start = round(r.start - self.started, 2)
+            w.writerow(
+                [name, seed, steps, r.where(), r.host, r.pid, r.device, r.together, start, round(r.end - r.start, 2)]
+            )
+        return buf.getvalue()

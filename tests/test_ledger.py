@@ -1,0 +1,52 @@
+"""The stage's timeline (nnrecipe/ledger.py) on synthetic records: each group counted once, each
+process named as the picture names it. Which process really trained what is tested end to end
+in tests/test_workers.py (local workers) and tests/test_ray.py (Ray nodes)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import socket
+from types import SimpleNamespace
+
+from nnrecipe.ledger import Ledger, Ran, since
+
+HOST = socket.gethostname()
+
+
+def _exp(name: str, seed: int = 0, steps: int = 100):
+    return SimpleNamespace(name=name, seed=seed, steps=steps)
+
+
+def test_each_process_is_named_as_the_timeline_names_it():
+    assert Ran(HOST, os.getpid(), "cpu", 0, 1).where() == "here"
+    assert Ran(HOST, os.getpid() + 1, "cpu", 0, 1).where() == f"worker pid {os.getpid() + 1}"
+    assert Ran("gpu-node-7", os.getpid(), "cuda:0", 0, 1).where() == f"gpu-node-7 pid {os.getpid()}"
+    assert Ran(HOST, 42, "cpu", 0, 1, node="0123abcd").where() == "ray 0123abcd pid 42"
+
+
+def test_a_group_counts_once_and_the_span_is_first_start_to_last_end():
+    ledger = Ledger(started=100.0)
+    pair = Ran(HOST, 7, "cpu", 101.0, 104.0, together=2)  # two experiments trained as one
+    ledger.add(_exp("reference"), pair)
+    ledger.add(_exp("weight-decay"), pair)
+    ledger.add(_exp("dropout", seed=1), Ran(HOST, 8, "cpu", 101.5, 103.5))
+    ledger.add(_exp("data-50pct"), Ran(HOST, 8, "cpu", 103.5, 106.0))
+    assert ledger.summary() == {
+        "experiments": 4,
+        "processes": 2,
+        "training_seconds": 3.0 + 2.0 + 2.5,  # the pair's 3 s once
+        "span_seconds": 5.0,
+    }
+    rows = list(csv.DictReader(io.StringIO(ledger.csv())))
+    assert [r["experiment"] for r in rows] == ["reference", "weight-decay", "dropout", "data-50pct"]
+    assert rows[0] | {"experiment": ""} == rows[1] | {"experiment": ""}  # one group, one row each
+    assert (rows[0]["together"], rows[0]["start_s"], rows[0]["seconds"]) == ("2", "1.0", "3.0")
+    assert (rows[2]["seed"], rows[2]["process"], rows[3]["start_s"]) == ("1", "worker pid 8", "3.5")
+
+
+def test_since_is_this_process_until_now():
+    ran = since(0.0, "cpu", together=3)
+    assert (ran.host, ran.pid, ran.device, ran.together, ran.where()) == (HOST, os.getpid(), "cpu", 3, "here")
+    assert ran.end > 1e9  # time.time(), s
