@@ -53,12 +53,12 @@ def _interrupt_after() -> Iterator[None]:
             handler(signal.SIGINT, None)  # Python's default handler raises KeyboardInterrupt
 
 
-def _atomic(path: Path, write: Callable[[IO], None], mode: str) -> None:
+def _atomic(path: Path, write: Callable[[IO[Any]], object], mode: str) -> None:
     with _interrupt_after():
         _write_atomic(path, write, mode)
 
 
-def _write_atomic(path: Path, write: Callable[[IO], None], mode: str) -> None:
+def _write_atomic(path: Path, write: Callable[[IO[Any]], object], mode: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -32,7 +32,8 @@ def cached_arrays(kind: str, key: dict[str, Any], make: Callable[[], dict[str, n
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-        np.savez(tmp, **arrays)
+        # allow_pickle=True is the default, named so that no array can take its place
+        np.savez(tmp, allow_pickle=True, **arrays)
         os.replace(tmp, path)
     except OSError:
         pass  # an unwritable cache only costs time

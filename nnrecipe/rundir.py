@@ -165,7 +165,8 @@ class RunDir:
         import numpy as np
 
         buf = io.BytesIO()
-        np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+        # allow_pickle=True is the default, named so that no array can take its place
+        np.savez(buf, allow_pickle=True, **{k: np.asarray(v) for k, v in arrays.items()})
         path = self.stage_dir(stage) / name
         atomic.write_bytes(path, buf.getvalue())
         return path

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Sequence, Union
 
 import yaml
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -276,7 +276,7 @@ def build_spec(raw: dict[str, Any], *, where: str = "spec") -> Spec:
         raise SpecError(f"{where}: {first}{more}", errors=lines) from None
 
 
-def load_spec(path: Optional[Path], overrides: list[str] = ()) -> tuple[Spec, Path]:
+def load_spec(path: Optional[Path], overrides: Sequence[str] = ()) -> tuple[Spec, Path]:
     """Load, override and validate a spec; return it with the folder plugin paths resolve against."""
     if path is None:
         raw: dict[str, Any] = {}

@@ -7,7 +7,7 @@ source and each model architecture has its own `args` model, so a typo in
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -117,13 +117,14 @@ class TextArgs(Section):
     prompt: str = "The "  # the fixed prompt generated from at every evaluation (prediction dynamics)
 
 
-AUGMENT_NAMES = ("hflip", "vflip", "crop", "shift", "rotate", "translate", "noise", "scale", "cutout")
+AugmentName = Literal["hflip", "vflip", "crop", "shift", "rotate", "translate", "noise", "scale", "cutout"]
+AUGMENT_NAMES: tuple[str, ...] = get_args(AugmentName)
 
 
 class AugmentSpec(Section):
     # A built-in (nnrecipe/augment.py: its arguments are the make_<name> keyword arguments)
     # or your factory: function(**args) -> callable(x, y) -> (x, y) on a training batch.
-    name: Optional[Literal[AUGMENT_NAMES]] = None
+    name: Optional[AugmentName] = None
     factory: Optional[Factory] = None
     args: dict[str, Any] = {}
 

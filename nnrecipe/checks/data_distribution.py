@@ -8,7 +8,7 @@ import numpy as np
 
 from nnrecipe.checks import not_for_task
 from nnrecipe.probes.data_groups import DataMeasurements
-from nnrecipe.probes.data_scan import STAT_NAMES, class_counts, is_ids
+from nnrecipe.probes.data_scan import STAT_NAMES, IdStats, class_counts, is_ids
 from nnrecipe.spec_stages import InspectDataSpec
 from nnrecipe.stats import homogeneity_p
 from nnrecipe.verdict import Status, Verdict
@@ -267,7 +267,7 @@ def input_scale(m: DataMeasurements, cfg: InspectDataSpec) -> Verdict:
     """
     s = m.scan.train
     if s.ids is not None:
-        return id_range(m, cfg)
+        return id_range(m, cfg, s.ids)
     mean, std = s.channel_mean, s.channel_std
     unit = "feature" if m.scan.kind == "tabular" else "channel"
     observed = {
@@ -321,16 +321,19 @@ def input_scale(m: DataMeasurements, cfg: InspectDataSpec) -> Verdict:
     )
 
 
-def id_range(m: DataMeasurements, cfg: InspectDataSpec) -> Verdict:
+def id_range(m: DataMeasurements, cfg: InspectDataSpec, train: IdStats) -> Verdict:
     """input-scale for ids: the vocabulary (distinct values, range) and each position's
     cardinality. A negative id fails (no embedding row has it). Where there are few positions
     (category codes, short windows), each position's distribution of ids in a held-out split
     against train's (a test of homogeneity per position, Bonferroni over positions, as
-    class-balance's): codes encoded differently per split (each split's own encoder) shift it."""
-    scan, train = m.scan, m.scan.train.ids
-    observed = {"ids": True, "min": train.low, "max": train.high, "distinct": len(train.values)}
+    class-balance's): codes encoded differently per split (each split's own encoder) shift it.
+    `train` is m.scan.train.ids (input_scale calls this where it is not None)."""
+    scan = m.scan
+    observed: dict[str, object] = {"ids": True, "min": train.low, "max": train.high, "distinct": len(train.values)}
+    cardinality: list[int] = []  # distinct ids per position (the first 16)
     if train.per_feature is not None:
-        observed["cardinality"] = [len(c) for c in train.per_feature[:16]]
+        cardinality = [len(c) for c in train.per_feature[:16]]
+        observed["cardinality"] = cardinality
     problems = [
         f"{name} has {s.ids.negative} negative ids (e.g. {s.ids.low}): an embedding cannot look them up"
         for name, s in scan.splits.items()
@@ -364,7 +367,7 @@ def id_range(m: DataMeasurements, cfg: InspectDataSpec) -> Verdict:
             "to one 'unknown' id)",
         )
     per = (
-        f"; {len(train.per_feature)} positions of {min(observed['cardinality'])}-{max(observed['cardinality'])} values"
+        f"; {len(train.per_feature)} positions of {min(cardinality)}-{max(cardinality)} values"
         if train.per_feature
         else ""
     )

@@ -254,7 +254,7 @@ def split_leakage(m: DataMeasurements, cfg: InspectDataSpec) -> Verdict:
         return Verdict(STAGE, "split-leakage", Status.SKIP, message="only a train split: nothing to leak into")
     counts = {s: int(len(idx)) for s, idx in m.leaked.items()}
     fracs = {s: len(idx) / max(m.scan.splits[s].n, 1) for s, idx in m.leaked.items()}
-    worst = max(fracs, key=fracs.get)
+    worst = max(fracs, key=fracs.__getitem__)
     examples = [e for s, idx in m.leaked.items() for e in _where(s, idx)]
     expected = f"fraction <= {cfg.max_leak_fraction}"
     if fracs[worst] > cfg.max_leak_fraction:
@@ -286,7 +286,7 @@ def conflicting_labels(m: DataMeasurements, cfg: InspectDataSpec) -> Verdict:
     n_total = sum(s.n for s in m.scan.splits.values())
     involved = int(sum(flags.sum() for flags in m.conflict_flags.values()))
     frac = involved / max(n_total, 1)
-    observed = {"groups": len(m.conflicts), "examples": involved, "fraction": round(frac, 6)}
+    observed: dict[str, object] = {"groups": len(m.conflicts), "examples": involved, "fraction": round(frac, 6)}
     if m.conflicts:
         observed["first"] = [f"{s}[{i}]={lab:g}" for s, i, lab in m.conflicts[0].members[:6]]
     expected = f"0 groups (fail above a fraction of {cfg.conflict_fail_fraction})"

@@ -20,6 +20,8 @@ def _round(values, n: int = 10):
 
 def reproducible(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
     """Two runs from scratch with one seed give the same losses (bitwise on CPU)."""
+    if m.reproducible is None:
+        return Verdict(STAGE, "reproducible", Status.SKIP, message="not measured")
     a, b = m.reproducible
     n = min(len(a), len(b))
     diff = np.abs(a[:n] - b[:n])
@@ -59,6 +61,8 @@ def reproducible(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
 def loss_at_init(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
     """The loss before any step vs. the value the loss implies for an untrained model."""
     init = m.init
+    if init is None:
+        return Verdict(STAGE, "loss-at-init", Status.SKIP, message="not measured")
     if init.val_losses is None:
         return Verdict(STAGE, "loss-at-init", Status.SKIP, message="a custom loss has no known value at init")
     losses = init.val_losses[np.isfinite(init.val_losses)]
@@ -118,14 +122,17 @@ def _bernoulli_kl(p: np.ndarray, q: np.ndarray) -> float:
 def init_well(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
     """At init the model should predict the training distribution (no "hockey stick" to learn it)."""
     init = m.init
+    if init is None:
+        return Verdict(STAGE, "init-well", Status.SKIP, message="not measured")
     if init.loss_name == "custom":
         return Verdict(STAGE, "init-well", Status.SKIP, message="a custom loss: the meaning of the outputs is unknown")
     if skip := not_for_task(STAGE, "init-well", init.task):
         return skip
     ideal = init.task.ideal_bias(init.loss_name, priors=init.train_priors, target_mean=init.target_mean)
     who = "nnrecipe set the final bias" if init.builtin_bias_init else "your model's final bias"
-    if init.mean_predicted is not None:  # the task measured a predicted distribution against its priors
-        p, q = init.train_priors, init.mean_predicted
+    p, q = init.train_priors, init.mean_predicted
+    mean, target, spread = init.mean_output, init.target_mean, init.target_std
+    if p is not None and q is not None:  # the task measured a predicted distribution against its priors
         if init.loss_name == "bce":
             kl = _bernoulli_kl(p, q)
         else:
@@ -139,20 +146,23 @@ def init_well(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
         expected = {"kl_max": cfg.init_kl_warn, "train_priors": _round(p), "ideal_bias": _round(ideal)}
         text = f"mean predicted distribution at init vs train priors: KL = {kl:.3g} nats ({who})"
         status = Status.FAIL if kl > cfg.init_kl_fail else Status.WARN if kl > cfg.init_kl_warn else Status.PASS
-    else:  # real outputs: their mean against the target mean
-        dev = np.abs(init.mean_output - init.target_mean) / np.maximum(init.target_std, 1e-12)
+    elif mean is not None and target is not None and spread is not None:
+        # real outputs: their mean against the target mean
+        dev = np.abs(mean - target) / np.maximum(spread, 1e-12)
         observed = {
-            "mean_prediction": _round(init.mean_output),
+            "mean_prediction": _round(mean),
             "offset_in_stds": _round(dev),
             "final_bias": _round(init.final_bias),
         }
         expected = {
             "max_offset_in_stds": cfg.init_mean_warn,
-            "target_mean": _round(init.target_mean),
+            "target_mean": _round(target),
             "ideal_bias": _round(ideal),
         }
         text = f"mean prediction at init is {float(dev.max()):.3g} target stds from the target mean ({who})"
         status = Status.WARN if float(dev.max()) > cfg.init_mean_warn else Status.PASS
+    else:  # every task measures one or the other (Task.init_statistics)
+        return Verdict(STAGE, "init-well", Status.SKIP, message="not measured")
     if status is Status.PASS:
         return Verdict(STAGE, "init-well", status, observed=observed, expected=expected, message=text)
     bias_text = (
@@ -174,6 +184,8 @@ def init_well(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
 def output_form(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
     """Logits where the loss wants logits; log-probabilities where it wants them (nll)."""
     init = m.init
+    if init is None:
+        return Verdict(STAGE, "output-form", Status.SKIP, message="not measured")
     name = init.loss_name
     if name not in ("cross_entropy", "bce", "nll"):
         return Verdict(STAGE, "output-form", Status.SKIP, message=f"loss {name}: no constraint on the output form")
@@ -303,17 +315,20 @@ def batch_independence(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
 def eval_deterministic(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
     """Two eval passes over one batch agree: nothing random is left on in eval mode."""
     cuda = m.device_type == "cuda"
+    diff = m.eval_diff
+    if diff is None:
+        return Verdict(STAGE, "eval-deterministic", Status.SKIP, message="not measured")
     tol = cfg.cuda_rtol * max(m.eval_scale, 1e-8) if cuda else 0.0
-    observed = {"max_abs_diff": m.eval_diff}
+    observed = {"max_abs_diff": diff}
     expected = f"<= {tol:.3g}" if cuda else "identical"
-    if m.eval_diff > tol:
+    if diff > tol:
         return Verdict(
             STAGE,
             "eval-deterministic",
             Status.FAIL,
             observed=observed,
             expected=expected,
-            message=f"two eval passes over the same batch differ by up to {m.eval_diff:.3g}",
+            message=f"two eval passes over the same batch differ by up to {diff:.3g}",
             hint="dropout or noise stays on in eval: use nn.Dropout modules (or F.dropout(training=self.training))",
         )
     return Verdict(
@@ -329,6 +344,8 @@ def eval_deterministic(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
 def gradients_flow(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
     """After one step every trainable parameter has a finite, non-zero gradient and has moved."""
     g = m.grad
+    if g is None:
+        return Verdict(STAGE, "gradients-flow", Status.SKIP, message="not measured")
     ignored = lambda name: any(name.startswith(p) for p in cfg.ignore_params)  # noqa: E731
     late = set(n for n, was_late in zip(g.names, g.late) if was_late)  # gated by a zero-initialised weight
     none = [n for n, v in zip(g.names, g.grad_norm) if (v is None or v == 0.0) and n not in late and not ignored(n)]

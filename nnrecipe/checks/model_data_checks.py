@@ -22,15 +22,18 @@ class ModelOnData:
     se_now: float = 0.0  # the task's SE of the metric now (drop_z reads it where the metric is not an accuracy)
 
 
-def drop_z(m: ModelOnData) -> float:
-    """z for "the model does worse now than when trained" (a one-sided two-sample test)."""
+def drop_z(m: ModelOnData, recorded: float) -> float:
+    """z for "the model does worse now than when trained" (a one-sided two-sample test).
+
+    recorded is m.recorded, once the caller has checked that it was recorded.
+    """
     if m.metric_name == "accuracy":
         n1, n2 = max(m.n_recorded, 1), max(m.n_now, 1)
-        p = (m.recorded * n1 + m.now * n2) / (n1 + n2)
+        p = (recorded * n1 + m.now * n2) / (n1 + n2)
         se = math.sqrt(max(p * (1 - p), 1.0 / (n1 + n2)) * (1 / n1 + 1 / n2))
     else:
         se = math.sqrt(2) * max(m.se_now, 1e-12)  # both measured with about the same noise
-    return (m.recorded - m.now) / se
+    return (recorded - m.now) / se
 
 
 def model_on_data(m: Optional[ModelOnData], cfg) -> Verdict:
@@ -49,7 +52,7 @@ def model_on_data(m: Optional[ModelOnData], cfg) -> Verdict:
             expected=expected,
             message="the run directory did not record the model's val metric (re-run its stage)",
         )
-    dz = drop_z(m)
+    dz = drop_z(m, m.recorded)
     observed.update(
         {
             f"val_{m.metric_name}_when_trained": round(m.recorded, 5),

@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 
+from nnrecipe.experiments import Result
+from nnrecipe.loop import EvalResult, History
 from nnrecipe.probes.measurements import OverfitMeasurements
 from nnrecipe.spec_stages import OverfitSpec
 from nnrecipe.stats import end_loss_se, examples_to_settle
@@ -14,8 +16,27 @@ from nnrecipe.verdict import Status, Verdict
 STAGE = "overfit"
 
 
+def _model(m: OverfitMeasurements) -> Result:
+    """The stage's model: run() trains it before any rule reads it."""
+    assert m.model is not None
+    return m.model
+
+
+def _history(e: Result) -> History:
+    """A model trained in this run keeps its history (Result.scored); only squeeze's results
+    (a record read back, a model scored as loaded) have none, and none reaches these rules."""
+    assert e.history is not None
+    return e.history
+
+
+def _train_eval(e: Result) -> EvalResult:
+    """Its train evaluation: as _history, kept by every result trained in this run."""
+    assert e.train_eval is not None
+    return e.train_eval
+
+
 def _divergence(m: OverfitMeasurements) -> dict:
-    h = m.model.history
+    h = _history(_model(m))
     finite = h.losses[np.isfinite(h.losses.numpy())]
     return {
         "non_finite_at_step": h.nonfinite_step,
@@ -30,8 +51,8 @@ def weights_at(step, last: int) -> str:
 
 def fits_train(m: OverfitMeasurements, cfg: OverfitSpec) -> Verdict:
     """The recipe's stage-3 goal: the training set is fit."""
-    e = m.model
-    if e.history.diverged:
+    e = _model(m)
+    if _history(e).diverged:
         d = _divergence(m)
         return Verdict(
             STAGE,
@@ -43,12 +64,13 @@ def fits_train(m: OverfitMeasurements, cfg: OverfitSpec) -> Verdict:
             hint="lower the LR (try the suggestion of --lr-range), clip gradients (optim.grad_clip), check the data scale",
         )
     goal = m.task.train_goal(cfg)  # accuracy, R^2 or bits per token, each against its target
-    value, steps = goal.value(e.train_eval), e.history.steps_run
+    train = _train_eval(e)
+    value, steps = goal.value(train), _history(e).steps_run
     # train is measured on the weights of the last step (val, in beats-baselines, at the best checkpoint)
     observed = {
         goal.name.replace(" ", "_"): round(value, goal.digits),
-        "train_loss": round(e.train_eval.loss, 6),
-        **goal.extra(e.train_eval),
+        "train_loss": round(train.loss, 6),
+        **goal.extra(train),
         "steps": steps,
         "train_step": e.train_step,
     }
@@ -78,7 +100,8 @@ def beats_baselines(m: OverfitMeasurements, cfg: OverfitSpec) -> Verdict:
     paired on the same examples."""
     if m.baseline_scores is None:
         return Verdict(STAGE, "beats-baselines", Status.SKIP, message=m.baseline_skip)
-    if m.model.history.diverged:
+    e = _model(m)
+    if _history(e).diverged:
         return Verdict(
             STAGE,
             "beats-baselines",
@@ -88,13 +111,13 @@ def beats_baselines(m: OverfitMeasurements, cfg: OverfitSpec) -> Verdict:
             message="the model diverged; it beats nothing",
             hint="see fits-train",
         )
-    z = {name: round(m.task.better_z(m.model.val_scores, s), 2) for name, s in m.baseline_scores.items()}
+    z = {name: round(m.task.better_z(e.val_scores, s), 2) for name, s in m.baseline_scores.items()}
     score = {name: round(float(np.mean(s)), 5) for name, s in m.baseline_scores.items()}
     metric = m.task.score
-    at = weights_at(m.model.val_step, m.model.steps)  # val is judged at the best checkpoint, train at the last step
+    at = weights_at(e.val_step, e.steps)  # val is judged at the best checkpoint, train at the last step
     observed = {
-        f"val_{metric}": round(float(np.mean(m.model.val_scores)), 5),
-        "val_step": m.model.val_step,
+        f"val_{metric}": round(float(np.mean(e.val_scores)), 5),
+        "val_step": e.val_step,
         f"baseline_val_{metric}": score,
         "z": z,
     }
@@ -117,7 +140,7 @@ def beats_baselines(m: OverfitMeasurements, cfg: OverfitSpec) -> Verdict:
             "differ), or it memorised noise (regularize next)",
         )
     if not_better:
-        n = len(m.model.val_scores)
+        n = len(e.val_scores)
         settle = examples_to_settle(n, min(z[k] for k in not_better), cfg.significance_z)
         words = f"; about {settle} val examples (not {n}) would tell" if settle else ""
         return Verdict(
@@ -146,8 +169,8 @@ def beats_baselines(m: OverfitMeasurements, cfg: OverfitSpec) -> Verdict:
                 hint="an output the inputs do not predict: its column misaligned with the inputs (shuffled or "
                 "joined separately), or drowned by the others' scale (standardize the targets)",
             )
-    n = m.task.linear_name
-    on_par = f" (on par with the {n} model)" if n in z and z[n] < cfg.significance_z else ""
+    linear = m.task.linear_name
+    on_par = f" (on par with the {linear} model)" if linear in z and z[linear] < cfg.significance_z else ""
     return Verdict(
         STAGE,
         "beats-baselines",
@@ -161,7 +184,7 @@ def beats_baselines(m: OverfitMeasurements, cfg: OverfitSpec) -> Verdict:
 
 def lr_schedule(m: OverfitMeasurements, cfg: OverfitSpec) -> Verdict:
     """The LR the optimizer actually applied: no silent decay to zero; constant, as the recipe says."""
-    lrs = np.asarray(m.model.history.lrs, dtype=np.float64)
+    lrs = np.asarray(_history(_model(m)).lrs, dtype=np.float64)
     if len(lrs) == 0:
         return Verdict(STAGE, "lr-schedule", Status.SKIP, message="no optimizer steps")
     n = len(lrs)
@@ -271,17 +294,18 @@ def ladder(m: OverfitMeasurements, cfg: OverfitSpec) -> list[Verdict]:
     out = []
     goal = m.task.train_goal(cfg)
 
-    def fits(e) -> bool:  # this rung already fits train (fits-train's target)
-        return goal.met(goal.value(e.train_eval))
+    def fits(train: EvalResult) -> bool:  # this rung already fits train (fits-train's target)
+        return goal.met(goal.value(train))
 
     for i, (e, name) in enumerate(zip(m.ladder, m.ladder_names)):
         check = f"ladder-{i}"
+        h, train = _history(e), _train_eval(e)
         observed = {
             "model": name,
-            "train_loss": round(e.train_eval.loss, 6),
-            f"train_{e.train_eval.metric_name}": round(e.train_eval.metric, 5),
+            "train_loss": round(train.loss, 6),
+            f"train_{train.metric_name}": round(train.metric, 5),
         }
-        if e.history.diverged:
+        if h.diverged:
             out.append(
                 Verdict(
                     STAGE,
@@ -289,7 +313,7 @@ def ladder(m: OverfitMeasurements, cfg: OverfitSpec) -> list[Verdict]:
                     Status.FAIL,
                     observed=observed,
                     expected="finite losses",
-                    message=f"{name}: the loss became NaN/Inf at step {e.history.nonfinite_step}",
+                    message=f"{name}: the loss became NaN/Inf at step {h.nonfinite_step}",
                     hint="lower the LR",
                 )
             )
@@ -301,15 +325,16 @@ def ladder(m: OverfitMeasurements, cfg: OverfitSpec) -> list[Verdict]:
                     check,
                     Status.SKIP,
                     observed=observed,
-                    message=f"first rung {name}: train loss {e.train_eval.loss:.4g}; nothing before it to beat",
+                    message=f"first rung {name}: train loss {train.loss:.4g}; nothing before it to beat",
                 )
             )
             continue
         prev = m.ladder[i - 1]
-        se = math.hypot(end_loss_se(e.history.losses.numpy()), end_loss_se(prev.history.losses.numpy()))
-        observed.update({"previous_train_loss": round(prev.train_eval.loss, 6), "end_loss_se": round(se, 6)})
+        prev_h, prev_train = _history(prev), _train_eval(prev)
+        se = math.hypot(end_loss_se(h.losses.numpy()), end_loss_se(prev_h.losses.numpy()))
+        observed.update({"previous_train_loss": round(prev_train.loss, 6), "end_loss_se": round(se, 6)})
         expected = f"train loss not above the rung before's beyond {cfg.significance_z:g} x the end points' wobble"
-        if e.train_eval.loss < prev.train_eval.loss:
+        if train.loss < prev_train.loss:
             out.append(
                 Verdict(
                     STAGE,
@@ -317,10 +342,10 @@ def ladder(m: OverfitMeasurements, cfg: OverfitSpec) -> list[Verdict]:
                     Status.PASS,
                     observed=observed,
                     expected=expected,
-                    message=f"{name}: train loss {e.train_eval.loss:.4g} < {prev.train_eval.loss:.4g} ({m.ladder_names[i - 1]})",
+                    message=f"{name}: train loss {train.loss:.4g} < {prev_train.loss:.4g} ({m.ladder_names[i - 1]})",
                 )
             )
-        elif fits(prev) and fits(e):
+        elif fits(prev_train) and fits(train):
             out.append(
                 Verdict(
                     STAGE,
@@ -331,7 +356,7 @@ def ladder(m: OverfitMeasurements, cfg: OverfitSpec) -> list[Verdict]:
                     message=f"{name}: both this rung and the one before already fit train (fits-train's target)",
                 )
             )
-        elif e.train_eval.loss - prev.train_eval.loss <= cfg.significance_z * se:
+        elif train.loss - prev_train.loss <= cfg.significance_z * se:
             out.append(
                 Verdict(
                     STAGE,
@@ -339,7 +364,7 @@ def ladder(m: OverfitMeasurements, cfg: OverfitSpec) -> list[Verdict]:
                     Status.PASS,
                     observed=observed,
                     expected=expected,
-                    message=f"{name}: train loss {e.train_eval.loss:.4g} on par with {prev.train_eval.loss:.4g} "
+                    message=f"{name}: train loss {train.loss:.4g} on par with {prev_train.loss:.4g} "
                     f"({m.ladder_names[i - 1]}), within the end points' wobble of {se:.2g}",
                 )
             )
@@ -351,8 +376,8 @@ def ladder(m: OverfitMeasurements, cfg: OverfitSpec) -> list[Verdict]:
                     Status.FAIL,
                     observed=observed,
                     expected=expected,
-                    message=f"{name}: train loss {e.train_eval.loss:.4g} is not below the previous rung's "
-                    f"{prev.train_eval.loss:.4g}",
+                    message=f"{name}: train loss {train.loss:.4g} is not below the previous rung's "
+                    f"{prev_train.loss:.4g}",
                     hint="this change made fitting harder: undo it, or change one thing at a time",
                 )
             )

@@ -112,9 +112,16 @@ def unseeded(m: RegularizeMeasurements, other: SeedRuns) -> bool:
     return other is not m.early and noise_for(m, other) is None
 
 
+def _reference(m: RegularizeMeasurements) -> SeedRuns:
+    """m.reference where something is compared with it: the stage sets it before it trains any
+    knob or early stopping's runs, so a knob or early stopping with runs implies it is set."""
+    assert m.reference is not None
+    return m.reference
+
+
 def versus_reference(m: RegularizeMeasurements, other: SeedRuns) -> tuple[float, int]:
     """compare() of `other` against the reference, with the seed spread where it applies."""
-    return compare(m.task, m.reference, other, noise_for(m, other))
+    return compare(m.task, _reference(m), other, noise_for(m, other))
 
 
 def effect(z: float, cfg: RegularizeSpec) -> str:
@@ -126,7 +133,7 @@ def _mean(runs, attr: str, seeds: int) -> float:
 
 
 def _versus(m: RegularizeMeasurements, other: SeedRuns, cfg: RegularizeSpec) -> tuple[dict, str, float]:
-    ref = m.reference
+    ref = _reference(m)
     noise = noise_for(m, other)
     z, seeds = compare(m.task, ref, other, noise)
     ref_runs = [r for r in ref.runs if not r.diverged] if noise is not None else ref.runs  # what compare() used
@@ -225,7 +232,7 @@ def early_stopping(m: RegularizeMeasurements, cfg: RegularizeSpec) -> Verdict:
             message=m.early.skip if m.early is not None else "stages.regularize.knobs.early_stopping is off",
         )
     observed, eff, z = _versus(m, m.early, cfg)
-    first, ref = m.early.runs[0], m.reference.runs[0]
+    first, ref = m.early.runs[0], _reference(m).runs[0]
     observed.update(
         {
             "kept_step": first.stopped_at,
@@ -413,13 +420,14 @@ def augment_preserves_labels(m: RegularizeMeasurements, cfg: RegularizeSpec) -> 
     judgement uses the model trained WITH the augmentation, on augmented val, against the
     reference on clean val: when even that model cannot recover the accuracy, the augmented
     inputs no longer determine their labels (a flip of left/right images)."""
-    if m.augment_reference is None:
+    # the stage measures the clean scores together with the augmented ones: both or neither
+    clean, augmented = m.augment_clean, m.augment_reference
+    if clean is None or augmented is None:
         return Verdict(STAGE, "augment-preserves-labels", Status.SKIP, message=m.augment_skip or "no augmentation")
     if skip := not_for_task(STAGE, "augment-preserves-labels", m.task):
         return skip
     metric = m.task.metric_title
-    clean = m.augment_clean
-    c, a_ref, r_ref = _retention(m, clean, m.augment_reference)
+    c, a_ref, r_ref = _retention(m, clean, augmented)
     observed = {
         f"clean_val_{metric}": round(c, 5),
         f"reference_on_augmented_{metric}": round(a_ref, 5),
@@ -434,7 +442,7 @@ def augment_preserves_labels(m: RegularizeMeasurements, cfg: RegularizeSpec) -> 
             observed=observed,
             message="the reference model is at chance on clean val: nothing to retain",
         )
-    judged = m.augment_trained if m.augment_trained is not None else m.augment_reference
+    judged = m.augment_trained if m.augment_trained is not None else augmented
     _, a, r = _retention(m, clean, judged)
     z = paired_z(
         m.task.errors(clean), m.task.errors(judged), blocks=m.task.blocks(len(clean))

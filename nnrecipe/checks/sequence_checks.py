@@ -6,8 +6,11 @@ only depends on 1..t-1". Measured by probes/sequence_probes.py.
 
 from __future__ import annotations
 
+from typing import Optional
+
 from nnrecipe.checks import not_for_task
 from nnrecipe.probes.measurements import BaselineMeasurements
+from nnrecipe.probes.sequence_probes import CausalMeasure, PerturbMeasure, TargetLeak
 from nnrecipe.spec_stages import BaselineSpec
 from nnrecipe.stats import wilson_interval
 from nnrecipe.verdict import Status, Verdict
@@ -62,7 +65,11 @@ def causal_dependency(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
         if c is not None
         else f"do not move when later tokens change ({m.causal_skip}: tested by changing tokens)"
     )
-    n = len(c.positions) if c is not None else len(p.positions)
+    if c is not None:
+        n = len(c.positions)
+    else:
+        assert p is not None  # with neither measured it returned a skip above
+        n = len(p.positions)
     return Verdict(
         STAGE,
         "causal-dependency",
@@ -74,7 +81,7 @@ def causal_dependency(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
     )
 
 
-def _copied_targets(leak, cfg: BaselineSpec, observed: dict) -> str:
+def _copied_targets(leak: Optional[TargetLeak], cfg: BaselineSpec, observed: dict) -> str:
     """Targets equal to the input at lag k beyond the inputs' own repeat rate: why, or ""."""
     if leak is None:
         return ""
@@ -96,7 +103,7 @@ def _copied_targets(leak, cfg: BaselineSpec, observed: dict) -> str:
     return ""
 
 
-def _gradient_from_later(c, cfg: BaselineSpec, observed: dict) -> str:
+def _gradient_from_later(c: CausalMeasure, cfg: BaselineSpec, observed: dict) -> str:
     """The gradient picture (CausalMeasure): exact zeros after t for a causal model."""
     ratio = [f / q if q > 0 else (float("inf") if f > 0 else 0.0) for f, q in zip(c.future, c.past)]
     bad = [
@@ -123,7 +130,7 @@ def _gradient_from_later(c, cfg: BaselineSpec, observed: dict) -> str:
     )
 
 
-def _moved_by_later(p, observed: dict) -> str:
+def _moved_by_later(p: PerturbMeasure, observed: dict) -> str:
     """Any model (PerturbMeasure): every token after t changed, the outputs at <= t watched."""
     observed.update(
         {

@@ -83,11 +83,8 @@ def non_printable(m: TextMeasurements, cfg: InspectDataSpec) -> Verdict:
     """Control characters (other than newline and tab) in the text."""
     total = sum(int(c.sum()) for c in m.counts.values())
     n = sum(m.nonprintable.values())
-    observed = {
-        "count": n,
-        "by_character": dict(sorted(m.nonprintable.items(), key=lambda kv: -kv[1])[:20]),
-        "characters": total,
-    }
+    by_character = dict(sorted(m.nonprintable.items(), key=lambda kv: -kv[1])[:20])
+    observed = {"count": n, "by_character": by_character, "characters": total}
     expected = f"<= {cfg.max_nonprintable_fraction:g} of the characters"
     if m.level == "custom":
         return Verdict(
@@ -95,7 +92,7 @@ def non_printable(m: TextMeasurements, cfg: InspectDataSpec) -> Verdict:
         )
     low, _ = wilson_interval(n, max(total, 1))
     if low > cfg.max_nonprintable_fraction:
-        top = ", ".join(f"{k} x{v}" for k, v in list(observed["by_character"].items())[:5])
+        top = ", ".join(f"{k} x{v}" for k, v in list(by_character.items())[:5])
         return Verdict(
             STAGE,
             "non-printable",
@@ -112,8 +109,7 @@ def non_printable(m: TextMeasurements, cfg: InspectDataSpec) -> Verdict:
         Status.PASS,
         observed=observed,
         expected=expected,
-        message=f"{n} control characters other than newline and tab"
-        + (f" ({', '.join(observed['by_character'])})" if n else ""),
+        message=f"{n} control characters other than newline and tab" + (f" ({', '.join(by_character)})" if n else ""),
     )
 
 
@@ -121,7 +117,7 @@ def sequence_lengths(m: TextMeasurements, cfg: InspectDataSpec) -> Verdict:
     """Documents and lines against the context: a window should mostly see one document."""
     docs = np.array([n for _, n in m.documents], dtype=np.int64)
     lines = m.line_lengths
-    observed = {"context": m.context, "documents": len(docs)}
+    observed: dict[str, float] = {"context": m.context, "documents": len(docs)}
     if len(docs):
         observed.update(
             {

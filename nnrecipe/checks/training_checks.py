@@ -12,6 +12,7 @@ from typing import Optional
 import numpy as np
 
 from nnrecipe.checks import not_for_task
+from nnrecipe.probes.diagnosis import ModeGap
 from nnrecipe.probes.measurements import BaselineMeasurements
 from nnrecipe.spec_stages import BaselineSpec
 from nnrecipe.stats import accuracy_ci95, end_loss_se, examples_to_settle, paired_z
@@ -30,13 +31,15 @@ def dumb_baselines(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
     """The model against the majority class / mean predictor and a linear model."""
     task, z = m.task, cfg.significance_z
     name = task.score
-    model, linear = m.model, m.linear
+    model, linear, dumb = m.model, m.linear, m.dumb_scores
+    if model is None or dumb is None:
+        return Verdict(STAGE, "dumb-baselines", Status.SKIP, message="not measured")
     observed = {
         f"model_val_{name}": round(float(np.mean(model.val_scores)), 5),
-        f"{m.dumb_name}_val_{name}": round(float(np.mean(m.dumb_scores)), 5),
+        f"{m.dumb_name}_val_{name}": round(float(np.mean(dumb)), 5),
         f"linear_val_{name}": round(float(np.mean(linear.val_scores)), 5) if linear else None,
     }
-    z_dumb = task.better_z(model.val_scores, m.dumb_scores)
+    z_dumb = task.better_z(model.val_scores, dumb)
     z_linear = task.better_z(linear.val_scores, model.val_scores) if linear else -math.inf
     observed["z_model_vs_" + m.dumb_name] = round(z_dumb, 2)
     if linear:
@@ -90,13 +93,17 @@ def dumb_baselines(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
 def input_independent(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
     """The model must do clearly better with its inputs than with zeros in their place."""
     task, z = m.task, cfg.significance_z
-    zval = task.better_z(m.model.val_scores, m.zero_input.val_scores)
-    name = m.model.val_eval.metric_name
-    observed = {
-        f"val_{name}_real": round(m.model.val_eval.metric, 5),
-        f"val_{name}_zeroed": round(m.zero_input.val_eval.metric, 5),
-        "val_loss_real": round(m.model.val_eval.loss, 5),
-        "val_loss_zeroed": round(m.zero_input.val_eval.loss, 5),
+    model, zeroed = m.model, m.zero_input
+    if model is None or zeroed is None:
+        return Verdict(STAGE, "input-independent", Status.SKIP, message="not measured")
+    zval = task.better_z(model.val_scores, zeroed.val_scores)
+    # the record's val numbers are its val evaluation's, and the engine names the metric task.metric
+    name = task.metric
+    observed: dict[str, Optional[float]] = {
+        f"val_{name}_real": round(model.val_metric, 5),
+        f"val_{name}_zeroed": round(zeroed.val_metric, 5),
+        "val_loss_real": round(model.val_loss, 5),
+        "val_loss_zeroed": round(zeroed.val_loss, 5),
         "z": round(zval, 2),
     }
     modes = m.modes_val
@@ -128,7 +135,7 @@ def input_independent(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
             hint=hint,
         )
     if zval < z:  # better, but not beyond noise: a small val set cannot tell a weak model from a broken one
-        n = len(m.model.val_scores)
+        n = len(model.val_scores)
         observed["val_examples_to_settle"] = examples_to_settle(n, zval, z)
         return Verdict(
             STAGE,
@@ -150,7 +157,7 @@ def input_independent(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
     )
 
 
-def _train_mode_fits(g) -> bool:
+def _train_mode_fits(g: ModeGap) -> bool:
     """The model at chance in eval mode while it fits in train mode (ModeGap)."""
     c = g.constant_loss
     return c > 0 and float(g.eval_mode.mean()) >= EVAL_AT_CHANCE * c and float(g.train_mode.mean()) <= TRAIN_FITS * c
@@ -229,7 +236,9 @@ def overfit_one_batch(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
     """A few examples can be memorised: the loss on them reaches ~zero (the batch's floor, where
     identical inputs or contexts come with different targets)."""
     o = m.overfit
-    floor = o.floor.value if o.floor is not None else 0.0
+    if o is None:
+        return Verdict(STAGE, "overfit-one-batch", Status.SKIP, message="not measured")
+    floor, floor_why = (o.floor.value, o.floor.why) if o.floor is not None else (0.0, "")
     observed = {
         "final_loss": round(o.final_loss, 6),
         "steps": o.steps_run,
@@ -241,9 +250,11 @@ def overfit_one_batch(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
     if floor > 0:
         observed["floor"] = round(floor, 6)
         expected = f"loss <= {o.target_loss:.3g} (the batch's floor {floor:.3g} + margin) within {cfg.overfit_steps} steps (lr {cfg.overfit_lr:g})"
-        words = f" (no model can go below {floor:.3g} on this batch: {o.floor.why})"
-    if o.train_curve:  # both modes: a model that fits in train mode and not in eval mode says so
-        observed["final_loss_train_mode"] = round(o.train_curve[-1][1], 6)
+        words = f" (no model can go below {floor:.3g} on this batch: {floor_why})"
+    # both modes: a model that fits in train mode and not in eval mode says so
+    train_mode = round(o.train_curve[-1][1], 6) if o.train_curve else None
+    if train_mode is not None:
+        observed["final_loss_train_mode"] = train_mode
     if o.final_loss <= o.target_loss:
         return Verdict(
             STAGE,
@@ -253,7 +264,6 @@ def overfit_one_batch(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
             expected=expected,
             message=f"{len(o.outputs)} examples memorised: loss {o.final_loss:.3g} after {o.steps_run} steps{words}",
         )
-    train_mode = observed.get("final_loss_train_mode")
     if train_mode is not None and train_mode <= o.target_loss:  # eval mode is what fails (its outputs may all be alike)
         alike = "; in eval mode every example gets the same output" if o.collapse and not o.collapse.partial else ""
         return Verdict(
@@ -317,7 +327,10 @@ def _still_falling(losses: list[tuple[int, float]], floor: float) -> Optional[fl
 
 def loss_decreases(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
     """The training loss goes down over the run, and a slightly larger model goes lower."""
-    h = m.model.history
+    model = m.model
+    h = model.history if model is not None else None
+    if model is None or h is None:  # no history: a result read back from its record
+        return Verdict(STAGE, "loss-decreases", Status.SKIP, message="not measured")
     losses = h.losses.numpy().astype(np.float64)
     if h.diverged or not np.isfinite(losses).all():
         return Verdict(
@@ -338,7 +351,7 @@ def loss_decreases(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
         "last_window": round(float(last.mean()), 5),
         "window": w,
         "z": round(float(z), 2),
-        "train_loss_end": round(m.model.train_eval.loss, 5),
+        "train_loss_end": round(model.train_loss, 5),  # its train evaluation's loss
     }
     expected = {"z_min": cfg.significance_z, "larger_model": "train loss not higher beyond noise"}
     if z < cfg.significance_z:
@@ -355,7 +368,9 @@ def loss_decreases(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
             if c
             else "the LR is too low or zero (check the schedule), gradients do not flow, or the loss ignores the model",
         )
-    if m.larger is None:
+    larger = m.larger
+    big_history = larger.history if larger is not None else None
+    if larger is None or big_history is None:
         return Verdict(
             STAGE,
             "loss-decreases",
@@ -363,11 +378,11 @@ def loss_decreases(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
             observed=observed,
             expected=expected,
             message=f"the training loss falls from {first.mean():.4g} to {last.mean():.4g} (z = {z:.1f}); "
-            f"no larger-model comparison ({m.larger_skip})",
+            f"no larger-model comparison ({m.larger_skip or 'its training history was not kept'})",
         )
-    base_loss, big_loss = m.model.train_eval.loss, m.larger.train_eval.loss
+    base_loss, big_loss = model.train_loss, larger.train_loss
     # each end point wobbles with the batches: a larger model "higher" by less than that is a coin flip
-    se = math.hypot(end_loss_se(losses), end_loss_se(m.larger.history.losses.numpy()))
+    se = math.hypot(end_loss_se(losses), end_loss_se(big_history.losses.numpy()))
     observed.update({"larger_train_loss_end": round(big_loss, 5), "end_loss_se": round(se, 6)})
     if big_loss - base_loss > cfg.significance_z * se:
         return Verdict(
@@ -401,7 +416,10 @@ def human_baseline(m: BaselineMeasurements, cfg: BaselineSpec) -> Verdict:
         return Verdict(STAGE, "human-baseline", Status.SKIP, message="no stages.baseline.human_accuracy in the spec")
     if skip := not_for_task(STAGE, "human-baseline", m.task):
         return skip
-    acc, n = m.model.val_eval.metric, m.model.val_eval.n
+    model = m.model
+    if model is None:
+        return Verdict(STAGE, "human-baseline", Status.SKIP, message="not measured")
+    acc, n = model.val_metric, len(model.val_scores)  # its val evaluation's metric and example count
     ci = accuracy_ci95(acc, n)
     observed = {"model_val_accuracy": round(acc, 5), "ci95": round(ci, 4), "gap": round(cfg.human_accuracy - acc, 5)}
     expected = {"human_accuracy": cfg.human_accuracy}

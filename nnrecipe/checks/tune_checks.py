@@ -44,11 +44,14 @@ class TuneMeasurements:
     confirm_examples: Optional[int] = None  # val examples the confirmation is judged on (the half not selected on)
 
 
-def confirmation_z(m: TuneMeasurements):
+def confirmation_z(m: TuneMeasurements) -> tuple[float, Optional[SeedNoise]]:
     """(z for "the best trial's configuration beats the start" at the fresh seeds, the seed
-    spread it counted: its own fresh seeds' and regularize's, pooled; None when neither)."""
-    noise = pool_noise([seed_spread(m.task, [m.reference, m.confirmed]), m.prior_noise])
-    return compare(m.task, m.reference, m.confirmed, noise)[0], noise
+    spread it counted: its own fresh seeds' and regularize's, pooled; None when neither).
+    Only once both are re-trained (m.reference and m.confirmed set)."""
+    ref, confirmed = m.reference, m.confirmed
+    assert ref is not None and confirmed is not None  # both callers check that first
+    noise = pool_noise([seed_spread(m.task, [ref, confirmed]), m.prior_noise])
+    return compare(m.task, ref, confirmed, noise)[0], noise
 
 
 def tune_improves(m: TuneMeasurements, cfg: TuneSpec) -> Verdict:
@@ -59,11 +62,13 @@ def tune_improves(m: TuneMeasurements, cfg: TuneSpec) -> Verdict:
     if none_usable is not None:
         return none_usable
     b, metric = m.best, m.task.metric_title
+    # _no_usable_trial found a complete trial that trained; the stage's best is the best of those
+    assert b is not None and b.value is not None
     observed = {"best_trial": b.number, "best_val": round(b.value, 5), "best_params": b.params, "trials": len(finished)}
     expected = f"the best trial beats the starting point at a fresh seed by z >= {cfg.significance_z:g}"
-    start = next((r for r in finished if r.number == m.start_trial), None) if m.start_trial is not None else None
+    start = next((r.value for r in finished if r.number == m.start_trial), None) if m.start_trial is not None else None
     if start is not None:
-        observed["start_val"] = round(start.value, 5)
+        observed["start_val"] = round(start, 5)
     if m.confirmed is None or m.reference is None:  # the starting point itself was the best trial
         message = (
             f"the starting point (trial {b.number}) was the best of {len(finished)} trials: "
@@ -163,10 +168,11 @@ def search_coverage(m: TuneMeasurements, cfg: TuneSpec) -> Verdict:
     if len(finished) < 2:
         return Verdict(STAGE, check, Status.SKIP, message=f"{len(finished)} finished trial(s): nothing to cover")
     diverged = sum(r.diverged for r in finished)
-    observed = {"trials": len(finished), "diverged": diverged, "dimensions": {}}
+    dimensions: dict[str, dict[str, object]] = {}
+    observed = {"trials": len(finished), "diverged": diverged, "dimensions": dimensions}
     problems, notes = [], []
     for c in m.coverage:
-        d = {"usable": c.n}
+        d: dict[str, object] = {"usable": c.n}
         if c.kind == "choice":
             d.update({"untried": c.untried, "untried_p": float(f"{c.untried_p:.3g}")})
             if c.untried and c.untried_p < cfg.coverage_p:
@@ -177,6 +183,8 @@ def search_coverage(m: TuneMeasurements, cfg: TuneSpec) -> Verdict:
             elif c.untried:  # as random sampling of this many trials often does: said, not judged
                 notes.append(f"{c.path}: {', '.join(map(repr, c.untried))} not tried (likely with {c.n} trials)")
         else:
+            # coverage() measures all three for every numeric dimension
+            assert c.max_gap is not None and c.critical_gap is not None and c.gap_range is not None
             d.update(
                 {"max_gap": round(c.max_gap, 3), "critical_gap": round(c.critical_gap, 3), "gap": list(c.gap_range)}
             )
@@ -193,7 +201,7 @@ def search_coverage(m: TuneMeasurements, cfg: TuneSpec) -> Verdict:
                 f"the best {c.path} ({c.best_value:.4g}) lies at the {'low' if c.best_position < 0.5 else 'high'} "
                 "edge of its range: the optimum may lie beyond it"
             )
-        observed["dimensions"][c.path] = d
+        dimensions[c.path] = d
     if diverged * 2 > len(finished):
         problems.append(f"{diverged} of {len(finished)} trials diverged")
     expected = f"no choice untried nor gap wider than random sampling leaves (p = {cfg.coverage_p:g}); at most half the trials diverged"
@@ -264,10 +272,10 @@ def sensitivity(m: TuneMeasurements, cfg: TuneSpec) -> Verdict:
     within_noise = (
         m.spread is not None and m.noise is not None and m.spread <= cfg.significance_z * m.noise * math.sqrt(2)
     )
-    by_loss = m.loss_importance
-    moves_loss = sorted(k for k, p in (by_loss.p.items() if by_loss else ()) if p <= cfg.sensitivity_p)
+    loss_p = m.loss_importance.p if m.loss_importance is not None else {}  # p per parameter, on the val loss
+    moves_loss = sorted(k for k, p in loss_p.items() if p <= cfg.sensitivity_p)
     if within_noise and moves_loss:  # an easy task saturates the metric; the loss still sees the knobs
-        observed["p_val_loss"] = {k: round(v, 3) for k, v in by_loss.p.items()}
+        observed["p_val_loss"] = {k: round(v, 3) for k, v in loss_p.items()}
         return Verdict(
             STAGE,
             check,
@@ -276,7 +284,7 @@ def sensitivity(m: TuneMeasurements, cfg: TuneSpec) -> Verdict:
             expected=expected,
             message=f"the val metric is saturated (every complete trial within {m.spread:.4f} of the others, "
             f"noise SE {m.noise:.4f}), but the val loss moves with "
-            + ", ".join(f"{k} (p = {by_loss.p[k]:.3g})" for k in moves_loss)
+            + ", ".join(f"{k} (p = {loss_p[k]:.3g})" for k in moves_loss)
             + ": the knobs reach the model",
             hint="the metric cannot rank these trials: a harder val set, or judge by the val loss",
         )

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from nnrecipe import inputs
-from nnrecipe.data.bundle import DataBundle, Split, TensorSplit
+from nnrecipe.data.bundle import DataBundle, TensorSplit
 from nnrecipe.errors import DataError
 from nnrecipe.tasks import Task
 
@@ -80,7 +80,7 @@ def carve_splits(
 def standardize(splits: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Per feature/channel mean 0, std 1, fitted on train only (fitting on val would leak); of
     structured inputs, each float leaf on its own (ids and codes stay as they are)."""
-    fitted = []  # (mean, std) per leaf, None for an integer leaf
+    fitted: list[Optional[tuple[torch.Tensor, torch.Tensor]]] = []  # (mean, std) per leaf, None for an integer leaf
     for _, t in inputs.leaves(splits["train"][0]):
         if not t.is_floating_point():
             fitted.append(None)
@@ -145,7 +145,7 @@ def tensor_bundle(
     for name in ("train", "val"):
         if name not in splits or len(splits[name][1]) == 0:
             raise DataError(f"data: the {name} split is empty")
-    made: dict[str, Split] = {}
+    made: dict[str, TensorSplit] = {}
     for name, (x, y) in splits.items():
         x = inputs.map_leaves(_float32, x)  # each leaf of structured inputs
         made[name] = TensorSplit(name, x, task.bundle_targets(torch.as_tensor(y)))

@@ -91,9 +91,8 @@ def _finish(
         if len(ds) == 0:  # type: ignore[arg-type]
             raise DataError(f"data: the {name} split is empty")
         split = LazySplit(name, ds, num_workers=d.num_workers)
-        if d.in_memory == "always" or (d.in_memory == "auto" and _nbytes(split) < IN_MEMORY_LIMIT_BYTES):
-            split = split.materialize()
-        splits[name] = split
+        in_memory = d.in_memory == "always" or (d.in_memory == "auto" and _nbytes(split) < IN_MEMORY_LIMIT_BYTES)
+        splits[name] = split.materialize() if in_memory else split
     return DataBundle(
         task=get_task(spec.task),
         source=source,

@@ -98,9 +98,10 @@ def pairs_bundle(out: Mapping, spec, ref: str, task) -> DataBundle:
         val = parts["val"]
         n_val = len(val[1]) if isinstance(val, tuple) else len(val)
         task = task.with_val_groups(_val_groups(out["groups"], n_val, ref))
-    if all(isinstance(p, tuple) for p in parts.values()):
+    pairs = {k: p for k, p in parts.items() if isinstance(p, tuple)}
+    if len(pairs) == len(parts):  # every split a pair of tensors
         return tensor_bundle(
-            parts,
+            pairs,
             task=task,
             source="python",
             declared_classes=spec.data.num_classes,

@@ -27,6 +27,8 @@ class IdLinear(nn.Module):
     table would pass `max_weights`, one vector per id wherever it occurs (a bag of ids: the
     mean, position-free, linear in the id counts)."""
 
+    offsets: torch.Tensor  # a buffer (register_buffer in __init__)
+
     def __init__(self, positions: int, vocab: int, num_outputs: int, *, max_weights: int = 4_000_000):
         super().__init__()
         self.vocab = vocab
@@ -93,8 +95,9 @@ def structured_linear(data) -> StructuredLinear:
     parts: dict[str, nn.Module] = {}
     for name, leaf in inputs.leaves(data.train.example(0)[0]):
         if leaf.is_floating_point():
-            parts[name] = nn.Linear(max(1, leaf.numel()), data.num_outputs, bias=False)
-            nn.init.zeros_(parts[name].weight)
+            layer = nn.Linear(max(1, leaf.numel()), data.num_outputs, bias=False)
+            nn.init.zeros_(layer.weight)
+            parts[name] = layer
         else:
             parts[name] = IdLinear(max(1, leaf.numel()), top.get(name, 0) + 1, data.num_outputs)
             parts[name].bias.requires_grad_(False)  # one bias: the model's own

@@ -18,6 +18,8 @@ from torch import nn
 
 
 class CausalSelfAttention(nn.Module):
+    mask: torch.Tensor  # a buffer (register_buffer in __init__)
+
     def __init__(self, n_embd: int, n_head: int, context: int, dropout: float):
         super().__init__()
         self.n_head = n_head

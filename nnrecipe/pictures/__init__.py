@@ -114,7 +114,8 @@ def example_grid(examples: Sequence[tuple[str, list[tuple[torch.Tensor, str]]]],
 
 def _tabular_grid(examples, arrays, *, title: str, scale):
     """Feature vectors as heatmap rows (standardized by train statistics), grouped by row label."""
-    strips, ticks, labels = [], [], []
+    strips: list[np.ndarray] = []
+    ticks, labels = [], []
     for (label, _), row in zip(examples, arrays):
         if not row:
             continue
@@ -235,12 +236,12 @@ def prediction_strip(
         axes = fig.subplots(1, cols, squeeze=False)[0]
         for ax, step, probs in zip(axes, steps, predictions):
             ax.imshow(probs, cmap="viridis", vmin=0, vmax=1, aspect="auto", interpolation="nearest")
-            rows, cols = (
+            true_rows, true_cols = (
                 np.nonzero(truth > 0.5)
                 if np.ndim(truth) == 2  # multi-hot: every true label
                 else (np.arange(len(truth)), truth)
             )
-            ax.scatter(cols, rows, marker="s", s=14, facecolors="none", edgecolors="red", linewidths=0.8)
+            ax.scatter(true_cols, true_rows, marker="s", s=14, facecolors="none", edgecolors="red", linewidths=0.8)
             ax.set_title(f"step {step}", fontsize=7)
             ax.set_xticks([])
             ax.set_yticks([])

@@ -4,7 +4,7 @@ on its image (flipped, shifted, transposed) or a prediction that ignores the ima
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence, cast
 
 import numpy as np
 import torch
@@ -32,13 +32,19 @@ def _overlay(image: np.ndarray, mask: np.ndarray, colours: np.ndarray) -> np.nda
 
 
 def mask_grid(
-    rows: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor, str]], *, num_classes: int, names, title: str
+    rows: Sequence[tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor], str]],
+    *,
+    num_classes: int,
+    names,
+    title: str,
 ):
     """One row per example (x, target mask, predicted mask, caption): input | target | prediction."""
     import matplotlib
+    from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
-    colours = np.asarray(matplotlib.colormaps["tab10" if num_classes <= 10 else "tab20"].colors)[:num_classes]
+    cmap = cast(ListedColormap, matplotlib.colormaps["tab10" if num_classes <= 10 else "tab20"])  # both are lists
+    colours = np.asarray(cmap.colors)[:num_classes]
     if len(colours) < num_classes:  # more classes than the colour map: repeat it
         colours = np.resize(colours, (num_classes, 3))
     cols = 3 if rows and rows[0][2] is not None else 2

@@ -169,7 +169,9 @@ class _Inputs:
         if is_ids(self.dtype) and x.numel():
             if self.ids is None:
                 width = x[0].numel()
-                per = [Counter() for _ in range(width)] if width <= MAX_FEATURE_COUNTS else None
+                per: Optional[list[Counter]] = (
+                    [Counter() for _ in range(width)] if width <= MAX_FEATURE_COUNTS else None
+                )
                 self.ids = IdStats(int(x.min()), int(x.max()), 0, set(), per)
             self.ids.update(x)
         mean, std, l2, nonfinite, sums = _batch_stats(x)
@@ -207,9 +209,12 @@ def scan_split(split: Split, *, batch_size: int = 1024, progress=None, task_id=N
     """The split's measurements. Structured inputs (a dict or tuple of tensors): each leaf is
     scanned on its own (`leaves`), the split's hashes cover all leaves (a duplicate is a whole
     example twice) and its statistics are taken over the float leaves side by side."""
-    whole, per_leaf, structure = _Inputs(), {}, Counter()
+    whole = _Inputs()
+    per_leaf: dict[str, _Inputs] = {}
+    structure: Counter[str] = Counter()
     targets, y_nonfinite = [], []
-    y_dtype, y_shape = "", ()
+    y_dtype = ""
+    y_shape: tuple[int, ...] = ()
     for x, y in split.iterate(batch_size):
         x, y = inputs.cpu(x), torch.as_tensor(y).cpu()
         y_dtype, y_shape = str(y.dtype).removeprefix("torch."), tuple(y.shape[1:])
@@ -237,7 +242,7 @@ def scan_split(split: Split, *, batch_size: int = 1024, progress=None, task_id=N
     if per_leaf:
         scan.x_dtype, scan.shapes = "structured", structure
         scan.leaves = {name: acc.scan(split.name, common) for name, acc in per_leaf.items()}
-        scan.x_nonfinite = sum(leaf.x_nonfinite for leaf in scan.leaves.values())
+        scan.x_nonfinite = sum((leaf.x_nonfinite for leaf in scan.leaves.values()), np.zeros_like(scan.x_nonfinite))
     return scan
 
 

@@ -102,6 +102,7 @@ def measure_filters(
             fresh = copy.deepcopy(module)
             fresh.reset_parameters()
             f, _ = first_layer(fresh, input_shape)
+            assert f is not None  # a copy of the layer first_layer found above, same type and shape
             null.append(neighbour_corr(f)[0])
     finally:
         torch.random.set_rng_state(state)

@@ -13,7 +13,9 @@ import torch
 
 from nnrecipe.experiments import Result
 from nnrecipe.probes.diagnosis import Collapse, ModeGap
+from nnrecipe.probes.mask_probes import MaskPadding
 from nnrecipe.probes.model_probes import GradStep, InitMeasure, LossShapes, OverfitResult
+from nnrecipe.probes.sequence_probes import CausalMeasure, PaddingMeasure, PerturbMeasure, TargetLeak
 from nnrecipe.tasks import Task
 
 
@@ -58,15 +60,15 @@ class BaselineMeasurements:
     overfit_x: Optional[torch.Tensor] = None
     overfit_y: Optional[torch.Tensor] = None
     # language models (probes/sequence_probes.py)
-    causal: Optional[object] = None  # CausalMeasure (gradients, where an embedding reads the ids)
-    perturb: Optional[object] = None  # PerturbMeasure (tokens changed, outputs watched: any model)
+    causal: Optional[CausalMeasure] = None  # gradients, where an embedding reads the ids
+    perturb: Optional[PerturbMeasure] = None  # tokens changed, outputs watched: any model
     causal_skip: str = ""
-    leak: Optional[object] = None  # TargetLeak on training windows
-    padding: Optional[object] = None  # PaddingMeasure
+    leak: Optional[TargetLeak] = None  # on training windows
+    padding: Optional[PaddingMeasure] = None
     padding_skip: str = ""
     # masked inputs (a dict with an attention_mask; probes/mask_probes.py)
     mask_key: str = ""  # the mask leaf, when the inputs carry one
-    mask_padding: Optional[object] = None  # MaskPadding
+    mask_padding: Optional[MaskPadding] = None
 
 
 @dataclasses.dataclass

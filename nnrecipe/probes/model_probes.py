@@ -170,7 +170,8 @@ def gradient_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: C
     before = [p.detach().clone() for _, p in params]
     optimizer.zero_grad(set_to_none=True)
     loss_fn(model(x), y).backward()
-    norms, finite = [], []
+    norms: list[Optional[float]] = []  # None: no gradient
+    finite: list[bool] = []
     for _, p in params:
         if p.grad is None:
             norms.append(None)

@@ -10,14 +10,17 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
 import torch
 
 from nnrecipe.probes import evaluating
 
-Edit = Callable[[object], object]  # Spec -> Spec
+if TYPE_CHECKING:
+    from nnrecipe.spec import Spec
+
+Edit = Callable[["Spec"], "Spec"]
 
 
 @dataclasses.dataclass
@@ -173,6 +176,7 @@ def _resized(name: str, spec, factor: Optional[float], extra: Optional[dict]) ->
 
 def combine(spec, knobs: list[Knob]):
     for k in knobs:
+        assert k.edit is not None  # only knobs that ran (and helped) are combined; a skip has no edit
         spec = k.edit(spec)
     return spec
 
@@ -186,6 +190,7 @@ def augmented_scores(model, *, data, spec, base: Path, device, seed: int, passes
     from nnrecipe.runtime import seed_everything
 
     augment = build_augment(spec.data.augment, kind=data.kind, base=base)
+    assert augment is not None  # measured only for a non-empty data.augment, which builds a callable
     seed_everything(seed)
     augmented, shown, preds = [], None, None
     with evaluating(model):

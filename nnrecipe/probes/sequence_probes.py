@@ -244,7 +244,9 @@ def target_leak(x: torch.Tensor, y: torch.Tensor, lags: tuple[int, ...] = (0, 1,
     rates, natural, ns = [], [], []
     for k in lags:
         if k + 2 > length:
-            rates.append(0.0), natural.append(0.0), ns.append(0)
+            rates.append(0.0)
+            natural.append(0.0)
+            ns.append(0)
             continue
         same = (y[:, k:] == x[:, : length - k]) & real[:, k:]
         n = int(real[:, k:].sum())

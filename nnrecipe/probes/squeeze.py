@@ -52,7 +52,8 @@ def ensemble_pass(
     """Score every member and every prefix ensemble batch by batch: no member's outputs are
     kept for the whole split (a language model's are windows x context x vocabulary)."""
     k = len(models)
-    members, prefixes = [[] for _ in models], [[] for _ in models]
+    members: list[list[torch.Tensor]] = [[] for _ in models]
+    prefixes: list[list[torch.Tensor]] = [[] for _ in models]
     zero = lambda: torch.zeros((), dtype=torch.float64, device=engine.device)  # noqa: E731
     max_diff, abs_sum, differ = zero(), zero(), torch.zeros(k, k, dtype=torch.float64, device=engine.device)
     count = examples = 0
@@ -68,8 +69,8 @@ def ensemble_pass(
             max_diff = torch.maximum(max_diff, (o - outs[0]).abs().max().double())
         abs_sum += outs[0].abs().sum().double()
         count += outs[0].numel()
-        labels = [task.predicted_labels(o) for o in outs]
-        labelled = labels[0] is not None
+        labels = [lab for lab in (task.predicted_labels(o) for o in outs) if lab is not None]
+        labelled = len(labels) == len(outs)  # the task's: every member has labels, or none has
         if labelled:
             preds = torch.stack(labels)  # (k, batch, *labels per example: a mask's pixels)
             unequal = (preds[:, None] != preds[None, :]).double().reshape(k, k, preds.shape[1], -1)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import unicodedata
+from typing import Union
 
 import numpy as np
 
@@ -54,7 +55,7 @@ def scan_text(data, *, examples: int = 6, seed: int = 0) -> TextMeasurements:
     v = info.size
     streams = {k: s.cpu().numpy().astype(np.int64) for k, s in info.streams.items()}
     counts = {k: np.bincount(s, minlength=v)[:v] for k, s in streams.items()}
-    total = sum(counts.values())
+    total = sum(counts.values(), np.zeros(v, dtype=np.int64))
     nonprintable = {
         _shown(info.vocab[i]): int(total[i]) for i in range(v) if total[i] and _nonprintable(info.vocab[i], info.level)
     }
@@ -87,7 +88,9 @@ def scan_text(data, *, examples: int = 6, seed: int = 0) -> TextMeasurements:
         train_repeats = len(rows) - len(np.unique(rows, axis=0))
     rng = np.random.default_rng(seed)
     n_train = len(data.train)
-    pick = rng.choice(n_train, size=min(examples, n_train), replace=False) if n_train else []
+    pick: Union[np.ndarray, list[int]] = (
+        rng.choice(n_train, size=min(examples, n_train), replace=False) if n_train else []
+    )
     shown_examples = [f"#{int(i)}: {info.decode(data.train.example(int(i))[0])}" for i in pick]
     return TextMeasurements(
         level=info.level,

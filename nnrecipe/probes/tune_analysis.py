@@ -121,7 +121,8 @@ def discrete_critical_gap(dim, n: int, p: float) -> float:
     if n == 0:
         return 1.0
     rng = np.random.default_rng(n)
-    units = unit(dim, int_draws(dim, (NULL_DRAWS, n), rng))
+    # unit() is annotated float; of an array it returns an array (asarray: no copy)
+    units = np.asarray(unit(dim, int_draws(dim, (NULL_DRAWS, n), rng)))
     return float(np.quantile(max_gaps(units), 1.0 - p, method="higher"))
 
 

@@ -166,6 +166,7 @@ class StartFirstSampler(optuna.samplers.BaseSampler):
 
 
 def make_sampler(kind: str, *, seed: int, start: dict[str, Any], worker: str):
+    inner: optuna.samplers.BaseSampler
     if kind == "tpe":
         # TPE's own start-up trials are random; its seed differs per worker so they differ too.
         inner = optuna.samplers.TPESampler(seed=derive_seed(seed, worker))

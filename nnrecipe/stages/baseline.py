@@ -104,7 +104,7 @@ class Setup:
 def run(spec, ctx: StageContext) -> StageResult:
     s = _setup(spec, ctx)
     m = BaselineMeasurements(task=s.data.task, device_type=ctx.device.type, batch_size=spec.data.batch_size)
-    m.reproducible = tuple(_short_run(spec, ctx, s.loss_fn) for _ in range(2))
+    m.reproducible = (_short_run(spec, ctx, s.loss_fn), _short_run(spec, ctx, s.loss_fn))
     xv, yv = _measure_untrained(s, m)
     _measure_training(s, m, xv, yv)
     _measure_overfit_batch(s, m)
@@ -246,6 +246,8 @@ def _measure_diagnoses(s: Setup, m: BaselineMeasurements, xv: torch.Tensor, yv: 
     # Train mode draws dropout masks: from the seed, not from whatever the runs before left in
     # this process's RNG (with --workers the baselines trained elsewhere and drew nothing here)
     seed_everything(s.spec.seed, deterministic=s.spec.train.deterministic)
+    # measured before (_measure_untrained, _measure_training); a model trained here is kept in its result
+    assert m.grad is not None and m.model is not None and m.model.model is not None
     data, model = s.data, m.model.model
     m.collapse = trained_collapse(m.model, task=data.task, loss=s.loss, x=xv, y=yv)
     m.grad.dead = dead_units(s.untrained, xv, after=model)  # dead at init and still after the baseline's training
@@ -319,6 +321,9 @@ def _record(s: Setup, m: BaselineMeasurements) -> dict:
     """val_scores.npz (later stages compare with the baselines pairwise, on the same examples)
     and the summary."""
     data, spec = s.data, s.spec
+    # run() measured them all before; the model was trained here, so it carries its evaluations
+    assert m.model is not None and m.model.val_eval is not None and m.dumb_scores is not None
+    assert m.init is not None and m.overfit is not None
     scores = {e.name: e.val_scores for e in (m.model, m.zero_input, m.linear, m.larger) if e is not None}
     s.ctx.run.write_arrays(STAGE, VAL_SCORES, {**scores, m.dumb_name: m.dumb_scores})
     metric = m.model.val_eval.metric_name

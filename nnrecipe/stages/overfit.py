@@ -11,7 +11,7 @@ import dataclasses
 from typing import Any, Callable
 
 from nnrecipe.checks.overfit_checks import beats_baselines, fits_train, ladder, lr_range, lr_schedule, weights_at
-from nnrecipe.experiments import Checkpoints, Experiment, Job, Pending, Trainer, experiment_key, run_in_stage
+from nnrecipe.experiments import Checkpoints, Experiment, Job, Pending, Result, Trainer, experiment_key, run_in_stage
 from nnrecipe.handoff import baseline_scores, data_fingerprint
 from nnrecipe.loop import resumable
 from nnrecipe.losses import loss_name, make_loss
@@ -44,7 +44,7 @@ class Setup:
     def fresh_model(self, model_spec):
         return seeded_model(self.spec, self.data, base=self.ctx.base, device=self.ctx.device, model_spec=model_spec)
 
-    def train(self, name: str, model, *, steps: int, **more):
+    def train(self, name: str, model, *, steps: int, **more) -> Result:
         """No regularizers here: the spec's optimizer and schedule on the bare model."""
         exp = Experiment(
             name,
@@ -139,10 +139,10 @@ def _measure_model(s: Setup, m: OverfitMeasurements) -> list[tuple[int, str]]:
         on_eval=on_eval if sampler is not None else None,
     )
     outputs = m.model.val_eval.outputs if m.model.val_eval is not None else None
-    if outputs is not None and not m.model.history.diverged:
+    if outputs is not None and not m.model.diverged:
         y = s.data.targets("val")
         m.per_output = s.data.task.per_output(outputs, y, s.data.target_mean("train"), s.data.task.blocks(len(y)))
-    if m.model.model is not None and not m.model.history.diverged:  # why it may not fit: every output alike?
+    if m.model.model is not None and not m.model.diverged:  # why it may not fit: every output alike?
         xt, yt = first_examples(s.data.train, 256, device=ctx.device)
         m.collapse = trained_collapse(m.model, task=s.data.task, loss=loss_name(spec), x=xt, y=yt)
     return samples
@@ -174,7 +174,8 @@ def _draw(s: Setup, m: OverfitMeasurements, samples):
     """The curves; what the model gets wrong on val (at the checkpoint val was judged at), or
     for a next-token model what it writes from the prompt."""
     ctx, data = s.ctx, s.data
-    outputs = m.model.val_eval.outputs
+    assert m.model is not None  # run() trains it (_measure_model) before drawing
+    outputs = m.model.val_eval.outputs if m.model.val_eval is not None else None
     wrong = (
         None
         if outputs is None
@@ -204,6 +205,8 @@ def _draw(s: Setup, m: OverfitMeasurements, samples):
 
 def _record(s: Setup, m: OverfitMeasurements, wrong) -> dict:
     ctx, data = s.ctx, s.data
+    # run() trains the model (_measure_model) first; trained here, its result keeps its history
+    assert m.model is not None and m.model.history is not None
     ctx.run.write_arrays(STAGE, VAL_SCORES, {"model": m.model.val_scores})
     h = m.model.history
     best, last = ctx.run.checkpoint(STAGE, "best.pt"), ctx.run.checkpoint(STAGE, "last.pt")

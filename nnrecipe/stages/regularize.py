@@ -88,9 +88,10 @@ class Setup:
         return Job(name, self.ref_spec, seed, more={"watch_patience": self.watch})
 
     def add_reference(self, m: RegularizeMeasurements, t) -> None:
-        m.reference.runs.append(t)
-        if len(m.reference.runs) == 1:
-            m.reference.collapse = self.collapsed(t, self.ref_spec)
+        reference = _reference(m)
+        reference.runs.append(t)
+        if len(reference.runs) == 1:
+            reference.collapse = self.collapsed(t, self.ref_spec)
         if m.early is not None:
             if t.early is not None:
                 m.early.runs.append(t.early)
@@ -114,7 +115,20 @@ class Setup:
 
     def missing_references(self, m: RegularizeMeasurements, upto: int) -> list[Job]:
         """The reference at each of the first `upto` seeds it has not been trained at yet."""
-        return [self.reference_job(seed) for seed in self.seeds[len(m.reference.runs) : upto]]
+        return [self.reference_job(seed) for seed in self.seeds[len(_reference(m).runs) : upto]]
+
+
+def _reference(m: RegularizeMeasurements) -> SeedRuns:
+    """m.reference: _measure_first_round sets it before anything trains or reads it."""
+    assert m.reference is not None
+    return m.reference
+
+
+def _edited(knob: Knob, spec):
+    """`spec` with the knob's change. Only knobs that are not skipped are trained, and those
+    have an edit (build_knobs gives a knob either an edit or a skip)."""
+    assert knob.edit is not None, f"the {knob.name} knob has no edit"
+    return knob.edit(spec)
 
 
 def run(spec, ctx: StageContext) -> StageResult:
@@ -129,7 +143,7 @@ def run(spec, ctx: StageContext) -> StageResult:
     edits, augmented = _measure_first_round(s, m)
     _measure_more_seeds(s, m, edits)
     helped, best_spec = _choose_best(s, m, edits)
-    scaling = measure_scaling(s.trainer, ref_spec=s.ref_spec, reference=m.reference, data=s.data, cfg=s.cfg)
+    scaling = measure_scaling(s.trainer, ref_spec=s.ref_spec, reference=_reference(m), data=s.data, cfg=s.cfg)
     m.more_data = measured_trend(scaling, s.cfg)
     labels = measure_label_errors(
         s.trainer, spec=best_spec, data=s.trainer.data(best_spec), cfg=s.cfg, loss=loss_name(best_spec)
@@ -193,7 +207,7 @@ def _measure_first_round(s: Setup, m: RegularizeMeasurements):
         if k.name in knob_runs:
             t = knob_runs[k.name]
             result.runs.append(t)
-            result.collapse = s.collapsed(t, k.edit(s.ref_spec))
+            result.collapse = s.collapsed(t, _edited(k, s.ref_spec))
             if k.name == "augmentation" and not t.diverged:
                 augmented = t.model
         m.knobs.append(result)
@@ -221,7 +235,7 @@ def _measure_more_seeds(s: Setup, m: RegularizeMeasurements, edits: dict[str, Kn
             and len(r.runs) <= i
             and (unseeded(m, r) or effect(versus_reference(m, r)[0], s.cfg) == NO_EFFECT)
         ]
-        if not pending or m.reference.runs[0].diverged:
+        if not pending or _reference(m).runs[0].diverged:
             break
         references = s.missing_references(m, i + 1)
         # a knob within noise only now catches up: every seed it lacks up to this round's
@@ -240,7 +254,7 @@ def _measure_more_seeds(s: Setup, m: RegularizeMeasurements, edits: dict[str, Kn
 
 def _seed_jobs(s: Setup, knobs: list[Knob], seed: int) -> list[Job]:
     """Each knob's experiment at `seed`, named as the stage names it there."""
-    return [Job(k.name if seed == s.seeds[0] else f"{k.name}-seed{seed}", k.edit(s.ref_spec), seed) for k in knobs]
+    return [Job(k.name if seed == s.seeds[0] else f"{k.name}-seed{seed}", _edited(k, s.ref_spec), seed) for k in knobs]
 
 
 def _choose_best(s: Setup, m: RegularizeMeasurements, edits: dict[str, Knob]):
@@ -255,7 +269,7 @@ def _choose_best(s: Setup, m: RegularizeMeasurements, edits: dict[str, Knob]):
     helped = sorted(((z, r) for z, r in scored if effect(z, s.cfg) == HELPED), key=lambda t: -t[0])
     best_spec, m.best = s.ref_spec, None
     if helped:
-        best_spec, m.best = edits[helped[0][1].name].edit(s.ref_spec), helped[0][1]
+        best_spec, m.best = _edited(edits[helped[0][1].name], s.ref_spec), helped[0][1]
     if len(helped) > 1 and s.cfg.verify_combined:
         comb_spec = combine(s.ref_spec, [edits[r.name] for _, r in helped])
         m.combined = SeedRuns("combined", " + ".join(r.name for _, r in helped))
@@ -291,14 +305,15 @@ def _measure_augmentation(s: Setup, m: RegularizeMeasurements, augmented):
 def _measure_filters(s: Setup, m: RegularizeMeasurements) -> None:
     """First-layer filters of the reference model against their own random init."""
     first = s.trainer.kept.get("reference")
-    if first is None or s.data.task.skip_reason("first-layer-filters"):  # e.g. a token embedding
+    model = first.model if first is not None else None  # kept results keep their model
+    if model is None or s.data.task.skip_reason("first-layer-filters"):  # e.g. a token embedding
         return
     from nnrecipe.models import prepare_model
     from nnrecipe.runtime import seed_everything
 
     seed_everything(s.seeds[0])
     init = prepare_model(s.ref_spec.model_copy(update={"seed": s.seeds[0]}), s.data, base=s.ctx.base)
-    m.filters = measure_filters(first.model, init, s.data.input_shape, seed=s.spec.seed)
+    m.filters = measure_filters(model, init, s.data.input_shape, seed=s.spec.seed)
 
 
 def _best_run(s: Setup, m: RegularizeMeasurements, best_spec):
@@ -309,7 +324,9 @@ def _best_run(s: Setup, m: RegularizeMeasurements, best_spec):
     name = m.best.name if m.best else "reference"
     early = name == "early-stopping"
     t = s.trainer.kept.get("reference" if early else name)
-    state = None if t is None else t.early_state if early else t.model.state_dict()
+    if t is None:
+        return None
+    state = t.early_state if early else (t.model.state_dict() if t.model is not None else None)
     if state is None:
         return None
     if not early and t.val_eval is not None:
@@ -406,9 +423,9 @@ def _record(s: Setup, m: RegularizeMeasurements, best_spec, best, helped, verdic
 
 
 def _rows(m: RegularizeMeasurements, cfg) -> list[dict]:
-    rows = []
+    rows: list[dict] = []
     for r in (
-        [m.reference] + m.knobs + ([m.early] if m.early is not None else []) + ([m.combined] if m.combined else [])
+        [_reference(m)] + m.knobs + ([m.early] if m.early is not None else []) + ([m.combined] if m.combined else [])
     ):
         if r.skip or not r.runs:
             rows.append({"name": r.name, "description": r.description, "effect": "skipped", "reason": r.skip})

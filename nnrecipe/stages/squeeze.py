@@ -14,14 +14,15 @@ import hashlib
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
+from torch import nn
 
 from nnrecipe import atomic
 from nnrecipe.checks.squeeze_checks import SqueezeMeasurements, distillation, ensemble_gain, longer_training
 from nnrecipe.engine import Engine
-from nnrecipe.experiments import Checkpoints, Job, Result, Trainer, experiment_text
+from nnrecipe.experiments import Checkpoints, Job, Result, Trainer, experiment_text, kept_scores
 from nnrecipe.handoff import data_fingerprint, from_spec, recorded_seed_noise, start_spec
 from nnrecipe.loop import load_checkpoint, resumable
 from nnrecipe.losses import loss_name, make_loss
@@ -67,6 +68,7 @@ def run(spec, ctx: StageContext) -> StageResult:
     cfg = spec.stages.squeeze
     verdicts = [ensemble_gain(m, cfg), distillation(m, cfg), longer_training(m, cfg)]
     arts = squeeze_pictures.draw(ctx, m, test_curve=test_curve, stage=STAGE)
+    assert m.ensemble_scores is not None  # _measure_ensemble always sets it
     summary = {
         "start": s.source,
         "start_note": s.note,
@@ -122,7 +124,9 @@ def _measure_members(s: Setup):
             if entry.is_dir() and not entry.name.startswith("member-"):
                 shutil.rmtree(entry)
     n = s.spec.stages.squeeze.members
-    models, records, resumed, continued = [None] * n, [None] * n, [], []
+    models: list[Optional[nn.Module]] = [None] * n  # each member's: loaded below, or trained (`finished`)
+    records: list[Optional[dict]] = [None] * n
+    resumed, continued = [], []
     jobs, todo = [], []
     for i in range(n):
         seed, label = s.spec.seed + i, f"member-{i}"
@@ -270,7 +274,7 @@ def _measure_longer(s: Setup, m: SqueezeMeasurements) -> None:
 def _test_score(s: Setup, model) -> float:
     """The model's mean per-example score on the test split (accuracy, squared error, nats)."""
     result = s.engine.evaluate(model, s.data.test, make_loss(s.start, base=s.ctx.base), keep_scores=True)
-    return round(float(result.scores.mean()), 5)
+    return round(float(kept_scores(result).mean()), 5)
 
 
 def _student_spec(start, cfg, *, kind: str, base):

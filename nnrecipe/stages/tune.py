@@ -18,6 +18,7 @@ import math
 import os
 import shutil
 import time
+from pathlib import Path
 from typing import Any, Optional
 
 from rich.table import Table
@@ -163,7 +164,7 @@ def _run_workers(s: Setup, study) -> int:
         else Processes(s.out, workers.count, storage=s.storage, threads=workers.threads, study=study)
     )
     ctx.console.print(
-        f"tune: study [cyan]{s.study}[/] on {redact(s.storage) if not s.local else ctx.rel(s.storage)}: "
+        f"tune: study [cyan]{s.study}[/] on {redact(s.storage) if not s.local else ctx.rel(Path(s.storage))}: "
         f"{had} of {cfg.trials} trials finished"
         + (f", {len(children) + 1} workers" + (" (Ray tasks but this one)" if ray else "") if len(children) else "")
     )
@@ -247,11 +248,12 @@ def _record(s: Setup, m: TuneMeasurements, *, ran: int, orphans) -> dict:
     """best.yaml (the best trial only when it beat the start at the fresh seeds, as tune-improves
     judged it), the trials table and CSV, TensorBoard hparams, the summary."""
     cfg, ctx, spec = s.spec.stages.tune, s.ctx, s.spec
-    confirmed = m.confirmed is not None and not any(r.diverged for r in m.confirmed.runs + m.reference.runs)
-    best_spec = s.start
-    if confirmed and confirmation_z(m)[0] >= cfg.significance_z:
-        best_spec = apply_params(s.start, m.best.params)
-    why = f"trial {m.best.number}" if best_spec is not s.start else "the starting point (no trial beat it beyond noise)"
+    # _measure_confirmation sets both confirmation runs, and only where there is a best trial
+    best, ref, confirm = m.best, m.reference, m.confirmed
+    confirmed = ref is not None and confirm is not None and not any(r.diverged for r in confirm.runs + ref.runs)
+    best_spec, why = s.start, "the starting point (no trial beat it beyond noise)"
+    if confirmed and best is not None and confirmation_z(m)[0] >= cfg.significance_z:
+        best_spec, why = apply_params(s.start, best.params), f"trial {best.number}"
     best_yaml = ctx.run.best_spec(STAGE)
     atomic.write_text(
         best_yaml,

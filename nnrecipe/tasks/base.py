@@ -24,7 +24,7 @@ import copy
 import dataclasses
 import math
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping, Optional, Protocol
+from typing import Any, Callable, ClassVar, Mapping, Optional, Protocol, Union
 
 import numpy as np
 import torch
@@ -199,7 +199,8 @@ class Task:
         """(select, confirm) masks over n val examples, whole blocks each (stats.halves): tune
         picks its best trial on one half and confirms it on the other. None where the metric
         cannot be read off a half's per-example scores."""
-        return halves(np.arange(n) if self.blocks(n) is None else self.blocks(n), seed)
+        blocks = self.blocks(n)
+        return halves(np.arange(n) if blocks is None else blocks, seed)
 
     def blocks(self, n: int) -> Optional[np.ndarray]:
         """Block ids of n val examples when neighbours are dependent (standard errors are then
@@ -531,7 +532,9 @@ class Task:
         rows = []
         for lo, hi in zip(edges[:-1], edges[1:]):
             idx = np.nonzero((t >= lo) & (t <= hi))[0]
-            pick = rng.choice(idx, size=min(k, len(idx)), replace=False) if len(idx) else []
+            pick: Union[np.ndarray, list[int]] = (
+                rng.choice(idx, size=min(k, len(idx)), replace=False) if len(idx) else []
+            )
             rows.append((f"y∈[{lo:.3g},{hi:.3g}]", [(int(i), f"#{int(i)} y={t[i]:.3g}") for i in pick]))
         return rows
 

@@ -72,7 +72,7 @@ class LanguageModel(Task):
     VAL_BLOCK: ClassVar[int] = 50
     MIN_BLOCKS: ClassVar[int] = 8
     supports = frozenset(SEQUENCE_CHECKS)
-    skips: Mapping[str, str] = {
+    skips: ClassVar[Mapping[str, str]] = {
         "init-well": "a language model starts uniform over its vocabulary (loss-at-init checks ln V); "
         "the token frequencies are learnt in its first steps",
         "human-baseline": HUMAN_ACCURACY,

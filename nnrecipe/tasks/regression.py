@@ -24,13 +24,15 @@ class _RSquared:
 
     def update(self, out: torch.Tensor, y: torch.Tensor) -> None:
         yd, od = y.double().reshape(len(y), -1), out.double().reshape(len(y), -1)
-        if self.y_sum is None:
+        if self.y_sum is None or self.y_sq is None:  # both None until the first batch
             self.y_sum, self.y_sq = yd.sum(dim=0), (yd**2).sum(dim=0)
         else:
             self.y_sum, self.y_sq = self.y_sum + yd.sum(dim=0), self.y_sq + (yd**2).sum(dim=0)
         self.sse += ((od - yd) ** 2).sum()
 
     def value(self, n: int) -> float:
+        if self.y_sum is None or self.y_sq is None:  # no batch: nan, as the other meters' 0 / 0
+            return math.nan
         sst = (self.y_sq - self.y_sum**2 / n).sum().clamp_min(1e-12)
         return 1.0 - (self.sse / sst).item()
 

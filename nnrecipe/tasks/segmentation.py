@@ -11,7 +11,7 @@ bias and the dumb baseline (the most frequent pixel class everywhere) come from 
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from typing import Callable, ClassVar, Mapping
 
 import numpy as np
 import torch
@@ -93,7 +93,7 @@ class Segmentation(MeanOfScores, Task):
     dumb_name = "majority-pixel-class"
     linear_name, linear_text = "per-pixel-linear", "a per-pixel linear model (a 1x1 convolution)"
     supports = frozenset({"class-balance", "augment-preserves-labels"})
-    skips: Mapping[str, str] = {
+    skips: ClassVar[Mapping[str, str]] = {
         "conflicting-labels": "segmentation: identical images with different masks are not counted yet",
         "human-baseline": HUMAN_ACCURACY,
         "suspected-label-errors": "segmentation: confident learning ranks one label per example; masks have many",
