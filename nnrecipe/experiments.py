@@ -24,7 +24,7 @@ from torch import nn
 
 from nnrecipe.data.bundle import Split
 from nnrecipe.engine import Engine
-from nnrecipe.ledger import since
+from nnrecipe.ledger import record, since
 from nnrecipe.loop import EarlyStopping, EvalResult, History, load_checkpoint
 
 # ----------------------------------------------------------------------------- the engine's plan
@@ -494,9 +494,8 @@ def run_in_stage(ctx, stage: str, exp: Experiment, *, data, folder: str = "", re
 
 def record_ran(ctx, exps: list[Experiment], ran) -> None:
     """The experiments in the running stage's timeline (ledger.py), where the context keeps one."""
-    if getattr(ctx, "ledger", None) is not None:
-        for exp in exps:
-            ctx.ledger.add(exp, ran)
+    for exp in exps:
+        record(ctx, exp.name, ran, seed=exp.seed, steps=exp.steps)
 
 
 def stage_writer(ctx, stage: str, exp: Experiment, *, folder: str = ""):

@@ -42,6 +42,12 @@ class Ran:
         return f"worker pid {self.pid}" if same_host else f"{self.host} pid {self.pid}"
 
 
+def record(ctx, name: str, ran: Ran, *, seed: Optional[int], steps: Optional[int]) -> None:
+    """One training in the running stage's timeline, where its context keeps one (a stage's)."""
+    if getattr(ctx, "ledger", None) is not None:
+        ctx.ledger.add(name, ran, seed=seed, steps=steps)
+
+
 def since(start: float, device, *, together: int = 1) -> Ran:
     """This process's record of a group that started at `start` (time.time()) and ends now."""
     return Ran(
@@ -61,9 +67,8 @@ class Ledger:
     started: float = dataclasses.field(default_factory=time.time)
     rows: list[tuple[str, Optional[int], Optional[int], Ran]] = dataclasses.field(default_factory=list)
 
-    def add(self, exp, ran: Ran) -> None:
-        """`exp`: an experiments.Experiment (its name, seed and steps are kept)."""
-        self.rows.append((exp.name, exp.seed, exp.steps, ran))
+    def add(self, name: str, ran: Ran, *, seed: Optional[int], steps: Optional[int]) -> None:
+        self.rows.append((name, seed, steps, ran))
 
     def summary(self) -> dict:
         """For the stage's summary.json: how many experiments, in how many processes, how many

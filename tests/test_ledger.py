@@ -8,15 +8,10 @@ import csv
 import io
 import os
 import socket
-from types import SimpleNamespace
 
 from nnrecipe.ledger import Ledger, Ran, since
 
 HOST = socket.gethostname()
-
-
-def _exp(name: str, seed: int = 0, steps: int = 100):
-    return SimpleNamespace(name=name, seed=seed, steps=steps)
 
 
 def test_each_process_is_named_as_the_timeline_names_it():
@@ -29,10 +24,10 @@ def test_each_process_is_named_as_the_timeline_names_it():
 def test_a_group_counts_once_and_the_span_is_first_start_to_last_end():
     ledger = Ledger(started=100.0)
     pair = Ran(HOST, 7, "cpu", 101.0, 104.0, together=2)  # two experiments trained as one
-    ledger.add(_exp("reference"), pair)
-    ledger.add(_exp("weight-decay"), pair)
-    ledger.add(_exp("dropout", seed=1), Ran(HOST, 8, "cpu", 101.5, 103.5))
-    ledger.add(_exp("data-50pct"), Ran(HOST, 8, "cpu", 103.5, 106.0))
+    ledger.add("reference", pair, seed=0, steps=100)
+    ledger.add("weight-decay", pair, seed=0, steps=100)
+    ledger.add("dropout", Ran(HOST, 8, "cpu", 101.5, 103.5), seed=1, steps=100)
+    ledger.add("data-50pct", Ran(HOST, 8, "cpu", 103.5, 106.0), seed=0, steps=100)
     assert ledger.summary() == {
         "experiments": 4,
         "processes": 2,

@@ -65,6 +65,12 @@ def test_two_workers_give_the_verdicts_numbers_curves_and_members_of_one_process
         s1.pop("seconds"), s2.pop("seconds")  # where and when differ; what was trained does not
         assert s1.pop("timeline")["experiments"] == s2.pop("timeline")["experiments"], stage
         assert s1 == s2, stage
+    # squeeze's student trains here while its hard-label twin trains in a worker (the timeline says)
+    trained = {r["experiment"]: r["process"] for r in _timeline(root2, "squeeze")}
+    assert trained["student-soft-targets"] == "here" and trained["student-hard-labels"].startswith("worker"), trained
+    assert {"member-0", "member-1", "member-2"} <= set(trained) and "here" not in {
+        trained[f"member-{i}"] for i in range(3)
+    }
     # every experiment's TensorBoard curve, written by the stage's process from the worker's calls
     folders = sorted(p.name for p in (root1 / "tb" / "regularize").iterdir() if p.is_dir())
     assert "label-errors-fold2" in folders and "data-25pct-seed1" in folders and "dropout-seed1" in folders

@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -24,6 +25,7 @@ from nnrecipe.checks.squeeze_checks import SqueezeMeasurements, distillation, en
 from nnrecipe.engine import Engine
 from nnrecipe.experiments import Checkpoints, Job, Result, Trainer, experiment_text, kept_scores
 from nnrecipe.handoff import data_fingerprint, from_spec, recorded_seed_noise, start_spec
+from nnrecipe.ledger import record, since
 from nnrecipe.loop import load_checkpoint, resumable
 from nnrecipe.losses import loss_name, make_loss
 from nnrecipe.models import prepare_model
@@ -219,6 +221,7 @@ def _measure_distillation(s: Setup, m: SqueezeMeasurements, models):
     hard = s.trainer.submit([Job("student-hard-labels", student_spec, spec.seed, steps=steps)])
     seed_everything(spec.seed)
     model = prepare_model(student_spec.model_copy(update={"seed": spec.seed}), data, base=ctx.base).to(ctx.device)
+    started = time.time()
     m.student = sq.train_student(
         student_spec,
         model=model,
@@ -233,6 +236,7 @@ def _measure_distillation(s: Setup, m: SqueezeMeasurements, models):
         writer=ctx.writer(STAGE, "student-soft-targets"),
         progress=ctx.progress,
     )
+    record(ctx, "student-soft-targets", since(started, ctx.device), seed=spec.seed, steps=steps)
     (m.hard,) = hard.results()
     if data.test is not None:
         m.test["student"] = _test_score(s, m.student.model)
@@ -251,6 +255,7 @@ def _measure_longer(s: Setup, m: SqueezeMeasurements) -> None:
         m.longer_skip = f"{ctx.rel(last)} is missing"
         return
     model = prepare_model(s.start.model_copy(update={"seed": spec.seed + best}), s.data, base=ctx.base).to(ctx.device)
+    started, extra = time.time(), cfg.longer.extra_steps or s.steps
     m.longer_before, m.longer_after = sq.continue_training(
         s.start,
         model=model,
@@ -258,12 +263,13 @@ def _measure_longer(s: Setup, m: SqueezeMeasurements) -> None:
         data=s.data,
         loss_fn=make_loss(s.start, base=ctx.base),
         device=ctx.device,
-        steps=cfg.longer.extra_steps or s.steps,
+        steps=extra,
         every=s.every,
         seed=spec.seed + 1000 + best,
         writer=ctx.writer(STAGE, "longer-training"),
         progress=ctx.progress,
     )
+    record(ctx, "longer-training", since(started, ctx.device), seed=spec.seed + 1000 + best, steps=extra)
     m.longer_collapse = _collapses(s, [model], [m.longer_after])[0]
     m.reloaded_val_loss = m.longer_before.val_loss
     m.recorded_val_loss = sq.checkpoint_val_loss(m.members[best].evals, m.longer_before.steps)
