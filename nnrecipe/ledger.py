@@ -4,7 +4,8 @@ cluster (a slow node, workers left idle while a round waits on the one before).
 
 Times are each process's wall clock (time.time(), seconds): on one machine one clock; across
 machines as close as their clocks are kept (NTP). Experiments trained as one group share its
-start and end. tune's trials are in its own trials.csv (worker, seconds), not here.
+start and end. tune's trials come from its study (the worker that ran each, when Optuna started
+it, how long it took), whichever process or Ray task ran them.
 """
 
 from __future__ import annotations

@@ -162,7 +162,9 @@ def run_worker(
             ts.recover_orphans(study, earlier_than=worker)
     else:
         study.sampler, study.pruner = sampler, pruner
-    trainer = Trainer(ctx, stage=STAGE, steps=plan.steps, every=plan.every, record=False)  # trials.csv has them
+    trainer = Trainer(
+        ctx, stage=STAGE, steps=plan.steps, every=plan.every, record=False
+    )  # the stage takes them from the study
     run = make_runner(start=start, space=cfg.space, trainer=trainer, seed=plan.seed, data=trainer.data(start), ctx=ctx)
     return ts.work(study, run, trials=plan.trials, worker=worker, rounds=rounds(start, plan, ctx), on_idle=on_idle)
 

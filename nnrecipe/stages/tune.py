@@ -30,6 +30,7 @@ from nnrecipe.executors.tune_children import Processes, RayTasks, ray_count, unr
 from nnrecipe.executors.tune_worker import Plan, run_worker
 from nnrecipe.experiments import Job, SeedRuns, Trainer, experiment_key
 from nnrecipe.handoff import data_fingerprint, from_spec, recorded_seed_noise, start_spec
+from nnrecipe.ledger import Ran, record
 from nnrecipe.pictures.saver import attach
 from nnrecipe.pictures.tune import draw
 from nnrecipe.probes import tune_analysis as ta
@@ -178,11 +179,24 @@ def _run_workers(s: Setup, study) -> int:
     return ran
 
 
+def _on_timeline(s: Setup, recs: list) -> None:
+    """This run's trials in the stage's timeline, by the worker that trained each (host:pid:wK);
+    a resumed study's earlier trials started before the stage and are not this run's."""
+    since = s.ctx.ledger.started if s.ctx.ledger is not None else math.inf
+    for r in recs:
+        if r.started is None or r.seconds is None or r.started < since or r.worker.count(":") < 2:
+            continue
+        host, pid, _ = r.worker.rsplit(":", 2)
+        ran = Ran(host, int(pid), "", r.started, r.started + r.seconds, together=r.round_of)
+        record(s.ctx, f"trial-{r.number:03d}", ran, seed=s.spec.seed, steps=r.steps)
+
+
 def _measure_study(s: Setup, study) -> TuneMeasurements:
     """What the study says: its trials, the best, their spread, coverage and importance."""
     cfg, data = s.spec.stages.tune, s.ctx.device_data()
     recs = ta.records(study)
     _clear_trial_curves(s.ctx, keep={r.number for r in recs})
+    _on_timeline(s, recs)
     m = TuneMeasurements(task=data.task, n_val=len(data.val), trials=recs, requested=cfg.trials)
     m.start_trial = next((r.number for r in recs if s.start_params is not None and r.params == s.start_params), None)
     usable = [r for r in recs if r.state == "complete" and not r.diverged and r.value is not None]

@@ -1,6 +1,7 @@
 """The tune stage end to end: verdicts both ways, local workers, a study continued after a
 kill, and two processes on one PostgreSQL study (NNRECIPE_TEST_POSTGRES, started by .ci/run)."""
 
+import csv
 import json
 import os
 import signal
@@ -109,6 +110,16 @@ def test_two_local_workers_finish_exactly_the_requested_trials(cli, in_tmp):
     assert len({t.user_attrs["worker"] for t in done}) == 2  # both processes ran trials
     assert not [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING]
     assert len({t.params["optim.lr"] for t in done}) == 8  # no trial ran twice
+    # the stage's timeline has each trial once, in the process that ran it, when the study says
+    with open(in_tmp / "runs" / "two" / "tune" / "timeline.csv", newline="") as f:
+        rows = {r["experiment"]: r for r in csv.DictReader(f) if r["experiment"].startswith("trial-")}
+    assert set(rows) == {f"trial-{t.number:03d}" for t in done}
+    for t in done:
+        r, host_pid = rows[f"trial-{t.number:03d}"], t.user_attrs["worker"].rsplit(":", 1)[0]
+        assert f"{r['host']}:{r['pid']}" == host_pid and r["together"] == str(t.user_attrs["round_of"])
+        assert abs(float(r["seconds"]) - (t.datetime_complete - t.datetime_start).total_seconds()) < 0.01
+    procs = {r["process"] for r in rows.values()}  # the stage's process (the CLI runs in the test's) and its child
+    assert len(procs) == 2 and "here" in procs and all(p == "here" or p.startswith("worker pid ") for p in procs)
 
 
 def test_trials_trained_as_one_give_the_values_they_give_one_at_a_time(cli, in_tmp):
