@@ -24,7 +24,7 @@ run: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff format --check nnrecipe tests bench examples
 	$(VENV)/bin/ruff check nnrecipe tests bench examples
-	$(VENV)/bin/mypy  # the modules [tool.mypy] lists in pyproject.toml
+	$(VENV)/bin/mypy  # the whole package ([tool.mypy] in pyproject.toml)
 	$(PY) -m pytest -q --durations=15  # the slowest tests in every CI log: the suite must stay well under 10 min
 
 bench: $(STAMP)  # benchmarks are run by hand, never as tests

@@ -8,9 +8,10 @@ start with `at=DIR` to run the nnrecipe of another checkout (a `git worktree` of
 commit: before/after in one run). Each round
 runs `nnrecipe run --keep-going` once per setting, in its own process and run directory, the
 order reversed every other round so that a slow spell of the machine hits every setting.
-Reported per setting: the medians of the process's wall time and of each stage's seconds (its
-summary.json), each setting's ratio to the first, and whether every verdict's (check, status)
-equals the first setting's, and its observed numbers too.
+Reported per setting: the medians of the process's wall time, of each stage's seconds (its
+summary.json) and of its seconds of training (its timeline: every process's, added), each
+setting's ratio to the first, and whether every verdict's (check, status) equals the first
+setting's, and its observed numbers too.
 """
 
 from __future__ import annotations
@@ -57,12 +58,14 @@ def one_run(config: str, setting: str, out: Path) -> dict:
         raise SystemExit(f"{' '.join(cmd)} exited {proc.returncode}: {proc.stderr.strip().splitlines()[-1:]}")
     verdicts = [(v["stage"], v["check"], v["status"], v["observed"]) for v in json.loads(proc.stdout)]
     (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
-    stages = {}
+    stages, trained = {}, {}
     for stage in STAGES:
         summary = run_dir / stage / "summary.json"
         if summary.exists():
             stages[stage] = json.loads(summary.read_text()).get("seconds")
-    return {"setting": setting, "wall_s": round(wall, 1), "stages_s": stages, "verdicts": verdicts}
+            # the stage's timeline: experiments, processes, seconds of training, seconds spanned
+            trained[stage] = json.loads(summary.read_text()).get("timeline")
+    return {"setting": setting, "wall_s": round(wall, 1), "stages_s": stages, "timeline": trained, "verdicts": verdicts}
 
 
 def main() -> None:
@@ -85,12 +88,17 @@ def main() -> None:
     for setting in args.settings:
         mine = [r for r in rows if r["setting"] == setting]
         stages = {s: statistics.median(r["stages_s"].get(s) or 0.0 for r in mine) for s in STAGES}
+        training = {  # seconds of training in each stage (a group counted once), where it has a timeline
+            s: statistics.median((r["timeline"].get(s) or {}).get("training_seconds") or 0.0 for r in mine)
+            for s in STAGES
+        }
         summary.append(
             {
                 "setting": setting,
                 "wall_s": statistics.median(r["wall_s"] for r in mine),
                 "stages_total_s": round(sum(stages.values()), 1),
                 "stages_s": stages,
+                "training_s": training,
                 "statuses_as_first": all(
                     [v[:3] for v in r["verdicts"]] == [v[:3] for v in first[0]["verdicts"]] for r in mine
                 ),

@@ -359,6 +359,9 @@ SEQUENCE_ARCHS = ("gpt", "gru")  # next-token models: (N, L) token ids -> (N, L,
 class NameOrFactory(Section):
     """A built-in chosen by `name`, or the user's own `factory`; a bare string is the name."""
 
+    name: str  # each section narrows it to its built-ins, with its default
+    factory: Optional[Factory] = None
+
     @model_validator(mode="before")
     @classmethod
     def _shorthand(cls, value: Any) -> Any:

@@ -8,7 +8,9 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -112,6 +114,30 @@ def test_an_error_in_the_users_code_in_a_ray_task_is_the_same_one_line(cli, in_t
         said.append((result.exit_code, result.stderr.strip().splitlines()))
     assert said[0] == said[1] and said[1][0] == 2 and len(said[1][1]) == 1, said
     assert "forward raised SystemExit: 3" in said[1][1][0]
+
+
+@needs_cluster
+def test_a_file_missing_on_a_clusters_node_is_one_line_naming_the_node(in_tmp):
+    """The data reads a file that exists where the stage runs, not where its tasks run (a machine
+    without the spec's files): exit 2, the user's one line, and the node it failed on."""
+    here = in_tmp / "here.txt"
+    here.write_text("")
+    data = {"source": "python", "factory": f"{PLANTED / 'data_bugs.py'}:only_on_the_drivers_machine"}
+    path = write_spec(in_tmp, {"name": "missing", "data": data, **SMALL})
+    proc = subprocess.run(
+        [sys.executable, "-m", "nnrecipe.cli", "regularize", "--config", str(path), "--executor", CLUSTER],
+        cwd=in_tmp,
+        env={**ENV, "NNRECIPE_TEST_DRIVERS_FILE": str(here)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert "raised FileNotFoundError: NNRECIPE_TEST_DRIVERS_FILE: no such file on this machine" in lines[0]
+    assert re.search(rf"\(in a Ray task on {re.escape(socket.gethostname())}, node [0-9a-f]{{8}}\)$", lines[0]), lines[
+        0
+    ]
 
 
 def test_an_executor_that_is_not_one_is_one_line(cli, in_tmp):

@@ -187,10 +187,13 @@ def label_prevalence(m: DataMeasurements, cfg: InspectDataSpec) -> Verdict:
     val/test prevalence against train's per label (a 2 x 2 test of homogeneity each,
     Bonferroni over the labels)."""
     scan = m.scan
-    names = scan.class_names or [str(k) for k in range(scan.num_classes or 0)]
+    labels = scan.num_classes
+    if labels is None:  # a multi-label bundle always says how many labels it has
+        return Verdict(STAGE, "class-balance", Status.SKIP, message="the data does not say how many labels it has")
+    names = scan.class_names or [str(k) for k in range(labels)]
 
     def positives(s):  # positive examples per label, as the class-balance picture counts them
-        return scan.task.share_counts(s.targets, scan.num_classes), s.n
+        return scan.task.share_counts(s.targets, labels), s.n
 
     pos, n = positives(scan.train)
     prev = pos / max(n, 1)

@@ -13,6 +13,7 @@ counted once: its result is the retry's. Ray is an optional extra; the core neve
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -99,7 +100,8 @@ class RayPool:
         (`label` is the local pool's; a task whose worker died is said by `arrivals`.)"""
         remote = self._start()
         kind = "cuda" if self.workers.devices[0].startswith("cuda") else "cpu"
-        refs = [remote.remote(str(self.base), kind, list(group)) for group in groups]
+        named = self.address is not None
+        refs = [remote.remote(str(self.base), kind, list(group), named) for group in groups]
         self._submitted += refs
         return refs
 
@@ -148,10 +150,16 @@ class RayPool:
         self.close()
 
 
-def _ray_train(base: str, kind: str, jobs: list[local.Job]) -> list[local.Shipped]:
+def _ray_train(base: str, kind: str, jobs: list[local.Job], named: bool) -> list[local.Shipped]:
     """In a Ray worker process (reused between tasks): a group of experiments. Ray gives a GPU
     task its GPU as cuda:0 (CUDA_VISIBLE_DEVICES) and a CPU task one core. The checkpoint files
-    the experiments name are written in a folder of the task's own and sent back with the results."""
+    the experiments name are written in a folder of the task's own and sent back with the results.
+    `named`: the user's errors name this node (naming_the_node)."""
+    with naming_the_node(named):
+        return _train_here(base, kind, jobs)
+
+
+def _train_here(base: str, kind: str, jobs: list[local.Job]) -> list[local.Shipped]:
     import tempfile
 
     import torch
@@ -197,6 +205,30 @@ def result_of(ray, ref, *, dying: str, on: str):
         raise DeviceError(
             f"{dying} {RETRIES + 1} times {on} ({type(exc).__name__}); see the cluster's logs (out of memory?)"
         ) from None
+
+
+@contextlib.contextmanager
+def naming_the_node(named: bool) -> Iterator[None]:
+    """In a Ray task: the user's one-line error, naming the node it ran on where `named` (a
+    cluster, ray://): a spec's file missing on one machine (each needs them at the same paths)
+    then reads as what it is. A Ray started here runs its tasks on this machine: its errors are
+    said as one process says them."""
+    try:
+        yield
+    except NNRecipeError as exc:
+        if named and exc.args and isinstance(exc.args[0], str):
+            import socket
+
+            where = f"{socket.gethostname()}, node {_node_id()}"  # the timeline's name for the node
+            exc.args = (f"{exc.args[0]} (in a Ray task on {where})", *exc.args[1:])
+        raise
+
+
+def on_a_cluster() -> bool:
+    """Whether this process reaches Ray as a client of a cluster (ray://), not a Ray started here."""
+    from ray.util.client import ray as client
+
+    return client.is_connected()
 
 
 def _answers(address: str) -> None:

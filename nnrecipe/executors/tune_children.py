@@ -26,7 +26,7 @@ from typing import Optional
 
 from nnrecipe.credentials import ENV_STORAGE
 from nnrecipe.errors import NNRecipeError
-from nnrecipe.executors.ray_pool import RETRIES, result_of
+from nnrecipe.executors.ray_pool import RETRIES, naming_the_node, on_a_cluster, result_of
 from nnrecipe.executors.tune_worker import Plan
 
 
@@ -95,7 +95,10 @@ class RayTasks:
         task = ray.remote(
             num_cpus=0 if kind == "cuda" else 1, num_gpus=1 if kind == "cuda" else 0, max_retries=RETRIES
         )(_ray_worker)
-        self.pending = [task.remote(dataclasses.asdict(plan), i, storage, start_yaml, kind) for i in range(1, count)]
+        named = on_a_cluster()  # the user's errors name the node where they were raised
+        self.pending = [
+            task.remote(dataclasses.asdict(plan), i, storage, start_yaml, kind, named) for i in range(1, count)
+        ]
 
     def __len__(self) -> int:
         return len(self.pending)
@@ -126,16 +129,18 @@ class RayTasks:
             atomic.write_bytes(self.run_root / rel, data)
 
 
-def _ray_worker(plan: dict, index: int, storage: str, start_yaml: str, kind: str) -> dict[str, bytes]:
+def _ray_worker(plan: dict, index: int, storage: str, start_yaml: str, kind: str, named: bool) -> dict[str, bytes]:
     """In a Ray worker process: tune worker `index` on the study, in a scratch run directory;
-    returns its trials' TensorBoard files (path in the run directory -> bytes)."""
+    returns its trials' TensorBoard files (path in the run directory -> bytes). `named`: the
+    user's errors name this node (ray_pool.naming_the_node)."""
     import torch
 
     torch.set_num_threads(1)
     # credentials.storage_url finds the password here; removed after, as Ray reuses the process
     os.environ[ENV_STORAGE] = storage
     try:
-        return _in_scratch(plan, index, start_yaml, torch.device("cuda:0" if kind == "cuda" else "cpu"))
+        with naming_the_node(named):
+            return _in_scratch(plan, index, start_yaml, torch.device("cuda:0" if kind == "cuda" else "cpu"))
     finally:
         os.environ.pop(ENV_STORAGE, None)
 

@@ -22,13 +22,17 @@ def distribution(dim):
 
     kind = dim.kind
     if kind == "uniform":
-        return d.FloatDistribution(*dim.uniform)
+        low, high = dim.uniform
+        return d.FloatDistribution(low, high)
     if kind == "log_uniform":
-        return d.FloatDistribution(*dim.log_uniform, log=True)
+        low, high = dim.log_uniform
+        return d.FloatDistribution(low, high, log=True)
     if kind == "int":
-        return d.IntDistribution(*dim.int)
+        low, high = dim.int
+        return d.IntDistribution(low, high)
     if kind == "log_int":
-        return d.IntDistribution(*dim.log_int, log=True)
+        low, high = dim.log_int
+        return d.IntDistribution(low, high, log=True)
     return d.CategoricalDistribution(list(dim.choice))
 
 

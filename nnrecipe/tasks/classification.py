@@ -224,7 +224,8 @@ class Classification(Task):
     def overfit_examples(self, y, k, num_outputs):
         """Round-robin over the classes, so the batch is not one label."""
         by_class = [torch.nonzero(y == c).flatten().tolist() for c in range(num_outputs)]
-        idx, r = [], 0
+        idx: list[int] = []
+        r = 0
         while len(idx) < min(k, len(y)):
             for lst in by_class:
                 if r < len(lst) and len(idx) < k:

@@ -228,6 +228,7 @@ class Segmentation(MeanOfScores, Task):
             raise DataError(f"data: segmentation inputs are one float tensor (C, *S) with 1-3 spatial dims; got {got}")
         model = conv(x.shape[0], data.num_outputs, kernel_size=1)
         bias = self.data_bias(self.default_loss, data)
+        assert model.bias is not None  # a convolution has a bias unless made with bias=False
         with torch.no_grad():
             model.weight.zero_()
             model.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))

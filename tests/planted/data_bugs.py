@@ -6,6 +6,8 @@ kind an inspect-data check exists to catch. `clean` has none: every check must p
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch.utils.data import Dataset
 
@@ -25,6 +27,15 @@ def _images(n: int, num_classes: int, seed: int) -> tuple[torch.Tensor, torch.Te
 def clean(n_train: int = 800, n_val: int = 200, num_classes: int = 4, seed: int = 0):
     x, y = _images(n_train + n_val, num_classes, seed)
     return {"train": (x[:n_train], y[:n_train]), "val": (x[n_train:], y[n_train:])}
+
+
+def only_on_the_drivers_machine(var: str = "NNRECIPE_TEST_DRIVERS_FILE", **kw):
+    """`clean`, read where a file exists whose path only the driver's environment names (a Ray
+    cluster's nodes were started without it): a spec's file missing on the machine a task runs on."""
+    path = os.environ.get(var, "")
+    if not path or not os.path.exists(path):
+        raise FileNotFoundError(f"{path or var}: no such file on this machine")
+    return clean(**kw)
 
 
 def nan_inputs(count: int = 3, **kw):
