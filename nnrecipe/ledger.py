@@ -71,17 +71,29 @@ class Ledger:
     def add(self, name: str, ran: Ran, *, seed: Optional[int], steps: Optional[int]) -> None:
         self.rows.append((name, seed, steps, ran))
 
+    def spans(self) -> list[tuple[str, float, float, list[str]]]:
+        """(process, start, end, experiments) of each stretch a process trained without a
+        break: a group's experiments share one; so do the trials of one tune round, whose
+        times Optuna keeps per trial (asked and told one by one, milliseconds apart)."""
+        out: list[tuple[str, float, float, list[str]]] = []
+        for name, _seed, _steps, r in sorted(self.rows, key=lambda row: (row[3].where(), row[3].start)):
+            last = out[-1] if out else None
+            if last is not None and last[0] == r.where() and r.start < last[2]:  # overlaps the stretch
+                out[-1] = (last[0], last[1], max(last[2], r.end), [*last[3], name])
+            else:
+                out.append((r.where(), r.start, r.end, [name]))
+        return sorted(out, key=lambda s: s[1])
+
     def summary(self) -> dict:
         """For the stage's summary.json: how many experiments, in how many processes, how many
-        seconds of training (each group counted once) in how many seconds of wall clock."""
-        groups = {(r.where(), r.start, r.end) for *_, r in self.rows}
-        first = min(s for _, s, _ in groups)
-        last = max(e for _, _, e in groups)
+        seconds the processes trained (added over them: a group, a round, counted once) in how
+        many seconds of wall clock."""
+        spans = self.spans()
         return {
             "experiments": len(self.rows),
-            "processes": len({w for w, _, _ in groups}),
-            "training_seconds": round(sum(e - s for _, s, e in groups), 1),
-            "span_seconds": round(last - first, 1),
+            "processes": len({w for w, *_ in spans}),
+            "training_seconds": round(sum(e - s for _, s, e, _ in spans), 1),
+            "span_seconds": round(max(e for _, _, e, _ in spans) - min(s for _, s, _, _ in spans), 1),
         }
 
     def write(self, ctx, stage: str) -> Optional[dict]:

@@ -45,3 +45,25 @@ def test_since_is_this_process_until_now():
     ran = since(0.0, "cpu", together=3)
     assert (ran.host, ran.pid, ran.device, ran.together, ran.where()) == (HOST, os.getpid(), "cpu", 3, "here")
     assert ran.end > 1e9  # time.time(), s
+
+
+def test_a_tune_round_timed_per_trial_is_one_stretch_of_its_process():
+    """Optuna times each trial of a round (asked and told one by one): overlapping times of one
+    process are one stretch of training, not the sum of the trials' seconds."""
+    ledger = Ledger(started=0.0)
+    for k in range(16):  # a round of 16 trials trained as one, from 1.0 s to about 9 s
+        ledger.add(f"trial-{k:03d}", Ran(HOST, 7, "", 1.0 + 0.001 * k, 9.0 - 0.002 * k, together=16), seed=0, steps=200)
+    ledger.add("trial-016", Ran(HOST, 7, "", 9.5, 10.0), seed=0, steps=200)  # the next round, after a pause
+    ledger.add("trial-017", Ran(HOST, 8, "", 1.2, 8.0, together=1), seed=0, steps=200)  # another process, meanwhile
+    spans = ledger.spans()
+    assert [(w, s, e, len(names)) for w, s, e, names in spans] == [
+        ("worker pid 7", 1.0, 9.0, 16),
+        ("worker pid 8", 1.2, 8.0, 1),
+        ("worker pid 7", 9.5, 10.0, 1),
+    ]
+    assert ledger.summary() == {
+        "experiments": 18,
+        "processes": 2,
+        "training_seconds": 8.0 + 6.8 + 0.5,
+        "span_seconds": 9.0,
+    }
