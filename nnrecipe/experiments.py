@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
+import socket
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
@@ -24,7 +26,7 @@ from torch import nn
 
 from nnrecipe.data.bundle import Split
 from nnrecipe.engine import Engine
-from nnrecipe.ledger import record, since
+from nnrecipe.ledger import Ran, record
 from nnrecipe.loop import EarlyStopping, EvalResult, History, load_checkpoint
 
 # ----------------------------------------------------------------------------- the engine's plan
@@ -140,6 +142,9 @@ class Result:
     # is one, train at the last step (both at the kept step when early stopping restored weights).
     val_step: Optional[int] = None
     train_step: Optional[int] = None
+    # when it trained (time.time() where it trained, s: its group's, when trained as one), for the
+    # stage's timeline (ledger.py)
+    wall: Optional[tuple[float, float]] = dataclasses.field(default=None, repr=False)
 
     RECORD = (
         "seed",
@@ -367,7 +372,11 @@ def set_rng_state(state: dict, device: torch.device) -> None:
 def run_experiment(exp: Experiment, *, data, device: torch.device, base: Path, writer=None, progress=None) -> Result:
     """Train `exp` on `data` (already on the device, edited for the spec) and score it."""
     p = prepare_experiment(exp, data=data, device=device, base=base, writer=writer, progress=progress)
-    return finish_experiment(p, p.engine.train(p.plan))
+    started = time.time()
+    history = p.engine.train(p.plan)
+    result = finish_experiment(p, history)
+    result.wall = (started, time.time())
+    return result
 
 
 def finish_experiment(p: Prepared, history: History) -> Result:
@@ -467,17 +476,24 @@ def run_group(
     ]
     why = together.why_apart(prepared) if len(prepared) > 1 else ""
     histories = None
+    started = time.time()
     if len(prepared) > 1 and not why:
         try:
             histories = together.train_together(prepared)
+            walls = [(started, time.time())] * len(prepared)
         except together.Apart as exc:
             why = str(exc)
     if histories is None:
-        histories = []
+        histories, walls = [], []
         for p in prepared:
             set_rng_state(p.rng, device)  # as if its model had just been built
+            started = time.time()
             histories.append(p.engine.train(p.plan))
-    return [finish_experiment(p, h) for p, h in zip(prepared, histories)], why
+            walls.append((started, time.time()))
+    results = [finish_experiment(p, h) for p, h in zip(prepared, histories)]
+    for r, w in zip(results, walls):
+        r.wall = w
+    return results, why
 
 
 def run_in_stage(ctx, stage: str, exp: Experiment, *, data, folder: str = "", record: bool = True) -> Result:
@@ -485,17 +501,21 @@ def run_in_stage(ctx, stage: str, exp: Experiment, *, data, folder: str = "", re
     (a resumed run hides the interrupted run's events from its step on), on the stage's device;
     in the stage's timeline unless `record` is false."""
     writer = stage_writer(ctx, stage, exp, folder=folder)
-    start = time.time()
     result = run_experiment(exp, data=data, device=ctx.device, base=ctx.base, writer=writer, progress=ctx.progress)
     if record:
-        record_ran(ctx, [exp], since(start, ctx.device))
+        record_ran(ctx, exp, ran_here(result, ctx.device))
     return result
 
 
-def record_ran(ctx, exps: list[Experiment], ran) -> None:
-    """The experiments in the running stage's timeline (ledger.py), where the context keeps one."""
-    for exp in exps:
-        record(ctx, exp.name, ran, seed=exp.seed, steps=exp.steps)
+def ran_here(result: Result, device, *, together: int = 1):
+    """ledger.Ran of a result this process trained (its wall times)."""
+    start, end = result.wall or (time.time(), time.time())
+    return Ran(host=socket.gethostname(), pid=os.getpid(), device=str(device), start=start, end=end, together=together)
+
+
+def record_ran(ctx, exp: Experiment, ran) -> None:
+    """The experiment in the running stage's timeline (ledger.py), where the context keeps one."""
+    record(ctx, exp.name, ran, seed=exp.seed, steps=exp.steps)
 
 
 def stage_writer(ctx, stage: str, exp: Experiment, *, folder: str = ""):
@@ -688,9 +708,9 @@ class Pending:
             for g, shipped in arrived:
                 if len(self.groups[g]) > 1:
                     t.tell([self.exps[i] for i in self.groups[g]], shipped[0].apart)
-                if t.record and shipped[0].ran is not None:
-                    record_ran(t.ctx, [self.exps[i] for i in self.groups[g]], shipped[0].ran)
                 for i, one in zip(self.groups[g], shipped):
+                    if t.record and one.ran is not None:
+                        record_ran(t.ctx, self.exps[i], one.ran)
                     yield i, t.received(self.exps[i], self.jobs[i], one)
             return
         for g in self.groups:
@@ -709,7 +729,6 @@ class Pending:
                 )
                 continue
             exps = [self.exps[i] for i in g]
-            start = time.time()
             results, why = run_group(
                 exps,
                 datas=[t.job_data(self.jobs[i]) for i in g],
@@ -720,7 +739,8 @@ class Pending:
             )
             t.tell(exps, why)
             if t.record:
-                record_ran(t.ctx, exps, since(start, t.ctx.device, together=1 if why else len(exps)))
+                for e, r in zip(exps, results):
+                    record_ran(t.ctx, e, ran_here(r, t.ctx.device, together=1 if why else len(exps)))
             yield from zip(g, results)
 
 

@@ -34,9 +34,14 @@ class Ran:
     node: str = ""  # the Ray node's id (its first 8 hex digits) for a Ray task
 
     def where(self) -> str:
-        """The process, as the timeline names it: here, a local worker, or a Ray node's worker."""
+        """The process, as the timeline names it: here, a local worker, or a Ray node's worker (on a
+        GPU, the node's GPU: Ray may start a process per GPU task)."""
         if self.node:
-            return f"ray {self.node} pid {self.pid}"
+            return (
+                f"ray {self.node} {self.device}"
+                if self.device.startswith("cuda")
+                else f"ray {self.node} pid {self.pid}"
+            )
         if self.host == socket.gethostname() and self.pid == os.getpid():
             return "here"
         same_host = self.host == socket.gethostname()
@@ -78,17 +83,20 @@ class Ledger:
         out: list[tuple[str, float, float, list[str]]] = []
         for name, _seed, _steps, r in sorted(self.rows, key=lambda row: (row[3].where(), row[3].start)):
             last = out[-1] if out else None
-            if last is not None and last[0] == r.where() and r.start < last[2]:  # overlaps the stretch
+            # overlaps the stretch (or is a zero-length one at its very start)
+            if last is not None and last[0] == r.where() and (r.start < last[2] or r.start == last[1]):
                 out[-1] = (last[0], last[1], max(last[2], r.end), [*last[3], name])
             else:
                 out.append((r.where(), r.start, r.end, [name]))
         return sorted(out, key=lambda s: s[1])
 
-    def summary(self) -> dict:
+    def summary(self) -> Optional[dict]:
         """For the stage's summary.json: how many experiments, in how many processes, how many
         seconds the processes trained (added over them: a group, a round, counted once) in how
         many seconds of wall clock."""
         spans = self.spans()
+        if not spans:
+            return None
         return {
             "experiments": len(self.rows),
             "processes": len({w for w, *_ in spans}),
@@ -99,14 +107,15 @@ class Ledger:
     def write(self, ctx, stage: str) -> Optional[dict]:
         """timeline.csv and timeline.png in the stage folder (the picture also in
         TensorBoard); the summary's numbers. Nothing when the stage trained nothing."""
-        if not self.rows:
+        summary = self.summary()
+        if summary is None:
             return None
         from nnrecipe.pictures.timeline import draw
 
         out = ctx.run.stage_dir(stage)
         atomic.write_text(out / "timeline.csv", self.csv())
-        draw(ctx, self, stage=stage)
-        return self.summary()
+        draw(ctx, self, summary, stage=stage)
+        return summary
 
     def csv(self) -> str:
         buf = io.StringIO()

@@ -268,7 +268,10 @@ def _run_stage(ctx: StageContext, name: str, runner) -> StageResult:
     # wall-clock seconds of the stage, and which process trained what when, so a run directory
     # says where its time went
     result.summary["seconds"] = round(time.monotonic() - started, 1)
-    if (trained := ctx.ledger.write(ctx, name)) is not None:
-        result.summary["timeline"] = trained
-    ctx.ledger = None
+    ledger, ctx.ledger = ctx.ledger, None
+    try:
+        if (trained := ledger.write(ctx, name)) is not None:
+            result.summary["timeline"] = trained
+    except Exception as exc:  # the stage's verdicts stand without their timeline: said, not lost
+        ctx.console.print(f"[yellow]{name}: its timeline was not written ({type(exc).__name__}: {exc})[/yellow]")
     return result

@@ -19,6 +19,8 @@ def test_each_process_is_named_as_the_timeline_names_it():
     assert Ran(HOST, os.getpid() + 1, "cpu", 0, 1).where() == f"worker pid {os.getpid() + 1}"
     assert Ran("gpu-node-7", os.getpid(), "cuda:0", 0, 1).where() == f"gpu-node-7 pid {os.getpid()}"
     assert Ran(HOST, 42, "cpu", 0, 1, node="0123abcd").where() == "ray 0123abcd pid 42"
+    # a GPU task may get a process of its own each time: its row is the node's GPU
+    assert Ran(HOST, 43, "cuda (GPU 3)", 0, 1, node="0123abcd").where() == "ray 0123abcd cuda (GPU 3)"
 
 
 def test_a_group_counts_once_and_the_span_is_first_start_to_last_end():
@@ -67,3 +69,11 @@ def test_a_tune_round_timed_per_trial_is_one_stretch_of_its_process():
         "training_seconds": 8.0 + 6.8 + 0.5,
         "span_seconds": 9.0,
     }
+
+
+def test_zero_length_records_at_one_instant_are_one_stretch_and_an_empty_ledger_has_no_summary():
+    ledger = Ledger(started=0.0)
+    assert ledger.summary() is None
+    ledger.add("a", Ran(HOST, 7, "cpu", 2.0, 2.0, together=2), seed=0, steps=0)
+    ledger.add("b", Ran(HOST, 7, "cpu", 2.0, 2.0, together=2), seed=1, steps=0)
+    assert [(s, e, names) for _, s, e, names in ledger.spans()] == [(2.0, 2.0, ["a", "b"])]

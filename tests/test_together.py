@@ -233,6 +233,9 @@ def test_batchnorm_is_trained_one_at_a_time_and_says_why(digits):
     exps = [Experiment(f"m{i}", _planted("batchnorm_good"), steps=20, eval_every=20, seed=i) for i in range(2)]
     results, why = run_group(exps, datas=[digits] * 2, device=CPU, base=BASE, writers=[None, None])
     assert why == "bn1 (BatchNorm1d) updates its running statistics in place" and len(results) == 2
+    # each its own training time (the stage's timeline), one after the other
+    (a0, a1), (b0, b1) = (r.wall for r in results)
+    assert a0 < a1 <= b0 < b1
 
 
 # squeeze's 4 members and regularize's label-error folds and data-scaling subsets form groups

@@ -19,7 +19,6 @@ import dataclasses
 import importlib
 import multiprocessing
 import signal
-import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
@@ -28,7 +27,6 @@ import torch
 
 from nnrecipe.errors import DeviceError
 from nnrecipe.experiments import Experiment, Result
-from nnrecipe.ledger import since
 from nnrecipe.runtime import Workers
 
 
@@ -231,7 +229,7 @@ def _data(spec):
 def _train(jobs: list[Job]) -> list[Shipped]:
     """A group of experiments (experiments.run_group), each sent back with its weights and the
     TensorBoard calls it made."""
-    from nnrecipe.experiments import run_group
+    from nnrecipe.experiments import ran_here, run_group
     from nnrecipe.plugins import user_warnings
 
     datas = []
@@ -239,14 +237,13 @@ def _train(jobs: list[Job]) -> list[Shipped]:
         data = _data(job.data_spec)
         datas.append(data if job.rows is None else data.with_train(data.train.subset(job.rows)))
     writers = [Recorder() for _ in jobs]
-    start = time.time()
     with user_warnings() as caught:  # the user's code's warnings, for the stage's verdict
         results, why = run_group(
             [j.exp for j in jobs], datas=datas, device=_STATE["device"], base=_STATE["base"], writers=writers
         )
-    ran = since(start, _STATE["device"], together=1 if why else len(jobs))
     shipped = []
     for result, writer in zip(results, writers):
+        ran = ran_here(result, _STATE["device"], together=1 if why else len(jobs))
         weights = None
         if result.model is not None:
             weights = {k: v.detach().cpu() for k, v in result.model.state_dict().items()}

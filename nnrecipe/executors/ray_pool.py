@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import time
 import warnings
 from pathlib import Path
@@ -181,13 +182,16 @@ def _train_here(base: str, kind: str, jobs: list[local.Job]) -> list[local.Shipp
         shipped = local._train(moved)
         for one, (there, here) in zip(shipped, named):
             one.files = {str(there[k]): here[k].read_bytes() for k in there if here[k].exists()}
-    node = _node_id()
-    for one in shipped:  # the node, for the stage's timeline: on one machine, Ray's nodes share a host name
-        one.ran = dataclasses.replace(one.ran, node=node)
+    node = node_id()
+    # the node, for the stage's timeline (on one machine, Ray's nodes share a host name), and a
+    # GPU task's GPU as the node numbers it (Ray gives each task its own as cuda:0)
+    gpu = f"cuda (GPU {os.environ.get('CUDA_VISIBLE_DEVICES', '?')})" if kind == "cuda" else None
+    for one in shipped:
+        one.ran = dataclasses.replace(one.ran, node=node, device=gpu or one.ran.device)
     return shipped
 
 
-def _node_id() -> str:
+def node_id() -> str:
     import ray
 
     return ray.get_runtime_context().get_node_id()[:8]
@@ -219,7 +223,7 @@ def naming_the_node(named: bool) -> Iterator[None]:
         if named and exc.args and isinstance(exc.args[0], str):
             import socket
 
-            where = f"{socket.gethostname()}, node {_node_id()}"  # the timeline's name for the node
+            where = f"{socket.gethostname()}, node {node_id()}"  # the timeline's name for the node
             exc.args = (f"{exc.args[0]} (in a Ray task on {where})", *exc.args[1:])
         raise
 

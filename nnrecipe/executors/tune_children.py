@@ -26,7 +26,8 @@ from typing import Optional
 
 from nnrecipe.credentials import ENV_STORAGE
 from nnrecipe.errors import NNRecipeError
-from nnrecipe.executors.ray_pool import RETRIES, naming_the_node, on_a_cluster, result_of
+from nnrecipe.executors import tune_worker
+from nnrecipe.executors.ray_pool import RETRIES, naming_the_node, node_id, on_a_cluster, result_of
 from nnrecipe.executors.tune_worker import Plan
 
 
@@ -138,6 +139,7 @@ def _ray_worker(plan: dict, index: int, storage: str, start_yaml: str, kind: str
     torch.set_num_threads(1)
     # credentials.storage_url finds the password here; removed after, as Ray reuses the process
     os.environ[ENV_STORAGE] = storage
+    tune_worker.NODE = node_id()  # on its trials' timeline stamps
     try:
         with naming_the_node(named):
             return _in_scratch(plan, index, start_yaml, torch.device("cuda:0" if kind == "cuda" else "cpu"))

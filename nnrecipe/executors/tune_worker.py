@@ -12,8 +12,11 @@ import dataclasses
 import json
 import math
 import sys
+import time
 from pathlib import Path
 from typing import Callable, Optional
+
+from nnrecipe.ledger import since
 
 STAGE = "tune"
 
@@ -35,6 +38,7 @@ class Plan:
     device: str
     devices: tuple[str, ...] = ()  # worker i trains on devices[i % len] (a GPU each); empty: `device`
     workers: int = 1  # processes on the study here
+    run_id: str = ""  # the stage run's mark on the trials its workers train (its timeline's)
 
     def write(self, path: Path) -> None:
         from nnrecipe import atomic
@@ -50,7 +54,10 @@ class Plan:
 TOGETHER = frozenset({"optim.lr", "optim.weight_decay"})
 
 
-def make_runner(*, start, space: dict, trainer, seed: int, data, ctx) -> Callable[[list], list]:
+NODE = ""  # the Ray node's id (8 hex digits) where this process is a Ray task's (tune_children)
+
+
+def make_runner(*, start, space: dict, trainer, seed: int, data, ctx, run_id: str = "") -> Callable[[list], list]:
     """Trains a round of asked trials (as one where they share an architecture): each one's
     outcome, its objective (maximised, always finite: Task.objective) or TrialPruned.
 
@@ -102,13 +109,17 @@ def make_runner(*, start, space: dict, trainer, seed: int, data, ctx) -> Callabl
             )
             for t in trials
         ]
+        started = time.time()
         try:
             results = trainer.submit(jobs, parallel=False).results()
         finally:
             for job in jobs:
                 ctx.close_writer(STAGE, job.name)
+        # where and when, on this process's clock (Optuna's datetimes are naive local time)
+        ran = dataclasses.asdict(since(started, ctx.device, together=len(trials))) | {"node": NODE, "run": run_id}
         for t in trials:
             t.set_user_attr("round_of", len(trials))
+            t.set_user_attr("ran", ran)
         return [outcome(t, r, pruned.get(t.number)) for t, r in zip(trials, results)]
 
     return run
@@ -165,7 +176,15 @@ def run_worker(
     trainer = Trainer(
         ctx, stage=STAGE, steps=plan.steps, every=plan.every, record=False
     )  # the stage takes them from the study
-    run = make_runner(start=start, space=cfg.space, trainer=trainer, seed=plan.seed, data=trainer.data(start), ctx=ctx)
+    run = make_runner(
+        start=start,
+        space=cfg.space,
+        trainer=trainer,
+        seed=plan.seed,
+        data=trainer.data(start),
+        ctx=ctx,
+        run_id=plan.run_id,
+    )
     return ts.work(study, run, trials=plan.trials, worker=worker, rounds=rounds(start, plan, ctx), on_idle=on_idle)
 
 

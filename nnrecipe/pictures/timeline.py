@@ -12,12 +12,12 @@ from nnrecipe import pictures
 from nnrecipe.pictures.saver import FigureSaver
 
 
-def draw(ctx, ledger, *, stage: str) -> None:
+def draw(ctx, ledger, s: dict, *, stage: str) -> None:
+    """`s`: the ledger's summary."""
     save = FigureSaver(ctx, stage)
     spans = ledger.spans()  # (process, start, end, its experiments)
     order = sorted({w for w, *_ in spans}, key=lambda w: (w != "here", w))  # the stage's process first
     row = {w: i for i, w in enumerate(order)}
-    s = ledger.summary()
     fig = pictures.new_figure(8.0, 1.2 + 0.45 * len(order))
     ax = fig.add_subplot(1, 1, 1)
     for n, (where, start, end, names) in enumerate(spans):

@@ -29,7 +29,7 @@ class TrialRecord:
     round_of: int = 1  # the trials asked and trained with it (as one, where they could: tune_study.Rounds)
     worker: str = ""
     retry_of: Optional[int] = None  # the trial (killed or stale) this one re-runs
-    started: Optional[float] = None  # when it was asked for (time.time() of the worker's machine, s)
+    ran: Optional[dict] = None  # ledger.Ran's fields and the run's id, as its worker stamped them
     intermediate: dict[int, float] = dataclasses.field(default_factory=dict)  # step -> val metric
 
 
@@ -58,7 +58,7 @@ def records(study) -> list[TrialRecord]:
                 round_of=int(a.get("round_of", 1)),
                 worker=a.get("worker", ""),
                 retry_of=t.system_attrs.get("failed_trial"),
-                started=t.datetime_start.timestamp() if t.datetime_start else None,  # Optuna's: naive local time
+                ran=a.get("ran"),
                 intermediate=inter,
             )
         )

@@ -18,6 +18,7 @@ import math
 import os
 import shutil
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Optional
 
@@ -55,6 +56,8 @@ class Setup:
     storage: str  # a journal in the run directory, or a database URL shared by machines
     study: str
     key: str  # identifies the experiment a study belongs to
+    # this run's mark on the trials it trains (its timeline takes those: a shared study has others')
+    run_id: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex[:12])
 
     @property
     def local(self) -> bool:
@@ -157,6 +160,7 @@ def _run_workers(s: Setup, study) -> int:
         device=str(ctx.device),
         devices=workers.devices,
         workers=workers.count,
+        run_id=s.run_id,
     )
     plan.write(s.out / "worker.json")
     children: Processes | RayTasks = (
@@ -180,15 +184,13 @@ def _run_workers(s: Setup, study) -> int:
 
 
 def _on_timeline(s: Setup, recs: list) -> None:
-    """This run's trials in the stage's timeline, by the worker that trained each (host:pid:wK);
-    a resumed study's earlier trials started before the stage and are not this run's."""
-    since = s.ctx.ledger.started if s.ctx.ledger is not None else math.inf
+    """This run's trials in the stage's timeline, as the worker that trained each stamped them
+    (tune_worker.make_runner: its process, device, Ray node, and its clock's start and end); a
+    resumed study's earlier trials, and those other runs on a shared study trained, are not."""
     for r in recs:
-        if r.started is None or r.seconds is None or r.started < since or r.worker.count(":") < 2:
-            continue
-        host, pid, _ = r.worker.rsplit(":", 2)
-        ran = Ran(host, int(pid), "", r.started, r.started + r.seconds, together=r.round_of)
-        record(s.ctx, f"trial-{r.number:03d}", ran, seed=s.spec.seed, steps=r.steps)
+        if r.ran is not None and r.ran.get("run") == s.run_id:
+            ran = Ran(**{k: v for k, v in r.ran.items() if k != "run"})
+            record(s.ctx, f"trial-{r.number:03d}", ran, seed=s.spec.seed, steps=r.steps)
 
 
 def _measure_study(s: Setup, study) -> TuneMeasurements:
