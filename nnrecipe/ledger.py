@@ -105,8 +105,8 @@ class Ledger:
         }
 
     def write(self, ctx, stage: str) -> Optional[dict]:
-        """timeline.csv and timeline.png in the stage folder (the picture also in
-        TensorBoard); the summary's numbers. Nothing when the stage trained nothing."""
+        """timeline.csv and, for more than one experiment, timeline.png in the stage folder (the
+        picture also in TensorBoard); the summary's numbers. Nothing when the stage trained nothing."""
         summary = self.summary()
         if summary is None:
             return None
@@ -114,7 +114,8 @@ class Ledger:
 
         out = ctx.run.stage_dir(stage)
         atomic.write_text(out / "timeline.csv", self.csv())
-        draw(ctx, self, summary, stage=stage)
+        if summary["experiments"] > 1:  # one bar would say no more than the csv (~0.2 s a figure)
+            draw(ctx, self, summary, stage=stage)
         return summary
 
     def csv(self) -> str:

@@ -73,6 +73,14 @@ class RayPool:
         read its command line; the next one started. Ray's client says either as "Initialization
         failure from server"."""
         logging.getLogger("ray").setLevel(logging.ERROR)  # Ray's notices would add lines to ours
+        # The first task's error stops the stage as one line; the others' errors, never fetched,
+        # would each be logged with its traceback as "Unhandled error" when Ray frees them: by
+        # this process (a Ray started here; the variable is read when it logs) or, on a cluster,
+        # by the client's server, whose log lines Ray's client logs here
+        os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")
+        streamed = logging.getLogger("ray.util.client.logsclient")
+        if not any(isinstance(f, _Unfetched) for f in streamed.filters):
+            streamed.addFilter(_Unfetched())
         for attempt in (1, 2, 3):
             try:
                 with warnings.catch_warnings():
@@ -149,6 +157,13 @@ class RayPool:
             for ref in unfinished:
                 ray.cancel(ref, force=True)
         self.close()
+
+
+class _Unfetched(logging.Filter):
+    """Drops Ray's "Unhandled error" lines: errors of tasks after the one the stage stopped on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().lstrip().startswith("Unhandled error")
 
 
 def _ray_train(base: str, kind: str, jobs: list[local.Job], named: bool) -> list[local.Shipped]:
