@@ -195,7 +195,7 @@ def test_the_errors_of_tasks_after_the_first_are_not_logged_as_unhandled(monkeyp
     """The stage stops on the first task's error, as one line; the other tasks' errors, never
     fetched, are logged by Ray as "Unhandled error" with their tracebacks when it frees them: by
     this process (the variable silences it), or on a cluster by the client's server, whose lines
-    Ray's client logs here (filtered). Seen in CI's two-node run: a second traceback after the line.
+    Ray's client logs here (filtered). Seen in a local run of the two-node cluster tests: a second traceback after the line.
     When Ray frees them cannot be planted, so a stand-in `ray` connects and the line is logged."""
     import logging
     import types
