@@ -291,94 +291,51 @@ def lr_range(m: OverfitMeasurements, cfg: OverfitSpec) -> Verdict:
 
 def ladder(m: OverfitMeasurements, cfg: OverfitSpec) -> list[Verdict]:
     """Complexify one at a time: each rung must end with a lower training loss than the one before."""
-    out = []
-    goal = m.task.train_goal(cfg)
+    return [_rung(m, cfg, i) for i in range(len(m.ladder))]
 
-    def fits(train: EvalResult) -> bool:  # this rung already fits train (fits-train's target)
-        return goal.met(goal.value(train))
 
-    for i, (e, name) in enumerate(zip(m.ladder, m.ladder_names)):
-        check = f"ladder-{i}"
-        h, train = _history(e), _train_eval(e)
-        observed = {
-            "model": name,
-            "train_loss": round(train.loss, 6),
-            f"train_{train.metric_name}": round(train.metric, 5),
-        }
-        if h.diverged:
-            out.append(
-                Verdict(
-                    STAGE,
-                    check,
-                    Status.FAIL,
-                    observed=observed,
-                    expected="finite losses",
-                    message=f"{name}: the loss became NaN/Inf at step {h.nonfinite_step}",
-                    hint="lower the LR",
-                )
-            )
-            continue
-        if i == 0:
-            out.append(
-                Verdict(
-                    STAGE,
-                    check,
-                    Status.SKIP,
-                    observed=observed,
-                    message=f"first rung {name}: train loss {train.loss:.4g}; nothing before it to beat",
-                )
-            )
-            continue
-        prev = m.ladder[i - 1]
-        prev_h, prev_train = _history(prev), _train_eval(prev)
-        se = math.hypot(end_loss_se(h.losses.numpy()), end_loss_se(prev_h.losses.numpy()))
-        observed.update({"previous_train_loss": round(prev_train.loss, 6), "end_loss_se": round(se, 6)})
-        expected = f"train loss not above the rung before's beyond {cfg.significance_z:g} x the end points' wobble"
-        if train.loss < prev_train.loss:
-            out.append(
-                Verdict(
-                    STAGE,
-                    check,
-                    Status.PASS,
-                    observed=observed,
-                    expected=expected,
-                    message=f"{name}: train loss {train.loss:.4g} < {prev_train.loss:.4g} ({m.ladder_names[i - 1]})",
-                )
-            )
-        elif fits(prev_train) and fits(train):
-            out.append(
-                Verdict(
-                    STAGE,
-                    check,
-                    Status.PASS,
-                    observed=observed,
-                    expected=expected,
-                    message=f"{name}: both this rung and the one before already fit train (fits-train's target)",
-                )
-            )
-        elif train.loss - prev_train.loss <= cfg.significance_z * se:
-            out.append(
-                Verdict(
-                    STAGE,
-                    check,
-                    Status.PASS,
-                    observed=observed,
-                    expected=expected,
-                    message=f"{name}: train loss {train.loss:.4g} on par with {prev_train.loss:.4g} "
-                    f"({m.ladder_names[i - 1]}), within the end points' wobble of {se:.2g}",
-                )
-            )
-        else:
-            out.append(
-                Verdict(
-                    STAGE,
-                    check,
-                    Status.FAIL,
-                    observed=observed,
-                    expected=expected,
-                    message=f"{name}: train loss {train.loss:.4g} is not below the previous rung's "
-                    f"{prev_train.loss:.4g}",
-                    hint="this change made fitting harder: undo it, or change one thing at a time",
-                )
-            )
-    return out
+def _rung(m: OverfitMeasurements, cfg: OverfitSpec, i: int) -> Verdict:
+    """Rung i against rung i - 1: lower, on par within the end points' wobble, or both already
+    fitting train pass; higher beyond the wobble fails."""
+    check = f"ladder-{i}"
+    e, name, goal = m.ladder[i], m.ladder_names[i], m.task.train_goal(cfg)
+    h, train = _history(e), _train_eval(e)
+    observed = {"model": name, "train_loss": round(train.loss, 6), f"train_{train.metric_name}": round(train.metric, 5)}
+    if h.diverged:
+        return Verdict(
+            STAGE,
+            check,
+            Status.FAIL,
+            observed=observed,
+            expected="finite losses",
+            message=f"{name}: the loss became NaN/Inf at step {h.nonfinite_step}",
+            hint="lower the LR",
+        )
+    if i == 0:
+        message = f"first rung {name}: train loss {train.loss:.4g}; nothing before it to beat"
+        return Verdict(STAGE, check, Status.SKIP, observed=observed, message=message)
+    prev, before = m.ladder[i - 1], m.ladder_names[i - 1]
+    prev_train = _train_eval(prev)
+    se = math.hypot(end_loss_se(h.losses.numpy()), end_loss_se(_history(prev).losses.numpy()))
+    observed.update({"previous_train_loss": round(prev_train.loss, 6), "end_loss_se": round(se, 6)})
+    expected = f"train loss not above the rung before's beyond {cfg.significance_z:g} x the end points' wobble"
+    if train.loss < prev_train.loss:
+        message = f"{name}: train loss {train.loss:.4g} < {prev_train.loss:.4g} ({before})"
+    elif goal.met(goal.value(prev_train)) and goal.met(goal.value(train)):  # fits-train's target, both
+        message = f"{name}: both this rung and the one before already fit train (fits-train's target)"
+    elif train.loss - prev_train.loss <= cfg.significance_z * se:
+        message = (
+            f"{name}: train loss {train.loss:.4g} on par with {prev_train.loss:.4g} "
+            f"({before}), within the end points' wobble of {se:.2g}"
+        )
+    else:
+        return Verdict(
+            STAGE,
+            check,
+            Status.FAIL,
+            observed=observed,
+            expected=expected,
+            message=f"{name}: train loss {train.loss:.4g} is not below the previous rung's {prev_train.loss:.4g}",
+            hint="this change made fitting harder: undo it, or change one thing at a time",
+        )
+    return Verdict(STAGE, check, Status.PASS, observed=observed, expected=expected, message=message)
