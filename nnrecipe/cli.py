@@ -585,10 +585,10 @@ def _launch(nproc: int) -> int:
 def main() -> None:
     exits = os.environ.get("NNRECIPE_EXIT_DIR")
     if not exits:  # the usual case
-        app()
+        _app()
         return
     try:  # a rank started by --nproc: its exit code goes to a file for the launcher
-        app()
+        _app()
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
@@ -597,6 +597,16 @@ def main() -> None:
     # 0 and 1 are verdicts (every rank finished the run): exiting 1 would make torchrun report a
     # crash. An error exits with its code, so that torchrun stops the other ranks at once.
     sys.exit(0 if code in (0, 1) else code)
+
+
+def _app() -> None:
+    """The CLI; a KeyboardInterrupt that escapes it is a second Ctrl-C (or a pending one) raised
+    while the first one's "interrupted" exit ran: still exit 130, not death by SIGINT (seen once
+    in CI under load: exit -2 after "interrupted")."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -195,3 +195,19 @@ def test_help_lists_every_command(cli):
     assert result.exit_code == 0
     for command in ("inspect-data", "baseline", "overfit", "regularize", "tune", "squeeze", "run", "validate"):
         assert command in result.stdout
+
+
+def test_a_ctrl_c_that_escapes_the_cli_as_it_exits_is_still_exit_130(monkeypatch):
+    """A second Ctrl-C (or one still pending) raised while the first one's exit 130 runs escapes
+    click (it is raised in click's handler of that exit): the process must still exit 130, not
+    die by SIGINT (CI saw exit -2 once, after "interrupted")."""
+    from nnrecipe import cli as cli_module
+
+    def interrupted_while_exiting():
+        raise KeyboardInterrupt
+
+    monkeypatch.delenv("NNRECIPE_EXIT_DIR", raising=False)
+    monkeypatch.setattr(cli_module, "app", interrupted_while_exiting)
+    with pytest.raises(SystemExit) as exited:
+        cli_module.main()
+    assert exited.value.code == 130
