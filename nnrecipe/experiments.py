@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
-import socket
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
@@ -26,7 +24,7 @@ from torch import nn
 
 from nnrecipe.data.bundle import Split
 from nnrecipe.engine import Engine
-from nnrecipe.ledger import Ran, record
+from nnrecipe.ledger import Ran, here, record
 from nnrecipe.loop import EarlyStopping, EvalResult, History, load_checkpoint
 
 # ----------------------------------------------------------------------------- the engine's plan
@@ -507,10 +505,10 @@ def run_in_stage(ctx, stage: str, exp: Experiment, *, data, folder: str = "", re
     return result
 
 
-def ran_here(result: Result, device, *, together: int = 1):
-    """ledger.Ran of a result this process trained (its wall times)."""
-    start, end = result.wall or (time.time(), time.time())
-    return Ran(host=socket.gethostname(), pid=os.getpid(), device=str(device), start=start, end=end, together=together)
+def ran_here(result: Result, device, *, together: int = 1) -> Ran:
+    """ledger.Ran of a result this process trained (run_experiment and run_group set its wall times)."""
+    assert result.wall is not None, "trained here: run_experiment and run_group time every result"
+    return here(*result.wall, device, together=together)
 
 
 def record_ran(ctx, exp: Experiment, ran) -> None:
@@ -550,7 +548,7 @@ class Trainer:
 
     def __init__(self, ctx, *, stage: str, steps: int, every: int, record: bool = True):
         self.ctx, self.stage, self.steps, self.every = ctx, stage, steps, every
-        self.record = record  # each experiment in the stage's timeline (tune's trials have their own table)
+        self.record = record  # each experiment in the stage's timeline (tune's trials: stamped by its workers)
         self._data = {ctx.spec.data.downsample: ctx.device_data()}
         self.kept: dict[str, Result] = {}  # experiment name -> its Result (those with keep_model)
         self._said: set[str] = set()  # reasons given for training a group one at a time

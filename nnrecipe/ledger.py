@@ -4,8 +4,8 @@ cluster (a slow node, workers left idle while a round waits on the one before).
 
 Times are each process's wall clock (time.time(), seconds): on one machine one clock; across
 machines as close as their clocks are kept (NTP). Experiments trained as one group share its
-start and end. tune's trials come from its study (the worker that ran each, when Optuna started
-it, how long it took), whichever process or Ray task ran them.
+start and end. tune's trials come from its study, as the worker that ran each stamped them
+(tune_worker.make_runner), whichever process or Ray task that was.
 """
 
 from __future__ import annotations
@@ -54,16 +54,14 @@ def record(ctx, name: str, ran: Ran, *, seed: Optional[int], steps: Optional[int
         ctx.ledger.add(name, ran, seed=seed, steps=steps)
 
 
+def here(start: float, end: float, device, *, together: int = 1) -> Ran:
+    """This process's record of a group it trained from `start` to `end` (time.time())."""
+    return Ran(host=socket.gethostname(), pid=os.getpid(), device=str(device), start=start, end=end, together=together)
+
+
 def since(start: float, device, *, together: int = 1) -> Ran:
     """This process's record of a group that started at `start` (time.time()) and ends now."""
-    return Ran(
-        host=socket.gethostname(),
-        pid=os.getpid(),
-        device=str(device),
-        start=start,
-        end=time.time(),
-        together=together,
-    )
+    return here(start, time.time(), device, together=together)
 
 
 @dataclasses.dataclass

@@ -173,9 +173,8 @@ def run_worker(
             ts.recover_orphans(study, earlier_than=worker)
     else:
         study.sampler, study.pruner = sampler, pruner
-    trainer = Trainer(
-        ctx, stage=STAGE, steps=plan.steps, every=plan.every, record=False
-    )  # the stage takes them from the study
+    # record=False: the trials reach the stage's timeline from the study (make_runner stamps them)
+    trainer = Trainer(ctx, stage=STAGE, steps=plan.steps, every=plan.every, record=False)
     run = make_runner(
         start=start,
         space=cfg.space,
