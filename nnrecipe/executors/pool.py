@@ -111,6 +111,23 @@ class Pool:
         except BrokenProcessPool:
             raise _died(label) from None
 
+    def call(self, fn, *args) -> Future:
+        """`fn(*args)` in one worker, a module-level function that may use the worker's device and
+        data (`worker_device`, `worker_data`): tune's workers 1..N-1 (tune_children.PoolTasks)."""
+        executor = self._start()
+        with _sigint_blocked():
+            return executor.submit(fn, *args)
+
+    def forget_broken(self) -> set[int]:
+        """After a worker died (BrokenProcessPool: the executor has stopped and joined all of its
+        processes): their pids, and a fresh pool on next use, for the stages still to run."""
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return set()
+        pids = set((getattr(executor, "_processes", None) or {}).keys())
+        executor.shutdown(wait=False, cancel_futures=True)
+        return pids
+
     def warm(self, spec) -> None:
         """Start every worker now and load `spec`'s data in it, while this process has other work."""
         executor = self._start()
@@ -224,6 +241,16 @@ def _data(spec):
         data.task.check_targets(data)
         cache[key] = data.to(_STATE["device"])
     return cache[key]
+
+
+def worker_device() -> torch.device:
+    """This worker's device (in a worker only)."""
+    return _STATE["device"]
+
+
+def worker_data(spec):
+    """`spec`'s data on this worker's device, loaded once (in a worker only)."""
+    return _data(spec)
 
 
 def _train(jobs: list[Job]) -> list[Shipped]:

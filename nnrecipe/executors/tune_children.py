@@ -1,9 +1,15 @@
-"""The tune stage's other workers on its study: processes on this machine, or Ray tasks.
+"""The tune stage's other workers on its study: the run's worker processes, processes of their
+own on this machine, or Ray tasks.
 
 The stage's own process is worker 0 (tune_worker.run_worker); workers 1..N-1 run the same loop
-on the same study, until `trials` have finished across all of them. Both kinds here have the
+on the same study, until `trials` have finished across all of them. The kinds here have the
 same verbs: `watch()` (a worker's error stops the stage at once, a dead worker's trial is run
 again), `wait()` (until each has finished) and `stop()` (Ctrl-C, an error: the rest stopped).
+
+The run's worker processes (`--workers N`, executors.pool) are already started, their data
+loaded, when tune comes after other stages: a process of its own took 3-5 s on the cpu-box to
+import torch and load the data before its first trial, while the pool's workers sat idle.
+`stages.tune.workers` keeps processes of tune's own (as many as it says, pool or not).
 
 Ray tasks (`--executor ray` or `ray://...`, `stages.tune.workers` unset): each one trains its
 trials in a Ray worker, in a scratch run directory of its own, and sends back its trials'
@@ -29,6 +35,96 @@ from nnrecipe.errors import NNRecipeError
 from nnrecipe.executors import tune_worker
 from nnrecipe.executors.ray_pool import RETRIES, naming_the_node, node_id, on_a_cluster, result_of
 from nnrecipe.executors.tune_worker import Plan
+
+
+class PoolTasks:
+    """Workers 1..count-1 as tasks in the run's worker processes (executors.pool): each one
+    writes its trials' curves into the run directory (this machine's) and its lines into
+    tune/worker-<i>.log, as a process of its own does. A pool worker killed mid-trial breaks
+    the pool: every task's trials left RUNNING are failed and queued again, worker 0 runs them,
+    and the pool starts afresh for the stages after."""
+
+    def __init__(self, pool, plan: Plan, count: int, *, storage: str, study, console):
+        self.pool, self.study, self.console = pool, study, console
+        self.indexes = list(range(1, count))
+        self.pending = [pool.call(_pool_worker, dataclasses.asdict(plan), i, storage) for i in self.indexes]
+
+    def __len__(self) -> int:
+        return len(self.indexes)
+
+    def watch(self) -> None:
+        """Called while worker 0 is idle or done, so every RUNNING trial is another worker's."""
+        from concurrent.futures.process import BrokenProcessPool
+
+        from nnrecipe.probes import tune_study as ts
+
+        for future in [f for f in self.pending if f.done()]:
+            self.pending.remove(future)
+            try:
+                future.result()
+            except BrokenProcessPool:
+                pids = self.pool.forget_broken()  # every pool worker has stopped: its tasks with it
+                names = {ts.worker_name(i, pid=pid) for i in self.indexes for pid in pids}
+                orphans = [n for name in sorted(names) for n in ts.recover_orphans(self.study, worker=name)]
+                self.pending = []
+                self.console.print(
+                    "[yellow]tune: a worker process died mid-trial (killed, or out of memory?): "
+                    f"trials {orphans} run again here[/]"
+                    if orphans
+                    else "[yellow]tune: a worker process died (killed, or out of memory?): the trials go on here[/]"
+                )
+                return
+
+    def wait(self) -> None:
+        from concurrent.futures import wait
+
+        wait(self.pending)
+        self.watch()
+
+    def stop(self) -> None:
+        """A task cannot be cancelled once it runs: the pool's processes are stopped (a fresh
+        pool starts on next use)."""
+        if any(not f.done() for f in self.pending):
+            self.pool.terminate()
+        self.pending = []
+
+
+def _pool_worker(plan: dict, index: int, storage: str) -> int:
+    """In a pool worker process: tune worker `index` on the study with the worker's device and
+    data. The storage URL travels as the task's argument (a pickle through a pipe, not a
+    command line); the worker's environment is restored after, as the process trains on."""
+    from rich.console import Console
+
+    from nnrecipe.executors.pool import worker_data, worker_device
+    from nnrecipe.executors.tune_worker import run_worker
+    from nnrecipe.rundir import RunDir
+    from nnrecipe.spec import load_spec
+    from nnrecipe.stages.base import StageContext
+
+    here = Plan(**plan)
+    before = os.environ.get(ENV_STORAGE)
+    os.environ[ENV_STORAGE] = storage  # credentials.storage_url finds the password here
+    try:
+        start, _ = load_spec(Path(here.start_yaml))
+        run = RunDir(Path(here.run_root))
+        with open(run.stage_dir(tune_worker.STAGE) / f"worker-{index}.log", "w") as log:
+            ctx = StageContext(
+                spec=start,
+                base=Path(here.base),
+                run=run,
+                device=worker_device(),
+                console=Console(file=log, width=120),
+            )
+            ctx._device_data = worker_data(start)  # loaded once per data variant, in this worker
+            try:
+                return run_worker(here, ctx=ctx, index=index, start=start)
+            finally:
+                ctx.close()
+    finally:
+        if before is None:
+            os.environ.pop(ENV_STORAGE, None)
+        else:
+            os.environ[ENV_STORAGE] = before
 
 
 class Processes:

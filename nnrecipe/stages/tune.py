@@ -27,7 +27,7 @@ from rich.table import Table
 from nnrecipe import atomic
 from nnrecipe.checks.tune_checks import TuneMeasurements, confirmation_z, search_coverage, sensitivity, tune_improves
 from nnrecipe.credentials import redact, storage_url
-from nnrecipe.executors.tune_children import Processes, RayTasks, ray_count, unreachable
+from nnrecipe.executors.tune_children import PoolTasks, Processes, RayTasks, ray_count, unreachable
 from nnrecipe.executors.tune_worker import Plan, run_worker
 from nnrecipe.experiments import Job, SeedRuns, Trainer, experiment_key
 from nnrecipe.handoff import data_fingerprint, from_spec, recorded_seed_noise, start_spec
@@ -163,11 +163,7 @@ def _run_workers(s: Setup, study) -> int:
         run_id=s.run_id,
     )
     plan.write(s.out / "worker.json")
-    children: Processes | RayTasks = (
-        RayTasks(ray, plan, workers.count, storage=s.storage, start_yaml=start_yaml.read_text(), run_root=ctx.run.root)
-        if ray is not None
-        else Processes(s.out, workers.count, storage=s.storage, threads=workers.threads, study=study)
-    )
+    children = _children(s, plan, workers, ray, study)
     ctx.console.print(
         f"tune: study [cyan]{s.study}[/] on {redact(s.storage) if not s.local else ctx.rel(Path(s.storage))}: "
         f"{had} of {cfg.trials} trials finished"
@@ -181,6 +177,18 @@ def _run_workers(s: Setup, study) -> int:
     finally:
         children.stop()
     return ran
+
+
+def _children(s: Setup, plan: Plan, workers, ray, study) -> PoolTasks | Processes | RayTasks:
+    """Workers 1..N-1: Ray tasks with Ray; the run's worker processes with --workers (started and
+    warm); processes of tune's own for stages.tune.workers."""
+    ctx, spec = s.ctx, s.spec
+    if ray is not None:
+        start_yaml = (s.out / "start.yaml").read_text()
+        return RayTasks(ray, plan, workers.count, storage=s.storage, start_yaml=start_yaml, run_root=ctx.run.root)
+    if workers.count > 1 and spec.stages.tune.workers is None and spec.executor == "local":
+        return PoolTasks(ctx.pool(), plan, workers.count, storage=s.storage, study=study, console=ctx.console)
+    return Processes(s.out, workers.count, storage=s.storage, threads=workers.threads, study=study)
 
 
 def _on_timeline(s: Setup, recs: list) -> None:
