@@ -107,7 +107,8 @@ def _pool_worker(plan: dict, index: int, storage: str) -> int:
     try:
         start, _ = load_spec(Path(here.start_yaml))
         run = RunDir(Path(here.run_root))
-        with open(run.stage_dir(tune_worker.STAGE) / f"worker-{index}.log", "w") as log:
+        # line-buffered: a worker killed mid-trial leaves its lines up to then
+        with open(run.stage_dir(tune_worker.STAGE) / f"worker-{index}.log", "w", buffering=1) as log:
             ctx = StageContext(
                 spec=start,
                 base=Path(here.base),
