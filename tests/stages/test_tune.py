@@ -139,8 +139,8 @@ def test_a_pool_worker_killed_mid_trial_has_its_trial_run_again_and_the_stage_fi
     path = _spec(
         in_tmp,
         "podkill",
-        train={"steps": 3000, "eval_every": 500},
-        tune={"trials": 6, "steps": 3000, "eval_every": 500},
+        train={"steps": 2000, "eval_every": 250},
+        tune={"trials": 6, "steps": 2000, "eval_every": 250, "confirm_seeds": 1},
         **_CONFIRMED,
     )
     journal = in_tmp / "runs" / "podkill" / "tune" / "study.journal"
