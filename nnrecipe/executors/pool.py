@@ -158,10 +158,11 @@ class Pool:
             if bar is not None:
                 progress.remove_task(bar)
 
-    def close(self, *, wait_for_workers: bool = True) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=wait_for_workers, cancel_futures=True)
-            self._executor = None
+    def close(self) -> None:
+        """The run is over and every result is in: the idle workers are stopped at once. Left to
+        exit on their own, each ran Python's exit with torch loaded: 1.3 s for two on the
+        cpu-box, against 0.05 s."""
+        self.terminate()
 
     def terminate(self) -> None:
         """Stop every worker now (Ctrl-C, an error): an experiment half-way is abandoned."""
