@@ -19,6 +19,7 @@ import dataclasses
 import importlib
 import multiprocessing
 import signal
+import sys
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
@@ -114,19 +115,30 @@ class Pool:
     def call(self, fn, *args) -> Future:
         """`fn(*args)` in one worker, a module-level function that may use the worker's device and
         data (`worker_device`, `worker_data`): tune's workers 1..N-1 (tune_children.PoolTasks)."""
+        from concurrent.futures.process import BrokenProcessPool
+
         executor = self._start()
-        with _sigint_blocked():
-            return executor.submit(fn, *args)
+        try:
+            with _sigint_blocked():
+                return executor.submit(fn, *args)
+        except BrokenProcessPool:
+            raise _died("workers") from None
 
     def forget_broken(self) -> set[int]:
-        """After a worker died (BrokenProcessPool: the executor has stopped and joined all of its
-        processes): their pids, and a fresh pool on next use, for the stages still to run."""
+        """After a worker died (BrokenProcessPool): the pids of all its processes, every one of
+        them stopped when this returns, and a fresh pool on next use, for the stages still to
+        run. (The executor fails its futures before it stops the survivors: one could still be
+        claiming a trial.)"""
         executor, self._executor = self._executor, None
         if executor is None:
             return set()
-        pids = set((getattr(executor, "_processes", None) or {}).keys())
+        processes = dict(getattr(executor, "_processes", None) or {})
         executor.shutdown(wait=False, cancel_futures=True)
-        return pids
+        for process in processes.values():
+            process.terminate()
+        for process in processes.values():
+            process.join(timeout=10)
+        return set(processes)
 
     def warm(self, spec) -> None:
         """Start every worker now and load `spec`'s data in it, while this process has other work."""
@@ -278,7 +290,15 @@ def _train(jobs: list[Job]) -> list[Shipped]:
             result.model = None
         shipped.append(Shipped(result=_on_cpu(result), weights=weights, events=writer.events, apart=why, ran=ran))
     shipped[0].warnings = list(caught)  # once per group: the stage counts each warning once
+    flush_output()
     return shipped
+
+
+def flush_output() -> None:
+    """The user's code's prints so far, out of this worker's buffers: the run's end stops idle
+    workers with SIGTERM, which flushes nothing."""
+    sys.stdout.flush()
+    sys.stderr.flush()
 
 
 def _on_cpu(result: Result) -> Result:

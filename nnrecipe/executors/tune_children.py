@@ -41,8 +41,12 @@ class PoolTasks:
     """Workers 1..count-1 as tasks in the run's worker processes (executors.pool): each one
     writes its trials' curves into the run directory (this machine's) and its lines into
     tune/worker-<i>.log, as a process of its own does. A pool worker killed mid-trial breaks
-    the pool: every task's trials left RUNNING are failed and queued again, worker 0 runs them,
-    and the pool starts afresh for the stages after."""
+    the pool, and every worker with it: their trials left RUNNING are failed and queued again,
+    and worker 0 runs them and the rest of the study alone (the break is seen when worker 0 is
+    idle, near the study's end, where a pool started again would cost more than it saves).
+    The pool starts afresh for the stages after. Only on a CPU: the pool's processes have one
+    device each, and a task cannot choose its process (on GPUs, `Processes` puts worker i on
+    devices[i])."""
 
     def __init__(self, pool, plan: Plan, count: int, *, storage: str, study, console):
         self.pool, self.study, self.console = pool, study, console
@@ -69,7 +73,7 @@ class PoolTasks:
                 self.pending = []
                 self.console.print(
                     "[yellow]tune: a worker process died mid-trial (killed, or out of memory?): "
-                    f"trials {orphans} run again here[/]"
+                    f"trials {orphans} run again here, with the rest of the study[/]"
                     if orphans
                     else "[yellow]tune: a worker process died (killed, or out of memory?): the trials go on here[/]"
                 )
@@ -95,7 +99,7 @@ def _pool_worker(plan: dict, index: int, storage: str) -> int:
     command line); the worker's environment is restored after, as the process trains on."""
     from rich.console import Console
 
-    from nnrecipe.executors.pool import worker_data, worker_device
+    from nnrecipe.executors.pool import flush_output, worker_data, worker_device
     from nnrecipe.executors.tune_worker import run_worker
     from nnrecipe.rundir import RunDir
     from nnrecipe.spec import load_spec
@@ -121,6 +125,7 @@ def _pool_worker(plan: dict, index: int, storage: str) -> int:
                 return run_worker(here, ctx=ctx, index=index, start=start)
             finally:
                 ctx.close()
+                flush_output()
     finally:
         if before is None:
             os.environ.pop(ENV_STORAGE, None)

@@ -180,13 +180,15 @@ def _run_workers(s: Setup, study) -> int:
 
 
 def _children(s: Setup, plan: Plan, workers, ray, study) -> PoolTasks | Processes | RayTasks:
-    """Workers 1..N-1: Ray tasks with Ray; the run's worker processes with --workers (started and
-    warm); processes of tune's own for stages.tune.workers."""
+    """Workers 1..N-1: Ray tasks with Ray; on a CPU with --workers, the run's worker processes
+    (started and warm); else processes of tune's own (stages.tune.workers; on GPUs, worker i
+    on GPU i, which a pool's task cannot choose)."""
     ctx, spec = s.ctx, s.spec
     if ray is not None:
         start_yaml = (s.out / "start.yaml").read_text()
         return RayTasks(ray, plan, workers.count, storage=s.storage, start_yaml=start_yaml, run_root=ctx.run.root)
-    if workers.count > 1 and spec.stages.tune.workers is None and spec.executor == "local":
+    pooled = spec.stages.tune.workers is None and spec.executor == "local" and ctx.device.type == "cpu"
+    if workers.count > 1 and pooled:
         return PoolTasks(ctx.pool(), plan, workers.count, storage=s.storage, study=study, console=ctx.console)
     return Processes(s.out, workers.count, storage=s.storage, threads=workers.threads, study=study)
 
