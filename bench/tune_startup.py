@@ -3,10 +3,11 @@ alternated (by hand; never a test).
 
     OMP_NUM_THREADS=1 python bench/tune_startup.py --rounds 6 [--cold]
 
-"as is": the first worker to ask takes the 4 start-up trials as one round (tune_study.Rounds);
-"shared": each worker takes its share of them (2 and 2). Warm (default): the run's pool of two
-is started and idle before the stage, as in a whole run; --cold: the stage starts it, as a
-standalone `nnrecipe tune --workers 2` does. Prints each stage's seconds and verdicts.
+"as is": the first worker to ask takes the 4 start-up trials as one round; "shared": each worker
+takes its share of them (2 and 2) where the pool was warm when the stage began (Plan.share_startup,
+as committed). Warm (default): the run's pool of two is started and idle before the stage, as in
+a whole run; --cold: the stage starts it, as a standalone `nnrecipe tune --workers 2` does (then
+the two are the same code). Prints each stage's seconds and verdicts.
 """
 
 from __future__ import annotations
@@ -22,27 +23,19 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from nnrecipe.probes import tune_study as ts
+from nnrecipe.executors.pool import Pool
 from nnrecipe.rundir import RunDir
 from nnrecipe.runtime import plan_workers
 from nnrecipe.spec import Spec
 from nnrecipe.stages import tune
 from nnrecipe.stages.base import StageContext
 
-AS_IS = ts.Rounds.size
-
-
-def shared(self, *, finished: int, running: int, trials: int) -> int:
-    n = min(self.batch, -(-(trials - finished - running) // self.workers))
-    if self.pruner == "median" and finished < ts.MEDIAN_STARTUP:
-        n = min(n, ts.MEDIAN_STARTUP - finished - running, -(-ts.MEDIAN_STARTUP // self.workers))
-    if self.sampler == "tpe":
-        n = min(n, ts.TPE_STARTUP - finished - running, -(-ts.TPE_STARTUP // self.workers))
-    return max(n, 1)
+READY = Pool.ready
 
 
 def one(rule: str, *, cold: bool) -> tuple[float, list]:
-    ts.Rounds.size = AS_IS if rule == "as is" else shared
+    # "as is": the first worker takes the start-up trials whatever the pool's state
+    Pool.ready = READY if rule == "shared" else (lambda self: False)
     spec, cpu = Spec(), torch.device("cpu")
     root = Path(tempfile.mkdtemp()) / "run"
     (root / "tune").mkdir(parents=True)

@@ -317,7 +317,12 @@ def test_a_worker_that_died_between_two_batches_is_one_line_at_the_next(tmp_path
 
     pool = Pool(base=tmp_path, workers=plan_workers(2, torch.device("cpu")))
     try:
+        assert not pool.ready()
         pool.warm(Spec())  # both workers started (and the digits loaded)
+        deadline = time.time() + 60
+        while not pool.ready() and time.time() < deadline:
+            time.sleep(0.05)
+        assert pool.ready()  # what tune asks before its workers share the start-up trials
         executor = pool._start()
         victim = next(iter(executor._processes.values()))  # type: ignore[union-attr]
         os.kill(victim.pid, signal.SIGKILL)
@@ -326,5 +331,9 @@ def test_a_worker_that_died_between_two_batches_is_one_line_at_the_next(tmp_path
             time.sleep(0.05)  # the executor's thread notices within milliseconds
         with pytest.raises(DeviceError, match=r"^regularize: a worker process died mid-experiment"):
             pool.submit([[]], label="regularize")
+        with pytest.raises(DeviceError, match=r"^workers: a worker process died mid-experiment"):
+            pool.call(time.sleep, 0)  # tune's tasks: the same one line
+        assert len(pool.forget_broken()) == 2 and not pool.ready()  # every process, stopped; a fresh pool next
+        assert pool.call(time.sleep, 0).result(timeout=120) is None
     finally:
         pool.terminate()

@@ -85,6 +85,7 @@ class Pool:
     def __init__(self, *, base: Path, workers: Workers):
         self.base, self.workers = base, workers
         self._executor: Optional[ProcessPoolExecutor] = None
+        self._warming: list[Future] = []  # warm()'s data loads
 
     def _start(self) -> ProcessPoolExecutor:
         if self._executor is None:
@@ -129,7 +130,7 @@ class Pool:
         them stopped when this returns, and a fresh pool on next use, for the stages still to
         run. (The executor fails its futures before it stops the survivors: one could still be
         claiming a trial.)"""
-        executor, self._executor = self._executor, None
+        executor, self._executor, self._warming = self._executor, None, []
         if executor is None:
             return set()
         processes = dict(getattr(executor, "_processes", None) or {})
@@ -144,8 +145,12 @@ class Pool:
         """Start every worker now and load `spec`'s data in it, while this process has other work."""
         executor = self._start()
         with _sigint_blocked():
-            for _ in range(self.workers.count):
-                executor.submit(_data, spec)
+            self._warming = [executor.submit(_data, spec) for _ in range(self.workers.count)]
+
+    def ready(self) -> bool:
+        """Whether the workers are up and idle-ready: warmed, and every warming load done."""
+        warming = self._warming
+        return self._executor is not None and bool(warming) and all(f.done() for f in warming)
 
     def arrivals(self, futures: list[Future], *, progress=None, label: str = "") -> Iterator[tuple[int, list[Shipped]]]:
         """(index, [Shipped of each job]) of each group as it finishes; the first error raised in a worker is
@@ -178,7 +183,7 @@ class Pool:
 
     def terminate(self) -> None:
         """Stop every worker now (Ctrl-C, an error): an experiment half-way is abandoned."""
-        executor = self._executor
+        executor, self._warming = self._executor, []
         if executor is None:
             return
         processes = list((getattr(executor, "_processes", None) or {}).values())

@@ -39,6 +39,7 @@ class Plan:
     devices: tuple[str, ...] = ()  # worker i trains on devices[i % len] (a GPU each); empty: `device`
     workers: int = 1  # processes on the study here
     run_id: str = ""  # the stage run's mark on the trials its workers train (its timeline's)
+    share_startup: bool = False  # every worker starts at once: they share the start-up trials (Rounds)
 
     def write(self, path: Path) -> None:
         from nnrecipe import atomic
@@ -136,7 +137,11 @@ def rounds(start, plan: Plan, ctx):
     cfg = start.stages.tune
     one = ts.is_url(plan.storage) or not set(cfg.space) <= TOGETHER or not ctx.spec.batch_models
     return ts.Rounds(
-        batch=1 if one else together.MAX_GROUP, sampler=cfg.sampler, pruner=cfg.pruner, workers=plan.workers
+        batch=1 if one else together.MAX_GROUP,
+        sampler=cfg.sampler,
+        pruner=cfg.pruner,
+        workers=plan.workers,
+        share_startup=plan.share_startup,
     )
 
 

@@ -146,6 +146,7 @@ def _run_workers(s: Setup, study) -> int:
     workers, ray = tune_workers(spec, ctx)
     start_yaml = s.out / "start.yaml"
     atomic.write_text(start_yaml, f"# the tune stage's starting point ({s.source})\n" + s.start.to_yaml())
+    pool = _run_pool(s, workers, ray)
     plan = Plan(
         run_root=str(ctx.run.root.resolve()),
         base=str(ctx.base),
@@ -161,9 +162,10 @@ def _run_workers(s: Setup, study) -> int:
         devices=workers.devices,
         workers=workers.count,
         run_id=s.run_id,
+        share_startup=pool is not None and pool.ready(),  # all start at once
     )
     plan.write(s.out / "worker.json")
-    children = _children(s, plan, workers, ray, study)
+    children = _children(s, plan, workers, ray, study, pool)
     ctx.console.print(
         f"tune: study [cyan]{s.study}[/] on {redact(s.storage) if not s.local else ctx.rel(Path(s.storage))}: "
         f"{had} of {cfg.trials} trials finished"
@@ -179,17 +181,24 @@ def _run_workers(s: Setup, study) -> int:
     return ran
 
 
-def _children(s: Setup, plan: Plan, workers, ray, study) -> PoolTasks | Processes | RayTasks:
-    """Workers 1..N-1: Ray tasks with Ray; on a CPU with --workers, the run's worker processes
-    (started and warm); else processes of tune's own (stages.tune.workers; on GPUs, worker i
-    on GPU i, which a pool's task cannot choose)."""
-    ctx, spec = s.ctx, s.spec
+def _run_pool(s: Setup, workers, ray):
+    """The run's worker processes, where tune's workers 1..N-1 run in them: on a CPU with
+    --workers (started, and warm after earlier stages); not with Ray, nor stages.tune.workers,
+    nor on GPUs (each pool process has its device, and a task cannot choose its process)."""
+    spec, ctx = s.spec, s.ctx
+    local = ray is None and spec.executor == "local" and spec.stages.tune.workers is None
+    return ctx.pool() if local and workers.count > 1 and ctx.device.type == "cpu" else None
+
+
+def _children(s: Setup, plan: Plan, workers, ray, study, pool) -> PoolTasks | Processes | RayTasks:
+    """Workers 1..N-1: Ray tasks with Ray, tasks in the run's `pool`, or processes of tune's own
+    (stages.tune.workers; on GPUs, worker i on GPU i)."""
+    ctx = s.ctx
     if ray is not None:
         start_yaml = (s.out / "start.yaml").read_text()
         return RayTasks(ray, plan, workers.count, storage=s.storage, start_yaml=start_yaml, run_root=ctx.run.root)
-    pooled = spec.stages.tune.workers is None and spec.executor == "local" and ctx.device.type == "cpu"
-    if workers.count > 1 and pooled:
-        return PoolTasks(ctx.pool(), plan, workers.count, storage=s.storage, study=study, console=ctx.console)
+    if pool is not None:
+        return PoolTasks(pool, plan, workers.count, storage=s.storage, study=study, console=ctx.console)
     return Processes(s.out, workers.count, storage=s.storage, threads=workers.threads, study=study)
 
 

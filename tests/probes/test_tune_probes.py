@@ -204,3 +204,12 @@ def test_rounds_hold_the_pruners_start_up_trials_alone_and_split_over_workers():
     two = ts.Rounds(batch=16, pruner="none", workers=2)
     assert two.size(finished=0, running=0, trials=20) == 10 and two.size(finished=0, running=10, trials=20) == 5
     assert ts.Rounds(batch=16, pruner="median").size(finished=0, running=4, trials=20) == 1  # the other's start-up
+    # workers that all start at once (a warm pool) share the start-up trials: median's 4 as 2 and
+    # 2, TPE's 10 as 5 and 5; then as before. Without share_startup the first takes them all.
+    median2 = ts.Rounds(batch=16, pruner="median", workers=2, share_startup=True)
+    assert median2.size(finished=0, running=0, trials=20) == 2 and median2.size(finished=0, running=2, trials=20) == 2
+    assert median2.size(finished=2, running=2, trials=20) == 1 and median2.size(finished=4, running=0, trials=20) == 8
+    tpe2 = ts.Rounds(batch=16, sampler="tpe", workers=2, share_startup=True)
+    assert tpe2.size(finished=0, running=0, trials=20) == 5 and tpe2.size(finished=0, running=5, trials=20) == 5
+    assert tpe2.size(finished=10, running=0, trials=20) == 1
+    assert ts.Rounds(batch=16, pruner="median", workers=2).size(finished=0, running=0, trials=20) == 4
