@@ -6,10 +6,11 @@ on the same study, until `trials` have finished across all of them. The kinds he
 same verbs: `watch()` (a worker's error stops the stage at once, a dead worker's trial is run
 again), `wait()` (until each has finished) and `stop()` (Ctrl-C, an error: the rest stopped).
 
-The run's worker processes (`--workers N`, executors.pool) are already started, their data
-loaded, when tune comes after other stages: a process of its own took 3-5 s on the cpu-box to
-import torch and load the data before its first trial, while the pool's workers sat idle.
-`stages.tune.workers` keeps processes of tune's own (as many as it says, pool or not).
+On a CPU, the run's worker processes (`--workers N`, executors.pool) are already started, their
+data loaded, when tune comes after other stages: a process of its own took 3-5 s on the cpu-box
+to import torch and load the data before its first trial, while the pool's workers sat idle.
+On GPUs (worker i on GPU i, which a pool's task cannot choose) and with `stages.tune.workers`
+(as many as it says), tune's workers are processes of its own.
 
 Ray tasks (`--executor ray` or `ray://...`, `stages.tune.workers` unset): each one trains its
 trials in a Ray worker, in a scratch run directory of its own, and sends back its trials'
