@@ -333,7 +333,7 @@ def test_a_worker_that_died_between_two_batches_is_one_line_at_the_next(tmp_path
             pool.submit([[]], label="regularize")
         with pytest.raises(DeviceError, match=r"^workers: a worker process died mid-experiment"):
             pool.call(time.sleep, 0)  # tune's tasks: the same one line
-        assert len(pool.forget_broken()) == 2 and not pool.ready()  # every process, stopped; a fresh pool next
+        assert len(pool.terminate()) == 2 and not pool.ready()  # every process, stopped; a fresh pool next
         assert pool.call(time.sleep, 0).result(timeout=120) is None
     finally:
         pool.terminate()

@@ -125,22 +125,6 @@ class Pool:
         except BrokenProcessPool:
             raise _died("workers") from None
 
-    def forget_broken(self) -> set[int]:
-        """After a worker died (BrokenProcessPool): the pids of all its processes, every one of
-        them stopped when this returns, and a fresh pool on next use, for the stages still to
-        run. (The executor fails its futures before it stops the survivors: one could still be
-        claiming a trial.)"""
-        executor, self._executor, self._warming = self._executor, None, []
-        if executor is None:
-            return set()
-        processes = dict(getattr(executor, "_processes", None) or {})
-        executor.shutdown(wait=False, cancel_futures=True)
-        for process in processes.values():
-            process.terminate()
-        for process in processes.values():
-            process.join(timeout=10)
-        return set(processes)
-
     def warm(self, spec) -> None:
         """Start every worker now and load `spec`'s data in it, while this process has other work."""
         executor = self._start()
@@ -181,18 +165,21 @@ class Pool:
         cpu-box, against 0.05 s."""
         self.terminate()
 
-    def terminate(self) -> None:
-        """Stop every worker now (Ctrl-C, an error): an experiment half-way is abandoned."""
-        executor, self._warming = self._executor, []
+    def terminate(self) -> set[int]:
+        """Stop every worker now (Ctrl-C, an error, the run's end, a worker that died): an
+        experiment half-way is abandoned, and every process has stopped when this returns (after
+        a death, the executor fails its futures before it stops the survivors: one could still
+        be claiming a tune trial). Returns their pids; a fresh pool starts on next use."""
+        executor, self._executor, self._warming = self._executor, None, []
         if executor is None:
-            return
-        processes = list((getattr(executor, "_processes", None) or {}).values())
+            return set()
+        processes = dict(getattr(executor, "_processes", None) or {})
         executor.shutdown(wait=False, cancel_futures=True)  # what has not started never will
-        for process in processes:
+        for process in processes.values():
             process.terminate()
-        for process in processes:
+        for process in processes.values():
             process.join(timeout=10)
-        self._executor = None
+        return set(processes)
 
 
 def _died(label: str) -> DeviceError:

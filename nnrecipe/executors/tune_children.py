@@ -68,7 +68,7 @@ class PoolTasks:
             try:
                 future.result()
             except BrokenProcessPool:
-                pids = self.pool.forget_broken()  # every pool worker has stopped: its tasks with it
+                pids = self.pool.terminate()  # every pool worker stopped: its tasks with it
                 names = {ts.worker_name(i, pid=pid) for i in self.indexes for pid in pids}
                 orphans = [n for name in sorted(names) for n in ts.recover_orphans(self.study, worker=name)]
                 self.pending = []
