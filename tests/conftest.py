@@ -98,6 +98,22 @@ def process_cmdline(pid: int) -> str:
         return ""
 
 
+def parent_of(pid: int) -> int:
+    """A process's parent pid (Linux /proc), 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return 0
+
+
+def pool_workers(pid: int) -> list[int]:
+    """The pool workers of process `pid`: forked by its fork server (executors/pool.py)."""
+    procs = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    servers = {p for p in procs if parent_of(p) == pid and "multiprocessing.forkserver" in process_cmdline(p)}
+    return sorted(p for p in procs if parent_of(p) in servers)
+
+
 def close_numbers(a, b, rel: float = 1e-3) -> bool:
     """Two verdicts' observed values alike: the same structure and strings, every float within
     `rel` (relative, absolute below 1) of the other: what float rounding may move."""

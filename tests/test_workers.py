@@ -15,7 +15,7 @@ import time
 import pytest
 import torch
 
-from conftest import PLANTED, close_numbers, process_cmdline, write_spec
+from conftest import PLANTED, close_numbers, parent_of, pool_workers, process_cmdline, write_spec
 from nnrecipe.errors import DeviceError
 from nnrecipe.runtime import plan_workers, usable_cores
 
@@ -283,15 +283,10 @@ def _long_regularize(in_tmp, name: str, *, as_from_a_terminal: bool = False):
     )
 
 
-def _children(pid: int) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(pid), "-f", "multiprocessing.spawn"], capture_output=True, text=True)
-    return [int(p) for p in out.stdout.split()]
-
-
 def _wait_for_workers(proc, n: int, timeout: float = 120.0) -> list[int]:
     deadline = time.time() + timeout
     while time.time() < deadline and proc.poll() is None:
-        found = [p for p in _children(proc.pid) if "spawn_main" in process_cmdline(p)]
+        found = pool_workers(proc.pid)
         if len(found) >= n:
             return found
         time.sleep(0.1)
@@ -337,3 +332,36 @@ def test_a_worker_that_died_between_two_batches_is_one_line_at_the_next(tmp_path
         assert pool.call(time.sleep, 0).result(timeout=120) is None
     finally:
         pool.terminate()
+
+
+def test_a_stage_killed_outright_takes_its_workers_and_their_fork_server_with_it(in_tmp):
+    """SIGKILL to the stage's process (the OOM killer, kill -9): its workers, forked by the fork
+    server rather than by it, end too, and the server with them: nothing trains on for nobody."""
+    proc = _long_regularize(in_tmp, "kill9")
+    workers = _wait_for_workers(proc, 2)
+    server = {parent_of(pid) for pid in workers}
+    assert len(server) == 1 and parent_of(next(iter(server))) == proc.pid
+    proc.kill()
+    proc.communicate(timeout=60)
+    deadline = time.time() + 10
+    while time.time() < deadline and any(_alive(pid) for pid in [*workers, *server]):
+        time.sleep(0.1)
+    assert not [pid for pid in [*workers, *server] if _alive(pid)]
+
+
+def test_each_pool_gets_the_environment_of_its_start_from_one_fork_server(tmp_path, monkeypatch):
+    """A process's later pools (a notebook's next run) are forked by the same server, which
+    imported torch once; each worker sees the environment of the stage's process as it is when
+    its pool starts, not as it was when the server started."""
+    from nnrecipe.executors.pool import Pool
+
+    seen = []
+    for value in ("first", "second"):
+        monkeypatch.setenv("NNRECIPE_TEST_PROBE", value)
+        pool = Pool(base=tmp_path, workers=plan_workers(1, torch.device("cpu")))
+        try:
+            assert pool.call(os.getenv, "NNRECIPE_TEST_PROBE").result(timeout=120) == value
+            seen.append(parent_of(pool.call(os.getpid).result(timeout=60)))
+        finally:
+            pool.close()
+    assert seen[0] == seen[1] and "multiprocessing.forkserver" in process_cmdline(seen[0])

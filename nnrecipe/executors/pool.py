@@ -8,8 +8,10 @@ back in the order the experiments were submitted, so a verdict never depends on 
 finished first. Only the stage's process writes TensorBoard; a worker writes only the
 checkpoints an experiment names (squeeze's members), where one process would have.
 
-Workers are spawned, not forked (a forked OpenMP or CUDA runtime can hang), once per run, and
-ignore Ctrl-C: the stage's process receives it, stops the pool and records the interruption.
+Workers start once per run and ignore Ctrl-C: the stage's process receives it, stops the pool
+and records the interruption. They are forked from multiprocessing's fork server, a process that
+imported torch and nnrecipe once and runs nothing else (`_context`), never from the stage's
+process, whose OpenMP or CUDA runtime, once started, a fork could hang on.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import contextlib
 import dataclasses
 import importlib
 import multiprocessing
+import os
 import signal
 import sys
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -80,7 +83,7 @@ class Recorder:
 
 
 class Pool:
-    """N spawned worker processes for one run, started on first use and shared by its stages."""
+    """N worker processes for one run, started on first use and shared by its stages."""
 
     def __init__(self, *, base: Path, workers: Workers):
         self.base, self.workers = base, workers
@@ -89,14 +92,15 @@ class Pool:
 
     def _start(self) -> ProcessPoolExecutor:
         if self._executor is None:
-            mp = multiprocessing.get_context("spawn")
+            mp = _context()
             counter = mp.Value("i", 0)  # each worker takes the next index: its device, round-robin
             w = self.workers
             self._executor = ProcessPoolExecutor(
                 max_workers=w.count,
                 mp_context=mp,
                 initializer=_worker_start,
-                initargs=(str(self.base), w.devices, w.threads, counter),
+                # the fork server's environment is that of its start: the workers get this one
+                initargs=(str(self.base), w.devices, w.threads, counter, dict(os.environ), os.getpid()),
             )
         return self._executor
 
@@ -108,7 +112,7 @@ class Pool:
 
         executor = self._start()
         try:
-            with _sigint_blocked():  # a worker it spawns starts with Ctrl-C blocked
+            with _sigint_blocked():  # a worker started here has Ctrl-C blocked
                 return [executor.submit(_train, list(group)) for group in groups]
         except BrokenProcessPool:
             raise _died(label) from None
@@ -182,6 +186,26 @@ class Pool:
         return set(processes)
 
 
+# What the fork server imports once, before it forks any worker. Spawned, each worker imported
+# them itself: a pool of two warm in 2.6-3.2 s, 5.5 s of CPU, every time. Forked from the server:
+# the first pool of a process warm in 2.9-3.0 s with 3.1 s of CPU (2.4 s less beside the stage
+# that runs meanwhile), every later one (a notebook's or a test suite's next run) in 0.22 s with
+# 0.76 s (cpu-box, bench/pool_start.py). Importing runs no OpenMP region and starts no thread:
+# the server stays one thread, safe to fork.
+PRELOAD = ["torch", "torch._dynamo", "nnrecipe.executors.pool"]  # pool imports nnrecipe.experiments
+
+
+def _context() -> Any:
+    """Fork server where the platform has one (Linux, macOS), else spawn (Windows). The server is
+    started by the first pool's first worker, with Ctrl-C blocked (`_sigint_blocked`): the
+    workers it forks inherit that mask, so a Ctrl-C cannot reach one before it ignores Ctrl-C."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    mp = multiprocessing.get_context("forkserver")
+    mp.set_forkserver_preload(PRELOAD)  # no effect once the server runs (it keeps its modules)
+    return mp
+
+
 def _died(label: str) -> DeviceError:
     return DeviceError(
         f"{label}: a worker process died mid-experiment (killed, or out of memory?); "
@@ -191,10 +215,10 @@ def _died(label: str) -> DeviceError:
 
 @contextlib.contextmanager
 def _sigint_blocked():
-    """SIGINT blocked in this thread while it spawns workers: the mask is inherited through fork
-    and exec, so a Ctrl-C while a worker still imports torch cannot interrupt it (a traceback per
-    worker); the worker ignores SIGINT from its start on. A Ctrl-C here meanwhile is delivered
-    when the block ends, not lost."""
+    """SIGINT blocked in this thread while it starts workers (and the fork server, at the first):
+    the mask is inherited through fork and exec, so a Ctrl-C while a worker still starts cannot
+    interrupt it (a traceback per worker); the worker ignores SIGINT from its start on. A Ctrl-C
+    here meanwhile is delivered when the block ends, not lost."""
     if not hasattr(signal, "pthread_sigmask"):  # Windows
         yield
         return
@@ -210,20 +234,23 @@ def _sigint_blocked():
 _STATE: dict[str, Any] = {}
 
 
-def _worker_start(base: str, devices: tuple[str, ...], threads: int, counter) -> None:
-    from nnrecipe.executors.tune_worker import die_with_parent
+def _worker_start(
+    base: str, devices: tuple[str, ...], threads: int, counter, environ: dict[str, str], stage_pid: int
+) -> None:
     from nnrecipe.runtime import resolve_device
 
-    die_with_parent()  # a stage process killed outright takes its workers with it
+    os.environ.clear()  # the stage's environment now (CUDA_VISIBLE_DEVICES, the user's variables)
+    os.environ.update(environ)
+    _die_with(stage_pid)  # a stage process killed outright takes its workers with it
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the stage process's to handle
     if hasattr(signal, "pthread_sigmask"):
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked since the spawn
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked since its start
     with counter.get_lock():
         index = counter.value
         counter.value += 1
     torch.set_num_threads(threads)
     # torch's first optimizer step imports torch._dynamo (1.2-1.5 s on the cpu-box): imported
-    # here, while the pool warms beside the first stages, not in the worker's first experiment
+    # here (by the fork server, PRELOAD), not in the worker's first experiment
     importlib.import_module("torch._dynamo")
 
     device = resolve_device(devices[index % len(devices)])
@@ -232,6 +259,42 @@ def _worker_start(base: str, devices: tuple[str, ...], threads: int, counter) ->
 
         thread_choice.enable(most=threads)  # measured at this worker's first training
     _STATE.update(base=Path(base), device=device, data={})
+
+
+def _die_with(pid: int) -> None:
+    """SIGTERM to this worker when process `pid` (the stage's) ends, even by SIGKILL. A worker's
+    parent is the fork server, so the kernel's parent-death signal (tune_worker.die_with_parent)
+    does not serve; nor do the executor's pipes, whose ends every worker holds too. A thread
+    blocks on the process's pidfd (Linux 5.3+), else looks every second whether it is there."""
+    import threading
+
+    def watch() -> None:
+        try:
+            fd = os.pidfd_open(pid)
+        except (AttributeError, OSError):  # no pidfd here (macOS, an older kernel)
+            fd = None
+        if fd is not None:
+            import select
+
+            select.select([fd], [], [])  # readable once the process has ended
+        else:
+            import time
+
+            while _alive(pid):
+                time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="nnrecipe-die-with-stage", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # there, another user's: a pid taken again
+        return False
+    return True
 
 
 def _data(spec):

@@ -13,7 +13,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from conftest import PLANTED, write_spec
+from conftest import PLANTED, pool_workers, process_cmdline, write_spec
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 FAST = {"trials": 6, "steps": 150, "eval_every": 50}
@@ -165,10 +165,8 @@ def test_a_pool_worker_killed_mid_trial_has_its_trial_run_again_and_the_stage_fi
         time.sleep(0.3)
     assert victim is not None, "no trial of worker 1 was seen running"
     pid = int(victim.user_attrs["worker"].split(":")[1])
-    # a pool worker: the stage's child, started by multiprocessing's spawn (not tune_worker's main)
-    command = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode()
-    parent = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
-    assert parent == proc.pid and "multiprocessing" in command and "tune_worker" not in command, command
+    # a pool worker: forked by the stage's fork server (not a process of tune_worker's main)
+    assert pid in pool_workers(proc.pid) and "tune_worker" not in process_cmdline(pid), process_cmdline(pid)
     os.kill(pid, signal.SIGKILL)
     proc.wait(timeout=600)
     out.close()
