@@ -365,3 +365,27 @@ def test_each_pool_gets_the_environment_of_its_start_from_one_fork_server(tmp_pa
         finally:
             pool.close()
     assert seen[0] == seen[1] and "multiprocessing.forkserver" in process_cmdline(seen[0])
+
+
+def _preloaded() -> list[str]:
+    return [m for m in ("torch", "nnrecipe.executors.forkserver") if m in sys.modules]
+
+
+def test_the_fork_server_preloads_its_quick_exit_which_does_nothing_elsewhere(tmp_path):
+    """The server imported torch and the module that makes its exit skip Python's teardown (it
+    holds the stage's stdout: a pipe's reader waits for it); imported elsewhere, that module
+    registers nothing."""
+    import atexit
+    import importlib
+
+    from nnrecipe.executors import forkserver
+    from nnrecipe.executors.pool import Pool
+
+    before = atexit._ncallbacks()
+    importlib.reload(forkserver)
+    assert atexit._ncallbacks() == before and not forkserver._in_the_fork_server()
+    pool = Pool(base=tmp_path, workers=plan_workers(1, torch.device("cpu")))
+    try:
+        assert pool.call(_preloaded).result(timeout=120) == ["torch", "nnrecipe.executors.forkserver"]
+    finally:
+        pool.close()

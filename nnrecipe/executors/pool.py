@@ -89,6 +89,7 @@ class Pool:
         self.base, self.workers = base, workers
         self._executor: Optional[ProcessPoolExecutor] = None
         self._warming: list[Future] = []  # warm()'s data loads
+        self._starting: Optional[Any] = None  # warm()'s thread, which starts the workers
 
     def _start(self) -> ProcessPoolExecutor:
         if self._executor is None:
@@ -130,10 +131,22 @@ class Pool:
             raise _died("workers") from None
 
     def warm(self, spec) -> None:
-        """Start every worker now and load `spec`'s data in it, while this process has other work."""
+        """Start every worker now and load `spec`'s data in it, while this process has other work.
+        From a thread: starting a worker waits until the fork server has imported torch (2-3 s
+        at a process's first pool), and this process's first stages run meanwhile."""
+        import threading
+
         executor = self._start()
-        with _sigint_blocked():
-            self._warming = [executor.submit(_data, spec) for _ in range(self.workers.count)]
+
+        def start() -> None:
+            with _sigint_blocked():  # this thread's mask: what the server and workers inherit
+                try:
+                    self._warming = [executor.submit(_data, spec) for _ in range(self.workers.count)]
+                except Exception:  # a broken pool: the next submit says so, in one line
+                    pass
+
+        self._starting = threading.Thread(target=start, name="nnrecipe-pool-start", daemon=True)
+        self._starting.start()
 
     def ready(self) -> bool:
         """Whether the workers are up and idle-ready: warmed, and every warming load done."""
@@ -174,6 +187,9 @@ class Pool:
         experiment half-way is abandoned, and every process has stopped when this returns (after
         a death, the executor fails its futures before it stops the survivors: one could still
         be claiming a tune trial). Returns their pids; a fresh pool starts on next use."""
+        if self._starting is not None:  # warm()'s thread: every worker it starts is stopped below
+            self._starting.join()
+            self._starting = None
         executor, self._executor, self._warming = self._executor, None, []
         if executor is None:
             return set()
@@ -192,7 +208,7 @@ class Pool:
 # that runs meanwhile), every later one (a notebook's or a test suite's next run) in 0.22 s with
 # 0.76 s (cpu-box, bench/pool_start.py). Importing runs no OpenMP region and starts no thread:
 # the server stays one thread, safe to fork.
-PRELOAD = ["torch", "torch._dynamo", "nnrecipe.executors.pool"]  # pool imports nnrecipe.experiments
+PRELOAD = ["torch", "torch._dynamo", "nnrecipe.executors.pool", "nnrecipe.executors.forkserver"]
 
 
 def _context() -> Any:
