@@ -389,3 +389,19 @@ def test_the_fork_server_preloads_its_quick_exit_which_does_nothing_elsewhere(tm
         assert pool.call(_preloaded).result(timeout=120) == ["torch", "nnrecipe.executors.forkserver"]
     finally:
         pool.close()
+
+
+def test_a_pool_stopped_as_it_warms_leaves_no_worker(tmp_path):
+    """warm() starts the workers from a thread and returns at once (the fork server may still be
+    importing torch); a Ctrl-C or an error right then stops every worker that thread starts."""
+    from nnrecipe.executors.pool import Pool
+    from nnrecipe.spec import Spec
+
+    pool = Pool(base=tmp_path, workers=plan_workers(2, torch.device("cpu")))
+    pool.warm(Spec())
+    stopped = pool.terminate()
+    assert len(stopped) == 2 and not pool.ready()
+    deadline = time.time() + 10
+    while time.time() < deadline and any(_alive(pid) for pid in stopped):
+        time.sleep(0.05)
+    assert not [pid for pid in stopped if _alive(pid)]
