@@ -113,7 +113,7 @@ class Pool:
 
         executor = self._start()
         try:
-            with _sigint_blocked():  # a worker started here has Ctrl-C blocked
+            with _sigint_blocked():  # the fork server, if started here, and its workers: Ctrl-C blocked
                 return [executor.submit(_train, list(group)) for group in groups]
         except BrokenProcessPool:
             raise _died(label) from None
@@ -139,11 +139,13 @@ class Pool:
         executor = self._start()
 
         def start() -> None:
+            from concurrent.futures.process import BrokenProcessPool
+
             with _sigint_blocked():  # this thread's mask: what the server and workers inherit
                 try:
                     self._warming = [executor.submit(_data, spec) for _ in range(self.workers.count)]
-                except Exception:  # a broken pool: the next submit says so, in one line
-                    pass
+                except (BrokenProcessPool, RuntimeError, OSError):  # broken, or stopped meanwhile:
+                    pass  # the next submit says so, in one line
 
         self._starting = threading.Thread(target=start, name="nnrecipe-pool-start", daemon=True)
         self._starting.start()
@@ -188,7 +190,7 @@ class Pool:
         a death, the executor fails its futures before it stops the survivors: one could still
         be claiming a tune trial). Returns their pids; a fresh pool starts on next use."""
         if self._starting is not None:  # warm()'s thread: every worker it starts is stopped below
-            self._starting.join()
+            self._starting.join(timeout=60)  # it waits for the fork server's imports (2-3 s here)
             self._starting = None
         executor, self._executor, self._warming = self._executor, None, []
         if executor is None:
@@ -206,16 +208,25 @@ class Pool:
 # them itself: a pool of two warm in 2.6-3.2 s, 5.5 s of CPU, every time. Forked from the server:
 # the first pool of a process warm in 2.9-3.0 s with 3.1 s of CPU (2.4 s less beside the stage
 # that runs meanwhile), every later one (a notebook's or a test suite's next run) in 0.22 s with
-# 0.76 s (cpu-box, bench/pool_start.py). Importing runs no OpenMP region and starts no thread:
-# the server stays one thread, safe to fork.
+# 0.76 s (cpu-box, bench/pool_start.py). Importing runs no OpenMP region and initializes no CUDA
+# (checked on the cpu-box's CUDA build: no device count asked); numpy's OpenBLAS may start its
+# threads, which it rebuilds in a forked child (pthread_atfork).
 PRELOAD = ["torch", "torch._dynamo", "nnrecipe.executors.pool", "nnrecipe.executors.forkserver"]
 
 
 def _context() -> Any:
-    """Fork server where the platform has one (Linux, macOS), else spawn (Windows). The server is
-    started by the first pool's first worker, with Ctrl-C blocked (`_sigint_blocked`): the
-    workers it forks inherit that mask, so a Ctrl-C cannot reach one before it ignores Ctrl-C."""
-    if "forkserver" not in multiprocessing.get_all_start_methods():
+    """The fork server on Linux, else spawn (macOS frameworks and MPS are not safe to fork
+    without exec; Windows has no fork). The server is started by the first pool's first worker,
+    with Ctrl-C blocked (`_sigint_blocked`): the workers it forks inherit that mask, so a Ctrl-C
+    cannot reach one before it ignores Ctrl-C.
+
+    The server serves the whole process. What a worker takes from the stage's process when its
+    pool starts: os.environ, the working directory and sys.path. What it keeps from the server's
+    start: the modules imported (and the settings torch read as it was imported), the file
+    descriptors (stdout, stderr), resource limits and CPU affinity. A server started earlier by
+    the user's own code (a DataLoader's forkserver context) serves too, without the preload: each
+    worker then imports torch itself, as spawned ones did."""
+    if not sys.platform.startswith("linux"):
         return multiprocessing.get_context("spawn")
     mp = multiprocessing.get_context("forkserver")
     mp.set_forkserver_preload(PRELOAD)  # no effect once the server runs (it keeps its modules)
@@ -257,7 +268,12 @@ def _worker_start(
 
     os.environ.clear()  # the stage's environment now (CUDA_VISIBLE_DEVICES, the user's variables)
     os.environ.update(environ)
-    _die_with(stage_pid)  # a stage process killed outright takes its workers with it
+    if os.getppid() == stage_pid:  # spawned (not on Linux): the stage's own child
+        from nnrecipe.executors.tune_worker import die_with_parent
+
+        die_with_parent()  # a stage process killed outright takes its workers with it
+    else:  # forked by the fork server
+        _die_with(stage_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the stage process's to handle
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked since its start
@@ -281,7 +297,8 @@ def _die_with(pid: int) -> None:
     """SIGTERM to this worker when process `pid` (the stage's) ends, even by SIGKILL. A worker's
     parent is the fork server, so the kernel's parent-death signal (tune_worker.die_with_parent)
     does not serve; nor do the executor's pipes, whose ends every worker holds too. A thread
-    blocks on the process's pidfd (Linux 5.3+), else looks every second whether it is there."""
+    blocks on the process's pidfd (Linux 5.3+), else looks every second whether it is there
+    (POSIX: the fork server runs on Linux alone)."""
     import threading
 
     def watch() -> None:
