@@ -370,7 +370,7 @@ def test_each_pool_gets_the_environment_of_its_start_from_one_fork_server(tmp_pa
 def _armed() -> bool:
     from nnrecipe.executors import forkserver
 
-    return forkserver.ARMED and "nnrecipe.executors.forkserver" in sys.modules
+    return forkserver.ARMED
 
 
 def test_the_fork_server_preloads_its_quick_exit_which_does_nothing_elsewhere(tmp_path):

@@ -23,6 +23,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
@@ -89,7 +90,7 @@ class Pool:
         self.base, self.workers = base, workers
         self._executor: Optional[ProcessPoolExecutor] = None
         self._warming: list[Future] = []  # warm()'s data loads
-        self._starting: Optional[Any] = None  # warm()'s thread, which starts the workers
+        self._starting: Optional[threading.Thread] = None  # warm()'s thread, which starts the workers
 
     def _start(self) -> ProcessPoolExecutor:
         if self._executor is None:
@@ -134,8 +135,6 @@ class Pool:
         """Start every worker now and load `spec`'s data in it, while this process has other work.
         From a thread: starting a worker waits until the fork server has imported torch (2-3 s
         at a process's first pool), and this process's first stages run meanwhile."""
-        import threading
-
         executor = self._start()
 
         def start() -> None:
@@ -299,12 +298,11 @@ def _die_with(pid: int) -> None:
     does not serve; nor do the executor's pipes, whose ends every worker holds too. A thread
     blocks on the process's pidfd (Linux 5.3+), else looks every second whether it is there
     (POSIX: the fork server runs on Linux alone)."""
-    import threading
 
     def watch() -> None:
         try:
             fd = os.pidfd_open(pid)
-        except (AttributeError, OSError):  # no pidfd here (macOS, an older kernel)
+        except OSError:  # no pidfd: a kernel older than 5.3
             fd = None
         if fd is not None:
             import select
@@ -323,9 +321,7 @@ def _die_with(pid: int) -> None:
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # there, another user's: a pid taken again
+    except (ProcessLookupError, PermissionError):  # gone, or another user's: its pid taken again
         return False
     return True
 
